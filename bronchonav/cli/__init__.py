@@ -1,0 +1,59 @@
+"""The ``bronchonav`` command line.
+
+Each sub-command lives in a module of this package whose name ends in ``_cmd`` and that defines
+``register(subparsers)``: it adds its parser and sets ``func`` to a callable taking the parsed
+arguments and returning an exit code. Heavy imports stay inside those callables so that
+``bronchonav --help`` is fast.
+
+Errors a user can cause are :class:`bronchonav.errors.BronchoNavError`; they are printed as one
+line on stderr with exit code 2. Set ``BRONCHONAV_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+from bronchonav.errors import BronchoNavError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every ``*_cmd`` module's sub-command registered."""
+    import bronchonav
+
+    parser = argparse.ArgumentParser(
+        prog="bronchonav",
+        description="BronchoNav: a digital twin for robotic bronchoscopy (SI units, CT frame).")
+    parser.add_argument("--version", action="version", version=f"bronchonav {bronchonav.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.endswith("_cmd"):
+            importlib.import_module(f"{__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BronchoNavError as exc:
+        if os.environ.get("BRONCHONAV_DEBUG"):
+            raise
+        print(f"bronchonav {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bronchonav {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""ament_python package ``bronchonav``: a plain setuptools install that colcon also builds.
+
+Data files (launch, urdf, config, maps) go under ``share/bronchonav/`` with the ament resource
+marker, so ``ros2 launch bronchonav sim.launch.py`` finds them after ``colcon build``.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "bronchonav"
+HERE = Path(__file__).parent
+
+
+def data_tree(folder: str) -> list[tuple[str, list[str]]]:
+    """(install dir, files) pairs for every file below ``folder``, keeping sub-folders."""
+    entries: dict[str, list[str]] = {}
+    for path in sorted((HERE / folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            rel = path.relative_to(HERE)
+            entries.setdefault(f"share/{PACKAGE}/{rel.parent}", []).append(str(rel))
+    return list(entries.items())
+
+
+ROS_REQUIRES = [
+    "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-geometry-msgs", "ros-nav-msgs",
+    "ros-sensor-msgs", "ros-visualization-msgs", "ros-std-srvs", "ros-diagnostic-msgs",
+    "ros-trajectory-msgs", "ros-builtin-interfaces",
+]
+
+NODES = {
+    "airway_map_server": "bronchonav.ros.map_server_node:main",
+    "catheter_sim": "bronchonav.ros.catheter_sim_node:main",
+    "route_planner": "bronchonav.ros.route_planner_node:main",
+    "registration": "bronchonav.ros.registration_node:main",
+    "navigator": "bronchonav.ros.navigator_node:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Open-source digital twin for robotic bronchoscopy (airway maps, Cosserat "
+                "catheter, route planning, registration, ROS 2 nodes)",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    data_files=[
+        (f"share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *data_tree("launch"), *data_tree("urdf"), *data_tree("config"), *data_tree("maps"),
+    ],
+    install_requires=[
+        "numpy>=1.26", "scipy>=1.11", "networkx>=3.1", "open3d>=0.18", "scikit-image>=0.22",
+        "SimpleITK>=2.3", "nibabel>=5.0", "pydicom>=2.4", "edt>=2.4",
+        "connected-components-3d>=3.12", "numba>=0.59", "pyyaml>=6.0", "matplotlib>=3.7",
+        "plotly>=5.0", "yourdfpy>=0.0.56", "mcap>=1.1", "mcap-ros2-support>=0.5",
+    ],
+    extras_require={
+        "ros": ROS_REQUIRES,
+        "test": ["pytest>=7", "pytest-timeout>=2", "pyelastica>=0.3"],
+    },
+    zip_safe=True,
+    maintainer="BronchoNav developers",
+    maintainer_email="maintainers@bronchonav.invalid",
+    entry_points={
+        "console_scripts": [
+            "bronchonav = bronchonav.cli:run",
+            *[f"{name} = {target}" for name, target in NODES.items()],
+        ],
+    },
+)
