@@ -23,7 +23,7 @@ system-deps:
 $(STAMP): setup.py setup.cfg | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[ros,test]'
+	$(PY) -m pip install -q -e '.[ros,test,campaign]'
 	@touch $@
 
 demo: $(STAMP)
