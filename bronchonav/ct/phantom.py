@@ -1,0 +1,460 @@
+"""Synthetic chest phantom with ground truth: airway tree, lungs, nodules and the CT volume.
+
+Frames and units
+----------------
+The tree, the nodules and the lungs are in the CT frame (``ct``): the LPS patient frame
+(+x patient left, +y posterior, +z head) in metres, with the main carina at the origin. The CT
+image (:attr:`Phantom.image`) lives in the same physical frame but, as SimpleITK/ITK require,
+its spacing and origin are in millimetres and its direction is the identity (LPS): the physical
+point of a voxel in mm divided by 1000 is its CT-frame position in m.
+
+The trachea is vertical; its first centreline point (the insertion point) lies on the centre of
+the top slice of the volume, so the tracheal lumen is open at the top of the scan as in a real
+chest CT.
+
+Airway tree
+-----------
+The central airways (trachea, main bronchi, bronchus intermedius, five lobar bronchi) are laid
+out by hand from adult morphometry (trachea 18 mm × 115 mm; right main bronchus 25 mm at 25°
+from the vertical, left 50 mm at 45°). Below the lobar bronchi the tree grows by space filling
+(Kitaoka et al. 1999, Tawhai et al. 2000): every branch owns a set of points sampled uniformly in
+its lobe; at its end the set is split by a plane containing the branch axis whose normal is turned
+90° from the parent's branching plane (other turns are tried when that split is too unequal);
+the flow-dividing ratio r is the fraction of points in a subset, the daughter diameters are
+d·r^(1/n) and d·(1−r)^(1/n) with n = 2.8, the branching angles follow Kitaoka's optimum for r,
+each daughter turns towards the centroid of its subset and is about 3 diameters long (capped at a
+fraction of the distance to that centroid). A bifurcation is made only when both daughters stay
+inside the lung clear of the pleura, do not touch other airways, are at least
+:attr:`PhantomConfig.min_diameter_m` wide and own enough points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bronchonav.airway.tree import LOBES, AirwayTree, Branch, Nodule
+from bronchonav.ct.lungs import LungModel
+from bronchonav.errors import BronchoNavError, InputError
+
+PHANTOM_NAMES = ("default", "full")
+"""Names accepted by :func:`phantom_config`."""
+
+
+@dataclass
+class PhantomConfig:
+    """Parameters of a synthetic phantom (lengths in m, intensities in HU).
+
+    Use :func:`phantom_config` for the named presets; every field can be changed afterwards
+    (e.g. a smaller ``min_diameter_m`` and more ``n_seed_points`` grow a bigger tree).
+    """
+
+    name: str = "default"
+    seed: int = 0
+    spacing_m: float = 1.0e-3
+    """Isotropic voxel spacing of the rendered CT (m)."""
+    min_diameter_m: float = 2.7e-3
+    """A bifurcation is made only if both daughters are at least this wide (m)."""
+    max_generation: int = 14
+    volume_shape: tuple[int, int, int] | None = None
+    """CT size (nx, ny, nz) in voxels, centred on the body in x/y; ``None`` crops to the body."""
+    # -- airway morphometry --
+    trachea_diameter_m: float = 0.018
+    trachea_length_m: float = 0.115
+    diameter_exponent: float = 2.8
+    """n in Kitaoka's diameter rule d_i = d·r_i^(1/n)."""
+    length_to_diameter: float = 3.0
+    max_length_fraction: float = 0.5
+    """A daughter is at most this fraction of the distance to its subset's centroid long."""
+    min_length_to_diameter: float = 1.0
+    """Daughters shorter than this many diameters are not made (the parent stays terminal)."""
+    max_branch_angle_rad: float = np.deg2rad(70.0)
+    n_seed_points: int = 40_000
+    """Points sampled in the lungs to drive the space-filling growth."""
+    min_points: int = 8
+    """A daughter must own at least this many seed points."""
+    taper: float = 0.06
+    """Relative radius decrease along a branch (start 1 + taper/2, end 1 − taper/2 of the mean)."""
+    centerline_step_m: float = 1.0e-3
+    # -- airway wall --
+    wall_fraction: float = 0.17
+    """Wall thickness as a fraction of the lumen diameter."""
+    min_wall_m: float = 0.6e-3
+    # -- body and intensities --
+    body_center_m: tuple[float, float] = (0.0, 0.005)
+    body_semi_axes_m: tuple[float, float] = (0.140, 0.100)
+    """Semi-axes (x, y) of the elliptic body cross-section (m)."""
+    margin_m: float = 0.008
+    """Air around the body (x, y) and below the lungs (z) in the cropped volume (m)."""
+    hu_air: float = -1000.0
+    hu_tissue: float = 40.0
+    hu_lung: float = -850.0
+    noise_hu: float = 25.0
+    blur_sigma_vox: float = 0.8
+    # -- nodules --
+    n_near_nodules: int = 5
+    n_far_nodules: int = 1
+    nodule_diameter_range_m: tuple[float, float] = (0.008, 0.030)
+    near_gap_range_m: tuple[float, float] = (0.003, 0.015)
+    """Gap between a near nodule's surface and the lumen of its reachable airway (m)."""
+    reachable_diameter_m: float = 0.004
+    """Airways at least this wide count as reachable by a 3.5 mm catheter."""
+    far_distance_m: float = 0.035
+    """A far nodule's centre is at least this far from every airway lumen (m)."""
+    lungs: LungModel = field(default_factory=LungModel)
+
+    def wall_thickness(self, diameter_m):
+        """Airway wall thickness (m) for a lumen diameter (m)."""
+        return np.maximum(self.wall_fraction * np.asarray(diameter_m, float), self.min_wall_m)
+
+
+def phantom_config(name: str = "default", seed: int = 0) -> PhantomConfig:
+    """The named phantom preset.
+
+    ``default``: 1 mm voxels, cropped to the body (fast). ``full``: 0.7 mm voxels,
+    512 × 512 × 450, a finer tree (airways down to 2 mm).
+
+    Raises
+    ------
+    InputError
+        For an unknown name.
+    """
+    if name == "default":
+        return PhantomConfig(name=name, seed=int(seed))
+    if name == "full":
+        return PhantomConfig(name=name, seed=int(seed), spacing_m=0.7e-3, min_diameter_m=2.0e-3,
+                             max_generation=16, volume_shape=(512, 512, 450),
+                             n_seed_points=80_000)
+    raise InputError(f"unknown phantom {name!r}; choose one of: {', '.join(PHANTOM_NAMES)}")
+
+
+# -- geometry helpers -----------------------------------------------------------------------------
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v)
+
+
+def _perp(v: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Component of ``v`` perpendicular to the unit vector ``axis`` (not normalised)."""
+    return v - np.dot(v, axis) * axis
+
+
+def _any_perp(axis: np.ndarray) -> np.ndarray:
+    trial = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    return _unit(_perp(trial, axis))
+
+
+def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotate ``v`` about the unit ``axis`` by ``angle`` (rad), Rodrigues' formula."""
+    c, s = np.cos(angle), np.sin(angle)
+    return v * c + np.cross(axis, v) * s + axis * np.dot(axis, v) * (1 - c)
+
+
+def kitaoka_angles(r: float, n: float) -> tuple[float, float]:
+    """Branching angles (rad) of the daughters with flow fractions ``r`` and ``1 − r``.
+
+    Kitaoka et al. 1999, eq. for the minimum-power bifurcation with the diameter exponent ``n``:
+    cos θ₁ = (1 + r^(4/n) − (1 − r)^(4/n)) / (2 r^(2/n)), and symmetrically for θ₂.
+    """
+    def one(a, b):
+        c = (1 + a ** (4 / n) - b ** (4 / n)) / (2 * a ** (2 / n))
+        return float(np.arccos(np.clip(c, -1.0, 1.0)))
+
+    return one(r, 1 - r), one(1 - r, r)
+
+
+def _polyline(start, direction, length, radius, config: PhantomConfig):
+    """Straight centreline (N, 3) every ~centerline_step_m, and tapered radii (N,)."""
+    n = max(int(np.ceil(length / config.centerline_step_m)), 1) + 1
+    s = np.linspace(0.0, 1.0, n)
+    points = start + np.outer(s * length, direction)
+    radii = radius * (1 + config.taper * (0.5 - s))
+    return points, radii
+
+
+@dataclass
+class _Grow:
+    """A branch under construction: geometry plus the seed points it owns."""
+
+    branch: Branch
+    direction: np.ndarray
+    diameter: float
+    points: np.ndarray
+    plane_normal: np.ndarray
+    """Normal of the branching plane this branch was created in."""
+
+
+class _Occupancy:
+    """Centreline samples of the branches made so far, for clearance checks."""
+
+    def __init__(self, config: PhantomConfig) -> None:
+        self.config = config
+        self.points = np.empty((0, 3))
+        self.reach = np.empty(0)   # lumen radius + wall thickness
+        self.ids = np.empty(0, dtype=int)
+
+    def add(self, branch: Branch) -> None:
+        reach = branch.radii + self.config.wall_thickness(2 * branch.radii)
+        self.points = np.vstack([self.points, branch.points])
+        self.reach = np.concatenate([self.reach, reach])
+        self.ids = np.concatenate([self.ids, np.full(len(branch.points), branch.id)])
+
+    def clear(self, points: np.ndarray, reach: np.ndarray, exclude: set[int],
+              margin: float) -> bool:
+        """Whether tubes of ``reach`` around ``points`` keep ``margin`` from all other tubes."""
+        lo = points.min(axis=0) - reach.max() - self.reach.max() - margin
+        hi = points.max(axis=0) + reach.max() + self.reach.max() + margin
+        near = np.all((self.points >= lo) & (self.points <= hi), axis=1)
+        near &= ~np.isin(self.ids, list(exclude))
+        if not near.any():
+            return True
+        q, qr = self.points[near], self.reach[near]
+        d = np.linalg.norm(points[:, None, :] - q[None, :, :], axis=2)
+        return bool(np.all(d > reach[:, None] + qr[None, :] + margin))
+
+
+# -- central airways ----------------------------------------------------------------------------
+
+# Hand-laid central airways: (name, parent name, lobe, direction (CT frame, LPS), length (m),
+# lobes supplied).
+_CENTRAL = (
+    ("RMB", "trachea", None, (-np.sin(np.deg2rad(25)), 0.08, -np.cos(np.deg2rad(25))), 0.025,
+     ("RUL", "RML", "RLL")),
+    ("LMB", "trachea", None, (np.sin(np.deg2rad(45)), 0.08, -np.cos(np.deg2rad(45))), 0.050,
+     ("LUL", "LLL")),
+    ("RUL", "RMB", "RUL", (-1.0, 0.15, 0.35), 0.018, ("RUL",)),
+    ("BI", "RMB", None, (-0.25, 0.15, -1.0), 0.025, ("RML", "RLL")),
+    ("RML", "BI", "RML", (-0.8, -0.45, -0.3), 0.015, ("RML",)),
+    ("RLL", "BI", "RLL", (-0.35, 0.35, -1.0), 0.015, ("RLL",)),
+    ("LUL", "LMB", "LUL", (0.85, -0.35, 0.4), 0.018, ("LUL",)),
+    ("LLL", "LMB", "LLL", (0.4, 0.35, -1.0), 0.018, ("LLL",)),
+)
+
+
+def _central_airways(config: PhantomConfig, seeds: dict[str, np.ndarray]):
+    """Trachea, main, intermediate and lobar bronchi; returns branches and growth states."""
+    n_all = sum(len(p) for p in seeds.values())
+    top = np.array([0.0, 0.0, config.trachea_length_m])
+    pts, rad = _polyline(top, np.array([0.0, 0.0, -1.0]), config.trachea_length_m,
+                         config.trachea_diameter_m / 2, config)
+    trachea = Branch(0, None, 0, pts, rad, name="trachea")
+    by_name = {"trachea": trachea}
+    diam = {"trachea": config.trachea_diameter_m}
+    direction = {"trachea": np.array([0.0, 0.0, -1.0])}
+    for name, parent_name, lobe, dvec, length, region in _CENTRAL:
+        parent = by_name[parent_name]
+        own = np.vstack([seeds[lobe_] for lobe_ in region])
+        parent_n = n_all if parent_name == "trachea" else sum(
+            len(seeds[lb]) for lb in next(c[5] for c in _CENTRAL if c[0] == parent_name))
+        d = diam[parent_name] * (len(own) / parent_n) ** (1 / config.diameter_exponent)
+        u = _unit(dvec)
+        pts, rad = _polyline(parent.end, u, length, d / 2, config)
+        b = Branch(len(by_name), parent.id, parent.generation + 1, pts, rad, lobe=lobe, name=name)
+        by_name[name], diam[name], direction[name] = b, d, u
+    growing = []
+    for name, parent_name, lobe, _, _, _ in _CENTRAL:
+        if lobe is None:
+            continue
+        sibling = next(c[0] for c in _CENTRAL if c[1] == parent_name and c[0] != name)
+        normal = np.cross(direction[parent_name], direction[sibling])
+        if np.linalg.norm(normal) < 1e-6:
+            normal = _any_perp(direction[name])
+        growing.append(_Grow(by_name[name], direction[name], diam[name], seeds[lobe],
+                             _unit(normal)))
+    return list(by_name.values()), growing
+
+
+# -- space-filling growth -----------------------------------------------------------------------
+
+def _try_daughter(g: _Grow, pts: np.ndarray, d: float, theta: float, n: np.ndarray,
+                  config: PhantomConfig, lungs: LungModel, occupancy: _Occupancy,
+                  sibling_id: int, new_id: int):
+    """One daughter (Branch, direction), shortened to fit; ``None`` when none is acceptable.
+
+    The daughter leaves at Kitaoka's angle ``theta`` towards its subset's centroid; if that does
+    not fit, aiming straight at the centroid, then half-way between, is tried.
+    """
+    start = g.branch.end
+    to_c = pts.mean(axis=0) - start
+    e = _perp(to_c, g.direction)
+    e = _unit(e) if np.linalg.norm(e) > 1e-9 else n
+    kitaoka = np.cos(theta) * g.direction + np.sin(theta) * e
+    radius = d / 2
+    wall = float(config.wall_thickness(d))
+    for u in (kitaoka, _unit(to_c), _unit(kitaoka + _unit(to_c))):
+        if np.dot(u, g.direction) < np.cos(config.max_branch_angle_rad):
+            continue
+        length = min(config.length_to_diameter * d,
+                     config.max_length_fraction * np.linalg.norm(to_c))
+        while length >= config.min_length_to_diameter * d:
+            points, radii = _polyline(start, u, length, radius, config)
+            # the part within the parent's radius lies in the parent's tube, next to the sibling
+            far = np.linspace(0, length, len(points)) > g.diameter / 2
+            clearance = lungs.distance_to_pleura(points[far])
+            if np.all(clearance >= radii[far] + wall + 0.5e-3) and (
+                    not far.any() or occupancy.clear(points[far], radii[far] + wall,
+                                                     {g.branch.id, sibling_id}, 0.5e-3)):
+                return Branch(new_id, g.branch.id, g.branch.generation + 1, points, radii,
+                              lobe=g.branch.lobe), u
+            length *= 0.85
+    return None
+
+
+def _split(g: _Grow, config: PhantomConfig, lungs: LungModel, occupancy: _Occupancy,
+           next_id: int):
+    """Bifurcate a growing branch; returns the two daughter states or ``None`` (terminal).
+
+    Split planes contain the branch axis; their normals are tried in order of preference: turned
+    0°, ±30°, ±60° and 90° about the axis from the 90°-rule normal, splits with a flow-dividing
+    ratio in [0.25, 0.75] first.
+    """
+    if g.branch.generation >= config.max_generation or len(g.points) < 2 * config.min_points:
+        return None
+    n0 = _perp(g.plane_normal, g.direction)
+    n0 = _unit(n0) if np.linalg.norm(n0) > 1e-6 else _any_perp(g.direction)
+    rel = g.points - g.branch.end
+    options = []
+    for k, phi in enumerate(np.deg2rad([0, 30, -30, 60, -60, 90])):
+        n = _rotate(n0, g.direction, phi)
+        side = rel @ n > 0
+        r = float(side.mean())
+        options.append((not 0.25 <= r <= 0.75, k, n, side, r))
+    options.sort(key=lambda o: o[:2])
+    for _, _, n, side, r in options:
+        p1, p2 = g.points[side], g.points[~side]
+        if min(len(p1), len(p2)) < config.min_points:
+            continue
+        d1 = g.diameter * r ** (1 / config.diameter_exponent)
+        d2 = g.diameter * (1 - r) ** (1 / config.diameter_exponent)
+        if min(d1, d2) < config.min_diameter_m:
+            continue
+        t1, t2 = (min(t, config.max_branch_angle_rad)
+                  for t in kitaoka_angles(r, config.diameter_exponent))
+        first = _try_daughter(g, p1, d1, t1, n, config, lungs, occupancy, next_id + 1, next_id)
+        if first is None:
+            continue
+        second = _try_daughter(g, p2, d2, t2, -n, config, lungs, occupancy, next_id, next_id + 1)
+        if second is None:
+            continue
+        normal = _unit(np.cross(g.direction, n))
+        return [_Grow(b, u, d, p, normal) for (b, u), d, p in ((first, d1, p1), (second, d2, p2))]
+    return None
+
+
+def generate_phantom_tree(config: PhantomConfig) -> tuple[AirwayTree, list[Nodule], LungModel]:
+    """Grow the phantom's ground-truth airway tree and place its nodules (no CT rendering).
+
+    Parameters
+    ----------
+    config : PhantomConfig
+        Phantom parameters; the result depends only on them (same config → identical output).
+
+    Returns
+    -------
+    tree : AirwayTree
+        Ground truth in the CT frame (m): trachea id 0 generation 0, named central airways,
+        lobe labels from the lobar bronchi down.
+    nodules : list of Nodule
+        Solid spherical nodules ``N1``, ``N2``, ...; ``note`` is ``"near airway"`` or
+        ``"far from airways"``.
+    lungs : LungModel
+        The lung and lobe geometry the tree fills.
+    """
+    lungs = config.lungs
+    rng = np.random.default_rng([config.seed, 0])
+    all_points = lungs.sample_points(config.n_seed_points, rng)
+    codes = lungs.lobe_codes_xyz(all_points[:, 0], all_points[:, 1], all_points[:, 2])
+    seeds = {lobe: all_points[codes == 1 + k] for k, lobe in enumerate(LOBES)}
+    branches, queue = _central_airways(config, seeds)
+    occupancy = _Occupancy(config)
+    for b in branches:
+        occupancy.add(b)
+    next_id = len(branches)
+    head = 0
+    while head < len(queue):
+        g = queue[head]
+        head += 1
+        daughters = _split(g, config, lungs, occupancy, next_id)
+        if daughters is None:
+            continue
+        for dg in daughters:
+            branches.append(dg.branch)
+            occupancy.add(dg.branch)
+            queue.append(dg)
+        next_id += 2
+    tree = AirwayTree(branches)
+    nodules = place_nodules(tree, lungs, config, np.random.default_rng([config.seed, 1]))
+    return tree, nodules, lungs
+
+
+# -- nodules -----------------------------------------------------------------------------------
+
+def _lumen_clearance(tree: AirwayTree, center: np.ndarray, config: PhantomConfig):
+    """Distances (m) from a point to every centreline sample's lumen surface and outer wall."""
+    s = tree.samples()
+    lumen = np.linalg.norm(s.points - center, axis=1) - s.radii
+    return lumen, lumen - config.wall_thickness(2 * s.radii)
+
+
+def place_nodules(tree: AirwayTree, lungs: LungModel, config: PhantomConfig,
+                  rng: np.random.Generator) -> list[Nodule]:
+    """Place the phantom's solid nodules (CT frame, m) deterministically from ``rng``.
+
+    Near nodules (``config.n_near_nodules``, cycling through the lobes RUL, LLL, RLL, LUL,
+    RML): surface ``near_gap_range_m`` from the lumen of a reachable airway (diameter ≥
+    ``reachable_diameter_m``, below the lobar bronchi). Far nodules: centre at least
+    ``far_distance_m`` from every airway lumen. Every nodule lies inside one lobe, ≥ 2 mm from the
+    pleura, ≥ 1 mm clear of every airway wall and ≥ 5 mm from the other nodules.
+
+    Raises
+    ------
+    BronchoNavError
+        When a nodule cannot be placed (the tree leaves no room).
+    """
+    dmin, dmax = config.nodule_diameter_range_m
+    nodules: list[Nodule] = []
+
+    def acceptable(center, radius, lobe):
+        if lungs.lobe_of(center[None])[0] != lobe:
+            return False
+        if lungs.distance_to_pleura(center[None])[0] < radius + 2e-3:
+            return False
+        if _lumen_clearance(tree, center, config)[1].min() < radius + 1e-3:
+            return False
+        return all(np.linalg.norm(center - o.center) > radius + o.radius + 5e-3 for o in nodules)
+
+    lobe_order = ("RUL", "LLL", "RLL", "LUL", "RML")
+    for k in range(config.n_near_nodules):
+        lobe = lobe_order[k % len(lobe_order)]
+        candidates = [b for b in tree if b.lobe == lobe and b.name is None
+                      and b.diameter >= config.reachable_diameter_m]
+        nodule = None
+        for _ in range(2000 if candidates else 0):
+            b = candidates[rng.integers(len(candidates))]
+            radius = rng.uniform(dmin, min(dmax, 0.025)) / 2
+            gap = rng.uniform(*config.near_gap_range_m)
+            i = int(round(rng.uniform(0.2, 1.0) * (len(b.points) - 1)))
+            w = _unit(_perp(rng.normal(size=3), b.direction))
+            center = b.points[i] + w * (b.radii[i] + gap + radius)
+            if acceptable(center, radius, lobe):
+                nodule = Nodule(f"N{len(nodules) + 1}", center, radius, lobe, "near airway")
+                break
+        if nodule is None:
+            raise BronchoNavError(f"could not place a near-airway nodule in {lobe}")
+        nodules.append(nodule)
+    for _ in range(config.n_far_nodules):
+        nodule = None
+        for _ in range(5000):
+            center = lungs.sample_points(1, rng)[0]
+            radius = rng.uniform(dmin, min(dmax, 0.016)) / 2
+            lobe = lungs.lobe_of(center[None])[0]
+            if (_lumen_clearance(tree, center, config)[0].min() >= config.far_distance_m
+                    and acceptable(center, radius, lobe)):
+                nodule = Nodule(f"N{len(nodules) + 1}", center, radius, lobe, "far from airways")
+                break
+        if nodule is None:
+            raise BronchoNavError("could not place a nodule far from the airways")
+        nodules.append(nodule)
+    return nodules
