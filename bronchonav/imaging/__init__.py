@@ -1,0 +1,15 @@
+"""Simulated imaging: a virtual bronchoscope camera at the catheter tip.
+
+Modules
+-------
+camera
+    :class:`CameraIntrinsics` and :class:`TipCamera`: colour + depth frames ray-cast on the lumen
+    mesh (headless, CPU).
+flythrough
+    Camera poses along a route, frames written as PNG and an animated GIF.
+depth_cloud
+    Depth image → point cloud in the camera frame.
+camera_registration
+    Registration of depth-derived point clouds to the twin's lumen surface (the ``camera``
+    scenario of ``bronchonav register``).
+"""
