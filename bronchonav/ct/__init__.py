@@ -1,4 +1,6 @@
 """CT scans and the synthetic phantom (CT frame: LPS patient frame, metres)."""
 
 from bronchonav.ct.lungs import LungModel
-from bronchonav.ct.phantom import PhantomConfig, generate_phantom_tree, phantom_config
+from bronchonav.ct.phantom import (Phantom, PhantomConfig, generate_phantom_tree, make_phantom,
+                                   phantom_config, phantom_ground_truth_map)
+from bronchonav.ct.render import VolumeGrid

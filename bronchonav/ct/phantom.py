@@ -36,6 +36,8 @@ import numpy as np
 
 from bronchonav.airway.tree import LOBES, AirwayTree, Branch, Nodule
 from bronchonav.ct.lungs import LungModel
+from bronchonav.ct.render import (VolumeGrid, compose_ct, lung_labels, rasterise_airways,
+                                   rasterise_nodules)
 from bronchonav.errors import BronchoNavError, InputError
 
 PHANTOM_NAMES = ("default", "full")
@@ -458,3 +460,141 @@ def place_nodules(tree: AirwayTree, lungs: LungModel, config: PhantomConfig,
             raise BronchoNavError("could not place a nodule far from the airways")
         nodules.append(nodule)
     return nodules
+
+
+# -- CT rendering ---------------------------------------------------------------------------------
+
+@dataclass
+class Phantom:
+    """A rendered phantom: ground truth plus its CT.
+
+    Attributes
+    ----------
+    config : PhantomConfig
+    tree : AirwayTree
+        Ground-truth airways, CT frame (m).
+    nodules : list of Nodule
+        Ground-truth nodules, CT frame (m).
+    lungs : LungModel
+        Analytic lungs and lobes, CT frame (m).
+    grid : VolumeGrid
+        Geometry of the volume (CT frame, m).
+    image : SimpleITK.Image
+        CT in HU (int16), LPS, spacing and origin in mm (SimpleITK convention).
+    lumen_mask : ndarray of bool, shape (z, y, x)
+        Voxels whose centre lies inside the ground-truth lumen (same grid as ``image``).
+    lung_labels : SimpleITK.Image
+        uint8: 0 outside the lungs, 1 right lung, 2 left lung (same geometry as ``image``).
+    """
+
+    config: PhantomConfig
+    tree: AirwayTree
+    nodules: list[Nodule]
+    lungs: LungModel
+    grid: VolumeGrid
+    image: object
+    lumen_mask: np.ndarray
+    lung_labels: object
+
+
+def phantom_grid(config: PhantomConfig, tree: AirwayTree, lungs: LungModel) -> VolumeGrid:
+    """The phantom's voxel grid (CT frame, m).
+
+    The top slice's voxel centres lie at the height of the trachea's first point, so the tracheal
+    lumen is open at the top of the volume. With ``config.volume_shape`` the grid has that size,
+    centred on the body in x and y; otherwise it is cropped to the body plus ``margin_m`` in x/y
+    and reaches ``margin_m`` below the lungs.
+    """
+    sp = config.spacing_m
+    top = float(tree.trachea.start[2])
+    cx, cy = config.body_center_m
+    if config.volume_shape is not None:
+        nx, ny, nz = (int(v) for v in config.volume_shape)
+    else:
+        nx = int(np.ceil(2 * (config.body_semi_axes_m[0] + config.margin_m) / sp)) + 1
+        ny = int(np.ceil(2 * (config.body_semi_axes_m[1] + config.margin_m) / sp)) + 1
+        bottom = lungs.bounds()[0][2] - config.margin_m
+        nz = int(np.ceil((top - bottom) / sp)) + 1
+    if nx < 2 or ny < 2 or nz < 2:
+        raise InputError(f"phantom volume {nx}×{ny}×{nz} is too small")
+    origin = (cx - (nx - 1) / 2 * sp, cy - (ny - 1) / 2 * sp, top - (nz - 1) * sp)
+    return VolumeGrid(origin, (sp, sp, sp), (nx, ny, nz))
+
+
+def make_phantom(config: PhantomConfig) -> Phantom:
+    """Generate the ground truth and render the CT (HU, int16) of a phantom.
+
+    Deterministic: the tree, nodules and the CT noise depend only on ``config`` (and its seed).
+    """
+    tree, nodules, lungs = generate_phantom_tree(config)
+    grid = phantom_grid(config, tree, lungs)
+    lumen, tissue, mask = rasterise_airways(tree, grid, config.wall_thickness)
+    rasterise_nodules(nodules, grid, tissue)
+    labels = lung_labels(lungs, grid)
+    hu = compose_ct(grid, labels, lumen, tissue, config.body_center_m, config.body_semi_axes_m,
+                    config.hu_air, config.hu_tissue, config.hu_lung, config.blur_sigma_vox,
+                    config.noise_hu, np.random.default_rng([config.seed, 2]))
+    del lumen, tissue
+    return Phantom(config, tree, nodules, lungs, grid, grid.to_sitk(hu), mask,
+                   grid.to_sitk(labels))
+
+
+def lumen_surface(lumen_fraction: np.ndarray, grid: VolumeGrid) -> tuple[np.ndarray, np.ndarray]:
+    """Triangle mesh of the lumen boundary (marching cubes at fraction 0.5).
+
+    Parameters
+    ----------
+    lumen_fraction : ndarray of uint8, shape grid.shape_zyx
+        Partial-volume lumen fraction × 255 (see :func:`rasterise_airways`); its 0.5 level is
+        the boundary of the ground-truth lumen mask located to sub-voxel precision.
+    grid : VolumeGrid
+
+    Returns
+    -------
+    vertices : ndarray, shape (V, 3)
+        CT frame (m).
+    triangles : ndarray of int64, shape (F, 3)
+        Counter-clockwise seen from outside the lumen (normals point out of the lumen).
+    """
+    from skimage.measure import marching_cubes
+
+    nonzero = np.nonzero(lumen_fraction.any(axis=(1, 2)))[0], \
+        np.nonzero(lumen_fraction.any(axis=(0, 2)))[0], np.nonzero(lumen_fraction.any(axis=(0, 1)))[0]
+    lo = [max(int(a[0]) - 1, 0) for a in nonzero]
+    crop = lumen_fraction[lo[0]:nonzero[0][-1] + 2, lo[1]:nonzero[1][-1] + 2, lo[2]:nonzero[2][-1] + 2]
+    # pad so that the mesh is closed where the lumen leaves the volume (the trachea's top)
+    crop = np.pad(crop, 1).astype(np.float32)
+    sp_zyx = tuple(grid.spacing_m[::-1])
+    verts, faces, _, _ = marching_cubes(crop, level=127.5, spacing=sp_zyx)
+    origin_zyx = np.asarray(grid.origin_m[::-1]) + (np.asarray(lo) - 1) * np.asarray(sp_zyx)
+    vertices = (verts + origin_zyx)[:, ::-1].copy()
+    # skimage's faces, after the (z, y, x) → (x, y, z) mirror, wind with normals out of the lumen
+    return vertices, faces.astype(np.int64)
+
+
+def phantom_ground_truth_map(config: PhantomConfig):
+    """The phantom's ground truth as an :class:`~bronchonav.maps.AirwayMap`.
+
+    Holds the ground-truth tree and nodules, the lumen surface (marching cubes of the
+    ground-truth lumen, vertices in m, CT frame) and the lung label image, with metadata
+    ``{"source": {"kind": "phantom-ground-truth", "name", "seed"}, "spacing_m", ...}``.
+    No CT is rendered.
+    """
+    from bronchonav.maps import AirwayMap
+
+    tree, nodules, lungs = generate_phantom_tree(config)
+    grid = phantom_grid(config, tree, lungs)
+    lumen, _, _ = rasterise_airways(tree, grid, config.wall_thickness)
+    vertices, triangles = lumen_surface(lumen, grid)
+    del lumen
+    metadata = {
+        "source": {"kind": "phantom-ground-truth", "name": config.name, "seed": config.seed},
+        "spacing_m": [float(s) for s in grid.spacing_m],
+        "volume_size": [int(n) for n in grid.size],
+        "origin_m": [float(o) for o in grid.origin_m],
+        "creation": {"min_diameter_m": config.min_diameter_m,
+                     "max_generation": config.max_generation,
+                     "n_seed_points": config.n_seed_points},
+    }
+    return AirwayMap(f"phantom_{config.name}_ground_truth", tree, nodules, vertices, triangles,
+                     metadata, grid.to_sitk(lung_labels(lungs, grid)))
