@@ -143,7 +143,7 @@ def test_far_lesion_beyond_a_narrow_branch_is_infeasible_with_reasons(planner, t
     assert dia.branch_id == 5
     assert dia.measured == pytest.approx(3.0 * MM) and dia.limit == pytest.approx(4.0 * MM)
     assert dia.excess == pytest.approx(1.0 * MM)
-    assert "short by 1.0 mm" in dia.message
+    assert "short by 1.00 mm" in dia.message
 
 
 def test_tapering_branch_is_reachable_up_to_where_it_narrows(tree):

@@ -25,9 +25,11 @@ class DeviceConstraints:
         Extra diameter the airway must have beyond the catheter (m): a point of the route is
         passable when ``2 * airway_radius >= outer_diameter + diameter_margin``. Default 0.5 mm.
     min_bend_radius : float
-        Tightest radius the catheter can bend to (m). Default 6 mm. Used with the corridor model
+        Tightest radius the catheter can bend to (m). Default 12.7 mm (a 40 mm articulating tip
+        bending 180°, as ``CatheterParams.default()``). Used with the corridor model
         of :func:`bronchonav.planning.cost.turn_deviation`: a turn by angle ``a`` needs a lateral
-        room of ``min_bend_radius * (1 - cos(a / 2))`` which must not exceed twice the clearance.
+        room of ``min_bend_radius * (1 - cos(a / 2))`` which must not exceed the free width of the
+        corridor (twice the clearance along a branch; parent plus child clearance at a bifurcation).
     max_articulation : float
         Largest bend the catheter can make at one bifurcation (rad): the angle between the parent
         and child airway directions. Default pi (180 degrees, an articulating tip).
@@ -43,7 +45,7 @@ class DeviceConstraints:
 
     outer_diameter: float = 3.5e-3
     diameter_margin: float = 0.5e-3
-    min_bend_radius: float = 6.0e-3
+    min_bend_radius: float = 12.7e-3
     max_articulation: float = math.pi
     tool_max_length: float = 30.0e-3
     tool_max_angle: float = math.radians(60.0)

@@ -22,7 +22,9 @@ space of half-width ``w = airway_radius - catheter_radius`` on each side of the 
 circular arc of radius ``R`` tangent to both outer walls clears the inner corner when
 ``R * (1 - cos(a / 2)) <= 2 * w`` (the arc's sagitta relative to the corner fits in the corridor
 width); so the turn is feasible when :func:`turn_deviation` ``<= 2 * w``. The same test applies
-along a curved branch with ``a`` the turn of the centerline over a short window.
+along a curved branch with ``a`` the turn of the centerline over a short window. At a bifurcation
+the corridor changes width; ``2 * w`` is then taken as the parent's plus the child's clearance
+(an approximation: the arc's two tangent points lie one in each branch).
 """
 
 from __future__ import annotations

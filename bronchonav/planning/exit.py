@@ -76,10 +76,14 @@ class LungRegion:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounding box (min, max) of the labelled voxels, CT frame (m)."""
-        idx = np.argwhere(self.labels > 0)[:, ::-1].astype(float)  # (x, y, z) indices
-        if not len(idx):
-            raise InputError("lung mask has no lung voxels")
-        corners = np.array([idx.min(axis=0), idx.max(axis=0)])
+        lung = self.labels > 0
+        ranges = []
+        for axis in (2, 1, 0):  # x, y, z index ranges of the lung voxels
+            hit = np.flatnonzero(lung.any(axis=tuple(a for a in range(3) if a != axis)))
+            if not hit.size:
+                raise InputError("lung mask has no lung voxels")
+            ranges.append((hit[0], hit[-1]))
+        corners = np.array(np.meshgrid(*ranges, indexing="ij"), dtype=float).reshape(3, -1).T
         pts = self.origin + (corners * self.spacing) @ self.direction.T
         return pts.min(axis=0), pts.max(axis=0)
 

@@ -211,8 +211,8 @@ class RoutePlanner:
         if not ok_diam[j]:
             short = c.required_diameter - diam[j]
             block = _Block("diameter", b_id, float(diam[j]), c.required_diameter, "m",
-                           f"branch {self._label(b_id)} narrows to {diam[j] * 1e3:.1f} mm "
-                           f"(short by {short * 1e3:.1f} mm)")
+                           f"branch {self._label(b_id)} narrows to {diam[j] * 1e3:.2f} mm "
+                           f"(short by {_mm_or_um(short)})")
         else:
             block = _Block("curvature", b_id, float(need[j]), float(room[j]), "m",
                            f"branch {self._label(b_id)} turns {math.degrees(phi[j]):.0f}° within "
@@ -507,6 +507,11 @@ def plan_route(airway_map, target, constraints: DeviceConstraints | None = None,
 
 
 # -- geometry helpers ------------------------------------------------------------------------------
+
+def _mm_or_um(x: float) -> str:
+    """A small length (m) as text: in mm with 2 decimals, or in µm below 10 µm."""
+    return f"{x * 1e6:.1f} µm" if x < 1e-5 else f"{x * 1e3:.2f} mm"
+
 
 def _chord_tangents(p: np.ndarray, half_window: float) -> np.ndarray:
     """Unit tangent at each polyline sample: chord over +-half_window of arc (clamped)."""
