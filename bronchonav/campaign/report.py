@@ -1,0 +1,218 @@
+"""The campaign report: Markdown summary and PNG plots, rebuilt from the results table alone.
+
+Sections appear when the table has their columns: reachability per catheter variant, against
+nodule size and against the generation of the airway nearest the nodule (``plan`` stage),
+rehearsal success (``rehearse``), TRE distributions per scenario and catheter (``register``),
+camera frames (``camera``), infeasibility reasons, and the cases that failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bronchonav.campaign.store import ResultStore
+from bronchonav.errors import InputError
+
+SIZE_BINS_MM = (0, 10, 15, 20, 30, 1000)
+"""Nodule diameter bins (mm) of the reachability-vs-size plot."""
+
+
+def write_report(out_dir: str | Path) -> Path:
+    """Write ``OUT/report/report.md`` and its plots from ``OUT``'s table; return the Markdown path.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` is not a campaign output folder or its table is empty.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    store = ResultStore(out_dir)
+    campaign = store.campaign()
+    rows = store.rows()
+    if not rows:
+        raise InputError(f"{out_dir} has no results yet: run the campaign first")
+    folder = Path(out_dir) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    catheters = _ordered(r["catheter"] for r in rows)
+
+    lines = [f"# Campaign {campaign.get('name')!r}", ""]
+    lines += [f"- cases: {len(rows)} ({len(ok)} ok, {len(rows) - len(ok)} with errors)",
+              f"- subjects: {len(_ordered(r['subject'] for r in rows))}, nodules: "
+              f"{len({(r['subject'], r['nodule']) for r in rows})}, catheters: "
+              f"{', '.join(catheters)}",
+              f"- stages: {', '.join(campaign.get('stages', []))}",
+              f"- compute time: {sum(r.get('case_seconds') or 0 for r in rows):.1f} s "
+              "(sum over cases)", ""]
+    if ok and "plan_feasible" in ok[0]:
+        lines += _reachability(ok, catheters, folder)
+    if ok and "rehearse_reached" in ok[0]:
+        lines += _rehearsal(ok, catheters)
+    if ok and "register_tre_json" in ok[0]:
+        lines += _registration(ok, catheters, folder)
+    if ok and "camera_open_fraction" in ok[0]:
+        lines += _camera(ok, catheters)
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if failed:
+        lines += ["## Cases with errors", "", "| case | error |", "|---|---|"]
+        lines += [f"| {r['case_key']} | {r.get('error', '')} |" for r in failed[:50]]
+        if len(failed) > 50:
+            lines.append(f"| ... | {len(failed) - 50} more |")
+        lines.append("")
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    # one row per subject × nodule × catheter (scenarios repeat the same plan)
+    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
+    by_cath = defaultdict(list)
+    for r in plans:
+        by_cath[r["catheter"]].append(r)
+    lines = ["## Reachability (plan)", "",
+             "| catheter | diameter (mm) | nodules | feasible | median route length (mm) | "
+             "median exit generation |", "|---|---|---|---|---|---|"]
+    for c in catheters:
+        rs = by_cath[c]
+        feas = [r for r in rs if r["plan_feasible"]]
+        lines.append(f"| {c} | {rs[0]['catheter_diameter_m'] * 1e3:.2f} | {len(rs)} | "
+                     f"{_pct(len(feas), len(rs))} | {_median([r['plan_length_m'] for r in feas], 1e3)} "
+                     f"| {_median([r['plan_exit_generation'] for r in feas])} |")
+    lines.append("")
+
+    reasons = Counter((r["catheter"], reason) for r in plans if not r["plan_feasible"]
+                      for reason in (r.get("plan_reasons") or "").split(",") if reason)
+    if reasons:
+        lines += ["Why targets are unreachable (cases per failed constraint):", "",
+                  "| catheter | constraint | cases |", "|---|---|---|"]
+        lines += [f"| {c} | {k} | {n} |" for (c, k), n in sorted(reasons.items())]
+        lines.append("")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    edges = np.array(SIZE_BINS_MM, float)
+    labels = [f"{int(a)}–{int(b)}" if b < 1000 else f"≥{int(a)}" for a, b in zip(edges, edges[1:])]
+    gens = sorted({r["nodule_airway_generation"] for r in plans})
+    width = 0.8 / max(len(catheters), 1)
+    for i, c in enumerate(catheters):
+        rs = by_cath[c]
+        size_bin = np.digitize([r["nodule_diameter_m"] * 1e3 for r in rs], edges[1:-1])
+        frac = [_frac([r["plan_feasible"] for r, b in zip(rs, size_bin) if b == k])
+                for k in range(len(labels))]
+        axes[0].bar(np.arange(len(labels)) + i * width, np.nan_to_num(frac), width, label=c)
+        gfrac = [_frac([r["plan_feasible"] for r in rs if r["nodule_airway_generation"] == g])
+                 for g in gens]
+        axes[1].bar(np.arange(len(gens)) + i * width, np.nan_to_num(gfrac), width, label=c)
+    axes[0].set_xticks(np.arange(len(labels)) + width * (len(catheters) - 1) / 2, labels)
+    axes[0].set_xlabel("nodule diameter (mm)")
+    axes[1].set_xticks(np.arange(len(gens)) + width * (len(catheters) - 1) / 2,
+                       [str(g) for g in gens])
+    axes[1].set_xlabel("generation of the airway nearest the nodule")
+    for ax in axes:
+        ax.set_ylabel("fraction reachable")
+        ax.set_ylim(0, 1.05)
+        ax.legend(title="catheter")
+    fig.suptitle("Reachability by nodule size and airway generation")
+    fig.tight_layout()
+    fig.savefig(folder / "reachability.png", dpi=100)
+    plt.close(fig)
+    lines += ["![reachability vs nodule size and generation](reachability.png)", ""]
+
+    lines += ["| generation | " + " | ".join(catheters) + " |",
+              "|---|" + "---|" * len(catheters)]
+    for g in gens:
+        cells = []
+        for c in catheters:
+            vals = [r["plan_feasible"] for r in by_cath[c] if r["nodule_airway_generation"] == g]
+            cells.append(f"{sum(vals)}/{len(vals)}")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _rehearsal(rows: list[dict], catheters: list[str]) -> list[str]:
+    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
+    lines = ["## Rehearsal with the catheter", "",
+             "| catheter | feasible routes driven | tip reached the exit point | "
+             "median tip error (mm) |", "|---|---|---|---|"]
+    for c in catheters:
+        rs = [r for r in plans if r["catheter"] == c and r.get("rehearse_reached") is not None]
+        reached = [r for r in rs if r["rehearse_reached"]]
+        lines.append(f"| {c} | {len(rs)} | {_pct(len(reached), len(rs))} | "
+                     f"{_median([r['rehearse_tip_error_m'] for r in rs], 1e3)} |")
+    lines.append("")
+    return lines
+
+
+def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    scenarios = _ordered(r["scenario"] for r in rows)
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["scenario"], r["catheter"])].extend(json.loads(r["register_tre_json"]))
+    lines = ["## Registration (TRE at the nodule)", "",
+             "| scenario | catheter | trials | success (TRE < 5 mm) | TRE median (mm) | "
+             "TRE p95 (mm) |", "|---|---|---|---|---|---|"]
+    for s in scenarios:
+        for c in catheters:
+            tre = np.asarray(groups[(s, c)], float)
+            if tre.size:
+                lines.append(f"| {s} | {c} | {tre.size} | {_pct(int(np.sum(tre < 5)), tre.size)} | "
+                             f"{np.median(tre):.2f} | {np.percentile(tre, 95):.2f} |")
+    lines.append("")
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
+    for ax, s in zip(axes[0], scenarios):
+        data = [np.asarray(groups[(s, c)], float) for c in catheters]
+        hi = max((d.max() for d in data if d.size), default=1.0)
+        bins = np.linspace(0, hi, 30)
+        for c, d in zip(catheters, data):
+            if d.size:
+                ax.hist(d, bins=bins, alpha=0.5, label=f"{c} (median {np.median(d):.2f})")
+        ax.axvline(5.0, color="k", ls="--", lw=1)
+        ax.set_xlabel("TRE at the nodule (mm)")
+        ax.set_ylabel("trials")
+        ax.set_title(f"scenario: {s}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "tre.png", dpi=100)
+    plt.close(fig)
+    lines += ["![TRE distributions](tre.png)", ""]
+    return lines
+
+
+def _camera(rows: list[dict], catheters: list[str]) -> list[str]:
+    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
+    lines = ["## Camera at the exit point", "", "| catheter | frames | median open-lumen fraction |",
+             "|---|---|---|"]
+    for c in catheters:
+        vals = [r["camera_open_fraction"] for r in plans
+                if r["catheter"] == c and r.get("camera_open_fraction") is not None]
+        lines.append(f"| {c} | {len(vals)} | {_median(vals)} |")
+    lines.append("")
+    return lines
+
+
+def _ordered(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _frac(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{n}/{total} ({100 * n / total:.0f}%)" if total else "–"
+
+
+def _median(values: list, scale: float = 1.0) -> str:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{np.median(vals) * scale:.1f}" if vals else "–"

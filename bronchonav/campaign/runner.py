@@ -1,0 +1,215 @@
+"""Running a campaign: maps once per subject, cases in-process or as Ray tasks, rows as they come.
+
+With ``workers == 1`` and no ``address`` the cases run one after the other in this process,
+without Ray. Otherwise Ray runs them: locally (``ray.init`` with ``num_cpus=workers``, no
+dashboard, usage statistics off, everything on this machine) or on the cluster at ``address``.
+Each map is put once in Ray's object store and every case task of that subject reads it from
+there. A task whose worker process dies is retried (``spec.retries`` times); only the driver
+writes rows, keyed by case, so a retried case is still written once. Workers run with one
+BLAS/OpenMP/numba thread each, so N workers use N cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodules
+from bronchonav.campaign.spec import CampaignSpec
+from bronchonav.campaign.stages import prepare_map, run_case
+from bronchonav.campaign.store import ResultStore
+from bronchonav.errors import InputError
+
+THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                      "VECLIB_MAXIMUM_THREADS")}
+"""Environment of Ray workers: one compute thread per worker process."""
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+"""Environment set before starting Ray: no usage statistics (nothing leaves the machine)."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes
+    ----------
+    cases : int
+        Cases in the campaign.
+    skipped : int
+        Cases already in the table when the run started.
+    ran : int
+        Cases run and written by this run.
+    errors : int
+        Rows (in the whole table) with ``status == "error"``.
+    lost : list of str
+        Keys of cases whose task failed even after retries (no row written; a rerun retries).
+    seconds : float
+        Wall time of the run (s).
+    workers : int
+        Workers used (1 in-process).
+    table : str
+        Path of the results table.
+    """
+
+    cases: int
+    skipped: int
+    ran: int = 0
+    errors: int = 0
+    lost: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 1
+    table: str = ""
+
+
+def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
+                 address: str | None = None, progress: bool = True) -> RunSummary:
+    """Run every case of ``spec`` not yet in ``out_dir``'s table and return a summary.
+
+    Parameters
+    ----------
+    spec : CampaignSpec
+    out_dir : path
+        Output folder: results table, cached maps, report. Re-running with the same folder
+        skips the cases already written.
+    workers : int
+        Parallel workers (Ray tasks at a time on a local Ray instance); 1 runs in-process
+        unless ``address`` is given.
+    address : str or None
+        Address of a running Ray cluster (``"HOST:PORT"`` or ``"auto"``) to run on.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Raises
+    ------
+    InputError
+        ``workers < 1``; Ray is needed but not installed or not reachable; the output folder
+        holds another campaign or is in use.
+    """
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    use_ray = workers > 1 or address is not None
+    ray = import_ray() if use_ray else None
+    t0 = time.perf_counter()
+    store = ResultStore(out_dir)
+    store.bind(spec.to_dict(), spec.fingerprint())
+    try:
+        maps = {}
+        for subject in spec.subjects:
+            maps[subject.key] = prepare_map(subject, spec.nodules,
+                                            case_seed(spec.seed, f"{subject.key}/nodules"),
+                                            store.out_dir / "maps")
+        cases = expand_cases(spec, {k: select_nodules(m, spec.nodules) for k, m in maps.items()})
+        done = store.done_keys()
+        todo = [c for c in cases if c.key not in done]
+        summary = RunSummary(cases=len(cases), skipped=len(cases) - len(todo), workers=workers)
+        bar = _progress_bar(len(cases), summary.skipped, progress)
+        try:
+            def write(row: dict) -> None:
+                store.append(row)
+                summary.ran += 1
+                bar.update(1)
+
+            if todo and use_ray:
+                summary.lost = _run_ray(ray, todo, maps, spec, workers, address, write)
+            else:
+                for case in todo:
+                    write(run_case(case, maps[case.subject], spec.stage_options))
+        finally:
+            bar.close()
+            store.compact()
+        summary.errors = sum(1 for r in store.rows() if r.get("status") == "error")
+        summary.table = str(store.table_path)
+    finally:
+        store.release()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def import_ray():
+    """Import Ray, or raise :class:`InputError` saying how to install it or run without it."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("Ray is not installed: pip install 'bronchonav[campaign]' "
+                         "(or run in-process with --workers 1)") from None
+    return ray
+
+
+def _run_ray(ray, todo: list[Case], maps: dict, spec: CampaignSpec, workers: int,
+             address: str | None, write) -> list[str]:
+    """Run ``todo`` as Ray tasks; call ``write(row)`` as each finishes; return lost case keys."""
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init_ray(ray, workers, address)
+    try:
+        task = ray.remote(run_case).options(num_cpus=1, max_retries=spec.retries)
+        refs = {key: ray.put(maps[key]) for key in {c.subject for c in todo}}
+        options = ray.put(spec.stage_options)
+        pending = {task.remote(case, refs[case.subject], options): case for case in todo}
+        lost = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                case = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                        ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
+                    print(f"campaign: case {case.key} failed after {spec.retries} retries: "
+                          f"{type(exc).__name__}", file=sys.stderr)
+                    lost.append(case.key)
+                    continue
+                write(row)
+        return lost
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _init_ray(ray, workers: int, address: str | None) -> None:
+    """Start a local Ray instance (workers inherit :data:`THREAD_ENV`) or connect to a cluster
+    (its workers get :data:`THREAD_ENV` through the task runtime environment)."""
+    for name, value in RAY_ENV.items():
+        os.environ.setdefault(name, value)
+    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    try:
+        if address is None:
+            os.environ.update(THREAD_ENV)
+            ray.init(address="local", num_cpus=workers, **kwargs)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": dict(THREAD_ENV)}, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise InputError(f"cannot start or reach {where}: {exc}") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, unit="case", desc="campaign", file=sys.stderr,
+                dynamic_ncols=True)

@@ -1,0 +1,174 @@
+"""Running one case: its map, then its stages in order, each adding columns to the case's row.
+
+A stage is a function ``stage(ctx: CaseContext, **options) -> dict`` returning result columns
+(names prefixed by the stage, values None/bool/int/float/str; lists as JSON text in ``*_json``
+columns). Built-in stages are looked up by name (``plan``, ``rehearse``, ``register``,
+``camera``, see :mod:`bronchonav.campaign.builtin`); a campaign may also name its own as
+``"package.module:function"``. Every random draw of a stage comes from
+:meth:`CaseContext.rng`, seeded from the case seed and the stage name, so a case's row does not
+depend on which worker runs it.
+
+Maps are prepared once per subject by the driver (:func:`prepare_map`) and cached under the
+output folder, so a resumed campaign does not rebuild them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bronchonav.campaign.cases import Case, sample_nodules
+from bronchonav.campaign.spec import NoduleSelection, Subject
+from bronchonav.errors import InputError
+from bronchonav.maps import AirwayMap, load_map, save_map
+
+
+@dataclass
+class CaseContext:
+    """What a stage sees: the case, its subject's map, and what earlier stages left.
+
+    Attributes
+    ----------
+    case : Case
+    airway_map : AirwayMap
+        The subject's map (CT frame, m). Shared between cases: stages must not modify it.
+    shared : dict
+        Objects earlier stages of the same case hand to later ones (``"route"`` from ``plan``,
+        ``"catheter_params"``...).
+    """
+
+    case: Case
+    airway_map: AirwayMap
+    shared: dict = field(default_factory=dict)
+
+    @property
+    def nodule(self):
+        """The case's nodule (CT frame, m)."""
+        return self.airway_map.nodule(self.case.nodule_id)
+
+    def rng(self, stage: str) -> np.random.Generator:
+        """A generator seeded from the case seed and ``stage`` (independent streams per stage)."""
+        tag = int.from_bytes(hashlib.sha256(stage.encode()).digest()[:8], "big")
+        return np.random.default_rng([self.case.seed, tag])
+
+    def stage_seed(self, stage: str) -> int:
+        """An integer seed for APIs that take one, derived like :meth:`rng`."""
+        return int(self.rng(stage).integers(2**31 - 1))
+
+
+def map_stage(ctx: CaseContext) -> dict:
+    """Facts about the subject's map and the case's nodule (no computation beyond a look-up).
+
+    Columns: ``map_branches``, ``map_max_generation``, ``nodule_diameter_m``, ``nodule_lobe``,
+    ``nodule_airway_distance_m`` (nodule centre to the nearest airway centerline) and
+    ``nodule_airway_generation`` (that airway's generation).
+    """
+    tree = ctx.airway_map.tree
+    nodule = ctx.nodule
+    dist, idx = tree.nearest(nodule.center)
+    branch = tree[int(tree.samples().branch_ids[idx[0]])]
+    return {"map_branches": len(tree), "map_max_generation": tree.max_generation,
+            "nodule_diameter_m": 2 * nodule.radius, "nodule_lobe": nodule.lobe or "",
+            "nodule_airway_distance_m": float(dist[0]),
+            "nodule_airway_generation": branch.generation}
+
+
+def resolve_stage(name: str):
+    """The function of a stage: a built-in by name, or ``"module:function"``.
+
+    Raises
+    ------
+    InputError
+        The module or function cannot be found.
+    """
+    if name == "map":
+        return map_stage
+    if ":" not in name:
+        from bronchonav.campaign import builtin
+
+        return builtin.STAGES[name]
+    module_name, func_name = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"custom stage {name!r}: cannot import {module_name!r} ({exc})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise InputError(f"custom stage {name!r}: {module_name} has no function {func_name!r}")
+    return func
+
+
+def stage_label(name: str) -> str:
+    """Column prefix of a stage: its name, or a custom stage's function name."""
+    return name.split(":")[-1]
+
+
+def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = None) -> dict:
+    """Run a case's stages in order and return its results row.
+
+    A stage that raises stops the case: the row gets ``status = "error"`` and ``error`` says
+    which stage failed and why (the traceback's last line for unexpected exceptions). The row
+    always holds the case identity, ``status``, ``error``, and ``<stage>_seconds`` wall times.
+    """
+    stage_options = stage_options or {}
+    row = case.identity()
+    row.update(status="ok", error="")
+    ctx = CaseContext(case, airway_map)
+    start = time.perf_counter()
+    for name in case.stages:
+        t0 = time.perf_counter()
+        try:
+            columns = resolve_stage(name)(ctx, **stage_options.get(name, {}))
+        except Exception as exc:  # noqa: BLE001 - recorded in the row, the campaign goes on
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            row.update(status="error", error=f"{name}: {last}")
+            break
+        finally:
+            row[f"{stage_label(name)}_seconds"] = time.perf_counter() - t0
+        row.update(columns)
+    row["case_seconds"] = time.perf_counter() - start
+    return row
+
+
+def prepare_map(subject: Subject, nodules: NoduleSelection, nodule_seed: int,
+                cache_dir: str | Path) -> AirwayMap:
+    """The subject's map, from the cache under ``cache_dir`` or made and cached there.
+
+    Phantoms use the generator's ground-truth map or a map extracted from the rendered CT
+    (``subject.map_mode``); CT scans are built into maps; map folders are loaded. With
+    ``nodules.select == "sample"`` the map's nodules are replaced by sampled ones (seeded by
+    ``nodule_seed``). The map is always returned as loaded from the cache, so a first run and a
+    resumed run see exactly the same map.
+    """
+    folder = Path(cache_dir) / subject.key
+    if not (folder / "map.yaml").exists():
+        airway_map = make_map(subject)
+        if nodules.select == "sample":
+            airway_map.nodules = sample_nodules(airway_map, nodules, nodule_seed)
+        save_map(airway_map, folder)
+    return load_map(folder)
+
+
+def make_map(subject: Subject) -> AirwayMap:
+    """Build or load a subject's map (no caching)."""
+    if subject.kind == "map":
+        return load_map(subject.source)
+    from bronchonav.airway import build
+
+    if subject.kind == "ct":
+        return build.build_map_from_ct(subject.source).airway_map
+    if subject.map_mode == "build":
+        return build.build_map_from_phantom(subject.source, subject.seed).airway_map
+    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+
+    tree, nodules, _ = generate_phantom_tree(phantom_config(subject.source, subject.seed))
+    source = {"kind": "phantom", "name": subject.source, "seed": subject.seed,
+              "map": "ground_truth"}
+    return AirwayMap(f"phantom_{subject.source}_s{subject.seed}", tree, nodules,
+                     metadata={"source": source})
