@@ -1,0 +1,365 @@
+"""``catheter_sim``: the Cosserat catheter inside the airway map, in a fixed-rate loop.
+
+Command interface (ros2_control style; frames: ``ct`` = CT/LPS, metres):
+
+- ``/catheter/command`` (``std_msgs/Float64MultiArray``, forward command):
+  ``[insertion m, roll rad, displacement_1 m, …, displacement_T m]`` (tendons in
+  ``tendon_names`` order).
+- ``/catheter/joint_command`` (``sensor_msgs/JointState``): names among ``insertion``, ``roll``
+  and the tendon names; position = insertion (m) / roll (rad) / tendon displacement (m), or
+  effort = tendon tension (N). Joints not named keep their previous set-point.
+
+State (published from the loop thread; the loop never waits for subscribers):
+
+- ``/joint_states``: ``insertion``, ``roll``, the URDF link joints (``link_i_pitch/yaw``, see
+  :mod:`bronchonav.ros.kinematics`) and the tendons (position = displacement m, effort = N).
+- ``/catheter/tip_pose`` (``PoseStamped``, ``ct``), ``/catheter/backbone`` (``nav_msgs/Path``,
+  ``ct``, at ``viz_rate_hz``), ``/catheter/contact_wrench`` (``WrenchStamped``, ``ct``: total
+  wall contact force, N), ``/catheter/em_pose`` (``PoseStamped`` in ``patient``: a simulated
+  EM tip sensor with breathing motion and noise, at ``em_rate_hz``; the patient→CT transform
+  is hidden, drawn from ``patient_seed``), ``/diagnostics`` (loop rate, step time, jitter,
+  deadline misses, command age, rejections, watchdog state).
+
+Safety: a command that is non-finite, malformed or outside the device limits is rejected with a
+logged reason and the last valid command stays in force; the loop keeps running. If no command
+arrives within ``watchdog_timeout_s`` the catheter holds its last valid set-point and the
+diagnostics turn WARN ("holding") until commands resume.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Vector3, Wrench, WrenchStamped
+from nav_msgs.msg import Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header
+
+from bronchonav.errors import CommandError
+from bronchonav.ros import conversions as conv
+from bronchonav.ros import qos
+from bronchonav.ros.params import Param, declare
+
+PARAMS = [
+    Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
+    Param("rate_hz", 200.0, "Simulation loop rate (Hz)", minimum=1.0, maximum=2000.0),
+    Param("n_nodes", 40, "Backbone discretisation of the Cosserat solver (nodes)",
+          minimum=5, maximum=400),
+    Param("solver_deadline_s", 0.004,
+          "Per-step solver time budget (s); a step over budget keeps the previous state",
+          minimum=1e-4, maximum=1.0),
+    Param("watchdog_timeout_s", 0.5,
+          "Hold the last set-point and report WARN when no command arrives for this long (s)",
+          minimum=0.01, maximum=3600.0),
+    Param("viz_rate_hz", 30.0, "Rate of the backbone path and contact wrench (Hz)",
+          minimum=0.1, maximum=1000.0),
+    Param("em_rate_hz", 40.0, "Rate of the simulated EM sensor (Hz)", minimum=0.1, maximum=1000.0),
+    Param("diagnostics_rate_hz", 2.0, "Rate of /diagnostics (Hz)", minimum=0.1, maximum=100.0),
+    Param("em_noise_m", 1.0e-3, "EM sensor position noise, std per axis (m)",
+          minimum=0.0, maximum=0.05),
+    Param("em_angle_noise_rad", 0.01, "EM sensor orientation noise, std (rad)",
+          minimum=0.0, maximum=1.0),
+    Param("em_seed", 0, "Seed of the EM sensor noise", minimum=0),
+    Param("patient_seed", 1, "Seed of the hidden patient→CT transform", minimum=0),
+    Param("patient_max_translation_m", 0.05,
+          "Bound of each component of the hidden patient→CT translation (m)",
+          minimum=0.0, maximum=0.5),
+    Param("patient_max_rotation_rad", 0.5236,
+          "Bound of each Euler angle of the hidden patient→CT rotation (rad)",
+          minimum=0.0, maximum=3.1416),
+    Param("breathing_amplitude_m", 0.0,
+          "Head-foot breathing motion of the lung base seen by the EM sensor (m)",
+          minimum=0.0, maximum=0.05),
+    Param("breathing_period_s", 4.0, "Breathing period (s)", minimum=0.5, maximum=30.0),
+    Param("n_links", 70, "Links of the URDF chain (must match the URDF)", minimum=1,
+          maximum=1000),
+    Param("link_length_m", 0.005, "Length of each URDF link (m) (must match the URDF)",
+          minimum=1e-4, maximum=0.1),
+]
+
+
+def hidden_patient_transform(seed: int, max_translation: float = 0.05,
+                             max_rotation: float = 0.5236) -> np.ndarray:
+    """The simulated patient's ``T_ct_patient`` (4×4, m) for a seed — the registration target.
+
+    Only evaluation code (the demo, tests) should call this; the ROS graph must recover it
+    by registration.
+    """
+    from bronchonav.registration.transforms import random_transform
+
+    return random_transform(np.random.default_rng(seed), max_translation, max_rotation)
+
+
+@dataclass
+class _Setpoint:
+    """The command in force (validated by the model on use)."""
+
+    insertion: float = 0.0
+    roll: float = 0.0
+    displacement: list | None = None
+    tension: list | None = None
+
+    def command(self):
+        from bronchonav.catheter import CatheterCommand
+
+        return CatheterCommand(insertion=self.insertion, roll=self.roll,
+                               tendon_tension=self.tension,
+                               tendon_displacement=self.displacement)
+
+
+class CatheterSimNode(Node):
+    """The simulated robotic bronchoscope (see the module docstring for the interface).
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :class:`rclpy.node.Node`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("catheter_sim", **kwargs)
+        self.params = p = declare(self, PARAMS)
+        from bronchonav.catheter import CatheterModel, CatheterParams
+        from bronchonav.registration.breathing import BreathingModel
+        from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
+        from bronchonav.ros.loop import FixedRateLoop
+        from bronchonav.ros.resources import load_airway_map
+
+        self.airway_map = load_airway_map(p["map"])
+        self.catheter = CatheterParams.default()
+        if p["n_links"] * p["link_length_m"] < self.catheter.limits.max_insertion - 1e-9:
+            from bronchonav.errors import InputError
+
+            raise InputError(f"the URDF chain (n_links × link_length_m = "
+                             f"{p['n_links'] * p['link_length_m']} m) is shorter than the "
+                             f"maximum insertion {self.catheter.limits.max_insertion} m")
+        self.model = CatheterModel(self.catheter, tree=self.airway_map.tree, n_nodes=p["n_nodes"],
+                                   deadline_s=p["solver_deadline_s"])
+        self.tendon_names = list(self.catheter.tendon_names)
+        self.T_ct_base = np.asarray(self.model.base_pose_ct, dtype=float)
+        self._joint_angles = chain_joint_angles
+        self.joint_names = (["insertion", "roll"] + link_joint_names(p["n_links"])
+                            + self.tendon_names)
+        self.T_ct_patient = hidden_patient_transform(p["patient_seed"],
+                                                     p["patient_max_translation_m"],
+                                                     p["patient_max_rotation_rad"])
+        self.T_patient_ct = np.linalg.inv(self.T_ct_patient)
+        self.breathing = BreathingModel.for_tree(self.airway_map.tree, p["breathing_amplitude_m"],
+                                                 period=p["breathing_period_s"])
+        self._rng = np.random.default_rng(p["em_seed"])
+
+        # command slot, written by subscriber callbacks, read by the loop thread
+        self._lock = threading.Lock()
+        self._pending: _Setpoint | None = None
+        self._valid = _Setpoint()
+        self._last_command_time: float | None = None
+        self.commands_received = 0
+        self.commands_rejected = 0
+        self.last_rejection = ""
+        self.holding = False
+        self.solver_failures = 0
+        self.state = self.model.step(self._valid.command())
+        self._t0 = time.monotonic()
+        self._next = {"viz": 0.0, "em": 0.0, "diag": 0.0}
+
+        self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STATE)
+        self.pub_tip = self.create_publisher(PoseStamped, "/catheter/tip_pose", qos.STATE)
+        self.pub_path = self.create_publisher(Path, "/catheter/backbone", qos.STATE)
+        self.pub_wrench = self.create_publisher(WrenchStamped, "/catheter/contact_wrench", qos.STATE)
+        self.pub_em = self.create_publisher(PoseStamped, "/catheter/em_pose", qos.STATE)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
+        self._tf = self._tf_publishers()
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Float64MultiArray, "/catheter/command", self._on_forward,
+                                 qos.COMMAND, callback_group=group)
+        self.create_subscription(JointState, "/catheter/joint_command", self._on_joint_command,
+                                 qos.COMMAND, callback_group=group)
+        self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop").start()
+        self.get_logger().info(
+            f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
+            f"{self.tendon_names}, command /catheter/command [insertion, roll, "
+            f"{len(self.tendon_names)} displacements] or /catheter/joint_command")
+
+    # -- TF (only where tf2_msgs exists) ----------------------------------------------------------
+    def _tf_publishers(self):
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            return None
+        pub = self.create_publisher(TFMessage, "/tf", qos.DEFAULT)
+        static = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED)
+        stamp = self.get_clock().now().to_msg()
+        static.publish(TFMessage(transforms=[conv.matrix_to_transform(self.T_ct_base, "ct", "base",
+                                                                      stamp)]))
+        return pub, TFMessage
+
+    # -- commands (executor threads) ------------------------------------------------------------
+    def _reject(self, reason: str) -> None:
+        with self._lock:
+            self.commands_rejected += 1
+            self.last_rejection = reason
+        self.get_logger().warn(f"command rejected: {reason}", throttle_duration_sec=1.0)
+
+    def _accept(self, sp: _Setpoint) -> None:
+        with self._lock:
+            self._pending = sp
+            self._last_command_time = time.monotonic()
+            self.commands_received += 1
+
+    def _on_forward(self, msg: Float64MultiArray) -> None:
+        try:
+            ins, roll, disp = conv.forward_command_values(msg.data, len(self.tendon_names))
+        except CommandError as exc:
+            self._reject(str(exc))
+            return
+        self._accept(_Setpoint(ins, roll, disp, None))
+
+    def _on_joint_command(self, msg: JointState) -> None:
+        try:
+            ins, roll, disp, tens = conv.joint_command_values(msg, self.tendon_names)
+        except CommandError as exc:
+            self._reject(str(exc))
+            return
+        with self._lock:
+            base = self._pending or self._valid
+        sp = _Setpoint(base.insertion if ins is None else ins, base.roll if roll is None else roll,
+                       base.displacement, base.tension)
+        if disp is not None:
+            sp.displacement, sp.tension = disp, None
+        if tens is not None:
+            sp.displacement, sp.tension = None, tens
+        self._accept(sp)
+
+    # -- the loop (its own thread) --------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+            last = self._last_command_time
+        if pending is not None:
+            try:
+                state = self.model.step(pending.command())
+            except CommandError as exc:
+                self._reject(str(exc))
+            else:
+                self._valid = pending
+                self._update_state(state)
+        age = None if last is None else now - last
+        self.holding = age is None or age > self.params["watchdog_timeout_s"]
+        self._publish(now, age)
+
+    def _update_state(self, state) -> None:
+        if getattr(state, "converged", True):
+            self.state = state
+        else:
+            self.solver_failures += 1
+
+    def _publish(self, now: float, age: float | None) -> None:
+        p, st = self.params, self.state
+        stamp = self.get_clock().now().to_msg()
+        ins, roll = self._valid.insertion, self._valid.roll
+        angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
+                                    p["link_length_m"])
+        disp = np.asarray(st.tendon_displacements, dtype=float)
+        tens = np.asarray(st.tendon_tensions, dtype=float)
+        positions = np.concatenate([[ins, roll], angles, disp])
+        efforts = np.concatenate([[0.0, 0.0], np.zeros(len(angles)), tens])
+        self.pub_joints.publish(conv.joint_state(self.joint_names, positions, stamp, efforts))
+        T_tip = np.asarray(st.tip_pose, dtype=float)
+        self.pub_tip.publish(conv.pose_stamped(T_tip, "ct", stamp))
+        if self._tf is not None:
+            pub, TFMessage = self._tf
+            pub.publish(TFMessage(transforms=[conv.matrix_to_transform(
+                np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", stamp)]))
+        if now >= self._next["viz"]:
+            self._next["viz"] = now + 1.0 / p["viz_rate_hz"]
+            self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,
+                                                    np.asarray(st.rotations)))
+            f = np.asarray(st.contact_forces, dtype=float).reshape(-1, 3).sum(axis=0)
+            self.pub_wrench.publish(WrenchStamped(
+                header=Header(frame_id="ct", stamp=stamp),
+                wrench=Wrench(force=Vector3(x=float(f[0]), y=float(f[1]), z=float(f[2])))))
+        if now >= self._next["em"]:
+            self._next["em"] = now + 1.0 / p["em_rate_hz"]
+            self.pub_em.publish(conv.pose_stamped(self.em_pose(T_tip, now - self._t0),
+                                                  "patient", stamp))
+        if now >= self._next["diag"]:
+            self._next["diag"] = now + 1.0 / p["diagnostics_rate_hz"]
+            self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp),
+                                                  status=[self.diagnostic_status(age)]))
+
+    def em_pose(self, T_ct_tip: np.ndarray, t: float) -> np.ndarray:
+        """The EM sensor reading ``T_patient_sensor`` for a tip pose (CT) at time ``t`` (s).
+
+        The tip moves with the breathing airways, is seen in the patient frame, and gets
+        Gaussian position noise (``em_noise_m`` per axis) and orientation noise.
+        """
+        from scipy.spatial.transform import Rotation
+
+        p = self.params
+        tip = T_ct_tip[:3, 3]
+        moved = tip + self.breathing.displacement(tip, self.breathing.phase_at(t))[0]
+        T = np.eye(4)
+        T[:3, :3] = T_ct_tip[:3, :3]
+        T[:3, 3] = moved
+        T = self.T_patient_ct @ T
+        T[:3, 3] += self._rng.normal(0.0, p["em_noise_m"], 3)
+        if p["em_angle_noise_rad"] > 0:
+            T[:3, :3] = Rotation.from_rotvec(
+                self._rng.normal(0.0, p["em_angle_noise_rad"], 3)).as_matrix() @ T[:3, :3]
+        return T
+
+    def loop_stats(self) -> dict:
+        """Loop timing statistics (see :class:`bronchonav.ros.loop.FixedRateLoop`)."""
+        return self.loop.stats()
+
+    def diagnostic_status(self, age: float | None) -> DiagnosticStatus:
+        """The loop's ``diagnostic_msgs/DiagnosticStatus``."""
+        s = self.loop.stats()
+        with self._lock:
+            received, rejected, reason = (self.commands_received, self.commands_rejected,
+                                          self.last_rejection)
+        level, message = DiagnosticStatus.OK, "running"
+        if self.holding:
+            level = DiagnosticStatus.WARN
+            message = ("holding: no command received yet" if age is None else
+                       f"holding: no command for {age:.2f} s (watchdog "
+                       f"{self.params['watchdog_timeout_s']} s)")
+        if self.loop.errors:
+            level, message = DiagnosticStatus.ERROR, f"loop errors: {self.loop.last_error}"
+        values = {
+            "rate_hz": f"{s['rate_hz']:.2f}", "target_rate_hz": f"{s['target_rate_hz']:.2f}",
+            "step_median_ms": f"{s['step_median_ms']:.3f}", "step_p99_ms": f"{s['step_p99_ms']:.3f}",
+            "step_max_ms": f"{s['step_max_ms']:.3f}", "jitter_p99_ms": f"{s['jitter_p99_ms']:.3f}",
+            "deadline_misses": str(s["deadline_misses"]), "ticks": str(s["ticks"]),
+            "command_age_s": "none" if age is None else f"{age:.3f}",
+            "commands_received": str(received), "commands_rejected": str(rejected),
+            "last_rejection": reason, "holding": str(self.holding).lower(),
+            "solver_failures": str(self.solver_failures),
+            "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
+            "insertion_m": f"{self._valid.insertion:.4f}",
+        }
+        return DiagnosticStatus(level=level, name="catheter_sim: loop", message=message,
+                                hardware_id="bronchonav_simulated_catheter",
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def destroy_node(self):
+        """Stop the loop thread, then destroy the node."""
+        self.loop.stop()
+        return super().destroy_node()
+
+
+def main(args=None) -> None:
+    """Console script ``catheter_sim``."""
+    from bronchonav.ros.runner import spin_node
+
+    spin_node(CatheterSimNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Conversions between ROS 2 messages and BronchoNav's core types (numpy arrays, dataclasses).
+
+Poses are 4×4 homogeneous matrices ``T_parent_child`` (metres); quaternions follow ROS order
+(x, y, z, w), which is also SciPy's. Every function takes the frame id and stamp explicitly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
+from nav_msgs.msg import Path
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker
+
+from bronchonav.errors import CommandError
+
+
+# -- poses and transforms -------------------------------------------------------------------------
+
+def matrix_to_pose(T: np.ndarray) -> Pose:
+    """A 4×4 homogeneous transform (m) as a ``geometry_msgs/Pose``."""
+    T = np.asarray(T, dtype=float)
+    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    return Pose(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """A ``geometry_msgs/Pose`` as a 4×4 homogeneous transform (m)."""
+    T = np.eye(4)
+    o = pose.orientation
+    T[:3, :3] = Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix()
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+def pose_stamped(T: np.ndarray, frame_id: str, stamp: Time) -> PoseStamped:
+    """A 4×4 pose in ``frame_id`` as a ``geometry_msgs/PoseStamped``."""
+    return PoseStamped(header=Header(frame_id=frame_id, stamp=stamp), pose=matrix_to_pose(T))
+
+
+def matrix_to_transform(T: np.ndarray, parent: str, child: str, stamp: Time) -> TransformStamped:
+    """``T_parent_child`` (4×4, m) as a ``geometry_msgs/TransformStamped``."""
+    p = matrix_to_pose(T)
+    return TransformStamped(
+        header=Header(frame_id=parent, stamp=stamp), child_frame_id=child,
+        transform=Transform(translation=Vector3(x=p.position.x, y=p.position.y, z=p.position.z),
+                            rotation=p.orientation))
+
+
+def transform_to_matrix(t: Transform) -> np.ndarray:
+    """A ``geometry_msgs/Transform`` as a 4×4 homogeneous matrix (m)."""
+    r = t.rotation
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix()
+    T[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
+    return T
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+def path_message(points: np.ndarray, frame_id: str, stamp: Time,
+                 rotations: np.ndarray | None = None) -> Path:
+    """A polyline (N, 3) in metres as a ``nav_msgs/Path``.
+
+    Orientations are the given (N, 3, 3) rotation matrices, or else frames whose z axis follows
+    the polyline's tangent (the catheter convention: z along the backbone).
+    """
+    points = np.asarray(points, dtype=float).reshape(-1, 3)
+    if rotations is None:
+        rotations = tangent_frames(points)
+    quats = Rotation.from_matrix(rotations).as_quat() if len(points) else np.zeros((0, 4))
+    header = Header(frame_id=frame_id, stamp=stamp)
+    poses = [PoseStamped(header=header, pose=Pose(
+        position=Point(x=p[0], y=p[1], z=p[2]),
+        orientation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3])))
+        for p, q in zip(points.tolist(), quats.tolist())]
+    return Path(header=header, poses=poses)
+
+
+def path_points(path: Path) -> np.ndarray:
+    """The positions of a ``nav_msgs/Path`` as an (N, 3) array (m, in the path's frame)."""
+    return np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
+                     for p in path.poses], dtype=float).reshape(-1, 3)
+
+
+def tangent_frames(points: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) rotations whose z axis is the polyline tangent (minimal twist along it)."""
+    points = np.asarray(points, dtype=float).reshape(-1, 3)
+    n = len(points)
+    if n == 0:
+        return np.zeros((0, 3, 3))
+    if n == 1:
+        return np.eye(3)[None]
+    t = np.gradient(points, axis=0)
+    norms = np.linalg.norm(t, axis=1, keepdims=True)
+    t = np.where(norms > 1e-12, t / np.maximum(norms, 1e-12), [0.0, 0.0, 1.0])
+    out = np.empty((n, 3, 3))
+    x = np.cross([0.0, 1.0, 0.0], t[0])
+    if np.linalg.norm(x) < 1e-6:
+        x = np.cross([1.0, 0.0, 0.0], t[0])
+    for i in range(n):
+        x = x - np.dot(x, t[i]) * t[i]
+        x /= np.linalg.norm(x)
+        out[i] = np.column_stack([x, np.cross(t[i], x), t[i]])
+    return out
+
+
+# -- markers --------------------------------------------------------------------------------------
+
+def _color(rgba) -> ColorRGBA:
+    r, g, b, a = (float(v) for v in rgba)
+    return ColorRGBA(r=r, g=g, b=b, a=a)
+
+
+def _points(array: np.ndarray) -> list[Point]:
+    return [Point(x=x, y=y, z=z) for x, y, z in np.asarray(array, dtype=float).reshape(-1, 3).tolist()]
+
+
+def tree_marker(tree, frame_id: str, stamp: Time, width: float = 1e-3) -> Marker:
+    """The tree's centerlines as one ``LINE_LIST`` marker coloured by generation (viridis)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    gmax = max(tree.max_generation, 1)
+    pts, cols = [], []
+    for b in tree:
+        seg = np.repeat(b.points, 2, axis=0)[1:-1]
+        pts.append(seg)
+        cols.extend([_color(cmap(b.generation / gmax))] * len(seg))
+    m = Marker(header=Header(frame_id=frame_id, stamp=stamp), ns="airway_tree", id=0,
+               type=Marker.LINE_LIST, action=Marker.ADD)
+    m.pose.orientation.w = 1.0
+    m.scale.x = float(width)
+    m.color = _color((1, 1, 1, 1))
+    m.points = _points(np.vstack(pts))
+    m.colors = cols
+    return m
+
+
+def mesh_marker(vertices: np.ndarray, triangles: np.ndarray, frame_id: str, stamp: Time,
+                rgba=(0.85, 0.55, 0.5, 0.25)) -> Marker:
+    """A triangle mesh (vertices in m) as a ``TRIANGLE_LIST`` marker."""
+    m = Marker(header=Header(frame_id=frame_id, stamp=stamp), ns="lumen", id=0,
+               type=Marker.TRIANGLE_LIST, action=Marker.ADD)
+    m.pose.orientation.w = 1.0
+    m.scale.x = m.scale.y = m.scale.z = 1.0
+    m.color = _color(rgba)
+    m.points = _points(np.asarray(vertices)[np.asarray(triangles, dtype=np.int64).reshape(-1)])
+    return m
+
+
+def nodule_markers(nodules, frame_id: str, stamp: Time) -> list[Marker]:
+    """One ``SPHERE`` (diameter = nodule diameter) and one text label per nodule."""
+    out = []
+    header = Header(frame_id=frame_id, stamp=stamp)
+    for i, n in enumerate(nodules):
+        s = Marker(header=header, ns="nodules", id=i, type=Marker.SPHERE, action=Marker.ADD)
+        s.pose.position = Point(x=float(n.center[0]), y=float(n.center[1]), z=float(n.center[2]))
+        s.pose.orientation.w = 1.0
+        s.scale.x = s.scale.y = s.scale.z = 2.0 * n.radius
+        s.color = _color((0.9, 0.2, 0.2, 0.8))
+        t = Marker(header=header, ns="nodule_labels", id=i, type=Marker.TEXT_VIEW_FACING,
+                   action=Marker.ADD, text=n.id)
+        t.pose.position = Point(x=float(n.center[0]), y=float(n.center[1]),
+                                z=float(n.center[2] + n.radius + 4e-3))
+        t.pose.orientation.w = 1.0
+        t.scale.z = 6e-3
+        t.color = _color((1, 1, 1, 1))
+        out += [s, t]
+    return out
+
+
+def polyline_marker(points: np.ndarray, frame_id: str, stamp: Time, ns: str, rgba,
+                    width: float = 1.5e-3, marker_id: int = 0) -> Marker:
+    """A polyline (m) as a ``LINE_STRIP`` marker."""
+    m = Marker(header=Header(frame_id=frame_id, stamp=stamp), ns=ns, id=marker_id,
+               type=Marker.LINE_STRIP, action=Marker.ADD)
+    m.pose.orientation.w = 1.0
+    m.scale.x = float(width)
+    m.color = _color(rgba)
+    m.points = _points(points)
+    return m
+
+
+def sphere_marker(center: np.ndarray, diameter: float, frame_id: str, stamp: Time, ns: str,
+                  rgba, marker_id: int = 0) -> Marker:
+    """A sphere of ``diameter`` (m) at ``center`` (m)."""
+    m = Marker(header=Header(frame_id=frame_id, stamp=stamp), ns=ns, id=marker_id,
+               type=Marker.SPHERE, action=Marker.ADD)
+    m.pose.position = Point(x=float(center[0]), y=float(center[1]), z=float(center[2]))
+    m.pose.orientation.w = 1.0
+    m.scale.x = m.scale.y = m.scale.z = float(diameter)
+    m.color = _color(rgba)
+    return m
+
+
+# -- joint states and commands --------------------------------------------------------------------
+
+def joint_state(names: list[str], positions, stamp: Time, efforts=None) -> JointState:
+    """A ``sensor_msgs/JointState`` (positions in m or rad, efforts in N or N·m)."""
+    msg = JointState(header=Header(stamp=stamp), name=list(names),
+                     position=[float(v) for v in positions])
+    if efforts is not None:
+        msg.effort = [float(v) for v in efforts]
+    return msg
+
+
+def forward_command_values(data, n_tendons: int) -> tuple[float, float, list[float]]:
+    """Split a forward command ``[insertion m, roll rad, displacement_1 m, …]``.
+
+    Raises :class:`CommandError` if the length is wrong or a value is not finite.
+    """
+    values = np.asarray(list(data), dtype=float)
+    if values.shape != (2 + n_tendons,):
+        raise CommandError(f"forward command needs {2 + n_tendons} values [insertion, roll, "
+                           f"{n_tendons} tendon displacements], got {values.size}")
+    if not np.all(np.isfinite(values)):
+        raise CommandError(f"forward command has non-finite values: {values.tolist()}")
+    return float(values[0]), float(values[1]), values[2:].tolist()
+
+
+def joint_command_values(msg: JointState, tendon_names: list[str]):
+    """Read a ``JointState`` command: insertion/roll positions and per-tendon position or effort.
+
+    Returns ``(insertion m | None, roll rad | None, displacements m | None, tensions N | None)``;
+    joints not named keep their previous value (``None``). Tendons are commanded either all by
+    position (displacement) or all by effort (tension).
+
+    Raises
+    ------
+    CommandError
+        Unknown joint names, mismatched array lengths, mixed or partial tendon commands,
+        non-finite values.
+    """
+    names = list(msg.name)
+    pos, eff = list(msg.position), list(msg.effort)
+    if pos and len(pos) != len(names) or eff and len(eff) != len(names):
+        raise CommandError("joint command: position/effort arrays must match the names")
+    known = {"insertion", "roll", *tendon_names}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CommandError(f"joint command: unknown joints {unknown} (known: {sorted(known)})")
+    values = {n: (pos[i] if pos else None, eff[i] if eff else None) for i, n in enumerate(names)}
+    for n, (p, e) in values.items():
+        for v in (p, e):
+            if v is not None and not np.isfinite(v):
+                raise CommandError(f"joint command: {n} has a non-finite value {v}")
+    insertion = values["insertion"][0] if "insertion" in values and pos else None
+    roll = values["roll"][0] if "roll" in values and pos else None
+    tendons = [n for n in tendon_names if n in values]
+    displacements = tensions = None
+    if tendons:
+        if len(tendons) != len(tendon_names):
+            raise CommandError(f"joint command: give all tendons {tendon_names} or none")
+        if eff:
+            tensions = [float(values[n][1]) for n in tendon_names]
+        elif pos:
+            displacements = [float(values[n][0]) for n in tendon_names]
+    return insertion, roll, displacements, tensions

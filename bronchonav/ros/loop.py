@@ -1,0 +1,131 @@
+"""A fixed-rate loop on a dedicated thread, with timing statistics (no ROS imports).
+
+Each tick is scheduled at ``t0 + k / rate``; the thread sleeps until then, runs the tick
+function and records
+
+- *jitter*: how late the tick started relative to its schedule (s),
+- *step time*: how long the tick function ran (s),
+- a *deadline miss* when a tick finished after the next tick was due (start + period).
+
+A loop that falls more than one period behind skips the missed ticks (they count as misses)
+instead of bursting to catch up.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+
+class FixedRateLoop:
+    """Run ``tick(now_s)`` at ``rate_hz`` on a background thread.
+
+    Parameters
+    ----------
+    rate_hz : float
+        Loop rate (Hz).
+    tick : callable
+        Called with the monotonic time (s) of the tick's start.
+    window : int
+        Number of recent ticks kept for the statistics.
+    name : str
+        Thread name.
+    switch_interval_s : float or None
+        If given, sets :func:`sys.setswitchinterval` (process-wide) so that the loop thread
+        gets the GIL back quickly from busy Python threads (CPython's default is 5 ms, which
+        alone would exceed a 1 kHz period).
+    """
+
+    def __init__(self, rate_hz: float, tick, window: int = 20000, name: str = "fixed-rate-loop",
+                 switch_interval_s: float | None = 2e-4) -> None:
+        if not (rate_hz > 0 and np.isfinite(rate_hz)):
+            raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+        self.rate_hz = float(rate_hz)
+        self.period = 1.0 / self.rate_hz
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._jitter = deque(maxlen=window)
+        self._step = deque(maxlen=window)
+        self._starts = deque(maxlen=window)
+        self.ticks = 0
+        self.deadline_misses = 0
+        self.skipped_ticks = 0
+        self.errors = 0
+        self.last_error: str = ""
+        self._switch_interval = switch_interval_s
+
+    def start(self) -> "FixedRateLoop":
+        """Start the thread."""
+        if self._switch_interval is not None:
+            sys.setswitchinterval(min(sys.getswitchinterval(), self._switch_interval))
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the thread to stop and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        period = self.period
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if next_t - now > 0:
+                self._stop.wait(next_t - now) if next_t - now > 2e-3 else time.sleep(next_t - now)
+                continue
+            start = time.monotonic()
+            try:
+                self._tick(start)
+            except Exception as exc:  # the loop must keep running; the error is reported
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            end = time.monotonic()
+            with self._lock:
+                self.ticks += 1
+                self._jitter.append(start - next_t)
+                self._step.append(end - start)
+                self._starts.append(start)
+                if end > next_t + period:
+                    self.deadline_misses += 1
+            next_t += period
+            behind = end - next_t
+            if behind > period:
+                skipped = int(behind // period)
+                self.skipped_ticks += skipped
+                self.deadline_misses += skipped
+                next_t += skipped * period
+
+    def stats(self) -> dict:
+        """Statistics over the recent window: rates (Hz), times (ms), counts."""
+        with self._lock:
+            jitter = np.array(self._jitter)
+            step = np.array(self._step)
+            starts = np.array(self._starts)
+            ticks, misses, skipped = self.ticks, self.deadline_misses, self.skipped_ticks
+        out = {"target_rate_hz": self.rate_hz, "ticks": ticks, "deadline_misses": misses,
+               "skipped_ticks": skipped, "errors": self.errors}
+        if len(starts) >= 2:
+            out["rate_hz"] = float((len(starts) - 1) / (starts[-1] - starts[0]))
+        else:
+            out["rate_hz"] = 0.0
+        for key, arr in (("jitter", jitter), ("step", step)):
+            if len(arr):
+                out[f"{key}_median_ms"] = float(np.median(arr) * 1e3)
+                out[f"{key}_p99_ms"] = float(np.percentile(arr, 99) * 1e3)
+                out[f"{key}_max_ms"] = float(arr.max() * 1e3)
+            else:
+                out[f"{key}_median_ms"] = out[f"{key}_p99_ms"] = out[f"{key}_max_ms"] = 0.0
+        return out

@@ -1,0 +1,210 @@
+"""``registration``: patient→CT registration from the EM tip sensor, as ROS messages.
+
+Collects ``/catheter/em_pose`` samples (``PoseStamped`` in ``patient``; a new sample is kept when
+it is at least ``min_sample_spacing_m`` from the previous kept one) and registers them to the
+map's centerlines with :func:`bronchonav.registration.register.register_em` — on request
+(``/registration/trigger``, ``std_srvs/Trigger``) or automatically once ``auto_min_samples``
+samples exist (and again every ``auto_every_samples`` new ones). With a feasible route on
+``/route/status``, its target drives the local refinement near the lesion.
+
+Publishes (transient-local): ``/registration/transform`` (``geometry_msgs/TransformStamped``,
+parent ``ct``, child ``patient``: ``T_ct_patient``), ``/registration/quality``
+(``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``),
+``/registration/status`` (``std_msgs/String``, JSON of the result); and, for every EM sample once
+registered, ``/registration/tip_pose`` (``PoseStamped``, ``ct``). ``/registration/reset`` clears
+the samples.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TransformStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout, String
+from std_srvs.srv import Trigger
+
+from bronchonav.errors import BronchoNavError
+from bronchonav.ros import conversions as conv
+from bronchonav.ros import qos
+from bronchonav.ros.params import Param, declare
+
+PARAMS = [
+    Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
+    Param("auto_register", True, "Register automatically once enough samples exist"),
+    Param("auto_min_samples", 150, "Samples needed before the automatic registration",
+          minimum=20, maximum=1_000_000),
+    Param("auto_every_samples", 100,
+          "Register again after this many new samples (0 = only once automatically)",
+          minimum=0, maximum=1_000_000),
+    Param("min_sample_spacing_m", 1.0e-3,
+          "Keep an EM sample only this far (m) from the previous kept one", minimum=0.0,
+          maximum=0.05),
+    Param("max_samples", 20000, "Samples kept at most (oldest dropped)", minimum=20,
+          maximum=10_000_000),
+    Param("use_route_target", True,
+          "Refine locally around the target of the feasible route on /route/status"),
+]
+
+QUALITY_LABELS = ("fitness", "fre_m", "n_points", "success", "target_sigma_m")
+
+
+class RegistrationNode(Node):
+    """EM-to-CT registration node (see the module docstring).
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :class:`rclpy.node.Node`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("registration", **kwargs)
+        self.params = p = declare(self, PARAMS)
+        from bronchonav.registration.twin import Twin
+        from bronchonav.ros.resources import load_airway_map
+
+        self.airway_map = load_airway_map(p["map"])
+        self.twin = Twin.of(self.airway_map)
+        self._lock = threading.Lock()
+        self._points: list[np.ndarray] = []
+        self._dirs: list[np.ndarray] = []
+        self._last_registered_n = 0
+        self.target_ct: np.ndarray | None = None
+        self.result = None
+        self._busy = threading.Lock()
+        self.pub_tf = self.create_publisher(TransformStamped, "/registration/transform", qos.LATCHED)
+        self.pub_quality = self.create_publisher(Float64MultiArray, "/registration/quality",
+                                                 qos.LATCHED)
+        self.pub_status = self.create_publisher(String, "/registration/status", qos.LATCHED)
+        self.pub_tip = self.create_publisher(PoseStamped, "/registration/tip_pose", qos.STATE)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
+        work = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
+        self.create_subscription(String, "/route/status", self._on_route, qos.LATCHED)
+        self.create_service(Trigger, "/registration/trigger", self._on_trigger, callback_group=work)
+        self.create_service(Trigger, "/registration/reset", self._on_reset)
+        self._auto_timer = self.create_timer(0.2, self._auto, callback_group=work)
+        self.get_logger().info(f"registration ready on map {self.airway_map.name!r}: "
+                               f"/registration/trigger, auto={p['auto_register']}")
+
+    @property
+    def n_samples(self) -> int:
+        """EM samples collected so far."""
+        with self._lock:
+            return len(self._points)
+
+    def _on_em(self, msg: PoseStamped) -> None:
+        T = conv.pose_to_matrix(msg.pose)
+        with self._lock:
+            if (not self._points or np.linalg.norm(T[:3, 3] - self._points[-1])
+                    >= self.params["min_sample_spacing_m"]):
+                self._points.append(T[:3, 3])
+                self._dirs.append(T[:3, 2])
+                if len(self._points) > self.params["max_samples"]:
+                    del self._points[0], self._dirs[0]
+            result = self.result
+        if result is not None:
+            self.pub_tip.publish(conv.pose_stamped(result.T_ct_patient @ T, "ct", msg.header.stamp))
+
+    def _on_route(self, msg: String) -> None:
+        try:
+            status = json.loads(msg.data)
+        except json.JSONDecodeError:
+            return
+        if self.params["use_route_target"] and status.get("feasible") and status.get("target_m"):
+            self.target_ct = np.asarray(status["target_m"], dtype=float)
+
+    def register(self):
+        """Run the registration on the samples so far; publish and return the result.
+
+        Raises
+        ------
+        RegistrationError
+            Too few or degenerate samples (see :func:`register_em`).
+        """
+        from bronchonav.registration.register import register_em
+
+        with self._lock:
+            pts, dirs = np.array(self._points), np.array(self._dirs)
+        with self._busy:
+            result = register_em(pts.reshape(-1, 3), self.twin, target_ct=self.target_ct,
+                                 directions_patient=dirs.reshape(-1, 3))
+            self._last_registered_n = len(pts)
+            self.result = result
+        self._publish(result)
+        log = self.get_logger().info if result.success else self.get_logger().warn
+        log(f"registration {'succeeded' if result.success else 'FAILED'} on {len(pts)} samples: "
+            f"{result.message}; fitness {result.fitness:.2f}, FRE {result.fre * 1e3:.2f} mm, "
+            f"{result.time_s * 1e3:.0f} ms ({result.method})")
+        return result
+
+    def _publish(self, r) -> None:
+        stamp = self.get_clock().now().to_msg()
+        self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
+        sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
+        layout = MultiArrayLayout(dim=[MultiArrayDimension(label=",".join(QUALITY_LABELS),
+                                                           size=len(QUALITY_LABELS), stride=1)])
+        self.pub_quality.publish(Float64MultiArray(layout=layout, data=[
+            float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma]))
+        self.pub_status.publish(String(data=json.dumps(r.to_dict())))
+        level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
+        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
+            level=level, name="registration: EM", message=r.message,
+            hardware_id="bronchonav_registration",
+            values=[KeyValue(key="fitness", value=f"{r.fitness:.3f}"),
+                    KeyValue(key="fre_mm", value=f"{r.fre * 1e3:.3f}"),
+                    KeyValue(key="n_points", value=str(r.n_points)),
+                    KeyValue(key="quality", value=r.quality)])]))
+
+    def _auto(self) -> None:
+        p = self.params
+        n = self.n_samples
+        if not p["auto_register"] or n < p["auto_min_samples"]:
+            return
+        if self._last_registered_n and n - self._last_registered_n < max(p["auto_every_samples"], 1):
+            return
+        if self.result is not None and p["auto_every_samples"] == 0:
+            return
+        try:
+            self.register()
+        except BronchoNavError as exc:
+            self._last_registered_n = n
+            self.get_logger().warn(f"automatic registration not possible yet: {exc}",
+                                   throttle_duration_sec=5.0)
+
+    def _on_trigger(self, request, response: Trigger.Response):
+        try:
+            r = self.register()
+        except BronchoNavError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success = bool(r.success)
+        response.message = (f"{r.message}; fitness {r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, "
+                            f"{r.n_points} samples")
+        return response
+
+    def _on_reset(self, request, response: Trigger.Response):
+        with self._lock:
+            n = len(self._points)
+            self._points.clear()
+            self._dirs.clear()
+            self._last_registered_n = 0
+            self.result = None
+        response.success, response.message = True, f"cleared {n} samples"
+        return response
+
+
+def main(args=None) -> None:
+    """Console script ``registration``."""
+    from bronchonav.ros.runner import spin_node
+
+    spin_node(RegistrationNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""Start BronchoNav nodes without the ROS 2 launch system: one process or child processes.
+
+The three launch configurations mirror ``launch/*.launch.py`` (same nodes, same YAML file, same
+arguments ``map``, ``rate``, ``rviz``):
+
+- ``plan``: airway_map_server, route_planner
+- ``hil``: airway_map_server, catheter_sim, route_planner, registration (an external controller
+  drives ``/catheter/command`` or ``/catheter/joint_command``)
+- ``sim``: everything in ``hil`` plus the built-in ``navigator``
+
+:class:`InProcessGraph` builds the node objects in this process and spins them on one
+:class:`rclpy.executors.MultiThreadedExecutor` in a background thread; :func:`spawn_processes`
+starts each node as its own console-script process with ``--ros-args --params-file``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bronchonav.errors import BronchoNavError, InputError
+
+NODE_CLASSES = {
+    "airway_map_server": "bronchonav.ros.map_server_node:MapServerNode",
+    "catheter_sim": "bronchonav.ros.catheter_sim_node:CatheterSimNode",
+    "route_planner": "bronchonav.ros.route_planner_node:RoutePlannerNode",
+    "registration": "bronchonav.ros.registration_node:RegistrationNode",
+    "navigator": "bronchonav.ros.navigator_node:NavigatorNode",
+}
+"""Node name (= console script = YAML section) → node class."""
+
+LAUNCH_CONFIGS = {
+    "plan": ["airway_map_server", "route_planner"],
+    "hil": ["airway_map_server", "catheter_sim", "route_planner", "registration"],
+    "sim": ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator"],
+}
+"""Launch configuration → node names, the same as ``launch/<name>.launch.py``."""
+
+MAP_NODES = ("airway_map_server", "catheter_sim", "route_planner", "registration")
+"""Nodes that take the ``map`` launch argument."""
+
+
+def default_config() -> Path:
+    """``config/bronchonav.yaml`` from the package share directory or the source tree."""
+    from bronchonav.ros.resources import data_file
+
+    return data_file("config/bronchonav.yaml")
+
+
+def ensure_local_ros_env(domain_id: int | None = None) -> None:
+    """Keep ROS 2 discovery on this machine; set ``ROS_DOMAIN_ID`` if it is not set."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if domain_id is not None:
+        os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    else:
+        os.environ.setdefault("ROS_DOMAIN_ID", str(60 + os.getpid() % 40))
+
+
+def node_parameters(node_name: str, config: str | Path | None = None,
+                    launch_args: dict | None = None, extra: dict | None = None) -> dict:
+    """A node's parameters: the YAML file's section, then launch arguments, then ``extra``.
+
+    ``launch_args`` may hold ``map`` (applied to the map-using nodes) and ``rate`` (the
+    catheter_sim ``rate_hz``), as the launch files do.
+    """
+    from bronchonav.ros.params import load_yaml_params
+
+    values = load_yaml_params(config or default_config(), node_name)
+    launch_args = launch_args or {}
+    if launch_args.get("map") and node_name in MAP_NODES:
+        values["map"] = str(launch_args["map"])
+    if launch_args.get("rate") and node_name == "catheter_sim":
+        values["rate_hz"] = float(launch_args["rate"])
+    values.update(extra or {})
+    return values
+
+
+def node_class(node_name: str):
+    """The node class for ``node_name`` (see :data:`NODE_CLASSES`)."""
+    if node_name not in NODE_CLASSES:
+        raise InputError(f"unknown node {node_name!r} (known: {', '.join(NODE_CLASSES)})")
+    module, cls = NODE_CLASSES[node_name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class InProcessGraph:
+    """Several BronchoNav nodes in this process on one multi-threaded executor.
+
+    Parameters
+    ----------
+    node_names : list of str
+        Which nodes to start, in order (e.g. ``LAUNCH_CONFIGS["sim"]``).
+    config : path, optional
+        ROS 2 parameter YAML (default ``config/bronchonav.yaml``).
+    launch_args : dict, optional
+        ``map`` and ``rate`` as for the launch files.
+    extra : dict, optional
+        Per-node parameter overrides ``{node_name: {param: value}}``.
+    context : rclpy.context.Context, optional
+        An initialised context (default: the global one, which must be initialised).
+    num_threads : int, optional
+        Executor threads (default: one per node, at least 2).
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(self, node_names, config=None, launch_args=None, extra=None, context=None,
+                 num_threads: int | None = None) -> None:
+        self.node_names = list(node_names)
+        self.config = config
+        self.launch_args = launch_args or {}
+        self.extra = extra or {}
+        self.context = context
+        self.num_threads = num_threads or max(2, len(self.node_names))
+        self.nodes: dict = {}
+        self.executor = None
+        self._thread = None
+
+    def start(self) -> "InProcessGraph":
+        """Create the nodes (in order) and start spinning them in a background thread."""
+        from rclpy.executors import MultiThreadedExecutor
+
+        from bronchonav.ros.params import overrides
+
+        try:
+            for name in self.node_names:
+                values = node_parameters(name, self.config, self.launch_args, self.extra.get(name))
+                kwargs = {"parameter_overrides": overrides(values)}
+                if self.context is not None:
+                    kwargs["context"] = self.context
+                self.nodes[name] = node_class(name)(**kwargs)
+        except BaseException:
+            self._destroy_nodes()
+            raise
+        self.executor = MultiThreadedExecutor(num_threads=self.num_threads, context=self.context)
+        for node in self.nodes.values():
+            self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, name="bronchonav-executor", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _destroy_nodes(self) -> None:
+        for node in reversed(list(self.nodes.values())):
+            node.destroy_node()
+        self.nodes.clear()
+
+    def stop(self) -> None:
+        """Stop spinning and destroy the nodes (idempotent)."""
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.executor = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        self._destroy_nodes()
+
+    def __enter__(self) -> "InProcessGraph":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_in_process(config_name: str, config=None, launch_args=None) -> int:
+    """Run a launch configuration in this process until SIGINT/SIGTERM; return the exit code."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    if config_name not in LAUNCH_CONFIGS:
+        raise InputError(f"unknown launch configuration {config_name!r} "
+                         f"(known: {', '.join(LAUNCH_CONFIGS)})")
+    ensure_local_ros_env()
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        with InProcessGraph(LAUNCH_CONFIGS[config_name], config, launch_args):
+            print(f"bronchonav {config_name}: running {', '.join(LAUNCH_CONFIGS[config_name])} "
+                  f"in one process (domain {os.environ['ROS_DOMAIN_ID']}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            _maybe_rviz(launch_args)
+            _wait_for_signal()
+    finally:
+        rclpy.try_shutdown()
+    return 0
+
+
+def _maybe_rviz(launch_args) -> subprocess.Popen | None:
+    """Start rviz2 with ``config/bronchonav.rviz`` if asked and installed."""
+    if not (launch_args or {}).get("rviz"):
+        return None
+    import shutil
+
+    from bronchonav.ros.resources import data_file
+
+    if shutil.which("rviz2") is None:
+        print("rviz2 is not installed here; open config/bronchonav.rviz in RViz or use Foxglove",
+              file=sys.stderr)
+        return None
+    return subprocess.Popen(["rviz2", "-d", str(data_file("config/bronchonav.rviz"))])
+
+
+def node_command(node_name: str, config=None, launch_args=None, extra=None) -> list[str]:
+    """The command line that starts ``node_name`` as a process with its parameters."""
+    module = NODE_CLASSES[node_name].split(":")[0]
+    cmd = [sys.executable, "-m", module, "--ros-args",
+           "--params-file", str(config or default_config())]
+    values = node_parameters(node_name, config, launch_args, extra)
+    for key in ("map", "rate_hz"):
+        if key in (extra or {}) or (launch_args or {}).get("map" if key == "map" else "rate"):
+            if key in values:
+                cmd += ["-p", f"{key}:={values[key]}"]
+    for key, value in (extra or {}).items():
+        if key not in ("map", "rate_hz"):
+            cmd += ["-p", f"{key}:={_ros_arg(value)}"]
+    return cmd
+
+
+def _ros_arg(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(float(v)) for v in value) + "]"
+    return str(value)
+
+
+def spawn_processes(node_names, config=None, launch_args=None, extra=None) -> dict:
+    """Start each node as a child process (own process group); return ``{name: Popen}``."""
+    ensure_local_ros_env()
+    procs = {}
+    for name in node_names:
+        procs[name] = subprocess.Popen(node_command(name, config, launch_args,
+                                                    (extra or {}).get(name)),
+                                       start_new_session=True)
+    return procs
+
+
+def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
+    """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    codes = {}
+    deadline = time.monotonic() + timeout
+    for name, p in procs.items():
+        try:
+            codes[name] = p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes[name] = p.wait()
+    return codes
+
+
+def run_processes(config_name: str, config=None, launch_args=None) -> int:
+    """Run a launch configuration as child processes until SIGINT/SIGTERM or a child exits."""
+    if config_name not in LAUNCH_CONFIGS:
+        raise InputError(f"unknown launch configuration {config_name!r}")
+    procs = spawn_processes(LAUNCH_CONFIGS[config_name], config, launch_args)
+    _maybe_rviz(launch_args)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
+            if dead:
+                print(f"node(s) exited: {dead}; stopping the others", file=sys.stderr)
+                break
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        codes = stop_processes(procs)
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def spin_node(factory, args=None) -> None:
+    """``main()`` body of a node console script: init, spin, clean shutdown on SIGINT/SIGTERM.
+
+    Errors a user can cause (bad parameter, missing map) print one line and exit with code 2.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = factory()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except BronchoNavError as exc:
+        print(f"{getattr(factory, '__name__', 'node')}: error: {exc}", file=sys.stderr)
+        code = 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    sys.exit(code)
