@@ -1,0 +1,154 @@
+"""Wall contact between the catheter and the airway lumen.
+
+The lumen is modelled as the union of tubes around the branch centerlines (each tube a chain of
+capsules with the local lumen radius). A catheter node of radius ``r_c`` at distance ``d`` from a
+centerline where the lumen radius is ``r`` penetrates the wall by ``pen = d - (r - r_c)``. The
+node takes the smallest penetration over its *candidate* branches and feels a smooth penalty force
+``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to ``eps``, then linear with slope ``k``); ``∇pen``
+points away from the centerline and, where the lumen narrows distally, also back along it.
+
+Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
+(trachea), each node's candidates are the branch the previous node is in, its parent and its
+children; the node is then "in" the candidate with the smallest penetration. So once the catheter
+has entered one child, the wall of the other child cannot push it. A child whose entrance radius
+is not larger than the catheter radius is not a candidate at all: the catheter cannot enter it.
+
+Candidates and search windows are frozen for a solve (from the previous shape) so the residual
+the Newton solver sees is continuous; the model re-tracks after the solve and re-solves if the
+tracking changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.catheter.rod import wall_penetration
+
+
+@dataclass
+class WallModel:
+    """The airway centerlines in the ``catheter_base`` frame, packed for the numba kernels.
+
+    Attributes
+    ----------
+    branch_ids : ndarray of int (B,)
+        Airway branch id of each compact index.
+    parent : ndarray of int (B,)
+        Compact index of the parent (-1 for the root).
+    children : ndarray of int (B, Cmax)
+        Compact indices of the *enterable* children (-1 padding).
+    b_off : ndarray of int (B+1,)
+        Row offsets of each branch's polyline in ``bp``/``br``.
+    bp : ndarray (M, 3)
+        Centerline polyline points, base frame (m).
+    br : ndarray (M,)
+        Lumen radius at each point (m).
+    root : int
+        Compact index of the trachea.
+    r_cath : float
+        Catheter outer radius (m).
+    """
+
+    branch_ids: np.ndarray
+    parent: np.ndarray
+    children: np.ndarray
+    b_off: np.ndarray
+    bp: np.ndarray
+    br: np.ndarray
+    root: int
+    r_cath: float
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates per node: own branch, parent, children."""
+        return 2 + self.children.shape[1]
+
+    @classmethod
+    def from_tree(cls, tree: AirwayTree, T_base_ct: np.ndarray, r_cath: float,
+                  step: float = 1e-3) -> "WallModel":
+        """Pack ``tree`` (CT frame) for contact, expressed in the base frame via ``T_base_ct``.
+
+        Parameters
+        ----------
+        tree : AirwayTree
+        T_base_ct : ndarray (4, 4)
+            Transform from CT to ``catheter_base`` coordinates.
+        r_cath : float
+            Catheter outer radius (m).
+        step : float
+            Centerline resampling step (m).
+        """
+        ids = sorted(tree.branches)
+        index = {b: k for k, b in enumerate(ids)}
+        parent = np.array([-1 if tree[b].parent is None else index[tree[b].parent] for b in ids],
+                          dtype=np.int64)
+        kids = [[index[c] for c in tree[b].children if tree[c].radii[0] > r_cath] for b in ids]
+        cmax = max(1, max(len(k) for k in kids))
+        children = np.full((len(ids), cmax), -1, dtype=np.int64)
+        for k, ch in enumerate(kids):
+            children[k, :len(ch)] = ch
+        pts, rad, off = [], [], [0]
+        for b in ids:
+            p, r, _ = resample_polyline(tree[b].points, tree[b].radii, step)
+            pts.append(p)
+            rad.append(r)
+            off.append(off[-1] + len(p))
+        bp = np.vstack(pts)
+        bp = bp @ T_base_ct[:3, :3].T + T_base_ct[:3, 3]
+        return cls(np.array(ids, dtype=np.int64), parent, children, np.array(off, dtype=np.int64),
+                   np.ascontiguousarray(bp), np.concatenate(rad), index[tree.root], float(r_cath))
+
+    def track(self, positions_base: np.ndarray):
+        """Candidate branches, search-window centres and branch of each node along a backbone.
+
+        Parameters
+        ----------
+        positions_base : ndarray (N, 3)
+            Backbone nodes from the base to the tip, base frame (m).
+
+        Returns
+        -------
+        cand : ndarray of int (N, C)
+            Compact candidate branch indices per node (-1 padding).
+        win : ndarray of int (N, C)
+            Nearest polyline segment of each candidate (global row index).
+        node_branch : ndarray of int (N,)
+            Airway branch id (tree id, not compact) each node is in.
+        """
+        cand, win, nb = _track(np.ascontiguousarray(positions_base, dtype=float), self.parent,
+                               self.children, self.b_off, self.bp, self.br, self.root, self.r_cath)
+        return cand, win, self.branch_ids[nb]
+
+
+@njit(cache=True)
+def _track(pos, parent, children, b_off, bp, br, root, r_cath):
+    n = pos.shape[0]
+    C = 2 + children.shape[1]
+    cand = np.full((n, C), -1, dtype=np.int64)
+    win = np.zeros((n, C), dtype=np.int64)
+    node_b = np.zeros(n, dtype=np.int64)
+    b = root
+    for k in range(n):
+        cand[k, 0] = b
+        cand[k, 1] = parent[b]
+        for c in range(children.shape[1]):
+            cand[k, 2 + c] = children[b, c]
+        best = 1e300
+        bb = b
+        for c in range(C):
+            cb = cand[k, c]
+            if cb < 0:
+                continue
+            pen, seg, qx, qy, qz, sl, tx, ty, tz, inter = wall_penetration(
+                pos[k], cb, b_off[cb], b_off[cb + 1] - 1, bp, br, r_cath)
+            win[k, c] = seg
+            if pen < best - 1e-12:
+                best = pen
+                bb = cb
+        node_b[k] = bb
+        b = bb
+    return cand, win, node_b

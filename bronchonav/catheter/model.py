@@ -1,0 +1,443 @@
+"""The catheter model: ``CatheterModel.step(command) -> CatheterState``.
+
+Quasi-static Cosserat rod + tendons (see :mod:`bronchonav.catheter.rod`) solved by shooting: the
+unknowns are the composite base force and moment (and, in displacement control, the tendon
+tensions); the residual is the tip boundary condition. Each step is warm-started from the previous
+solution and Jacobian (:mod:`bronchonav.catheter.solver`), has a bounded iteration count and a
+wall-clock deadline; a step that fails keeps the previous valid state, returned with
+``converged=False`` and a ``message``. Before giving up, a failed step is retried as a short
+continuation (the command change split into 2, 4, 8 sub-steps) while time remains.
+
+Frames
+------
+``catheter_base``: origin at the insertion point (the top of the trachea when a tree is given),
+``z`` along the insertion axis pointing into the patient, roll measured about ``z``. With an
+airway tree the states are reported in the CT frame via :attr:`CatheterModel.base_pose_ct`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.catheter.command import CatheterCommand, ValidCommand, validate_command
+from bronchonav.catheter.contact import WallModel
+from bronchonav.catheter.layout import Layout, build_layout
+from bronchonav.catheter.params import CatheterParams
+from bronchonav.catheter.rod import integrate
+from bronchonav.catheter.solver import newton_broyden
+from bronchonav.catheter.state import CatheterState
+from bronchonav.errors import InputError
+
+MIN_INSERTION = 1e-4
+"""Below this inserted length (m) the catheter is treated as not inserted (all nodes at the base)."""
+
+COMPLEMENTARITY_SCALE = 1e-3
+"""m per N: weighs tension against displacement in the slack-wire complementarity residual."""
+
+
+def base_pose_from_tree(tree: AirwayTree) -> np.ndarray:
+    """The ``catheter_base`` → CT transform for a tree (4×4).
+
+    Origin at the first centerline point of the trachea; ``z`` along the trachea's initial
+    direction (from its first point to the point 10 mm down its centerline), pointing into the
+    patient; ``x`` is the CT ``x`` axis (patient left) made orthogonal to ``z`` (CT ``y`` if the
+    trachea runs along CT ``x``); ``y = z × x``.
+    """
+    trachea = tree.trachea
+    p, _, s = resample_polyline(trachea.points, trachea.radii, 5e-4)
+    k = min(int(np.searchsorted(s, 0.01)), len(s) - 1)
+    z = p[k] - p[0]
+    z /= np.linalg.norm(z)
+    ref = np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    x = ref - (ref @ z) * z
+    x /= np.linalg.norm(x)
+    T = np.eye(4)
+    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, np.cross(z, x), z, p[0]
+    return T
+
+
+def _quat_z(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)])
+
+
+def _quat_to_rot(q: np.ndarray) -> np.ndarray:
+    """(N, 4) unit quaternions (w, x, y, z) → (N, 3, 3) rotation matrices."""
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], axis=1)
+
+
+class _Problem:
+    """One shooting problem: a validated command on a layout, with frozen contact tracking."""
+
+    def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking):
+        self.vc = vc
+        self.layout = layout
+        p = model.params
+        self.n_t = len(p.tendons)
+        R_bo = model._R_base_out
+        g = R_bo @ model.gravity
+        self.fdist = np.ascontiguousarray(layout.mass[:, None] * g[None, :]
+                                          + (R_bo @ vc.distributed_force)[None, :])
+        self.f_tip = R_bo @ vc.tip_force
+        self.l_tip = R_bo @ vc.tip_moment
+        self.q0 = _quat_z(vc.roll)
+        L = layout.length
+        self.F_s = layout.min_EI / L ** 2
+        self.M_s = self.F_s * L
+        self.disp = vc.displacement is not None
+        self.tau = np.zeros(self.n_t) if self.disp else vc.tension.copy()
+        self.r = model._tendon_r
+        n = len(layout.arc)
+        self.pos = np.empty((n, 3))
+        self.quat = np.empty((n, 4))
+        self.Nn = np.empty((n, 3))
+        self.Mn = np.empty((n, 3))
+        self.VU = np.zeros((n, 6))
+        self.Fc = np.zeros((n, 3))
+        self.tlen = np.zeros(self.n_t)
+        self.res = np.zeros(6)
+        wall = model._wall
+        if wall is None or tracking is None:
+            self.cand = np.zeros((n, 0), dtype=np.int64)
+            self.win = np.zeros((n, 0), dtype=np.int64)
+            self.wall_args = (np.zeros(1, dtype=np.int64), np.zeros((1, 3)), np.zeros(1), 0.0, 0.0,
+                              1.0)
+        else:
+            self.cand, self.win = tracking[0], tracking[1]
+            h = L / (n - 1)
+            self.wall_args = (wall.b_off, wall.bp, wall.br, wall.r_cath,
+                              model.contact_stiffness * h, model.contact_smoothing)
+        self.window = model.contact_window
+
+    # unknowns: z = [N0/F_s, M0/M_s, tau_disp/1 N]
+    def unpack(self, z: np.ndarray):
+        x = np.empty(6)
+        x[:3] = z[:3] * self.F_s
+        x[3:] = z[3:6] * self.M_s
+        if self.disp:
+            self.tau[:] = z[6:]
+        return x
+
+    def pack(self, x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        z = np.concatenate([x[:3] / self.F_s, x[3:] / self.M_s])
+        return np.concatenate([z, tau]) if self.disp else z
+
+    def physical(self, z: np.ndarray) -> np.ndarray:
+        """Base force, moment (and tensions in displacement control) from scaled unknowns."""
+        x = self.unpack(z)
+        return np.concatenate([x, z[6:]]) if self.disp else x
+
+    def run(self, z: np.ndarray, full: bool) -> None:
+        x = self.unpack(z)
+        lay = self.layout
+        b_off, bp, br, r_c, k_node, eps = self.wall_args
+        integrate(x, self.q0, lay.s_pts, lay.piece_of, lay.node_of, lay.kse, lay.kbt, lay.ustar,
+                  self.fdist, lay.act, self.r, self.tau, self.cand, self.win, self.window,
+                  b_off, bp, br, r_c, k_node, eps, self.pos, self.quat, self.Nn, self.Mn,
+                  self.VU, self.Fc, self.tlen, self.res, full)
+
+    def displacements(self) -> np.ndarray:
+        """Tendon pulls (m) of the last run (see :class:`CatheterState`)."""
+        lay = self.layout
+        return (lay.ref_span - self.tlen) + lay.out_compression @ self.tau \
+            + lay.wire_compliance * self.tau
+
+    def residual(self, z: np.ndarray) -> np.ndarray:
+        self.run(z, False)
+        out = np.empty(6 + (self.n_t if self.disp else 0))
+        out[:3] = (self.res[:3] - self.f_tip) / self.F_s
+        out[3:6] = (self.res[3:] - self.l_tip) / self.M_s
+        if self.disp:
+            gap = self.displacements() - self.vc.displacement
+            out[6:] = np.minimum(self.tau * COMPLEMENTARITY_SCALE, gap) / COMPLEMENTARITY_SCALE
+        return out
+
+
+class CatheterModel:
+    """A tendon-driven catheter inserted through a fixed base, optionally inside an airway tree.
+
+    Parameters
+    ----------
+    params : CatheterParams
+    tree : AirwayTree or None
+        Airway tree (CT frame). When given, the base is at the top of the trachea along its axis
+        (:func:`base_pose_from_tree`), the wall contact is on, and states are in the CT frame.
+    n_nodes : int
+        Output nodes along the inserted length (>= 3).
+    deadline_s : float
+        Wall-clock budget per step (s); a step that overruns it fails (previous state kept).
+    max_iter : int
+        Newton/Broyden iteration bound per solve.
+    gravity : sequence of 3 float or None
+        Gravitational acceleration (m/s²) in the output frame; ``None`` for no gravity.
+    contact_stiffness : float
+        Wall penalty stiffness per unit catheter length (N/m²).
+    contact_smoothing : float
+        Penetration over which the penalty stiffens smoothly (m).
+    tol : float
+        Convergence tolerance on the scaled residual (force / (EI_min/L²), moment / (EI_min/L)).
+
+    Examples
+    --------
+    >>> model = CatheterModel(CatheterParams.default(), n_nodes=30)
+    >>> state = model.step(CatheterCommand(insertion=0.1, tendon_tension=[3.0, 0, 0, 0]))
+    >>> bool(state.converged), state.positions.shape
+    (True, (30, 3))
+    """
+
+    def __init__(self, params: CatheterParams, tree: AirwayTree | None = None, n_nodes: int = 50,
+                 deadline_s: float = 0.02, max_iter: int = 30, gravity=None,
+                 contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
+                 tol: float = 1e-8) -> None:
+        if int(n_nodes) < 3:
+            raise InputError("n_nodes must be >= 3")
+        self.params = params
+        self.tree = tree
+        self.n_nodes = int(n_nodes)
+        self.deadline_s = float(deadline_s)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
+        self.contact_stiffness = float(contact_stiffness)
+        self.contact_smoothing = float(contact_smoothing)
+        self.contact_window = 8
+        self._tendon_r = np.ascontiguousarray([t.offset_body for t in params.tendons],
+                                              dtype=float).reshape(-1, 3)
+        if tree is not None:
+            self.base_pose_ct = base_pose_from_tree(tree)
+            T_base_ct = np.linalg.inv(self.base_pose_ct)
+            self._wall = WallModel.from_tree(tree, T_base_ct, params.radius)
+            self.frame = "ct"
+        else:
+            self.base_pose_ct = np.eye(4)
+            self._wall = None
+            self.frame = "catheter_base"
+        self._R_base_out = self.base_pose_ct[:3, :3].T
+        self._layout_cache: tuple[float, Layout] | None = None
+        self.reset()
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def state(self) -> CatheterState | None:
+        """The last valid state (``None`` before the first successful step)."""
+        return self._state
+
+    def reset(self) -> None:
+        """Forget the previous state and warm start."""
+        self._state: CatheterState | None = None
+        self._vc: ValidCommand | None = None
+        self._x: np.ndarray | None = None
+        self._J: np.ndarray | None = None
+        self._pos_base: np.ndarray | None = None
+        self._arc: np.ndarray | None = None
+
+    def step(self, command: CatheterCommand) -> CatheterState:
+        """Solve the equilibrium for ``command`` (warm-started from the previous step).
+
+        Raises
+        ------
+        CommandError
+            If the command is invalid (the model state is unchanged).
+
+        Returns
+        -------
+        CatheterState
+            The new state, or — when the solve fails within the iteration bound and deadline —
+            the previous valid state with ``converged=False`` and a ``message``.
+        """
+        t0 = time.perf_counter()
+        vc = validate_command(command, self.params)
+        deadline = t0 + self.deadline_s
+        if vc.insertion < MIN_INSERTION:
+            return self._accept(self._retracted_state(vc), vc, None, None, t0)
+        res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
+        if not res.converged:
+            res, prob, iters, evals = self._continuation(vc, deadline, iters, evals)
+        if not res.converged:
+            return self._failed(res.reason, res.residual, iters, evals, t0)
+        prob.run(res.x, True)
+        state = self._make_state(prob, res.residual, iters, evals, t0)
+        return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
+
+    # -- solving ----------------------------------------------------------------------------
+    def _layout(self, insertion: float) -> Layout:
+        if self._layout_cache is None or self._layout_cache[0] != insertion:
+            self._layout_cache = (insertion, build_layout(self.params, insertion, self.n_nodes))
+        return self._layout_cache[1]
+
+    def _guess_positions(self, arc: np.ndarray) -> np.ndarray:
+        """Backbone guess at arc lengths ``arc`` from the last valid shape (base frame)."""
+        if self._pos_base is None:
+            return np.column_stack([np.zeros_like(arc), np.zeros_like(arc), arc])
+        p, s = self._pos_base, self._arc
+        out = np.column_stack([np.interp(arc, s, p[:, k]) for k in range(3)])
+        beyond = arc > s[-1]
+        if np.any(beyond):
+            d = p[-1] - p[-2]
+            d /= max(np.linalg.norm(d), 1e-12)
+            out[beyond] = p[-1] + (arc[beyond] - s[-1])[:, None] * d
+        return out
+
+    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking):
+        """One Newton–Broyden solve from physical base loads ``x_prev`` (or zero)."""
+        prob = _Problem(self, vc, self._layout(vc.insertion), tracking)
+        n_t = len(self.params.tendons)
+        x0 = np.zeros(6) if x_prev is None else x_prev[:6]
+        if x_prev is not None and x_prev.size == 6 + n_t:
+            tau0 = x_prev[6:]
+        elif self._state is not None:
+            tau0 = self._state.tendon_tensions
+        else:
+            tau0 = np.zeros(n_t)
+        res = newton_broyden(prob.residual, prob.pack(x0, tau0), self.tol, self.max_iter,
+                             deadline, J_prev)
+        return res, prob
+
+    def _solve_tracked(self, vc, x_prev, J_prev, deadline):
+        """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed."""
+        iters = evals = 0
+        tracking = None
+        if self._wall is not None:
+            arc = np.linspace(0.0, vc.insertion, self.n_nodes)
+            tracking = self._wall.track(self._guess_positions(arc))
+        for _ in range(4):
+            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking)
+            iters += res.iterations
+            evals += res.evaluations
+            if not res.converged or self._wall is None:
+                break
+            new = self._wall.track(prob.pos)
+            same = np.array_equal(new[0], tracking[0]) and \
+                np.all(np.abs(new[1] - tracking[1]) <= self.contact_window // 2)
+            if same:
+                break
+            tracking = new
+            x_prev, J_prev = prob.physical(res.x), res.jacobian
+        prob.tracking = tracking
+        return res, prob, iters, evals
+
+    def _continuation(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
+        """Retry by splitting the change from the last valid command into sub-steps."""
+        start = self._vc if self._vc is not None else ValidCommand(
+            vc.insertion, vc.roll, np.zeros(len(self.params.tendons)), None,
+            np.zeros(3), np.zeros(3), np.zeros(3))
+        x_start = self._x if self._vc is not None else None
+        J_start = self._J if self._vc is not None else None
+        res = prob = None
+        for n_sub in (2, 4, 8, 16):
+            x, J = x_start, J_start
+            ok = True
+            for k in range(1, n_sub + 1):
+                if time.perf_counter() > deadline:
+                    ok = False
+                    break
+                sub = self._interpolate(start, vc, k / n_sub)
+                res, prob, it, ev = self._solve_tracked(sub, x, J, deadline)
+                iters += it
+                evals += ev
+                if not res.converged:
+                    ok = False
+                    break
+                x, J = prob.physical(res.x), res.jacobian
+            if ok or time.perf_counter() > deadline:
+                break
+        return res, prob, iters, evals
+
+    def _interpolate(self, a: ValidCommand, b: ValidCommand, w: float) -> ValidCommand:
+        def lerp(u, v):
+            return (1 - w) * u + w * v
+        if b.displacement is not None:
+            da = a.displacement if a.displacement is not None else (
+                self._state.tendon_displacements if self._state is not None
+                else np.zeros_like(b.displacement))
+            tension, disp = None, lerp(da, b.displacement)
+        else:
+            ta = a.tension if a.tension is not None else self._state.tendon_tensions
+            tension, disp = lerp(ta, b.tension), None
+        return ValidCommand(lerp(a.insertion, b.insertion), lerp(a.roll, b.roll), tension, disp,
+                            lerp(a.tip_force, b.tip_force), lerp(a.tip_moment, b.tip_moment),
+                            lerp(a.distributed_force, b.distributed_force))
+
+    # -- states -----------------------------------------------------------------------------
+    def _to_out(self, p_base: np.ndarray) -> np.ndarray:
+        T = self.base_pose_ct
+        return p_base @ T[:3, :3].T + T[:3, 3]
+
+    def _make_state(self, prob: _Problem, residual: float, iters: int, evals: int,
+                    t0: float) -> CatheterState:
+        lay = prob.layout
+        Rb = _quat_to_rot(prob.quat)
+        node_j = np.flatnonzero(lay.node_of >= 0)
+        node_piece = lay.piece_of[np.maximum(node_j - 1, 0)]
+        v, u = prob.VU[:, :3], prob.VU[:, 3:]
+        n_body = lay.kse[node_piece] * (v - np.array([0.0, 0.0, 1.0]))
+        m_body = lay.kbt[node_piece] * (u - lay.ustar[node_piece])
+        Ro = self.base_pose_ct[:3, :3]
+        rotations = Ro[None] @ Rb
+        tip = np.eye(4)
+        tip[:3, :3] = rotations[-1]
+        positions = self._to_out(prob.pos)
+        tip[:3, 3] = positions[-1]
+        tau = np.maximum(prob.tau, 0.0) if prob.disp else prob.tau.copy()
+        branch_ids = None
+        if self._wall is not None:
+            branch_ids = self._wall.track(prob.pos)[2]
+        self._pending_base = (prob.pos.copy(), lay.arc.copy())
+        return CatheterState(
+            positions=positions, rotations=rotations, tip_pose=tip,
+            internal_force=np.einsum("nij,nj->ni", rotations, n_body),
+            internal_moment=np.einsum("nij,nj->ni", rotations, m_body),
+            tendon_tensions=tau, tendon_displacements=prob.displacements(),
+            contact_forces=prob.Fc @ Ro.T, arc_length=lay.arc.copy(), residual=float(residual),
+            iterations=int(iters), converged=True, solve_time_s=0.0,
+            insertion=float(prob.vc.insertion), roll=float(prob.vc.roll), frame=self.frame,
+            branch_ids=branch_ids, evaluations=int(evals))
+
+    def _retracted_state(self, vc: ValidCommand) -> CatheterState:
+        n, n_t = self.n_nodes, len(self.params.tendons)
+        R = self.base_pose_ct[:3, :3] @ _quat_to_rot(_quat_z(vc.roll)[None])[0]
+        tip = np.eye(4)
+        tip[:3, :3], tip[:3, 3] = R, self.base_pose_ct[:3, 3]
+        self._pending_base = (np.zeros((n, 3)), np.linspace(0.0, vc.insertion, n))
+        tension = vc.tension if vc.tension is not None else np.zeros(n_t)
+        branch = None if self._wall is None else np.full(n, self._wall.branch_ids[self._wall.root])
+        return CatheterState(
+            positions=np.repeat(self.base_pose_ct[None, :3, 3], n, 0),
+            rotations=np.repeat(R[None], n, 0), tip_pose=tip, internal_force=np.zeros((n, 3)),
+            internal_moment=np.zeros((n, 3)), tendon_tensions=tension.copy(),
+            tendon_displacements=np.zeros(n_t), contact_forces=np.zeros((n, 3)),
+            arc_length=np.linspace(0.0, vc.insertion, n), residual=0.0, iterations=0,
+            converged=True, solve_time_s=0.0, insertion=vc.insertion, roll=vc.roll,
+            frame=self.frame, branch_ids=branch)
+
+    def _accept(self, state, vc, x, J, t0) -> CatheterState:
+        state.solve_time_s = time.perf_counter() - t0
+        self._state, self._vc = state, vc
+        if x is not None:
+            self._x, self._J = x, J
+        self._pos_base, self._arc = self._pending_base
+        return state
+
+    def _failed(self, reason, residual, iters, evals, t0) -> CatheterState:
+        msg = f"solve failed ({reason}, residual {residual:.2e}); previous state kept"
+        if self._state is None:
+            n, n_t = self.n_nodes, len(self.params.tendons)
+            base = self._retracted_state(ValidCommand(0.0, 0.0, np.zeros(n_t), None,
+                                                      np.zeros(3), np.zeros(3), np.zeros(3)))
+            self._pending_base = None
+            prev = base
+        else:
+            prev = self._state
+        out = CatheterState(**{**prev.__dict__})
+        out.converged, out.message = False, msg
+        out.residual, out.iterations, out.evaluations = float(residual), int(iters), int(evals)
+        out.solve_time_s = time.perf_counter() - t0
+        return out

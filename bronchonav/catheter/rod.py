@@ -1,0 +1,461 @@
+"""Cosserat rod + straight tendons: the statics kernel (numba).
+
+Model (Rucker & Webster 2011, "Statics and dynamics of continuum robots with general tendon
+routing and external loading", IEEE T-RO 27(6)): a Cosserat rod with shear and extension, coupled
+to frictionless tendons treated as Cosserat strings. Here it is integrated in *composite* form:
+cut the rod and the tendons it carries at arc length ``s`` and write the equilibrium of everything
+distal to the cut. With ``n, m`` the rod's own internal force and moment (global frame, moment
+about the backbone point ``p``) and tendon ``i`` of tension ``τ_i`` crossing the cut at
+``p + R r_i`` along its unit tangent ``t_i``,
+
+    Ñ = n + Σ τ_i t_i,          M̃ = m + Σ τ_i (R r_i) × t_i,
+    Ñ' = -f,                    M̃' = -p' × Ñ - l,
+
+where ``f, l`` are the external loads per unit length (gravity, distributed loads). Point loads at
+nodes (contact) make ``Ñ`` jump. A tendon termination is internal to the composite, so ``Ñ, M̃``
+stay continuous there; the point force and moment the tendon applies to the rod appear through the
+constitutive law below, which loses that tendon's terms distal to its termination. This is exactly
+Rucker & Webster's model with its termination point loads, written without the 6×6 implicit ODE.
+
+Constitutive law, body frame (``v = Rᵀp'``, ``u`` from ``R' = R û``)::
+
+    K_se (v - e3) + Σ τ_i t_i^b = Rᵀ Ñ,
+    K_bt (u - u*) + Σ τ_i r_i × t_i^b = Rᵀ M̃,      t_i^b = w_i/|w_i|,  w_i = v + u × r_i.
+
+It is solved for ``(v, u)`` by Newton's method (its Jacobian is Rucker & Webster's A, B, G, H
+matrices), warm-started from the previous evaluation; without loaded tendons it is linear.
+
+State along ``s`` (reference arc length, from the base at 0 to the tip at ``L``): position ``p``,
+unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon path lengths. Integration
+is classic RK4 between consecutive breakpoints (output nodes, segment boundaries, tendon ends), so
+property jumps never fall inside a step. All quantities are in the ``catheter_base`` frame.
+
+Contact: at output node ``k >= 1`` a penalty force from the airway wall (see
+:mod:`bronchonav.catheter.contact`) acts as a point load, evaluated from the current iterate's
+positions inside the integration, so Newton sees it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+NQ = 13  # p(3) q(4) N(3) M(3); tendon lengths follow
+
+
+@njit(cache=True)
+def quat_to_rot(q, R):
+    """Rotation matrix of quaternion ``q`` (w, x, y, z; normalised here) into ``R`` (3, 3)."""
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    s = 1.0 / (w * w + x * x + y * y + z * z)
+    R[0, 0] = 1.0 - 2.0 * s * (y * y + z * z)
+    R[0, 1] = 2.0 * s * (x * y - z * w)
+    R[0, 2] = 2.0 * s * (x * z + y * w)
+    R[1, 0] = 2.0 * s * (x * y + z * w)
+    R[1, 1] = 1.0 - 2.0 * s * (x * x + z * z)
+    R[1, 2] = 2.0 * s * (y * z - x * w)
+    R[2, 0] = 2.0 * s * (x * z - y * w)
+    R[2, 1] = 2.0 * s * (y * z + x * w)
+    R[2, 2] = 1.0 - 2.0 * s * (x * x + y * y)
+
+
+@njit(cache=True)
+def _solve_inplace(A, b, n):
+    """Solve ``A[:n,:n] x = b[:n]`` by Gaussian elimination with partial pivoting (overwrites)."""
+    for c in range(n):
+        piv = c
+        big = abs(A[c, c])
+        for r in range(c + 1, n):
+            if abs(A[r, c]) > big:
+                big = abs(A[r, c])
+                piv = r
+        if piv != c:
+            for k in range(n):
+                tmp = A[c, k]
+                A[c, k] = A[piv, k]
+                A[piv, k] = tmp
+            tmp = b[c]
+            b[c] = b[piv]
+            b[piv] = tmp
+        d = A[c, c]
+        for r in range(c + 1, n):
+            f = A[r, c] / d
+            if f != 0.0:
+                for k in range(c, n):
+                    A[r, k] -= f * A[c, k]
+                b[r] -= f * b[c]
+    for c in range(n - 1, -1, -1):
+        acc = b[c]
+        for k in range(c + 1, n):
+            acc -= A[c, k] * b[k]
+        b[c] = acc / A[c, c]
+
+
+@njit(cache=True)
+def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
+    """Solve the tendon-coupled constitutive law for ``vu = (v, u)`` (body frame), in place.
+
+    Parameters
+    ----------
+    nb, mb : ndarray (3,)
+        Composite internal force (N) and moment (N·m) in the body frame.
+    kse, kbt : ndarray (3,)
+        Diagonal shear/extension (GA, GA, EA; N) and bending/torsion (EI, EI, GJ; N·m²) stiffness.
+    ustar : ndarray (3,)
+        Precurvature (1/m).
+    act : ndarray (T,)
+        1.0 where the tendon acts on this piece, else 0.0.
+    r : ndarray (T, 3)
+        Tendon offsets in the body frame (m).
+    tau : ndarray (T,)
+        Tendon tensions (N).
+    vu : ndarray (6,)
+        In: initial guess; out: solution.
+    J, F : ndarray (6, 6), (6,)
+        Work space.
+
+    Returns
+    -------
+    int
+        Newton iterations used (0 for the linear case).
+    """
+    loaded = False
+    for i in range(tau.shape[0]):
+        if act[i] > 0.0 and tau[i] != 0.0:
+            loaded = True
+    if not loaded:
+        vu[0] = nb[0] / kse[0]
+        vu[1] = nb[1] / kse[1]
+        vu[2] = 1.0 + nb[2] / kse[2]
+        for k in range(3):
+            vu[3 + k] = ustar[k] + mb[k] / kbt[k]
+        return 0
+    it = 0
+    for it in range(1, 20):
+        # residual and Jacobian
+        for a in range(6):
+            for b in range(6):
+                J[a, b] = 0.0
+        F[0] = kse[0] * vu[0] - nb[0]
+        F[1] = kse[1] * vu[1] - nb[1]
+        F[2] = kse[2] * (vu[2] - 1.0) - nb[2]
+        for k in range(3):
+            F[3 + k] = kbt[k] * (vu[3 + k] - ustar[k]) - mb[k]
+            J[k, k] = kse[k]
+            J[3 + k, 3 + k] = kbt[k]
+        for i in range(tau.shape[0]):
+            if act[i] <= 0.0 or tau[i] == 0.0:
+                continue
+            ti = tau[i]
+            rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
+            ux, uy, uz = vu[3], vu[4], vu[5]
+            wx = vu[0] + uy * rz - uz * ry
+            wy = vu[1] + uz * rx - ux * rz
+            wz = vu[2] + ux * ry - uy * rx
+            nw = np.sqrt(wx * wx + wy * wy + wz * wz)
+            tx, ty, tz = wx / nw, wy / nw, wz / nw
+            # force and moment of the tendon on the composite section
+            F[0] += ti * tx
+            F[1] += ti * ty
+            F[2] += ti * tz
+            F[3] += ti * (ry * tz - rz * ty)
+            F[4] += ti * (rz * tx - rx * tz)
+            F[5] += ti * (rx * ty - ry * tx)
+            # P = tau (I - t t^T)/|w| ; dw/dv = I, dw/du = -r^
+            c = ti / nw
+            P00 = c * (1.0 - tx * tx)
+            P01 = -c * tx * ty
+            P02 = -c * tx * tz
+            P11 = c * (1.0 - ty * ty)
+            P12 = -c * ty * tz
+            P22 = c * (1.0 - tz * tz)
+            P = ((P00, P01, P02), (P01, P11, P12), (P02, P12, P22))
+            rh = ((0.0, -rz, ry), (rz, 0.0, -rx), (-ry, rx, 0.0))
+            # Pr = P r^ ; rP = r^ P ; rPr = r^ P r^
+            for a in range(3):
+                for b in range(3):
+                    pr = 0.0
+                    rp = 0.0
+                    for k in range(3):
+                        pr += P[a][k] * rh[k][b]
+                        rp += rh[a][k] * P[k][b]
+                    J[a, b] += P[a][b]
+                    J[a, 3 + b] -= pr
+                    J[3 + a, b] += rp
+            for a in range(3):
+                for b in range(3):
+                    rpr = 0.0
+                    for k in range(3):
+                        rpk = 0.0
+                        for m in range(3):
+                            rpk += rh[a][m] * P[m][k]
+                        rpr += rpk * rh[k][b]
+                    J[3 + a, 3 + b] -= rpr
+        _solve_inplace(J, F, 6)
+        dv = 0.0
+        du = 0.0
+        for k in range(3):
+            vu[k] -= F[k]
+            vu[3 + k] -= F[3 + k]
+            dv = max(dv, abs(F[k]))
+            du = max(du, abs(F[3 + k]))
+        if dv < 1e-14 and du < 1e-12:
+            break
+    return it
+
+
+@njit(cache=True)
+def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
+    """dy/ds of the composite state (see module docstring); fills ``vu`` with (v, u)."""
+    quat_to_rot(y[3:7], R)
+    for a in range(3):
+        nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
+        mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
+    constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F)
+    v0, v1, v2 = vu[0], vu[1], vu[2]
+    u0, u1, u2 = vu[3], vu[4], vu[5]
+    px = R[0, 0] * v0 + R[0, 1] * v1 + R[0, 2] * v2
+    py = R[1, 0] * v0 + R[1, 1] * v1 + R[1, 2] * v2
+    pz = R[2, 0] * v0 + R[2, 1] * v1 + R[2, 2] * v2
+    dy[0] = px
+    dy[1] = py
+    dy[2] = pz
+    qw, qx, qy, qz = y[3], y[4], y[5], y[6]
+    dy[3] = 0.5 * (-qx * u0 - qy * u1 - qz * u2)
+    dy[4] = 0.5 * (qw * u0 + qy * u2 - qz * u1)
+    dy[5] = 0.5 * (qw * u1 + qz * u0 - qx * u2)
+    dy[6] = 0.5 * (qw * u2 + qx * u1 - qy * u0)
+    dy[7] = -fdist[0]
+    dy[8] = -fdist[1]
+    dy[9] = -fdist[2]
+    Nx, Ny, Nz = y[7], y[8], y[9]
+    dy[10] = -(py * Nz - pz * Ny)
+    dy[11] = -(pz * Nx - px * Nz)
+    dy[12] = -(px * Ny - py * Nx)
+    for i in range(tau.shape[0]):
+        if act[i] > 0.0:
+            rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
+            wx = v0 + u1 * rz - u2 * ry
+            wy = v1 + u2 * rx - u0 * rz
+            wz = v2 + u0 * ry - u1 * rx
+            dy[NQ + i] = np.sqrt(wx * wx + wy * wy + wz * wz)
+        else:
+            dy[NQ + i] = 0.0
+
+
+@njit(cache=True)
+def _smooth_penalty(pen, k, eps):
+    """C¹ penalty magnitude (N): 0 for pen <= 0, k·pen²/(2 eps) up to eps, then k·(pen - eps/2)."""
+    if pen <= 0.0:
+        return 0.0
+    if pen < eps:
+        return k * pen * pen / (2.0 * eps)
+    return k * (pen - 0.5 * eps)
+
+
+@njit(cache=True)
+def wall_penetration(p, b, lo, hi, bp, br, r_cath):
+    """Smallest penetration of point ``p`` into the wall of branch polyline segments [lo, hi).
+
+    Returns ``(pen, seg, qx, qy, qz, slope, tx, ty, tz, interior)`` for the segment with the
+    smallest ``pen = distance - (lumen radius - r_cath)`` (m); ``q`` is the nearest centerline
+    point, ``slope`` dr/ds of the lumen radius and ``t`` the unit centerline tangent there.
+    """
+    best = 1e300
+    bs = lo
+    bqx = bqy = bqz = 0.0
+    bslope = 0.0
+    btx = bty = btz = 0.0
+    binterior = False
+    for j in range(lo, hi):
+        ax, ay, az = bp[j, 0], bp[j, 1], bp[j, 2]
+        ex, ey, ez = bp[j + 1, 0] - ax, bp[j + 1, 1] - ay, bp[j + 1, 2] - az
+        ll = ex * ex + ey * ey + ez * ez
+        t = ((p[0] - ax) * ex + (p[1] - ay) * ey + (p[2] - az) * ez) / ll
+        interior = True
+        if t < 0.0:
+            t = 0.0
+            interior = False
+        elif t > 1.0:
+            t = 1.0
+            interior = False
+        qx, qy, qz = ax + t * ex, ay + t * ey, az + t * ez
+        dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
+        d = np.sqrt(dx * dx + dy * dy + dz * dz)
+        rad = br[j] + t * (br[j + 1] - br[j])
+        pen = d - (rad - r_cath)
+        if pen < best:
+            best = pen
+            bs = j
+            bqx, bqy, bqz = qx, qy, qz
+            sl = np.sqrt(ll)
+            bslope = (br[j + 1] - br[j]) / sl
+            btx, bty, btz = ex / sl, ey / sl, ez / sl
+            binterior = interior
+    return best, bs, bqx, bqy, bqz, bslope, btx, bty, btz, binterior
+
+
+@njit(cache=True)
+def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, out):
+    """Penalty wall force on node ``k`` at ``p`` (base frame), into ``out`` (3,) N.
+
+    The lumen is the union of the candidate branches' tubes (capsules along the centerline
+    polylines with the local radius); the force is ``-φ(pen) ∇pen`` with the smooth penalty ``φ``.
+    Each candidate is searched within ``window`` segments of ``win[k, c]``.
+    """
+    best = 1e300
+    bq0 = bq1 = bq2 = 0.0
+    bsl = 0.0
+    bt0 = bt1 = bt2 = 0.0
+    bint = False
+    for c in range(cand.shape[1]):
+        b = cand[k, c]
+        if b < 0:
+            continue
+        lo = b_off[b]
+        hi = b_off[b + 1] - 1  # last segment start index + 1
+        if window > 0:
+            lo = max(lo, win[k, c] - window)
+            hi = min(hi, win[k, c] + window + 1)
+        if hi <= lo:
+            continue
+        pen, seg, qx, qy, qz, sl, tx, ty, tz, inter = wall_penetration(p, b, lo, hi, bp, br, r_cath)
+        if pen < best:
+            best = pen
+            bq0, bq1, bq2 = qx, qy, qz
+            bsl = sl
+            bt0, bt1, bt2 = tx, ty, tz
+            bint = inter
+    out[0] = 0.0
+    out[1] = 0.0
+    out[2] = 0.0
+    if best <= 0.0 or best > 1e299:
+        return
+    mag = _smooth_penalty(best, k_node, eps)
+    dx, dy, dz = p[0] - bq0, p[1] - bq1, p[2] - bq2
+    d = np.sqrt(dx * dx + dy * dy + dz * dz)
+    if d > 1e-12:
+        out[0] = -mag * dx / d
+        out[1] = -mag * dy / d
+        out[2] = -mag * dz / d
+    if bint:  # a narrowing lumen pushes back along the centerline
+        out[0] += mag * bsl * bt0
+        out[1] += mag * bsl * bt1
+        out[2] += mag * bsl * bt2
+
+
+@njit(cache=True)
+def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
+              cand, win, window, b_off, bp, br, r_cath, k_node, eps,
+              pos, quat, Nn, Mn, VU, Fc, tlen, res, full):
+    """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill the node outputs.
+
+    Parameters
+    ----------
+    x : ndarray (6,)
+        Composite force (N) and moment (N·m) at the base, base frame.
+    q0 : ndarray (4,)
+        Base orientation quaternion (roll about z).
+    s_pts : ndarray (P,)
+        Integration breakpoints in reference arc length (m), increasing from 0 to L.
+    piece_of : ndarray of int (P-1,)
+        Material piece of each interval (row of ``kse, kbt, ustar, fdist, act``).
+    node_of : ndarray of int (P,)
+        Output node index of each breakpoint, -1 if it is not an output node.
+    kse, kbt, ustar, fdist : ndarray (K, 3)
+        Per piece stiffness diagonals, precurvature, distributed external force (N/m, base frame).
+    act : ndarray (K, T)
+        Tendon acts on the piece (1.0) or not (0.0).
+    r, tau : ndarray (T, 3), (T,)
+        Tendon offsets (m, body frame) and tensions (N).
+    cand : ndarray of int (Nn, C)
+        Contact candidate branches per node (-1 padding); C = 0 disables contact.
+    win : ndarray of int (Nn, C)
+        Window centres (segment indices) for the candidate search; ``window`` half width.
+    b_off, bp, br : contact polylines (see :class:`bronchonav.catheter.contact.WallModel`).
+    r_cath, k_node, eps : float
+        Catheter radius (m), nodal penalty stiffness (N/m), penalty smoothing (m).
+    pos, quat, Nn, Mn, VU, Fc : ndarray
+        Outputs per node: position, quaternion, composite force, composite moment, strains (v, u)
+        (exact at the node when ``full``), contact force.
+    tlen : ndarray (T,)
+        Output: tendon path length between base and tip along its routing (m).
+    res : ndarray (6,)
+        Output: composite force and moment just beyond the tip, after the tip node's point load.
+    full : bool
+        Also compute exact node strains (for output; not needed inside Newton).
+    """
+    T = tau.shape[0]
+    ny = NQ + T
+    y = np.zeros(ny)
+    yt = np.empty(ny)
+    k1 = np.empty(ny)
+    k2 = np.empty(ny)
+    k3 = np.empty(ny)
+    k4 = np.empty(ny)
+    vu = np.zeros(6)
+    vu[2] = 1.0
+    R = np.empty((3, 3))
+    J = np.empty((6, 6))
+    F = np.empty(6)
+    nb = np.empty(3)
+    mb = np.empty(3)
+    fc = np.empty(3)
+    for a in range(4):
+        y[3 + a] = q0[a]
+    for a in range(6):
+        y[7 + a] = x[a]
+    ncontact = cand.shape[1]
+    P = s_pts.shape[0]
+    for j in range(P):
+        kn = node_of[j]
+        if kn >= 0:
+            if ncontact > 0 and kn >= 1:
+                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps, fc)
+                for a in range(3):
+                    y[7 + a] -= fc[a]
+                    Fc[kn, a] = fc[a]
+            else:
+                for a in range(3):
+                    Fc[kn, a] = 0.0
+            for a in range(3):
+                pos[kn, a] = y[a]
+                Nn[kn, a] = y[7 + a]
+                Mn[kn, a] = y[10 + a]
+            for a in range(4):
+                quat[kn, a] = y[3 + a]
+            if full:
+                pc = piece_of[j - 1] if j > 0 else piece_of[0]
+                quat_to_rot(y[3:7], R)
+                for a in range(3):
+                    nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
+                    mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
+                if kn >= 1 and ncontact > 0:  # strain just proximal to the node's point load
+                    for a in range(3):
+                        nb[a] += R[0, a] * fc[0] + R[1, a] * fc[1] + R[2, a] * fc[2]
+                constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau, vu, J, F)
+                for a in range(6):
+                    VU[kn, a] = vu[a]
+        if j == P - 1:
+            break
+        h = s_pts[j + 1] - s_pts[j]
+        pc = piece_of[j]
+        _deriv(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        for a in range(ny):
+            yt[a] = y[a] + 0.5 * h * k1[a]
+        _deriv(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        for a in range(ny):
+            yt[a] = y[a] + 0.5 * h * k2[a]
+        _deriv(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        for a in range(ny):
+            yt[a] = y[a] + h * k3[a]
+        _deriv(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        for a in range(ny):
+            y[a] += h / 6.0 * (k1[a] + 2.0 * k2[a] + 2.0 * k3[a] + k4[a])
+        qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
+        for a in range(3, 7):
+            y[a] /= qn
+    for a in range(6):
+        res[a] = y[7 + a]
+    for i in range(T):
+        tlen[i] = y[NQ + i]
