@@ -295,3 +295,26 @@ def test_from_default_catheter_params():
     assert c.outer_diameter == pytest.approx(p.outer_diameter)
     assert c.min_bend_radius == pytest.approx(p.min_bend_radius)
     assert c.max_articulation == pytest.approx(p.max_articulation)
+
+
+def test_kink_inside_a_branch_is_checked_against_the_bend_radius():
+    # A branch straight on from the trachea that turns 90° half-way (r 2.5 mm: clearance
+    # 0.75 mm, room 1.5 mm). The turn needs R (1 - cos 45°): R <= 5.12 mm passes.
+    p0, r0 = _seg([0, 0, 0.1], [0, 0, -1], 0.1, 9 * MM)
+    a, _ = _seg(p0[-1], [0, 0, -1], 0.02, 2.5 * MM, n=21)
+    b, _ = _seg(a[-1], [1, 0, 0], 0.02, 2.5 * MM, n=21)
+    kinked = np.vstack([a, b[1:]])
+    tree = AirwayTree([Branch(0, None, 0, p0, r0), Branch(1, 0, 1, kinked,
+                                                           np.full(len(kinked), 2.5 * MM))])
+    target = b[-1] + np.array([0.01, 0.005, 0.0])  # > 30 mm from the first leg
+    limit = 1.5 * MM / (1 - math.cos(45 * DEG))
+    ok = RoutePlanner(make_map(tree), LOOSE.replace(min_bend_radius=0.95 * limit)).plan(target)[0]
+    assert ok.feasible and ok.exit_point[0] > 0.01  # past the kink
+    assert ok.length == pytest.approx(0.1 + 0.02 + ok.exit_point[0], abs=0.5 * MM)  # resampled
+    bad = RoutePlanner(make_map(tree), LOOSE.replace(min_bend_radius=1.05 * limit)).plan(target)[0]
+    assert not bad.feasible
+    curv = next(r for r in bad.reasons if r.constraint == "curvature")
+    assert curv.branch_id == 1 and curv.limit == pytest.approx(1.5 * MM)
+    assert curv.measured == pytest.approx(1.05 * limit * (1 - math.cos(45 * DEG)))
+    # the catheter gets to just before the kink: the nearest reachable point is on the first leg
+    assert curv.nearest_reachable_point[0] == pytest.approx(0.0, abs=1e-9)

@@ -529,18 +529,17 @@ def _chord_tangents(p: np.ndarray, half_window: float) -> np.ndarray:
 
 
 def _turn_angles(p: np.ndarray, half_window: float) -> np.ndarray:
-    """Turn of the polyline at each sample: angle between the chords over the half-windows
-    before and after it (rad); 0 where either chord is shorter than half the window."""
+    """Turn of the polyline at each sample (rad): the angle between the tangents half_window
+    before and after it, each a chord over +-half_window/2 (so a sharp corner between two
+    samples still counts in full). 0 where either end of the window is less than half_window/2
+    away (near the branch ends; the bifurcation check covers the junctions)."""
     seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
+    t = _chord_tangents(p, 0.5 * half_window)
     lo = np.clip(np.searchsorted(s, s - half_window, side="left"), 0, len(p) - 1)
     hi = np.clip(np.searchsorted(s, s + half_window, side="right") - 1, 0, len(p) - 1)
-    a = p - p[lo]
-    b = p[hi] - p
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    valid = (na >= 0.5 * half_window) & (nb >= 0.5 * half_window)
-    cosang = np.einsum("ij,ij->i", a, b) / np.maximum(na * nb, 1e-24)
+    valid = (s - s[lo] >= 0.5 * half_window) & (s[hi] - s >= 0.5 * half_window)
+    cosang = np.einsum("ij,ij->i", t[lo], t[hi])
     return np.where(valid, np.arccos(np.clip(cosang, -1.0, 1.0)), 0.0)
 
 
