@@ -260,7 +260,7 @@ class CatheterModel:
             return self._accept(self._retracted_state(vc), vc, None, None, t0)
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
         if not res.converged:
-            res, prob, iters, evals = self._continuation(vc, deadline, iters, evals)
+            res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
         if not res.converged:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
@@ -324,14 +324,17 @@ class CatheterModel:
         prob.tracking = tracking
         return res, prob, iters, evals
 
-    def _continuation(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
-        """Retry by splitting the change from the last valid command into sub-steps."""
+    def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
+                      evals: int):
+        """Retry by splitting the change from the last valid command into sub-steps.
+
+        Returns the last attempt (``res, prob``: the given failed ones if there was no time).
+        """
         start = self._vc if self._vc is not None else ValidCommand(
             vc.insertion, vc.roll, np.zeros(len(self.params.tendons)), None,
             np.zeros(3), np.zeros(3), np.zeros(3))
         x_start = self._x if self._vc is not None else None
         J_start = self._J if self._vc is not None else None
-        res = prob = None
         for n_sub in (2, 4, 8, 16):
             x, J = x_start, J_start
             ok = True

@@ -1,0 +1,145 @@
+"""CatheterModel behaviour: displacement control, rigid motions, command validation, failure
+handling, parameters and the rigid-link chain."""
+
+import numpy as np
+import pytest
+
+from bronchonav.catheter import (CatheterCommand, CatheterModel, CatheterParams,
+                                 forward_kinematics, joint_angles)
+from bronchonav.errors import CommandError
+
+
+@pytest.fixture(scope="module")
+def params():
+    return CatheterParams.default()
+
+
+def test_default_params_describe_a_bronchoscope(params):
+    assert params.outer_diameter == pytest.approx(3.5e-3)
+    assert params.channel_diameter == pytest.approx(2.0e-3)
+    assert params.tendon_names == ["tendon_0", "tendon_1", "tendon_2", "tendon_3"]
+    angles = np.sort([t.angle for t in params.tendons])
+    assert np.allclose(np.diff(angles), np.pi / 2)
+    assert params.max_articulation >= np.pi - 1e-9
+    assert params.min_bend_radius == pytest.approx(0.04 / params.max_articulation)
+    assert params.segments[0].EI > params.segments[-1].EI  # stiff shaft, soft tip
+    assert params.limits.max_insertion <= params.length
+
+
+def test_max_tension_bends_the_tip_by_max_articulation(params):
+    model = CatheterModel(params, n_nodes=40)
+    tau = params.limits.tension_max
+    state = model.step(CatheterCommand(insertion=0.1, tendon_tension=[tau, 0, 0, 0]))
+    tip_axis = state.tip_pose[:3, 2]
+    bend = np.arccos(np.clip(tip_axis[2], -1, 1))
+    assert bend == pytest.approx(params.max_articulation, abs=1e-3)
+    assert tip_axis[0] > 0 or bend > np.pi - 1e-2  # tendon_0 at +x bends towards +x
+
+
+def test_displacement_control_reproduces_tension_control(params):
+    model = CatheterModel(params, n_nodes=40, gravity=[0.0, 9.81, 0.0])
+    tension = np.array([4.0, 1.5, 0.0, 0.0])
+    ref = model.step(CatheterCommand(insertion=0.12, tendon_tension=tension,
+                                     tip_force=[0.0, 0.02, 0.0]))
+    assert ref.converged
+    fresh = CatheterModel(params, n_nodes=40, gravity=[0.0, 9.81, 0.0])
+    got = fresh.step(CatheterCommand(insertion=0.12, tendon_displacement=ref.tendon_displacements,
+                                     tip_force=[0.0, 0.02, 0.0]))
+    assert got.converged, got.message
+    assert np.allclose(got.tendon_tensions, tension, atol=1e-5)
+    assert np.max(np.linalg.norm(got.positions - ref.positions, axis=1)) < 1e-7
+    assert np.allclose(got.tendon_displacements, ref.tendon_displacements, atol=1e-9)
+
+
+def test_pulled_tendon_shortens_and_opposite_one_lengthens(params):
+    model = CatheterModel(params, n_nodes=30)
+    state = model.step(CatheterCommand(insertion=0.1, tendon_tension=[5.0, 0, 0, 0]))
+    d = state.tendon_displacements
+    r, theta = params.tendons[0].offset, np.arccos(state.tip_pose[2, 2])
+    assert d[0] > 0 > d[2]
+    # path shortening on one side, lengthening on the other, plus the pulled wire's stretch
+    stretch = 5.0 * params.length / params.tendons[0].stiffness_EA
+    assert d[0] - d[2] == pytest.approx(2 * r * theta + stretch, rel=0.02)
+
+
+def test_roll_is_a_rigid_rotation_about_the_base_axis(params):
+    cmd = dict(insertion=0.1, tendon_tension=[3.0, 0.0, 0.0, 1.0], tip_force=[0.0, 0.0, 0.0])
+    s0 = CatheterModel(params, n_nodes=40).step(CatheterCommand(roll=0.0, **cmd))
+    a = 0.7
+    s1 = CatheterModel(params, n_nodes=40).step(CatheterCommand(roll=a, **cmd))
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    assert np.allclose(s1.positions, s0.positions @ Rz.T, atol=1e-10)
+    assert np.allclose(s1.rotations, Rz[None] @ s0.rotations, atol=1e-10)
+
+
+def test_insertion_is_a_rigid_translation_in_free_space(params):
+    model = CatheterModel(params, n_nodes=40)
+    s0 = model.step(CatheterCommand(insertion=0.08, tendon_tension=[3.0, 1.0, 0.0, 0.0]))
+    s1 = model.step(CatheterCommand(insertion=0.13, tendon_tension=[3.0, 1.0, 0.0, 0.0]))
+    # (to the integration error of two different node spacings)
+    assert np.allclose(s1.tip_pose[:3, 3] - s0.tip_pose[:3, 3], [0, 0, 0.05], rtol=0, atol=1e-7)
+    assert np.allclose(s1.tip_pose[:3, :3], s0.tip_pose[:3, :3], rtol=0, atol=1e-6)
+    # the shaft stays straight on the insertion axis
+    shaft = s1.arc_length <= 0.13 - 0.04
+    assert np.allclose(s1.positions[shaft, :2], 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(insertion=float("nan")), "insertion"),
+    (dict(insertion=-0.01), "insertion"),
+    (dict(insertion=0.36), "insertion"),
+    (dict(insertion=0.1, roll=float("inf")), "roll"),
+    (dict(insertion=0.1, tendon_tension=[1.0, -0.5, 0.0, 0.0]), "tendon_tension[1]"),
+    (dict(insertion=0.1, tendon_tension=[1.0, 0.0, float("inf"), 0.0]), "tendon_tension[2]"),
+    (dict(insertion=0.1, tendon_tension=[100.0, 0.0, 0.0, 0.0]), "tendon_tension[0]"),
+    (dict(insertion=0.1, tendon_tension=[1.0, 0.0]), "tendon_tension"),
+    (dict(insertion=0.1, tendon_displacement=[0.0, 0.0, 0.0, 0.02]), "tendon_displacement[3]"),
+    (dict(insertion=0.1, tendon_displacement=[float("nan"), 0, 0, 0]), "tendon_displacement[0]"),
+    (dict(insertion=0.1, tip_force=[0.0, float("nan"), 0.0]), "tip_force[1]"),
+])
+def test_bad_commands_raise_and_keep_the_last_state(params, kwargs, field):
+    model = CatheterModel(params, n_nodes=20)
+    good = model.step(CatheterCommand(insertion=0.1, tendon_tension=[2.0, 0, 0, 0]))
+    before = good.positions.copy()
+    with pytest.raises(CommandError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        model.step(CatheterCommand(**kwargs))
+    assert model.state is good
+    assert np.array_equal(model.state.positions, before)
+    nxt = model.step(CatheterCommand(insertion=0.1, tendon_tension=[2.0, 0, 0, 0]))
+    assert nxt.converged and nxt.iterations == 0  # warm start intact
+
+
+def test_a_step_that_misses_its_deadline_keeps_the_previous_state(params):
+    model = CatheterModel(params, n_nodes=30, gravity=[9.81, 0, 0])
+    good = model.step(CatheterCommand(insertion=0.1))
+    assert good.converged
+    model.deadline_s = 0.0
+    bad = model.step(CatheterCommand(insertion=0.3, tip_force=[0.5, 0.0, 0.0]))
+    assert not bad.converged and "deadline" in bad.message
+    assert np.array_equal(bad.positions, good.positions)
+    assert model.state is good
+    model.deadline_s = 1.0
+    assert model.step(CatheterCommand(insertion=0.3, tip_force=[0.5, 0.0, 0.0])).converged
+
+
+def test_zero_insertion_puts_every_node_at_the_base(params):
+    state = CatheterModel(params, n_nodes=10).step(CatheterCommand(insertion=0.0))
+    assert state.converged and np.allclose(state.positions, 0.0)
+
+
+@pytest.mark.parametrize("n_links, active", [(12, None), (6, 0.04)])
+def test_joint_chain_reproduces_the_backbone(params, n_links, active):
+    model = CatheterModel(params, n_nodes=50)
+    state = model.step(CatheterCommand(insertion=0.1, tendon_tension=[8.0, 3.0, 0.0, 0.0]))
+    chain = joint_angles(state, n_links, active_length=active)
+    frames = forward_kinematics(chain)
+    assert len(chain.joint_names) == 2 * n_links
+    # joint i sits at the backbone point i link lengths along the chain, within 1 mm
+    p = state.positions
+    cum = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+    s = cum[-1] - n_links * chain.link_length + chain.link_length * np.arange(n_links + 1)
+    expected = np.column_stack([np.interp(s, cum, p[:, k]) for k in range(3)])
+    assert np.linalg.norm(frames[:, :3, 3] - expected, axis=1).max() < 1e-3
+    assert np.linalg.norm(frames[-1, :3, 3] - state.tip_pose[:3, 3]) < 1e-3
+    # the last link points along the tip axis (within the chord angle of one link)
+    assert np.degrees(np.arccos(frames[-1, :3, 2] @ state.tip_pose[:3, 2])) < 15.0
