@@ -200,7 +200,7 @@ class LungModel:
 
         step = self.distance_grid_step_m
         lo, hi = self.bounds()
-        lo, hi = lo - 4 * step, hi + 4 * step
+        lo, hi = lo - 0.015, hi + 0.015
         axes = [np.arange(lo[k], hi[k] + step, step) for k in range(3)]
         inside = self.labels_xyz(axes[0][:, None, None], axes[1][None, :, None],
                                  axes[2][None, None, :]) > 0
@@ -214,8 +214,8 @@ class LungModel:
         """Signed distance (m) from each point (N, 3), CT frame, to the lung boundary.
 
         Positive inside a lung, negative outside; accurate to about half of
-        :attr:`distance_grid_step_m`. Points beyond the lungs' bounding box get the value at the
-        nearest grid cell (a lower bound on the true distance in magnitude).
+        :attr:`distance_grid_step_m`. The map covers the lungs' bounding box plus 15 mm; points
+        farther out get the value at the nearest grid cell (less negative than the truth).
         """
         from scipy.ndimage import map_coordinates
 
