@@ -67,3 +67,15 @@ def crash_once(ctx) -> dict:
         marker.write_text(str(os.getpid()))
         os._exit(1)
     return {"crash_once_pid_differs": int(marker.read_text()) != os.getpid()}
+
+
+_calls = {"interrupt_at": 0}
+
+
+def interrupt_at(ctx) -> dict:
+    """Raise KeyboardInterrupt (as Ctrl-C would) in the N-th case run by this process, where
+    N is ``$CAMPAIGN_TEST_INTERRUPT`` (unset: never)."""
+    _calls["interrupt_at"] += 1
+    if _calls["interrupt_at"] == int(os.environ.get("CAMPAIGN_TEST_INTERRUPT", "0")):
+        raise KeyboardInterrupt
+    return {}

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +181,7 @@ def _init_ray(ray, workers: int, address: str | None) -> None:
         os.environ.setdefault(name, value)
     kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    on_term = signal.getsignal(signal.SIGTERM)
     try:
         if address is None:
             os.environ.update(THREAD_ENV)
@@ -189,6 +192,9 @@ def _init_ray(ray, workers: int, address: str | None) -> None:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise InputError(f"cannot start or reach {where}: {exc}") from None
     finally:
+        # Ray installs its own SIGTERM handler; keep the caller's (the CLI stops cleanly on it)
+        if on_term is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_term)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

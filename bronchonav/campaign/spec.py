@@ -201,8 +201,10 @@ class CampaignSpec:
                 subjects["phantoms"].append({"name": s.source, "seeds": [s.seed], "map": s.map_mode})
             else:
                 subjects["maps" if s.kind == "map" else "cts"].append(s.source)
-        nod = asdict(self.nodules)
-        nod = {k: (list(v) if isinstance(v, tuple) else v) for k, v in nod.items()}
+        n = self.nodules
+        nod = ({"select": "all", "ids": list(n.ids)} if n.select == "all" else
+               {"select": "sample", "count": n.count, "diameter_m": list(n.diameter_m),
+                "generation": list(n.generation), "offset_m": list(n.offset_m)})
         return {
             "name": self.name, "seed": self.seed,
             "cohort": {k: v for k, v in subjects.items() if v},

@@ -165,10 +165,6 @@ def make_map(subject: Subject) -> AirwayMap:
         return build.build_map_from_ct(subject.source).airway_map
     if subject.map_mode == "build":
         return build.build_map_from_phantom(subject.source, subject.seed).airway_map
-    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
 
-    tree, nodules, _ = generate_phantom_tree(phantom_config(subject.source, subject.seed))
-    source = {"kind": "phantom", "name": subject.source, "seed": subject.seed,
-              "map": "ground_truth"}
-    return AirwayMap(f"phantom_{subject.source}_s{subject.seed}", tree, nodules,
-                     metadata={"source": source})
+    return phantom_ground_truth_map(phantom_config(subject.source, subject.seed))

@@ -1,0 +1,307 @@
+"""Campaigns without Ray: the campaign file, case expansion and seeds, the results store,
+in-process runs, resuming after an interrupted driver, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bronchonav.campaign.cases import case_seed, expand_cases, sample_nodules, select_nodules
+from bronchonav.campaign.report import write_report
+from bronchonav.campaign.runner import run_campaign
+from bronchonav.campaign.spec import NoduleSelection, load_spec, parse_spec
+from bronchonav.campaign.stages import CaseContext, run_case
+from bronchonav.campaign.store import ResultStore, comparable
+from bronchonav.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_campaign_helpers import small_map, write_small_map  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def toy_campaign(tmp_path: Path, stages=("map", "test_campaign_helpers:burn"), depth=2,
+                 catheters=None, **extra) -> dict:
+    """A campaign dict on a small hand-built map (2**depth nodules)."""
+    folder = tmp_path / "toymap"
+    if not folder.exists():
+        write_small_map(folder, depth)
+    data = {"name": "toy", "seed": 3, "cohort": {"maps": [str(folder)]},
+            "catheters": catheters or [{"name": "d3.5mm", "diameter_m": 0.0035},
+                                       {"name": "d2.8mm", "diameter_m": 0.0028}],
+            "stages": list(stages)}
+    data.update(extra)
+    return data
+
+
+# -- the campaign file -----------------------------------------------------------------------
+
+def test_shipped_example_parses_to_the_issue_campaign():
+    spec = load_spec(REPO / "config" / "campaign_example.yaml")
+    assert [s.seed for s in spec.subjects] == [0, 1, 2, 3]
+    assert all(s.kind == "phantom" for s in spec.subjects)
+    assert spec.nodules.select == "all"
+    assert sorted(c.diameter_m for c in spec.catheters) == [0.0028, 0.0035]
+    assert spec.registration.trials == 20
+    assert {"plan", "rehearse", "register"} <= set(spec.stages)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"catheters": [{"name": "a", "diameter_m": -1}]}, "catheters[0].diameter_m"),
+    ({"catheters": [{"name": "a", "diameter_m": 0.003}, {"name": "a", "diameter_m": 0.002}]},
+     "catheters[1].name"),
+    ({"catheters": [{"name": "a b", "diameter_m": 0.003}]}, "catheters[0].name"),
+    ({"catheters": [{"name": "a", "diameter_m": 0.003, "colour": "red"}]}, "catheters[0].colour"),
+    ({"stages": ["map", "rehearse"]}, "needs 'plan'"),
+    ({"stages": ["map", "teleport"]}, "stages[1]"),
+    ({"stages": ["map", "plan", "plan"]}, "stages[2]"),
+    ({"cohort": {}}, "cohort"),
+    ({"cohort": {"maps": ["does/not/exist"]}}, "cohort.maps[0]"),
+    ({"cohort": {"phantoms": {"name": "huge", "seeds": [0]}}}, "cohort.phantoms[0].name"),
+    ({"cohort": {"phantoms": {"name": "default", "seeds": [0, 0]}}}, "appears twice"),
+    ({"registration": {"scenarios": ["sideways"]}, "stages": ["map", "register"]},
+     "registration.scenarios[0]"),
+    ({"registration": {"trials": 0}}, "registration.trials"),
+    ({"nodules": {"select": "sample", "count": 3, "diameter_m": [0.02, 0.01]}},
+     "nodules.diameter_m"),
+    ({"nodules": {"select": "some"}}, "nodules.select"),
+    ({"seed": "x"}, "seed"),
+    ({"stage_options": {"camera": {}}}, "stage_options.camera"),
+    ({"colour": 1}, "colour"),
+])
+def test_bad_campaign_fields_are_named(tmp_path, change, field):
+    data = toy_campaign(tmp_path)
+    data.update(change)
+    with pytest.raises(InputError) as err:
+        parse_spec(data, base_dir=tmp_path)
+    assert field in str(err.value)
+
+
+def test_load_spec_errors_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_spec(bad)
+    bad.write_text(yaml.safe_dump({"name": "x", "cohort": {"maps": []}}))
+    with pytest.raises(InputError, match=r"bad\.yaml: cohort"):
+        load_spec(bad)
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    write_small_map(tmp_path / "maps" / "m1")
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"cohort": {"maps": ["maps/m1"]}, "stages": ["map"]}))
+    spec = load_spec(f)
+    assert spec.subjects[0].source == str((tmp_path / "maps" / "m1").resolve())
+    assert spec.subjects[0].key == "map-m1"
+
+
+def test_spec_round_trips_through_to_dict(tmp_path):
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan", "register"],
+                                   registration={"scenarios": ["rigid", "breathing"],
+                                                 "trials": 4}), tmp_path)
+    again = parse_spec(spec.to_dict(), tmp_path)
+    assert again == spec
+    assert again.fingerprint() == spec.fingerprint()
+    other = parse_spec({**spec.to_dict(), "seed": spec.seed + 1}, tmp_path)
+    assert other.fingerprint() != spec.fingerprint()
+
+
+# -- cases -----------------------------------------------------------------------------------
+
+def test_cases_cross_every_dimension_with_unique_keys_and_seeds(tmp_path):
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan", "register"],
+                                   registration={"scenarios": ["rigid", "breathing"],
+                                                 "trials": 3}), tmp_path)
+    cases = expand_cases(spec, {"map-toymap": ["N1", "N2", "N3"]})
+    assert len(cases) == 3 * 2 * 2
+    assert len({c.key for c in cases}) == len(cases)
+    assert len({c.seed for c in cases}) == len(cases)
+    assert {(c.nodule_id, c.catheter.name, c.scenario) for c in cases} == {
+        (n, k, s) for n in ("N1", "N2", "N3") for k in ("d3.5mm", "d2.8mm")
+        for s in ("rigid", "breathing")}
+    assert all(c.trials == 3 for c in cases)
+    # the seed depends only on the campaign seed and the key, not on the expansion order
+    again = expand_cases(spec, {"map-toymap": ["N3", "N1", "N2"]})
+    assert {c.key: c.seed for c in again} == {c.key: c.seed for c in cases}
+
+
+def test_case_seed_is_a_pinned_sha256_derivation():
+    # pinned: changing the derivation would make resumed campaigns inconsistent
+    assert case_seed(0, "a/b/c") == 8181417682799598843
+    assert case_seed(1, "a/b/c") == 1040106930332373827
+    assert 0 <= case_seed(5, "x") < 2**63
+
+
+def test_select_nodules_all_and_by_id():
+    m = small_map(depth=2)
+    assert select_nodules(m, NoduleSelection("all")) == ["N1", "N2", "N3", "N4"]
+    assert select_nodules(m, NoduleSelection("all", ids=("N4", "N2"))) == ["N2", "N4"]
+    with pytest.raises(InputError, match="N9"):
+        select_nodules(m, NoduleSelection("all", ids=("N9",)))
+
+
+def test_sampled_nodules_respect_sizes_places_and_seed():
+    m = small_map(depth=3)
+    sel = NoduleSelection("sample", count=12, diameter_m=(0.006, 0.012), generation=(2, 3),
+                          offset_m=(0.005, 0.01))
+    nodules = sample_nodules(m, sel, seed=11)
+    assert [n.id for n in nodules] == [f"S{i}" for i in range(1, 13)]
+    ends = [b for b in m.tree if 2 <= b.generation <= 3]
+    for n in nodules:
+        assert 0.006 <= 2 * n.radius <= 0.012
+        # beyond the distal end of some airway of generation 2-3, at a distance in range
+        gaps = [np.linalg.norm(n.center - b.end) for b in ends]
+        assert any(0.005 - 1e-12 <= g <= 0.01 + 1e-12 for g in gaps)
+    again = sample_nodules(m, sel, seed=11)
+    assert all(np.array_equal(a.center, b.center) for a, b in zip(nodules, again))
+    other = sample_nodules(m, sel, seed=12)
+    assert not all(np.array_equal(a.center, b.center) for a, b in zip(nodules, other))
+    with pytest.raises(InputError, match="no airway of generation"):
+        sample_nodules(m, NoduleSelection("sample", count=1, generation=(7, 9)), 0)
+
+
+def test_case_context_streams_are_seeded_per_stage(tmp_path):
+    spec = parse_spec(toy_campaign(tmp_path), tmp_path)
+    case = expand_cases(spec, {"map-toymap": ["N1"]})[0]
+    a, b = CaseContext(case, small_map(depth=2)), CaseContext(case, small_map(depth=2))
+    assert a.rng("x").random() == b.rng("x").random()
+    assert a.rng("x").random() != a.rng("y").random()
+
+
+def test_a_failing_stage_is_recorded_not_raised(tmp_path):
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "test_campaign_helpers:nope"]),
+                      tmp_path)
+    case = expand_cases(spec, {"map-toymap": ["N1"]})[0]
+    row = run_case(case, small_map(depth=2))
+    assert row["status"] == "error"
+    assert "has no function 'nope'" in row["error"]
+    assert row["map_branches"] == 7  # the stages before the failure still report
+
+
+# -- the results store -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    store = ResultStore(tmp_path / "out", fmt=fmt)
+    store.bind({"name": "t"}, "f1")
+    rows = [{"case_key": f"k{i}", "x": i * 0.5, "n": i, "ok": i % 2 == 0, "s": f"v{i}",
+             "maybe": None if i else 1.5, "case_seconds": 0.1 * i} for i in range(4)]
+    for r in rows:
+        store.append(r)
+    store.append({**rows[1], "x": 99.0})  # a duplicate (e.g. a crash between compact and unlink)
+    (store.parts_dir / f".tmp-part-half.{fmt}").write_bytes(b"PAR1\x00")  # a half-written file
+    got = store.rows()
+    assert [r["case_key"] for r in got] == ["k0", "k1", "k2", "k3"]
+    assert got[1]["x"] == 0.5  # the first row of a key wins
+    for want, have in zip(rows, got):
+        for k, v in want.items():
+            assert have[k] == v, (k, have[k], v)
+    store.compact()
+    assert not list(store.parts_dir.glob("part-*"))
+    assert ResultStore(tmp_path / "out").fmt == fmt  # the folder remembers its format
+    assert [r["case_key"] for r in ResultStore(tmp_path / "out").rows()] == ["k0", "k1", "k2", "k3"]
+    store.release()
+
+
+def test_store_refuses_another_campaign_and_a_second_driver(tmp_path):
+    store = ResultStore(tmp_path / "out")
+    store.bind({"name": "a"}, "fingerprint-a")
+    with pytest.raises(InputError, match="another campaign run"):
+        ResultStore(tmp_path / "out").bind({"name": "a"}, "fingerprint-a")
+    store.release()
+    with pytest.raises(InputError, match="different campaign"):
+        ResultStore(tmp_path / "out").bind({"name": "b"}, "fingerprint-b")
+
+
+def test_store_rejects_non_scalar_cells(tmp_path):
+    store = ResultStore(tmp_path / "out")
+    with pytest.raises(TypeError, match="list"):
+        store.append({"case_key": "k", "bad": [1, 2]})
+
+
+# -- in-process runs ---------------------------------------------------------------------------
+
+def test_in_process_run_resumes_without_redoing_cases(tmp_path, monkeypatch):
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "test_campaign_helpers:burn",
+                                                     "test_campaign_helpers:interrupt_at"]),
+                      tmp_path)
+    out = tmp_path / "out"
+    # the driver is interrupted (Ctrl-C) while running the third case
+    monkeypatch.setenv("CAMPAIGN_TEST_INTERRUPT", "3")
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(spec, out, workers=1, progress=False)
+    first = {r["case_key"]: r for r in ResultStore(out).rows()}
+    assert len(first) == 2
+    monkeypatch.delenv("CAMPAIGN_TEST_INTERRUPT")
+    summary = run_campaign(spec, out, workers=1, progress=False)
+    assert (summary.cases, summary.skipped, summary.ran, summary.lost) == (8, 2, 6, [])
+    rows = ResultStore(out).rows()
+    assert sorted(r["case_key"] for r in rows) == sorted(c.key for c in expand_cases(
+        spec, {"map-toymap": ["N1", "N2", "N3", "N4"]}))
+    for key, row in first.items():  # finished cases were not run again (same wall times)
+        assert next(r for r in rows if r["case_key"] == key) == row
+    again = run_campaign(spec, out, workers=1, progress=False)
+    assert (again.skipped, again.ran) == (8, 0)
+
+
+def test_same_results_from_a_fresh_run(tmp_path):
+    spec = parse_spec(toy_campaign(tmp_path), tmp_path)
+    run_campaign(spec, tmp_path / "a", progress=False)
+    run_campaign(spec, tmp_path / "b", progress=False)
+    a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in "ab")
+    assert a == b and len(a) == 8
+    assert len({r["burn_value"] for r in a}) == 8  # each case has its own random stream
+
+
+def test_plan_stage_and_report_on_a_small_map(tmp_path):
+    catheters = [{"name": "thin", "diameter_m": 0.002}, {"name": "fat", "diameter_m": 0.02}]
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan"], catheters=catheters),
+                      tmp_path)
+    out = tmp_path / "out"
+    summary = run_campaign(spec, out, progress=False)
+    assert summary.errors == 0
+    rows = {(r["nodule"], r["catheter"]): r for r in ResultStore(out).rows()}
+    # a 20 mm catheter does not fit the 14.4 mm main bronchi: nothing is reachable
+    assert not any(r["plan_feasible"] for (n, c), r in rows.items() if c == "fat")
+    assert all("diameter" in r["plan_reasons"] for (n, c), r in rows.items() if c == "fat")
+    # the thin one reaches every nodule 10 mm beyond a leaf airway, at generation 2
+    thin = [r for (n, c), r in rows.items() if c == "thin"]
+    assert all(r["plan_feasible"] and r["plan_exit_generation"] == 2 for r in thin)
+    assert all(r["nodule_airway_generation"] == 2 for r in thin)
+    for r in thin:
+        assert math.isclose(r["nodule_airway_distance_m"], 0.01, abs_tol=3e-4)
+    md = write_report(out).read_text()
+    assert "| thin | 2.00 | 4 | 4/4 (100%)" in md
+    assert "| fat | 20.00 | 4 | 0/4 (0%)" in md
+    assert (out / "report" / "reachability.png").stat().st_size > 10_000
+
+
+def test_report_needs_a_campaign_folder(tmp_path):
+    with pytest.raises(InputError, match="not a campaign output folder"):
+        write_report(tmp_path)
+
+
+def test_cli_run_and_report(tmp_path, capsys):
+    from bronchonav.cli import main
+
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(toy_campaign(tmp_path, stages=["map", "plan"])))
+    assert main(["campaign", "run", str(f), "--out", str(tmp_path / "o"), "--json",
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ran"] == 8 and summary["lost"] == []
+    assert Path(summary["report"]).is_file()
+    assert main(["campaign", "report", str(tmp_path / "o")]) == 0
+    assert main(["campaign", "run", str(f), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
