@@ -227,7 +227,7 @@ class RoutePlanner:
         parts = [f"gen {b.generation}"]
         if b.name:
             parts.insert(0, b.name)
-        if b.lobe:
+        if b.lobe and b.lobe != b.name:
             parts.append(b.lobe)
         return f"{b_id} ({', '.join(parts)})"
 

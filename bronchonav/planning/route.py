@@ -191,13 +191,19 @@ class Route:
         return float(self.bifurcation_bends.max()) if self.bifurcation_bends.size else 0.0
 
     def summary(self) -> dict:
-        """The short JSON form used by the CLI (SI units; ``waypoints`` as [[x, y, z], ...])."""
+        """The short JSON form used by the CLI (SI units; ``waypoints`` as [[x, y, z], ...]).
+
+        ``reasons`` holds one line per violated constraint (``"constraint: message"``),
+        ``reason_details`` the same as dicts (see :meth:`Reason.to_dict`); ``generations`` is the
+        exit branch's generation.
+        """
         return {
             "nodule": self.target_id,
             "target_m": self.target_center.tolist(),
             "feasible": self.feasible,
             "rank": self.rank,
             "reasons": [str(r) for r in self.reasons],
+            "reason_details": [r.to_dict() for r in self.reasons],
             "length_m": _num(self.length),
             "generations": self.exit_generation,
             "branches": list(self.branch_ids),

@@ -88,6 +88,8 @@ def plot_routes(tree, routes, path, title: str = "", dpi: int = 120) -> Path:
             if route.rank == 0:
                 ax.add_patch(plt.Circle((c[i], c[j]), max(route.target_radius * 1e3, 1.0),
                                         color=face, alpha=0.45))
+                ax.annotate(label, (c[i], c[j]), xytext=(6, 6), textcoords="offset points",
+                            fontsize=8, color="k")
         ax.autoscale_view()
         ax.set_aspect("equal")
         ax.set_xlabel(xlabel)
