@@ -1,0 +1,117 @@
+"""Benchmark of the tip camera: frames per second rendering colour + depth on a lumen mesh.
+
+Usage::
+
+    .venv/bin/python bench/camera_bench.py [--map DIR] [--frames 300] [--width 320 --height 240]
+
+Renders ``--frames`` frames from camera stations on the centerlines of the map's airways (down to
+generation 6, looking distally along the airway) and prints one JSON object: ``fps`` (full
+frames: ray casting, shading, tone mapping, depth), ``width``, ``height``, ``triangles``,
+per-frame ``ms_median``/``ms_p95``, ``cast_fps`` (ray casting alone) and ``machine``. Without
+``--map`` it uses ``maps/phantom_default`` if present, else the default phantom's tree rendered
+as its tube mesh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import open3d
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "open3d": open3d.__version__}
+
+
+def _load_mesh(map_dir: str | None):
+    from bronchonav.maps import load_map
+
+    folder = Path(map_dir) if map_dir else ROOT / "maps" / "phantom_default"
+    if folder.is_dir():
+        m = load_map(folder)
+        return m.tree, m.mesh_vertices, m.mesh_triangles, f"map {folder.name}"
+    if map_dir:
+        sys.exit(f"camera_bench: map folder not found: {folder}")
+    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+    from bronchonav.imaging.tube_mesh import tube_mesh
+
+    tree = generate_phantom_tree(phantom_config("default"))[0]
+    vertices, triangles = tube_mesh(tree, spacing=7e-4)
+    return tree, vertices, triangles, "default phantom tree, tube mesh 0.7 mm"
+
+
+def _stations(tree, n: int, rng: np.random.Generator) -> np.ndarray:
+    from bronchonav.imaging.camera import look_at
+
+    s = tree.samples()
+    gen = np.array([tree[int(b)].generation for b in s.branch_ids])
+    idx = rng.choice(np.flatnonzero(gen <= 6), size=n)
+    return np.stack([look_at(s.points[i], s.tangents[i]) for i in idx])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--map", default=None)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from bronchonav.imaging.camera import CameraIntrinsics, TipCamera
+
+    tree, vertices, triangles, source = _load_mesh(args.map)
+    cam = TipCamera(vertices, triangles, intrinsics=CameraIntrinsics(args.width, args.height))
+    poses = _stations(tree, args.frames, np.random.default_rng(args.seed))
+    for T in poses[:10]:  # warm up
+        cam.render(T)
+    times = []
+    hit = []
+    t_all = time.perf_counter()
+    for T in poses:
+        t0 = time.perf_counter()
+        frame = cam.render(T)
+        times.append(time.perf_counter() - t0)
+        hit.append(frame.hit.mean())
+    total = time.perf_counter() - t_all
+    t0 = time.perf_counter()
+    for T in poses:
+        cam.cast(T)
+    cast_total = time.perf_counter() - t0
+    times = np.array(times) * 1e3
+    print(json.dumps({
+        "fps": round(len(poses) / total, 1),
+        "width": args.width, "height": args.height,
+        "triangles": cam.n_triangles,
+        "frames": len(poses),
+        "ms_median": round(float(np.median(times)), 2),
+        "ms_p95": round(float(np.percentile(times, 95)), 2),
+        "cast_fps": round(len(poses) / cast_total, 1),
+        "hit_fraction_mean": round(float(np.mean(hit)), 3),
+        "mesh": source,
+        "machine": _machine(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
