@@ -4,6 +4,7 @@ Routes are checked against the phantom's ground truth (true centerlines and radi
 lungs), which the planner never sees when it plans on the extracted map.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from bronchonav.errors import InputError, MapError
 from bronchonav.maps import load_map, save_map
 from bronchonav.planning import DeviceConstraints, RoutePlanner
 
-EXTRACTED = Path(__file__).resolve().parents[1] / "maps" / "phantom_default"
+EXTRACTED = Path(os.environ.get("BRONCHONAV_PLANNER_TEST_MAP",
+                               Path(__file__).resolve().parents[1] / "maps" / "phantom_default"))
+"""The extracted map of the default phantom (override with $BRONCHONAV_PLANNER_TEST_MAP)."""
 
 
 @pytest.fixture(scope="module")

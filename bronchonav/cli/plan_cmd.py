@@ -21,7 +21,9 @@ def register(subparsers) -> None:
     p.add_argument("--map", required=True, metavar="DIR", help="map folder")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--nodule", metavar="ID", help="nodule id, or 'all' for every nodule")
-    target.add_argument("--target", metavar="X,Y,Z", help="lesion centre in the CT frame (m)")
+    target.add_argument("--target", metavar="X,Y,Z",
+                        help="lesion centre in the CT frame (m); write --target=X,Y,Z when X is "
+                             "negative")
     p.add_argument("--radius", type=float, metavar="M", help="lesion radius for --target (m)")
     p.add_argument("--catheter-diameter", type=float, metavar="M",
                    help="catheter outer diameter (m; default 0.0035)")
@@ -105,19 +107,21 @@ def _print_table(results, map_name: str, constraints) -> None:
           f"(+{constraints.diameter_margin * 1e3:.1f} mm margin), tool ≤ "
           f"{constraints.tool_max_length * 1e3:.0f} mm at ≤ "
           f"{math.degrees(constraints.tool_max_angle):.0f}°")
-    header = (f"{'target':<10} {'rank':>4} {'ok':>3} {'length':>7} {'gen':>3} {'lobe':>4} "
-              f"{'exit':>6} {'surf':>6} {'angle':>5} {'clear':>6} {'bend':>5} {'ms':>6}")
-    print(header)
-    print(f"{'':<10} {'':>4} {'':>3} {'mm':>7} {'':>3} {'':>4} {'mm':>6} {'mm':>6} {'deg':>5} "
+    def name_of(r):
+        return r.target_id or ",".join(f"{v:.3f}" for v in r.target_center)
+
+    w = max([6] + [len(name_of(routes[0])) for routes in results])
+    print(f"{'target':<{w}} {'rank':>4} {'ok':>3} {'length':>7} {'gen':>3} {'lobe':>4} "
+          f"{'exit':>6} {'surf':>6} {'angle':>5} {'clear':>6} {'bend':>5} {'ms':>6}")
+    print(f"{'':<{w}} {'':>4} {'':>3} {'mm':>7} {'':>3} {'':>4} {'mm':>6} {'mm':>6} {'deg':>5} "
           f"{'mm':>6} {'deg':>5} {'':>6}")
     for routes in results:
         for r in routes:
-            name = r.target_id or ",".join(f"{v:.3f}" for v in r.target_center)
-            print(f"{name:<10} {r.rank:>4} {'yes' if r.feasible else 'no':>3} "
+            print(f"{name_of(r):<{w}} {r.rank:>4} {'yes' if r.feasible else 'no':>3} "
                   f"{_fmt(r.length, digits=0):>7} {r.exit_generation if r.feasible else '-':>3} "
                   f"{(r.lobes[-1] if r.lobes and r.lobes[-1] else '-'):>4} "
                   f"{_fmt(r.exit_distance_center):>6} {_fmt(r.exit_distance_surface):>6} "
                   f"{_fmt(r.tool_angle, 180 / math.pi, 0):>5} {_fmt(r.min_clearance, digits=2):>6} "
                   f"{_fmt(r.max_bend, 180 / math.pi, 0):>5} {r.planning_ms:>6.2f}")
             for reason in r.reasons:
-                print(f"{'':<10}   - {reason}")
+                print(f"{'':<{w}}   - {reason}")

@@ -479,10 +479,10 @@ def block_reason(block_and_distance, planner: RoutePlanner, near: dict) -> Reaso
         if central:
             msg = (f"{head}: it does not fit the trachea/main bronchi ({block.detail}); "
                    f"largest reachable generation {deepest}; {where}; a catheter of at most "
-                   f"{(block.measured - c.diameter_margin) * 1e3:.1f} mm would pass")
+                   f"{_floor_mm(block.measured - c.diameter_margin)} mm would pass")
         else:
             msg = (f"{head}: {block.detail}; {where}; a catheter of at most "
-                   f"{(block.measured - c.diameter_margin) * 1e3:.1f} mm would pass")
+                   f"{_floor_mm(block.measured - c.diameter_margin)} mm would pass")
     else:
         msg = f"{block.detail}; {where}"
     return Reason(block.constraint, msg, block.measured, block.limit,
@@ -507,6 +507,11 @@ def plan_route(airway_map, target, constraints: DeviceConstraints | None = None,
 
 
 # -- geometry helpers ------------------------------------------------------------------------------
+
+def _floor_mm(x: float) -> str:
+    """A length (m) in mm rounded down to 0.01 mm (so that the printed size does pass)."""
+    return f"{math.floor(x * 1e5 + 1e-9) / 1e2:.2f}"
+
 
 def _mm_or_um(x: float) -> str:
     """A small length (m) as text: in mm with 2 decimals, or in µm below 10 µm."""
