@@ -97,21 +97,20 @@ class RoutePlanner:
         c = self.constraints
         tree = self.tree
         order = self._bfs_order()
-        pts, rad, tan, bid, loc = [], [], [], [], []
+        pts, rad, tan, bid = [], [], [], []
         self._slice: dict[int, tuple[int, int]] = {}
         n_total = 0
         for b_id in order:
             b = tree[b_id]
             p, r, _ = resample_polyline(b.points, b.radii, self.step)
             pts.append(p), rad.append(r), tan.append(_chord_tangents(p, _TANGENT_HALF_WINDOW))
-            bid.append(np.full(len(p), b_id)), loc.append(np.arange(len(p)))
+            bid.append(np.full(len(p), b_id))
             self._slice[b_id] = (n_total, n_total + len(p))
             n_total += len(p)
         self.points = np.vstack(pts)
         self.radii = np.concatenate(rad)
         self.tangents = np.vstack(tan)
         self.branch_of = np.concatenate(bid)
-        self.local_index = np.concatenate(loc)
         self.clearance = self.radii - c.catheter_radius
 
         n = len(self.points)
@@ -121,7 +120,6 @@ class RoutePlanner:
         self.reachable = np.zeros(n, dtype=bool)
         self._entry_bend: dict[int, float] = {}
         self._entry_block: dict[int, _Block | None] = {}
-        self._fail_index: dict[int, int] = {}  # first non-passable local index in a branch
         self._fail_block: dict[int, _Block] = {}
         self._skip_first: dict[int, bool] = {}
         branch_end_state: dict[int, tuple] = {}
@@ -136,7 +134,7 @@ class RoutePlanner:
                 self._entry_bend[b_id] = 0.0
                 self._skip_first[b_id] = False
             else:
-                p_lo, p_hi = self._slice[b.parent]
+                p_hi = self._slice[b.parent][1]
                 parent_end = self.points[p_hi - 1]
                 gap = float(np.linalg.norm(p[0] - parent_end))
                 self._skip_first[b_id] = gap < 1e-6
@@ -158,7 +156,6 @@ class RoutePlanner:
             self.min_clear[lo:hi] = np.minimum(clear_in, np.minimum.accumulate(self.clearance[lo:hi]))
             ok, fail_block = self._branch_passable(b_id, lo, hi)
             first_fail = int(np.argmin(ok)) if not ok.all() else hi - lo
-            self._fail_index[b_id] = first_fail
             if fail_block is not None:
                 self._fail_block[b_id] = fail_block
             if block is None:
