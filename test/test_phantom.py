@@ -72,6 +72,17 @@ def test_same_config_gives_identical_tree_and_nodules(truth):
     assert all(np.array_equal(a.center, b.center) for a, b in zip(nodules, nodules2))
 
 
+def test_ct_rendering_is_deterministic_and_seeded():
+    coarse = phantom_config("default")
+    coarse.spacing_m = 3e-3                    # a cheap render: same pipeline, 27× fewer voxels
+    a = sitk.GetArrayFromImage(make_phantom(coarse).image)
+    b = sitk.GetArrayFromImage(make_phantom(coarse).image)
+    assert np.array_equal(a, b)
+    coarse.seed = 1
+    c = sitk.GetArrayFromImage(make_phantom(coarse).image)
+    assert c.shape == a.shape and not np.array_equal(a, c)
+
+
 def test_other_seed_gives_other_tree_with_same_guarantees(tree):
     other, nodules, _ = generate_phantom_tree(phantom_config("default", seed=3))
     assert len(other) >= 200 and other.max_generation >= 8
