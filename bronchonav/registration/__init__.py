@@ -1,0 +1,33 @@
+"""Registration of simulated intra-operative sensing to the twin, under breathing.
+
+Frames: the patient/sensor frame (EM field generator or cone-beam CT) and the twin's CT frame
+(LPS, m). A registration estimates ``T_ct_patient``.
+
+Public API
+----------
+- :func:`register_em` — EM sensor samples (positions, optional directions) → RegistrationResult:
+  initial alignment without a guess, trimmed centerline ICP, optional local refinement around a
+  target.
+- :func:`register_cbct` — cone-beam CT surface cloud → RegistrationResult (point-to-plane ICP
+  against the lumen surface; FPFH + RANSAC when no initial transform is given).
+- :class:`RegistrationResult`, :class:`RegistrationConfig`, :class:`Twin` (prepare a map once).
+- Simulation: :class:`BreathingModel`, :func:`simulate_scenario`, :func:`scenario_config`,
+  :class:`Scenario` (``observation`` for the registration, ``truth`` hidden for scoring).
+- Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
+"""
+
+from bronchonav.registration.breathing import BreathingModel
+from bronchonav.registration.evaluate import ground_truth_for, run_trials, summarize
+from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
+from bronchonav.registration.result import RegistrationResult
+from bronchonav.registration.simulate import (SCENARIOS, GroundTruth, Observation, Scenario,
+                                              SimulationConfig, scenario_config, simulate_scenario)
+from bronchonav.registration.transforms import apply, invert, random_transform
+from bronchonav.registration.twin import Twin
+
+__all__ = [
+    "BreathingModel", "GroundTruth", "Observation", "RegistrationConfig", "RegistrationResult",
+    "SCENARIOS", "Scenario", "SimulationConfig", "Twin", "apply", "ground_truth_for", "invert",
+    "random_transform", "register_cbct", "register_em", "run_trials", "scenario_config",
+    "simulate_scenario", "summarize",
+]

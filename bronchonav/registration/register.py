@@ -1,0 +1,270 @@
+"""Registration entry points: EM samples to the twin's centerlines, cone-beam CT surface to its lumen.
+
+``register_em`` runs: input checks → initial alignment without a guess (:mod:`.initial`) →
+global trimmed centerline ICP of all samples → optionally a local refinement around the target,
+where samples are weighted by their proximity to the target (a Gaussian of the distance, with a
+small floor so the central airways still anchor the rotation), as in localized registration for
+navigated bronchoscopy. ``register_cbct`` aligns a surface cloud to the twin's lumen surface
+near the target by point-to-plane ICP, starting from a given transform (e.g. the EM
+registration) or, without one, from FPFH + RANSAC.
+
+Transforms are T_ct_patient (patient/sensor frame → CT frame); distances in metres.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+from bronchonav.errors import RegistrationError
+from bronchonav.registration.icp import (DEFAULT_SCHEDULE, centerline_icp, fpfh_ransac, surface_icp,
+                                         target_sigma)
+from bronchonav.registration.initial import initial_alignment
+from bronchonav.registration.result import RegistrationResult
+from bronchonav.registration.transforms import apply
+from bronchonav.registration.twin import Twin
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Parameters of the registration (SI units).
+
+    Attributes
+    ----------
+    schedule : sequence of (float, int)
+        Global centerline ICP: (maximum correspondence distance (m), maximum iterations) per stage.
+    local_schedule : sequence of (float, int)
+        The same for the local refinement.
+    min_cos : float
+        Pairs whose sensor direction and twin tangent make ``|cos| < min_cos`` are rejected.
+    local_sigma : float
+        Scale (m) of the Gaussian weight of samples by their distance to the target.
+    local_floor : float
+        Weight of samples far from the target in the local refinement.
+    local_translation_only : bool
+        The local refinement corrects only the translation (breathing moves a small region
+        mostly as a whole), keeping the global rotation.
+    min_points : int
+        Fewer samples than this is an error.
+    min_fitness : float
+        A registration with a smaller inlier fraction fails.
+    max_fre : float
+        A registration with a larger FRE (m) fails.
+    cbct_radius : float
+        Without an initial transform, the twin surface within this distance (m) of the target is
+        registered to the cone-beam CT; with one, the radius covers the mapped cloud (its 98th
+        percentile distance from the target) plus 10 mm.
+    """
+
+    schedule: tuple = DEFAULT_SCHEDULE
+    local_schedule: tuple = ((0.006, 30), (0.004, 50))
+    min_cos: float = 0.5
+    local_sigma: float = 0.02
+    local_floor: float = 0.02
+    local_translation_only: bool = False
+    min_points: int = 20
+    min_fitness: float = 0.6
+    max_fre: float = 0.004
+    cbct_radius: float = 0.05
+
+
+def check_points(points: np.ndarray, min_points: int, what: str) -> np.ndarray:
+    """Validate an (N, 3) point array; raise :class:`RegistrationError` naming the problem.
+
+    Rejects: a wrong shape, non-finite values, fewer than ``min_points`` points, and points
+    that all lie on one line (their second principal spread below 0.1% of the first, which
+    leaves the rotation about that line undetermined).
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise RegistrationError(f"{what} must be an (N, 3) array, got shape {pts.shape}")
+    bad = ~np.all(np.isfinite(pts), axis=1)
+    if bad.any():
+        raise RegistrationError(f"{what}: {int(bad.sum())} of {len(pts)} points are NaN or infinite "
+                                f"(first at row {int(np.flatnonzero(bad)[0])}); drop them first")
+    if len(pts) < min_points:
+        raise RegistrationError(f"{what}: {len(pts)} points, need at least {min_points}")
+    spread = np.linalg.svd(pts - pts.mean(axis=0), compute_uv=False)
+    if spread[0] == 0 or spread[1] < 1e-3 * spread[0]:
+        raise RegistrationError(f"{what}: all points lie on one line (or coincide), so the "
+                                "rotation about it is undetermined; sweep more than one airway")
+    return pts
+
+
+def quality_flag(success: bool, fitness: float, fre: float, sigma: float | None) -> str:
+    """``failed`` if not successful; ``good`` when fitness >= 0.9, FRE <= 2.5 mm and (with a
+    target) sigma <= 1 mm; ``poor`` when fitness < 0.75, FRE > 3.5 mm or sigma > 2.5 mm;
+    ``fair`` otherwise."""
+    if not success:
+        return "failed"
+    s = 0.0 if sigma is None else sigma
+    if fitness >= 0.9 and fre <= 2.5e-3 and s <= 1e-3:
+        return "good"
+    if fitness < 0.75 or fre > 3.5e-3 or s > 2.5e-3:
+        return "poor"
+    return "fair"
+
+
+def _judge(fitness: float, fre: float, cfg: RegistrationConfig) -> tuple[bool, str]:
+    if fitness < cfg.min_fitness:
+        return False, (f"only {fitness:.0%} of the points match the twin (need "
+                       f"{cfg.min_fitness:.0%}): the data do not fit this map")
+    if fre > cfg.max_fre:
+        return False, f"FRE {fre * 1e3:.1f} mm exceeds {cfg.max_fre * 1e3:.1f} mm"
+    return True, f"{fitness:.0%} inliers, FRE {fre * 1e3:.2f} mm"
+
+
+def local_weights(samples_ct: np.ndarray, target_ct: np.ndarray, cfg: RegistrationConfig) -> np.ndarray:
+    """Weights of samples (CT frame, m) for the local refinement around ``target_ct``."""
+    d2 = np.sum((samples_ct - target_ct) ** 2, axis=1)
+    return cfg.local_floor + (1.0 - cfg.local_floor) * np.exp(-0.5 * d2 / cfg.local_sigma ** 2)
+
+
+def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None = None,
+                directions_patient: np.ndarray | None = None, local_mask: np.ndarray | None = None,
+                init: np.ndarray | None = None,
+                config: RegistrationConfig | None = None) -> RegistrationResult:
+    """Register EM sensor samples to the twin's centerlines.
+
+    Parameters
+    ----------
+    samples_patient : ndarray, shape (N, 3)
+        Sensor positions collected in the airways, patient/sensor frame (m).
+    twin : Twin, AirwayMap or AirwayTree
+        The twin (CT frame). Pass a :class:`Twin` to reuse its preprocessing across calls.
+    target_ct : ndarray, shape (3,), optional
+        Planned target in the CT frame (m). When given, a local refinement weights the samples
+        near it, and the result's ``global_result`` holds the global stage.
+    directions_patient : ndarray, shape (N, 3), optional
+        Unit sensor directions (patient frame); used to find the trachea and to reject
+        mismatched pairs.
+    local_mask : ndarray of bool, shape (N,), optional
+        Which samples come from a local sweep near the target. The global stage then uses only
+        the others (the survey of the central airways), as a navigation system registers the
+        survey first; the local refinement uses all samples. By default every sample takes
+        part in both stages.
+    init : ndarray, shape (4, 4), optional
+        Initial T_ct_patient; by default it is found from the samples alone.
+    config : RegistrationConfig, optional
+
+    Returns
+    -------
+    RegistrationResult
+        ``success`` False (with the reason in ``message``) when the fit is unacceptable.
+
+    Raises
+    ------
+    RegistrationError
+        On degenerate input: too few points, NaN/inf, all points on one line, mismatched arrays.
+    """
+    t0 = time.perf_counter()
+    cfg = config or RegistrationConfig()
+    tw = Twin.of(twin)
+    pts = check_points(samples_patient, cfg.min_points, "EM samples")
+    dirs = None
+    if directions_patient is not None:
+        dirs = np.asarray(directions_patient, dtype=float)
+        if dirs.shape != pts.shape or not np.all(np.isfinite(dirs)):
+            raise RegistrationError(f"EM directions must be finite and shaped like the samples "
+                                    f"{pts.shape}, got {dirs.shape}")
+        dirs = dirs / np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+    if target_ct is not None:
+        target_ct = np.asarray(target_ct, dtype=float).reshape(3)
+        if not np.all(np.isfinite(target_ct)):
+            raise RegistrationError("the target position is NaN or infinite")
+    survey = np.ones(len(pts), dtype=bool)
+    if local_mask is not None:
+        local_mask = np.asarray(local_mask, dtype=bool)
+        if local_mask.shape != (len(pts),):
+            raise RegistrationError(f"local_mask must have one entry per sample ({len(pts)}), "
+                                    f"got shape {local_mask.shape}")
+        survey = ~local_mask
+        check_points(pts[survey], cfg.min_points, "EM survey samples (outside the local sweep)")
+    g_pts, g_dirs = pts[survey], None if dirs is None else dirs[survey]
+    method = "given-init"
+    if init is None:
+        init, _ = initial_alignment(g_pts, tw, g_dirs)
+        method = "initial"
+    glob = centerline_icp(g_pts, tw, init, directions=g_dirs, schedule=cfg.schedule,
+                          min_cos=cfg.min_cos)
+    ok, msg = _judge(glob.fitness, glob.rmse, cfg)
+    sigma = None if target_ct is None else target_sigma(g_pts, tw, glob, target_ct)
+    global_result = RegistrationResult(glob.T, ok, msg, glob.fitness, glob.rmse, len(g_pts),
+                                       int(glob.inliers.sum()), glob.iterations,
+                                       time.perf_counter() - t0,
+                                       quality_flag(ok, glob.fitness, glob.rmse, sigma), sigma,
+                                       method + "+centerline")
+    if target_ct is None or not ok:
+        return global_result
+    weights = local_weights(apply(glob.T, pts), target_ct, cfg)
+    loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
+                         schedule=cfg.local_schedule, min_cos=cfg.min_cos,
+                         translation_only=cfg.local_translation_only)
+    near = weights > 0.5
+    fre = float(np.sqrt(np.average(_residuals(pts, tw, loc) ** 2, weights=weights * loc.inliers)))
+    fitness = float(loc.inliers[near].mean()) if near.any() else loc.fitness
+    ok, msg = _judge(fitness, fre, cfg)
+    sigma = target_sigma(pts, tw, loc, target_ct, weights)
+    return RegistrationResult(loc.T, ok, msg + " (weighted near the target)", fitness, fre, len(pts),
+                              int(loc.inliers.sum()), glob.iterations + loc.iterations,
+                              time.perf_counter() - t0, quality_flag(ok, fitness, fre, sigma), sigma,
+                              method + "+centerline+local", global_result)
+
+
+def _residuals(pts: np.ndarray, tw: Twin, outcome) -> np.ndarray:
+    """Distance (m) of each transformed sample to its matched twin point."""
+    return np.linalg.norm(apply(outcome.T, pts) - tw.points[outcome.matches], axis=1)
+
+
+def register_cbct(points_patient: np.ndarray, twin, target_ct: np.ndarray,
+                  init: np.ndarray | None = None, config: RegistrationConfig | None = None,
+                  seed: int = 0) -> RegistrationResult:
+    """Register a cone-beam CT airway surface cloud to the twin's lumen surface near the target.
+
+    Parameters
+    ----------
+    points_patient : ndarray, shape (M, 3)
+        Airway surface points in the patient frame (m).
+    twin : Twin, AirwayMap or AirwayTree
+        The twin (CT frame); its lumen mesh (or tube surface) around ``target_ct`` is the
+        registration target (see :attr:`RegistrationConfig.cbct_radius`).
+    target_ct : ndarray, shape (3,)
+        Target in the CT frame (m), around which the cone-beam CT was taken.
+    init : ndarray, shape (4, 4), optional
+        Initial T_ct_patient (e.g. an EM registration). Without one, FPFH features + RANSAC
+        give the initial alignment (slower, about a second).
+    seed : int
+        RANSAC seed.
+
+    Returns
+    -------
+    RegistrationResult
+    """
+    t0 = time.perf_counter()
+    cfg = config or RegistrationConfig()
+    tw = Twin.of(twin)
+    pts = check_points(points_patient, cfg.min_points, "cone-beam CT points")
+    target_ct = np.asarray(target_ct, dtype=float).reshape(3)
+    radius = cfg.cbct_radius
+    if init is not None:
+        reach = np.linalg.norm(apply(init, pts) - target_ct, axis=1)
+        radius = float(np.percentile(reach, 98)) + 0.01
+    surface = tw.surface_near(target_ct, radius)
+    if len(surface.points) < cfg.min_points:
+        raise RegistrationError(f"the twin has only {len(surface.points)} surface points within "
+                                f"{radius * 1e3:.0f} mm of the target")
+    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    method = "given-init+surface"
+    if init is None:
+        init = fpfh_ransac(source, surface, voxel=2e-3, seed=seed)
+        method = "fpfh-ransac+surface"
+    res = surface_icp(source, surface, init)
+    T = np.asarray(res.transformation)
+    fitness, fre = float(res.fitness), float(res.inlier_rmse)
+    ok, msg = _judge(fitness, fre, cfg)
+    return RegistrationResult(T, ok, msg, fitness, fre, len(pts), len(res.correspondence_set), 0,
+                              time.perf_counter() - t0, quality_flag(ok, fitness, fre, None), None,
+                              method)
