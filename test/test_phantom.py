@@ -184,7 +184,7 @@ def test_kitaoka_angles_symmetric_optimum():
     assert big < small
 
 
-# -- lungs -----------------------------------------------------------------------------------------
+# -- lungs ----------------------------------------------------------------------------------
 
 def test_branches_stay_inside_their_lung(truth):
     tree, _, lungs = truth
@@ -195,7 +195,8 @@ def test_branches_stay_inside_their_lung(truth):
         assert np.all(lungs.lung_of(b.end[None]) == side[b.lobe])
         if b.name is None:
             # beyond the bifurcation zone (the parent's radius) the lumen is clear of the pleura
-            s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(b.points, axis=0), axis=1))])
+            step = np.linalg.norm(np.diff(b.points, axis=0), axis=1)
+            s = np.concatenate([[0.0], np.cumsum(step)])
             far = s > tree[b.parent].radii[-1]
             assert np.all(lungs.contains(b.points[far]))
             assert np.all(lungs.distance_to_pleura(b.points[far]) >= b.radii[far])
@@ -254,7 +255,7 @@ def test_lung_model_lobes_and_distances():
         lungs.sample_points(3, rng, "middle")
 
 
-# -- nodules ----------------------------------------------------------------------------------------
+# -- nodules --------------------------------------------------------------------------------
 
 def test_nodules(truth):
     tree, nodules, lungs = truth
@@ -280,7 +281,7 @@ def test_nodules(truth):
             assert np.linalg.norm(a.center - b.center) > a.radius + b.radius
 
 
-# -- CT ------------------------------------------------------------------------------------------------
+# -- CT ------------------------------------------------------------------------------------
 
 def test_ct_geometry(phantom, ct):
     img = phantom.image
@@ -331,8 +332,8 @@ def test_ct_intensities(phantom, ct):
     cand = lungs.sample_points(2000, rng)
     d, _ = tree.nearest(cand)
     ok = (d > 0.02) & (lungs.distance_to_pleura(cand) > 0.01)
-    ok &= np.all([np.linalg.norm(cand - n.center, axis=1) > n.radius + 0.01 for n in phantom.nodules],
-                 axis=0)
+    for n in phantom.nodules:
+        ok &= np.linalg.norm(cand - n.center, axis=1) > n.radius + 0.01
     block = np.concatenate([_hu_block(phantom, ct, p, half=2).ravel() for p in cand[ok][:20]])
     assert block.mean() == pytest.approx(-850, abs=5)
     assert block.std() == pytest.approx(25, abs=5)              # the noise, blurred before it

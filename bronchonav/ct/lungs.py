@@ -82,9 +82,11 @@ class LungModel:
         heart = (((x - hc[0]) / ha[0]) ** 2 + ((y - hc[1]) / ha[1]) ** 2
                  + ((z - hc[2]) / ha[2]) ** 2) <= 1.0
         common = (np.abs(x) >= self.mediastinum_half_width) & ~heart
-        for value, c, a, apex, side in (
-                (RIGHT_LUNG, self.right_center, self.right_semi_axes, self.diaphragm_apex_right, x < 0),
-                (LEFT_LUNG, self.left_center, self.left_semi_axes, self.diaphragm_apex_left, x > 0)):
+        sides = ((RIGHT_LUNG, self.right_center, self.right_semi_axes, self.diaphragm_apex_right,
+                  x < 0),
+                 (LEFT_LUNG, self.left_center, self.left_semi_axes, self.diaphragm_apex_left,
+                  x > 0))
+        for value, c, a, apex, side in sides:
             inside = (((x - c[0]) / a[0]) ** 2 + ((y - c[1]) / a[1]) ** 2
                       + ((z - c[2]) / a[2]) ** 2) <= 1.0
             dome = apex[2] - self.diaphragm_curvature * ((x - apex[0]) ** 2 + (y - apex[1]) ** 2)
@@ -164,7 +166,8 @@ class LungModel:
             return self.labels_xyz(x, y, z) == LEFT_LUNG
         return self.lobe_codes_xyz(x, y, z) == 1 + LOBES.index(region)
 
-    def sample_points(self, n: int, rng: np.random.Generator, region: str | None = None) -> np.ndarray:
+    def sample_points(self, n: int, rng: np.random.Generator,
+                      region: str | None = None) -> np.ndarray:
         """Points uniformly distributed inside a region, CT frame (m).
 
         Parameters

@@ -77,7 +77,7 @@ class PhantomConfig:
     min_points: int = 8
     """A daughter must own at least this many seed points."""
     taper: float = 0.06
-    """Relative radius decrease along a branch (start 1 + taper/2, end 1 − taper/2 of the mean)."""
+    """Relative radius decrease along a branch (start 1 + taper/2, end 1 − taper/2 × mean)."""
     centerline_step_m: float = 1.0e-3
     # -- airway wall --
     wall_fraction: float = 0.17
@@ -308,9 +308,9 @@ def _split(g: _Grow, config: PhantomConfig, lungs: LungModel, occupancy: _Occupa
            next_id: int):
     """Bifurcate a growing branch; returns the two daughter states or ``None`` (terminal).
 
-    Split planes contain the branch axis; their normals are tried in order of preference: turned
-    0°, ±30°, ±60° and 90° about the axis from the 90°-rule normal, splits with a flow-dividing
-    ratio in [0.25, 0.75] first.
+    Split planes contain the branch axis; their normals are tried in order of preference:
+    turned 0°, ±30°, ±60° and 90° about the axis from the 90°-rule normal, splits with a
+    flow-dividing ratio in [0.25, 0.75] first.
     """
     if g.branch.generation >= config.max_generation or len(g.points) < 2 * config.min_points:
         return None
@@ -558,15 +558,15 @@ def lumen_surface(lumen_fraction: np.ndarray, grid: VolumeGrid) -> tuple[np.ndar
     """
     from skimage.measure import marching_cubes
 
-    nonzero = np.nonzero(lumen_fraction.any(axis=(1, 2)))[0], \
-        np.nonzero(lumen_fraction.any(axis=(0, 2)))[0], np.nonzero(lumen_fraction.any(axis=(0, 1)))[0]
-    lo = [max(int(a[0]) - 1, 0) for a in nonzero]
-    crop = lumen_fraction[lo[0]:nonzero[0][-1] + 2, lo[1]:nonzero[1][-1] + 2, lo[2]:nonzero[2][-1] + 2]
+    occupied = np.argwhere(lumen_fraction > 0)
+    lo = np.maximum(occupied.min(axis=0) - 1, 0)
+    hi = occupied.max(axis=0) + 2
+    crop = lumen_fraction[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     # pad so that the mesh is closed where the lumen leaves the volume (the trachea's top)
     crop = np.pad(crop, 1).astype(np.float32)
     sp_zyx = tuple(grid.spacing_m[::-1])
     verts, faces, _, _ = marching_cubes(crop, level=127.5, spacing=sp_zyx)
-    origin_zyx = np.asarray(grid.origin_m[::-1]) + (np.asarray(lo) - 1) * np.asarray(sp_zyx)
+    origin_zyx = np.asarray(grid.origin_m[::-1]) + (lo - 1) * np.asarray(sp_zyx)
     vertices = (verts + origin_zyx)[:, ::-1].copy()
     # skimage's faces, after the (z, y, x) → (x, y, z) mirror, wind with normals out of the lumen
     return vertices, faces.astype(np.int64)
