@@ -364,9 +364,20 @@ class AirwayTree:
         return d, i
 
     def inside_lumen(self, points_ct: np.ndarray, margin: float = 0.0) -> np.ndarray:
-        """Whether each point lies within the lumen (distance to centerline <= radius - margin)."""
-        d, i = self.nearest(points_ct)
-        return d <= self._default_samples.radii[i] - margin
+        """Whether each point lies within the lumen, modelled as the union of the branch tubes.
+
+        A point is inside when some centerline sample lies within that sample's radius minus
+        ``margin`` (m). Checking the union rather than only the nearest sample matters at
+        bifurcations, where a narrow child's axis can be nearer than the wide parent's wall.
+        """
+        q = np.atleast_2d(np.asarray(points_ct, dtype=float))
+        samples = self._default_samples
+        k = min(64, len(samples.radii))
+        d, i = self._kdtree.query(q, k=k, distance_upper_bound=float(samples.radii.max()))
+        d, i = d.reshape(len(q), k), i.reshape(len(q), k)
+        found = i < len(samples.radii)
+        radii = np.where(found, samples.radii[np.minimum(i, len(samples.radii) - 1)], -np.inf)
+        return np.any(found & (d <= radii - margin), axis=1)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned bounding box of all centerlines, CT frame (m): (min, max)."""
