@@ -77,3 +77,17 @@ def test_validate_rejects_two_roots_and_cycles():
            Branch(2, 1, 2, [[0, 0, -2e-2], [0, 0, -1e-2]], [1e-3, 1e-3])]
     with pytest.raises(MapError):
         AirwayTree(cyc)
+
+
+def test_inside_lumen_is_the_union_of_tubes_at_a_bifurcation():
+    c = np.array([0.0, 0.0, -0.1])
+    tree = AirwayTree([
+        Branch(0, None, 0, [[0, 0, 0], c], [0.009, 0.009]),
+        Branch(1, 0, 1, [c, c + [0.03, 0, 0]], [0.001, 0.001]),
+        Branch(2, 0, 1, [c, c + [-0.02, 0, -0.02]], [0.006, 0.006]),
+    ])
+    p = c + [0.004, 0.0, 0.002]  # 4 mm from the wide trachea's axis, 2 mm from the thin child's
+    _, i = tree.nearest(p)
+    assert tree.samples().branch_ids[i[0]] == 1  # the nearest sample alone would say "outside"
+    assert tree.inside_lumen(p).tolist() == [True]
+    assert tree.inside_lumen(c + [0.0, 0.0095, 0.01]).tolist() == [False]  # 9.5 mm off a 9 mm tube
