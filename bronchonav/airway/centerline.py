@@ -156,6 +156,8 @@ class _Simplifier:
         """Remove short terminal branches; a bifurcation keeps at least its longest child."""
         changed = False
         for b in list(self.g.nodes):
+            if b not in self.g:
+                continue
             kids = list(self.g.successors(b))
             if not kids:
                 continue

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import heapq
+
 import cc3d
+import edt
+import numba
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -53,6 +57,9 @@ class SegmentationParams:
         Minimum top-hat contrast (HU) for a voxel to join as a small-airway candidate.
     refine_max_hu : float
         Candidates must also be darker than this (HU).
+    solid_hu, thick_radius_mm, exclusion_mm : float
+        Candidates within ``exclusion_mm`` of soft tissue (above ``solid_hu``) thick enough to
+        hold a ball of ``thick_radius_mm`` are dropped (see :func:`near_thick_tissue`).
     """
 
     smoothing_sigma_mm: float = 0.5
@@ -63,9 +70,12 @@ class SegmentationParams:
     threshold_step_hu: float = 20.0
     explosion_ratio: float = 1.5
     refine: bool = True
-    tophat_radius_mm: float = 2.0
-    tophat_min_hu: float = 100.0
-    refine_max_hu: float = -700.0
+    tophat_radius_mm: float = 1.5
+    tophat_min_hu: float = 45.0
+    refine_max_hu: float = -600.0
+    solid_hu: float = -500.0
+    thick_radius_mm: float = 3.0
+    exclusion_mm: float = 3.0
 
 
 @dataclass
@@ -106,7 +116,7 @@ def _bbox(mask: np.ndarray, pad: int, shape) -> tuple[slice, slice, slice]:
     """Bounding box of ``mask`` grown by ``pad`` voxels and clipped to ``shape``."""
     idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
     if any(len(i) == 0 for i in idx):
-        raise CTError("no airway or lung region found in the CT")
+        raise CTError("no body found in the CT (no voxel above -400 HU)")
     return tuple(slice(max(int(i[0]) - pad, 0), min(int(i[-1]) + pad + 1, n))
                  for i, n in zip(idx, shape))
 
@@ -117,8 +127,7 @@ def _outside_air(dark: np.ndarray) -> np.ndarray:
     labels = cc3d.connected_components(dark, connectivity=6)
     border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
                                        labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
-    border = border[border > 0]
-    return np.isin(labels, border)
+    return _labels_in(labels, border)
 
 
 def find_trachea_seed(hu: np.ndarray, spacing_mm, params: SegmentationParams) -> tuple[int, int, int]:
@@ -196,19 +205,87 @@ def find_trachea_seed(hu: np.ndarray, spacing_mm, params: SegmentationParams) ->
     return (lo + sl[0].start + k, sl[1].start + int(jj[n]), sl[2].start + int(ii[n]))
 
 
-def _grow(image: sitk.Image, seed_kji, upper: float) -> np.ndarray:
-    seed_xyz = [int(v) for v in seed_kji[::-1]]
-    region = sitk.ConnectedThreshold(image, seedList=[seed_xyz], lower=-5000.0, upper=float(upper))
-    return sitk.GetArrayFromImage(region).astype(bool)
+@numba.njit(cache=True)
+def _priority_flood(hu, seed, t_start, t_stop, fine_step, coarse_steps, ratio):
+    """Minimax flood from ``seed``: voxels join in increasing order of the lowest threshold at
+    which they connect (6-neighbours) to the seed.
+
+    Stops at the first fine threshold ``t`` whose running count exceeds ``ratio`` times the
+    count at ``t - coarse_steps * fine_step`` (an explosion), or above ``t_stop``.
+
+    Returns the joined flat indices in joining order, their levels, the counts at each fine
+    threshold ``t_start + m * fine_step`` that completed, and the index of the exploding
+    threshold (-1 if none).
+    """
+    nz, ny, nx = hu.shape
+    n_thr = int((t_stop - t_start) / fine_step) + 1
+    counts = np.zeros(n_thr, np.int64)
+    seen = np.zeros(hu.size, np.uint8)
+    flat = hu.ravel()
+    s0 = (seed[0] * ny + seed[1]) * nx + seed[2]
+    heap = [(max(flat[s0], t_start - 1.0), s0)]
+    seen[s0] = 1
+    order = np.empty(1024, np.int64)
+    levels = np.empty(1024, np.float32)
+    n = 0
+    current = max(flat[s0], t_start - 1.0)
+    m_done = 0  # thresholds below this index are complete (all their voxels joined)
+    exploded = -1
+    while heap:
+        lvl, v = heapq.heappop(heap)
+        if lvl > current:
+            current = lvl
+        m = max(int(np.ceil((current - t_start) / fine_step)), 0)
+        while m_done < min(m, n_thr):
+            counts[m_done] = n
+            m_done += 1
+        if m >= n_thr:
+            break
+        if m >= coarse_steps and n + 1 > ratio * counts[m - coarse_steps] > 0:
+            exploded = m
+            counts[m] = n + 1  # a lower bound of the exploded volume
+            break
+        if n == order.size:
+            order = np.concatenate((order, np.empty(order.size, np.int64)))
+            levels = np.concatenate((levels, np.empty(levels.size, np.float32)))
+        order[n] = v
+        levels[n] = current
+        n += 1
+        k = v // (ny * nx)
+        j = (v // nx) % ny
+        i = v % nx
+        for dk, dj, di in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)):
+            kk, jj, ii = k + dk, j + dj, i + di
+            if 0 <= kk < nz and 0 <= jj < ny and 0 <= ii < nx:
+                w = (kk * ny + jj) * nx + ii
+                if seen[w] == 0:
+                    seen[w] = 1
+                    heapq.heappush(heap, (max(flat[w], current), w))
+    if exploded < 0:
+        counts[m_done:] = n
+    return order[:n], levels[:n], counts, exploded
 
 
-def explosion_controlled_growing(image: sitk.Image, seed_kji, params: SegmentationParams,
+def explosion_controlled_growing(hu: np.ndarray, seed_kji, params: SegmentationParams,
                                  voxel_volume: float):
     """Region growing with the upper threshold raised until the volume explodes.
 
-    The threshold goes from ``threshold_start_hu`` up in coarse steps; at the first step whose
-    volume exceeds the previous one by more than ``explosion_ratio`` the search goes back and
-    refines with quarter steps; the largest threshold before the explosion is kept.
+    Equivalent to running a connected-threshold region growing (6-neighbours) from the seed
+    at every threshold ``threshold_start_hu + m * threshold_step_hu / 4`` up to
+    ``threshold_stop_hu`` and stopping at the first threshold whose volume exceeds
+    ``explosion_ratio`` times the volume one coarse step (``threshold_step_hu``) lower; the
+    threshold just below it is kept. It is computed in one minimax priority flood, which never
+    floods more than the explosion limit.
+
+    Parameters
+    ----------
+    hu : ndarray of float32, shape (K, J, I)
+        CT (smoothed) in HU.
+    seed_kji : tuple of int
+        Seed voxel.
+    params : SegmentationParams
+    voxel_volume : float
+        Volume of one voxel (m^3).
 
     Returns
     -------
@@ -217,30 +294,31 @@ def explosion_controlled_growing(image: sitk.Image, seed_kji, params: Segmentati
     threshold : float
         The chosen upper threshold (HU).
     curve : list of (float, float)
-        ``(threshold, volume m^3)`` for each threshold tried.
+        ``(threshold, volume m^3)`` at every fine threshold reached.
     """
-    curve = []
+    fine = params.threshold_step_hu / 4.0
+    order, levels, counts, exploded = _priority_flood(
+        np.ascontiguousarray(hu, dtype=np.float32), np.asarray(seed_kji, dtype=np.int64),
+        float(params.threshold_start_hu), float(params.threshold_stop_hu), float(fine), 4,
+        float(params.explosion_ratio))
+    thresholds = params.threshold_start_hu + fine * np.arange(len(counts))
+    if len(order) == 0 or levels[0] > params.threshold_start_hu:
+        raise CTError(f"the trachea seed is not darker than {params.threshold_start_hu:g} HU")
+    last = (exploded if exploded >= 0 else int(np.searchsorted(thresholds, levels[-1]) + 1)) - 1
+    last = min(max(last, 0), len(thresholds) - 1)
+    threshold = float(thresholds[last])
+    mask = np.zeros(hu.size, dtype=bool)
+    mask[order[levels <= threshold]] = True
+    curve = [(float(t), float(c * voxel_volume)) for t, c in zip(thresholds[:last + 2], counts)]
+    return mask.reshape(hu.shape), threshold, curve
 
-    def run(t):
-        m = _grow(image, seed_kji, t)
-        curve.append((float(t), float(m.sum() * voxel_volume)))
-        return m
 
-    best_t = params.threshold_start_hu
-    best = run(best_t)
-    if not best.any():
-        raise CTError(f"the trachea seed is not darker than {best_t:g} HU")
-    step = params.threshold_step_hu
-    t = best_t + step
-    while t <= params.threshold_stop_hu + 1e-9 and step >= params.threshold_step_hu / 4 - 1e-9:
-        m = run(t)
-        if m.sum() > params.explosion_ratio * best.sum():
-            step /= 4  # explosion: refine between the last good threshold and this one
-            t = best_t + step
-            continue
-        best, best_t = m, t
-        t += step
-    return best, best_t, sorted(curve)
+def _labels_in(labels: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Boolean mask of the voxels whose label is in ``wanted`` (a lookup table, fast)."""
+    table = np.zeros(int(labels.max()) + 1, dtype=bool)
+    table[wanted] = True
+    table[0] = False
+    return table[labels]
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -248,7 +326,23 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     labels = cc3d.connected_components(~mask, connectivity=6)
     faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
     outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    return ~np.isin(labels, outside[outside > 0])
+    return ~_labels_in(labels, outside)
+
+
+def near_thick_tissue(hu: np.ndarray, spacing_mm, params: SegmentationParams) -> np.ndarray:
+    """Voxels within ``exclusion_mm`` of thick soft tissue (chest wall, mediastinum, nodules).
+
+    Tissue is ``hu > solid_hu``; it is thick where a ball of ``thick_radius_mm`` fits inside it
+    (airway walls and small vessels are thinner). Narrow pockets of parenchyma between such
+    tissue and an airway wall look like small airways to the top-hat and are excluded.
+    """
+    anisotropy = tuple(float(s) for s in spacing_mm[::-1])
+    solid = hu > params.solid_hu
+    core = edt.edt(solid, anisotropy=anisotropy, parallel=2) > params.thick_radius_mm
+    if not core.any():
+        return np.zeros(hu.shape, dtype=bool)
+    return edt.edt(~core, anisotropy=anisotropy, parallel=2) <= (params.thick_radius_mm
+                                                                 + params.exclusion_mm)
 
 
 def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
@@ -257,8 +351,8 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
 
     Candidates are voxels whose grey-level black top-hat (closing minus image, with a ball of
     ``tophat_radius_mm``) exceeds ``tophat_min_hu`` and that are darker than ``refine_max_hu``.
-    The union with ``mask`` is restricted to its component containing ``mask``; components of
-    candidates thicker than the top-hat ball (parenchyma rather than an airway) are dropped.
+    Candidates next to thick tissue are dropped (:func:`near_thick_tissue`), and only those
+    connected (26-neighbours) to ``mask`` are added.
 
     Returns
     -------
@@ -269,24 +363,23 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     rad = [max(int(round(params.tophat_radius_mm / s)), 1) for s in (sz, sy, sx)]
     zz, yy, xx = np.ogrid[-rad[0]:rad[0] + 1, -rad[1]:rad[1] + 1, -rad[2]:rad[2] + 1]
     ball = (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= params.tophat_radius_mm ** 2
-    near = ndimage.binary_dilation(mask, iterations=2)
-    box = _bbox(near, 0, mask.shape)
-    sub = hu[box].astype(np.float32)
+    box = _bbox(mask, 2 * max(rad), mask.shape)
+    sub = hu[box]
     tophat = ndimage.grey_closing(sub, footprint=ball) - sub
-    cand = (tophat > params.tophat_min_hu) & (sub < params.refine_max_hu) & ~mask[box]
-    union = cand | mask[box]
-    labels = cc3d.connected_components(union, connectivity=26)
-    keep = np.unique(labels[mask[box]])
+    cand = (tophat > params.tophat_min_hu) & (sub < params.refine_max_hu)
+    cand &= ~near_thick_tissue(sub, spacing_mm, params)
+    cand |= mask[box]
+    labels = cc3d.connected_components(cand, connectivity=26)
     out = mask.copy()
-    out[box] |= np.isin(labels, keep[keep > 0])
+    out[box] |= _labels_in(labels, np.unique(labels[mask[box]]))
     return out
 
 
 def segment_airways(image: sitk.Image, params: SegmentationParams | None = None) -> Segmentation:
     """Segment the airway lumen of a chest CT.
 
-    Steps: reorient to LPS index order (lossless), smooth, crop to the body, find the trachea
-    seed, explosion-controlled region growing, optional small-airway refinement, keep the
+    Steps: reorient to LPS index order (lossless), crop to the body (bounding box of the
+    voxels above -400 HU), smooth, find the trachea seed, explosion-controlled region growing, optional small-airway refinement, keep the
     component of the seed and fill internal holes.
 
     Parameters
@@ -303,24 +396,19 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     lps = sitk.DICOMOrient(image, "LPS")
     spacing = lps.GetSpacing()
-    smoothed = sitk.SmoothingRecursiveGaussian(sitk.Cast(lps, sitk.sitkFloat32),
-                                               [params.smoothing_sigma_mm] * 3)
-    hu = sitk.GetArrayViewFromImage(smoothed)
-    inside = hu < -400
-    inside &= ~_outside_air(inside)
-    box = _bbox(inside, 3, hu.shape)
-    hu_box = np.ascontiguousarray(hu[box])
-    del inside
+    raw = sitk.GetArrayViewFromImage(lps)
+    box = _bbox(raw > -400, 3, raw.shape)  # the body
+    sigma_vox = [params.smoothing_sigma_mm / s for s in spacing[::-1]]
+    hu_box = ndimage.gaussian_filter(raw[box].astype(np.float32), sigma_vox, truncate=3.0)
     seed_box = find_trachea_seed(hu_box, spacing, params)
-    sub_image = sitk.GetImageFromArray(hu_box)
     voxel_volume = float(np.prod(spacing)) * 1e-9
-    mask_box, threshold, curve = explosion_controlled_growing(sub_image, seed_box, params, voxel_volume)
+    mask_box, threshold, curve = explosion_controlled_growing(hu_box, seed_box, params, voxel_volume)
     grown = int(mask_box.sum())
     if params.refine:
         mask_box = refine_small_airways(hu_box, mask_box, spacing, params)
     refined = float((mask_box.sum() - grown) * voxel_volume)
     mask_box = _fill_holes(mask_box)
-    full = np.zeros(hu.shape, dtype=np.uint8)
+    full = np.zeros(raw.shape, dtype=np.uint8)
     full[box] = mask_box
     mask = sitk.GetImageFromArray(full)
     mask.CopyInformation(lps)
