@@ -68,7 +68,7 @@ class TrialRecord:
     fre_mm: float
     target_sigma_mm: float | None
     time_ms: float
-    iterations: int
+    iterations: int | None
     rotation_deg: float
     translation_mm: float
 
@@ -198,7 +198,7 @@ def summarize(records: list[TrialRecord], kind: str) -> dict:
         "local_better_rate": float(np.mean([r.tre_mm < r.tre_global_mm for r in ok])) if ok else None,
         "tre_worst_phase_median_mm": _median(r.tre_worst_phase_mm for r in records),
         "target_sigma_median_mm": _median(r.target_sigma_mm for r in records),
-        "iterations_median": _median(r.iterations for r in records),
+        "iterations_median": _median(r.iterations for r in records if r.iterations is not None),
         "quality_counts": {q: sum(r.quality == q for r in records)
                            for q in ("good", "fair", "poor", "failed")},
         "per_target": {},

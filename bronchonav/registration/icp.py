@@ -172,25 +172,49 @@ def surface_icp(source: o3d.geometry.PointCloud, target: o3d.geometry.PointCloud
 
 def fpfh_ransac(source: o3d.geometry.PointCloud, target: o3d.geometry.PointCloud, voxel: float,
                 seed: int = 0) -> np.ndarray:
-    """Global surface alignment without a guess: FPFH features + RANSAC (open3d), T target←source.
+    """Global surface alignment without a guess: FPFH features + RANSAC (open3d).
 
-    Both clouds are downsampled to ``voxel`` (m); normals are estimated on the source.
+    Both clouds are downsampled to ``voxel`` (m) and get normals estimated from their
+    neighbourhoods. Returns T target←source (4x4).
     """
     reg = o3d.pipelines.registration
     o3d.utility.random.seed(seed)
-    feats = []
-    clouds = []
+    feats, clouds = [], []
     for cloud in (source, target):
         down = cloud.voxel_down_sample(voxel)
-        if not down.has_normals():
-            down.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=3 * voxel, max_nn=30))
+        down.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=3 * voxel, max_nn=30))
         feats.append(reg.compute_fpfh_feature(
             down, o3d.geometry.KDTreeSearchParamHybrid(radius=5 * voxel, max_nn=100)))
         clouds.append(down)
     checkers = [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9),
                 reg.CorrespondenceCheckerBasedOnDistance(1.5 * voxel)]
     result = reg.registration_ransac_based_on_feature_matching(
-        clouds[0], clouds[1], feats[0], feats[1], True, 1.5 * voxel,
+        clouds[0], clouds[1], feats[0], feats[1], False, 1.5 * voxel,
         reg.TransformationEstimationPointToPoint(False), 3, checkers,
         reg.RANSACConvergenceCriteria(100000, 0.999))
     return np.asarray(result.transformation)
+
+
+def global_surface(source: o3d.geometry.PointCloud, target: o3d.geometry.PointCloud,
+                   hypotheses=((3e-3, 0), (3e-3, 1), (2e-3, 0))):
+    """Surface registration without a guess: several FPFH + RANSAC runs, each refined by
+    :func:`surface_icp`; the refined result with the highest inlier fraction (then the lowest
+    RMSE) wins, since airway tubes are self-similar and a single RANSAC run can lock onto the
+    wrong branch.
+
+    Parameters
+    ----------
+    hypotheses : sequence of (float, int)
+        (voxel size (m), RANSAC seed) of each run.
+
+    Returns
+    -------
+    open3d RegistrationResult of the chosen refinement.
+    """
+    best, best_key = None, None
+    for voxel, seed in hypotheses:
+        result = surface_icp(source, target, fpfh_ransac(source, target, voxel, seed))
+        key = (round(result.fitness, 2), -result.inlier_rmse)
+        if best_key is None or key > best_key:
+            best, best_key = result, key
+    return best

@@ -20,8 +20,8 @@ import numpy as np
 import open3d as o3d
 
 from bronchonav.errors import RegistrationError
-from bronchonav.registration.icp import (DEFAULT_SCHEDULE, centerline_icp, fpfh_ransac, surface_icp,
-                                         target_sigma)
+from bronchonav.registration.icp import (DEFAULT_SCHEDULE, centerline_icp, global_surface,
+                                         surface_icp, target_sigma)
 from bronchonav.registration.initial import initial_alignment
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.transforms import apply
@@ -50,13 +50,18 @@ class RegistrationConfig:
     min_points : int
         Fewer samples than this is an error.
     min_fitness : float
-        A registration with a smaller inlier fraction fails.
+        An EM registration with a smaller inlier fraction fails.
+    min_surface_fitness : float
+        A cone-beam CT registration with a smaller inlier fraction fails (a surface that fits
+        is matched almost everywhere; a wrong branch matches only in part).
     max_fre : float
         A registration with a larger FRE (m) fails.
     cbct_radius : float
         Without an initial transform, the twin surface within this distance (m) of the target is
         registered to the cone-beam CT; with one, the radius covers the mapped cloud (its 98th
         percentile distance from the target) plus 10 mm.
+    cbct_voxel : float
+        The cone-beam CT cloud is thinned to one point per voxel of this size (m).
     """
 
     schedule: tuple = DEFAULT_SCHEDULE
@@ -67,8 +72,10 @@ class RegistrationConfig:
     local_translation_only: bool = False
     min_points: int = 20
     min_fitness: float = 0.6
+    min_surface_fitness: float = 0.85
     max_fre: float = 0.004
     cbct_radius: float = 0.05
+    cbct_voxel: float = 1.5e-3
 
 
 def check_points(points: np.ndarray, min_points: int, what: str) -> np.ndarray:
@@ -108,10 +115,12 @@ def quality_flag(success: bool, fitness: float, fre: float, sigma: float | None)
     return "fair"
 
 
-def _judge(fitness: float, fre: float, cfg: RegistrationConfig) -> tuple[bool, str]:
-    if fitness < cfg.min_fitness:
+def _judge(fitness: float, fre: float, cfg: RegistrationConfig,
+           min_fitness: float | None = None) -> tuple[bool, str]:
+    min_fitness = cfg.min_fitness if min_fitness is None else min_fitness
+    if fitness < min_fitness:
         return False, (f"only {fitness:.0%} of the points match the twin (need "
-                       f"{cfg.min_fitness:.0%}): the data do not fit this map")
+                       f"{min_fitness:.0%}): the data do not fit this map")
     if fre > cfg.max_fre:
         return False, f"FRE {fre * 1e3:.1f} mm exceeds {cfg.max_fre * 1e3:.1f} mm"
     return True, f"{fitness:.0%} inliers, FRE {fre * 1e3:.2f} mm"
@@ -220,8 +229,8 @@ def _residuals(pts: np.ndarray, tw: Twin, outcome) -> np.ndarray:
 
 
 def register_cbct(points_patient: np.ndarray, twin, target_ct: np.ndarray,
-                  init: np.ndarray | None = None, config: RegistrationConfig | None = None,
-                  seed: int = 0) -> RegistrationResult:
+                  init: np.ndarray | None = None,
+                  config: RegistrationConfig | None = None) -> RegistrationResult:
     """Register a cone-beam CT airway surface cloud to the twin's lumen surface near the target.
 
     Parameters
@@ -235,9 +244,8 @@ def register_cbct(points_patient: np.ndarray, twin, target_ct: np.ndarray,
         Target in the CT frame (m), around which the cone-beam CT was taken.
     init : ndarray, shape (4, 4), optional
         Initial T_ct_patient (e.g. an EM registration). Without one, FPFH features + RANSAC
-        give the initial alignment (slower, about a second).
-    seed : int
-        RANSAC seed.
+        (several runs, see :func:`~bronchonav.registration.icp.global_surface`) give the initial
+        alignment (slower, about a second).
 
     Returns
     -------
@@ -256,15 +264,14 @@ def register_cbct(points_patient: np.ndarray, twin, target_ct: np.ndarray,
     if len(surface.points) < cfg.min_points:
         raise RegistrationError(f"the twin has only {len(surface.points)} surface points within "
                                 f"{radius * 1e3:.0f} mm of the target")
-    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
-    method = "given-init+surface"
+    source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)).voxel_down_sample(cfg.cbct_voxel)
     if init is None:
-        init = fpfh_ransac(source, surface, voxel=2e-3, seed=seed)
-        method = "fpfh-ransac+surface"
-    res = surface_icp(source, surface, init)
+        res, method = global_surface(source, surface), "fpfh-ransac+surface"
+    else:
+        res, method = surface_icp(source, surface, init), "given-init+surface"
     T = np.asarray(res.transformation)
     fitness, fre = float(res.fitness), float(res.inlier_rmse)
-    ok, msg = _judge(fitness, fre, cfg)
-    return RegistrationResult(T, ok, msg, fitness, fre, len(pts), len(res.correspondence_set), 0,
-                              time.perf_counter() - t0, quality_flag(ok, fitness, fre, None), None,
-                              method)
+    ok, msg = _judge(fitness, fre, cfg, cfg.min_surface_fitness)
+    return RegistrationResult(T, ok, msg, fitness, fre, len(source.points), len(res.correspondence_set),
+                              None, time.perf_counter() - t0, quality_flag(ok, fitness, fre, None),
+                              None, method)

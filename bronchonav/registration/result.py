@@ -26,8 +26,9 @@ class RegistrationResult:
         Fiducial registration error: RMS distance of the inlier points to the twin (m).
     n_points, n_inliers : int
         Input points and inliers at the final stage.
-    iterations : int
-        ICP iterations run in the final refinement stages (not counting the initial alignment).
+    iterations : int or None
+        ICP iterations run by the centerline stages (global + local, not counting the initial
+        alignment); ``None`` for the surface registration, whose open3d ICP does not report it.
     time_s : float
         Wall time of the whole registration (s).
     quality : str
@@ -51,7 +52,7 @@ class RegistrationResult:
     fre: float
     n_points: int
     n_inliers: int
-    iterations: int
+    iterations: int | None
     time_s: float
     quality: str
     target_sigma: float | None

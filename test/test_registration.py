@@ -1,0 +1,231 @@
+"""Registration: transforms, breathing, simulation, EM and cone-beam CT registration, TRE.
+
+Runs on the small hand-built toy tree (test_registration_toy.py), the twin being the truth; a
+few seeded trials each. The 100-trial figures are in bench/registration_bench.py.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+from test_registration_toy import toy_map
+
+from bronchonav.errors import RegistrationError
+from bronchonav.registration import (BreathingModel, Twin, apply, invert,
+                                     random_transform, register_cbct, register_em, run_trials,
+                                     scenario_config, simulate_scenario, summarize)
+from bronchonav.registration.initial import find_trachea
+from bronchonav.registration.transforms import make_transform, rotate, rotation_angle
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_map(0)
+
+
+@pytest.fixture(scope="module")
+def twin(toy):
+    return Twin.of(toy)
+
+
+def _lower_lobe_nodule(toy):
+    return next(n for n in toy.nodules if n.lobe == "RLL")
+
+
+# -- transforms and breathing ------------------------------------------------------------------
+
+def test_transform_inverse_round_trip_and_random_bounds():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        T = random_transform(rng, 0.05, np.radians(30))
+        assert np.all(np.abs(T[:3, 3]) <= 0.05)
+        angles = Rotation.from_matrix(T[:3, :3]).as_euler("xyz")
+        assert np.all(np.abs(angles) <= np.radians(30) + 1e-9)
+        p = rng.normal(size=(5, 3))
+        assert np.allclose(apply(invert(T), apply(T, p)), p, atol=1e-12)
+        assert np.allclose(invert(T) @ T, np.eye(4), atol=1e-12)
+
+
+def test_breathing_is_zero_at_rest_and_largest_at_the_base_away_from_the_hilum():
+    model = BreathingModel(amplitude=0.01, z_top=0.1, z_base=-0.1, x_center=0.0, half_width=0.1,
+                           hilum=(0.0, 0.0, 0.0), tether=0.05, apex=0.2, ap=0.25, lateral=0.0)
+    base = np.array([[0.05, 0.0, -0.1]])
+    top = np.array([[0.0, 0.0, 0.1]])
+    assert np.allclose(model.displacement(base, 0.0), 0.0)
+    d_base = model.displacement(base, 0.5)[0]
+    assert d_base[2] == pytest.approx(-0.01)          # full amplitude, caudal (-z)
+    assert d_base[1] == pytest.approx(-0.0025)         # anterior component
+    assert model.displacement(top, 0.5)[0][2] == pytest.approx(-0.002)   # apex: a few mm
+    hilum = model.displacement(np.array([[0.0, 0.0, 0.0]]), 0.5)[0][2]
+    assert hilum == pytest.approx(-0.002)              # tethered carina
+    # mid-cycle is half of the peak, and the weight grows monotonically caudally
+    assert model.displacement(base, 0.25)[0][2] == pytest.approx(-0.005)
+    z = np.linspace(0.1, -0.1, 50)
+    w = model.weight(np.column_stack([np.full(50, 0.06), np.zeros(50), z]))
+    assert np.all(np.diff(w) >= -1e-12)
+    # smooth: no jump between neighbouring points 0.1 mm apart
+    p = np.random.default_rng(0).uniform(-0.1, 0.1, (200, 3))
+    jump = np.linalg.norm(model.displacement(p + 1e-4, 0.5) - model.displacement(p, 0.5), axis=1)
+    assert jump.max() < 0.2 * np.sqrt(3) * 1e-4
+
+
+# -- exact recovery and degenerate input ---------------------------------------------------------
+
+def test_known_transform_recovered_exactly_on_noise_free_data(twin):
+    T_patient_ct = make_transform(Rotation.from_euler("xyz", [25, -30, 20], degrees=True).as_matrix(),
+                                  [0.04, -0.03, 0.05])
+    samples_ct = twin.points[::7]  # noise-free points on the twin's own centerlines
+    result = register_em(apply(T_patient_ct, samples_ct), twin)
+    error = result.T_ct_patient @ T_patient_ct
+    assert result.success and result.quality == "good"
+    assert np.linalg.norm(error[:3, 3]) < 1e-9
+    assert rotation_angle(error) < 1e-9
+    assert result.fre < 1e-9 and result.fitness == 1.0
+
+
+@pytest.mark.parametrize("points, message", [
+    (np.random.default_rng(0).normal(size=(5, 3)) * 0.05, "need at least"),
+    (np.outer(np.linspace(0, 0.1, 100), [0.3, 0.5, 0.8]) + [0.01, 0.0, 0.0], "one line"),
+    (np.full((100, 3), 0.02), "one line"),
+    (np.vstack([np.random.default_rng(0).normal(size=(99, 3)), [[np.nan, 0, 0]]]), "NaN"),
+    (np.zeros((10, 2)), r"\(N, 3\)"),
+])
+def test_degenerate_inputs_fail_with_a_clear_message(twin, points, message):
+    with pytest.raises(RegistrationError, match=message):
+        register_em(points, twin)
+    with pytest.raises(RegistrationError, match=message):
+        register_cbct(points, twin, np.zeros(3))
+
+
+def test_mismatched_directions_and_mask_are_rejected(twin):
+    pts = twin.points[::5]
+    with pytest.raises(RegistrationError, match="directions"):
+        register_em(pts, twin, directions_patient=np.ones((3, 3)))
+    with pytest.raises(RegistrationError, match="local_mask"):
+        register_em(pts, twin, local_mask=np.ones(4, dtype=bool))
+
+
+def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):
+    box = np.random.default_rng(0).uniform(-0.08, 0.08, (300, 3))
+    result = register_em(box, twin)
+    assert not result.success
+    assert result.quality == "failed"
+    assert "match" in result.message
+
+
+# -- simulated scenarios -----------------------------------------------------------------------
+
+def test_trachea_found_in_a_sweep_whatever_the_orientation(toy, twin):
+    nodule = _lower_lobe_nodule(toy)
+    for seed in range(3):
+        scenario = simulate_scenario("rigid", twin, nodule, nodule.center, np.random.default_rng(seed))
+        survey = ~scenario.observation.em_local
+        carina, axis, _ = find_trachea(scenario.observation.em_positions[survey],
+                                       scenario.observation.em_directions[survey])
+        T = scenario.truth.T_ct_patient
+        trachea = toy.tree.trachea
+        true_axis = (trachea.end - trachea.start) / trachea.length
+        assert np.degrees(np.arccos(rotate(T, axis) @ true_axis)) < 10
+        assert np.linalg.norm(apply(T, carina) - trachea.end) < 0.03
+
+
+def test_rigid_em_registration_is_submillimetre(toy, twin):
+    records = run_trials(toy, "rigid", 4, seed=7, twin=twin)
+    summary = summarize(records, "rigid")
+    assert summary["success_rate"] == 1.0
+    assert summary["tre_median_mm"] < 1.0
+    # the unknown transforms really were large
+    assert np.median([r.rotation_deg for r in records]) > 15
+
+
+def test_tre_is_measured_on_hidden_targets_the_registration_never_sees(toy, twin):
+    nodule = _lower_lobe_nodule(toy)
+    planned = nodule.center + np.array([0.003, 0.0, 0.0])  # the map's target is 3 mm off
+    scenario = simulate_scenario("breathing", twin, nodule, planned, np.random.default_rng(3))
+    obs, truth = scenario.observation, scenario.truth
+    # the registration's inputs hold the planned target, not the true one ...
+    assert np.array_equal(obs.target_ct, planned)
+    # ... and no sensor sample lies in the nodule whose position is evaluated
+    inliers = obs.em_positions[~truth.em_outliers]
+    assert np.linalg.norm(inliers - truth.target_patient, axis=1).min() > nodule.radius
+    # the TRE is computed from the truth: the true transform at rest is exact there
+    assert truth.tre(truth.T_ct_patient, phase=0.0) < 1e-12
+    # the registration gets the observation only; the TRE follows the hidden target
+    result = register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions, obs.em_local)
+    shift = rotate(invert(result.T_ct_patient), [0.0, 0.0, 0.002])
+    moved = replace(truth, target_patient=truth.target_patient + shift)
+    error = apply(result.T_ct_patient, truth.target_patient) - truth.target_ct
+    assert moved.tre(result.T_ct_patient) == pytest.approx(np.linalg.norm(error + [0, 0, 0.002]))
+
+
+def test_local_refinement_beats_global_near_a_lower_lobe_target_under_breathing(toy, twin):
+    nodule = _lower_lobe_nodule(toy)
+    cfg = scenario_config("breathing")
+    assert cfg.amplitude == pytest.approx(0.010)
+    records = run_trials(toy, "breathing", 4, seed=11, sim_config=cfg, twin=twin,
+                         target_ids=[nodule.id])
+    glob = np.array([r.tre_global_mm for r in records])
+    loc = np.array([r.tre_mm for r in records])
+    assert np.median(loc) < np.median(glob)
+    assert np.median(glob) - np.median(loc) > 0.5   # a real gain, in mm
+    assert np.median(loc) < 3.0
+    assert all(r.success for r in records)
+
+
+def test_target_sigma_grows_with_sensor_noise(toy, twin):
+    nodule = _lower_lobe_nodule(toy)
+    sigmas = []
+    for noise in (0.5e-3, 2e-3):
+        cfg = replace(scenario_config("rigid"), noise_std=noise, outlier_fraction=0.0)
+        sc = simulate_scenario("rigid", twin, nodule, nodule.center, np.random.default_rng(5), cfg)
+        obs = sc.observation
+        sigmas.append(register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions).target_sigma)
+    assert 0 < sigmas[0] < sigmas[1] < 5e-3
+
+
+def test_cbct_surface_registration_from_the_em_registration(toy, twin):
+    for k, nodule in enumerate(toy.nodules):
+        sc = simulate_scenario("cbct", twin, nodule, nodule.center, np.random.default_rng(20 + k))
+        obs = sc.observation
+        em = register_em(obs.em_positions, twin, None, obs.em_directions)
+        result = register_cbct(obs.cbct_points, twin, obs.target_ct, init=em.T_ct_patient)
+        assert result.success and result.method == "given-init+surface"
+        assert sc.truth.tre(result.T_ct_patient) < 2e-3
+
+
+def test_cbct_without_a_guess_succeeds_or_says_it_failed():
+    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+
+    tree, nodules, _ = generate_phantom_tree(phantom_config("default", 0))
+    truth = Twin(tree)
+    successes = 0
+    for k, nodule in enumerate(nodules[:3]):
+        sc = simulate_scenario("cbct", truth, nodule, nodule.center, np.random.default_rng(20 + k))
+        result = register_cbct(sc.observation.cbct_points, truth, sc.observation.target_ct)
+        assert result.method.startswith("fpfh")
+        if result.success:
+            successes += 1
+            assert sc.truth.tre(result.T_ct_patient) < 2e-3  # no silent failure
+        else:
+            assert "match" in result.message
+    assert successes >= 2
+
+
+def test_register_em_accepts_a_map_or_tree(toy):
+    T = make_transform(Rotation.from_euler("z", 20, degrees=True).as_matrix(), [0.01, 0.02, -0.01])
+    pts = apply(T, toy.tree.samples(2e-3).points)
+    for source in (toy, toy.tree):
+        error = register_em(pts, source).T_ct_patient @ T
+        assert np.linalg.norm(error[:3, 3]) < 5e-5 and rotation_angle(error) < 1e-4
+    with pytest.raises(RegistrationError, match="cannot register"):
+        register_em(pts, "not a map")
+
+
+def test_local_mask_needs_enough_survey_samples(twin):
+    pts = twin.points[::5]
+    mask = np.ones(len(pts), dtype=bool)
+    mask[:5] = False
+    with pytest.raises(RegistrationError, match="survey"):
+        register_em(pts, twin, local_mask=mask)
+
