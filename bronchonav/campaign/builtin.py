@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from bronchonav.campaign.spec import CatheterVariant
 
 
@@ -55,7 +57,110 @@ def plan_stage(ctx, k: int = 1) -> dict:
     }
 
 
-STAGES = {"plan": plan_stage}
+def catheter_params(variant: CatheterVariant):
+    """Catheter parameters of a variant: :meth:`CatheterParams.default` with the variant's outer
+    diameter, articulating-section bending stiffness (torsional stiffness scaled alike) and
+    articulation (through the tendon tension limit that bends the tip that far)."""
+    import copy
+
+    from bronchonav.catheter.params import CatheterParams
+
+    params = copy.deepcopy(CatheterParams.default())
+    params.outer_diameter = variant.diameter_m
+    tip = params.segments[params.articulation_segment]
+    if variant.bending_stiffness_Nm2 is not None:
+        scale = variant.bending_stiffness_Nm2 / tip.EI
+        tip.EI, tip.GJ = tip.EI * scale, tip.GJ * scale
+    articulation = variant.articulation_rad or np.pi
+    offset = max(t.offset for t in params.tendons)
+    params.limits.tension_max = float(articulation * tip.EI / (offset * tip.length))
+    return params
+
+
+def rehearse_stage(ctx, step_m: float = 2e-3, n_nodes: int = 30, deadline_s: float = 5.0,
+                   tolerance_m: float = 5e-3) -> dict:
+    """Drive the catheter along the planned route: insert in steps, steering the tip towards
+    the route's centerline (:class:`bronchonav.catheter.steering.PathFollower`), inside the
+    airway walls.
+
+    Parameters
+    ----------
+    step_m : float
+        Insertion increment per step (m).
+    n_nodes : int
+        Catheter discretisation.
+    deadline_s : float
+        Per-step solver budget (s); generous so that results do not depend on the CPU load.
+    tolerance_m : float
+        The exit point counts as reached when the final tip lies within this distance (m).
+
+    Columns: ``rehearse_reached`` (None when the route is infeasible), ``rehearse_tip_error_m``
+    (final tip to exit point), ``rehearse_tip_on_route`` (the tip's airway is on the route),
+    ``rehearse_insertion_m``, ``rehearse_steps``, ``rehearse_failed_steps`` (solves that did not
+    converge), ``rehearse_max_contact_N`` (largest total wall force over the insertion).
+    """
+    from bronchonav.catheter.model import CatheterModel
+    from bronchonav.catheter.steering import PathFollower
+
+    route = ctx.shared["route"]
+    if not route.feasible:
+        return {"rehearse_reached": None}
+    params = catheter_params(ctx.case.catheter)
+    tree = ctx.airway_map.tree
+    model = CatheterModel(params, tree, n_nodes=n_nodes, deadline_s=deadline_s)
+    follower = PathFollower(tree, list(route.branch_ids), params)
+    target = min(route.length, params.limits.max_insertion)
+    insertions = np.append(np.arange(step_m, target, step_m), target)
+    failed, max_contact = 0, 0.0
+    for insertion in insertions:
+        state = model.step(follower.command(model.state, float(insertion)))
+        failed += not state.converged
+        max_contact = max(max_contact, state.total_contact_force)
+    state = model.state
+    error = float(np.linalg.norm(state.tip_position - route.exit_point))
+    tip_branch = None if state.branch_ids is None else int(state.branch_ids[-1])
+    return {"rehearse_reached": error <= tolerance_m, "rehearse_tip_error_m": error,
+            "rehearse_tip_on_route": tip_branch in route.branch_ids,
+            "rehearse_insertion_m": float(state.insertion), "rehearse_steps": len(insertions),
+            "rehearse_failed_steps": failed, "rehearse_max_contact_N": max_contact}
+
+
+def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
+    """Seeded registration trials of the case's scenario, targeting the case's nodule.
+
+    Runs :func:`bronchonav.registration.evaluate.run_trials` (``case.trials`` trials) with the
+    scenario's default simulation, except that the EM sensor, carried by the case's catheter,
+    only enters airways the catheter fits: ``local_min_radius`` = catheter radius +
+    ``sensor_margin_m`` (m). A thinner catheter therefore sweeps deeper airways near the target.
+
+    Columns (distances in mm as the evaluation reports them): ``register_trials``,
+    ``register_success_rate`` (registered and TRE < 5 mm), ``register_tre_median_mm``,
+    ``register_tre_p95_mm``, ``register_tre_global_median_mm`` (before the local refinement),
+    ``register_fre_median_mm``, ``register_tre_json`` (every trial's TRE, mm),
+    ``register_trial_median_seconds`` (registration time per trial).
+    """
+    from bronchonav.registration.evaluate import run_trials, summarize
+    from bronchonav.registration.simulate import scenario_config
+
+    kind = ctx.case.scenario
+    sim = scenario_config(kind, local_min_radius=ctx.case.catheter.diameter_m / 2 + sensor_margin_m)
+    records = run_trials(ctx.airway_map, kind, ctx.case.trials, ctx.stage_seed("register"),
+                         sim_config=sim, target_ids=[ctx.case.nodule_id])
+    summary = summarize(records, kind)
+    ms = summary["ms_median"]
+    return {
+        "register_trials": summary["trials"],
+        "register_success_rate": summary["success_rate"],
+        "register_tre_median_mm": summary["tre_median_mm"],
+        "register_tre_p95_mm": summary["tre_p95_mm"],
+        "register_tre_global_median_mm": summary["tre_global_median_mm"],
+        "register_fre_median_mm": summary["fre_median_mm"],
+        "register_tre_json": _json(r.tre_mm for r in records),
+        "register_trial_median_seconds": None if ms is None else ms / 1e3,
+    }
+
+
+STAGES = {"plan": plan_stage, "rehearse": rehearse_stage, "register": register_stage}
 """Built-in stage name → function."""
 
 

@@ -156,22 +156,31 @@ def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[
     import matplotlib.pyplot as plt
 
     scenarios = _ordered(r["scenario"] for r in rows)
-    groups = defaultdict(list)
+    groups, cases = defaultdict(list), defaultdict(list)
     for r in rows:
         groups[(r["scenario"], r["catheter"])].extend(json.loads(r["register_tre_json"]))
+        cases[(r["scenario"], r["catheter"])].append(r)
     lines = ["## Registration (TRE at the nodule)", "",
-             "| scenario | catheter | trials | success (TRE < 5 mm) | TRE median (mm) | "
-             "TRE p95 (mm) |", "|---|---|---|---|---|---|"]
+             "Success: the registration reported success and the TRE is below 5 mm. A failed "
+             "registration has no TRE.", "",
+             "| scenario | catheter | trials | success | TRE median (mm) | TRE p95 (mm) | "
+             "TRE before local refinement, median of cases (mm) |", "|---|---|---|---|---|---|---|"]
     for s in scenarios:
         for c in catheters:
-            tre = np.asarray(groups[(s, c)], float)
-            if tre.size:
-                lines.append(f"| {s} | {c} | {tre.size} | {_pct(int(np.sum(tre < 5)), tre.size)} | "
-                             f"{np.median(tre):.2f} | {np.percentile(tre, 95):.2f} |")
+            rs = cases[(s, c)]
+            if not rs:
+                continue
+            trials = sum(r["register_trials"] for r in rs)
+            success = round(sum(r["register_success_rate"] * r["register_trials"] for r in rs))
+            tre = _finite_array(groups[(s, c)])
+            stats = (f"{np.median(tre):.2f} | {np.percentile(tre, 95):.2f}" if tre.size
+                     else "– | –")
+            lines.append(f"| {s} | {c} | {trials} | {_pct(success, trials)} | {stats} | "
+                         f"{_median([r['register_tre_global_median_mm'] for r in rs])} |")
     lines.append("")
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
     for ax, s in zip(axes[0], scenarios):
-        data = [np.asarray(groups[(s, c)], float) for c in catheters]
+        data = [_finite_array(groups[(s, c)]) for c in catheters]
         hi = max((d.max() for d in data if d.size), default=1.0)
         bins = np.linspace(0, hi, 30)
         for c, d in zip(catheters, data):
@@ -199,6 +208,11 @@ def _camera(rows: list[dict], catheters: list[str]) -> list[str]:
         lines.append(f"| {c} | {len(vals)} | {_median(vals)} |")
     lines.append("")
     return lines
+
+
+def _finite_array(values) -> np.ndarray:
+    a = np.asarray(values, float)
+    return a[np.isfinite(a)]
 
 
 def _ordered(values) -> list:

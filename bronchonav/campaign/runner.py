@@ -22,9 +22,10 @@ from pathlib import Path
 
 from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodules
 from bronchonav.campaign.spec import CampaignSpec
-from bronchonav.campaign.stages import prepare_map, run_case
+from bronchonav.campaign.stages import cache_map, run_case, subject_map
 from bronchonav.campaign.store import ResultStore
 from bronchonav.errors import InputError
+from bronchonav.maps import load_map
 
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                       "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS",
@@ -100,12 +101,12 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     t0 = time.perf_counter()
     store = ResultStore(out_dir)
     store.bind(spec.to_dict(), spec.fingerprint())
+    started_ray = False
     try:
-        maps = {}
-        for subject in spec.subjects:
-            maps[subject.key] = prepare_map(subject, spec.nodules,
-                                            case_seed(spec.seed, f"{subject.key}/nodules"),
-                                            store.out_dir / "maps")
+        if use_ray and not ray.is_initialized():
+            _init_ray(ray, workers, address)
+            started_ray = True
+        maps = _prepare_maps(spec, store.out_dir / "maps", ray)
         cases = expand_cases(spec, {k: select_nodules(m, spec.nodules) for k, m in maps.items()})
         done = store.done_keys()
         todo = [c for c in cases if c.key not in done]
@@ -118,7 +119,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
                 bar.update(1)
 
             if todo and use_ray:
-                summary.lost = _run_ray(ray, todo, maps, spec, workers, address, write)
+                summary.lost = _run_ray(ray, todo, maps, spec, write)
             else:
                 for case in todo:
                     write(run_case(case, maps[case.subject], spec.stage_options))
@@ -129,8 +130,32 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
         summary.table = str(store.table_path)
     finally:
         store.release()
+        if started_ray:
+            ray.shutdown()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray) -> dict:
+    """Subject key → map: cached maps are loaded, missing ones made (as parallel Ray tasks when
+    ``ray`` is given, else here) and cached."""
+    maps, missing = {}, []
+    for subject in spec.subjects:
+        folder = cache_dir / subject.key
+        if (folder / "map.yaml").exists():
+            maps[subject.key] = load_map(folder)
+        else:
+            missing.append(subject)
+    seeds = {s.key: case_seed(spec.seed, f"{s.key}/nodules") for s in missing}
+    if ray is not None and missing:
+        task = ray.remote(subject_map).options(num_cpus=1, max_retries=spec.retries)
+        refs = [task.remote(s, spec.nodules, seeds[s.key]) for s in missing]
+        made = dict(zip([s.key for s in missing], ray.get(refs)))
+    else:
+        made = {s.key: subject_map(s, spec.nodules, seeds[s.key]) for s in missing}
+    for key, airway_map in made.items():
+        maps[key] = cache_map(airway_map, cache_dir / key)
+    return {s.key: maps[s.key] for s in spec.subjects}
 
 
 def import_ray():
@@ -143,35 +168,27 @@ def import_ray():
     return ray
 
 
-def _run_ray(ray, todo: list[Case], maps: dict, spec: CampaignSpec, workers: int,
-             address: str | None, write) -> list[str]:
+def _run_ray(ray, todo: list[Case], maps: dict, spec: CampaignSpec, write) -> list[str]:
     """Run ``todo`` as Ray tasks; call ``write(row)`` as each finishes; return lost case keys."""
-    started_here = not ray.is_initialized()
-    if started_here:
-        _init_ray(ray, workers, address)
-    try:
-        task = ray.remote(run_case).options(num_cpus=1, max_retries=spec.retries)
-        refs = {key: ray.put(maps[key]) for key in {c.subject for c in todo}}
-        options = ray.put(spec.stage_options)
-        pending = {task.remote(case, refs[case.subject], options): case for case in todo}
-        lost = []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                case = pending.pop(ref)
-                try:
-                    row = ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
-                        ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
-                    print(f"campaign: case {case.key} failed after {spec.retries} retries: "
-                          f"{type(exc).__name__}", file=sys.stderr)
-                    lost.append(case.key)
-                    continue
-                write(row)
-        return lost
-    finally:
-        if started_here:
-            ray.shutdown()
+    task = ray.remote(run_case).options(num_cpus=1, max_retries=spec.retries)
+    refs = {key: ray.put(maps[key]) for key in {c.subject for c in todo}}
+    options = ray.put(spec.stage_options)
+    pending = {task.remote(case, refs[case.subject], options): case for case in todo}
+    lost = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in ready:
+            case = pending.pop(ref)
+            try:
+                row = ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                    ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError) as exc:
+                print(f"campaign: case {case.key} failed after {spec.retries} retries: "
+                      f"{type(exc).__name__}", file=sys.stderr)
+                lost.append(case.key)
+                continue
+            write(row)
+    return lost
 
 
 def _init_ray(ray, workers: int, address: str | None) -> None:

@@ -44,8 +44,6 @@ BUILTIN_STAGES = ("map", "plan", "rehearse", "register", "camera")
 STAGE_NEEDS = {"rehearse": "plan", "camera": "plan"}
 """Stage → the stage that must also be listed (it provides the route)."""
 
-REGISTRATION_SCENARIOS = ("rigid", "breathing", "cbct", "camera")
-"""Scenario names understood by the registration stage."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CUSTOM_STAGE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -399,10 +397,13 @@ def _registration(raw, needed: bool) -> RegistrationPlan:
     scenarios = raw.get("scenarios", ["breathing"])
     if not isinstance(scenarios, list) or not scenarios:
         raise InputError("registration.scenarios: must be a non-empty list, e.g. [breathing]")
-    for i, s in enumerate(scenarios):
-        if s not in REGISTRATION_SCENARIOS:
-            raise InputError(f"registration.scenarios[{i}]: unknown scenario {s!r} "
-                             f"(known: {', '.join(REGISTRATION_SCENARIOS)})")
+    if needed:
+        from bronchonav.registration.simulate import SCENARIOS
+
+        for i, s in enumerate(scenarios):
+            if s not in SCENARIOS:
+                raise InputError(f"registration.scenarios[{i}]: unknown scenario {s!r} "
+                                 f"(known: {', '.join(SCENARIOS)})")
     if len(set(scenarios)) != len(scenarios):
         raise InputError("registration.scenarios: a scenario is listed twice")
     trials = _int(raw.get("trials", 20), "registration.trials", minimum=1)

@@ -8,8 +8,8 @@ columns). Built-in stages are looked up by name (``plan``, ``rehearse``, ``regis
 :meth:`CaseContext.rng`, seeded from the case seed and the stage name, so a case's row does not
 depend on which worker runs it.
 
-Maps are prepared once per subject by the driver (:func:`prepare_map`) and cached under the
-output folder, so a resumed campaign does not rebuild them.
+Maps are made once per subject (:func:`subject_map`) and cached under the output folder
+(:func:`cache_map`), so a resumed campaign does not rebuild them.
 """
 
 from __future__ import annotations
@@ -136,22 +136,22 @@ def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = Non
     return row
 
 
-def prepare_map(subject: Subject, nodules: NoduleSelection, nodule_seed: int,
-                cache_dir: str | Path) -> AirwayMap:
-    """The subject's map, from the cache under ``cache_dir`` or made and cached there.
+def subject_map(subject: Subject, nodules: NoduleSelection, nodule_seed: int) -> AirwayMap:
+    """Make a subject's map (see :func:`make_map`) with the campaign's nodules.
 
-    Phantoms use the generator's ground-truth map or a map extracted from the rendered CT
-    (``subject.map_mode``); CT scans are built into maps; map folders are loaded. With
-    ``nodules.select == "sample"`` the map's nodules are replaced by sampled ones (seeded by
-    ``nodule_seed``). The map is always returned as loaded from the cache, so a first run and a
-    resumed run see exactly the same map.
+    With ``nodules.select == "sample"`` the map's nodules are replaced by sampled ones (seeded by
+    ``nodule_seed``).
     """
-    folder = Path(cache_dir) / subject.key
-    if not (folder / "map.yaml").exists():
-        airway_map = make_map(subject)
-        if nodules.select == "sample":
-            airway_map.nodules = sample_nodules(airway_map, nodules, nodule_seed)
-        save_map(airway_map, folder)
+    airway_map = make_map(subject)
+    if nodules.select == "sample":
+        airway_map.nodules = sample_nodules(airway_map, nodules, nodule_seed)
+    return airway_map
+
+
+def cache_map(airway_map: AirwayMap, folder: str | Path) -> AirwayMap:
+    """Save a map into the cache folder and return it as loaded back, so that a first run and a
+    resumed run see exactly the same map."""
+    save_map(airway_map, folder)
     return load_map(folder)
 
 
