@@ -81,6 +81,7 @@ def newton_broyden(fun, x0, tol, max_iter, deadline, jacobian=None, fd_rel=1e-7)
     n_eval = 1
     f = fun(x)
     norm = float(np.max(np.abs(f))) if f.size else 0.0
+    merit = float(np.linalg.norm(f))  # line-search merit: 2-norm (Newton's descent norm)
     if norm <= tol:
         J = jacobian if jacobian is not None else np.eye(x.size)
         return SolveResult(x, J, norm, 0, n_eval, True, "converged")
@@ -116,7 +117,8 @@ def newton_broyden(fun, x0, tol, max_iter, deadline, jacobian=None, fd_rel=1e-7)
             f1 = fun(x1)
             n_eval += 1
             n1 = float(np.max(np.abs(f1)))
-            if np.isfinite(n1) and n1 < (1.0 - 1e-4 * lam) * norm:
+            m1 = float(np.linalg.norm(f1))
+            if np.isfinite(m1) and m1 < (1.0 - 1e-4 * lam) * merit:
                 accepted = True
                 break
             if not is_fresh:
@@ -132,8 +134,8 @@ def newton_broyden(fun, x0, tol, max_iter, deadline, jacobian=None, fd_rel=1e-7)
         s = x1 - x
         y = f1 - f
         J = J + np.outer(y - J @ s, s) / float(s @ s)
-        slow = n1 > 0.5 * norm
-        x, f, norm = x1, f1, n1
+        slow = m1 > 0.5 * merit
+        x, f, norm, merit = x1, f1, n1, m1
         is_fresh = False
         if norm <= tol:
             return SolveResult(x, J, norm, it, n_eval, True, "converged")

@@ -1,0 +1,245 @@
+"""Catheter benchmark: step times in free space and inside the phantom airways, accuracy against
+Mattiasson 1981, and PyElastica side by side on the alpha = 1 cantilever.
+
+Run: ``.venv/bin/python bench/catheter_bench.py [--quick]`` — prints one JSON object on stdout.
+
+Timings are wall-clock per ``CatheterModel.step`` (``solve_time_s``) and, for reference, process CPU
+time (the machine is shared, so wall-clock percentiles include time the process was descheduled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+from bronchonav.catheter.steering import PathFollower
+
+ROOT = Path(__file__).resolve().parents[1]
+MATTIASSON = {1: (0.30172, 0.05643), 2: (0.49346, 0.16064), 5: (0.71379, 0.38763),
+              10: (0.81061, 0.55500)}
+
+
+def machine() -> dict:
+    import numba
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "load_average": list(os.getloadavg())}
+
+
+def stats(ms: np.ndarray, prefix: str) -> dict:
+    return {f"{prefix}_median_ms": float(np.median(ms)), f"{prefix}_p99_ms": float(np.percentile(ms, 99)),
+            f"{prefix}_max_ms": float(np.max(ms))}
+
+
+def timed_stream(model: CatheterModel, commands) -> tuple[np.ndarray, np.ndarray, int, list]:
+    wall, cpu, fails, states = [], [], 0, []
+    for cmd in commands:
+        c0 = time.process_time()
+        s = model.step(cmd)
+        cpu.append(time.process_time() - c0)
+        wall.append(s.solve_time_s)
+        fails += not s.converged
+        states.append(s)
+    return np.array(wall) * 1e3, np.array(cpu) * 1e3, fails, states
+
+
+def free_space(n_nodes: int, n_steps: int) -> dict:
+    """A 1 kHz stream of changing tendon tensions and insertion (default bronchoscope)."""
+    params = CatheterParams.default()
+    t = np.arange(n_steps) * 1e-3
+    tmax = params.limits.tension_max
+    cmds = [CatheterCommand(insertion=0.12 + 0.03 * np.sin(0.5 * tk), roll=0.2 * np.sin(0.3 * tk),
+                            tendon_tension=[tmax * 0.5 * (1 + np.sin(2 * tk)), 0.0,
+                                            tmax * 0.2 * (1 + np.cos(1.3 * tk)), 1.0])
+            for tk in t]
+    out = {}
+    model = CatheterModel(params, n_nodes=n_nodes)
+    model.step(cmds[0])
+    wall, cpu, fails, _ = timed_stream(model, cmds)
+    out.update(stats(wall, "free"))
+    out["free_cpu_median_ms"] = float(np.median(cpu))
+    out["free_failures"] = fails
+    # the same stream with gravity across the catheter and a tip load: Newton iterations needed
+    model = CatheterModel(params, n_nodes=n_nodes, gravity=[9.81, 0.0, 0.0])
+    loaded = [CatheterCommand(insertion=c.insertion, roll=c.roll, tendon_tension=c.tendon_tension,
+                              tip_force=[0.0, 0.05 * np.sin(tk), 0.0]) for c, tk in zip(cmds, t)]
+    model.step(loaded[0])
+    wall, cpu, fails, states = timed_stream(model, loaded)
+    out.update(stats(wall, "free_loaded"))
+    out["free_loaded_cpu_median_ms"] = float(np.median(cpu))
+    out["free_loaded_mean_evaluations"] = float(np.mean([s.evaluations for s in states]))
+    out["free_loaded_failures"] = fails
+    return out
+
+
+def mattiasson(n_nodes: int) -> dict:
+    L, EI = 1.0, 1.0
+    worst = 0.0
+    per = {}
+    for alpha, (w, u) in MATTIASSON.items():
+        model = CatheterModel(CatheterParams.uniform_rod(L, EI, EI, 1e12, 1e12), n_nodes=n_nodes,
+                              deadline_s=5.0)
+        s = model.step(CatheterCommand(insertion=L, tip_force=[alpha * EI / L ** 2, 0, 0]))
+        err = max(abs(s.tip_pose[0, 3] / L - w), abs((L - s.tip_pose[2, 3]) / L - u))
+        per[str(alpha)] = err
+        worst = max(worst, err)
+    return {"mattiasson_max_err_over_L": worst, "mattiasson_err_over_L": per}
+
+
+def pyelastica_vs_bronchonav(n_elements: int, n_nodes: int) -> dict:
+    """alpha = 1 cantilever: PyElastica damped dynamics to rest vs the BronchoNav static solve."""
+    import elastica as ea
+
+    class Sim(ea.BaseSystemCollection, ea.Constraints, ea.Forcing, ea.Damping):
+        pass
+
+    L, r, E, rho = 1.0, 0.02, 1e6, 1000.0
+    EI = E * np.pi * r ** 4 / 4
+    P = EI / L ** 2
+    w_ref, u_ref = MATTIASSON[1]
+
+    def build():
+        sim = Sim()
+        rod = ea.CosseratRod.straight_rod(n_elements, np.zeros(3), np.array([0, 0, 1.0]),
+                                          np.array([1.0, 0, 0]), L, r, rho, youngs_modulus=E,
+                                          shear_modulus=E / 3.0)
+        sim.append(rod)
+        sim.constrain(rod).using(ea.OneEndFixedBC, constrained_position_idx=(0,),
+                                 constrained_director_idx=(0,))
+        sim.add_forcing_to(rod).using(ea.EndpointForces, start_force=np.zeros(3),
+                                      end_force=np.array([P, 0, 0]), ramp_up_time=1.0)
+        dt = 0.01 * L / n_elements
+        sim.dampen(rod).using(ea.AnalyticalLinearDamper, uniform_damping_constant=1.0, time_step=dt)
+        sim.finalize()
+        return sim, rod, dt
+
+    def run(sim, rod, dt, t_max):
+        stepper = ea.PositionVerlet()
+        t, prev = 0.0, None
+        t0 = time.perf_counter()
+        while t < t_max:
+            with contextlib.redirect_stdout(io.StringIO()):
+                t = ea.integrate(stepper, sim, 1.0, int(round(1.0 / dt)), restart_time=t,
+                                 progress_bar=False)
+            tip = rod.position_collection[:, -1].copy()
+            if prev is not None and np.linalg.norm(tip - prev) < 1e-6 * L:
+                break  # at rest: the tip moved less than 1e-6 L in the last simulated second
+            prev = tip
+        return time.perf_counter() - t0, t, tip
+
+    sim, rod, dt = build()
+    run(sim, rod, dt, 1.0)  # warm-up: numba compilation of PyElastica's kernels
+    sim, rod, dt = build()
+    pe_wall, pe_simtime, tip = run(sim, rod, dt, 200.0)
+    pe_err = float(np.hypot(tip[0] / L - w_ref, (L - tip[2]) / L - u_ref))
+    params = CatheterParams.uniform_rod(L, EI, EI / 1.5, E * np.pi * r ** 2,
+                                        E / 3.0 * np.pi * r ** 2)
+    CatheterModel(params, n_nodes=n_nodes).step(CatheterCommand(insertion=L))  # warm-up
+    t0 = time.perf_counter()
+    model = CatheterModel(params, n_nodes=n_nodes, deadline_s=5.0)
+    s = model.step(CatheterCommand(insertion=L, tip_force=[P, 0, 0]))
+    bn_wall = time.perf_counter() - t0
+    bn_err = float(np.hypot(s.tip_pose[0, 3] / L - w_ref, (L - s.tip_pose[2, 3]) / L - u_ref))
+    return {"pyelastica_seconds": pe_wall, "bronchonav_seconds": bn_wall,
+            "pyelastica_over_bronchonav_time": pe_wall / bn_wall,
+            "pyelastica_tip_err": pe_err, "bronchonav_tip_err": bn_err,
+            "pyelastica_elements": n_elements, "pyelastica_simulated_time_s": pe_simtime,
+            "pyelastica_dt_s": dt, "cantilever": {"L_m": L, "radius_m": r, "E_Pa": E,
+                                                   "density": rho, "alpha": 1.0},
+            "tip_err_note": "Euclidean tip error / L vs Mattiasson (w/L, u/L); both models are "
+                            "extensible here (EA, GA of the same rod)"}
+
+
+def phantom_tree():
+    path = ROOT / "maps" / "phantom_default"
+    if (path / "map.yaml").exists():
+        from bronchonav.maps import load_map
+        return load_map(path).tree, "maps/phantom_default"
+    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+    return generate_phantom_tree(phantom_config("default"))[0], \
+        "ground-truth phantom tree: generate_phantom_tree(phantom_config('default'))"
+
+
+def straight_path(tree, r_cath: float, max_generation: int = 4) -> list[int]:
+    """From the trachea, follow the straightest child the catheter fits into (0.4 mm margin)."""
+    path = [tree.root]
+    while tree[path[-1]].generation < max_generation:
+        b = tree[path[-1]]
+        fits = [c for c in b.children if tree[c].radii[0] > r_cath + 4e-4]
+        if not fits:
+            break
+        path.append(max(fits, key=lambda c: tree[c].direction @ b.direction))
+    return path
+
+
+def contact(n_nodes: int, step_m: float) -> dict:
+    """Steer down a path of the phantom; the timed stream starts 10 mm above the main carina."""
+    tree, source = phantom_tree()
+    params = CatheterParams.default()
+    path = straight_path(tree, params.radius)
+    follower = PathFollower(tree, path, params, gain=2.0 * step_m / 5e-4)
+    coarse = PathFollower(tree, path, params)
+    model = CatheterModel(params, tree=tree, n_nodes=n_nodes, deadline_s=0.05)
+    start = tree.trachea.length - 0.01
+    state = None
+    for q in np.arange(0.002, start, 0.001):
+        s = model.step(coarse.command(state, q))
+        state = s if s.converged else state
+    follower.bend = coarse.bend.copy()
+    end = follower.length - 0.003
+    wall, cpu, fails = [], [], 0
+    active = []
+    for q in np.arange(start, end, step_m):
+        c0 = time.process_time()
+        s = model.step(follower.command(state, q))
+        cpu.append(time.process_time() - c0)
+        wall.append(s.solve_time_s)
+        fails += not s.converged
+        state = s if s.converged else state
+        active.append(state.total_contact_force > 0)
+    wall, cpu, active = np.array(wall) * 1e3, np.array(cpu) * 1e3, np.array(active)
+    out = {"contact_map": source, "contact_path": path, "contact_steps": int(len(wall)),
+           "contact_insertion_step_m": step_m, "contact_failures": fails,
+           "contact_active_fraction": float(active.mean()),
+           "contact_cpu_median_ms": float(np.median(cpu)),
+           "contact_tip_branch": int(state.branch_ids[-1]), "contact_final_insertion_m":
+               float(state.insertion), "contact_final_total_force_N": state.total_contact_force}
+    out.update(stats(wall, "contact"))
+    if active.any():
+        out["contact_active_median_ms"] = float(np.median(wall[active]))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter streams (smoke run)")
+    ap.add_argument("--n-nodes", type=int, default=50)
+    args = ap.parse_args()
+    n = args.n_nodes
+    result = {"machine": machine(), "n_nodes": n, "integrator": "RK4 shooting, nodes uniform in "
+              "arc length plus segment boundaries"}
+    t0 = time.perf_counter()
+    result.update(free_space(n, 1000 if args.quick else 5000))
+    result.update(mattiasson(n))
+    result.update(pyelastica_vs_bronchonav(50, n))
+    result.update(contact(n, 1e-4 if args.quick else 2e-5))
+    result["bench_seconds"] = time.perf_counter() - t0
+    result["targets"] = {"free_median_ms": 1.0, "free_p99_ms": 5.0, "contact_median_ms": 2.0,
+                         "mattiasson_max_err_over_L": 1e-3}
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Wall contact: steering at a bifurcation picks the child, a too-wide catheter cannot enter a
+narrow airway, and the catheter follows a path down the phantom airway tree inside the lumen."""
+
+import numpy as np
+import pytest
+
+from bronchonav.airway.tree import AirwayTree, Branch
+from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+from bronchonav.catheter.steering import PathFollower
+
+
+def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
+    """Trachea 100 mm along -z (CT), children 50 mm long at ±angle in the x-z plane."""
+    a, L = np.radians(angle_deg), 0.05
+    trachea = Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.1]], [0.009, 0.009], name="trachea")
+    left = Branch(1, 0, 1, [[0, 0, -0.1], [L * np.sin(a), 0, -0.1 - L * np.cos(a)]], [r_left] * 2)
+    right = Branch(2, 0, 1, [[0, 0, -0.1], [-L * np.sin(a), 0, -0.1 - L * np.cos(a)]],
+                   [r_right] * 2)
+    return AirwayTree([trachea, left, right])
+
+
+def insert_and_bend(model, tendon, final=0.14, max_tension=6.0):
+    """Insert in 1 mm steps; from 70 mm on, pull one tendon progressively."""
+    state = None
+    for q in np.arange(0.005, final + 1e-9, 0.001):
+        tension = np.zeros(4)
+        if q > 0.07:
+            tension[tendon] = min(max_tension, (q - 0.07) * 300.0)
+        s = model.step(CatheterCommand(insertion=q, tendon_tension=tension))
+        state = s if s.converged else state
+    return state
+
+
+def depth_along(branch, point):
+    """Distance of ``point`` beyond the branch's start along its direction (m)."""
+    return float((point - branch.start) @ branch.direction)
+
+
+def test_base_is_at_the_top_of_the_trachea_along_its_axis():
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree=tree)
+    T = model.base_pose_ct
+    assert np.allclose(T[:3, 3], [0, 0, 0]) and np.allclose(T[:3, 2], [0, 0, -1])
+    s = model.step(CatheterCommand(insertion=0.05))
+    assert np.allclose(s.positions[:, :2], 0, atol=1e-12)
+    assert s.positions[-1, 2] == pytest.approx(-0.05)
+
+
+@pytest.mark.parametrize("tendon, child", [(0, 1), (2, 2)])
+def test_steering_at_the_bifurcation_selects_the_child(tendon, child):
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree=tree, n_nodes=50, deadline_s=0.5)
+    state = insert_and_bend(model, tendon)
+    assert state.insertion == pytest.approx(0.14)
+    assert state.branch_ids[-1] == child
+    tip = state.tip_pose[:3, 3]
+    assert depth_along(tree[child], tip) > 0.02  # well inside the child
+    # inside the lumen up to the penalty's small penetration
+    d, _ = tree.nearest(state.positions)
+    assert np.all(d <= 0.009 - 0.00175 + 5e-4)
+    assert state.total_contact_force > 0
+
+
+def test_a_catheter_wider_than_an_airway_cannot_enter_it():
+    tree = y_tree(r_right=0.0015)  # 3 mm airway, 3.5 mm catheter
+    model = CatheterModel(CatheterParams.default(), tree=tree, n_nodes=50, deadline_s=0.5)
+    state = insert_and_bend(model, tendon=2)  # steer towards the narrow child
+    assert 2 not in state.branch_ids
+    assert depth_along(tree[2], state.positions[-1]) < 0.002
+    # the same manoeuvre enters a child just wider than the catheter
+    wide = y_tree(r_right=0.0019)
+    state = insert_and_bend(CatheterModel(CatheterParams.default(), tree=wide, n_nodes=50,
+                                          deadline_s=0.5), tendon=2)
+    assert state.branch_ids[-1] == 2 and depth_along(wide[2], state.positions[-1]) > 0.02
+
+
+@pytest.fixture(scope="module")
+def phantom_tree():
+    from bronchonav.ct.phantom import generate_phantom_tree, phantom_config
+    return generate_phantom_tree(phantom_config("default"))[0]
+
+
+@pytest.mark.parametrize("name", ["RMB", "LMB"])
+def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
+    tree = phantom_tree
+    main = next(b for b in tree if b.name == name)
+    child = max(main.children, key=lambda c: tree[c].direction @ main.direction)  # straighter
+    path = [tree.root, main.id, child]
+    params = CatheterParams.default()
+    model = CatheterModel(params, tree=tree, n_nodes=40, deadline_s=0.5)
+    follower = PathFollower(tree, path, params)
+    state = None
+    for q in np.arange(0.002, follower.length - 0.004, 0.001):
+        s = model.step(follower.command(state, q))
+        state = s if s.converged else state
+    assert state.insertion > follower.length - 0.006
+    assert state.branch_ids[-1] == child
+    assert set(state.branch_ids) <= set(path)
+    # clearance to the wall of the branch each node is in (or its parent, near a junction)
+    smp = tree.samples()
+    for p, b in zip(state.positions, state.branch_ids):
+        near = [b] + ([tree[b].parent] if tree[b].parent is not None else [])
+        mask = np.isin(smp.branch_ids, near)
+        d = np.linalg.norm(smp.points[mask] - p, axis=1)
+        clearance = np.max(smp.radii[mask] - d) - params.radius
+        assert clearance > -5e-4  # penetration below 0.5 mm
