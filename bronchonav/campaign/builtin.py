@@ -96,8 +96,10 @@ def rehearse_stage(ctx, step_m: float = 2e-3, n_nodes: int = 30, deadline_s: flo
 
     Columns: ``rehearse_reached`` (None when the route is infeasible), ``rehearse_tip_error_m``
     (final tip to exit point), ``rehearse_tip_on_route`` (the tip's airway is on the route),
-    ``rehearse_insertion_m``, ``rehearse_steps``, ``rehearse_failed_steps`` (solves that did not
-    converge), ``rehearse_max_contact_N`` (largest total wall force over the insertion).
+    ``rehearse_insertion_m`` (of the last converged state: a step that fails keeps the previous
+    state), ``rehearse_target_insertion_m`` (route length, capped by the catheter's maximum
+    insertion), ``rehearse_steps``, ``rehearse_failed_steps`` (solves that did not converge),
+    ``rehearse_max_contact_N`` (largest total wall force over the insertion).
     """
     from bronchonav.catheter.model import CatheterModel
     from bronchonav.catheter.steering import PathFollower
@@ -121,7 +123,8 @@ def rehearse_stage(ctx, step_m: float = 2e-3, n_nodes: int = 30, deadline_s: flo
     tip_branch = None if state.branch_ids is None else int(state.branch_ids[-1])
     return {"rehearse_reached": error <= tolerance_m, "rehearse_tip_error_m": error,
             "rehearse_tip_on_route": tip_branch in route.branch_ids,
-            "rehearse_insertion_m": float(state.insertion), "rehearse_steps": len(insertions),
+            "rehearse_insertion_m": float(state.insertion),
+            "rehearse_target_insertion_m": float(target), "rehearse_steps": len(insertions),
             "rehearse_failed_steps": failed, "rehearse_max_contact_N": max_contact}
 
 
@@ -137,12 +140,18 @@ def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
     ``register_success_rate`` (registered and TRE < 5 mm), ``register_tre_median_mm``,
     ``register_tre_p95_mm``, ``register_tre_global_median_mm`` (before the local refinement),
     ``register_fre_median_mm``, ``register_tre_json`` (every trial's TRE, mm),
-    ``register_trial_median_seconds`` (registration time per trial).
+    ``register_trial_median_seconds`` (registration time per trial). A catheter wider than the
+    trachea cannot carry the sensor in: ``register_trials`` is 0 and ``register_note`` says why.
     """
     from bronchonav.registration.evaluate import run_trials, summarize
     from bronchonav.registration.simulate import scenario_config
 
     kind = ctx.case.scenario
+    trachea = ctx.airway_map.tree.trachea
+    if ctx.case.catheter.diameter_m / 2 + sensor_margin_m > float(np.max(trachea.radii)):
+        return {"register_trials": 0,
+                "register_note": f"catheter ({ctx.case.catheter.diameter_m * 1e3:.1f} mm) wider "
+                                 f"than the trachea: no EM sweep possible"}
     sim = scenario_config(kind, local_min_radius=ctx.case.catheter.diameter_m / 2 + sensor_margin_m)
     records = run_trials(ctx.airway_map, kind, ctx.case.trials, ctx.stage_seed("register"),
                          sim_config=sim, target_ids=[ctx.case.nodule_id])
@@ -160,7 +169,41 @@ def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
     }
 
 
-STAGES = {"plan": plan_stage, "rehearse": rehearse_stage, "register": register_stage}
+def camera_stage(ctx, width: int = 160, height: int = 120, open_depth_m: float = 0.02) -> dict:
+    """Render the tip camera's view at the planned exit point, looking along the airway.
+
+    Uses :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh (one ray-casting
+    thread). ``ctx.shared["rehearsal_tip_pose"]`` is not used: the view is the planned one, so the
+    column does not depend on how well the rehearsal went.
+
+    Parameters
+    ----------
+    width, height : int
+        Image size (pixels).
+    open_depth_m : float
+        Pixels seeing farther than this (m), or nothing, count as open lumen ahead.
+
+    Columns: ``camera_open_fraction`` (share of pixels looking down open lumen),
+    ``camera_hit_fraction`` (share hitting the wall), ``camera_median_depth_m`` (median depth of
+    the wall hits); None when the route is infeasible.
+    """
+    from bronchonav.imaging.camera import CameraIntrinsics, TipCamera, look_at
+
+    route = ctx.shared["route"]
+    if not route.feasible:
+        return {"camera_open_fraction": None}
+    camera = TipCamera.from_map(ctx.airway_map, intrinsics=CameraIntrinsics(width, height),
+                                nthreads=1)
+    frame = camera.render(look_at(route.exit_point, route.exit_direction))
+    depth = frame.depth
+    hit = np.isfinite(depth)
+    return {"camera_open_fraction": float(np.mean(~hit | (depth > open_depth_m))),
+            "camera_hit_fraction": float(np.mean(hit)),
+            "camera_median_depth_m": float(np.median(depth[hit])) if hit.any() else None}
+
+
+STAGES = {"plan": plan_stage, "rehearse": rehearse_stage, "register": register_stage,
+          "camera": camera_stage}
 """Built-in stage name → function."""
 
 

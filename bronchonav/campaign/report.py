@@ -155,6 +155,9 @@ def _rehearsal(rows: list[dict], catheters: list[str]) -> list[str]:
 def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("register_trials")]
+    if not rows:
+        return ["## Registration", "", "No case could register (see register_note).", ""]
     scenarios = _ordered(r["scenario"] for r in rows)
     groups, cases = defaultdict(list), defaultdict(list)
     for r in rows:
