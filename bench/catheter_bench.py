@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
-from bronchonav.catheter.steering import PathFollower
+from bronchonav.catheter.steering import PathFollower, straight_path
 
 ROOT = Path(__file__).resolve().parents[1]
 MATTIASSON = {1: (0.30172, 0.05643), 2: (0.49346, 0.16064), 5: (0.71379, 0.38763),
@@ -36,9 +36,13 @@ def machine() -> dict:
             "numba": numba.__version__, "load_average": list(os.getloadavg())}
 
 
-def stats(ms: np.ndarray, prefix: str) -> dict:
-    return {f"{prefix}_median_ms": float(np.median(ms)), f"{prefix}_p99_ms": float(np.percentile(ms, 99)),
-            f"{prefix}_max_ms": float(np.max(ms))}
+def stats(ms: np.ndarray, prefix: str, cpu: np.ndarray | None = None) -> dict:
+    out = {f"{prefix}_median_ms": float(np.median(ms)),
+           f"{prefix}_p99_ms": float(np.percentile(ms, 99)), f"{prefix}_max_ms": float(np.max(ms))}
+    if cpu is not None:
+        out[f"{prefix}_cpu_median_ms"] = float(np.median(cpu))
+        out[f"{prefix}_cpu_p99_ms"] = float(np.percentile(cpu, 99))
+    return out
 
 
 def timed_stream(model: CatheterModel, commands) -> tuple[np.ndarray, np.ndarray, int, list]:
@@ -66,8 +70,7 @@ def free_space(n_nodes: int, n_steps: int) -> dict:
     model = CatheterModel(params, n_nodes=n_nodes)
     model.step(cmds[0])
     wall, cpu, fails, _ = timed_stream(model, cmds)
-    out.update(stats(wall, "free"))
-    out["free_cpu_median_ms"] = float(np.median(cpu))
+    out.update(stats(wall, "free", cpu))
     out["free_failures"] = fails
     # the same stream with gravity across the catheter and a tip load: Newton iterations needed
     model = CatheterModel(params, n_nodes=n_nodes, gravity=[9.81, 0.0, 0.0])
@@ -75,8 +78,7 @@ def free_space(n_nodes: int, n_steps: int) -> dict:
                               tip_force=[0.0, 0.05 * np.sin(tk), 0.0]) for c, tk in zip(cmds, t)]
     model.step(loaded[0])
     wall, cpu, fails, states = timed_stream(model, loaded)
-    out.update(stats(wall, "free_loaded"))
-    out["free_loaded_cpu_median_ms"] = float(np.median(cpu))
+    out.update(stats(wall, "free_loaded", cpu))
     out["free_loaded_mean_evaluations"] = float(np.mean([s.evaluations for s in states]))
     out["free_loaded_failures"] = fails
     return out
@@ -170,18 +172,6 @@ def phantom_tree():
         "ground-truth phantom tree: generate_phantom_tree(phantom_config('default'))"
 
 
-def straight_path(tree, r_cath: float, max_generation: int = 4) -> list[int]:
-    """From the trachea, follow the straightest child the catheter fits into (0.4 mm margin)."""
-    path = [tree.root]
-    while tree[path[-1]].generation < max_generation:
-        b = tree[path[-1]]
-        fits = [c for c in b.children if tree[c].radii[0] > r_cath + 4e-4]
-        if not fits:
-            break
-        path.append(max(fits, key=lambda c: tree[c].direction @ b.direction))
-    return path
-
-
 def contact(n_nodes: int, step_m: float) -> dict:
     """Steer down a path of the phantom; the timed stream starts 10 mm above the main carina."""
     tree, source = phantom_tree()
@@ -211,10 +201,9 @@ def contact(n_nodes: int, step_m: float) -> dict:
     out = {"contact_map": source, "contact_path": path, "contact_steps": int(len(wall)),
            "contact_insertion_step_m": step_m, "contact_failures": fails,
            "contact_active_fraction": float(active.mean()),
-           "contact_cpu_median_ms": float(np.median(cpu)),
            "contact_tip_branch": int(state.branch_ids[-1]), "contact_final_insertion_m":
                float(state.insertion), "contact_final_total_force_N": state.total_contact_force}
-    out.update(stats(wall, "contact"))
+    out.update(stats(wall, "contact", cpu))
     if active.any():
         out["contact_active_median_ms"] = float(np.median(wall[active]))
     return out

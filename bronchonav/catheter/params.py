@@ -193,14 +193,6 @@ class CatheterParams:
         return [t.name for t in self.tendons]
 
     @property
-    def segment_bounds(self) -> np.ndarray:
-        """(S, 2) start and end of each segment measured from the distal tip (m), i.e. the
-        distance of the segment's distal and proximal ends from the tip: ``[d_distal, d_proximal]``."""
-        lengths = np.array([s.length for s in self.segments])
-        from_tip_prox = np.cumsum(lengths[::-1])[::-1]
-        return np.column_stack([from_tip_prox - lengths, from_tip_prox])
-
-    @property
     def max_articulation(self) -> float:
         """Bend angle of the articulating segment at the largest tension of one tendon (rad),
         from κ = τ·r/EI (small-extension limit)."""

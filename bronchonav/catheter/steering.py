@@ -77,3 +77,17 @@ class PathFollower:
         t[self._order[0]], t[self._order[2]] = max(bx, 0.0), max(-bx, 0.0)
         t[self._order[1]], t[self._order[3]] = max(by, 0.0), max(-by, 0.0)
         return CatheterCommand(insertion=float(insertion), roll=float(roll), tendon_tension=t)
+
+
+def straight_path(tree: AirwayTree, catheter_radius: float, max_generation: int = 4,
+                  margin: float = 4e-4) -> list[int]:
+    """A branch path from the trachea: at each bifurcation the straightest child the catheter
+    fits into (entrance radius > ``catheter_radius + margin``, m), down to ``max_generation``."""
+    path = [tree.root]
+    while tree[path[-1]].generation < max_generation:
+        b = tree[path[-1]]
+        fits = [c for c in b.children if tree[c].radii[0] > catheter_radius + margin]
+        if not fits:
+            break
+        path.append(max(fits, key=lambda c: tree[c].direction @ b.direction))
+    return path
