@@ -9,11 +9,14 @@ Steps
    breaks every cycle (two airways touching, skeleton loops at thick junctions).
 3. The voxel tree is cut into branches between the root, bifurcations and end points
    (a :class:`networkx.DiGraph` of branches). Spurs — terminal branches shorter than
-   ``prune_k`` times the lumen radius where they leave their parent plus ``prune_min_mm`` — are
+   ``prune_k`` times their parent's lumen radius plus ``prune_min_mm`` — are
    removed, chains left with a single child are merged, and very short internal branches
    (skeleton artefacts of one bifurcation seen as two) are collapsed, until nothing changes.
 4. Branch polylines are mapped to the CT frame (LPS, metres), smoothed with their end points
-   fixed, and given radii from the distance transform. Generations are depths from the trachea.
+   fixed, and given radii from the distance transform (distance from the centerline voxel to
+   the nearest voxel outside the mask, median-filtered). Generations are depths from the
+   trachea. Radii follow the segmentation, which lies inside the blurred lumen edge: on the
+   phantoms they are about 0.5–1 mm smaller than the true lumen radius.
 
 Each child's first point is exactly its parent's last point (the bifurcation voxel).
 """
@@ -45,7 +48,8 @@ class CenterlineParams:
     ----------
     prune_k : float
         A terminal branch shorter than ``prune_k * r + prune_min_mm`` is a spur; ``r`` is the
-        lumen radius (mm) at the bifurcation it leaves from.
+        lumen radius (mm) of its parent branch (the larger of the parent's median radius and
+        the radius at the bifurcation).
     prune_min_mm : float
         Constant part of the spur length (mm).
     merge_k : float
@@ -55,8 +59,8 @@ class CenterlineParams:
         Moving-average window (points) applied to the centerline polylines, ends kept fixed.
     """
 
-    prune_k: float = 1.5
-    prune_min_mm: float = 1.5
+    prune_k: float = 2.0
+    prune_min_mm: float = 0.5
     merge_k: float = 0.6
     smooth_window: int = 5
 
@@ -130,10 +134,18 @@ class _Simplifier:
         self.g, self.pos, self.rad, self.p = g, pos_mm, radius_mm, params
 
     def length(self, b) -> float:
-        return _length(self.pos[self.g.nodes[b]["path"]])
+        """Length (mm) of branch ``b``'s smoothed centerline, as it will be in the tree."""
+        return _length(_smooth(self.pos[self.g.nodes[b]["path"]], self.p.smooth_window))
 
     def start_radius(self, b) -> float:
         return float(self.rad[self.g.nodes[b]["path"][0]])
+
+    def parent_radius(self, b) -> float:
+        """Lumen radius (mm) at the end of branch ``b``: the larger of the distance transform
+        at its distal voxel and its median radius (the junction voxel alone underestimates it
+        where the bifurcation is blunt)."""
+        path = self.g.nodes[b]["path"]
+        return max(float(self.rad[path[-1]]), float(np.median(self.rad[path])))
 
     def merge_chains(self) -> bool:
         """Join every branch having exactly one child with that child."""
@@ -161,7 +173,7 @@ class _Simplifier:
             kids = list(self.g.successors(b))
             if not kids:
                 continue
-            limit = self.p.prune_length_mm(self.start_radius(kids[0]))
+            limit = self.p.prune_length_mm(self.parent_radius(b))
             spurs = [c for c in kids if self.g.out_degree(c) == 0 and self.length(c) < limit]
             if len(spurs) == len(kids):
                 spurs.remove(max(spurs, key=self.length))
@@ -241,7 +253,7 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None) -> Ai
     offset = np.array([b.start for b in box])
     pos_ct = index_to_ct(mask, coords + offset)  # m
     pos_mm = pos_ct * 1000.0
-    radius_mm = np.maximum(dist[tuple(coords.T)] - 0.5 * spacing_kji.min(), 0.5 * spacing_kji.min())
+    radius_mm = dist[tuple(coords.T)]  # distance to the nearest voxel outside the lumen
     graph = _voxel_graph(coords, sub.shape, spacing_kji)
     degree = np.diff(graph.indptr)
     ends = np.flatnonzero(degree == 1)

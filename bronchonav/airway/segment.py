@@ -304,8 +304,8 @@ def explosion_controlled_growing(hu: np.ndarray, seed_kji, params: SegmentationP
     thresholds = params.threshold_start_hu + fine * np.arange(len(counts))
     if len(order) == 0 or levels[0] > params.threshold_start_hu:
         raise CTError(f"the trachea seed is not darker than {params.threshold_start_hu:g} HU")
-    last = (exploded if exploded >= 0 else int(np.searchsorted(thresholds, levels[-1]) + 1)) - 1
-    last = min(max(last, 0), len(thresholds) - 1)
+    # without an explosion every threshold up to the stop is complete
+    last = max(exploded - 1, 0) if exploded >= 0 else len(thresholds) - 1
     threshold = float(thresholds[last])
     mask = np.zeros(hu.size, dtype=bool)
     mask[order[levels <= threshold]] = True

@@ -1,0 +1,100 @@
+"""ATM'22 metrics on hand-built cases whose answers are counted by hand."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from bronchonav.airway.metrics import airway_metrics, centerline_error, rasterise_centerlines
+from bronchonav.airway.tree import AirwayTree, Branch
+
+SHAPE = (9, 9, 30)  # k, j, i; 1 mm voxels, identity direction, origin 0
+
+
+def _grid():
+    img = sitk.Image(SHAPE[2], SHAPE[1], SHAPE[0], sitk.sitkUInt8)
+    img.SetSpacing((1.0, 1.0, 1.0))
+    return img
+
+
+def _p(i, j=4, k=4):
+    """CT point (m) of voxel (k, j, i) on the 1 mm grid."""
+    return np.array([i, j, k], dtype=float) * 1e-3
+
+
+def _gt_tree():
+    """Two branches along x at (j, k) = (4, 4): A from i=2 to i=11, B from i=11 to i=20.
+
+    Rasterised: A covers voxels i = 2..11 (10 voxels), B covers i = 11..20 (10 voxels), the
+    bifurcation voxel i = 11 is shared: 19 distinct skeleton voxels.
+    """
+    a = Branch(0, None, 0, [_p(2), _p(11)], [1e-3, 1e-3])
+    b = Branch(1, 0, 1, [_p(11), _p(20)], [1e-3, 1e-3])
+    return AirwayTree([a, b])
+
+
+def _tube(i0, i1, half=1):
+    m = np.zeros(SHAPE, bool)
+    m[4 - half:4 + half + 1, 4 - half:4 + half + 1, i0:i1 + 1] = True
+    return m
+
+
+def test_rasterised_gt_skeleton_is_the_hand_counted_voxels():
+    vox, ids = rasterise_centerlines(_gt_tree(), _grid())
+    assert sorted(vox[ids == 0][:, 2]) == list(range(2, 12))
+    assert sorted(vox[ids == 1][:, 2]) == list(range(11, 21))
+    assert np.all(vox[:, :2] == 4)
+
+
+def test_prediction_covering_exactly_one_branch():
+    gt_mask = _tube(2, 20)
+    pred = _tube(2, 11)  # branch A, up to and including the bifurcation voxel
+    m = airway_metrics(pred, gt_mask, _gt_tree(), _grid())
+    assert m.bd == pytest.approx(0.5)  # A fully, B 1/10 of its voxels
+    assert m.branches_detected == 1 and m.branches_gt == 2
+    assert m.td == pytest.approx(10 / 19)
+    assert m.precision == pytest.approx(1.0)
+    assert m.dsc == pytest.approx(2 * 90 / (90 + 171))  # 3x3 cross-section x 10 and x 19 voxels
+    assert m.fpr == 0.0
+
+
+@pytest.mark.parametrize("last_i, detected", [(18, True), (17, False)])
+def test_branch_detected_from_80_percent_of_its_skeleton(last_i, detected):
+    # B's voxels 11..last_i inside: 8/10 (detected) or 7/10 (not detected)
+    m = airway_metrics(_tube(2, last_i), _tube(2, 20), _gt_tree(), _grid())
+    assert m.bd == pytest.approx(1.0 if detected else 0.5)
+    assert m.td == pytest.approx((last_i - 1) / 19)
+
+
+def test_leak_boundary_layer_and_disconnected_blob():
+    gt_mask = _tube(2, 20)
+    pred = gt_mask.copy()
+    pred[6, 3:6, 2:21] = True  # one voxel layer touching the lumen: not a leak (57 voxels)
+    pred[7:9, 2:7, 10:14] = True  # a leak beyond the boundary layer, attached: 40 voxels
+    pred[0, 0, 25:28] = True  # a disconnected blob: not scored (largest component only)
+    m = airway_metrics(pred, gt_mask, _gt_tree(), _grid())
+    n_pred = 171 + 57 + 40
+    assert m.precision == pytest.approx(171 / n_pred)
+    assert m.fpr == pytest.approx(40 / n_pred)
+    assert m.td == 1.0 and m.bd == 1.0
+    assert m.dsc == pytest.approx(2 * 171 / (n_pred + 171))
+
+
+def test_empty_prediction_scores_zero():
+    m = airway_metrics(np.zeros(SHAPE, bool), _tube(2, 20), _gt_tree(), _grid())
+    assert (m.td, m.bd, m.precision, m.fpr) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="shapes differ"):
+        airway_metrics(np.zeros((3, 3, 3), bool), _tube(2, 20), _gt_tree(), _grid())
+
+
+def test_centerline_error_of_a_shifted_tree():
+    gt = _gt_tree()
+    shift = np.array([0.0, 0.3e-3, 0.0])
+    pred = AirwayTree([Branch(b.id, b.parent, b.generation, b.points + shift, b.radii) for b in gt])
+    mean, p95 = centerline_error(pred, gt)
+    assert mean == pytest.approx(0.3e-3, abs=1e-6)
+    assert p95 == pytest.approx(0.3e-3, abs=1e-6)
+    m = airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid(), pred_tree=pred)
+    assert m.centerline_error_mean_m == pytest.approx(0.3e-3, abs=1e-6)
