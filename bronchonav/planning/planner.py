@@ -470,27 +470,29 @@ def block_reason(block_and_distance, planner: RoutePlanner, near: dict) -> Reaso
     where = f"the airway {dist * 1e3:.1f} mm from the lesion lies beyond it"
     if block.constraint == "diameter":
         central = {0: "trachea", 1: "main bronchi"}.get(b.generation)
-        deepest = _deepest_reachable(planner)
         head = (f"catheter {c.outer_diameter * 1e3:.1f} mm + {c.diameter_margin * 1e3:.1f} mm margin "
                 f"needs {c.required_diameter * 1e3:.1f} mm")
+        fits = f"a catheter of at most {_floor_mm(block.measured - c.diameter_margin)} mm would pass"
         if central:
-            msg = (f"{head}: it does not fit the trachea/main bronchi ({block.detail}); "
-                   f"largest reachable generation {deepest}; {where}; a catheter of at most "
-                   f"{_floor_mm(block.measured - c.diameter_margin)} mm would pass")
+            deepest = _deepest_reachable(planner)
+            reach = ("it cannot enter the trachea" if deepest is None
+                     else f"it gets no deeper than generation {deepest}")
+            msg = (f"{head}: it does not fit the trachea/main bronchi ({block.detail}); {reach}; "
+                   f"{where}; {fits}")
         else:
-            msg = (f"{head}: {block.detail}; {where}; a catheter of at most "
-                   f"{_floor_mm(block.measured - c.diameter_margin)} mm would pass")
+            msg = f"{head}: {block.detail}; {where}; {fits}"
     else:
         msg = f"{block.detail}; {where}"
     return Reason(block.constraint, msg, block.measured, block.limit,
                   abs(block.limit - block.measured), block.unit, block.branch_id, **near)
 
 
-def _deepest_reachable(planner: RoutePlanner) -> int | str:
+def _deepest_reachable(planner: RoutePlanner) -> int | None:
+    """Largest generation with a reachable sample, None when nothing is reachable."""
     if not planner._reach_idx.size:
-        return "none (not even the trachea)"
-    gens = {planner.tree[int(b)].generation for b in np.unique(planner.branch_of[planner._reach_idx])}
-    return max(gens)
+        return None
+    return max(planner.tree[int(b)].generation
+               for b in np.unique(planner.branch_of[planner._reach_idx]))
 
 
 def plan_route(airway_map, target, constraints: DeviceConstraints | None = None,
