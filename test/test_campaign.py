@@ -3,6 +3,7 @@ in-process runs, resuming after an interrupted driver, and the report."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -305,3 +306,17 @@ def test_cli_run_and_report(tmp_path, capsys):
     assert main(["campaign", "report", str(tmp_path / "o")]) == 0
     assert main(["campaign", "run", str(f), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+
+
+def test_ray_missing_or_unreachable_is_a_clear_error(tmp_path, monkeypatch):
+    spec = parse_spec(toy_campaign(tmp_path), tmp_path)
+    with pytest.raises(InputError, match="--address must be HOST:PORT"):
+        run_campaign(spec, tmp_path / "o", address="nowhere", progress=False)
+    if importlib.util.find_spec("ray") is not None:
+        with pytest.raises(InputError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+            run_campaign(spec, tmp_path / "o", address="127.0.0.1:1", progress=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(InputError, match=r"Ray is not installed.*--workers 1"):
+        run_campaign(spec, tmp_path / "o", workers=2, progress=False)
+    # in-process needs no Ray
+    assert run_campaign(spec, tmp_path / "o", workers=1, progress=False).ran == 8

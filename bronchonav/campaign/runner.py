@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -204,6 +205,7 @@ def _init_ray(ray, workers: int, address: str | None) -> None:
             os.environ.update(THREAD_ENV)
             ray.init(address="local", num_cpus=workers, **kwargs)
         else:
+            _check_reachable(address)
             ray.init(address=address, runtime_env={"env_vars": dict(THREAD_ENV)}, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
@@ -217,6 +219,20 @@ def _init_ray(ray, workers: int, address: str | None) -> None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when ``HOST:PORT`` (optionally ``ray://HOST:PORT``) does not accept a TCP
+    connection; Ray itself would wait for minutes. ``auto`` is left to Ray."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--address must be HOST:PORT, ray://HOST:PORT or 'auto', got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc}") from None
 
 
 class _NoBar:
