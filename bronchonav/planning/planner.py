@@ -166,6 +166,8 @@ class RoutePlanner:
         self._reach_idx = np.flatnonzero(self.reachable)
         self._reach_kd = cKDTree(self.points[self._reach_idx]) if self._reach_idx.size else None
         self._all_kd = cKDTree(self.points)
+        if self.lung is not None:
+            self.tree.nearest(self.points[:1])  # builds the lumen test's k-d tree (pleura check)
 
     def _bfs_order(self) -> list[int]:
         order, queue = [], [self.tree.root]

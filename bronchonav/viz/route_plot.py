@@ -1,10 +1,9 @@
 """A PNG of planned routes: the airway tree, each route highlighted, the lesions and tool paths.
 
-Two orthographic views of the CT frame (LPS, shown in mm): coronal (+x towards the patient's
-left, so the patient's right is on the viewer's left as in radiology; z up) and sagittal
-(+y posterior; z up). Feasible routes are drawn in
-colour with their exit point and tool path; an infeasible target's lesion is drawn in grey with a
-dotted line to the nearest reachable airway point.
+Two projections of the CT frame (LPS, in mm), drawn with :func:`bronchonav.viz.tree_plot.plot_tree`
+(tree faded, coloured by generation): coronal (patient's right on the left, head up) and
+sagittal. Feasible routes are drawn in colour with their exit point and tool path (dashed); an
+infeasible target's lesion stays grey with a dotted line to the nearest reachable airway point.
 """
 
 from __future__ import annotations
@@ -13,17 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-_VIEWS = (("coronal", 0, 2, "x (mm, patient left →)"), ("sagittal", 1, 2, "y (mm, posterior →)"))
-
-
-def tree_segments(tree) -> tuple[np.ndarray, np.ndarray]:
-    """Centerline segments of a tree, (S, 2, 3) in m, and the mean radius of each (S,) in m."""
-    segs, rads = [], []
-    for b in tree:
-        p = b.points
-        segs.append(np.stack([p[:-1], p[1:]], axis=1))
-        rads.append(0.5 * (b.radii[:-1] + b.radii[1:]))
-    return np.concatenate(segs), np.concatenate(rads)
+from bronchonav.airway.tree import Nodule
+from bronchonav.viz.tree_plot import plot_tree, view_coordinates
 
 
 def plot_routes(tree, routes, path, title: str = "", dpi: int = 120) -> Path:
@@ -34,7 +24,8 @@ def plot_routes(tree, routes, path, title: str = "", dpi: int = 120) -> Path:
     tree : AirwayTree
         The map's tree (CT frame, m).
     routes : list of Route
-        Routes to draw (one per target, typically the best of each; alternatives are drawn thin).
+        Routes to draw: for each target its best route (rank 0) then its alternatives (drawn
+        thin), as returned by the planner.
     path : str or Path
         Output file.
     title : str
@@ -51,50 +42,41 @@ def plot_routes(tree, routes, path, title: str = "", dpi: int = 120) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
 
-    segs, rads = tree_segments(tree)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 7.5))
     colours = plt.get_cmap("tab10")
-    for ax, (name, i, j, xlabel) in zip(axes, _VIEWS):
-        lc = LineCollection(segs[:, :, [i, j]] * 1e3, linewidths=np.clip(rads * 1e3 * 0.8, 0.3, 8),
-                            colors="0.7", capstyle="round")
-        ax.add_collection(lc)
+    targets = [r for r in routes if r.rank == 0]
+    lesions = [Nodule(r.target_id or f"T{n + 1}", r.target_center, max(r.target_radius, 1e-3))
+               for n, r in enumerate(targets)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 7.5))
+    for ax, view in zip(axes, ("coronal", "sagittal")):
+        plot_tree(ax, tree, lesions, view=view, alpha=0.35, nodule_color="0.45")
         n = -1  # target index: a rank-0 route starts a new target, alternatives follow it
         for route in routes:
             n += route.rank == 0
             col = colours(n % 10)
-            c = route.target_center * 1e3
-            label = route.target_id or f"target {n + 1}"
+            label = lesions[n].id
+            c = view_coordinates(route.target_center, view)[0]
             if route.feasible:
-                w = route.waypoints * 1e3
-                ax.plot(w[:, i], w[:, j], color=col, lw=2.5 if route.rank == 0 else 1.0,
-                        alpha=1.0 if route.rank == 0 else 0.6,
+                w = view_coordinates(route.waypoints, view)
+                best = route.rank == 0
+                ax.plot(w[:, 0], w[:, 1], color=col, lw=2.5 if best else 1.0,
+                        alpha=1.0 if best else 0.6,
                         label=f"{label}: {route.length * 1e3:.0f} mm, gen {route.exit_generation}"
-                        if route.rank == 0 else None)
-                e = route.exit_point * 1e3
-                ax.plot([e[i], c[i]], [e[j], c[j]], color=col, lw=1.5, ls="--")
-                ax.plot(e[i], e[j], "o", color=col, ms=4)
-                face = col
+                        if best else None)
+                e = view_coordinates(route.exit_point, view)[0]
+                ax.plot([e[0], c[0]], [e[1], c[1]], color=col, lw=1.5, ls="--")
+                ax.plot(e[0], e[1], "o", color=col, ms=4)
+                if best:
+                    ax.add_patch(plt.Circle(tuple(c), max(route.target_radius * 1e3, 1.0),
+                                            color=col, alpha=0.6, lw=0))
             else:
-                face = "0.4"
-                ax.plot([], [], color="0.4", marker="x", ls="none", label=f"{label}: infeasible")
+                ax.plot([], [], color="0.45", marker="x", ls="none", label=f"{label}: infeasible")
                 near = next((r.nearest_reachable_point for r in route.reasons
                              if r.nearest_reachable_point is not None), None)
                 if near is not None:
-                    q = np.asarray(near) * 1e3
-                    ax.plot([q[i], c[i]], [q[j], c[j]], color="0.4", lw=1.0, ls=":")
-                ax.plot(c[i], c[j], "x", color="k", ms=6)
-            if route.rank == 0:
-                ax.add_patch(plt.Circle((c[i], c[j]), max(route.target_radius * 1e3, 1.0),
-                                        color=face, alpha=0.45))
-                ax.annotate(label, (c[i], c[j]), xytext=(6, 6), textcoords="offset points",
-                            fontsize=8, color="k")
-        ax.autoscale_view()
-        ax.set_aspect("equal")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("z (mm, head ↑)")
-        ax.set_title(name)
+                    q = view_coordinates(np.asarray(near), view)[0]
+                    ax.plot([q[0], c[0]], [q[1], c[1]], color="0.3", lw=1.0, ls=":")
+                ax.plot(c[0], c[1], "x", color="k", ms=6)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
