@@ -320,3 +320,24 @@ def test_ray_missing_or_unreachable_is_a_clear_error(tmp_path, monkeypatch):
         run_campaign(spec, tmp_path / "o", workers=2, progress=False)
     # in-process needs no Ray
     assert run_campaign(spec, tmp_path / "o", workers=1, progress=False).ran == 8
+
+
+def test_sampled_nodules_are_cached_with_the_map(tmp_path):
+    data = toy_campaign(tmp_path, depth=3, stages=["map", "plan"],
+                        nodules={"select": "sample", "count": 3, "diameter_m": [0.01, 0.02],
+                                 "generation": [2, 3], "offset_m": [0.005, 0.01]})
+    spec = parse_spec(data, tmp_path)
+    out = tmp_path / "out"
+    run_campaign(spec, out, progress=False)
+    cached = json.loads((out / "maps" / "map-toymap" / "nodules.json").read_text())
+    assert [n["id"] for n in cached] == ["S1", "S2", "S3"]
+    rows = ResultStore(out).rows()
+    assert sorted({r["nodule"] for r in rows}) == ["S1", "S2", "S3"]
+    for r in rows:
+        assert 0.01 <= r["nodule_diameter_m"] <= 0.02
+        assert r["nodule_airway_distance_m"] <= 0.01 + 1e-9  # at most the offset from an airway end
+    assert run_campaign(spec, out, progress=False).ran == 0
+    # the same folder refuses a changed campaign
+    changed = parse_spec({**data, "seed": 4}, tmp_path)
+    with pytest.raises(InputError, match="different campaign"):
+        run_campaign(changed, out, progress=False)

@@ -58,6 +58,8 @@ def write_report(out_dir: str | Path) -> Path:
         lines += _registration(ok, catheters, folder)
     if ok and "camera_open_fraction" in ok[0]:
         lines += _camera(ok, catheters)
+    if ok:
+        lines += _catheter_comparison(ok, catheters, folder)
     failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
         lines += ["## Cases with errors", "", "| case | error |", "|---|---|"]
@@ -118,8 +120,8 @@ def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[
     axes[1].set_xlabel("generation of the airway nearest the nodule")
     for ax in axes:
         ax.set_ylabel("fraction reachable")
-        ax.set_ylim(0, 1.05)
-        ax.legend(title="catheter")
+        ax.set_ylim(0, 1.2)
+        ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
     fig.suptitle("Reachability by nodule size and airway generation")
     fig.tight_layout()
     fig.savefig(folder / "reachability.png", dpi=100)
@@ -189,7 +191,7 @@ def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[
         for c, d in zip(catheters, data):
             if d.size:
                 ax.hist(d, bins=bins, alpha=0.5, label=f"{c} (median {np.median(d):.2f})")
-        ax.axvline(5.0, color="k", ls="--", lw=1)
+        ax.axvline(5.0, color="k", ls="--", lw=1, label="5 mm success limit")
         ax.set_xlabel("TRE at the nodule (mm)")
         ax.set_ylabel("trials")
         ax.set_title(f"scenario: {s}")
@@ -216,6 +218,52 @@ def _camera(rows: list[dict], catheters: list[str]) -> list[str]:
 def _finite_array(values) -> np.ndarray:
     a = np.asarray(values, float)
     return a[np.isfinite(a)]
+
+
+def _catheter_comparison(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
+    """Bar chart: per catheter variant, the share of targets reachable, reached in rehearsal and
+    registration trials that succeeded (the measures the campaign has)."""
+    import matplotlib.pyplot as plt
+
+    plans = list({(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values())
+    measures = {}
+    if "plan_feasible" in rows[0]:
+        measures["reachable (plan)"] = {
+            c: _frac([r["plan_feasible"] for r in plans if r["catheter"] == c]) for c in catheters}
+    if "rehearse_reached" in rows[0]:
+        measures["reached in rehearsal"] = {
+            c: _frac([r["rehearse_reached"] for r in plans
+                      if r["catheter"] == c and r.get("rehearse_reached") is not None])
+            for c in catheters}
+    if "register_trials" in rows[0]:
+        def success(c):
+            rs = [r for r in rows if r["catheter"] == c and r.get("register_trials")]
+            trials = sum(r["register_trials"] for r in rs)
+            return (sum(r["register_success_rate"] * r["register_trials"] for r in rs) / trials
+                    if trials else float("nan"))
+        measures["registration success"] = {c: success(c) for c in catheters}
+    if not measures:
+        return []
+    fig, ax = plt.subplots(figsize=(2 + 2.2 * len(measures), 4))
+    width = 0.8 / len(catheters)
+    for i, c in enumerate(catheters):
+        ax.bar(np.arange(len(measures)) + i * width,
+               [np.nan_to_num(m[c]) for m in measures.values()], width, label=c)
+    ax.set_xticks(np.arange(len(measures)) + width * (len(catheters) - 1) / 2, list(measures))
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("fraction")
+    ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
+    ax.set_title("Catheter variants")
+    fig.tight_layout()
+    fig.savefig(folder / "catheters.png", dpi=100)
+    plt.close(fig)
+    lines = ["## Catheter variants", "", "| measure | " + " | ".join(catheters) + " |",
+             "|---|" + "---|" * len(catheters)]
+    for name, m in measures.items():
+        lines.append(f"| {name} | " + " | ".join(
+            "–" if np.isnan(m[c]) else f"{100 * m[c]:.0f}%" for c in catheters) + " |")
+    lines += ["", "![catheter variant comparison](catheters.png)", ""]
+    return lines
 
 
 def _ordered(values) -> list:

@@ -108,7 +108,11 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
             _init_ray(ray, workers, address)
             started_ray = True
         maps = _prepare_maps(spec, store.out_dir / "maps", ray)
-        cases = expand_cases(spec, {k: select_nodules(m, spec.nodules) for k, m in maps.items()})
+        nodules = {k: select_nodules(m, spec.nodules) for k, m in maps.items()}
+        for key in (k for k, ids in nodules.items() if not ids):
+            print(f"campaign: subject {key} has no nodules, so no cases (use nodules: "
+                  "{select: sample, ...} to place some)", file=sys.stderr)
+        cases = expand_cases(spec, nodules)
         done = store.done_keys()
         todo = [c for c in cases if c.key not in done]
         summary = RunSummary(cases=len(cases), skipped=len(cases) - len(todo), workers=workers)
