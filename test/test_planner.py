@@ -318,3 +318,21 @@ def test_kink_inside_a_branch_is_checked_against_the_bend_radius():
     assert curv.measured == pytest.approx(1.05 * limit * (1 - math.cos(45 * DEG)))
     # the catheter gets to just before the kink: the nearest reachable point is on the first leg
     assert curv.nearest_reachable_point[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_png_and_html_views_of_feasible_and_infeasible_routes(planner, tmp_path):
+    from bronchonav.viz.route_html import route_figure, write_route_html
+    from bronchonav.viz.route_plot import plot_routes
+
+    routes = planner.plan("A", k=2) + planner.plan("FAR")
+    huge = RoutePlanner(planner.map, LOOSE.replace(outer_diameter=20 * MM)).plan("A")
+    routes += huge  # nothing reachable: no nearest point to draw
+    png = plot_routes(planner.tree, routes, tmp_path / "r.png", "hand")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    fig = route_figure(planner.tree, routes)
+    names = [t.name for t in fig.data]
+    assert names[0] == "airway centerlines"
+    assert sum(n.startswith("A route") for n in names) == 2
+    assert any(n.startswith("FAR infeasible: exit_distance; diameter") for n in names)
+    html = write_route_html(planner.tree, routes, tmp_path / "r.html")
+    assert html.stat().st_size > 100_000
