@@ -4,9 +4,10 @@ The classical approach (Mori et al. 1996; Kiraly et al. 2002): grow the region o
 than an upper threshold, connected to a seed in the trachea, and raise the threshold step by step
 while the segmented volume grows smoothly. When the airway wall gives way somewhere the region
 floods the lung parenchyma and the volume jumps ("explosion"); the last threshold before the jump
-is kept. A refinement pass then adds thin peripheral airways that are darker than their
-surroundings (a grey-level black top-hat), but only where they connect to the grown tree and
-stay thin.
+is kept. All thresholds are evaluated in one minimax priority flood, which stops as soon as the
+explosion shows. A refinement pass then adds thin peripheral airways that are darker than their
+surroundings (a grey-level black top-hat), where they connect to the grown tree and are not
+pockets of parenchyma next to thick tissue (chest wall, mediastinum, nodules).
 
 Frames and units
 ----------------
@@ -17,9 +18,8 @@ and as a point in the CT frame (LPS, metres). Thresholds are in HU, volumes in m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import heapq
+from dataclasses import dataclass, field
 
 import cc3d
 import edt
@@ -45,9 +45,11 @@ class SegmentationParams:
     seed_search_mm : float
         Height of the slab below the top of the body searched for the trachea (mm).
     threshold_start_hu, threshold_stop_hu, threshold_step_hu : float
-        Range and coarse step of the upper threshold search (HU).
+        Range of the upper threshold search and the step over which volumes are compared (HU);
+        thresholds are tried every quarter step.
     explosion_ratio : float
-        A step whose volume exceeds the previous one by more than this factor is a leak.
+        A threshold whose volume exceeds the volume one step lower by more than this factor is
+        a leak.
     refine : bool
         Run the small-airway refinement (black top-hat) after region growing.
     tophat_radius_mm : float
@@ -93,7 +95,8 @@ class Segmentation:
     threshold_hu : float
         Upper HU threshold chosen by the explosion control.
     volume_curve : list of (float, float)
-        ``(threshold HU, segmented volume m^3)`` for every threshold tried.
+        ``(threshold HU, segmented volume m^3)`` for every threshold tried; after an explosion
+        the last entry is the exploding threshold with a lower bound of its volume.
     refined_volume : float
         Volume added by the small-airway refinement (m^3).
     """
@@ -302,13 +305,14 @@ def explosion_controlled_growing(hu: np.ndarray, seed_kji, params: SegmentationP
         float(params.threshold_start_hu), float(params.threshold_stop_hu), float(fine), 4,
         float(params.explosion_ratio))
     thresholds = params.threshold_start_hu + fine * np.arange(len(counts))
-    if len(order) == 0 or levels[0] > params.threshold_start_hu:
-        raise CTError(f"the trachea seed is not darker than {params.threshold_start_hu:g} HU")
     # without an explosion every threshold up to the stop is complete
     last = max(exploded - 1, 0) if exploded >= 0 else len(thresholds) - 1
     threshold = float(thresholds[last])
     mask = np.zeros(hu.size, dtype=bool)
     mask[order[levels <= threshold]] = True
+    if not mask.any():
+        raise CTError(f"region growing from the trachea seed found nothing darker than "
+                      f"{threshold:g} HU before leaking")
     curve = [(float(t), float(c * voxel_volume)) for t, c in zip(thresholds[:last + 2], counts)]
     return mask.reshape(hu.shape), threshold, curve
 
