@@ -118,16 +118,18 @@ def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):
 
 def test_trachea_found_in_a_sweep_whatever_the_orientation(toy, twin):
     nodule = _lower_lobe_nodule(toy)
+    trachea = toy.tree.trachea
+    true_axis = (trachea.end - trachea.start) / trachea.length
     for seed in range(3):
         scenario = simulate_scenario("rigid", twin, nodule, nodule.center, np.random.default_rng(seed))
         survey = ~scenario.observation.em_local
-        carina, axis, _ = find_trachea(scenario.observation.em_positions[survey],
-                                       scenario.observation.em_directions[survey])
+        mouth, axis, length = find_trachea(scenario.observation.em_positions[survey],
+                                           scenario.observation.em_directions[survey])
         T = scenario.truth.T_ct_patient
-        trachea = toy.tree.trachea
-        true_axis = (trachea.end - trachea.start) / trachea.length
         assert np.degrees(np.arccos(rotate(T, axis) @ true_axis)) < 10
-        assert np.linalg.norm(apply(T, carina) - trachea.end) < 0.03
+        assert np.linalg.norm(apply(T, mouth) - trachea.start) < 0.015
+        # the run reaches the carina (it may continue into a main bronchus)
+        assert length > 0.9 * trachea.length
 
 
 def test_rigid_em_registration_is_submillimetre(toy, twin):

@@ -1,15 +1,16 @@
 """Initial alignment of sensor samples to the twin without a hand-given guess.
 
-Anatomical alignment first: the trachea is the longest straight, densely swept airway of a
-central-airway survey, so the longest contiguous run of samples along one line (found by
-sampling candidate lines through pairs of samples, as RANSAC does) is taken as the trachea. Its
-distal end (the carina) is the end with other samples beyond it. Matching that axis and carina
-to the twin's trachea fixes five degrees of freedom; the roll about the tracheal axis is found
-by trying ``n_roll`` angles, polishing each with a short coarse ICP (open3d, point-to-point)
-against the twin's centerlines and keeping the one whose samples lie closest to the twin
-(median distance). When no tracheal run is found, or the fit stays poor, the 24 proper
-rotations that map the samples' principal axes onto those of the twin's central airways are
-tried the same way. Nothing here depends on the patient's orientation on the table.
+Anatomical alignment first: the trachea is the longest straight airway of a central-airway
+survey, so the run of samples along one line that covers the most length and has a free end
+(the mouth side, with no other airway beyond it) is taken as the trachea (candidate lines through
+pairs of samples and along sensor directions, refitted to their runs as locally optimised RANSAC
+does; see :func:`trachea_hypotheses`). Matching its axis to the twin's trachea leaves the roll
+about the axis and the carina's depth along the run unknown: every roll (``n_roll`` angles) and
+depth (every ``depth_step``) is scored by the median distance of the mapped samples to the twin's
+centerlines, and the best few are polished by a short coarse ICP (open3d, point-to-point) and
+scored again. When no tracheal run is found, or the fit stays poor, the 24 proper rotations that
+map the samples' principal axes onto those of the twin's central airways are tried the same way.
+Nothing here depends on the patient's orientation on the table.
 """
 
 from __future__ import annotations
@@ -101,16 +102,23 @@ def _refit(samples: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return c, vecs[:, :, -1]
 
 
-def find_trachea(samples: np.ndarray, directions: np.ndarray | None = None,
-                 tolerance: float = 4e-3, max_gap: float = 0.012, n_lines: int = 100,
-                 n_check: int = 20, max_free_end: int = 3, seed: int = 0):
-    """The tracheal run of a central-airway sweep: its axis and carina end (patient frame, m).
+def find_trachea(samples: np.ndarray, directions: np.ndarray | None = None, **kwargs):
+    """The most likely tracheal run (see :func:`trachea_hypotheses`), or ``None``."""
+    found = trachea_hypotheses(samples, directions, n_best=1, **kwargs)
+    return found[0] if found else None
+
+
+def trachea_hypotheses(samples: np.ndarray, directions: np.ndarray | None = None,
+                       tolerance: float = 4e-3, max_gap: float = 0.02, n_lines: int = 80,
+                       n_check: int = 20, max_free_end: int = 3, n_best: int = 2, seed: int = 0):
+    """Candidate tracheal runs of a central-airway sweep: axis and carina (patient frame, m).
 
     Candidate lines go through random pairs of samples 20-200 mm apart and, with directions,
-    along the sensor direction at random samples; each is refitted twice to the samples of its
-    longest run (as locally optimised RANSAC does). Among the runs with the most samples, the
-    trachea is the one covering the most length that has a free end (the mouth side, with no
-    other samples beyond it); its other end is the carina.
+    along the sensor direction at random samples; each is refitted to the samples of its
+    longest run (as locally optimised RANSAC does). The trachea is the run covering the most
+    length (in 2 mm bins, so that a densely swept short stretch does not win) that has a free
+    end (the mouth side, with no other airway beyond it). The run may continue past the carina
+    into a main bronchus, so where along it the carina lies is left to the caller.
 
     Parameters
     ----------
@@ -125,18 +133,22 @@ def find_trachea(samples: np.ndarray, directions: np.ndarray | None = None,
     n_lines : int
         Candidate lines from pairs (and as many again from directions, when given).
     n_check : int
-        The lines with the most samples in one run that are checked for coverage and a free end.
+        The lines whose runs cover the most length that are checked for a free end.
     max_free_end : int
-        An end is free when at most this many other samples lie within 25 mm of it beyond it.
+        An end is free when at most this many samples off the line lie within 25 mm of it
+        beyond it.
+    n_best : int
+        Number of distinct hypotheses returned (a local sweep far out in a lobe can also form a
+        long run with a free peripheral end).
     seed : int
         Seed of the sampling of candidates (fixed, so the result is repeatable).
 
     Returns
     -------
-    (carina, axis, length) or None
-        ``carina`` (3,) the distal end of the run, ``axis`` (3,) the unit direction from the
-        proximal end towards the carina, ``length`` the run's length (m); ``None`` when no run
-        of at least 40 mm with a free end is found.
+    list of (mouth, axis, length)
+        Best first: ``mouth`` (3,) the free end of the run, ``axis`` (3,) the unit direction
+        from it along the run, ``length`` the run's length (m). Empty when no run of at least
+        40 mm with a free end is found.
     """
     rng = np.random.default_rng(seed)
     n = len(samples)
@@ -149,43 +161,63 @@ def find_trachea(samples: np.ndarray, directions: np.ndarray | None = None,
         k = rng.integers(n, size=n_lines)
         origins, axes = np.vstack([origins, samples[k]]), np.vstack([axes, directions[k]])
     if len(origins) == 0:
-        return None
-    for _ in range(2):
-        origins, axes = _refit(samples, _longest_runs(samples, origins, axes, 1.5 * tolerance, max_gap))
+        return []
+    origins, axes = _refit(samples, _longest_runs(samples, origins, axes, 1.5 * tolerance, max_gap))
     masks = _longest_runs(samples, origins, axes, tolerance, max_gap)
-    best, best_coverage = None, 0
-    for line in np.argsort(-masks.sum(axis=1))[:n_check]:
+    # coverage: the number of 2 mm bins along the line holding a sample of the run, so that a
+    # densely swept short stretch does not outrank the long trachea
+    t_all = np.einsum("lnk,lk->ln", samples[None] - origins[:, None], axes)
+    bins = np.sort(np.where(masks, np.floor(t_all / 2e-3), 1e9), axis=1)
+    distinct = 1 + np.sum(np.diff(bins, axis=1) > 0, axis=1)
+    coverage = np.where(masks.any(axis=1), distinct - (~masks).any(axis=1), 0)
+    found = []
+    for line in np.argsort(-coverage)[:n_check]:
         on = masks[line]
-        t = (samples - origins[line]) @ axes[line]
+        t = t_all[line]
         lo, hi = t[on].min(), t[on].max()
-        coverage = len(np.unique(np.floor(t[on] / 2e-3)))  # 2 mm bins holding a sample
-        if hi - lo < 0.04 or coverage <= best_coverage:
+        if hi - lo < 0.04:
             continue
-        ends = []
+        rel = samples - origins[line]
+        off_line = np.einsum("nk,nk->n", rel, rel) - t * t >= tolerance ** 2
+        ends = []  # samples of other airways near and beyond each end
         for end, outward in ((hi, 1.0), (lo, -1.0)):
             near = np.linalg.norm(samples - (origins[line] + end * axes[line]), axis=1) < 0.025
-            ends.append(np.count_nonzero(~on & near & (outward * (t - end) > -2e-3)))
+            ends.append(np.count_nonzero(off_line & near & (outward * (t - end) > -2e-3)))
         if min(ends) > max_free_end:
             continue  # no free (mouth) end: not the trachea
-        best_coverage = coverage
-        axis = axes[line] if ends[0] >= ends[1] else -axes[line]   # towards the busier end
-        end = hi if ends[0] >= ends[1] else lo
-        best = (origins[line] + end * axes[line], axis, float(hi - lo))
-    return best
+        # the axis points from the free (mouth) end towards the busier end
+        axis = axes[line] if ends[0] >= ends[1] else -axes[line]
+        mouth = origins[line] + (lo if ends[0] >= ends[1] else hi) * axes[line]
+        if any(np.linalg.norm(mouth - m) < 0.02 and axis @ a > np.cos(np.radians(20))
+               for m, a, _ in found):
+            continue  # the same run as a better one
+        found.append((mouth, axis, float(hi - lo)))
+        if len(found) == n_best:
+            break
+    return found
 
 
 def _median_distance(twin: Twin, points: np.ndarray) -> float:
     return float(np.median(twin.kdtree.query(points, distance_upper_bound=0.05)[0].clip(max=0.05)))
 
 
-def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int, n_score: int = 60):
-    """The ``n_best`` candidate transforms whose mapped samples lie closest to the twin."""
+def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -> np.ndarray:
+    """Median distance (m, capped at 50 mm, from the twin's 2 mm distance grid) of ~``n_score``
+    mapped samples to the twin, per candidate transform (C, 4, 4)."""
     sub = src[:: max(1, len(src) // n_score)]
+    mapped = np.einsum("cij,nj->cni", candidates[:, :3, :3], sub) + candidates[:, None, :3, 3]
+    d = twin.approximate_distance(mapped.reshape(-1, 3))
+    return np.median(d.reshape(len(candidates), -1), axis=1)
+
+
+def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
+                     n_keep: int = 12) -> list[np.ndarray]:
+    """The ``n_best`` candidate transforms whose mapped samples lie closest to the twin: all
+    are scored on 40 samples, the best ``n_keep`` again on 150."""
     Ts = np.asarray(candidates)
-    mapped = np.einsum("cij,nj->cni", Ts[:, :3, :3], sub) + Ts[:, None, :3, 3]
-    d = twin.kdtree.query(mapped.reshape(-1, 3), distance_upper_bound=0.05)[0].clip(max=0.05)
-    scores = np.median(d.reshape(len(Ts), -1), axis=1)
-    return [candidates[k] for k in np.argsort(scores)[:n_best]]
+    keep = np.argsort(_scores(src, twin, Ts, 40))[:n_keep]
+    best = keep[np.argsort(_scores(src, twin, Ts[keep], 150))[:n_best]]
+    return [Ts[k] for k in best]
 
 
 def _polish(src: np.ndarray, twin: Twin, candidates) -> tuple[np.ndarray, float]:
@@ -206,7 +238,7 @@ def _polish(src: np.ndarray, twin: Twin, candidates) -> tuple[np.ndarray, float]
 
 def initial_alignment(samples_patient: np.ndarray, twin: Twin,
                       directions_patient: np.ndarray | None = None, max_points: int = 250,
-                      n_roll: int = 24, n_polish: int = 3,
+                      n_roll: int = 18, depth_step: float = 0.008, n_polish: int = 3,
                       good_score: float = 3e-3) -> tuple[np.ndarray, float]:
     """Coarse T_ct_patient from the samples alone.
 
@@ -221,8 +253,10 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
     max_points : int
         The samples are thinned to at most this many (every k-th) for the coarse ICP.
     n_roll : int
-        Roll angles about the tracheal axis tried (each also with the carina moved 0-20 mm up
-        the axis, since the swept run can continue into a main bronchus).
+        Roll angles about the tracheal axis tried, for each tracheal hypothesis.
+    depth_step : float
+        The carina is tried every ``depth_step`` (m) along the run, from 40 mm below its free
+        end to its far end.
     n_polish : int
         The best-scoring candidates (median distance of the mapped samples to the twin) that
         get a coarse ICP.
@@ -238,20 +272,19 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
     """
     src = np.ascontiguousarray(samples_patient[:: max(1, len(samples_patient) // max_points)])
     best_T, best_score = np.eye(4), np.inf
-    thin = max(1, len(samples_patient) // 400)
-    found = find_trachea(samples_patient[::thin],
-                         None if directions_patient is None else directions_patient[::thin])
-    if found is not None:
-        carina_s, axis_s, _ = found
-        trachea = twin.tree.trachea
-        axis_t = trachea.end - trachea.start
-        axis_t /= np.linalg.norm(axis_t)
+    thin = max(1, len(samples_patient) // 300)
+    found = trachea_hypotheses(samples_patient[::thin],
+                               None if directions_patient is None else directions_patient[::thin])
+    trachea = twin.tree.trachea
+    axis_t = (trachea.end - trachea.start) / np.linalg.norm(trachea.end - trachea.start)
+    candidates = []
+    for mouth, axis_s, length in found:
         R0 = _rotation_between(axis_s, axis_t)
-        candidates = []
         for angle in np.arange(n_roll) * 2 * np.pi / n_roll:
             R = _axis_rotation(axis_t, angle) @ R0
-            for back in (0.0, 0.01, 0.02):
-                candidates.append(make_transform(R, trachea.end - R @ (carina_s - back * axis_s)))
+            for depth in np.arange(0.04, length + depth_step, depth_step):
+                candidates.append(make_transform(R, trachea.end - R @ (mouth + depth * axis_s)))
+    if candidates:
         best_T, best_score = _polish(src, twin, _best_candidates(src, twin, candidates, n_polish))
     if best_score > good_score:
         c_s, V_s = _principal_axes(src)

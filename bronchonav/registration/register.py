@@ -72,7 +72,7 @@ class RegistrationConfig:
     local_translation_only: bool = False
     min_points: int = 20
     min_fitness: float = 0.6
-    min_surface_fitness: float = 0.85
+    min_surface_fitness: float = 0.7
     max_fre: float = 0.004
     cbct_radius: float = 0.05
     cbct_voxel: float = 1.5e-3
@@ -212,9 +212,8 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
     loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
                          schedule=cfg.local_schedule, min_cos=cfg.min_cos,
                          translation_only=cfg.local_translation_only)
-    near = weights > 0.5
     fre = float(np.sqrt(np.average(_residuals(pts, tw, loc) ** 2, weights=weights * loc.inliers)))
-    fitness = float(loc.inliers[near].mean()) if near.any() else loc.fitness
+    fitness = float(np.average(loc.inliers, weights=weights))
     ok, msg = _judge(fitness, fre, cfg)
     sigma = target_sigma(pts, tw, loc, target_ct, weights)
     return RegistrationResult(loc.T, ok, msg + " (weighted near the target)", fitness, fre, len(pts),

@@ -71,6 +71,32 @@ class Twin:
         return cloud.voxel_down_sample(2e-3)
 
     @cached_property
+    def _distance_grid(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Distance (m) from every 2 mm voxel of the bounding box (+ 60 mm) to the nearest
+        centerline point: (grid (float32), origin (3,) m, voxel size m)."""
+        from scipy.ndimage import distance_transform_edt
+
+        voxel, margin = 2e-3, 0.06
+        origin = self.points.min(axis=0) - margin
+        shape = np.ceil((self.points.max(axis=0) + margin - origin) / voxel).astype(int) + 1
+        occupied = np.ones(shape, dtype=bool)
+        idx = np.round((self.points - origin) / voxel).astype(int)
+        occupied[idx[:, 0], idx[:, 1], idx[:, 2]] = False
+        grid = (distance_transform_edt(occupied) * voxel).astype(np.float32)
+        return grid, origin, voxel
+
+    def approximate_distance(self, points_ct: np.ndarray, cap: float = 0.05) -> np.ndarray:
+        """Distance (m) of points (N, 3) to the nearest centerline, from a 2 mm distance grid
+        (error up to about 2 mm; ``cap`` outside the grid and beyond), for fast scoring."""
+        grid, origin, voxel = self._distance_grid
+        idx = np.round((np.asarray(points_ct) - origin) / voxel).astype(int)
+        inside = np.all((idx >= 0) & (idx < grid.shape), axis=1)
+        d = np.full(len(idx), cap, dtype=float)
+        i = idx[inside]
+        d[inside] = np.minimum(grid[i[:, 0], i[:, 1], i[:, 2]], cap)
+        return d
+
+    @cached_property
     def coarse_cloud(self) -> o3d.geometry.PointCloud:
         """All centerline points thinned to 2 mm voxels, for coarse ICP."""
         return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.points)).voxel_down_sample(2e-3)
