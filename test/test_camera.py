@@ -1,5 +1,7 @@
 """Tip camera: intrinsics, depth against exact tube geometry, the carina view, shading, noise."""
 
+import functools
+
 import numpy as np
 import open3d as o3d
 import pytest
@@ -162,3 +164,61 @@ def test_bad_inputs_raise(cylinder):
         look_at([0, 0, 0], [0, 0, 0])
     with pytest.raises(InputError):
         depth_to_points(np.zeros((10, 10)), cam.intrinsics)
+
+
+@functools.lru_cache(maxsize=1)
+def phantom_gt_map():
+    """The default phantom's ground-truth map (lumen mesh from its true lumen), built once."""
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
+
+    return phantom_ground_truth_map(phantom_config("default"))
+
+
+def test_phantom_carina_from_the_trachea_two_dark_holes():
+    """On the phantom's ground-truth lumen: the main carina and both main bronchi as two holes.
+
+    The phantom's carina is blunt and off the tracheal axis (right main bronchus 25° from the
+    vertical, left 45°), so the far-depth threshold is scanned from the bifurcation point down:
+    beyond the carina ridge the far region must split into exactly two large regions.
+    """
+    m = phantom_gt_map()
+    trachea = m.tree.trachea
+    axis = trachea.direction
+    eye = trachea.end - 0.02 * axis  # 20 mm above the branch point, on the tracheal axis
+    frame = TipCamera.from_map(m).render(look_at(eye, axis))
+    lum = frame.color.astype(float).mean(axis=2)
+    splits = []
+    for threshold in np.arange(0.02, 0.06, 0.0025):
+        labels = label(frame.depth > threshold, connectivity=2)
+        sizes = np.bincount(labels.ravel())[1:]
+        big = np.flatnonzero(sizes > 100) + 1
+        if len(big) == 2:
+            splits.append(threshold)
+            assert all(lum[labels == k].mean() < 0.6 * lum[frame.depth < 0.015].mean() for k in big)
+    assert len(splits) >= 3  # a robust split over several millimetres of threshold
+    assert splits[0] > 0.02  # and not in front of the bifurcation
+
+
+def test_phantom_trachea_depth_matches_the_true_tube_within_1mm():
+    """Camera on the tracheal centerline looking 60° off its axis; centre depth vs the true radius."""
+    m = phantom_gt_map()
+    trachea = m.tree.trachea
+    axis = trachea.direction
+    side = np.cross(axis, [1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    cam = TipCamera.from_map(m)
+    for frac in (0.4, 0.6):
+        eye = trachea.start + frac * (trachea.end - trachea.start)
+        for sign in (1.0, -1.0):
+            tilt = np.radians(60.0)
+            view = np.cos(tilt) * axis + np.sin(tilt) * sign * side
+            frame = cam.render(look_at(eye, view))
+            ray = frame.T_ct_cam[:3, :3] @ cam.intrinsics.rays[120 * 320 + 160]
+            # exact hit on the tapered tube: radius interpolated at the hit's arc length
+            t = 0.009 / np.sin(tilt)
+            for _ in range(5):
+                s = (eye + t * ray - trachea.start) @ axis
+                seg = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(trachea.points, axis=0), axis=1))])
+                r = np.interp(s, seg, trachea.radii)
+                t = r / np.linalg.norm(ray - (ray @ axis) * axis)
+            assert abs(frame.depth[120, 160] - t * cam.intrinsics.rays[120 * 320 + 160, 2]) < 1e-3

@@ -316,6 +316,10 @@ class TipCamera:
         """A camera on the lumen mesh of an :class:`~bronchonav.maps.AirwayMap`."""
         return cls(airway_map.mesh_vertices, airway_map.mesh_triangles, **kwargs)
 
+    def reseed(self, seed) -> None:
+        """Restart the noise generator from ``seed`` (an int or a sequence of ints)."""
+        self._rng = np.random.default_rng(seed)
+
     @property
     def n_triangles(self) -> int:
         """Number of triangles in the rendered mesh."""
