@@ -74,6 +74,23 @@ def _quat_to_rot(q: np.ndarray) -> np.ndarray:
     ], axis=1)
 
 
+_KERNELS_READY = False
+
+
+def _warm_up_kernels() -> None:
+    """Compile (or load from numba's cache) the kernels once per process, outside any deadline."""
+    global _KERNELS_READY
+    if _KERNELS_READY:
+        return
+    params = CatheterParams.uniform_rod(0.1, 1.0, 1.0, 1e3, 1e3)
+    from bronchonav.airway.tree import Branch
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.2]], [0.01, 0.01])])
+    _KERNELS_READY = True
+    for t in (None, tree):
+        model = CatheterModel(params, tree=t, n_nodes=3, deadline_s=60.0)
+        model.step(CatheterCommand(insertion=0.1, tip_force=[0.1, 0.0, 0.0]))
+
+
 class _Problem:
     """One shooting problem: a validated command on a layout, with frozen contact tracking."""
 
@@ -223,6 +240,7 @@ class CatheterModel:
         self._R_base_out = self.base_pose_ct[:3, :3].T
         self._layout_cache: tuple[float, Layout] | None = None
         self.reset()
+        _warm_up_kernels()
 
     # -- public -----------------------------------------------------------------------------
     @property

@@ -300,15 +300,17 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
     """Penalty wall force on node ``k`` at ``p`` (base frame), into ``out`` (3,) N.
 
     The lumen is the union of the candidate branches' tubes (capsules along the centerline
-    polylines with the local radius); the force is ``-φ(pen) ∇pen`` with the smooth penalty ``φ``.
+    polylines with the local radius). Each candidate ``c`` gives a penetration ``pen_c`` and its
+    gradient ``g_c`` (away from its centerline, and back along it where the lumen narrows); they
+    are combined by a smooth minimum of width ``eps`` (weights ``exp(-(pen_c - min)/eps)``), so
+    the force ``-φ(pen) Σ w_c g_c`` stays continuous where two tubes meet (carinas, corners).
     Each candidate is searched within ``window`` segments of ``win[k, c]``.
     """
+    C = cand.shape[1]
+    pens = np.full(C, 1e300)
+    grads = np.zeros((C, 3))
     best = 1e300
-    bq0 = bq1 = bq2 = 0.0
-    bsl = 0.0
-    bt0 = bt1 = bt2 = 0.0
-    bint = False
-    for c in range(cand.shape[1]):
+    for c in range(C):
         b = cand[k, c]
         if b < 0:
             continue
@@ -320,28 +322,41 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
         if hi <= lo:
             continue
         pen, seg, qx, qy, qz, sl, tx, ty, tz, inter = wall_penetration(p, b, lo, hi, bp, br, r_cath)
+        pens[c] = pen
+        dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
+        d = np.sqrt(dx * dx + dy * dy + dz * dz)
+        if d > 1e-12:
+            grads[c, 0] = dx / d
+            grads[c, 1] = dy / d
+            grads[c, 2] = dz / d
+        if inter:  # a narrowing lumen pushes back along the centerline
+            grads[c, 0] -= sl * tx
+            grads[c, 1] -= sl * ty
+            grads[c, 2] -= sl * tz
         if pen < best:
             best = pen
-            bq0, bq1, bq2 = qx, qy, qz
-            bsl = sl
-            bt0, bt1, bt2 = tx, ty, tz
-            bint = inter
     out[0] = 0.0
     out[1] = 0.0
     out[2] = 0.0
-    if best <= 0.0 or best > 1e299:
+    if best <= -eps * 20.0 or best > 1e299:
         return
-    mag = _smooth_penalty(best, k_node, eps)
-    dx, dy, dz = p[0] - bq0, p[1] - bq1, p[2] - bq2
-    d = np.sqrt(dx * dx + dy * dy + dz * dz)
-    if d > 1e-12:
-        out[0] = -mag * dx / d
-        out[1] = -mag * dy / d
-        out[2] = -mag * dz / d
-    if bint:  # a narrowing lumen pushes back along the centerline
-        out[0] += mag * bsl * bt0
-        out[1] += mag * bsl * bt1
-        out[2] += mag * bsl * bt2
+    wsum = 0.0
+    gx = gy = gz = 0.0
+    for c in range(C):
+        if pens[c] > 1e299:
+            continue
+        w = np.exp(-(pens[c] - best) / eps)
+        wsum += w
+        gx += w * grads[c, 0]
+        gy += w * grads[c, 1]
+        gz += w * grads[c, 2]
+    pen = best - eps * np.log(wsum)  # smooth minimum (<= best)
+    mag = _smooth_penalty(pen, k_node, eps)
+    if mag == 0.0:
+        return
+    out[0] = -mag * gx / wsum
+    out[1] = -mag * gy / wsum
+    out[2] = -mag * gz / wsum
 
 
 @njit(cache=True)
@@ -386,8 +401,28 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         Also compute exact node strains (for output; not needed inside Newton).
     """
     T = tau.shape[0]
+    y = np.zeros(NQ + T)
+    for a in range(4):
+        y[3 + a] = q0[a]
+    for a in range(6):
+        y[7 + a] = x[a]
+    _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
+          cand, win, window, b_off, bp, br, r_cath, k_node, eps, pos, quat, Nn, Mn, VU, Fc, full)
+    for a in range(6):
+        res[a] = y[7 + a]
+    for i in range(T):
+        tlen[i] = y[NQ + i]
+
+
+@njit(cache=True)
+def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
+          cand, win, window, b_off, bp, br, r_cath, k_node, eps, pos, quat, Nn, Mn, VU, Fc, full):
+    """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
+
+    Contact loads are applied at the output nodes after ``j0`` (the base node never takes one).
+    """
+    T = tau.shape[0]
     ny = NQ + T
-    y = np.zeros(ny)
     yt = np.empty(ny)
     k1 = np.empty(ny)
     k2 = np.empty(ny)
@@ -400,21 +435,18 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
     F = np.empty(6)
     nb = np.empty(3)
     mb = np.empty(3)
-    fc = np.empty(3)
-    for a in range(4):
-        y[3 + a] = q0[a]
-    for a in range(6):
-        y[7 + a] = x[a]
+    fc = np.zeros(3)
     ncontact = cand.shape[1]
-    P = s_pts.shape[0]
-    for j in range(P):
+    for j in range(j0, j1 + 1):
         kn = node_of[j]
         if kn >= 0:
-            if ncontact > 0 and kn >= 1:
+            loaded = False
+            if ncontact > 0 and kn >= 1 and j > j0:
                 contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps, fc)
                 for a in range(3):
                     y[7 + a] -= fc[a]
                     Fc[kn, a] = fc[a]
+                loaded = True
             else:
                 for a in range(3):
                     Fc[kn, a] = 0.0
@@ -432,11 +464,11 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
                     mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
                 if kn >= 1 and ncontact > 0:  # strain just proximal to the node's point load
                     for a in range(3):
-                        nb[a] += R[0, a] * fc[0] + R[1, a] * fc[1] + R[2, a] * fc[2]
+                        nb[a] += R[0, a] * Fc[kn, 0] + R[1, a] * Fc[kn, 1] + R[2, a] * Fc[kn, 2]
                 constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau, vu, J, F)
                 for a in range(6):
                     VU[kn, a] = vu[a]
-        if j == P - 1:
+        if j == j1:
             break
         h = s_pts[j + 1] - s_pts[j]
         pc = piece_of[j]
@@ -455,7 +487,3 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
         for a in range(3, 7):
             y[a] /= qn
-    for a in range(6):
-        res[a] = y[7 + a]
-    for i in range(T):
-        tlen[i] = y[NQ + i]
