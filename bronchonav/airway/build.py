@@ -95,7 +95,7 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
 
     seg = timed("segmentation", "segmenting the airways", segment_airways, image, params.segmentation)
     tree = timed("centerlines", "extracting centerlines and the tree", extract_tree, seg.mask,
-                 params.centerline)
+                 params.centerline, image)
     label_lobes(tree)
     vertices, triangles = timed("mesh", "meshing the lumen surface", lumen_mesh, seg.mask,
                                 params.max_triangles)
