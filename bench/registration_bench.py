@@ -69,8 +69,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.perf_counter()
     airway_map = load_map(args.map)
-    twin = Twin.of(airway_map)
-    twin.coarse_cloud, twin.central_cloud, twin.surface, twin.approximate_distance(np.zeros((1, 3)))
+    twin = Twin.of(airway_map).prepare()
     truth = ground_truth_for(airway_map)
     prepare_s = time.perf_counter() - t0
 

@@ -106,6 +106,16 @@ def test_mismatched_directions_and_mask_are_rejected(twin):
         register_em(pts, twin, local_mask=np.ones(4, dtype=bool))
 
 
+def test_a_bad_initial_transform_is_rejected_and_a_lost_fit_is_a_failure(twin):
+    pts = twin.points[::5]
+    with pytest.raises(RegistrationError, match="initial transform"):
+        register_em(pts, twin, init=np.full((4, 4), np.nan))
+    with pytest.raises(RegistrationError, match="rotation"):
+        register_em(pts, twin, init=np.diag([1.0, 1.0, -1.0, 1.0]))
+    far = register_em(pts + [1.0, 0.0, 0.0], twin, init=np.eye(4))  # 1 m away from the twin
+    assert not far.success and far.quality == "failed" and "lost" in far.message
+
+
 def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):
     box = np.random.default_rng(0).uniform(-0.08, 0.08, (300, 3))
     result = register_em(box, twin)

@@ -57,7 +57,7 @@ def _run(args) -> int:
     if args.amplitude_mm is not None:
         cfg = replace(cfg, amplitude=args.amplitude_mm * 1e-3)
     with step("preparing the twin and its ground truth"):
-        twin = Twin.of(airway_map)
+        twin = Twin.of(airway_map).prepare()
         gt = ground_truth_for(airway_map)
     with step(f"{args.trials} {args.scenario} trials"):
         records = run_trials(airway_map, args.scenario, args.trials, args.seed, cfg,

@@ -84,8 +84,9 @@ def run_trial(scenario: Scenario, twin: Twin, trial: int,
         if scenario.kind == "cbct":
             em = register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions,
                              local_mask=obs.em_local, config=reg_config)
-            result = register_cbct(obs.cbct_points, twin, obs.target_ct, init=em.T_ct_patient,
-                                   config=reg_config)
+            # start from the EM registration, or from scratch (FPFH + RANSAC) if it failed
+            result = register_cbct(obs.cbct_points, twin, obs.target_ct,
+                                   init=em.T_ct_patient if em.success else None, config=reg_config)
             result.time_s += em.time_s
             global_T = em.T_ct_patient
         else:

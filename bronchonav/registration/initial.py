@@ -191,6 +191,13 @@ def trachea_hypotheses(samples: np.ndarray, directions: np.ndarray | None = None
         if any(np.linalg.norm(mouth - m) < 0.02 and axis @ a > np.cos(np.radians(20))
                for m, a, _ in found):
             continue  # the same run as a better one
+        # the run may bend on into a main bronchus: refit the axis on its first 70 mm
+        along = (samples - mouth) @ axis
+        head = on & (along <= 0.07)
+        if np.count_nonzero(head) >= 10:
+            c, V = _principal_axes(samples[head])
+            axis = V[:, 0] if V[:, 0] @ axis > 0 else -V[:, 0]
+            mouth = c + (((mouth - c) @ axis) * axis)
         found.append((mouth, axis, float(hi - lo)))
         if len(found) == n_best:
             break
@@ -238,7 +245,7 @@ def _polish(src: np.ndarray, twin: Twin, candidates) -> tuple[np.ndarray, float]
 
 def initial_alignment(samples_patient: np.ndarray, twin: Twin,
                       directions_patient: np.ndarray | None = None, max_points: int = 250,
-                      n_roll: int = 18, depth_step: float = 0.008, n_polish: int = 3,
+                      n_roll: int = 24, depth_step: float = 0.008, n_polish: int = 3,
                       good_score: float = 3e-3) -> tuple[np.ndarray, float]:
     """Coarse T_ct_patient from the samples alone.
 

@@ -101,6 +101,17 @@ def check_points(points: np.ndarray, min_points: int, what: str) -> np.ndarray:
     return pts
 
 
+def _check_transform(T) -> np.ndarray:
+    """A finite 4x4 rigid transform, or :class:`RegistrationError`."""
+    T = np.asarray(T, dtype=float)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise RegistrationError(f"the initial transform must be a finite 4x4 matrix, got shape {T.shape}")
+    R = T[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0:
+        raise RegistrationError("the initial transform's rotation part is not a rotation matrix")
+    return T
+
+
 def quality_flag(success: bool, fitness: float, fre: float, sigma: float | None) -> str:
     """``failed`` if not successful; ``good`` when fitness >= 0.9, FRE <= 2.5 mm and (with a
     target) sigma <= 1 mm; ``poor`` when fitness < 0.75, FRE > 3.5 mm or sigma > 2.5 mm;
@@ -197,8 +208,15 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
     if init is None:
         init, _ = initial_alignment(g_pts, tw, g_dirs)
         method = "initial"
-    glob = centerline_icp(g_pts, tw, init, directions=g_dirs, schedule=cfg.schedule,
-                          min_cos=cfg.min_cos)
+    else:
+        init = _check_transform(init)
+    try:
+        glob = centerline_icp(g_pts, tw, init, directions=g_dirs, schedule=cfg.schedule,
+                              min_cos=cfg.min_cos)
+    except RegistrationError as exc:  # the samples do not overlap the twin: a failed fit
+        return RegistrationResult(init, False, str(exc), 0.0, float("inf"), len(g_pts), 0, 0,
+                                  time.perf_counter() - t0, "failed", None,
+                                  method + "+centerline")
     ok, msg = _judge(glob.fitness, glob.rmse, cfg)
     sigma = None if target_ct is None else target_sigma(g_pts, tw, glob, target_ct)
     global_result = RegistrationResult(glob.T, ok, msg, glob.fitness, glob.rmse, len(g_pts),
@@ -209,9 +227,15 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
     if target_ct is None or not ok:
         return global_result
     weights = local_weights(apply(glob.T, pts), target_ct, cfg)
-    loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
-                         schedule=cfg.local_schedule, min_cos=cfg.min_cos,
-                         translation_only=cfg.local_translation_only)
+    try:
+        loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
+                             schedule=cfg.local_schedule, min_cos=cfg.min_cos,
+                             translation_only=cfg.local_translation_only)
+    except RegistrationError as exc:
+        return RegistrationResult(glob.T, False, f"local refinement failed: {exc}", 0.0,
+                                  float("inf"), len(pts), 0, glob.iterations,
+                                  time.perf_counter() - t0, "failed", None,
+                                  method + "+centerline+local", global_result)
     fre = float(np.sqrt(np.average(_residuals(pts, tw, loc) ** 2, weights=weights * loc.inliers)))
     fitness = float(np.average(loc.inliers, weights=weights))
     ok, msg = _judge(fitness, fre, cfg)
@@ -257,6 +281,7 @@ def register_cbct(points_patient: np.ndarray, twin, target_ct: np.ndarray,
     target_ct = np.asarray(target_ct, dtype=float).reshape(3)
     radius = cfg.cbct_radius
     if init is not None:
+        init = _check_transform(init)
         reach = np.linalg.norm(apply(init, pts) - target_ct, axis=1)
         radius = float(np.percentile(reach, 98)) + 0.01
     surface = tw.surface_near(target_ct, radius)

@@ -1,7 +1,8 @@
 """The twin's geometry prepared once for registration: centerline points, a KD-tree, surfaces.
 
-Everything here is in the CT frame (m). Build a :class:`Twin` once per map (it costs tens of
-milliseconds to a second for a large tree) and reuse it for every registration.
+Everything here is in the CT frame (m). Build a :class:`Twin` once per map and reuse it for
+every registration: the first registration otherwise pays for the lazily built structures
+(about a second for the phantom; :meth:`Twin.prepare` builds them up front).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class Twin:
         self.central_generation = central_generation
         self.mesh_vertices = None if mesh_vertices is None or len(mesh_vertices) == 0 else mesh_vertices
         self.mesh_triangles = mesh_triangles
+
+    def prepare(self) -> "Twin":
+        """Build every lazily computed structure now (the surface, the coarse clouds and the
+        distance grid), so that the first registration is as fast as the next; returns self."""
+        _ = self.central_cloud, self.coarse_cloud, self.surface, self._distance_grid
+        return self
 
     @classmethod
     def of(cls, source) -> "Twin":
