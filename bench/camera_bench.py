@@ -10,6 +10,11 @@ frames: ray casting, shading, tone mapping, depth), ``width``, ``height``, ``tri
 per-frame ``ms_median``/``ms_p95``, ``cast_fps`` (ray casting alone) and ``machine``. Without
 ``--map`` it uses ``maps/phantom_default`` if present, else the default phantom's tree rendered
 as its tube mesh.
+
+With ``--registration-trials N`` it also runs N trials of the camera registration scenario
+(:func:`bronchonav.imaging.camera_registration.camera_scenario_summary`, breathing 10 mm,
+against the map's ground truth) at the default evaluation phase (mid-inspiration) and at
+end-expiration / end-inspiration, under the key ``registration``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ def _machine() -> dict:
     import open3d
 
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "open3d": open3d.__version__}
+            "python": platform.python_version(), "open3d": open3d.__version__,
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _load_mesh(map_dir: str | None):
@@ -68,6 +74,25 @@ def _stations(tree, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([look_at(s.points[i], s.tangents[i]) for i in idx])
 
 
+def _registration(map_dir: str | None, trials: int, seed: int) -> dict:
+    """Camera scenario summaries (without per-trial rows) at three evaluation phases."""
+    from bronchonav.imaging.camera_registration import CameraScenarioConfig, camera_scenario_summary
+    from bronchonav.maps import load_map
+    from bronchonav.registration.evaluate import ground_truth_for
+    from bronchonav.registration.simulate import scenario_config
+
+    airway_map = load_map(map_dir or ROOT / "maps" / "phantom_default")
+    truth = ground_truth_for(airway_map)
+    out = {"ground_truth": truth.description}
+    for name, phase in (("mid_inspiration", 0.25), ("end_expiration", 0.0),
+                        ("end_inspiration", 0.5)):
+        cfg = CameraScenarioConfig(simulation=scenario_config("breathing", eval_phase=phase))
+        summary = camera_scenario_summary(airway_map, truth, trials, seed, config=cfg)
+        summary.pop("per_trial")
+        out[name] = summary
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--map", default=None)
@@ -75,6 +100,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--registration-trials", type=int, default=0)
     args = parser.parse_args()
 
     from bronchonav.imaging.camera import CameraIntrinsics, TipCamera
@@ -98,6 +124,8 @@ def main() -> int:
         cam.cast(T)
     cast_total = time.perf_counter() - t0
     times = np.array(times) * 1e3
+    registration = _registration(args.map, args.registration_trials, args.seed) \
+        if args.registration_trials > 0 else None
     print(json.dumps({
         "fps": round(len(poses) / total, 1),
         "width": args.width, "height": args.height,
@@ -109,6 +137,7 @@ def main() -> int:
         "hit_fraction_mean": round(float(np.mean(hit)), 3),
         "mesh": source,
         "machine": _machine(),
+        **({"registration": registration} if registration else {}),
     }))
     return 0
 

@@ -310,6 +310,7 @@ class TipCamera:
         self._o3c = o3d.core
         self._albedo = np.asarray(self.shading.albedo, dtype=np.float32)
         self._rays32 = self.intrinsics.rays.astype(np.float32)
+        self._triangle_normals = self.mesh.vertex_normals[triangles]
 
     @classmethod
     def from_map(cls, airway_map, **kwargs) -> "TipCamera":
@@ -358,10 +359,8 @@ class TipCamera:
         hit = np.isfinite(t)
         ids = hits["primitive_ids"][hit]
         uv = hits["primitive_uvs"][hit]
-        tri = self.mesh.triangles[ids]
-        vn = self.mesh.vertex_normals
-        n = (vn[tri[:, 0]] * (1.0 - uv[:, :1] - uv[:, 1:]) + vn[tri[:, 1]] * uv[:, :1]
-             + vn[tri[:, 2]] * uv[:, 1:])
+        g = self._triangle_normals[ids]  # (N, 3 corners, 3) vertex normals of the hit triangles
+        n = g[:, 0] * (1.0 - uv[:, :1] - uv[:, 1:]) + g[:, 1] * uv[:, :1] + g[:, 2] * uv[:, 1:]
         cos = np.abs(np.einsum("ij,ij->i", n, hits["rays_ct"][hit]))
         cos /= np.maximum(np.linalg.norm(n, axis=1), 1e-12)
         r = t[hit]

@@ -8,23 +8,26 @@ with tip-camera depth frames taken while the scope approaches the target:
 1. Stations along the ground-truth airway path to the nodule (the last ``path_length`` of it, in
    airways at least ``min_lumen_radius`` wide), each slightly off the centerline, looking ahead.
 2. At each station the tip camera renders depth (with noise) on the ground-truth lumen mesh at
-   rest; the visible wall points are moved by the breathing deformation at the frame's own
-   (random) phase, as is the camera, and expressed in the moved camera frame — what the camera
-   sees in the breathing patient.
-3. The camera pose in the patient (EM) frame comes from the 6-DOF EM sensor at the tip, with
-   its position and rotation noise; it maps each frame's points into the patient frame.
-4. Registration (all open3d point-to-plane ICP with a Tukey kernel, via
-   :func:`bronchonav.registration.register.register_cbct`, against the twin's lumen surface near
-   the target):
+   rest; the visible wall points are moved by the breathing deformation at the frame's phase, as
+   is the camera, and expressed in the moved camera frame — what the camera sees in the breathing
+   patient. Frames are respiratory-gated: captured within ``gate_width / 2`` cycles of the
+   evaluation phase.
+3. The camera pose in the patient (EM) frame comes from the 6-DOF EM sensor at the tip, with its
+   position and rotation noise; it maps each frame's points into the patient frame.
+4. Registrations, each scored by the TRE at the true target at the evaluation phase
+   (:meth:`~bronchonav.registration.simulate.GroundTruth.tre`), as for the other scenarios:
 
-   - ``em``: EM only — global centerline ICP of the survey, then the local EM refinement
+   - ``em only``: global centerline ICP of the survey, then the local EM refinement
      (:func:`~bronchonav.registration.register.register_em`);
-   - ``camera``: the camera alone refines the global EM survey registration (no local EM sweep);
-   - ``combined``: the camera refines the EM local registration (both sensors).
+   - ``camera alone``: open3d point-to-plane ICP with a Tukey kernel of the camera cloud to the
+     twin's lumen surface near the target
+     (:func:`~bronchonav.registration.register.register_cbct`), from the global EM survey
+     registration (no local EM sweep);
+   - ``combined``: :func:`joint_icp`, a robust Gauss–Newton ICP of the EM samples (to the
+     centerlines) and the camera frames (to the surface) together, from the global EM
+     registration, estimating each frame's pose error alongside the transform.
 
-TRE is evaluated at the true target, at the scenario's evaluation phase, exactly as for the other
-scenarios (:meth:`~bronchonav.registration.simulate.GroundTruth.tre`). Frames: CT (LPS, m),
-patient (EM field generator, m), camera optical frame (m).
+Frames: CT (LPS, m), patient (EM field generator, m), camera optical frame (m).
 """
 
 from __future__ import annotations
@@ -119,7 +122,15 @@ class CameraTrialSetup:
 
 
 def _ground_truth_map(ground_truth) -> AirwayMap:
-    """The ground truth as a map with a lumen mesh (phantom config, map or tree)."""
+    """The ground truth as a map with a lumen mesh (see :func:`camera_trial_setup`)."""
+    from bronchonav.registration.evaluate import GroundTruthSource
+
+    if isinstance(ground_truth, GroundTruthSource):
+        twin = ground_truth.twin
+        has_mesh = twin.mesh_vertices is not None and twin.mesh_triangles is not None
+        ground_truth = AirwayMap("ground_truth", twin.tree, list(ground_truth.nodules),
+                                 twin.mesh_vertices if has_mesh else np.zeros((0, 3)),
+                                 twin.mesh_triangles if has_mesh else np.zeros((0, 3), dtype=int))
     if isinstance(ground_truth, AirwayMap):
         if len(ground_truth.mesh_triangles):
             return ground_truth
@@ -133,11 +144,11 @@ def _ground_truth_map(ground_truth) -> AirwayMap:
 
     if isinstance(ground_truth, PhantomConfig):
         return phantom_ground_truth_map(ground_truth)
-    raise InputError(f"ground truth must be an AirwayMap, an AirwayTree or a PhantomConfig, "
-                     f"got {type(ground_truth).__name__}")
+    raise InputError(f"ground truth must be a GroundTruthSource, an AirwayMap, an AirwayTree or a "
+                     f"PhantomConfig, got {type(ground_truth).__name__}")
 
 
-def camera_trial_setup(airway_map: AirwayMap, ground_truth, nodule_id: str | None = None,
+def camera_trial_setup(airway_map: AirwayMap, ground_truth, nodule_id: str | list | None = None,
                        config: CameraScenarioConfig | None = None) -> CameraTrialSetup:
     """Prepare the camera scenario once for many trials.
 
@@ -145,19 +156,21 @@ def camera_trial_setup(airway_map: AirwayMap, ground_truth, nodule_id: str | Non
     ----------
     airway_map : AirwayMap
         The twin registered to (its tree, lumen mesh and nodules, CT frame).
-    ground_truth : AirwayMap, AirwayTree or PhantomConfig
-        The patient's true airways (a ground-truth map with a lumen mesh; a tree, rendered as
-        tubes; or a phantom configuration, whose ground-truth map is built).
-    nodule_id : str, optional
-        Target nodule; by default the trials cycle through the map's nodules that the ground
-        truth marks as near an airway (all nodules if none is marked).
+    ground_truth : GroundTruthSource, AirwayMap, AirwayTree or PhantomConfig
+        The patient's true airways: :func:`bronchonav.registration.evaluate.ground_truth_for`'s
+        result, a ground-truth map with a lumen mesh, a tree (rendered as tubes) or a phantom
+        configuration (whose ground-truth map is built).
+    nodule_id : str or list of str, optional
+        Target nodule(s); each trial draws one. By default the map's nodules marked as near an
+        airway (all nodules if none is marked).
     config : CameraScenarioConfig, optional
     """
     cfg = config or CameraScenarioConfig()
     gt_map = _ground_truth_map(ground_truth)
     if nodule_id is not None:
-        airway_map.nodule(nodule_id)
-        ids = [nodule_id]
+        ids = [nodule_id] if isinstance(nodule_id, str) else list(nodule_id)
+        for i in ids:
+            airway_map.nodule(i)
     else:
         near = [n.id for n in airway_map.nodules if "near" in (n.note or "")]
         ids = near or [n.id for n in airway_map.nodules]
@@ -180,7 +193,7 @@ def _approach_poses(gt_tree: AirwayTree, target_ct: np.ndarray, cfg: CameraScena
     path = tree_path_waypoints(gt_tree, target_ct)
     poses = route_poses(path, step=5e-4, look_ahead=4e-3)
     eye = poses[:, :3, 3]
-    d, idx = gt_tree.nearest(eye)
+    _, idx = gt_tree.nearest(eye)
     radius = gt_tree.samples().radii[idx]
     narrow = np.flatnonzero(radius < cfg.min_lumen_radius)
     end = int(narrow[0]) if narrow.size else len(poses)
@@ -397,7 +410,8 @@ def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.nd
     return JointOutcome(T, float(ok.mean()), fre, iterations, offsets)
 
 
-def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int, nodule_id: str | None = None,
+def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
+                     nodule_id: str | list | None = None,
                      config: CameraScenarioConfig | None = None,
                      setup: CameraTrialSetup | None = None) -> dict:
     """One seeded trial of the camera scenario.
@@ -406,13 +420,13 @@ def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int, nodule_id: 
     ----------
     airway_map : AirwayMap
         The twin (CT frame).
-    ground_truth : AirwayMap, AirwayTree or PhantomConfig
+    ground_truth : GroundTruthSource, AirwayMap, AirwayTree or PhantomConfig
         The patient's true airways (see :func:`camera_trial_setup`); ignored with ``setup``.
     seed : int
         Seed of everything random in the trial (transform, breathing phases, EM and camera
         noise, camera stations). With the default targets the trial's nodule is chosen by it.
-    nodule_id : str, optional
-        Target nodule (default: see :func:`camera_trial_setup`).
+    nodule_id : str or list of str, optional
+        Target nodule(s) (default: see :func:`camera_trial_setup`).
     config : CameraScenarioConfig, optional
     setup : CameraTrialSetup, optional
         Reuse a setup across trials (much faster).
@@ -484,7 +498,7 @@ def _stats(values: list[float], ok: list[bool]) -> dict:
 
 
 def camera_scenario_summary(airway_map: AirwayMap, ground_truth, trials: int, seed: int,
-                            nodule_id: str | None = None,
+                            nodule_id: str | list | None = None,
                             config: CameraScenarioConfig | None = None) -> dict:
     """Run ``trials`` seeded trials of the camera scenario and summarise them.
 
