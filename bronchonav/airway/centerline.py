@@ -58,7 +58,7 @@ class CenterlineParams:
         Moving-average window (points) applied to the centerline polylines, ends kept fixed.
     """
 
-    prune_k: float = 2.0
+    prune_k: float = 1.5
     prune_min_mm: float = 0.5
     merge_k: float = 0.6
     smooth_window: int = 5
