@@ -164,3 +164,33 @@ def test_phantom_command_writes_ct_and_ground_truth(tmp_path):
         np.testing.assert_array_equal(gt[b.id].points, b.points)
     nodules = nodules_from_list(json.loads((tmp_path / "nodules.json").read_text()))
     assert [n.id for n in nodules] == [n.id for n in phantom.nodules]
+
+
+def test_plot_tree_views_share_one_projection(built):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bronchonav.viz.tree_plot import plot_tree, view_coordinates
+
+    _, airway_map, _ = built
+    tree = airway_map.tree
+    fig = plt.figure()
+    ax = fig.add_subplot(1, 3, 1)
+    lines = plot_tree(ax, tree, airway_map.nodules, view="coronal")
+    segments = lines.get_segments()
+    assert len(segments) == len(tree)
+    by_generation = sorted(tree, key=lambda b: b.generation)
+    np.testing.assert_allclose(segments[0], view_coordinates(by_generation[0].points, "coronal"))
+    np.testing.assert_allclose(view_coordinates(np.array([[0.01, 0.02, 0.03]]), "sagittal"),
+                               [[20.0, 30.0]])
+    ax2 = fig.add_subplot(1, 3, 2)
+    plot_tree(ax2, tree, view="axial")
+    assert ax2.get_ylim()[0] > ax2.get_ylim()[1]  # anterior (-y) up
+    ax3 = fig.add_subplot(1, 3, 3, projection="3d")
+    lines3 = plot_tree(ax3, tree, airway_map.nodules)
+    assert len(lines3.get_array()) == len(tree)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="unknown view"):
+        view_coordinates(np.zeros((1, 3)), "oblique")

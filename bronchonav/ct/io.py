@@ -30,8 +30,6 @@ MAX_SPACING_MM = 3.0
 AIR_HU = -800.0
 """A CT in HU of a chest must contain voxels below this value (air in the lungs and airways)."""
 
-CT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
     """Read the largest DICOM series in ``folder`` (HU, LPS)."""

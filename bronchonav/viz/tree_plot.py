@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bronchonav.airway.tree import AirwayTree, Nodule
+from bronchonav.airway.tree import AirwayTree
 
 VIEWS = {"coronal": (0, 2), "sagittal": (1, 2), "axial": (0, 1)}
 """View name → (horizontal, vertical) CT axis indices."""
