@@ -247,6 +247,12 @@ def look_at(eye_ct: np.ndarray, forward_ct: np.ndarray, up_ct=(0.0, -1.0, 0.0)) 
     return T
 
 
+_LUT_SIZE = 4096
+"""Entries of the tone-mapping table (uniform in the square root of the irradiance)."""
+_LUT_MAX = 32.0
+"""Irradiance at the end of the table (every channel is saturated beyond it)."""
+
+
 @dataclass
 class _Mesh:
     vertices: np.ndarray
@@ -311,6 +317,9 @@ class TipCamera:
         self._albedo = np.asarray(self.shading.albedo, dtype=np.float32)
         self._rays32 = self.intrinsics.rays.astype(np.float32)
         self._triangle_normals = self.mesh.vertex_normals[triangles]
+        irr = (np.linspace(0.0, 1.0, _LUT_SIZE) ** 2 * _LUT_MAX)[:, None]
+        tone = (1.0 - np.exp(-irr * self._albedo[None, :].astype(float))) ** (1.0 / self.shading.gamma)
+        self._tone_lut = np.round(tone * 255.0).astype(np.uint8)
 
     @classmethod
     def from_map(cls, airway_map, **kwargs) -> "TipCamera":
@@ -367,12 +376,15 @@ class TipCamera:
         d_ref = float(np.median(r)) if (self.shading.auto_exposure and r.size) else \
             self.shading.reference_distance
         irradiance = cos * (d_ref / r) ** 2
-        value = 1.0 - np.exp(-irradiance[:, None] * self._albedo[None, :])
-        if self.noise.color_std > 0:
-            value = value + self._rng.normal(0.0, self.noise.color_std, value.shape)
-        value = np.clip(value, 0.0, 1.0) ** (1.0 / self.shading.gamma)
         color = np.zeros((len(t), 3), dtype=np.uint8)
-        color[hit] = np.round(value * 255.0).astype(np.uint8)
+        if self.noise.color_std > 0:
+            value = 1.0 - np.exp(-irradiance[:, None] * self._albedo[None, :])
+            value = value + self._rng.normal(0.0, self.noise.color_std, value.shape)
+            value = np.clip(value, 0.0, 1.0) ** (1.0 / self.shading.gamma)
+            color[hit] = np.round(value * 255.0).astype(np.uint8)
+        else:  # the same tone curve through a table, sampled densely in sqrt(irradiance)
+            k = np.sqrt(np.minimum(irradiance, _LUT_MAX) * (1.0 / _LUT_MAX)) * (_LUT_SIZE - 1)
+            color[hit] = self._tone_lut[(k + 0.5).astype(np.intp)]
         depth = np.full(len(t), np.inf, dtype=np.float32)
         z = r * self._rays32[hit, 2]
         if self.noise.depth_std > 0 or self.noise.depth_rel_std > 0:
