@@ -9,7 +9,10 @@ flythrough
     Camera poses along a route, frames written as PNG and an animated GIF.
 depth_cloud
     Depth image → point cloud in the camera frame.
+tube_mesh
+    Lumen surface of a tree's tube model (union of capsules), the exact geometry of a tree
+    given by centerlines and radii.
 camera_registration
-    Registration of depth-derived point clouds to the twin's lumen surface (the ``camera``
-    scenario of ``bronchonav register``).
+    Registration of depth-derived point clouds to the twin's lumen surface, alone and jointly
+    with EM samples (the ``camera`` scenario of ``bronchonav register``).
 """
