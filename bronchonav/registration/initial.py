@@ -34,7 +34,7 @@ def _principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c, Vt.T
 
 
-def _proper_axis_maps() -> list[np.ndarray]:
+def _signed_permutations() -> list[np.ndarray]:
     """The 48 signed 3x3 permutation matrices (rotations and reflections)."""
     maps = []
     for perm in itertools.permutations(range(3)):
@@ -45,7 +45,7 @@ def _proper_axis_maps() -> list[np.ndarray]:
     return maps
 
 
-_AXIS_MAPS = _proper_axis_maps()
+_AXIS_MAPS = _signed_permutations()
 
 
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,7 +92,8 @@ def _longest_runs(samples: np.ndarray, origins: np.ndarray, axes: np.ndarray, to
 
 
 def _refit(samples: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid and principal axis of the masked samples of each line (lines with < 2 keep NaN)."""
+    """Centroid and principal axis of the masked samples of each line (a line without samples
+    gets an arbitrary axis; it covers nothing and is never chosen)."""
     w = masks.astype(float)
     n = np.maximum(w.sum(axis=1), 1.0)
     c = (w @ samples) / n[:, None]
@@ -111,7 +112,7 @@ def find_trachea(samples: np.ndarray, directions: np.ndarray | None = None, **kw
 def trachea_hypotheses(samples: np.ndarray, directions: np.ndarray | None = None,
                        tolerance: float = 4e-3, max_gap: float = 0.02, n_lines: int = 80,
                        n_check: int = 20, max_free_end: int = 3, n_best: int = 2, seed: int = 0):
-    """Candidate tracheal runs of a central-airway sweep: axis and carina (patient frame, m).
+    """Candidate tracheal runs of a central-airway sweep: free end and axis (patient frame, m).
 
     Candidate lines go through random pairs of samples 20-200 mm apart and, with directions,
     along the sensor direction at random samples; each is refitted to the samples of its

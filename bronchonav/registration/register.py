@@ -41,7 +41,9 @@ class RegistrationConfig:
     min_cos : float
         Pairs whose sensor direction and twin tangent make ``|cos| < min_cos`` are rejected.
     local_sigma : float
-        Scale (m) of the Gaussian weight of samples by their distance to the target.
+        Scale (m) of the Gaussian weight of samples by their distance to the target; widened to
+        the target's distance from the nearest twin centerline when that is larger (a target far
+        from the airways has no airway close by to lean on).
     local_floor : float
         Weight of samples far from the target in the local refinement.
     local_translation_only : bool
@@ -137,10 +139,15 @@ def _judge(fitness: float, fre: float, cfg: RegistrationConfig,
     return True, f"{fitness:.0%} inliers, FRE {fre * 1e3:.2f} mm"
 
 
-def local_weights(samples_ct: np.ndarray, target_ct: np.ndarray, cfg: RegistrationConfig) -> np.ndarray:
-    """Weights of samples (CT frame, m) for the local refinement around ``target_ct``."""
+def local_weights(samples_ct: np.ndarray, target_ct: np.ndarray, twin: Twin,
+                  cfg: RegistrationConfig) -> np.ndarray:
+    """Weights of samples (CT frame, m) for the local refinement around ``target_ct``:
+    ``floor + (1 - floor) exp(-d^2 / 2 sigma^2)`` with ``d`` the distance to the target and
+    ``sigma`` the larger of ``cfg.local_sigma`` and the target's distance to the twin's
+    centerlines."""
+    sigma = max(cfg.local_sigma, float(twin.kdtree.query(target_ct)[0]))
     d2 = np.sum((samples_ct - target_ct) ** 2, axis=1)
-    return cfg.local_floor + (1.0 - cfg.local_floor) * np.exp(-0.5 * d2 / cfg.local_sigma ** 2)
+    return cfg.local_floor + (1.0 - cfg.local_floor) * np.exp(-0.5 * d2 / sigma ** 2)
 
 
 def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None = None,
@@ -226,7 +233,7 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
                                        method + "+centerline")
     if target_ct is None or not ok:
         return global_result
-    weights = local_weights(apply(glob.T, pts), target_ct, cfg)
+    weights = local_weights(apply(glob.T, pts), target_ct, tw, cfg)
     try:
         loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
                              schedule=cfg.local_schedule, min_cos=cfg.min_cos,
