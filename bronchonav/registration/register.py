@@ -139,13 +139,15 @@ def _judge(fitness: float, fre: float, cfg: RegistrationConfig,
     return True, f"{fitness:.0%} inliers, FRE {fre * 1e3:.2f} mm"
 
 
-def local_weights(samples_ct: np.ndarray, target_ct: np.ndarray, twin: Twin,
-                  cfg: RegistrationConfig) -> np.ndarray:
+def local_weights(samples_ct: np.ndarray, target_ct: np.ndarray, cfg: RegistrationConfig,
+                  twin: Twin | None = None) -> np.ndarray:
     """Weights of samples (CT frame, m) for the local refinement around ``target_ct``:
     ``floor + (1 - floor) exp(-d^2 / 2 sigma^2)`` with ``d`` the distance to the target and
-    ``sigma`` the larger of ``cfg.local_sigma`` and the target's distance to the twin's
-    centerlines."""
-    sigma = max(cfg.local_sigma, float(twin.kdtree.query(target_ct)[0]))
+    ``sigma`` = ``cfg.local_sigma``, or, given the ``twin``, the larger of that and the
+    target's distance to the twin's centerlines."""
+    sigma = cfg.local_sigma
+    if twin is not None:
+        sigma = max(sigma, float(twin.kdtree.query(target_ct)[0]))
     d2 = np.sum((samples_ct - target_ct) ** 2, axis=1)
     return cfg.local_floor + (1.0 - cfg.local_floor) * np.exp(-0.5 * d2 / sigma ** 2)
 
@@ -233,7 +235,7 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
                                        method + "+centerline")
     if target_ct is None or not ok:
         return global_result
-    weights = local_weights(apply(glob.T, pts), target_ct, tw, cfg)
+    weights = local_weights(apply(glob.T, pts), target_ct, cfg, tw)
     try:
         loc = centerline_icp(pts, tw, glob.T, directions=dirs, weights=weights,
                              schedule=cfg.local_schedule, min_cos=cfg.min_cos,
