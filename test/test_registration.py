@@ -4,6 +4,7 @@ Runs on the small hand-built toy tree (test_registration_toy.py), the twin being
 few seeded trials each. The 100-trial figures are in bench/registration_bench.py.
 """
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def test_a_bad_initial_transform_is_rejected_and_a_lost_fit_is_a_failure(twin):
         register_em(pts, twin, init=np.diag([1.0, 1.0, -1.0, 1.0]))
     far = register_em(pts + [1.0, 0.0, 0.0], twin, init=np.eye(4))  # 1 m away from the twin
     assert not far.success and far.quality == "failed" and "lost" in far.message
+    assert json.loads(json.dumps(far.to_dict(), allow_nan=False))["fre"] is None
 
 
 def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):

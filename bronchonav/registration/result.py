@@ -60,10 +60,14 @@ class RegistrationResult:
     global_result: "RegistrationResult | None" = None
 
     def to_dict(self) -> dict:
-        """JSON-serialisable summary (transform as nested lists, distances in m)."""
+        """JSON-serialisable summary (transform as nested lists, distances in m; a non-finite
+        number, such as the FRE of a fit that found no inliers, becomes ``None``)."""
         out = {k: getattr(self, k) for k in ("success", "message", "fitness", "fre", "n_points",
                                              "n_inliers", "iterations", "time_s", "quality",
                                              "target_sigma", "method")}
+        for k, v in out.items():
+            if isinstance(v, float) and not np.isfinite(v):
+                out[k] = None
         out["T_ct_patient"] = np.asarray(self.T_ct_patient).tolist()
         if self.global_result is not None:
             out["global_result"] = self.global_result.to_dict()
