@@ -169,22 +169,27 @@ def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
     }
 
 
-def camera_stage(ctx, width: int = 160, height: int = 120, open_depth_m: float = 0.02) -> dict:
-    """Render the tip camera's view at the planned exit point, looking along the airway.
+def camera_stage(ctx, width: int = 160, height: int = 120, back_m: float = 0.01,
+                 open_depth_m: float = 0.02) -> dict:
+    """Virtual bronchoscopy of the approach: the tip camera's view ``back_m`` before the exit
+    point along the planned route, looking at the exit point.
 
     Uses :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh (one ray-casting
-    thread). ``ctx.shared["rehearsal_tip_pose"]`` is not used: the view is the planned one, so the
-    column does not depend on how well the rehearsal went.
+    thread). The view is the planned one, so the columns do not depend on how well a rehearsal
+    went.
 
     Parameters
     ----------
     width, height : int
         Image size (pixels).
+    back_m : float
+        Distance along the route from the camera to the exit point (m); clipped to the route.
     open_depth_m : float
         Pixels seeing farther than this (m), or nothing, count as open lumen ahead.
 
     Columns: ``camera_open_fraction`` (share of pixels looking down open lumen),
-    ``camera_hit_fraction`` (share hitting the wall), ``camera_median_depth_m`` (median depth of
+    ``camera_hit_fraction`` (share hitting the wall), ``camera_center_depth_m`` (depth at the
+    image centre, None when it sees out of the mesh), ``camera_median_depth_m`` (median depth of
     the wall hits); None when the route is infeasible.
     """
     from bronchonav.imaging.camera import CameraIntrinsics, TipCamera, look_at
@@ -192,13 +197,19 @@ def camera_stage(ctx, width: int = 160, height: int = 120, open_depth_m: float =
     route = ctx.shared["route"]
     if not route.feasible:
         return {"camera_open_fraction": None}
-    camera = TipCamera.from_map(ctx.airway_map, intrinsics=CameraIntrinsics(width, height),
-                                nthreads=1)
-    frame = camera.render(look_at(route.exit_point, route.exit_direction))
+    # writable copies: maps shared through Ray's object store are read-only
+    camera = TipCamera(np.array(ctx.airway_map.mesh_vertices),
+                       np.array(ctx.airway_map.mesh_triangles),
+                       intrinsics=CameraIntrinsics(width, height), nthreads=1)
+    i = int(np.searchsorted(route.arclength, route.arclength[-1] - back_m))
+    i = min(i, len(route.waypoints) - 2)
+    eye = route.waypoints[i]
+    frame = camera.render(look_at(eye, route.exit_point - eye))
     depth = frame.depth
     hit = np.isfinite(depth)
     return {"camera_open_fraction": float(np.mean(~hit | (depth > open_depth_m))),
             "camera_hit_fraction": float(np.mean(hit)),
+            "camera_center_depth_m": _finite(depth[height // 2, width // 2]),
             "camera_median_depth_m": float(np.median(depth[hit])) if hit.any() else None}
 
 

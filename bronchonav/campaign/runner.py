@@ -25,7 +25,7 @@ from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodu
 from bronchonav.campaign.spec import CampaignSpec
 from bronchonav.campaign.stages import cache_map, run_case, subject_map
 from bronchonav.campaign.store import ResultStore
-from bronchonav.errors import InputError
+from bronchonav.errors import BronchoNavError, InputError
 from bronchonav.maps import load_map
 
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -33,8 +33,10 @@ THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
                                       "VECLIB_MAXIMUM_THREADS")}
 """Environment of Ray workers: one compute thread per worker process."""
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
-"""Environment set before starting Ray: no usage statistics (nothing leaves the machine)."""
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_worker_niceness": "0"}
+"""Environment set (unless already set) before starting Ray: no usage statistics (nothing leaves
+the machine); workers at normal priority (Ray's default niceness 15 would let any other load on
+the machine starve them, unlike the in-process mode)."""
 
 
 @dataclass
@@ -155,7 +157,12 @@ def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray) -> dict:
     if ray is not None and missing:
         task = ray.remote(subject_map).options(num_cpus=1, max_retries=spec.retries)
         refs = [task.remote(s, spec.nodules, seeds[s.key]) for s in missing]
-        made = dict(zip([s.key for s in missing], ray.get(refs)))
+        try:
+            made = dict(zip([s.key for s in missing], ray.get(refs)))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, BronchoNavError):  # bad input: its own one-line message
+                raise exc.cause from None
+            raise
     else:
         made = {s.key: subject_map(s, spec.nodules, seeds[s.key]) for s in missing}
     for key, airway_map in made.items():
