@@ -42,8 +42,8 @@ def _run(args) -> int:
     from bronchonav.errors import InputError
     from bronchonav.maps import load_map
     from bronchonav.progress import step
-    from bronchonav.registration.evaluate import (ground_truth_for, records_as_dicts, run_trials,
-                                                  summarize)
+    from bronchonav.registration.evaluate import (ground_truth_for, json_safe, records_as_dicts,
+                                                  run_trials, summarize)
     from bronchonav.registration.simulate import scenario_config
     from bronchonav.registration.twin import Twin
 
@@ -62,14 +62,14 @@ def _run(args) -> int:
     with step(f"{args.trials} {args.scenario} trials"):
         records = run_trials(airway_map, args.scenario, args.trials, args.seed, cfg,
                              ground_truth=gt, twin=twin, target_ids=args.target)
-    summary = summarize(records, args.scenario)
+    summary = json_safe(summarize(records, args.scenario))
     summary.update({"map": str(args.map), "ground_truth": gt.description, "seed": args.seed,
                     "amplitude_mm": cfg.amplitude * 1e3, "noise_mm": cfg.noise_std * 1e3})
     if args.trials_out:
         with open(args.trials_out, "w") as f:
-            json.dump(records_as_dicts(records), f, indent=1)
+            json.dump(records_as_dicts(records), f, indent=1, allow_nan=False)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary, allow_nan=False))
         return 0
     _print(summary, args.scenario)
     return 0

@@ -195,7 +195,7 @@ def summarize(records: list[TrialRecord], kind: str) -> dict:
         "registered_rate": float(np.mean([r.registered for r in records])),
         "tre_median_mm": _median(tre),
         "tre_p95_mm": _p95(tre),
-        "tre_max_mm": float(np.nanmax(tre)) if ok else None,
+        "tre_max_mm": max(r.tre_mm for r in ok) if ok else None,
         "fre_median_mm": _median(r.fre_mm for r in records),
         "ms_median": _median(r.time_ms for r in records),
         "ms_p95": _p95(r.time_ms for r in records),
@@ -219,6 +219,18 @@ def summarize(records: list[TrialRecord], kind: str) -> dict:
     return out
 
 
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None``, recursively
+    through dicts, lists and tuples, so that it serialises as strict JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def records_as_dicts(records: list[TrialRecord]) -> list[dict]:
-    """The trial records as JSON-serialisable dicts."""
-    return [asdict(r) for r in records]
+    """The trial records as JSON-serialisable dicts (NaN for a failed trial becomes ``None``)."""
+    return [json_safe(asdict(r)) for r in records]
