@@ -52,6 +52,7 @@ class PathFollower:
         angles = np.array([t.angle for t in params.tendons])
         self._order = np.argsort(np.mod(angles, 2 * np.pi))  # tendons at 0, 90, 180, 270 deg
         self.bend = np.zeros(2)  # signed tension along body x and y (N)
+        self._last_state = None
 
     @property
     def length(self) -> float:
@@ -60,8 +61,13 @@ class PathFollower:
 
     def command(self, state: CatheterState | None, insertion: float, roll: float = 0.0,
                 ) -> CatheterCommand:
-        """Next command: ``insertion`` (m) with tensions that turn the tip towards the path."""
-        if state is not None and state.insertion > 0:
+        """Next command: ``insertion`` (m) with tensions that turn the tip towards the path.
+
+        The error is integrated once per new state: passing the same state again (e.g. the
+        model's last valid state after a failed step) does not wind the bend command up.
+        """
+        if state is not None and state.insertion > 0 and state is not self._last_state:
+            self._last_state = state
             tip = state.tip_pose[:3, 3]
             k = int(np.argmin(np.linalg.norm(self.path - tip, axis=1)))
             s_goal = min(self.s[k] + self.lookahead, self.s[-1])
