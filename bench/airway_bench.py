@@ -15,6 +15,7 @@ its segmentation against the ground truth (ATM'22 metrics). Bars from issue 2: e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -85,7 +86,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="airway_bench_") as tmp:
         t0 = time.perf_counter()
-        code = cli_main(["phantom", "--name", args.phantom, "--seed", str(args.seed), "--out", tmp])
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON report only
+            code = cli_main(["phantom", "--name", args.phantom, "--seed", str(args.seed),
+                             "--out", tmp])
         if code:
             return code
         t_phantom = time.perf_counter() - t0
