@@ -17,7 +17,7 @@ def map_dir(tmp_path_factory):
 def test_register_json_has_the_required_keys(map_dir, capsys, tmp_path):
     trials = tmp_path / "trials.json"
     code = main(["register", "--map", str(map_dir), "--scenario", "breathing", "--trials", "2",
-                 "--seed", "3", "--json", "--trials-out", str(trials)])
+                 "--seed", "3", "--eval-phase", "random", "--json", "--trials-out", str(trials)])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     for key in ("success_rate", "tre_median_mm", "tre_p95_mm", "fre_median_mm", "ms_median",
@@ -25,6 +25,7 @@ def test_register_json_has_the_required_keys(map_dir, capsys, tmp_path):
         assert key in summary
     assert summary["trials"] == 2 and summary["scenario"] == "breathing"
     assert summary["amplitude_mm"] == pytest.approx(10.0)
+    assert summary["eval_phase"] == "random"
     assert 0.0 <= summary["success_rate"] <= 1.0
     assert 0.0 < summary["tre_median_mm"] < 5.0
     records = json.loads(trials.read_text())
@@ -43,6 +44,7 @@ def test_register_human_output(map_dir, capsys):
     (["--map", "/nonexistent/map", "--scenario", "rigid"], "map folder not found"),
     (["--scenario", "rigid", "--trials", "0"], "--trials"),
     (["--scenario", "rigid", "--target", "N9"], "N9"),
+    (["--scenario", "breathing", "--eval-phase", "2"], "--eval-phase"),
 ])
 def test_register_errors_are_one_line(map_dir, capsys, argv, message):
     if "--map" not in argv:

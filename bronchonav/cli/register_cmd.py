@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     parser.add_argument("--amplitude-mm", type=float, metavar="MM",
                         help="breathing amplitude at the lung base (default 0 for rigid, 10 "
                              "otherwise)")
+    parser.add_argument("--eval-phase", metavar="PHASE",
+                        help="breathing phase (cycles, 0-1) at which the target error is "
+                             "evaluated, or 'random' (default: 0.25, mid-inspiration, for "
+                             "breathing; the cone-beam CT's random breath-hold phase for cbct)")
     parser.add_argument("--noise-mm", type=float, default=1.0, metavar="MM",
                         help="EM position noise per axis (default 1)")
     parser.add_argument("--target", action="append", metavar="ID",
@@ -56,6 +60,8 @@ def _run(args) -> int:
     cfg = replace(cfg, noise_std=args.noise_mm * 1e-3)
     if args.amplitude_mm is not None:
         cfg = replace(cfg, amplitude=args.amplitude_mm * 1e-3)
+    if args.eval_phase is not None:
+        cfg = replace(cfg, eval_phase=_phase(args.eval_phase))
     with step("preparing the twin and its ground truth"):
         twin = Twin.of(airway_map).prepare()
         gt = ground_truth_for(airway_map)
@@ -64,7 +70,8 @@ def _run(args) -> int:
                              ground_truth=gt, twin=twin, target_ids=args.target)
     summary = json_safe(summarize(records, args.scenario))
     summary.update({"map": str(args.map), "ground_truth": gt.description, "seed": args.seed,
-                    "amplitude_mm": cfg.amplitude * 1e3, "noise_mm": cfg.noise_std * 1e3})
+                    "amplitude_mm": cfg.amplitude * 1e3, "noise_mm": cfg.noise_std * 1e3,
+                    "eval_phase": "random" if cfg.eval_phase is None else cfg.eval_phase})
     if args.trials_out:
         with open(args.trials_out, "w") as f:
             json.dump(records_as_dicts(records), f, indent=1, allow_nan=False)
@@ -75,6 +82,21 @@ def _run(args) -> int:
     return 0
 
 
+def _phase(text: str) -> float | None:
+    """``--eval-phase``: a phase in [0, 1] (cycles), or ``None`` for 'random'."""
+    from bronchonav.errors import InputError
+
+    if text == "random":
+        return None
+    try:
+        phase = float(text)
+    except ValueError:
+        phase = float("nan")
+    if not 0.0 <= phase <= 1.0:
+        raise InputError(f"--eval-phase must be a number of cycles in [0, 1] or 'random', got {text!r}")
+    return phase
+
+
 def _fmt(value, unit="mm", digits=2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f} {unit}"
 
@@ -83,7 +105,8 @@ def _print(s: dict, scenario: str) -> None:
     out = sys.stdout
     print(f"registration, scenario {scenario}: {s['trials']} trials on {s['map']} "
           f"(truth: {s['ground_truth']}; amplitude {s['amplitude_mm']:.0f} mm, "
-          f"noise {s['noise_mm']:.1f} mm)", file=out)
+          f"noise {s['noise_mm']:.1f} mm, target evaluated at breathing phase "
+          f"{s['eval_phase']})", file=out)
     print(f"  success rate (TRE < 5 mm): {s['success_rate']:.0%}   "
           f"registrations reported successful: {s['registered_rate']:.0%}", file=out)
     print(f"  TRE at the target: median {_fmt(s['tre_median_mm'])}, p95 {_fmt(s['tre_p95_mm'])}, "
