@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 from test_registration_toy import toy_map
 
 from bronchonav.errors import RegistrationError
-from bronchonav.registration import (BreathingModel, Twin, apply, invert,
+from bronchonav.registration import (BreathingModel, RegistrationConfig, Twin, apply, invert,
                                      random_transform, register_cbct, register_em, run_trials,
                                      scenario_config, simulate_scenario, summarize)
 from bronchonav.registration.initial import find_trachea
@@ -186,6 +186,18 @@ def test_local_refinement_beats_global_near_a_lower_lobe_target_under_breathing(
     assert np.median(glob) - np.median(loc) > 0.5   # a real gain, in mm
     assert np.median(loc) < 3.0
     assert all(r.success for r in records)
+
+
+def test_translation_only_local_refinement_keeps_the_global_rotation(toy, twin):
+    nodule = _lower_lobe_nodule(toy)
+    sc = simulate_scenario("breathing", twin, nodule, nodule.center, np.random.default_rng(8))
+    obs = sc.observation
+    cfg = RegistrationConfig(local_translation_only=True)
+    result = register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions, obs.em_local,
+                         config=cfg)
+    assert np.allclose(result.T_ct_patient[:3, :3], result.global_result.T_ct_patient[:3, :3])
+    assert not np.allclose(result.T_ct_patient[:3, 3], result.global_result.T_ct_patient[:3, 3])
+    assert sc.truth.tre(result.T_ct_patient) < sc.truth.tre(result.global_result.T_ct_patient)
 
 
 def test_target_sigma_grows_with_sensor_noise(toy, twin):

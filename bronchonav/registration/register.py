@@ -1,8 +1,9 @@
 """Registration entry points: EM samples to the twin's centerlines, cone-beam CT surface to its lumen.
 
 ``register_em`` runs: input checks → initial alignment without a guess (:mod:`.initial`) →
-global trimmed centerline ICP of all samples → optionally a local refinement around the target,
-where samples are weighted by their proximity to the target (a Gaussian of the distance, with a
+global trimmed centerline ICP (of the survey of the central airways when the local sweep's
+samples are marked, of all samples otherwise) → optionally a local refinement around the target
+on all samples, weighted by their proximity to the target (a Gaussian of the distance, with a
 small floor so the central airways still anchor the rotation), as in localized registration for
 navigated bronchoscopy. ``register_cbct`` aligns a surface cloud to the twin's lumen surface
 near the target by point-to-plane ICP, starting from a given transform (e.g. the EM
