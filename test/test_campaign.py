@@ -210,6 +210,9 @@ def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
             assert have[k] == v, (k, have[k], v)
     store.compact()
     assert not list(store.parts_dir.glob("part-*"))
+    store.release()
+    ResultStore(tmp_path / "out").bind({"name": "t"}, "f1")  # a new run clears the debris
+    assert not list(store.parts_dir.glob(".tmp-*"))
     assert ResultStore(tmp_path / "out").fmt == fmt  # the folder remembers its format
     assert [r["case_key"] for r in ResultStore(tmp_path / "out").rows()] == ["k0", "k1", "k2", "k3"]
     store.release()

@@ -123,6 +123,8 @@ class ResultStore:
             lock.close()
             raise InputError(f"another campaign run is using {self.out_dir}") from None
         self._lock_file = lock
+        for stale in [*self.parts_dir.glob(".tmp-*"), *self.out_dir.glob(".tmp-*")]:
+            stale.unlink()  # half-written by a run that crashed; its row was never counted
         meta_path = self.out_dir / "campaign.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
