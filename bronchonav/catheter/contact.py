@@ -3,9 +3,17 @@
 The lumen is modelled as the union of tubes around the branch centerlines (each tube a chain of
 capsules with the local lumen radius). A catheter node of radius ``r_c`` at distance ``d`` from a
 centerline where the lumen radius is ``r`` penetrates the wall by ``pen = d - (r - r_c)``. The
-node takes the smallest penetration over its *candidate* branches and feels a smooth penalty force
-``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to ``eps``, then linear with slope ``k``); ``∇pen``
-points away from the centerline and, where the lumen narrows distally, also back along it.
+node's candidate branches are combined by a smooth minimum (width ``eps``) of their penetrations
+and gradients, and the node feels the penalty force ``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to
+``eps``, then linear with slope ``k``, the nodal stiffness = stiffness per length × node spacing);
+``∇pen`` points away from the centerline and, where the lumen narrows distally, also back along
+it. The smooth minimum keeps the force continuous where two tubes meet (carinas, corners).
+
+The forces are evaluated from the current iterate *inside* the shooting integration (see
+:mod:`bronchonav.catheter.rod`), so the Newton solver sees the contact stiffness. (A fixed-point loop
+that freezes the forces of the previous iterate was not used: it contracts only while the rod's
+compliance at a node times the wall stiffness is below one, and a 0.1 m free length of the shaft
+has a tip compliance of about L³/3EI ≈ 0.17 m/N against a nodal stiffness of a few hundred N/m.)
 
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
 (trachea), each node's candidates are the branch the previous node is in, its parent and its
