@@ -96,6 +96,12 @@ def test_lobes_agree_with_the_ground_truth(built):
         agree += b.lobe == gt_lobe
     assert total > 100
     assert agree / total >= 0.9
+    # generations: most branches have the generation of the GT branch they lie on
+    same = 0
+    for b in airway_map.tree:
+        _, i = gt.nearest(b.points[len(b.points) // 2])
+        same += b.generation == gt[int(ids[i[0]])].generation
+    assert same / len(airway_map.tree) >= 0.75
     assert set(airway_map.tree.lobes()) == {"RUL", "RML", "RLL", "LUL", "LLL"}
 
 
