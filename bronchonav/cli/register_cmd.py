@@ -111,7 +111,7 @@ def _print(s: dict, scenario: str) -> None:
           f"registrations reported successful: {s['registered_rate']:.0%}", file=out)
     print(f"  TRE at the target: median {_fmt(s['tre_median_mm'])}, p95 {_fmt(s['tre_p95_mm'])}, "
           f"max {_fmt(s['tre_max_mm'])}", file=out)
-    first = {"cbct": "EM (global + local)", "rigid": "global", "breathing": "global"}[scenario]
+    first = {"cbct": "EM survey", "rigid": "global", "breathing": "global"}[scenario]
     final = {"cbct": "cone-beam CT", "rigid": "local", "breathing": "local"}[scenario]
     print(f"  TRE {first} -> {final}: median {_fmt(s['tre_global_median_mm'])} -> "
           f"{_fmt(s['tre_local_median_mm'])} (median gain {_fmt(s['gain_median_mm'])}, "

@@ -77,13 +77,19 @@ class TrialRecord:
 
 def run_trial(scenario: Scenario, twin: Twin, trial: int,
               reg_config: RegistrationConfig | None = None) -> TrialRecord:
-    """Register one simulated scenario and score it against its hidden truth."""
+    """Register one simulated scenario and score it against its hidden truth.
+
+    ``rigid`` and ``breathing``: :func:`register_em` with the target and the local sweep marked
+    (global stage on the survey, then the local refinement). ``cbct``: the global EM
+    registration of the survey, then :func:`register_cbct` from it (from scratch if it
+    failed). ``tre_global_mm`` is the TRE of the stage before the final one.
+    """
     obs = scenario.observation
     cpu0 = time.process_time()
     try:
         if scenario.kind == "cbct":
-            em = register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions,
-                             local_mask=obs.em_local, config=reg_config)
+            em = register_em(obs.em_positions[~obs.em_local], twin, None,
+                             obs.em_directions[~obs.em_local], config=reg_config)
             # start from the EM registration, or from scratch (FPFH + RANSAC) if it failed
             result = register_cbct(obs.cbct_points, twin, obs.target_ct,
                                    init=em.T_ct_patient if em.success else None, config=reg_config)
