@@ -6,8 +6,10 @@ centerline where the lumen radius is ``r`` penetrates the wall by ``pen = d - (r
 node's candidate branches are combined by a smooth minimum (width ``eps``) of their penetrations
 and gradients, and the node feels the penalty force ``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to
 ``eps``, then linear with slope ``k``, the nodal stiffness = stiffness per length × node spacing);
-``∇pen`` points away from the centerline and, where the lumen narrows distally, also back along
-it. The smooth minimum keeps the force continuous where two tubes meet (carinas, corners).
+``∇pen`` points away from the nearest centerline point. The smooth minimum keeps the force
+continuous where two tubes meet (carinas, corners). (A lumen that narrows along a branch only
+squeezes radially; the axial push-back of a taper was left out because its segment-wise slope
+made the force jump at polyline vertices, which stalls Newton.)
 
 The forces are evaluated from the current iterate *inside* the shooting integration (see
 :mod:`bronchonav.catheter.rod`), so the Newton solver sees the contact stiffness. (A fixed-point loop
@@ -151,8 +153,8 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath):
             cb = cand[k, c]
             if cb < 0:
                 continue
-            pen, seg, qx, qy, qz, sl, tx, ty, tz, inter = wall_penetration(
-                pos[k], cb, b_off[cb], b_off[cb + 1] - 1, bp, br, r_cath)
+            pen, seg, qx, qy, qz = wall_penetration(pos[k], b_off[cb], b_off[cb + 1] - 1, bp, br,
+                                                    r_cath)
             win[k, c] = seg
             if pen < best - 1e-12:
                 best = pen

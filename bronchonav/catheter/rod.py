@@ -254,45 +254,31 @@ def _smooth_penalty(pen, k, eps):
 
 
 @njit(cache=True)
-def wall_penetration(p, b, lo, hi, bp, br, r_cath):
-    """Smallest penetration of point ``p`` into the wall of branch polyline segments [lo, hi).
+def wall_penetration(p, lo, hi, bp, br, r_cath):
+    """Smallest penetration of point ``p`` into the wall along polyline segments [lo, hi).
 
-    Returns ``(pen, seg, qx, qy, qz, slope, tx, ty, tz, interior)`` for the segment with the
-    smallest ``pen = distance - (lumen radius - r_cath)`` (m); ``q`` is the nearest centerline
-    point, ``slope`` dr/ds of the lumen radius and ``t`` the unit centerline tangent there.
+    Returns ``(pen, seg, qx, qy, qz)``: ``pen = distance - (lumen radius - r_cath)`` (m) for the
+    segment where it is smallest, that segment's index and the nearest centerline point ``q``
+    on it (radius interpolated linearly along the segment).
     """
     best = 1e300
     bs = lo
     bqx = bqy = bqz = 0.0
-    bslope = 0.0
-    btx = bty = btz = 0.0
-    binterior = False
     for j in range(lo, hi):
         ax, ay, az = bp[j, 0], bp[j, 1], bp[j, 2]
         ex, ey, ez = bp[j + 1, 0] - ax, bp[j + 1, 1] - ay, bp[j + 1, 2] - az
         ll = ex * ex + ey * ey + ez * ez
         t = ((p[0] - ax) * ex + (p[1] - ay) * ey + (p[2] - az) * ez) / ll
-        interior = True
-        if t < 0.0:
-            t = 0.0
-            interior = False
-        elif t > 1.0:
-            t = 1.0
-            interior = False
+        t = min(max(t, 0.0), 1.0)
         qx, qy, qz = ax + t * ex, ay + t * ey, az + t * ez
         dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
         d = np.sqrt(dx * dx + dy * dy + dz * dz)
-        rad = br[j] + t * (br[j + 1] - br[j])
-        pen = d - (rad - r_cath)
+        pen = d - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
         if pen < best:
             best = pen
             bs = j
             bqx, bqy, bqz = qx, qy, qz
-            sl = np.sqrt(ll)
-            bslope = (br[j + 1] - br[j]) / sl
-            btx, bty, btz = ex / sl, ey / sl, ez / sl
-            binterior = interior
-    return best, bs, bqx, bqy, bqz, bslope, btx, bty, btz, binterior
+    return best, bs, bqx, bqy, bqz
 
 
 @njit(cache=True)
@@ -301,7 +287,7 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
 
     The lumen is the union of the candidate branches' tubes (capsules along the centerline
     polylines with the local radius). Each candidate ``c`` gives a penetration ``pen_c`` and its
-    gradient ``g_c`` (away from its centerline, and back along it where the lumen narrows); they
+    gradient ``g_c`` (the unit vector away from its nearest centerline point); they
     are combined by a smooth minimum of width ``eps`` (weights ``exp(-(pen_c - min)/eps)``), so
     the force ``-φ(pen) Σ w_c g_c`` stays continuous where two tubes meet (carinas, corners).
     Each candidate is searched within ``window`` segments of ``win[k, c]``.
@@ -321,7 +307,7 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
             hi = min(hi, win[k, c] + window + 1)
         if hi <= lo:
             continue
-        pen, seg, qx, qy, qz, sl, tx, ty, tz, inter = wall_penetration(p, b, lo, hi, bp, br, r_cath)
+        pen, seg, qx, qy, qz = wall_penetration(p, lo, hi, bp, br, r_cath)
         pens[c] = pen
         dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
         d = np.sqrt(dx * dx + dy * dy + dz * dz)
@@ -329,10 +315,6 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
             grads[c, 0] = dx / d
             grads[c, 1] = dy / d
             grads[c, 2] = dz / d
-        if inter:  # a narrowing lumen pushes back along the centerline
-            grads[c, 0] -= sl * tx
-            grads[c, 1] -= sl * ty
-            grads[c, 2] -= sl * tz
         if pen < best:
             best = pen
     out[0] = 0.0
