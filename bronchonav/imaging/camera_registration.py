@@ -462,8 +462,9 @@ def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
             raise RegistrationError(f"the EM registration it starts from failed: {em.message}")
         surface = setup.twin.surface_near(obs.target_ct, cfg.registration.cbct_radius)
         T0 = em_global.T_ct_patient
-        weights = local_weights(apply(T0, obs.em_positions), obs.target_ct, cfg.registration)
-        cam_weights = local_weights(apply(T0, cloud), obs.target_ct, cfg.registration)
+        weights = local_weights(apply(T0, obs.em_positions), obs.target_ct, cfg.registration,
+                                setup.twin)
+        cam_weights = local_weights(apply(T0, cloud), obs.target_ct, cfg.registration, setup.twin)
         combined = joint_icp(obs.em_positions, weights, cloud, frame_ids, cam_weights, setup.twin,
                              surface, T0, obs.target_ct, cfg.pose_position_noise,
                              em_directions=obs.em_directions, min_cos=cfg.registration.min_cos,
