@@ -20,7 +20,7 @@ from bronchonav.errors import RegistrationError
 from bronchonav.registration.transforms import apply, make_transform, rotate
 from bronchonav.registration.twin import Twin
 
-DEFAULT_SCHEDULE = ((0.015, 30), (0.008, 30), (0.004, 50))
+DEFAULT_SCHEDULE = ((0.010, 30), (0.005, 50))
 """Centerline ICP stages: (maximum correspondence distance (m), maximum iterations)."""
 
 

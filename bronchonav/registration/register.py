@@ -68,7 +68,7 @@ class RegistrationConfig:
     """
 
     schedule: tuple = DEFAULT_SCHEDULE
-    local_schedule: tuple = ((0.006, 30), (0.004, 50))
+    local_schedule: tuple = ((0.005, 50),)
     min_cos: float = 0.5
     local_sigma: float = 0.02
     local_floor: float = 0.02
