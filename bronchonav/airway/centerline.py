@@ -2,8 +2,10 @@
 
 Steps
 -----
-1. 3D skeleton of the mask (:func:`skimage.morphology.skeletonize`), lumen radius from the
-   Euclidean distance transform (the ``edt`` package, anisotropic spacing).
+1. 3D skeleton of the mask (:func:`skimage.morphology.skeletonize`) and the lumen radius at
+   each skeleton voxel: the Euclidean distance transform of the mask (the ``edt`` package,
+   anisotropic spacing) or, when the CT is given, the larger of that and the radius measured
+   on the CT (:func:`fwhm_radii`).
 2. The skeleton voxels form a graph (26-neighbours, edges weighted by their length); the root is
    the most superior skeleton end point (top of the trachea). A shortest-path tree from the root
    breaks every cycle (two airways touching, skeleton loops at thick junctions).
@@ -12,10 +14,9 @@ Steps
    ``prune_k`` times their parent's lumen radius plus ``prune_min_mm`` — are
    removed, chains left with a single child are merged, and very short internal branches
    (skeleton artefacts of one bifurcation seen as two) are collapsed, until nothing changes.
-4. Branch polylines are mapped to the CT frame (LPS, metres), smoothed with their end points
-   fixed, and given radii from the distance transform (distance from the centerline voxel to
-   the nearest voxel outside the mask, median-filtered) or, when the CT is given, measured on
-   the CT (see :func:`fwhm_radii`). Generations are depths from the trachea.
+4. Branch polylines are mapped to the CT frame (LPS, metres) and smoothed with their end
+   points fixed (branch lengths above are measured on these smoothed polylines); radii are
+   median-filtered along each branch. Generations are depths from the trachea.
 
 Each child's first point is exactly its parent's last point (the bifurcation voxel).
 """
