@@ -234,10 +234,14 @@ def load_map(folder: str | Path) -> AirwayMap:
         raise MapError(f"map format version {meta.get('format_version')!r} is not supported "
                        f"(this BronchoNav reads version {MAP_FORMAT_VERSION})")
     files = meta.get("files") or {}
+    if not isinstance(files, dict):
+        raise MapError(f"{meta_path}: 'files' must be a mapping of name to {{path, sha256}}")
     for key in ("tree", "nodules", "mesh"):
         if key not in files:
             raise MapError(f"{meta_path} lists no '{key}' file")
     for key, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
+            raise MapError(f"{meta_path}: file entry '{key}' must have a 'path' and a 'sha256'")
         path = folder / entry["path"]
         if not path.is_file():
             raise MapError(f"map file missing: {path}")

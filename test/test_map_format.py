@@ -143,3 +143,13 @@ def test_broken_map_is_refused(tmp_path, case, capsys):
 def test_missing_folder_is_refused(tmp_path):
     with pytest.raises(MapError, match="not found"):
         load_map(tmp_path / "nowhere")
+
+
+def test_malformed_file_entry_is_a_map_error(tmp_path):
+    """A 'files' entry that is not a {path, sha256} mapping is refused with MapError."""
+    folder = save_map(_map(), tmp_path / "m")
+    meta = yaml.safe_load((folder / "map.yaml").read_text())
+    meta["files"]["tree"] = "tree.json"
+    (folder / "map.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(MapError, match="file entry 'tree'"):
+        load_map(folder)

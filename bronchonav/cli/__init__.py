@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except BronchoNavError as exc:
         if os.environ.get("BRONCHONAV_DEBUG"):
             raise
-        print(f"bronchonav {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # always one line
+        print(f"bronchonav {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bronchonav {args.command}: interrupted", file=sys.stderr)

@@ -21,17 +21,6 @@ def _out_folder(path: str) -> Path:
     return folder
 
 
-def _load(folder):
-    """Load a map; an error message spanning several lines (a YAML parser's) becomes one."""
-    from bronchonav.errors import MapError
-    from bronchonav.maps import load_map
-
-    try:
-        return load_map(folder)
-    except MapError as exc:
-        raise MapError(" ".join(str(exc).split())) from None
-
-
 def cmd_phantom(args) -> int:
     """Write a phantom CT (NIfTI) and its ground truth into ``args.out``."""
     import SimpleITK as sitk
@@ -107,7 +96,9 @@ def map_summary(folder: str | Path) -> dict:
     """Summary of a saved map: branches, generations, lobes, nodules, source (JSON-ready)."""
     from collections import Counter
 
-    m = _load(folder)
+    from bronchonav.maps import load_map
+
+    m = load_map(folder)
     tree = m.tree
     return {
         "map": str(folder),
@@ -148,12 +139,13 @@ def cmd_map_info(args) -> int:
 
 def cmd_render_map(args) -> int:
     """Draw a map's tree and nodules to a PNG."""
+    from bronchonav.maps import load_map
     from bronchonav.viz.tree_plot import render_map_png
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise InputError(f"--out must be a .png file, got {out}")
-    path = render_map_png(_load(args.map), out)
+    path = render_map_png(load_map(args.map), out)
     print(f"wrote {path}")
     return 0
 
