@@ -134,7 +134,7 @@ class WallModel:
         return cand, win, self.branch_ids[nb]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _track(pos, parent, children, b_off, bp, br, root, r_cath):
     n = pos.shape[0]
     C = 2 + children.shape[1]

@@ -30,6 +30,9 @@ unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon pa
 is classic RK4 between consecutive breakpoints (output nodes, segment boundaries, tendon ends), so
 property jumps never fall inside a step. All quantities are in the ``catheter_base`` frame.
 
+The kernels use numba's ``error_model="numpy"``: a degenerate iterate gives inf/NaN (which the
+solver rejects) instead of raising inside the loop.
+
 Contact: at output node ``k >= 1`` a penalty force from the airway wall (see
 :mod:`bronchonav.catheter.contact`) acts as a point load, evaluated from the current iterate's
 positions inside the integration, so Newton sees it.
@@ -43,7 +46,7 @@ from numba import njit
 NQ = 13  # p(3) q(4) N(3) M(3); tendon lengths follow
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def quat_to_rot(q, R):
     """Rotation matrix of quaternion ``q`` (w, x, y, z; normalised here) into ``R`` (3, 3)."""
     w, x, y, z = q[0], q[1], q[2], q[3]
@@ -59,7 +62,7 @@ def quat_to_rot(q, R):
     R[2, 2] = 1.0 - 2.0 * s * (x * x + y * y)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _solve_inplace(A, b, n):
     """Solve ``A[:n,:n] x = b[:n]`` by Gaussian elimination with partial pivoting (overwrites)."""
     for c in range(n):
@@ -91,7 +94,7 @@ def _solve_inplace(A, b, n):
         b[c] = acc / A[c, c]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
     """Solve the tendon-coupled constitutive law for ``vu = (v, u)`` (body frame), in place.
 
@@ -204,7 +207,7 @@ def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
     return it
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
     """dy/ds of the composite state (see module docstring); fills ``vu`` with (v, u)."""
     quat_to_rot(y[3:7], R)
@@ -243,7 +246,7 @@ def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
             dy[NQ + i] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _smooth_penalty(pen, k, eps):
     """C¹ penalty magnitude (N): 0 for pen <= 0, k·pen²/(2 eps) up to eps, then k·(pen - eps/2)."""
     if pen <= 0.0:
@@ -253,7 +256,7 @@ def _smooth_penalty(pen, k, eps):
     return k * (pen - 0.5 * eps)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def wall_penetration(p, lo, hi, bp, br, r_cath):
     """Smallest penetration of point ``p`` into the wall along polyline segments [lo, hi).
 
@@ -281,7 +284,7 @@ def wall_penetration(p, lo, hi, bp, br, r_cath):
     return best, bs, bqx, bqy, bqz
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, out):
     """Penalty wall force on node ``k`` at ``p`` (base frame), into ``out`` (3,) N.
 
@@ -341,7 +344,7 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
     out[2] = -mag * gz / wsum
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
               cand, win, window, b_off, bp, br, r_cath, k_node, eps,
               pos, quat, Nn, Mn, VU, Fc, tlen, res, full):
@@ -396,7 +399,7 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         tlen[i] = y[NQ + i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
           cand, win, window, b_off, bp, br, r_cath, k_node, eps, pos, quat, Nn, Mn, VU, Fc, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
