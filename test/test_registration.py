@@ -119,6 +119,30 @@ def test_a_bad_initial_transform_is_rejected_and_a_lost_fit_is_a_failure(twin):
     assert json.loads(json.dumps(far.to_dict(), allow_nan=False))["fre"] is None
 
 
+def test_a_single_path_that_fits_several_branches_is_flagged_ambiguous(toy, twin):
+    """Samples along the path to a nodule only: the self-similar toy tree has other paths that
+    fit as well, so a success must be right and some fits must be refused as ambiguous."""
+    from bronchonav.airway.tree import resample_polyline
+
+    tree = toy.tree
+    outcomes = []
+    for nodule in toy.nodules:
+        branch = int(tree.samples().branch_ids[tree.nearest(nodule.center)[1][0]])
+        path = np.vstack([tree[b].points for b in tree.path_from_root(branch)])
+        pts, _, _ = resample_polyline(path, np.zeros(len(path)), 1e-3)
+        dirs = np.gradient(pts, axis=0)
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            T = random_transform(rng)
+            samples = apply(T, pts) + rng.normal(0, 1e-3, pts.shape)
+            result = register_em(samples, twin, nodule.center, rotate(T, dirs))
+            tre = np.linalg.norm(apply(result.T_ct_patient @ T, nodule.center) - nodule.center)
+            outcomes.append((result.success, tre, result.message))
+    assert all(tre < 2e-3 for ok, tre, _ in outcomes if ok)
+    assert any("ambiguous" in msg for ok, _, msg in outcomes if not ok)
+
+
 def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):
     box = np.random.default_rng(0).uniform(-0.08, 0.08, (300, 3))
     result = register_em(box, twin)

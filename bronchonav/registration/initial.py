@@ -16,6 +16,7 @@ Nothing here depends on the patient's orientation on the table.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import open3d as o3d
@@ -218,6 +219,47 @@ def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -
     return np.median(d.reshape(len(candidates), -1), axis=1)
 
 
+def _distinct(a: np.ndarray, b: np.ndarray, centre: np.ndarray, angle: float = np.radians(10.0),
+              shift: float = 0.01) -> bool:
+    """Whether two transforms differ by more than ``angle`` (rad) or move ``centre`` more than
+    ``shift`` (m) apart."""
+    dR = a[:3, :3] @ b[:3, :3].T
+    rot = np.arccos(np.clip((np.trace(dR) - 1.0) / 2.0, -1.0, 1.0))
+    return bool(rot > angle or np.linalg.norm(apply(a, centre) - apply(b, centre)) > shift)
+
+
+def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
+                     n_keep: int = 12) -> list[np.ndarray]:
+    """The ``n_best`` mutually distinct candidate transforms whose mapped samples lie closest to
+    the twin: all are scored on 40 samples, the best ``n_keep`` again on 150, and near
+    duplicates of a better one (within 10 degrees and 10 mm) are skipped."""
+    Ts = np.asarray(candidates)
+    order = np.argsort(_scores(src, twin, Ts, 40))
+    centre = src.mean(axis=0)
+    keep = []
+    for k in order:
+        if all(_distinct(Ts[k], Ts[j], centre) for j in keep):
+            keep.append(k)
+        if len(keep) == n_keep:
+            break
+    keep = np.asarray(keep)
+    best = keep[np.argsort(_scores(src, twin, Ts[keep], 150))[:n_best]]
+    return [Ts[k] for k in best]
+
+
+def _median_distance(twin: Twin, points: np.ndarray) -> float:
+    return float(np.median(twin.kdtree.query(points, distance_upper_bound=0.05)[0].clip(max=0.05)))
+
+
+def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -> np.ndarray:
+    """Median distance (m, capped at 50 mm, from the twin's 2 mm distance grid) of ~``n_score``
+    mapped samples to the twin, per candidate transform (C, 4, 4)."""
+    sub = src[:: max(1, len(src) // n_score)]
+    mapped = np.einsum("cij,nj->cni", candidates[:, :3, :3], sub) + candidates[:, None, :3, 3]
+    d = twin.approximate_distance(mapped.reshape(-1, 3))
+    return np.median(d.reshape(len(candidates), -1), axis=1)
+
+
 def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
                      n_keep: int = 12) -> list[np.ndarray]:
     """The ``n_best`` candidate transforms whose mapped samples lie closest to the twin: all
@@ -228,26 +270,45 @@ def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
     return [Ts[k] for k in best]
 
 
-def _polish(src: np.ndarray, twin: Twin, candidates) -> tuple[np.ndarray, float]:
-    """Coarse ICP from each candidate transform; the best one and its median distance (m)."""
+def _polish(src: np.ndarray, twin: Twin, candidates) -> list[tuple[np.ndarray, float]]:
+    """Coarse ICP from each candidate transform: (transform, median distance (m)) for each."""
     reg = o3d.pipelines.registration
     source = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(src))
-    best_T, best_score = np.eye(4), np.inf
+    out = []
     for T in candidates:
         for max_distance, iterations in COARSE_SCHEDULE:
             T = reg.registration_icp(source, twin.coarse_cloud, max_distance, T,
                                      reg.TransformationEstimationPointToPoint(),
                                      reg.ICPConvergenceCriteria(1e-6, 1e-6, iterations)).transformation
-        score = _median_distance(twin, apply(T, src))
-        if score < best_score:
-            best_T, best_score = np.asarray(T), score
-    return best_T, best_score
+        out.append((np.asarray(T), _median_distance(twin, apply(T, src))))
+    return out
+
+
+@dataclass
+class InitialAlignment:
+    """A coarse T_ct_patient and how clearly it beats the alternatives.
+
+    Attributes
+    ----------
+    T_ct_patient : ndarray, shape (4, 4)
+    score : float
+        Median distance (m) of the samples to the twin's centerlines after the coarse ICP.
+    rival_score : float
+        The same for the best polished alternative that is a different pose (more than 10
+        degrees or 10 mm away at the samples' centroid); ``inf`` when none was found. A rival
+        nearly as good as the best means the samples do not determine the pose (e.g. a single
+        path that fits several similar branches).
+    """
+
+    T_ct_patient: np.ndarray
+    score: float
+    rival_score: float
 
 
 def initial_alignment(samples_patient: np.ndarray, twin: Twin,
                       directions_patient: np.ndarray | None = None, max_points: int = 250,
                       n_roll: int = 24, depth_step: float = 0.008, n_polish: int = 3,
-                      good_score: float = 3e-3) -> tuple[np.ndarray, float]:
+                      good_score: float = 3e-3) -> InitialAlignment:
     """Coarse T_ct_patient from the samples alone.
 
     Parameters
@@ -266,20 +327,17 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
         The carina is tried every ``depth_step`` (m) along the run, from 40 mm below its free
         end to its far end.
     n_polish : int
-        The best-scoring candidates (median distance of the mapped samples to the twin) that
-        get a coarse ICP.
+        The best-scoring mutually distinct candidates (median distance of the mapped samples to
+        the twin) that get a coarse ICP.
     good_score : float
         If the best anatomical candidate leaves a median sample-to-centerline distance above this
         (m), the principal-axes candidates are tried too.
 
     Returns
     -------
-    T_ct_patient : ndarray, shape (4, 4)
-    score : float
-        Median distance (m) of the samples to the twin's centerlines after the coarse ICP.
+    InitialAlignment
     """
     src = np.ascontiguousarray(samples_patient[:: max(1, len(samples_patient) // max_points)])
-    best_T, best_score = np.eye(4), np.inf
     thin = max(1, len(samples_patient) // 300)
     found = trachea_hypotheses(samples_patient[::thin],
                                None if directions_patient is None else directions_patient[::thin])
@@ -292,14 +350,15 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
             R = _axis_rotation(axis_t, angle) @ R0
             for depth in np.arange(0.04, length + depth_step, depth_step):
                 candidates.append(make_transform(R, trachea.end - R @ (mouth + depth * axis_s)))
-    if candidates:
-        best_T, best_score = _polish(src, twin, _best_candidates(src, twin, candidates, n_polish))
-    if best_score > good_score:
+    solutions = _polish(src, twin, _best_candidates(src, twin, candidates, n_polish)) if candidates else []
+    if not solutions or min(score for _, score in solutions) > good_score:
         c_s, V_s = _principal_axes(src)
         c_t, V_t = _principal_axes(np.asarray(twin.central_cloud.points))
         candidates = [make_transform(R, c_t - R @ c_s)
                       for R in (V_t @ P @ V_s.T for P in _AXIS_MAPS) if np.linalg.det(R) > 0]
-        T, score = _polish(src, twin, _best_candidates(src, twin, candidates, 2 * n_polish))
-        if score < best_score:
-            best_T, best_score = T, score
-    return best_T, best_score
+        solutions += _polish(src, twin, _best_candidates(src, twin, candidates, 2 * n_polish))
+    solutions.sort(key=lambda s: s[1])
+    best_T, best_score = solutions[0]
+    centre = src.mean(axis=0)
+    rivals = [score for T, score in solutions[1:] if _distinct(T, best_T, centre)]
+    return InitialAlignment(best_T, best_score, min(rivals, default=np.inf))

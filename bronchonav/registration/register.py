@@ -59,6 +59,10 @@ class RegistrationConfig:
         is matched almost everywhere; a wrong branch matches only in part).
     max_fre : float
         A registration with a larger FRE (m) fails.
+    min_rival_ratio : float
+        Without a given initial transform, the registration fails as ambiguous when a different
+        pose found by the initial alignment fits with a median distance less than this many
+        times the best one's.
     cbct_radius : float
         Without an initial transform, the twin surface within this distance (m) of the target is
         registered to the cone-beam CT; with one, the radius covers the mapped cloud (its 98th
@@ -77,6 +81,7 @@ class RegistrationConfig:
     min_fitness: float = 0.6
     min_surface_fitness: float = 0.7
     max_fre: float = 0.004
+    min_rival_ratio: float = 1.5
     cbct_radius: float = 0.05
     cbct_voxel: float = 1.5e-3
 
@@ -214,10 +219,14 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
         survey = ~local_mask
         check_points(pts[survey], cfg.min_points, "EM survey samples (outside the local sweep)")
     g_pts, g_dirs = pts[survey], None if dirs is None else dirs[survey]
-    method = "given-init"
+    method, ambiguity = "given-init", None
     if init is None:
-        init, _ = initial_alignment(g_pts, tw, g_dirs)
-        method = "initial"
+        start = initial_alignment(g_pts, tw, g_dirs)
+        init, method = start.T_ct_patient, "initial"
+        if start.rival_score < cfg.min_rival_ratio * start.score:
+            ambiguity = (f"ambiguous: another pose fits the samples almost as well (median "
+                         f"distance {start.rival_score * 1e3:.2f} vs {start.score * 1e3:.2f} mm); "
+                         "sweep more airways")
     else:
         init = _check_transform(init)
     try:
@@ -228,6 +237,8 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
                                   time.perf_counter() - t0, "failed", None,
                                   method + "+centerline")
     ok, msg = _judge(glob.fitness, glob.rmse, cfg)
+    if ok and ambiguity is not None:
+        ok, msg = False, ambiguity
     sigma = None if target_ct is None else target_sigma(g_pts, tw, glob, target_ct)
     global_result = RegistrationResult(glob.T, ok, msg, glob.fitness, glob.rmse, len(g_pts),
                                        int(glob.inliers.sum()), glob.iterations,
