@@ -120,7 +120,8 @@ def _print(s: dict, scenario: str) -> None:
         print(f"  worst TRE over the breathing cycle: median {_fmt(s['tre_worst_phase_median_mm'])}",
               file=out)
     print(f"  FRE median {_fmt(s['fre_median_mm'])}; time per registration median "
-          f"{_fmt(s['ms_median'], 'ms', 1)}, p95 {_fmt(s['ms_p95'], 'ms', 1)}", file=out)
+          f"{_fmt(s['ms_median'], 'ms', 1)}, p95 {_fmt(s['ms_p95'], 'ms', 1)} "
+          f"(CPU median {_fmt(s['cpu_ms_median'], 'ms', 1)})", file=out)
     for target, t in s["per_target"].items():
         print(f"    {target}: {t['trials']} trials, TRE median {_fmt(t['tre_median_mm'])} "
               f"(global {_fmt(t['tre_global_median_mm'])}), success {t['success_rate']:.0%}",
