@@ -188,7 +188,9 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
     Returns
     -------
     RegistrationResult
-        ``success`` False (with the reason in ``message``) when the fit is unacceptable.
+        ``success`` False (with the reason in ``message``) when the fit is unacceptable (too
+        few inliers, FRE too large), ambiguous (another pose fits nearly as well: sweep more
+        airways) or lost (no sample near the twin).
 
     Raises
     ------
