@@ -348,14 +348,12 @@ class TipCamera:
         T = np.asarray(T_ct_cam, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise InputError("camera pose must be a finite 4×4 matrix T_ct_cam")
-        rays = np.empty((self.intrinsics.width * self.intrinsics.height, 6), dtype=np.float32)
-        rays[:, :3] = T[:3, 3]
-        dirs = rays[:, 3:]
-        r_cam = self._rays32
-        # R @ r per ray, written out: a BLAS matmul of this shape is slower and spawns threads
-        np.multiply(r_cam[:, :1], T[:3, 0].astype(np.float32), out=dirs)
-        dirs += r_cam[:, 1:2] * T[:3, 1].astype(np.float32)
-        dirs += r_cam[:, 2:3] * T[:3, 2].astype(np.float32)
+        rays = np.empty((len(self._rays32), 2, 3), dtype=np.float32)  # (origin, direction)
+        rays[:, 0] = T[:3, 3]
+        # R @ r per ray; einsum avoids BLAS, whose thread start-up dominates at this shape
+        np.einsum("ij,kj->ik", self._rays32, T[:3, :3].astype(np.float32), out=rays[:, 1])
+        dirs = rays[:, 1]
+        rays = rays.reshape(-1, 6)
         out = self._scene.cast_rays(self._o3c.Tensor(rays), nthreads=self.nthreads)
         return {"t_hit": out["t_hit"].numpy(), "primitive_ids": out["primitive_ids"].numpy(),
                 "primitive_uvs": out["primitive_uvs"].numpy(), "rays_ct": dirs}
@@ -371,7 +369,7 @@ class TipCamera:
         g = self._triangle_normals[ids]  # (N, 3 corners, 3) vertex normals of the hit triangles
         n = g[:, 0] * (1.0 - uv[:, :1] - uv[:, 1:]) + g[:, 1] * uv[:, :1] + g[:, 2] * uv[:, 1:]
         cos = np.abs(np.einsum("ij,ij->i", n, hits["rays_ct"][hit]))
-        cos /= np.maximum(np.linalg.norm(n, axis=1), 1e-12)
+        cos /= np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-12)
         r = t[hit]
         d_ref = float(np.median(r)) if (self.shading.auto_exposure and r.size) else \
             self.shading.reference_distance
