@@ -19,8 +19,10 @@ has a tip compliance of about L³/3EI ≈ 0.17 m/N against a nodal stiffness of 
 
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
 (trachea), each node's candidates are the branch the previous node is in, its parent and its
-children; the node is then "in" the candidate with the smallest penetration. So once the catheter
-has entered one child, the wall of the other child cannot push it. A child whose entrance radius
+children; the node is then "in" the candidate with the smallest penetration, except that a node
+that fits inside a branch the catheter already occupied stays in it (hysteresis: where the tubes
+of two children overlap near their carina, the smallest penetration can flip between them). So
+once the catheter has entered one child, the wall of the other child cannot push it. A child whose entrance radius
 is not larger than the catheter radius is not a candidate at all: the catheter cannot enter it.
 
 Candidates and search windows are frozen for a solve (from the previous shape) so the residual
@@ -112,13 +114,17 @@ class WallModel:
         return cls(np.array(ids, dtype=np.int64), parent, children, np.array(off, dtype=np.int64),
                    np.ascontiguousarray(bp), np.concatenate(rad), index[tree.root], float(r_cath))
 
-    def track(self, positions_base: np.ndarray):
+    def track(self, positions_base: np.ndarray, prefer=None):
         """Candidate branches, search-window centres and branch of each node along a backbone.
 
         Parameters
         ----------
         positions_base : ndarray (N, 3)
             Backbone nodes from the base to the tip, base frame (m).
+        prefer : iterable of int or None
+            Airway branch ids the catheter already occupies (its last shape): a node that fits
+            inside one of their tubes stays in it rather than switching to an overlapping tube
+            (hysteresis at carinas, where the tubes of two children overlap).
 
         Returns
         -------
@@ -129,13 +135,17 @@ class WallModel:
         node_branch : ndarray of int (N,)
             Airway branch id (tree id, not compact) each node is in.
         """
+        mask = np.zeros(len(self.branch_ids), dtype=np.bool_)
+        if prefer is not None:
+            mask = np.isin(self.branch_ids, np.asarray(list(prefer), dtype=np.int64))
         cand, win, nb = _track(np.ascontiguousarray(positions_base, dtype=float), self.parent,
-                               self.children, self.b_off, self.bp, self.br, self.root, self.r_cath)
+                               self.children, self.b_off, self.bp, self.br, self.root, self.r_cath,
+                               mask)
         return cand, win, self.branch_ids[nb]
 
 
 @njit(cache=True, error_model="numpy")
-def _track(pos, parent, children, b_off, bp, br, root, r_cath):
+def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     n = pos.shape[0]
     C = 2 + children.shape[1]
     cand = np.full((n, C), -1, dtype=np.int64)
@@ -149,6 +159,8 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath):
             cand[k, 2 + c] = children[b, c]
         best = 1e300
         bb = b
+        pbest = 1e300
+        pb = -1
         for c in range(C):
             cb = cand[k, c]
             if cb < 0:
@@ -159,6 +171,11 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath):
             if pen < best - 1e-12:
                 best = pen
                 bb = cb
+            if prefer[cb] and pen < pbest - 1e-12:
+                pbest = pen
+                pb = cb
+        if pb >= 0 and pbest <= 0.0:
+            bb = pb  # fits in a branch it already occupied: stay there
         node_b[k] = bb
         b = bb
     return cand, win, node_b

@@ -291,11 +291,14 @@ class CatheterModel:
             self._layout_cache = (insertion, build_layout(self.params, insertion, self.n_nodes))
         return self._layout_cache[1]
 
-    def _guess_positions(self, arc: np.ndarray) -> np.ndarray:
-        """Backbone guess at arc lengths ``arc`` from the last valid shape (base frame)."""
-        if self._pos_base is None:
+    def _guess_positions(self, arc: np.ndarray, shape=None) -> np.ndarray:
+        """Backbone guess at arc lengths ``arc`` from ``shape = (positions, arc)`` (base frame),
+        by default the last valid shape."""
+        if shape is None:
+            shape = (self._pos_base, self._arc)
+        p, s = shape
+        if p is None:
             return np.column_stack([np.zeros_like(arc), np.zeros_like(arc), arc])
-        p, s = self._pos_base, self._arc
         out = np.column_stack([np.interp(arc, s, p[:, k]) for k in range(3)])
         beyond = arc > s[-1]
         if np.any(beyond):
@@ -319,32 +322,39 @@ class CatheterModel:
                              deadline, J_prev)
         return res, prob
 
-    def _solve_tracked(self, vc, x_prev, J_prev, deadline):
-        """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed."""
+    def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None):
+        """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed.
+
+        ``shape`` (positions, arc; base frame) and ``prefer`` (occupied branch ids) default to
+        the last valid state's.
+        """
         iters = evals = 0
         tracking = None
         if self._wall is not None:
             arc = np.linspace(0.0, vc.insertion, self.n_nodes)
-            tracking = self._wall.track(self._guess_positions(arc))
+            if prefer is None and self._state is not None and self._state.branch_ids is not None:
+                prefer = np.unique(self._state.branch_ids)
+            tracking = self._wall.track(self._guess_positions(arc, shape), prefer)
         for _ in range(4):
             res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking)
             iters += res.iterations
             evals += res.evaluations
             if not res.converged or self._wall is None:
                 break
-            new = self._wall.track(prob.pos)
+            new = self._wall.track(prob.pos, prefer)
             same = np.array_equal(new[0], tracking[0]) and \
                 np.all(np.abs(new[1] - tracking[1]) <= self.contact_window // 2)
             if same:
                 break
             tracking = new
             x_prev, J_prev = prob.physical(res.x), res.jacobian
-        prob.tracking = tracking
+        prob.tracking, prob.prefer = tracking, prefer
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
                       evals: int):
-        """Retry by splitting the change from the last valid command into sub-steps.
+        """Retry by walking from the last valid command to ``vc`` in adaptive sub-steps (an
+        increment is halved when its solve fails and grown by half when it succeeds).
 
         Returns the last attempt (``res, prob``: the given failed ones if there was no time).
         """
@@ -353,23 +363,27 @@ class CatheterModel:
             np.zeros(3), np.zeros(3), np.zeros(3))
         x_start = self._x if self._vc is not None else None
         J_start = self._J if self._vc is not None else None
-        for n_sub in (2, 4, 8, 16):
-            x, J = x_start, J_start
-            ok = True
-            for k in range(1, n_sub + 1):
-                if time.perf_counter() > deadline:
-                    ok = False
-                    break
-                sub = self._interpolate(start, vc, k / n_sub)
-                res, prob, it, ev = self._solve_tracked(sub, x, J, deadline)
-                iters += it
-                evals += ev
-                if not res.converged:
-                    ok = False
-                    break
-                x, J = prob.physical(res.x), res.jacobian
-            if ok or time.perf_counter() > deadline:
-                break
+        # adaptive continuation: advance w from 0 to 1, halving the increment on failure
+        x, J = x_start, J_start
+        shape = prefer = None
+        w, dw = 0.0, 0.5
+        while w < 1.0 and dw >= 1.0 / 512 and time.perf_counter() < deadline:
+            w_try = min(1.0, w + dw)
+            sub = self._interpolate(start, vc, w_try)
+            r, p, it, ev = self._solve_tracked(sub, x, J, deadline, shape, prefer)
+            iters += it
+            evals += ev
+            if not r.converged:
+                dw *= 0.5
+                continue
+            res, prob, w = r, p, w_try
+            x, J = prob.physical(res.x), res.jacobian
+            if self._wall is not None:  # track the next sub-step from this one's shape
+                shape = (prob.pos.copy(), prob.layout.arc.copy())
+                prefer = np.unique(self._wall.track(prob.pos, prob.prefer)[2])
+            dw *= 1.5
+        if w < 1.0 and res.converged:  # ran out of time or increments short of the command
+            res.converged, res.reason = False, "continuation"
         return res, prob, iters, evals
 
     def _interpolate(self, a: ValidCommand, b: ValidCommand, w: float) -> ValidCommand:
@@ -410,7 +424,7 @@ class CatheterModel:
         tau = np.maximum(prob.tau, 0.0) if prob.disp else prob.tau.copy()
         branch_ids = None
         if self._wall is not None:
-            branch_ids = self._wall.track(prob.pos)[2]
+            branch_ids = self._wall.track(prob.pos, getattr(prob, "prefer", None))[2]
         self._pending_base = (prob.pos.copy(), lay.arc.copy())
         return CatheterState(
             positions=positions, rotations=rotations, tip_pose=tip,
