@@ -106,3 +106,23 @@ def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
         # penalty contact: the stiff shaft pressing on the trachea/main-bronchus corner with
         # ~0.4 N sinks about 1 mm into the wall at the default stiffness
         assert clearance > -1.5e-3
+
+
+def test_a_coarse_command_stream_reaches_a_fourth_generation_bronchus(phantom_tree):
+    """2 mm insertion steps (large for the solver: continuation inside the step) down the
+    straightest path the catheter fits to generation 4, steered by the path follower."""
+    from bronchonav.catheter.steering import straight_path
+
+    tree = phantom_tree
+    params = CatheterParams.default()
+    path = straight_path(tree, params.radius, max_generation=4)
+    assert len(path) == 5
+    model = CatheterModel(params, tree=tree, n_nodes=30, deadline_s=5.0)
+    follower = PathFollower(tree, path, params)
+    failed = 0
+    for q in np.arange(0.002, follower.length, 0.002):
+        failed += not model.step(follower.command(model.state, q)).converged
+    state = model.state
+    assert failed == 0
+    assert state.branch_ids[-1] == path[-1]
+    assert np.linalg.norm(state.tip_position - tree[path[-1]].end) < 5e-3
