@@ -88,6 +88,12 @@ class CameraScenarioConfig:
         Respiratory gating: frames are captured at breathing phases within ``gate_width / 2``
         cycles of the evaluation phase (the navigation system triggers on a respiratory signal);
         1.0 captures at any phase (no gating).
+    em_bias_prior : float or None
+        The EM samples are collected over the whole breathing cycle, so near the target they sit
+        where the airway is on average (at mid-inspiration), not where it is at the gated phase.
+        With a value (m), :func:`joint_icp` estimates that offset with this prior standard
+        deviation, leaving the local translation to the gated camera; ``None`` (default) assumes
+        no offset, right when gating at mid-inspiration.
     """
 
     simulation: SimulationConfig = field(default_factory=lambda: scenario_config("breathing"))
@@ -104,6 +110,7 @@ class CameraScenarioConfig:
     pose_position_noise: float = 1e-3
     pose_rotation_noise: float = float(np.radians(1.0))
     gate_width: float = 0.04
+    em_bias_prior: float | None = None
 
 
 @dataclass
@@ -279,6 +286,8 @@ class JointOutcome:
     iterations: int
     frame_offsets: np.ndarray
     """(F, 3) estimated position error of each frame's camera pose (CT frame, m)."""
+    em_bias: np.ndarray
+    """(3,) estimated offset of the EM samples from the camera frames (CT frame, m)."""
 
 
 def _skew_jacobian(q: np.ndarray) -> np.ndarray:
@@ -291,19 +300,23 @@ def _skew_jacobian(q: np.ndarray) -> np.ndarray:
 
 
 def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.ndarray,
-              cam_frame: np.ndarray, cam_weights: np.ndarray, twin: Twin, surface, init: np.ndarray, center_ct: np.ndarray,
-              pose_noise: float, em_directions: np.ndarray | None = None, min_cos: float = 0.5,
+              cam_frame: np.ndarray, cam_weights: np.ndarray, twin: Twin, surface,
+              init: np.ndarray, center_ct: np.ndarray, pose_noise: float,
+              em_directions: np.ndarray | None = None, min_cos: float = 0.5,
+              em_bias_prior: float | None = None,
               schedule=((0.006, 30), (0.004, 50)), tolerance: float = 1e-4) -> JointOutcome:
     """Rigid registration of EM samples and camera frames together (robust Gauss–Newton ICP).
 
-    EM samples pull towards the twin's centerlines across the airway (point-to-line residuals,
-    weighted by ``em_weights``); camera points towards its lumen surface (point-to-plane). Each
-    camera frame was placed in the patient frame by its own EM-measured tip pose, so its points
-    share that pose's error: the solver estimates one position offset per frame alongside the
-    transform, with a Gaussian prior of standard deviation ``pose_noise`` — the frames then
-    fix the shape of the airway near the target without passing their pose errors on to the
-    transform as a spurious rotation. Both sensors use a Tukey kernel of width the stage's
-    correspondence distance and are weighted by the inverse of their residual variance.
+    EM samples pull towards their nearest twin centerline points (point-to-point, weighted by
+    ``em_weights``, trimmed beyond the stage's correspondence distance and by direction
+    agreement — the objective of the EM local refinement); camera points pull towards the
+    twin's lumen surface (point-to-plane, Tukey kernel of width the correspondence distance).
+    Each sensor is weighted by the inverse of its residual variance, estimated at the start of
+    each stage. Each camera frame was placed in the patient frame by its own EM-measured tip
+    pose, so its points share that pose's error: the solver estimates one position offset per
+    frame alongside the transform, with a Gaussian prior of standard deviation ``pose_noise`` —
+    the frames then fix the shape of the airway near the target without passing their pose
+    errors on to the transform as a spurious rotation. Updates rotate about ``center_ct``.
 
     Parameters
     ----------
@@ -327,6 +340,14 @@ def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.nd
         Rotation centre of the updates (the target), CT frame (m).
     pose_noise : float
         Per-axis position noise of a frame's camera pose (m), the prior on the frame offsets.
+    em_directions : ndarray, shape (N, 3), optional
+        Unit EM sensor directions (patient frame); pairs whose direction and twin tangent make
+        ``|cos| < min_cos`` are rejected, as in the EM registration.
+    min_cos : float
+        See ``em_directions``.
+    em_bias_prior : float, optional
+        Estimate a translation of the EM samples relative to the camera frames (their
+        breathing-phase offset) with this prior standard deviation (m); ``None``: no offset.
     schedule : sequence of (float, int)
         (correspondence distance (m), maximum iterations) per stage.
     tolerance : float
@@ -349,11 +370,13 @@ def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.nd
     n_frames = int(cam_frame.max()) + 1
     T = np.array(init, dtype=float)
     offsets = np.zeros((n_frames, 3))
-    size = 6 + 3 * n_frames
+    em_bias = np.zeros(3)
+    nb = 3 if em_bias_prior is not None else 0
+    size = 6 + 3 * n_frames + nb
     iterations = 0
     for k, max_iter in schedule:
         for it in range(max_iter):
-            x_e = apply(T, em_patient)
+            x_e = apply(T, em_patient) + em_bias
             d_e, i_e = twin.kdtree.query(x_e, distance_upper_bound=k)
             ok_e = np.isfinite(d_e) & (em_weights > 0)
             i_e = np.where(ok_e, i_e, 0)
@@ -394,10 +417,18 @@ def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.nd
                 H[b, :6] = H[:6, b].T
                 H[b, b] = an.T @ n[sel] + np.eye(3) / pose_noise ** 2
                 g[b] = an.T @ r_c[sel] + offsets[f] / pose_noise ** 2
+            if nb:
+                Jb = np.tile(np.eye(3), (len(em_patient), 1))
+                H[:6, -3:] = (Je * ae[:, None]).T @ Jb
+                H[-3:, :6] = H[:6, -3:].T
+                H[-3:, -3:] = (Jb * ae[:, None]).T @ Jb + np.eye(3) / em_bias_prior ** 2
+                g[-3:] = Jb.T @ (ae * r_e.ravel()) + em_bias / em_bias_prior ** 2
             delta = -np.linalg.solve(H + 1e-9 * np.trace(H) / size * np.eye(size), g)
             R = Rotation.from_rotvec(delta[:3]).as_matrix()
             T = make_transform(R, center_ct - R @ center_ct + delta[3:6]) @ T
-            offsets += delta[6:].reshape(n_frames, 3)
+            offsets += delta[6:6 + 3 * n_frames].reshape(n_frames, 3)
+            if nb:
+                em_bias += delta[-3:]
             iterations += 1
             if np.abs(delta[:6]).max() < tolerance:
                 break
@@ -407,7 +438,7 @@ def joint_icp(em_patient: np.ndarray, em_weights: np.ndarray, cam_patient: np.nd
     j = np.where(ok, i_c, 0)
     r = np.einsum("ij,ij->i", surf_n[j], y_c - surf_pts[j])[ok]
     fre = float(np.sqrt(np.mean(r ** 2))) if ok.any() else float("inf")
-    return JointOutcome(T, float(ok.mean()), fre, iterations, offsets)
+    return JointOutcome(T, float(ok.mean()), fre, iterations, offsets, em_bias)
 
 
 def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
@@ -468,6 +499,7 @@ def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
         combined = joint_icp(obs.em_positions, weights, cloud, frame_ids, cam_weights, setup.twin,
                              surface, T0, obs.target_ct, cfg.pose_position_noise,
                              em_directions=obs.em_directions, min_cos=cfg.registration.min_cos,
+                             em_bias_prior=cfg.em_bias_prior,
                              schedule=cfg.registration.local_schedule)
         T, fitness, fre = combined.T, combined.fitness, combined.fre
         ok = fitness >= cfg.registration.min_fitness and fre <= cfg.registration.max_fre
@@ -533,6 +565,7 @@ def camera_scenario_summary(airway_map: AirwayMap, ground_truth, trials: int, se
                    "depth_noise_rel": cfg.noise.depth_rel_std,
                    "pose_position_noise_m": cfg.pose_position_noise,
                    "pose_rotation_noise_rad": cfg.pose_rotation_noise,
+                   "gate_width_cycles": cfg.gate_width, "em_bias_prior_m": cfg.em_bias_prior,
                    "breathing_amplitude_m": cfg.simulation.amplitude},
         "per_trial": rows,
     }
