@@ -228,6 +228,30 @@ def contact(n_nodes: int, step_m: float) -> dict:
     return out
 
 
+def deep_coarse(n_nodes: int = 30, step_m: float = 2e-3, generation: int = 5) -> dict:
+    """A coarse stream (2 mm per step, as a route rehearsal would send) down to a 5th-generation
+    bronchus; each step may need the adaptive continuation inside it."""
+    tree, _ = phantom_tree()
+    params = CatheterParams.default()
+    path = straight_path(tree, params.radius, max_generation=generation)
+    follower = PathFollower(tree, path, params)
+    model = CatheterModel(params, tree=tree, n_nodes=n_nodes, deadline_s=5.0)
+    wall, states = [], []
+    for q in np.arange(step_m, follower.length, step_m):
+        s = model.step(follower.command(model.state, q))
+        wall.append(s.solve_time_s)
+        states.append(s)
+    state = model.state
+    out = {"deep_path": path, "deep_steps": len(states), "deep_insertion_step_m": step_m,
+           "deep_n_nodes": n_nodes, "deep_failures": sum(not s.converged for s in states),
+           "deep_failure_reasons": failure_reasons(states),
+           "deep_tip_to_path_end_m": float(np.linalg.norm(state.tip_position
+                                                          - tree[path[-1]].end)),
+           "deep_tip_branch": int(state.branch_ids[-1])}
+    out.update(stats(np.array(wall) * 1e3, "deep"))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter streams (smoke run)")
@@ -241,6 +265,7 @@ def main() -> int:
     result.update(mattiasson(n))
     result.update(pyelastica_vs_bronchonav(50, n))
     result.update(contact(n, 1e-4 if args.quick else 2e-5))
+    result.update(deep_coarse())
     result["bench_seconds"] = time.perf_counter() - t0
     result["targets"] = {"free_median_ms": 1.0, "free_p99_ms": 5.0, "contact_median_ms": 2.0,
                          "mattiasson_max_err_over_L": 1e-3}

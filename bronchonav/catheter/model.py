@@ -5,8 +5,9 @@ unknowns are the composite base force and moment (and, in displacement control, 
 tensions); the residual is the tip boundary condition. Each step is warm-started from the previous
 solution and Jacobian (:mod:`bronchonav.catheter.solver`), has a bounded iteration count and a
 wall-clock deadline; a step that fails keeps the previous valid state, returned with
-``converged=False`` and a ``message``. Before giving up, a failed step is retried as a short
-continuation (the command change split into 2, 4, 8 sub-steps) while time remains.
+``converged=False`` and a ``message``. Before giving up, a failed step is retried as an adaptive
+continuation from the last valid command (sub-steps halved on failure, grown on success, contact
+tracking carried from sub-step to sub-step) while time remains.
 
 Frames
 ------
