@@ -126,3 +126,17 @@ def test_a_coarse_command_stream_reaches_a_fourth_generation_bronchus(phantom_tr
     assert failed == 0
     assert state.branch_ids[-1] == path[-1]
     assert np.linalg.norm(state.tip_position - tree[path[-1]].end) < 5e-3
+
+
+def test_wall_friction_resists_insertion():
+    axial, drag = {}, {}
+    for mu in (0.0, 0.3):
+        model = CatheterModel(CatheterParams.default(), tree=y_tree(), n_nodes=50,
+                              deadline_s=0.5, friction=mu)
+        state = insert_and_bend(model, tendon=0)
+        assert state.branch_ids[-1] == 1
+        # compression carried through the base, and wall force along the backbone (distal +)
+        axial[mu] = -state.internal_force[0] @ model.base_pose_ct[:3, 2]
+        drag[mu] = np.einsum("ni,ni->", state.contact_forces, state.rotations[:, :, 2])
+    assert axial[0.3] > 1.3 * axial[0.0] > 0
+    assert drag[0.3] < drag[0.0]  # friction on the sliding catheter points proximally

@@ -95,7 +95,8 @@ def _warm_up_kernels() -> None:
 class _Problem:
     """One shooting problem: a validated command on a layout, with frozen contact tracking."""
 
-    def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking):
+    def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking,
+                 ref=None):
         self.vc = vc
         self.layout = layout
         p = model.params
@@ -134,6 +135,8 @@ class _Problem:
             self.wall_args = (wall.b_off, wall.bp, wall.br, wall.r_cath,
                               model.contact_stiffness * h, model.contact_smoothing)
         self.window = model.contact_window
+        self.ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
+        self.fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
 
     # unknowns: z = [N0/F_s, M0/M_s, tau_disp/1 N]
     def unpack(self, z: np.ndarray):
@@ -159,8 +162,8 @@ class _Problem:
         b_off, bp, br, r_c, k_node, eps = self.wall_args
         integrate(x, self.q0, lay.s_pts, lay.piece_of, lay.node_of, lay.kse, lay.kbt, lay.ustar,
                   self.fdist, lay.act, self.r, self.tau, self.cand, self.win, self.window,
-                  b_off, bp, br, r_c, k_node, eps, self.pos, self.quat, self.Nn, self.Mn,
-                  self.VU, self.Fc, self.tlen, self.res, full)
+                  b_off, bp, br, r_c, k_node, eps, self.ref, self.fric, self.pos, self.quat,
+                  self.Nn, self.Mn, self.VU, self.Fc, self.tlen, self.res, full)
 
     def displacements(self) -> np.ndarray:
         """Tendon pulls (m) of the last run (see :class:`CatheterState`)."""
@@ -202,6 +205,10 @@ class CatheterModel:
         Penetration over which the penalty stiffens smoothly (m).
     tol : float
         Convergence tolerance on the scaled residual (force / (EI_min/L²), moment / (EI_min/L)).
+    friction : float
+        Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
+        friction opposes the move of its material point since the previous state (or sub-step),
+        regularised over ``friction_slip`` (m) of slip.
 
     Examples
     --------
@@ -214,7 +221,8 @@ class CatheterModel:
     def __init__(self, params: CatheterParams, tree: AirwayTree | None = None, n_nodes: int = 50,
                  deadline_s: float = 0.02, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
-                 tol: float = 1e-8) -> None:
+                 tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
+                 ) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -227,6 +235,8 @@ class CatheterModel:
         self.contact_stiffness = float(contact_stiffness)
         self.contact_smoothing = float(contact_smoothing)
         self.contact_window = 8
+        self.friction = float(friction)
+        self.friction_slip = float(friction_slip)
         self._tendon_r = np.ascontiguousarray([t.offset_body for t in params.tendons],
                                               dtype=float).reshape(-1, 3)
         if tree is not None:
@@ -308,9 +318,10 @@ class CatheterModel:
             out[beyond] = p[-1] + (arc[beyond] - s[-1])[:, None] * d
         return out
 
-    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking):
-        """One Newton–Broyden solve from physical base loads ``x_prev`` (or zero)."""
-        prob = _Problem(self, vc, self._layout(vc.insertion), tracking)
+    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking, ref=None):
+        """One Newton–Broyden solve from physical base loads ``x_prev`` (or zero); ``ref``:
+        previous positions of the nodes' material points (friction), base frame."""
+        prob = _Problem(self, vc, self._layout(vc.insertion), tracking, ref)
         n_t = len(self.params.tendons)
         x0 = np.zeros(6) if x_prev is None else x_prev[:6]
         if x_prev is not None and x_prev.size == 6 + n_t:
@@ -330,14 +341,19 @@ class CatheterModel:
         the last valid state's.
         """
         iters = evals = 0
-        tracking = None
+        tracking = ref = None
         if self._wall is not None:
             arc = np.linspace(0.0, vc.insertion, self.n_nodes)
             if prefer is None and self._state is not None and self._state.branch_ids is not None:
                 prefer = np.unique(self._state.branch_ids)
             tracking = self._wall.track(self._guess_positions(arc, shape), prefer)
+            if self.friction > 0 and (shape is not None or self._pos_base is not None):
+                # material now at arc s was at s - Δ (it slid in through the base)
+                previous = shape if shape is not None else (self._pos_base, self._arc)
+                moved_in = vc.insertion - previous[1][-1]
+                ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
         for _ in range(4):
-            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking)
+            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref)
             iters += res.iterations
             evals += res.evaluations
             if not res.converged or self._wall is None:

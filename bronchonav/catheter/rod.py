@@ -285,7 +285,7 @@ def wall_penetration(p, lo, hi, bp, br, r_cath):
 
 
 @njit(cache=True, error_model="numpy")
-def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, out):
+def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, out):
     """Penalty wall force on node ``k`` at ``p`` (base frame), into ``out`` (3,) N.
 
     The lumen is the union of the candidate branches' tubes (capsules along the centerline
@@ -294,6 +294,10 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
     are combined by a smooth minimum of width ``eps`` (weights ``exp(-(pen_c - min)/eps)``), so
     the force ``-φ(pen) Σ w_c g_c`` stays continuous where two tubes meet (carinas, corners).
     Each candidate is searched within ``window`` segments of ``win[k, c]``.
+
+    Friction (``fric = (mu, slip)``, off when ``mu == 0``): regularised Coulomb friction
+    ``-mu |F_n| d_t / sqrt(|d_t|² + slip²)`` opposing ``d_t``, the part of the node's move from
+    ``ref[k]`` (where its material point was in the previous state) along the wall.
     """
     C = cand.shape[1]
     pens = np.full(C, 1e300)
@@ -342,11 +346,23 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, o
     out[0] = -mag * gx / wsum
     out[1] = -mag * gy / wsum
     out[2] = -mag * gz / wsum
+    mu = fric[0]
+    if mu > 0.0:
+        gn = np.sqrt(gx * gx + gy * gy + gz * gz)
+        if gn > 1e-12:
+            nx, ny, nz = gx / gn, gy / gn, gz / gn
+            dx, dy, dz = p[0] - ref[k, 0], p[1] - ref[k, 1], p[2] - ref[k, 2]
+            dn = dx * nx + dy * ny + dz * nz
+            dx, dy, dz = dx - dn * nx, dy - dn * ny, dz - dn * nz
+            f = mu * mag / np.sqrt(dx * dx + dy * dy + dz * dz + fric[1] * fric[1])
+            out[0] -= f * dx
+            out[1] -= f * dy
+            out[2] -= f * dz
 
 
 @njit(cache=True, error_model="numpy")
 def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-              cand, win, window, b_off, bp, br, r_cath, k_node, eps,
+              cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric,
               pos, quat, Nn, Mn, VU, Fc, tlen, res, full):
     """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill the node outputs.
 
@@ -375,6 +391,9 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
     b_off, bp, br : contact polylines (see :class:`bronchonav.catheter.contact.WallModel`).
     r_cath, k_node, eps : float
         Catheter radius (m), nodal penalty stiffness (N/m), penalty smoothing (m).
+    ref, fric : ndarray (Nn, 3), ndarray (2,)
+        Previous positions of the nodes' material points (m) and friction ``(mu, slip)``
+        (see :func:`contact_force`).
     pos, quat, Nn, Mn, VU, Fc : ndarray
         Outputs per node: position, quaternion, composite force, composite moment, strains (v, u)
         (exact at the node when ``full``), contact force.
@@ -392,7 +411,8 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
     for a in range(6):
         y[7 + a] = x[a]
     _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, pos, quat, Nn, Mn, VU, Fc, full)
+          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
+          Fc, full)
     for a in range(6):
         res[a] = y[7 + a]
     for i in range(T):
@@ -401,7 +421,8 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
 
 @njit(cache=True, error_model="numpy")
 def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, pos, quat, Nn, Mn, VU, Fc, full):
+          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
+          Fc, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
     Contact loads are applied at the output nodes after ``j0`` (the base node never takes one).
@@ -427,7 +448,8 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         if kn >= 0:
             loaded = False
             if ncontact > 0 and kn >= 1 and j > j0:
-                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps, fc)
+                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps,
+                              ref, fric, fc)
                 for a in range(3):
                     y[7 + a] -= fc[a]
                     Fc[kn, a] = fc[a]
