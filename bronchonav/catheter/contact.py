@@ -17,6 +17,11 @@ that freezes the forces of the previous iterate was not used: it contracts only 
 compliance at a node times the wall stiffness is below one, and a 0.1 m free length of the shaft
 has a tip compliance of about L³/3EI ≈ 0.17 m/N against a nodal stiffness of a few hundred N/m.)
 
+Optional friction (``CatheterModel(friction=mu)``): regularised Coulomb friction at each node in
+contact, opposing the move of the node's material point since the previous state (incremental
+quasi-statics: material slides in through the base, so a node's material point was ``Δinsertion``
+further up the backbone before the step).
+
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
 (trachea), each node's candidates are the branch the previous node is in, its parent and its
 children; the node is then "in" the candidate with the smallest penetration, except that a node

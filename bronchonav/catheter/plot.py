@@ -26,7 +26,7 @@ def render_catheter_png(tree: AirwayTree, states: list[CatheterState], path: str
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.5))
     for ax, view in zip(axes, ("coronal", "sagittal")):
-        plot_tree(ax, tree, view=view, alpha=0.35, cmap="Greys")
+        plot_tree(ax, tree, view=view, alpha=0.3, cmap="viridis")
         for k, s in enumerate(states[:-1]):
             xy = view_coordinates(s.positions, view)
             ax.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=0.8,

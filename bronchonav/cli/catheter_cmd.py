@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--png", metavar="FILE", help="picture of the catheter in the tree")
     p.add_argument("--n-nodes", type=int, default=None, metavar="N",
                    help="backbone nodes (default 50, or the script's n_nodes)")
+    p.add_argument("--friction", type=float, default=0.0, metavar="MU",
+                   help="wall friction coefficient (default 0: frictionless)")
     p.set_defaults(func=run)
 
 
@@ -104,13 +106,16 @@ def run(args) -> int:
     n_nodes = args.n_nodes or int(options.get("n_nodes", 50))
     if n_nodes < 3:
         raise InputError("--n-nodes must be at least 3")
-    model = CatheterModel(params, tree=airway_map.tree, n_nodes=n_nodes, deadline_s=0.2)
+    if not 0.0 <= args.friction < 10.0:
+        raise InputError(f"--friction must be in [0, 10), got {args.friction}")
+    model = CatheterModel(params, tree=airway_map.tree, n_nodes=n_nodes, deadline_s=0.2,
+                          friction=args.friction)
     with progress.step("simulating the catheter"):
         recorded, failures, extra = (_demo(model, airway_map.tree, params) if args.demo
                                      else _script(model, frames))
     out = {"format": "bronchonav-catheter-shapes", "version": 1, "frame": "ct", "units": "m",
            "map": airway_map.name, "base_pose_ct": model.base_pose_ct.tolist(),
-           "n_nodes": n_nodes, "failed_steps": failures,
+           "n_nodes": n_nodes, "friction": args.friction, "failed_steps": failures,
            "catheter": {"outer_diameter": params.outer_diameter, "length": params.length,
                         "tendons": params.tendon_names,
                         "max_articulation_rad": params.max_articulation},
