@@ -30,15 +30,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _record(index, command, state, params) -> dict:
-    return {"index": index, "command": command.to_dict(), "converged": state.converged,
-            "message": state.message, "insertion": state.insertion,
-            "positions": state.positions.tolist(), "tip_pose": state.tip_pose.tolist(),
-            "tendon_tensions": state.tendon_tensions.tolist(),
-            "tendon_displacements": state.tendon_displacements.tolist(),
-            "contact_forces": state.contact_forces.tolist(),
-            "total_contact_force": state.total_contact_force,
-            "branch_ids": state.branch_ids.tolist(), "solve_time_s": state.solve_time_s}
+def _record(index, command, state) -> dict:
+    return {"index": index, "command": command.to_dict(), **state.to_dict()}
 
 
 def _demo(model, tree, params):
@@ -120,7 +113,7 @@ def run(args) -> int:
                         "tendons": params.tendon_names,
                         "max_articulation_rad": params.max_articulation},
            **extra,
-           "steps": [_record(i, c, s, params) for i, (c, s) in enumerate(recorded)]}
+           "steps": [_record(i, c, s) for i, (c, s) in enumerate(recorded)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out))
     if args.png:
