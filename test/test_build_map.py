@@ -58,6 +58,18 @@ def test_quality_bars_on_the_default_phantom(built):
     assert m["bd"] >= 0.90
     assert m["fpr"] <= 0.02
     assert summary["max_generation"] >= 8
+    # radii unbiased against the ground truth (the plain half maximum was 0.5 mm small)
+    assert abs(m["radius_error_median_m"]) <= 0.2e-3
+    assert m["radius_error_p10_m"] < 0 < m["radius_error_p90_m"]
+
+
+def test_radii_unbiased_on_another_seed():
+    from bronchonav.airway.build import build_map_from_phantom
+
+    m = build_map_from_phantom("default", seed=1).metrics
+    assert abs(m.radius_error_median_m) <= 0.2e-3
+    assert m.radius_error_p90_m - m.radius_error_p10_m < 1.5e-3
+    assert m.td >= 0.95 and m.bd >= 0.90 and m.fpr <= 0.02
 
 
 def test_graph_invariants(built):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bronchonav.airway.metrics import airway_metrics, centerline_error, rasterise_centerlines
+from bronchonav.airway.metrics import (airway_metrics, centerline_error, radius_error,
+                                      rasterise_centerlines)
 from bronchonav.airway.tree import AirwayTree, Branch
 
 SHAPE = (9, 9, 30)  # k, j, i; 1 mm voxels, identity direction, origin 0
@@ -98,3 +99,24 @@ def test_centerline_error_of_a_shifted_tree():
     assert p95 == pytest.approx(0.3e-3, abs=1e-6)
     m = airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid(), pred_tree=pred)
     assert m.centerline_error_mean_m == pytest.approx(0.3e-3, abs=1e-6)
+
+
+def test_radius_error_at_matched_points():
+    """Branch A 0.2 mm too wide and B 0.5 mm too narrow along their whole length; a point 0.6 mm
+    off the GT centerline (more than half the 1 mm GT radius) and the junction zones (within
+    one GT radius of a branch end) are not matched."""
+    gt = _gt_tree()
+    a = Branch(0, None, 0, [_p(2), _p(11)], [1.2e-3, 1.2e-3])
+    b = Branch(1, 0, 1, [_p(11), _p(20)], [0.5e-3, 0.5e-3])
+    err = radius_error(AirwayTree([a, b]), gt)
+    # matched: A's samples at 1 < s < 8 mm, B's at 1 < s < 8 mm (0.5 mm steps), 13 each
+    assert np.count_nonzero(np.isclose(err, 0.2e-3)) == 13
+    assert np.count_nonzero(np.isclose(err, -0.5e-3)) == 13
+    assert len(err) == 26
+    off = Branch(0, None, 0, [_p(4, 4.6), _p(8, 4.6)], [1e-3, 1e-3])
+    assert len(radius_error(AirwayTree([off]), gt)) == 0
+    m = airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid(), pred_tree=AirwayTree([a, b]))
+    assert m.radius_error_median_m == pytest.approx(-0.15e-3, abs=1e-9)  # between the halves
+    assert m.radius_error_p10_m == pytest.approx(-0.5e-3, abs=1e-9)
+    assert m.radius_error_p90_m == pytest.approx(0.2e-3, abs=1e-9)
+    assert np.isnan(airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid()).radius_error_median_m)

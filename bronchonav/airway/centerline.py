@@ -3,9 +3,18 @@
 Steps
 -----
 1. 3D skeleton of the mask (:func:`skimage.morphology.skeletonize`) and the lumen radius at
-   each skeleton voxel: the Euclidean distance transform of the mask (the ``edt`` package,
-   anisotropic spacing) or, when the CT is given, the larger of that and the radius measured
-   on the CT (:func:`fwhm_radii`).
+   each skeleton voxel. Without the CT it is the Euclidean distance transform of the mask (the
+   ``edt`` package, anisotropic spacing), which lies inside the true edge. With the CT it is
+   measured along rays across the airway (:func:`fwhm_radii`): the half-maximum crossing
+   between the lumen and the wall peak, corrected for the blur with an imaging model of the
+   cross-section (:class:`WallProfileModel`: lumen, wall and lung levels blurred by a Gaussian)
+   whose blur and levels are fitted on the trachea of the same scan
+   (:func:`fit_trachea_profile`). The plain half maximum is biased low where the wall is thin
+   (on the phantoms 0.4–0.7 mm for airways of 2–8 mm diameter); the corrected radius is
+   unbiased for airways wide enough to show their wall (diameter ≳ 3.5 mm at 1 mm voxels and
+   1 mm blur). Points where too few rays see a wall take the median of their branch's measured
+   radii (after step 3, which then runs again), or the distance-transform radius when the
+   branch has none.
 2. The skeleton voxels form a graph (26-neighbours, edges weighted by their length); the root is
    the most superior skeleton end point (top of the trachea). A shortest-path tree from the root
    breaks every cycle (two airways touching, skeleton loops at thick junctions).
@@ -24,13 +33,14 @@ Each child's first point is exactly its parent's last point (the bifurcation vox
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import cc3d
 import edt
 import networkx as nx
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
+from scipy import integrate, ndimage, optimize, special
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
@@ -214,17 +224,223 @@ def _smooth(points: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def _ray_frames(tangents: np.ndarray, n_rays: int) -> np.ndarray:
+    """Unit ray directions (N, n_rays, 3) perpendicular to each tangent, evenly spread."""
+    t = tangents / np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-12)
+    helper = np.where(np.abs(t[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    u = np.cross(t, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    v = np.cross(t, u)
+    ang = 2 * np.pi * np.arange(n_rays) / n_rays
+    return np.cos(ang)[None, :, None] * u[:, None, :] + np.sin(ang)[None, :, None] * v[:, None, :]
+
+
+def _sample_rays(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.ndarray,
+                 dirs: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Trilinear samples of ``hu`` at ``points + dirs * s``: shape (N, R, S) for ``s`` (N, S) m."""
+    pts = points_ct[:, None, None, :] + dirs[:, :, None, :] * s[:, None, :, None]
+    idx = ct_to_index(reference, pts.reshape(-1, 3)) - np.asarray(offset_kji, dtype=float)
+    return ndimage.map_coordinates(hu, idx.T, order=1, mode="nearest").reshape(pts.shape[:3])
+
+
+# -- imaging model of an airway cross-section ---------------------------------------------------
+
+LUNG_RANGE_HU = (-950.0, -650.0)
+"""Voxels in this range (HU, open) are taken as parenchyma when measuring its level."""
+LUNG_HU_DEFAULT = -850.0
+"""Parenchyma level (HU) assumed when the scan has too few voxels in ``LUNG_RANGE_HU``."""
+
+_U_STEP = 0.02
+_U = np.arange(0.0, 30.0 + 0.5 * _U_STEP, _U_STEP)
+"""Radial grid (in units of the blur sigma) of the blurred-disk table."""
+
+
+@lru_cache(maxsize=1)
+def _disk_table() -> np.ndarray:
+    """``D[i, j]``: fraction of a 2D unit Gaussian centred at ``_U[i]`` inside the disk of
+    radius ``_U[j]`` (both in sigmas), i.e. ``ncx2.cdf(R², 2, ρ²)``, by cumulative
+    integration of the Rician density ``t exp(-(t - ρ)²/2) I0e(tρ)``."""
+    u, t = _U[:, None], _U[None, :]
+    density = t * np.exp(-0.5 * (t - u) ** 2) * special.i0e(t * u)
+    return integrate.cumulative_trapezoid(density, _U, axis=1, initial=0.0)
+
+
+def blurred_disk(rho, radius, sigma) -> np.ndarray:
+    """Cross-section profile of a blurred cylinder: the fraction of a 2D isotropic Gaussian
+    (std ``sigma``) centred at distance ``rho`` from a disk's centre that lies inside the disk
+    of ``radius`` (all lengths in one unit; ``radius / sigma`` up to 30)."""
+    d = _disk_table()
+    a = np.clip(np.asarray(radius, float) / sigma / _U_STEP, 0, len(_U) - 1)
+    u = np.clip(np.asarray(rho, float) / sigma / _U_STEP, 0, len(_U) - 1)
+    return ndimage.map_coordinates(d, np.stack(np.broadcast_arrays(u, a)), order=1)
+
+
+@dataclass(frozen=True)
+class WallProfileModel:
+    """Imaging model of an airway cross-section, measured on the scan.
+
+    A lumen (``lumen_hu``) of radius r inside a wall (``wall_hu``) of thickness w in lung
+    (``lung_hu``), blurred by an isotropic Gaussian of std ``sigma_m`` in the cross-section
+    plane (the scan's point spread plus any smoothing applied before measuring). Under this
+    model the half-maximum crossing of a ray profile lies inside the lumen edge where the wall
+    is thin (its blurred peak is low and the crossing moves in) and at the edge where it is
+    thick; :meth:`correct` inverts that, given the crossing and the wall's peak contrast.
+
+    Attributes
+    ----------
+    sigma_m : float
+        Blur (m).
+    lumen_hu, wall_hu, lung_hu : float
+        Intensities (HU) of air in the lumen, of the wall's soft tissue, of the parenchyma.
+    """
+
+    sigma_m: float
+    lumen_hu: float
+    wall_hu: float
+    lung_hu: float
+
+    _A = np.unique(np.rint(np.geomspace(0.5, 20.0, 120) / _U_STEP)).astype(int)
+    _B = np.unique(np.rint(np.geomspace(0.04, 8.0, 60) / _U_STEP)).astype(int)
+
+    def profile(self, rho_m, radius_m: float, wall_m: float) -> np.ndarray:
+        """Modelled HU at distance ``rho_m`` (m) from the axis of an airway of lumen radius
+        ``radius_m`` and wall thickness ``wall_m`` (m)."""
+        return (self.lung_hu + (self.wall_hu - self.lung_hu)
+                * blurred_disk(rho_m, radius_m + wall_m, self.sigma_m)
+                + (self.lumen_hu - self.wall_hu) * blurred_disk(rho_m, radius_m, self.sigma_m))
+
+    @cached_property
+    def _half_max_table(self):
+        """Half-maximum crossing and normalised peak contrast on the (r, w) grid (sigmas).
+
+        Returns ``(a, crossing, contrast)``: lumen radii ``a`` (Na,), crossing (Na, Nb) in
+        sigmas and contrast (Na, Nb) as a fraction of ``wall_hu - lumen_hu``, for the wall
+        thicknesses ``_B * _U_STEP``.
+        """
+        d = _disk_table()
+        p = (self.lung_hu - self.lumen_hu) / (self.wall_hu - self.lumen_hu)
+        a = self._A * _U_STEP
+        crossing = np.empty((len(self._A), len(self._B)))
+        contrast = np.empty_like(crossing)
+        for j, b in enumerate(self._B):
+            outer = np.minimum(self._A + b, len(_U) - 1)
+            v = p + (1 - p) * d[:, outer].T - d[:, self._A].T  # (Na, U), 0 lumen, 1 wall
+            lumen, peak = v[:, 0], v.max(axis=1)
+            half = 0.5 * (lumen + peak)
+            c = np.argmax(v >= half[:, None], axis=1)
+            v0 = np.take_along_axis(v, (c - 1)[:, None], axis=1)[:, 0]
+            v1 = np.take_along_axis(v, c[:, None], axis=1)[:, 0]
+            crossing[:, j] = (c - 1 + (half - v0) / np.maximum(v1 - v0, 1e-12)) * _U_STEP
+            contrast[:, j] = peak - lumen
+        return a, np.maximum.accumulate(crossing, axis=0), contrast
+
+    def correct(self, crossing_m: np.ndarray, contrast_hu: np.ndarray) -> np.ndarray:
+        """Lumen radius (m) from half-maximum crossings (m) and peak contrasts (HU) of rays.
+
+        For each modelled wall thickness the radius whose crossing matches is found; the wall
+        thickness is then the one whose modelled contrast matches the measured one (clamped to
+        the modelled range: the thinnest or the thickest wall).
+        """
+        a, cross, contrast = self._half_max_table
+        x = np.asarray(crossing_m, float).ravel() / self.sigma_m
+        cm = np.asarray(contrast_hu, float).ravel() / (self.wall_hu - self.lumen_hu)
+        ra = np.empty((len(x), cross.shape[1]))
+        rc = np.empty_like(ra)
+        for j in range(cross.shape[1]):
+            ra[:, j] = np.interp(x, cross[:, j], a)
+            rc[:, j] = np.interp(ra[:, j], a, contrast[:, j])
+        # walls whose modelled crossings cannot reach the measured one do not explain it
+        valid = (x[:, None] >= cross[0][None, :]) & (x[:, None] <= cross[-1][None, :])
+        rc = np.where(valid, rc, np.nan)
+        lo_j = np.argmax(valid, axis=1)
+        hi_j = valid.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+        above = valid & (rc >= cm[:, None])
+        j = np.where(above.any(axis=1), np.argmax(above, axis=1), hi_j)
+        i = np.arange(len(x))
+        jm = np.maximum(j - 1, lo_j)
+        c0, c1 = rc[i, jm], rc[i, j]
+        w = np.where(j > jm, np.clip((cm - c0) / np.maximum(c1 - c0, 1e-12), 0.0, 1.0), 0.0)
+        r = (1 - w) * ra[i, jm] + w * ra[i, j]
+        r = np.where(valid.any(axis=1), r, np.nan)
+        return (r * self.sigma_m).reshape(np.shape(crossing_m))
+
+
+def fit_trachea_profile(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.ndarray,
+                        tangents: np.ndarray, guess_m: np.ndarray, lung_hu: float,
+                        n_rays: int = 24) -> WallProfileModel | None:
+    """Measure the :class:`WallProfileModel` on the trachea.
+
+    The trachea is wide (radius ≫ blur) and lies in soft tissue, so its ray profiles are a
+    blurred edge from air to tissue: rays perpendicular to the centerline are sampled every
+    0.1 mm, aligned on their half-maximum crossings, averaged, and fitted by least squares with
+    ``wall + (lumen - wall) * blurred_disk(rho, r, sigma)``, which gives the blur sigma and the
+    air and tissue levels.
+
+    Parameters
+    ----------
+    hu, reference, offset_kji
+        As in :func:`fwhm_radii`.
+    points_ct, tangents : ndarray, shape (N, 3)
+        Trachea centerline points (CT frame, m) and tangents.
+    guess_m : ndarray, shape (N,)
+        Radius guesses (m).
+    lung_hu : float
+        Parenchyma level (HU) for the model.
+
+    Returns
+    -------
+    WallProfileModel or None
+        ``None`` when the fit fails or is implausible (sigma outside 0.1–5 mm, contrast below
+        300 HU).
+    """
+    r0 = float(np.median(guess_m))
+    s = np.arange(0.0, r0 + 6e-3, 1e-4)
+    vals = _sample_rays(hu, reference, offset_kji, points_ct, _ray_frames(tangents, n_rays),
+                        np.broadcast_to(s, (len(points_ct), len(s))))
+    vals = vals.reshape(-1, len(s))
+    lumen, tissue = np.median(vals[:, 0]), np.median(vals.max(axis=1))
+    half = 0.5 * (lumen + tissue)
+    c = np.argmax(vals >= half, axis=1)
+    keep = c > 0
+    if keep.sum() < 10:
+        return None
+    vals, c = vals[keep], c[keep]
+    v0 = vals[np.arange(len(c)), c - 1]
+    v1 = vals[np.arange(len(c)), c]
+    cross = (c - 1 + (half - v0) / np.maximum(v1 - v0, 1e-6)) * 1e-4
+    rc = float(np.median(cross))
+    # align each ray on the median crossing and average
+    rho = np.arange(0.0, rc + 4e-3, 1e-4)
+    aligned = np.array([np.interp(rho, s - (x - rc), v) for x, v in zip(cross, vals)])
+    mean = aligned.mean(axis=0)
+
+    def residual(q):
+        r, sigma, lo, hi = q
+        return hi + (lo - hi) * blurred_disk(rho, r, sigma) - mean
+
+    fit = optimize.least_squares(residual, [rc, 1e-3, lumen, tissue],
+                                 bounds=([0.5 * rc, 1e-4, -2000, -1000], [2 * rc, 5e-3, 1000, 2000]),
+                                 x_scale=[1e-3, 1e-3, 100.0, 100.0])
+    _, sigma, lo, hi = fit.x
+    if not fit.success or hi - lo < 300.0 or not 1e-4 < sigma < 5e-3:
+        return None
+    return WallProfileModel(float(sigma), float(lo), float(hi), float(lung_hu))
+
+
 def fwhm_radii(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.ndarray,
                tangents: np.ndarray, guess_m: np.ndarray, n_rays: int = 12, n_samples: int = 40,
-               min_contrast_hu: float = 150.0) -> np.ndarray:
-    """Lumen radius at centerline points from the CT intensities (full width at half maximum).
+               min_contrast_hu: float = 150.0, model: WallProfileModel | None = None) -> np.ndarray:
+    """Lumen radius at centerline points from the CT intensities (half maximum along rays).
 
     From each point, ``n_rays`` rays perpendicular to the centerline sample the (smoothed) CT
     out to ``max(2.5 * guess, guess + 3 mm)``. Along a ray the lumen level is the value at the
-    centre and the wall level the maximum along the ray; the ray's radius is where the profile
-    first crosses their mean. The point's radius is the median over the rays whose
-    wall-to-lumen contrast exceeds ``min_contrast_hu``; where fewer than half the rays qualify
-    the guess is kept.
+    centre and the wall level the maximum along the ray; the ray's half-maximum radius is where
+    the profile first crosses their mean (linear interpolation between samples). With a
+    ``model`` each ray's crossing is corrected for the blur (:meth:`WallProfileModel.correct`,
+    from the crossing and the wall-to-lumen contrast); without one it is the plain full width
+    at half maximum, which is biased low where the wall is thin. The point's radius is the
+    median over the rays whose wall-to-lumen contrast exceeds ``min_contrast_hu``; where fewer
+    than half the rays qualify the guess is kept.
 
     Parameters
     ----------
@@ -238,28 +454,31 @@ def fwhm_radii(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.
         Centerline points (CT frame, m) and tangents (any length).
     guess_m : ndarray, shape (N,)
         Radius estimates (m) setting the ray length and used as fallback.
+    model : WallProfileModel, optional
+        Imaging model of ``hu`` (see :func:`fit_trachea_profile`).
 
     Returns
     -------
     ndarray, shape (N,)
         Radii (m).
     """
+    radii, measured = _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m,
+                                      n_rays, n_samples, min_contrast_hu, model)
+    return np.where(measured, radii, np.asarray(guess_m, dtype=float))
+
+
+def _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m, n_rays, n_samples,
+                    min_contrast_hu, model):
+    """:func:`fwhm_radii` without the fallback: radii (m, NaN where not measured) and a mask
+    of the measured points."""
     out = np.array(guess_m, dtype=float)
-    t = tangents / np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-12)
-    helper = np.where(np.abs(t[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-    u = np.cross(t, helper)
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    v = np.cross(t, u)
-    ang = 2 * np.pi * np.arange(n_rays) / n_rays
+    measured = np.zeros(len(out), dtype=bool)
     frac = np.linspace(0.0, 1.0, n_samples)
     for lo in range(0, len(points_ct), 4096):
         sl = slice(lo, lo + 4096)
-        dirs = np.cos(ang)[None, :, None] * u[sl, None, :] + np.sin(ang)[None, :, None] * v[sl, None, :]
         rmax = np.maximum(2.5 * out[sl], out[sl] + 3e-3)
-        s = rmax[:, None] * frac[None, :]  # (n, S)
-        pts = points_ct[sl, None, None, :] + dirs[:, :, None, :] * s[:, None, :, None]
-        idx = ct_to_index(reference, pts.reshape(-1, 3)) - np.asarray(offset_kji, dtype=float)
-        vals = ndimage.map_coordinates(hu, idx.T, order=1, mode="nearest").reshape(pts.shape[:3])
+        vals = _sample_rays(hu, reference, offset_kji, points_ct[sl],
+                            _ray_frames(tangents[sl], n_rays), rmax[:, None] * frac[None, :])
         lumen, wall = vals[:, :, 0], vals.max(axis=2)
         half = 0.5 * (lumen + wall)
         above = vals >= half[:, :, None]
@@ -270,11 +489,15 @@ def fwhm_radii(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.
         v1 = np.take_along_axis(vals, c[:, :, None], axis=2)[:, :, 0]
         w = np.clip((half - v0) / np.maximum(v1 - v0, 1e-6), 0.0, 1.0)
         r = (c - 1 + w) * (rmax[:, None] / (n_samples - 1))
+        if model is not None:
+            r = model.correct(r, wall - lumen)
+            ok &= np.isfinite(r)
         r = np.where(ok, r, np.nan)
         enough = ok.sum(axis=1) >= n_rays // 2
         med = np.nanmedian(np.where(enough[:, None], r, 0.0), axis=1)
-        out[sl] = np.where(enough, med, out[sl])
-    return out
+        out[sl] = np.where(enough, med, np.nan)
+        measured[sl] = enough
+    return out, measured
 
 
 def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
@@ -289,8 +512,10 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
     params : CenterlineParams, optional
     image : SimpleITK.Image, optional
         The CT (HU) the mask comes from, same grid. When given, radii are measured on it by
-        :func:`fwhm_radii` (the distance-transform radii serve as first guess and fallback);
-        otherwise they are the distance-transform radii, which follow the mask.
+        :func:`fwhm_radii` with the blur correction of a :class:`WallProfileModel` fitted on
+        the trachea (the distance-transform radii serve as first guess and last fallback; see
+        step 1 of the module docstring); otherwise they are the distance-transform radii, which
+        follow the mask and lie inside the lumen edge.
 
     Returns
     -------
@@ -327,26 +552,32 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
     ends = np.flatnonzero(degree == 1)
     candidates = ends if len(ends) else np.arange(len(coords))
     root = int(candidates[np.argmax(pos_ct[candidates, 2])])
-    _, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
+    depth_mm, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
     parent = np.where(pred < 0, -1, pred).astype(np.int64)
     if image is not None:
-        radius_mm = _measured_radii(image, box, spacing_kji, pos_ct, parent, radius_mm)
+        radius_mm, measured = _measured_radii(image, box, spacing_kji, pos_ct, parent, depth_mm,
+                                              radius_mm)
+    else:
+        measured = np.zeros(len(radius_mm), dtype=bool)
     bg = _Simplifier(_branch_graph(parent, root), pos_mm, radius_mm, params).run()
+    if measured.any():
+        radius_mm = _fill_unmeasured(bg, radius_mm, measured)
+        bg = _Simplifier(bg, pos_mm, radius_mm, params).run()
     if bg.number_of_nodes() == 0:
         raise CTError("the airway segmentation has no branch")
     return AirwayTree(_branches(bg, pos_ct, radius_mm / 1000.0, params.smooth_window))
 
 
 def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, parent: np.ndarray,
-                    edt_mm: np.ndarray) -> np.ndarray:
-    """Radii (mm) at the skeleton voxels from the CT: the larger of :func:`fwhm_radii` (on the
-    CT smoothed by 0.5 mm, rays perpendicular to the direction towards the voxel's third
-    ancestor in the voxel tree) and the distance-transform radius.
+                    depth_mm: np.ndarray, edt_mm: np.ndarray) -> np.ndarray:
+    """Radii (mm) at the skeleton voxels from the CT: :func:`fwhm_radii` corrected for the blur.
 
-    Both are biased low on a blurred scan (the half-maximum crossing moves inwards where the
-    wall is thin and faint; the mask lies inside the edge); on the phantoms the larger one is
-    within 0.1 mm for the trachea and main bronchi and 0.4–0.7 mm small for airways of
-    2–8 mm diameter.
+    The CT is smoothed by 0.5 mm; rays are perpendicular to the direction towards the voxel's
+    third ancestor in the voxel tree. The imaging model (:class:`WallProfileModel`) is measured
+    on the trachea (skeleton voxels 10–50 mm below the root, as wide as the widest there) with
+    the parenchyma level taken as the median of the scan's voxels between
+    ``LUNG_RANGE_HU``; without a usable trachea fit the plain half-maximum radii are kept. Where
+    the CT measurement is not possible the distance-transform radius ``edt_mm`` is used.
     """
     pad = [int(np.ceil(5.0 / s)) for s in spacing_kji]
     arr = sitk.GetArrayViewFromImage(image)
@@ -354,13 +585,35 @@ def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, par
                  for b, p, n in zip(box, pad, arr.shape))
     hu = ndimage.gaussian_filter(arr[crop].astype(np.float32), [0.5 / s for s in spacing_kji],
                                  truncate=3.0)
+    offset = [c.start for c in crop]
     anc = np.arange(len(parent))
     for _ in range(3):
         anc = np.where(parent[anc] >= 0, parent[anc], anc)
     tangents = pos_ct[anc] - pos_ct
     tangents[np.all(tangents == 0, axis=1)] = (0.0, 0.0, 1.0)  # the root: the trachea is vertical
-    radii = fwhm_radii(hu, image, [c.start for c in crop], pos_ct, tangents, edt_mm / 1000.0)
-    return np.maximum(radii * 1000.0, edt_mm)
+    lung = hu[::2, ::2, ::2]
+    lung = lung[(lung > LUNG_RANGE_HU[0]) & (lung < LUNG_RANGE_HU[1])]
+    lung_hu = float(np.median(lung)) if lung.size >= 1000 else LUNG_HU_DEFAULT
+    top = depth_mm <= 50.0
+    trachea = top & (depth_mm >= 10.0) if np.count_nonzero(top & (depth_mm >= 10.0)) >= 5 else top
+    trachea &= edt_mm >= 0.7 * edt_mm[trachea].max()
+    model = fit_trachea_profile(hu, image, offset, pos_ct[trachea], tangents[trachea],
+                                edt_mm[trachea] / 1000.0, lung_hu)
+    radii, measured = _half_max_radii(hu, image, offset, pos_ct, tangents, edt_mm / 1000.0, 12, 40,
+                                      150.0, model)
+    return np.where(measured, radii * 1000.0, edt_mm), measured
+
+
+def _fill_unmeasured(bg: nx.DiGraph, radius_mm: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Radii where a branch has radii measured on the CT at three points or more: its
+    unmeasured voxels take the median of those instead of their distance-transform radius."""
+    out = radius_mm.copy()
+    for b in bg.nodes:
+        path = np.asarray(bg.nodes[b]["path"])
+        ok = measured[path]
+        if 3 <= ok.sum() < len(path):
+            out[path[~ok]] = np.median(radius_mm[path[ok]])
+    return out
 
 
 def _branches(bg: nx.DiGraph, pos_ct: np.ndarray, radius_m: np.ndarray, window: int) -> list[Branch]:

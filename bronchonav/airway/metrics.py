@@ -18,6 +18,10 @@ Definitions
   fraction of the segmented volume. ``1 - precision`` is the strict variant.
 * Centerline error: distance from each extracted centerline point (resampled every 0.5 mm) to
   the nearest GT centerline point (m): mean and 95th percentile.
+* Radius error: extracted minus true lumen radius (m) at matched centerline points: extracted
+  points (every 0.5 mm) whose nearest GT centerline point is closer than half the GT radius
+  there and lies more than one GT radius from both ends of its GT branch (at bifurcations the
+  radius of a branch is not defined). Median, 10th and 90th percentiles.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class AirwayMetrics:
     centerline_error_p95_m: float
     branches_detected: int
     branches_gt: int
+    radius_error_median_m: float = float("nan")
+    radius_error_p10_m: float = float("nan")
+    radius_error_p90_m: float = float("nan")
 
     def to_dict(self) -> dict:
         """Plain-float dict (JSON-serialisable)."""
@@ -100,6 +107,18 @@ def centerline_error(pred: AirwayTree, gt: AirwayTree) -> tuple[float, float]:
     return float(np.mean(d)), float(np.percentile(d, 95))
 
 
+def radius_error(pred: AirwayTree, gt: AirwayTree) -> np.ndarray:
+    """Extracted minus true radius (m) at the matched centerline points (module docstring);
+    empty when nothing matches."""
+    s, g = pred.samples(), gt.samples()
+    d, i = gt.nearest(s.points)
+    r_gt = g.radii[i]
+    length = np.array([gt[int(b)].length for b in g.branch_ids[i]])
+    arc = g.arclength[i]
+    matched = (d < 0.5 * r_gt) & (arc > r_gt) & (arc < length - r_gt)
+    return s.radii[matched] - r_gt[matched]
+
+
 def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTree,
                    reference: sitk.Image, pred_tree: AirwayTree | None = None) -> AirwayMetrics:
     """Score a predicted airway mask (and optionally its tree) against ground truth.
@@ -113,7 +132,7 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
     reference : SimpleITK.Image
         Geometry of the masks' grid.
     pred_tree : AirwayTree, optional
-        Extracted tree, for the centerline error (NaN without it).
+        Extracted tree, for the centerline and radius errors (NaN without it).
 
     Returns
     -------
@@ -141,6 +160,11 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
     leak = int(np.count_nonzero(pred[box] & ~ndimage.binary_dilation(gt[box])))
     fpr = leak / n_pred if n_pred else 0.0
     err_mean, err_p95 = centerline_error(pred_tree, gt_tree) if pred_tree is not None else (np.nan, np.nan)
+    r_err = radius_error(pred_tree, gt_tree) if pred_tree is not None else np.empty(0)
+    r_med, r_p10, r_p90 = (float(v) for v in np.percentile(r_err, [50, 10, 90])) if len(r_err) \
+        else (np.nan,) * 3
     return AirwayMetrics(td=td, bd=detected / len(branch_ids), dsc=dsc, precision=precision, fpr=fpr,
                          centerline_error_mean_m=err_mean, centerline_error_p95_m=err_p95,
-                         branches_detected=detected, branches_gt=len(branch_ids))
+                         branches_detected=detected, branches_gt=len(branch_ids),
+                         radius_error_median_m=r_med, radius_error_p10_m=r_p10,
+                         radius_error_p90_m=r_p90)
