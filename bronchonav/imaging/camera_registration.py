@@ -79,7 +79,7 @@ class CameraScenarioConfig:
     stride : int
         Pixel stride of the back-projection.
     voxel : float
-        Voxel size (m) the merged camera cloud is thinned to.
+        Voxel size (m) each frame's point cloud is thinned to.
     pose_position_noise : float
         EM tip sensor position noise per axis (m) for the camera pose.
     pose_rotation_noise : float
@@ -465,8 +465,9 @@ def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
     Returns
     -------
     dict
-        ``tre_mm``, ``fre_mm``, ``ms``, ``success`` (TRE < 5 mm) of the combined EM + camera
-        registration; ``tre_em_only_mm`` (EM global + local), ``tre_camera_alone_mm`` (EM survey
+        ``tre_mm``, ``fre_mm`` (None when it failed), ``ms`` (EM registration + joint ICP),
+        ``success`` (accepted and TRE < 5 mm) of the combined EM + camera registration;
+        ``message`` (why it failed, else empty); ``tre_em_only_mm`` (EM global + local), ``tre_camera_alone_mm`` (EM survey
         + camera, no local EM sweep), ``tre_em_global_mm``; ``camera_ms`` (camera ICP alone),
         ``registration_ok`` (the combined registration's own acceptance), ``fitness``,
         ``camera_points``, ``nodule``, ``seed``.
@@ -514,13 +515,18 @@ def run_camera_trial(airway_map: AirwayMap, ground_truth, seed: int,
     tre = truth.tre(T)
     return {
         "seed": int(seed), "nodule": gt_nodule.id,
-        "tre_mm": tre * 1e3, "fre_mm": fre * 1e3, "ms": (t_em + t_cam) * 1e3,
+        "tre_mm": tre * 1e3, "fre_mm": fre * 1e3 if np.isfinite(fre) else None,
+        "ms": (t_em + t_cam) * 1e3,
         "success": bool(ok and tre < 5e-3), "registration_ok": bool(ok), "message": message,
         "fitness": fitness, "camera_points": int(len(cloud)), "camera_ms": t_cam * 1e3,
         "tre_em_only_mm": truth.tre(em.T_ct_patient) * 1e3, "em_ok": bool(em.success),
         "tre_camera_alone_mm": truth.tre(T_alone) * 1e3,
         "tre_em_global_mm": truth.tre(em_global.T_ct_patient) * 1e3,
     }
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
 
 
 def _stats(values: list[float], ok: list[bool]) -> dict:
@@ -551,7 +557,7 @@ def camera_scenario_summary(airway_map: AirwayMap, ground_truth, trials: int, se
     return {
         "scenario": "camera", "map": airway_map.name, "trials": len(rows), "seed": int(seed),
         **combined,
-        "fre_median_mm": float(np.median([r["fre_mm"] for r in rows])),
+        "fre_median_mm": _median_or_none([r["fre_mm"] for r in rows if r["fre_mm"] is not None]),
         "ms_median": float(np.median([r["ms"] for r in rows])),
         "camera_ms_median": float(np.median([r["camera_ms"] for r in rows])),
         "em_only": em_only,
