@@ -144,12 +144,13 @@ def _rehearsal(rows: list[dict], catheters: list[str]) -> list[str]:
     plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
     lines = ["## Rehearsal with the catheter", "",
              "| catheter | feasible routes driven | tip reached the exit point | "
-             "median tip error (mm) |", "|---|---|---|---|"]
+             "median tip error (mm) | median non-converged steps |", "|---|---|---|---|---|"]
     for c in catheters:
         rs = [r for r in plans if r["catheter"] == c and r.get("rehearse_reached") is not None]
         reached = [r for r in rs if r["rehearse_reached"]]
         lines.append(f"| {c} | {len(rs)} | {_pct(len(reached), len(rs))} | "
-                     f"{_median([r['rehearse_tip_error_m'] for r in rs], 1e3)} |")
+                     f"{_median([r['rehearse_tip_error_m'] for r in rs], 1e3)} | "
+                     f"{_median([r['rehearse_failed_steps'] for r in rs])} |")
     lines.append("")
     return lines
 
