@@ -228,8 +228,9 @@ def contact(n_nodes: int, step_m: float) -> dict:
     return out
 
 
-def deep_coarse(n_nodes: int = 30, step_m: float = 2e-3, generation: int = 5) -> dict:
-    """A coarse stream (2 mm per step, as a route rehearsal would send) down to a 5th-generation
+def deep_coarse(n_nodes: int = 30, step_m: float = 2e-3, generation: int = 5,
+                prefix: str = "deep") -> dict:
+    """A coarse stream (mm per step, as a route rehearsal would send) down to a 5th-generation
     bronchus; each step may need the adaptive continuation inside it."""
     tree, _ = phantom_tree()
     params = CatheterParams.default()
@@ -242,14 +243,14 @@ def deep_coarse(n_nodes: int = 30, step_m: float = 2e-3, generation: int = 5) ->
         wall.append(s.solve_time_s)
         states.append(s)
     state = model.state
-    out = {"deep_path": path, "deep_steps": len(states), "deep_insertion_step_m": step_m,
-           "deep_n_nodes": n_nodes, "deep_failures": sum(not s.converged for s in states),
-           "deep_failure_reasons": failure_reasons(states),
-           "deep_tip_to_path_end_m": float(np.linalg.norm(state.tip_position
-                                                          - tree[path[-1]].end)),
-           "deep_tip_branch": int(state.branch_ids[-1])}
-    out.update(stats(np.array(wall) * 1e3, "deep"))
-    return out
+    out = {"path": path, "steps": len(states), "insertion_step_m": step_m, "n_nodes": n_nodes,
+           "failures": sum(not s.converged for s in states),
+           "failure_reasons": failure_reasons(states),
+           "final_insertion_m": float(state.insertion),
+           "tip_to_path_end_m": float(np.linalg.norm(state.tip_position - tree[path[-1]].end)),
+           "tip_branch": int(state.branch_ids[-1])}
+    out.update(stats(np.array(wall) * 1e3, ""))
+    return {f"{prefix}_{k.lstrip('_')}": v for k, v in out.items()}
 
 
 def main() -> int:
@@ -265,7 +266,8 @@ def main() -> int:
     result.update(mattiasson(n))
     result.update(pyelastica_vs_bronchonav(50, n))
     result.update(contact(n, 1e-4 if args.quick else 2e-5))
-    result.update(deep_coarse())
+    result.update(deep_coarse(step_m=2e-3, prefix="deep_2mm"))
+    result.update(deep_coarse(step_m=1e-3, prefix="deep_1mm"))
     result["bench_seconds"] = time.perf_counter() - t0
     result["targets"] = {"free_median_ms": 1.0, "free_p99_ms": 5.0, "contact_median_ms": 2.0,
                          "mattiasson_max_err_over_L": 1e-3}
