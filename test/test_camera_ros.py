@@ -32,7 +32,7 @@ def test_tip_camera_node_publishes_images_at_its_rate(y_map):
     context = rclpy.Context()
     rclpy.init(context=context)
     node = TipCameraNode(context=context, parameter_overrides=overrides(
-        {"map": y_map, "rate_hz": 15.0, "width": 160, "height": 120}))
+        {"map": y_map, "rate_hz": 15.0, "width": 160, "height": 120, "nice": 0}))
     peer = rclpy.create_node("camera_test_peer", context=context)
     got = {"rgb": [], "depth": [], "info": []}
     peer.create_subscription(Image, IMAGE_TOPIC, lambda m: got["rgb"].append(m), 10)
@@ -79,6 +79,7 @@ def test_tip_camera_node_rejects_a_folding_lens(y_map):
     rclpy.init(context=context)
     try:
         with pytest.raises(InputError):
-            TipCameraNode(context=context, parameter_overrides=overrides({"map": y_map, "k1": -0.9}))
+            TipCameraNode(context=context, parameter_overrides=overrides(
+                {"map": y_map, "k1": -0.9, "nice": 0}))
     finally:
         rclpy.shutdown(context=context)

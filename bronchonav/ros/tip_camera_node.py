@@ -1,8 +1,13 @@
 """``tip_camera``: the bronchoscope camera at the catheter tip, rendered from the map's lumen.
 
-A node of its own so rendering stays off the catheter control loop (run it as a separate process
-to keep it off the loop's interpreter too). It keeps the newest tip pose and, at ``rate_hz``,
-renders what a camera at that pose sees (:class:`bronchonav.imaging.camera.TipCamera`).
+It keeps the newest tip pose and, at ``rate_hz``, renders what a camera at that pose sees
+(:class:`bronchonav.imaging.camera.TipCamera`).
+
+A node of its own so rendering stays off the catheter control loop: run it as a separate process
+(it then also stays off the loop's interpreter lock); by default it casts rays on one thread and
+lowers its process priority (``nice``) so the scheduler serves the catheter loop first, and the
+frame rate gives way when the machine is busy. In an in-process graph set ``nice`` to 0:
+niceness applies to the whole process.
 
 Subscribes
     ``pose_topic`` (default ``/catheter/tip_pose``), ``geometry_msgs/PoseStamped`` in the ``ct``
@@ -16,11 +21,12 @@ Publishes (frame ``frame_id``, default ``catheter_tip_camera``)
 Parameters
     see :data:`PARAMS` (``map``, ``rate_hz`` = 15, ``width``, ``height``, ``hfov`` (rad),
     ``k1``, ``k2``, ``depth_noise_std`` (m), ``color_noise_std``, ``auto_exposure``, ``seed``,
-    ``render_threads``, ``pose_topic``, ``frame_id``).
+    ``render_threads`` = 1, ``nice`` = 10, ``pose_topic``, ``frame_id``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -49,7 +55,10 @@ PARAMS = [
           minimum=0.0, maximum=0.5),
     Param("auto_exposure", True, "Expose each frame for its median wall distance"),
     Param("seed", 0, "Seed of the noise generator", minimum=0),
-    Param("render_threads", 0, "Ray-casting threads (0 = all cores)", minimum=0, maximum=256),
+    Param("render_threads", 1, "Ray-casting threads (0 = all cores); 1 leaves the other cores "
+          "to the catheter loop", minimum=0, maximum=256),
+    Param("nice", 10, "Raise the process's niceness by this much on start (0 = unchanged), so "
+          "the scheduler prefers the catheter loop over rendering", minimum=0, maximum=19),
     Param("pose_topic", "/catheter/tip_pose", "Tip pose topic (geometry_msgs/PoseStamped, ct frame)"),
     Param("frame_id", "catheter_tip_camera", "Optical frame of the published images"),
 ]
@@ -101,6 +110,8 @@ class TipCameraNode(Node):
             noise=CameraNoise(depth_std=p["depth_noise_std"], color_std=p["color_noise_std"]),
             seed=p["seed"], nthreads=p["render_threads"])
         self.camera.intrinsics.rays  # validate the distortion now, not in the first frame
+        if p["nice"] > 0:
+            os.nice(p["nice"])
         self.T_ct_cam: np.ndarray | None = None
         self.frames = 0
         self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos.STATE)
