@@ -110,15 +110,14 @@ def test_core_stages_give_the_same_rows_on_ray(tmp_path):
     data = {"name": "stages", "seed": 9,
             "cohort": {"phantoms": {"name": "default", "seeds": [1]}},
             "nodules": {"select": "all", "ids": ["N1", "N6"]},
-            "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035},
-                          {"name": "d2.8mm", "diameter_m": 0.0028}],
+            "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035}],
             "registration": {"scenarios": ["breathing"], "trials": 2},
             "stages": ["map", "plan", "rehearse", "register", "camera"],
-            "stage_options": {"rehearse": {"step_m": 0.01}}}
+            "stage_options": {"rehearse": {"step_m": 0.02}}}
     spec = parse_spec(data, tmp_path)
     one = run_campaign(spec, tmp_path / "one", workers=1, progress=False)
     two = run_campaign(spec, tmp_path / "two", workers=2, progress=False)
     assert one.errors == two.errors == 0
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("one", "two"))
-    assert len(a) == 4 and a == b
+    assert len(a) == 2 and a == b
     assert any(r["plan_feasible"] for r in a) and any(r["camera_hit_fraction"] for r in a)
