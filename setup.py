@@ -34,6 +34,7 @@ NODES = {
     "route_planner": "bronchonav.ros.route_planner_node:main",
     "registration": "bronchonav.ros.registration_node:main",
     "navigator": "bronchonav.ros.navigator_node:main",
+    "tip_camera": "bronchonav.ros.tip_camera_node:main",
 }
 
 setup(
@@ -55,7 +56,7 @@ setup(
         "numpy>=1.26", "scipy>=1.11", "networkx>=3.1", "open3d>=0.18", "scikit-image>=0.22",
         "SimpleITK>=2.3", "nibabel>=5.0", "pydicom>=2.4", "edt>=2.4",
         "connected-components-3d>=3.12", "numba>=0.59", "pyyaml>=6.0", "matplotlib>=3.7",
-        "plotly>=5.0", "yourdfpy>=0.0.56", "mcap>=1.1", "mcap-ros2-support>=0.5",
+        "plotly>=5.0", "pillow>=9", "yourdfpy>=0.0.56", "mcap>=1.1", "mcap-ros2-support>=0.5",
     ],
     extras_require={
         "ros": ROS_REQUIRES,

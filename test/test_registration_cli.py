@@ -1,12 +1,15 @@
 """``bronchonav register``: JSON summary keys and values, human output, errors as one line."""
 
 import json
+from pathlib import Path
 
 import pytest
 from test_registration_toy import toy_map
 
 from bronchonav.cli import main
 from bronchonav.maps import save_map
+
+PHANTOM_MAP = Path(__file__).resolve().parents[1] / "maps" / "phantom_default"
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,16 @@ def test_register_errors_are_one_line(map_dir, capsys, argv, message):
     assert main(["register", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bronchonav register: error:") and message in err[-1]
+
+
+def test_register_camera_scenario_on_the_phantom_map(capsys):
+    """``--scenario camera`` registers EM + depth frames and reports what the camera adds."""
+    code = main(["register", "--map", str(PHANTOM_MAP), "--scenario", "camera",
+                 "--trials", "2", "--seed", "1", "--target", "N3", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scenario"] == "camera" and summary["trials"] == 2
+    assert summary["nodules"] == ["N3"]
+    assert summary["tre_median_mm"] < 2.0  # issue 7: camera scenario TRE median <= 2 mm
+    assert summary["gain_median_mm"] == pytest.approx(
+        summary["em_only"]["tre_median_mm"] - summary["tre_median_mm"])
