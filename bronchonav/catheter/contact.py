@@ -25,8 +25,9 @@ further up the backbone before the step).
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
 (trachea), each node's candidates are the branch the previous node is in, its parent and its
 children; the node is then "in" the candidate with the smallest penetration, except that a node
-that fits inside a branch the catheter already occupied stays in it (hysteresis: where the tubes
-of two children overlap near their carina, the smallest penetration can flip between them). So
+that (nearly) fits inside a branch the catheter already occupied stays in it (hysteresis: where
+the tubes of two children overlap near their carina, the smallest penetration can flip between
+them, and a node pressed on a wall always penetrates it a little). So
 once the catheter has entered one child, the wall of the other child cannot push it. A child whose entrance radius
 is not larger than the catheter radius is not a candidate at all: the catheter cannot enter it.
 
@@ -44,6 +45,12 @@ from numba import njit
 
 from bronchonav.airway.tree import AirwayTree, resample_polyline
 from bronchonav.catheter.rod import wall_penetration
+
+
+STAY_MARGIN = 1e-3
+"""Hysteresis of the branch tracking (m): a node stays in a branch the catheter already occupies
+while its penetration there exceeds the best candidate's (or zero) by less than this. Pressed on a
+wall a node always penetrates a little (penalty contact), so the margin must exceed that."""
 
 
 @dataclass
@@ -127,9 +134,10 @@ class WallModel:
         positions_base : ndarray (N, 3)
             Backbone nodes from the base to the tip, base frame (m).
         prefer : iterable of int or None
-            Airway branch ids the catheter already occupies (its last shape): a node that fits
-            inside one of their tubes stays in it rather than switching to an overlapping tube
-            (hysteresis at carinas, where the tubes of two children overlap).
+            Airway branch ids the catheter already occupies (its last shape): a node that (nearly,
+            within :data:`STAY_MARGIN`) fits inside one of their tubes stays in it rather than
+            switching to an overlapping tube (hysteresis at carinas, where the tubes of two
+            children overlap).
 
         Returns
         -------
@@ -179,8 +187,8 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
             if prefer[cb] and pen < pbest - 1e-12:
                 pbest = pen
                 pb = cb
-        if pb >= 0 and pbest <= 0.0:
-            bb = pb  # fits in a branch it already occupied: stay there
+        if pb >= 0 and pbest <= max(best, 0.0) + STAY_MARGIN:
+            bb = pb  # (nearly) fits in a branch it already occupied: stay there
         node_b[k] = bb
         b = bb
     return cand, win, node_b

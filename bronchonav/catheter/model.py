@@ -354,6 +354,7 @@ class CatheterModel:
                 ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
         for _ in range(4):
             res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref)
+            prob.tracking, prob.prefer = tracking, prefer
             iters += res.iterations
             evals += res.evaluations
             if not res.converged or self._wall is None:
@@ -365,7 +366,6 @@ class CatheterModel:
                 break
             tracking = new
             x_prev, J_prev = prob.physical(res.x), res.jacobian
-        prob.tracking, prob.prefer = tracking, prefer
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
