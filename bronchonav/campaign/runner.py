@@ -105,11 +105,17 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     store = ResultStore(out_dir)
     store.bind(spec.to_dict(), spec.fingerprint())
     started_ray = False
-    try:
-        if use_ray and not ray.is_initialized():
+
+    def ray_ready():
+        """Ray, started on first use (a resumed run with nothing left to do never starts it)."""
+        nonlocal started_ray
+        if not ray.is_initialized():
             _init_ray(ray, workers, address)
             started_ray = True
-        maps = _prepare_maps(spec, store.out_dir / "maps", ray)
+        return ray
+
+    try:
+        maps = _prepare_maps(spec, store.out_dir / "maps", ray_ready if use_ray else None)
         nodules = {k: select_nodules(m, spec.nodules) for k, m in maps.items()}
         for key in (k for k, ids in nodules.items() if not ids):
             print(f"campaign: subject {key} has no nodules, so no cases (use nodules: "
@@ -126,7 +132,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
                 bar.update(1)
 
             if todo and use_ray:
-                summary.lost = _run_ray(ray, todo, maps, spec, write)
+                summary.lost = _run_ray(ray_ready(), todo, maps, spec, write)
             else:
                 for case in todo:
                     write(run_case(case, maps[case.subject], spec.stage_options))
@@ -143,9 +149,10 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     return summary
 
 
-def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray) -> dict:
+def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray_ready) -> dict:
     """Subject key → map: cached maps are loaded, missing ones made (as parallel Ray tasks when
-    ``ray`` is given, else here) and cached."""
+    ``ray_ready`` — a function returning the started Ray module — is given, else here) and
+    cached."""
     maps, missing = {}, []
     for subject in spec.subjects:
         folder = cache_dir / subject.key
@@ -154,7 +161,8 @@ def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray) -> dict:
         else:
             missing.append(subject)
     seeds = {s.key: case_seed(spec.seed, f"{s.key}/nodules") for s in missing}
-    if ray is not None and missing:
+    if ray_ready is not None and missing:
+        ray = ray_ready()
         task = ray.remote(subject_map).options(num_cpus=1, max_retries=spec.retries)
         refs = [task.remote(s, spec.nodules, seeds[s.key]) for s in missing]
         try:
