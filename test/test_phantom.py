@@ -344,6 +344,46 @@ def test_ct_intensities(phantom, ct):
         assert _hu_block(phantom, ct, n.center).mean() == pytest.approx(40, abs=25)
 
 
+def _depth_in_ellipse(xy, center, semi_axes):
+    """Signed distance (m) from points (N, 2) to an ellipse's boundary, positive inside (the
+    boundary sampled every ~0.02 mm), capped at 30 mm."""
+    from scipy.spatial import cKDTree
+
+    t = np.linspace(0.0, 2 * np.pi, 50_000, endpoint=False)
+    boundary = np.column_stack([center[0] + semi_axes[0] * np.cos(t),
+                                center[1] + semi_axes[1] * np.sin(t)])
+    d, _ = cKDTree(boundary).query(xy, distance_upper_bound=0.03)
+    d = np.minimum(d, 0.03)
+    inside = (((xy[:, 0] - center[0]) / semi_axes[0]) ** 2
+              + ((xy[:, 1] - center[1]) / semi_axes[1]) ** 2) <= 1.0
+    return np.where(inside, d, -d)
+
+
+def test_lungs_lie_inside_the_body_behind_a_chest_wall(phantom, ct):
+    import edt
+
+    config = phantom.config
+    wall = 10e-3
+    # the analytic lungs
+    pts = phantom.lungs.sample_points(100_000, np.random.default_rng(3))
+    assert _depth_in_ellipse(pts[:, :2], config.body_center_m, config.body_semi_axes_m).min() >= wall
+    # every rendered lung voxel
+    k, j, i = np.nonzero(sitk.GetArrayViewFromImage(phantom.lung_labels))
+    ji = np.unique(np.column_stack([j, i]), axis=0)
+    xy = np.column_stack([phantom.grid.axis(0)[ji[:, 1]], phantom.grid.axis(1)[ji[:, 0]]])
+    assert _depth_in_ellipse(xy, config.body_center_m, config.body_semi_axes_m).min() >= wall
+    # in the CT, the air around the body (dark region holding the volume's corner) stays clear
+    # of the lungs by a chest wall: no lung voxel within 10 mm of it
+    from scipy import ndimage
+
+    dark, _ = ndimage.label(ct < -400)
+    outside = dark == dark[0, 0, 0]
+    assert outside[:, 0, 0].all() and outside.mean() > 0.05
+    depth = edt.edt(~outside, anisotropy=tuple(np.asarray(phantom.grid.spacing_m[::-1]) * 1e3),
+                    black_border=False)
+    assert depth[k, j, i].min() >= wall * 1e3
+
+
 def test_ground_truth_map(tree):
     gt = phantom_ground_truth_map(phantom_config("default"))
     assert gt.metadata["source"] == {"kind": "phantom-ground-truth", "name": "default", "seed": 0}

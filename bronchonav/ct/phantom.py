@@ -12,6 +12,10 @@ The trachea is vertical; its first centreline point (the insertion point) lies o
 the top slice of the volume, so the tracheal lumen is open at the top of the scan as in a real
 chest CT.
 
+The body is a vertical elliptic cylinder of soft tissue (:attr:`PhantomConfig.body_semi_axes_m`)
+that holds the lungs with a chest wall at least 13 mm thick between the pleura and the air
+outside.
+
 Airway tree
 -----------
 The central airways (trachea, main bronchi, bronchus intermedius, five lobar bronchi) are laid
@@ -85,8 +89,9 @@ class PhantomConfig:
     min_wall_m: float = 0.6e-3
     # -- body and intensities --
     body_center_m: tuple[float, float] = (0.0, 0.005)
-    body_semi_axes_m: tuple[float, float] = (0.140, 0.100)
-    """Semi-axes (x, y) of the elliptic body cross-section (m)."""
+    body_semi_axes_m: tuple[float, float] = (0.150, 0.115)
+    """Semi-axes (x, y) of the elliptic body cross-section (m): an adult chest 300 mm wide and
+    230 mm deep, whose wall (soft tissue) is at least 13 mm thick around the default lungs."""
     margin_m: float = 0.008
     """Air around the body (x, y) and below the lungs (z) in the cropped volume (m)."""
     hu_air: float = -1000.0
