@@ -54,6 +54,9 @@ PARAMS = [
     Param("solver_deadline_s", 0.004,
           "Per-step solver time budget (s); a step over budget keeps the previous state",
           minimum=1e-4, maximum=1.0),
+    Param("solver_recovery_deadline_s", 0.2,
+          "After a failed step the budget doubles up to this (s) until a step converges again "
+          "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
@@ -164,6 +167,7 @@ class CatheterSimNode(Node):
         self.last_rejection = ""
         self.holding = False
         self.solver_failures = 0
+        self._retry = False
         self.state = self.model.step(self._valid.command())
         self._t0 = time.monotonic()
         self._next = {"viz": 0.0, "em": 0.0, "diag": 0.0}
@@ -241,28 +245,36 @@ class CatheterSimNode(Node):
         with self._lock:
             pending, self._pending = self._pending, None
             last = self._last_command_time
-        if pending is not None:
+        candidate = pending if pending is not None else (self._valid if self._retry else None)
+        if candidate is not None:
             try:
-                state = self.model.step(pending.command())
+                state = self.model.step(candidate.command())
             except CommandError as exc:
                 self._reject(str(exc))
             else:
-                self._valid = pending
+                self._valid = candidate
                 self._update_state(state)
         age = None if last is None else now - last
         self.holding = age is None or age > self.params["watchdog_timeout_s"]
         self._publish(now, age)
 
     def _update_state(self, state) -> None:
-        if getattr(state, "converged", True):
+        """Keep a converged state; after a failure retry with a growing solver budget."""
+        p = self.params
+        if state.converged:
             self.state = state
+            self._retry = False
+            self.model.deadline_s = p["solver_deadline_s"]
         else:
             self.solver_failures += 1
+            self._retry = True
+            self.model.deadline_s = min(2.0 * self.model.deadline_s,
+                                        p["solver_recovery_deadline_s"])
 
     def _publish(self, now: float, age: float | None) -> None:
         p, st = self.params, self.state
         stamp = self.get_clock().now().to_msg()
-        ins, roll = self._valid.insertion, self._valid.roll
+        ins, roll = float(st.insertion), float(st.roll)
         angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
                                     p["link_length_m"])
         disp = np.asarray(st.tendon_displacements, dtype=float)
@@ -342,7 +354,8 @@ class CatheterSimNode(Node):
             "last_rejection": reason, "holding": str(self.holding).lower(),
             "solver_failures": str(self.solver_failures),
             "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
-            "insertion_m": f"{self._valid.insertion:.4f}",
+            "insertion_m": f"{float(self.state.insertion):.4f}",
+            "solver_retrying": str(self._retry).lower(),
         }
         return DiagnosticStatus(level=level, name="catheter_sim: loop", message=message,
                                 hardware_id="bronchonav_simulated_catheter",

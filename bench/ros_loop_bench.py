@@ -1,0 +1,207 @@
+"""Benchmark of the catheter_sim loop through ROS 2: rate, jitter, deadline misses, latency.
+
+Starts ``catheter_sim`` as its own process (the console-script module, the shared YAML, the map
+given) and, in this process, an external controller node that streams forward commands
+(``/catheter/command``) at 100 Hz — an insertion sweep with changing tendon pulls inside the
+airway — and times each command until ``/joint_states`` shows it (command→state latency). The
+loop's own statistics (rate, tick jitter, step time, deadline misses) come from its
+``/diagnostics``. Then it searches the highest rate the loop holds (achieved rate within 2 % of
+the target and no deadline misses) with short runs.
+
+    .venv/bin/python bench/ros_loop_bench.py [--seconds 60] [--rate 200] [--map DIR]
+
+Prints one JSON object: ``rate_hz``, ``achieved_rate_hz``, ``jitter_p99_ms``, ``step_p99_ms``,
+``deadline_misses``, ``latency_p99_ms``, ``latency_median_ms``, ``max_rate_hz``, the rates tried,
+and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(90 + os.getpid() % 10))
+
+
+def machine() -> dict:
+    """CPU model, cores and Python of this machine."""
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+class Controller:
+    """External controller: 100 Hz forward commands, latency from /joint_states."""
+
+    def __init__(self, node, command_rate_hz: float = 100.0) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        from bronchonav.ros import qos
+
+        self.node = node
+        self.pub = node.create_publisher(Float64MultiArray, "/catheter/command", qos.COMMAND)
+        node.create_subscription(JointState, "/joint_states", self._on_state, qos.STATE_SUB)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos.DEFAULT)
+        self.Float64MultiArray = Float64MultiArray
+        self.sent: dict[float, float] = {}
+        self.latencies: list[float] = []
+        self.diag: dict = {}
+        self.states = 0
+        self._lock = threading.Lock()
+        self.period = 1.0 / command_rate_hz
+        self._k = 0
+        self.measure = False
+
+    def command(self) -> None:
+        """Send the next command: insertion 20→120 mm and back, tendons swept."""
+        k = self._k
+        self._k += 1
+        phase = (k % 2000) / 2000.0
+        insertion = round(0.02 + 0.10 * (1 - abs(2 * phase - 1)) + 1e-7 * (k % 1000), 9)
+        bend = 1.5e-3 * np.sin(2 * np.pi * k / 400.0)
+        disp = [bend, 0.0, -bend, 0.0]
+        with self._lock:
+            self.sent[insertion] = time.monotonic()
+            if len(self.sent) > 500:
+                for key in list(self.sent)[:250]:
+                    del self.sent[key]
+        self.pub.publish(self.Float64MultiArray(data=[insertion, 0.0, *disp]))
+
+    def _on_state(self, msg) -> None:
+        now = time.monotonic()
+        self.states += 1
+        q = round(msg.position[0], 9)
+        with self._lock:
+            t = self.sent.pop(q, None)
+        if t is not None and self.measure:
+            self.latencies.append(now - t)
+
+    def _on_diag(self, msg) -> None:
+        for s in msg.status:
+            if s.name.startswith("catheter_sim"):
+                self.diag = {kv.key: kv.value for kv in s.values}
+
+
+def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0) -> dict:
+    """One run at ``rate_hz``: start the sim process, stream commands, collect statistics."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from bronchonav.ros.runner import node_command
+
+    cmd = node_command("catheter_sim", extra={"rate_hz": float(rate_hz), "map": map_folder,
+                                              "diagnostics_rate_hz": 1.0,
+                                              "watchdog_timeout_s": 1.0})
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    rclpy.init()
+    node = rclpy.create_node("ros_loop_bench")
+    ctl = Controller(node)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while ctl.states == 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"catheter_sim did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        next_t = t0
+        base_misses = None
+        while True:
+            now = time.monotonic()
+            if now >= t0 + warmup and not ctl.measure:
+                ctl.measure = True
+                time.sleep(1.2)  # a fresh /diagnostics after the warm-up
+                base_misses = int(ctl.diag.get("deadline_misses", 0))
+                t_measure = time.monotonic()
+            if ctl.measure and now >= t_measure + seconds:
+                break
+            ctl.command()
+            next_t += ctl.period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+        time.sleep(1.5)  # the last /diagnostics
+        d = dict(ctl.diag)
+        lat = np.array(ctl.latencies) * 1e3
+        return {
+            "rate_hz": rate_hz,
+            "achieved_rate_hz": float(d.get("rate_hz", "nan")),
+            "jitter_p99_ms": float(d.get("jitter_p99_ms", "nan")),
+            "step_median_ms": float(d.get("step_median_ms", "nan")),
+            "step_p99_ms": float(d.get("step_p99_ms", "nan")),
+            "step_max_ms": float(d.get("step_max_ms", "nan")),
+            "deadline_misses": int(d.get("deadline_misses", 0)) - (base_misses or 0),
+            "ticks": int(d.get("ticks", 0)),
+            "commands_rejected": int(d.get("commands_rejected", 0)),
+            "latency_median_ms": float(np.median(lat)) if len(lat) else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "latency_samples": int(len(lat)),
+            "seconds": seconds,
+        }
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured time at --rate (s)")
+    parser.add_argument("--rate", type=float, default=200.0, help="main loop rate (Hz)")
+    parser.add_argument("--search-seconds", type=float, default=8.0,
+                        help="measured time of each max-rate trial (s)")
+    parser.add_argument("--rates", default="500,1000,2000",
+                        help="rates tried for the highest rate held (Hz, ascending)")
+    parser.add_argument("--map", default=None, help="map folder (default maps/phantom_default "
+                                                    "or the phantom built on start)")
+    args = parser.parse_args(argv)
+    from bronchonav.ros.demo import default_map
+
+    map_folder = args.map or default_map()
+    main_run = run(args.rate, args.seconds, map_folder)
+    trials = []
+    max_rate = args.rate if (main_run["deadline_misses"] == 0 and main_run["achieved_rate_hz"]
+                             >= 0.98 * args.rate) else 0.0
+    for r in [float(x) for x in args.rates.split(",") if x]:
+        if r <= args.rate:
+            continue
+        t = run(r, args.search_seconds, map_folder)
+        trials.append({k: t[k] for k in ("rate_hz", "achieved_rate_hz", "jitter_p99_ms",
+                                         "step_p99_ms", "deadline_misses", "latency_p99_ms")})
+        if t["deadline_misses"] == 0 and t["achieved_rate_hz"] >= 0.98 * r:
+            max_rate = r
+        else:
+            break
+    out = {**main_run, "max_rate_hz": max_rate, "max_rate_trials": trials, "map": map_folder,
+           "machine": machine()}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The closed-loop demo, headless, through the ROS graph.
+
+Starts the ``sim`` configuration with the shared YAML: ``catheter_sim`` as its own process (its
+real-time loop then has a Python interpreter to itself), the map server, route planner,
+registration and navigator in this process on one multi-threaded executor, plus a demo client
+node and an MCAP recorder; then — talking to the nodes only through topics and services —
+
+1. reads the map summary (``/airway_map/info``),
+2. asks the planner for a route to every nodule (``/route_planner/goal_nodule``) and reads
+   ``/route/status``; unless a nodule is given, it takes the feasible route with the smallest
+   bifurcation bend (the navigator drives gentle routes most reliably),
+3. lets the navigator drive the catheter along ``/route`` until ``/navigator/status`` says
+   ``reached`` (or it stops, or the time runs out),
+4. triggers the registration of the EM samples collected on the way
+   (``/registration/trigger``) and reads ``/registration/transform``,
+5. reads the loop statistics from ``/diagnostics``,
+
+and writes ``summary.json``, ``demo.png`` and ``demo.mcap`` into the output folder.
+
+Evaluation only (never fed back into the graph): the registration TRE at the nodule compares the
+estimated ``T_ct_patient`` with the simulator's hidden one, recomputed from ``patient_seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bronchonav.errors import InputError
+
+REACHED_TOLERANCE_M = 5e-3
+"""The demo counts the exit point as reached when the tip is this close (m)."""
+
+
+def default_map() -> str:
+    """``maps/phantom_default`` when it exists, else the phantom built on start."""
+    from bronchonav.ros.resources import share_dirs
+
+    for root in share_dirs():
+        if (root / "maps" / "phantom_default" / "map.yaml").is_file():
+            return str(root / "maps" / "phantom_default")
+    return "phantom:default"
+
+
+def _recorded_topics() -> dict:
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped, TransformStamped, WrenchStamped
+    from nav_msgs.msg import Path as PathMsg
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray, String
+    from visualization_msgs.msg import MarkerArray
+
+    from bronchonav.ros import qos
+
+    return {
+        "/robot_description": (String, qos.LATCHED),
+        "/airway_map/markers": (MarkerArray, qos.LATCHED),
+        "/airway_map/info": (String, qos.LATCHED),
+        "/route": (PathMsg, qos.LATCHED),
+        "/route/markers": (MarkerArray, qos.LATCHED),
+        "/route/status": (String, qos.LATCHED),
+        "/joint_states": (JointState, qos.STATE_SUB),
+        "/catheter/tip_pose": (PoseStamped, qos.STATE_SUB),
+        "/catheter/backbone": (PathMsg, qos.STATE_SUB),
+        "/catheter/em_pose": (PoseStamped, qos.STATE_SUB),
+        "/catheter/contact_wrench": (WrenchStamped, qos.STATE_SUB),
+        "/catheter/command": (Float64MultiArray, qos.DEFAULT),
+        "/diagnostics": (DiagnosticArray, qos.DEFAULT),
+        "/navigator/status": (String, qos.LATCHED),
+        "/registration/transform": (TransformStamped, qos.LATCHED),
+        "/registration/quality": (Float64MultiArray, qos.LATCHED),
+        "/registration/status": (String, qos.LATCHED),
+        "/registration/tip_pose": (PoseStamped, qos.STATE_SUB),
+    }
+
+
+class DemoClient:
+    """The demo's own node: latest messages of the topics it watches, and service calls."""
+
+    def __init__(self, context=None) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseStamped, TransformStamped
+        from nav_msgs.msg import Path as PathMsg
+        from rclpy.node import Node
+        from std_msgs.msg import String
+        from std_srvs.srv import Trigger
+
+        from bronchonav.ros import qos
+        from bronchonav.ros.resources import data_file
+
+        kwargs = {} if context is None else {"context": context}
+        self.node = node = Node("bronchonav_demo", **kwargs)
+        self._cond = threading.Condition()
+        self.latest: dict = {}
+        self.em_samples: list[np.ndarray] = []
+        self.loop_status: dict = {}
+
+        def keep(topic):
+            def cb(msg):
+                with self._cond:
+                    self.latest[topic] = msg
+                    self._cond.notify_all()
+            return cb
+
+        for topic, cls, profile in [("/airway_map/info", String, qos.LATCHED),
+                                    ("/route/status", String, qos.LATCHED),
+                                    ("/route", PathMsg, qos.LATCHED),
+                                    ("/navigator/status", String, qos.LATCHED),
+                                    ("/registration/transform", TransformStamped, qos.LATCHED),
+                                    ("/catheter/tip_pose", PoseStamped, qos.STATE_SUB),
+                                    ("/catheter/backbone", PathMsg, qos.STATE_SUB)]:
+            node.create_subscription(cls, topic, keep(topic), profile)
+        node.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos.DEFAULT)
+        self.pub_goal = node.create_publisher(String, "/route_planner/goal_nodule", qos.DEFAULT)
+        self.pub_description = node.create_publisher(String, "/robot_description", qos.LATCHED)
+        self.pub_description.publish(String(data=data_file("urdf/bronchoscope.urdf").read_text()))
+        self.trigger = node.create_client(Trigger, "/registration/trigger")
+
+    def _on_em(self, msg) -> None:
+        p = msg.pose.position
+        self.em_samples.append(np.array([p.x, p.y, p.z]))
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("catheter_sim"):
+                with self._cond:
+                    self.loop_status = {kv.key: kv.value for kv in status.values}
+
+    def wait_for(self, topic: str, predicate=lambda m: True, timeout: float = 30.0):
+        """The latest message on ``topic`` satisfying ``predicate``; InputError on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                msg = self.latest.get(topic)
+                if msg is not None and predicate(msg):
+                    return msg
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise InputError(f"demo: nothing suitable on {topic} within {timeout:.0f} s")
+                self._cond.wait(min(left, 0.5))
+
+    def call_trigger(self, timeout: float = 30.0):
+        """Call ``/registration/trigger``; return the response."""
+        from std_srvs.srv import Trigger
+
+        if not self.trigger.wait_for_service(timeout_sec=timeout):
+            raise InputError("demo: /registration/trigger is not available")
+        future = self.trigger.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise InputError("demo: /registration/trigger did not answer")
+            time.sleep(0.02)
+        return future.result()
+
+
+def _json(msg) -> dict:
+    return json.loads(msg.data)
+
+
+def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
+             nodule: str | None = None, timeout_s: float = 120.0, rate_hz: float | None = None,
+             progress=print) -> dict:
+    """Run the closed-loop scenario; return the summary dict (also written to ``summary.json``).
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created): ``summary.json``, ``demo.png``, ``demo.mcap``.
+    map_spec : str, optional
+        Map folder or ``phantom:NAME`` (default: :func:`default_map`).
+    nodule : str, optional
+        Nodule id to navigate to (default: the feasible route with the gentlest bends).
+    timeout_s : float
+        Longest time the navigation may take (s).
+    rate_hz : float, optional
+        catheter_sim loop rate (default: the YAML's).
+    progress : callable
+        Receives one-line progress messages.
+    """
+    import rclpy
+    from rclpy.context import Context
+
+    from bronchonav.ros import conversions as conv
+    from bronchonav.ros.catheter_sim_node import hidden_patient_transform
+    from bronchonav.ros.mcap_recorder import McapRecorder
+    from bronchonav.ros.runner import (InProcessGraph, ensure_local_ros_env, node_parameters,
+                                       spawn_processes, stop_processes)
+
+    t_start = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_local_ros_env()
+    map_spec = map_spec or default_map()
+    launch_args = {"map": map_spec, "rate": rate_hz}
+    extra = {"registration": {"auto_register": False}}
+    context = Context()
+    rclpy.init(context=context)
+    graph = recorder = client = None
+    procs: dict = {}
+    sim_codes: dict = {}
+    try:
+        client = DemoClient(context)
+        recorder = McapRecorder(out / "demo.mcap", _recorded_topics(), context=context)
+        progress(f"starting the ROS graph (domain {os.environ['ROS_DOMAIN_ID']}, map {map_spec})")
+        procs = spawn_processes(["catheter_sim"], launch_args=launch_args)
+        graph = InProcessGraph(["airway_map_server", "route_planner", "registration",
+                                "navigator"], launch_args=launch_args, extra=extra,
+                               context=context, num_threads=4)
+        graph.start()
+        graph.executor.add_node(client.node)
+        graph.executor.add_node(recorder)
+        client.wait_for("/catheter/tip_pose", timeout=60.0)
+        info = _json(client.wait_for("/airway_map/info"))
+        progress(f"map {info['name']!r}: {info['branches']} branches, "
+                 f"{len(info['nodules'])} nodules")
+
+        # -- plan ----------------------------------------------------------------------------
+        from std_msgs.msg import String
+
+        candidates = [nodule] if nodule else [n["id"] for n in info["nodules"]]
+        statuses = {}
+        for nid in candidates:
+            client.pub_goal.publish(String(data=nid))
+            st = _json(client.wait_for("/route/status",
+                                       lambda m, nid=nid: _json(m).get("nodule") == nid))
+            statuses[nid] = st
+            progress(f"plan to {nid}: " + (f"feasible, {st['length_m'] * 1e3:.1f} mm, largest "
+                                           f"bend {np.degrees(st['max_bend_rad']):.0f}°"
+                                           if st["feasible"] else
+                                           "infeasible: " + "; ".join(st["reasons"])))
+        feasible = [nid for nid, st in statuses.items() if st["feasible"]]
+        if not feasible:
+            raise InputError(f"no feasible route to {', '.join(candidates)}")
+        # the gentlest route (smallest bend at a bifurcation) unless a nodule was asked for
+        chosen = min(feasible, key=lambda nid: statuses[nid]["max_bend_rad"])
+        if chosen != candidates[-1]:
+            client.pub_goal.publish(String(data=chosen))
+            client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
+        status = statuses[chosen]
+        progress(f"navigating to {chosen} (the feasible route with the gentlest bends)")
+        route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1)
+        route = conv.path_points(route_msg)
+        exit_point = route[-1]
+
+        # -- drive ---------------------------------------------------------------------------
+        t_nav = time.monotonic()
+        try:
+            nav = _json(client.wait_for("/navigator/status",
+                                        lambda m: _json(m)["state"] in ("reached", "stopped"),
+                                        timeout=timeout_s))
+        except InputError:
+            nav = _json(client.latest["/navigator/status"])
+        nav_s = time.monotonic() - t_nav
+        time.sleep(0.3)  # let the last commands settle
+        T_tip = conv.pose_to_matrix(client.latest["/catheter/tip_pose"].pose)
+        tip_to_exit = float(np.linalg.norm(T_tip[:3, 3] - exit_point))
+        reached = tip_to_exit <= REACHED_TOLERANCE_M
+        progress(f"navigator: {nav['state']} after {nav_s:.1f} s; tip {tip_to_exit * 1e3:.2f} mm "
+                 f"from the exit point")
+
+        # -- register ------------------------------------------------------------------------
+        response = client.call_trigger()
+        progress(f"registration: {response.message}")
+        tre_mm = fre_mm = None
+        T_est = None
+        if "/registration/transform" in client.latest or response.success:
+            tf = client.wait_for("/registration/transform", timeout=5.0)
+            T_est = conv.transform_to_matrix(tf.transform)
+            from bronchonav.ros.catheter_sim_node import PARAMS as SIM_PARAMS
+            from bronchonav.ros.params import defaults
+
+            p = {**defaults(SIM_PARAMS), **node_parameters("catheter_sim", launch_args=launch_args)}
+            T_true = hidden_patient_transform(p["patient_seed"], p["patient_max_translation_m"],
+                                              p["patient_max_rotation_rad"])
+            c = np.asarray(status["target_m"])
+            c_est = (T_est @ np.linalg.inv(T_true) @ np.append(c, 1.0))[:3]
+            tre_mm = float(np.linalg.norm(c_est - c) * 1e3)
+        reg = graph.nodes["registration"].result
+        if reg is not None:
+            fre_mm = float(reg.fre * 1e3)
+
+        # -- loop statistics (from /diagnostics) ---------------------------------------------
+        time.sleep(0.6)
+        loop = dict(client.loop_status)
+        backbone = conv.path_points(client.latest["/catheter/backbone"])
+        em = np.array(client.em_samples).reshape(-1, 3)
+    finally:
+        counts = recorder.close() if recorder is not None else {}
+        sim_codes = stop_processes(procs)
+        if graph is not None:
+            graph.stop()
+        for node in (client.node if client else None, recorder):
+            if node is not None:
+                node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    summary = {
+        "nodule": status["nodule"],
+        "reached": bool(reached),
+        "tip_to_exit_mm": round(tip_to_exit * 1e3, 3),
+        "route_length_m": status["length_m"],
+        "exit_point_m": exit_point.tolist(),
+        "navigator_state": nav["state"],
+        "navigation_s": round(nav_s, 2),
+        "registration_success": bool(response.success),
+        "registration_message": response.message,
+        "registration_tre_mm": None if tre_mm is None else round(tre_mm, 3),
+        "registration_fre_mm": None if fre_mm is None else round(fre_mm, 3),
+        "em_samples": int(len(em)),
+        "loop_rate_hz": float(loop.get("rate_hz", "nan")),
+        "target_rate_hz": float(loop.get("target_rate_hz", "nan")),
+        "step_median_ms": float(loop.get("step_median_ms", "nan")),
+        "step_p99_ms": float(loop.get("step_p99_ms", "nan")),
+        "jitter_p99_ms": float(loop.get("jitter_p99_ms", "nan")),
+        "deadline_misses": int(loop.get("deadline_misses", -1)),
+        "commands_received": int(loop.get("commands_received", -1)),
+        "commands_rejected": int(loop.get("commands_rejected", -1)),
+        "solver_failures": int(loop.get("solver_failures", -1)),
+        "catheter_sim_exit_code": sim_codes.get("catheter_sim"),
+        "map": map_spec,
+        "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]),
+        "mcap": str(out / "demo.mcap"),
+        "mcap_messages": counts,
+        "png": str(out / "demo.png"),
+        "json": str(out / "summary.json"),
+        "seconds": round(time.monotonic() - t_start, 1),
+    }
+    _picture(out / "demo.png", map_spec, route, backbone, em, T_est, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _picture(path: Path, map_spec: str, route, backbone, em_patient, T_est, summary) -> None:
+    """Coronal and sagittal views: tree, route, final catheter, registered EM samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bronchonav.ros.resources import load_airway_map
+    from bronchonav.viz.tree_plot import plot_tree, view_coordinates
+
+    amap = load_airway_map(map_spec)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 7))
+    for ax, view in zip(axes, ("coronal", "sagittal")):
+        plot_tree(ax, amap.tree, amap.nodules, view=view, alpha=0.35)
+        r = view_coordinates(route, view)
+        ax.plot(r[:, 0], r[:, 1], "-", color="limegreen", lw=2.5, label="planned route")
+        if T_est is not None and len(em_patient):
+            em_ct = em_patient @ T_est[:3, :3].T + T_est[:3, 3]
+            e = view_coordinates(em_ct, view)
+            ax.plot(e[:, 0], e[:, 1], ".", color="gray", ms=2, label="EM samples (registered)")
+        b = view_coordinates(backbone, view)
+        ax.plot(b[:, 0], b[:, 1], "-", color="royalblue", lw=2, label="catheter (final)")
+        x = view_coordinates(route[-1], view)[0]
+        ax.plot(*x, "o", color="darkorange", ms=7, label="exit point")
+    axes[0].legend(loc="lower left", fontsize=8)
+    tre = summary["registration_tre_mm"]
+    fig.suptitle(f"BronchoNav demo — nodule {summary['nodule']}: "
+                 f"{'reached' if summary['reached'] else 'NOT reached'}, tip "
+                 f"{summary['tip_to_exit_mm']:.1f} mm from the exit point; registration TRE "
+                 f"{'n/a' if tre is None else f'{tre:.1f} mm'}; loop "
+                 f"{summary['loop_rate_hz']:.0f} Hz, step p99 {summary['step_p99_ms']:.2f} ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_summary(s: dict) -> str:
+    """The summary as a few human-readable lines."""
+    tre, fre = s["registration_tre_mm"], s["registration_fre_mm"]
+    tre_text = "n/a" if tre is None else f"{tre:.2f} mm"
+    fre_text = "n/a" if fre is None else f"{fre:.2f} mm"
+    reg = "ok" if s["registration_success"] else "FAILED"
+    return "\n".join([
+        f"nodule            {s['nodule']}  (route {s['route_length_m'] * 1e3:.1f} mm)",
+        f"exit point        {'REACHED' if s['reached'] else 'NOT reached'}: tip "
+        f"{s['tip_to_exit_mm']:.2f} mm from it (navigator: {s['navigator_state']}, "
+        f"{s['navigation_s']:.1f} s)",
+        f"registration      {reg}: TRE {tre_text} at the nodule, FRE {fre_text}, "
+        f"{s['em_samples']} EM samples",
+        f"catheter loop     {s['loop_rate_hz']:.1f} Hz (target {s['target_rate_hz']:.0f}), step "
+        f"median {s['step_median_ms']:.2f} ms / p99 {s['step_p99_ms']:.2f} ms, jitter p99 "
+        f"{s['jitter_p99_ms']:.2f} ms, {s['deadline_misses']} deadline misses",
+        f"outputs           {s['json']}  {s['png']}  {s['mcap']}",
+    ])
