@@ -249,3 +249,18 @@ def test_wall_model_inverts_its_own_half_maximum(radius_mm, wall_mm):
         assert crossing < radius_mm * 1e-3 - 0.3e-3
     r = model.correct(np.array([crossing]), np.array([v.max() - v[0]]))[0]
     assert r == pytest.approx(radius_mm * 1e-3, abs=0.05e-3)
+
+
+@pytest.mark.parametrize("radius_mm", [1.2, 1.6, 2.2])
+def test_wall_model_with_a_known_wall_ratio(radius_mm):
+    """Narrow airways, walls 0.35 times the radius: the crossing alone gives the radius back
+    when the ratio is known, but not when the model assumes a wall twice as thick."""
+    from bronchonav.airway.centerline import WallProfileModel
+
+    model = WallProfileModel(1e-3, -1000.0, 40.0, -850.0)
+    rho = np.arange(0.0, 10e-3, 1e-5)
+    v = model.profile(rho, radius_mm * 1e-3, 0.35 * radius_mm * 1e-3)
+    crossing = rho[np.argmax(v >= 0.5 * (v[0] + v.max()))]
+    r = model.correct_with_wall(np.array([crossing]), 0.35)[0]
+    assert r == pytest.approx(radius_mm * 1e-3, abs=0.05e-3)
+    assert model.correct_with_wall(np.array([crossing]), 0.7)[0] < radius_mm * 1e-3 - 0.05e-3

@@ -10,11 +10,12 @@ Steps
    cross-section (:class:`WallProfileModel`: lumen, wall and lung levels blurred by a Gaussian)
    whose blur and levels are fitted on the trachea of the same scan
    (:func:`fit_trachea_profile`). The plain half maximum is biased low where the wall is thin
-   (on the phantoms 0.4–0.7 mm for airways of 2–8 mm diameter); the corrected radius is
-   unbiased for airways wide enough to show their wall (diameter ≳ 3.5 mm at 1 mm voxels and
-   1 mm blur). Points where too few rays see a wall take the median of their branch's measured
-   radii (after step 3, which then runs again), or the distance-transform radius when the
-   branch has none.
+   (on the phantoms 0.4–0.7 mm for airways of 2–8 mm diameter). Wide airways give both their
+   radius and wall thickness; narrow ones (radius below 2.5 blur sigmas) are measured with the
+   wall-to-lumen ratio of the wide ones, as their faint wall peak does not tell its thickness
+   apart from noise. Points where the CT measurement fails take the median of their branch's
+   measured radii (after step 3, which then runs again), or the distance-transform radius when
+   the branch has none.
 2. The skeleton voxels form a graph (26-neighbours, edges weighted by their length); the root is
    the most superior skeleton end point (top of the trachea). A shortest-path tree from the root
    breaks every cycle (two airways touching, skeleton loops at thick junctions).
@@ -250,6 +251,11 @@ LUNG_RANGE_HU = (-950.0, -650.0)
 LUNG_HU_DEFAULT = -850.0
 """Parenchyma level (HU) assumed when the scan has too few voxels in ``LUNG_RANGE_HU``."""
 
+FAINT_CONTRAST_HU = 30.0
+"""Minimum wall-to-lumen contrast (HU) of a ray across an airway measured with a known wall."""
+WIDE_SIGMAS = 2.5
+"""Airways of a lumen radius of at least this many blur sigmas show their wall thickness."""
+
 _U_STEP = 0.02
 _U = np.arange(0.0, 30.0 + 0.5 * _U_STEP, _U_STEP)
 """Radial grid (in units of the blur sigma) of the blurred-disk table."""
@@ -334,34 +340,59 @@ class WallProfileModel:
             contrast[:, j] = peak - lumen
         return a, np.maximum.accumulate(crossing, axis=0), contrast
 
-    def correct(self, crossing_m: np.ndarray, contrast_hu: np.ndarray) -> np.ndarray:
-        """Lumen radius (m) from half-maximum crossings (m) and peak contrasts (HU) of rays.
+    def _radii_per_wall(self, crossing_m) -> tuple[np.ndarray, np.ndarray]:
+        """For each modelled wall thickness, the lumen radius (sigmas) whose half-maximum
+        crossing is ``crossing_m``: (M, Nb), and whether that wall can produce it at all."""
+        a, cross, _ = self._half_max_table
+        x = np.asarray(crossing_m, float).ravel() / self.sigma_m
+        ra = np.stack([np.interp(x, cross[:, j], a) for j in range(cross.shape[1])], axis=1)
+        return ra, (x[:, None] >= cross[0][None, :]) & (x[:, None] <= cross[-1][None, :])
+
+    def invert(self, crossing_m: np.ndarray, contrast_hu: np.ndarray):
+        """Lumen radius and wall thickness (m) from half-maximum crossings (m) and peak
+        contrasts (HU) of rays.
 
         For each modelled wall thickness the radius whose crossing matches is found; the wall
         thickness is then the one whose modelled contrast matches the measured one (clamped to
-        the modelled range: the thinnest or the thickest wall).
+        the walls that can produce the crossing: the thinnest or the thickest). NaN where no
+        modelled wall produces the crossing.
         """
-        a, cross, contrast = self._half_max_table
-        x = np.asarray(crossing_m, float).ravel() / self.sigma_m
+        a, _, contrast = self._half_max_table
+        b = self._B * _U_STEP
+        ra, valid = self._radii_per_wall(crossing_m)
         cm = np.asarray(contrast_hu, float).ravel() / (self.wall_hu - self.lumen_hu)
-        ra = np.empty((len(x), cross.shape[1]))
-        rc = np.empty_like(ra)
-        for j in range(cross.shape[1]):
-            ra[:, j] = np.interp(x, cross[:, j], a)
-            rc[:, j] = np.interp(ra[:, j], a, contrast[:, j])
-        # walls whose modelled crossings cannot reach the measured one do not explain it
-        valid = (x[:, None] >= cross[0][None, :]) & (x[:, None] <= cross[-1][None, :])
+        rc = np.stack([np.interp(ra[:, j], a, contrast[:, j]) for j in range(ra.shape[1])], axis=1)
         rc = np.where(valid, rc, np.nan)
         lo_j = np.argmax(valid, axis=1)
         hi_j = valid.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
         above = valid & (rc >= cm[:, None])
         j = np.where(above.any(axis=1), np.argmax(above, axis=1), hi_j)
-        i = np.arange(len(x))
+        i = np.arange(len(cm))
         jm = np.maximum(j - 1, lo_j)
         c0, c1 = rc[i, jm], rc[i, j]
-        w = np.where(j > jm, np.clip((cm - c0) / np.maximum(c1 - c0, 1e-12), 0.0, 1.0), 0.0)
-        r = (1 - w) * ra[i, jm] + w * ra[i, j]
-        r = np.where(valid.any(axis=1), r, np.nan)
+        f = np.where(j > jm, np.clip((cm - c0) / np.maximum(c1 - c0, 1e-12), 0.0, 1.0), 0.0)
+        r = np.where(valid.any(axis=1), (1 - f) * ra[i, jm] + f * ra[i, j], np.nan)
+        w = np.where(valid.any(axis=1), (1 - f) * b[jm] + f * b[j], np.nan)
+        shape = np.shape(crossing_m)
+        return (r * self.sigma_m).reshape(shape), (w * self.sigma_m).reshape(shape)
+
+    def correct(self, crossing_m: np.ndarray, contrast_hu: np.ndarray) -> np.ndarray:
+        """Lumen radius (m) from half-maximum crossings (m) and peak contrasts (HU) of rays
+        (see :meth:`invert`)."""
+        return self.invert(crossing_m, contrast_hu)[0]
+
+    def correct_with_wall(self, crossing_m: np.ndarray, wall_ratio: float) -> np.ndarray:
+        """Lumen radius (m) from half-maximum crossings (m) of airways whose wall thickness is
+        ``wall_ratio`` times their lumen radius: for airways too faint for their contrast to
+        tell the wall apart. NaN where no such airway produces the crossing."""
+        ra, valid = self._radii_per_wall(crossing_m)
+        g = self._B[None, :] * _U_STEP - wall_ratio * ra  # grows with the wall thickness
+        g = np.where(valid, g, np.nan)
+        up = valid[:, :-1] & valid[:, 1:] & (g[:, :-1] <= 0) & (g[:, 1:] > 0)
+        j = np.argmax(up, axis=1)
+        i = np.arange(len(ra))
+        f = g[i, j] / (g[i, j] - g[i, j + 1])
+        r = np.where(up.any(axis=1), (1 - f) * ra[i, j] + f * ra[i, j + 1], np.nan)
         return (r * self.sigma_m).reshape(np.shape(crossing_m))
 
 
@@ -462,21 +493,27 @@ def fwhm_radii(hu: np.ndarray, reference: sitk.Image, offset_kji, points_ct: np.
     ndarray, shape (N,)
         Radii (m).
     """
-    radii, measured = _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m,
-                                      n_rays, n_samples, min_contrast_hu, model)
+    radii, _, measured = _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m,
+                                         n_rays, n_samples, min_contrast_hu, model)
     return np.where(measured, radii, np.asarray(guess_m, dtype=float))
 
 
 def _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m, n_rays, n_samples,
-                    min_contrast_hu, model):
-    """:func:`fwhm_radii` without the fallback: radii (m, NaN where not measured) and a mask
-    of the measured points."""
-    out = np.array(guess_m, dtype=float)
-    measured = np.zeros(len(out), dtype=bool)
+                    min_contrast_hu, model, wall_ratio=None):
+    """:func:`fwhm_radii` without the fallback, optionally for a known wall-to-lumen ratio.
+
+    Returns the radii (m, NaN where not measured), the wall thicknesses found by
+    :meth:`WallProfileModel.invert` (m, NaN where not measured or when ``model`` is None or
+    ``wall_ratio`` is given) and the mask of measured points.
+    """
+    n = len(points_ct)
+    out, walls = np.full(n, np.nan), np.full(n, np.nan)
+    measured = np.zeros(n, dtype=bool)
+    guess = np.asarray(guess_m, dtype=float)
     frac = np.linspace(0.0, 1.0, n_samples)
-    for lo in range(0, len(points_ct), 4096):
+    for lo in range(0, n, 4096):
         sl = slice(lo, lo + 4096)
-        rmax = np.maximum(2.5 * out[sl], out[sl] + 3e-3)
+        rmax = np.maximum(2.5 * guess[sl], guess[sl] + 3e-3)
         vals = _sample_rays(hu, reference, offset_kji, points_ct[sl],
                             _ray_frames(tangents[sl], n_rays), rmax[:, None] * frac[None, :])
         lumen, wall = vals[:, :, 0], vals.max(axis=2)
@@ -489,15 +526,19 @@ def _half_max_radii(hu, reference, offset_kji, points_ct, tangents, guess_m, n_r
         v1 = np.take_along_axis(vals, c[:, :, None], axis=2)[:, :, 0]
         w = np.clip((half - v0) / np.maximum(v1 - v0, 1e-6), 0.0, 1.0)
         r = (c - 1 + w) * (rmax[:, None] / (n_samples - 1))
-        if model is not None:
-            r = model.correct(r, wall - lumen)
-            ok &= np.isfinite(r)
-        r = np.where(ok, r, np.nan)
+        t = np.full(r.shape, np.nan)
+        if model is not None and wall_ratio is not None:
+            r = model.correct_with_wall(r, wall_ratio)
+        elif model is not None:
+            r, t = model.invert(r, wall - lumen)
+        ok &= np.isfinite(r)
         enough = ok.sum(axis=1) >= n_rays // 2
-        med = np.nanmedian(np.where(enough[:, None], r, 0.0), axis=1)
-        out[sl] = np.where(enough, med, np.nan)
+        idx = np.arange(n)[sl][enough]
+        out[idx] = np.nanmedian(np.where(ok, r, np.nan)[enough], axis=1)
+        if model is not None and wall_ratio is None and enough.any():
+            walls[idx] = np.nanmedian(np.where(ok, t, np.nan)[enough], axis=1)
         measured[sl] = enough
-    return out, measured
+    return out, walls, measured
 
 
 def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
@@ -569,15 +610,25 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
 
 
 def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, parent: np.ndarray,
-                    depth_mm: np.ndarray, edt_mm: np.ndarray) -> np.ndarray:
-    """Radii (mm) at the skeleton voxels from the CT: :func:`fwhm_radii` corrected for the blur.
+                    depth_mm: np.ndarray, edt_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radii (mm) at the skeleton voxels from the CT, corrected for the blur, and the mask of
+    the voxels where the CT measurement succeeded (elsewhere the distance-transform radius
+    ``edt_mm`` is returned).
 
     The CT is smoothed by 0.5 mm; rays are perpendicular to the direction towards the voxel's
     third ancestor in the voxel tree. The imaging model (:class:`WallProfileModel`) is measured
     on the trachea (skeleton voxels 10–50 mm below the root, as wide as the widest there) with
-    the parenchyma level taken as the median of the scan's voxels between
-    ``LUNG_RANGE_HU``; without a usable trachea fit the plain half-maximum radii are kept. Where
-    the CT measurement is not possible the distance-transform radius ``edt_mm`` is used.
+    the parenchyma level taken as the median of the scan's voxels in ``LUNG_RANGE_HU``; without
+    a usable trachea fit the plain half-maximum radii are kept.
+
+    1. Every voxel: half-maximum crossings and wall contrasts of rays with at least 150 HU of
+       contrast, inverted for the lumen radius and the wall thickness
+       (:meth:`WallProfileModel.invert`).
+    2. Airways narrower than ``WIDE_SIGMAS`` blur sigmas, or too faint for step 1: their wall
+       thickness cannot be told from their contrast (noise lifts the measured peak and the
+       inferred wall), so it is taken as the median wall-to-lumen ratio of the wide airways
+       of step 1, and rays of ``FAINT_CONTRAST_HU`` contrast suffice
+       (:meth:`WallProfileModel.correct_with_wall`).
     """
     pad = [int(np.ceil(5.0 / s)) for s in spacing_kji]
     arr = sitk.GetArrayViewFromImage(image)
@@ -599,8 +650,18 @@ def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, par
     trachea &= edt_mm >= 0.7 * edt_mm[trachea].max()
     model = fit_trachea_profile(hu, image, offset, pos_ct[trachea], tangents[trachea],
                                 edt_mm[trachea] / 1000.0, lung_hu)
-    radii, measured = _half_max_radii(hu, image, offset, pos_ct, tangents, edt_mm / 1000.0, 12, 40,
-                                      150.0, model)
+    guess = edt_mm / 1000.0
+    radii, walls, measured = _half_max_radii(hu, image, offset, pos_ct, tangents, guess, 12, 40,
+                                             150.0, model)
+    if model is not None:
+        wide = measured & (radii >= WIDE_SIGMAS * model.sigma_m)
+        narrow = np.flatnonzero(~wide)
+        if wide.sum() >= 20 and len(narrow):
+            ratio = float(np.median(walls[wide] / radii[wide]))
+            r2, _, ok = _half_max_radii(hu, image, offset, pos_ct[narrow], tangents[narrow],
+                                        guess[narrow], 12, 40, FAINT_CONTRAST_HU, model, ratio)
+            radii[narrow[ok]] = r2[ok]
+            measured[narrow[ok]] = True
     return np.where(measured, radii * 1000.0, edt_mm), measured
 
 
