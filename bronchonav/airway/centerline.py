@@ -333,7 +333,7 @@ class WallProfileModel:
             v = p + (1 - p) * d[:, outer].T - d[:, self._A].T  # (Na, U), 0 lumen, 1 wall
             lumen, peak = v[:, 0], v.max(axis=1)
             half = 0.5 * (lumen + peak)
-            c = np.argmax(v >= half[:, None], axis=1)
+            c = np.maximum(np.argmax(v >= half[:, None], axis=1), 1)
             v0 = np.take_along_axis(v, (c - 1)[:, None], axis=1)[:, 0]
             v1 = np.take_along_axis(v, c[:, None], axis=1)[:, 0]
             crossing[:, j] = (c - 1 + (half - v0) / np.maximum(v1 - v0, 1e-12)) * _U_STEP
@@ -389,10 +389,11 @@ class WallProfileModel:
         g = self._B[None, :] * _U_STEP - wall_ratio * ra  # grows with the wall thickness
         g = np.where(valid, g, np.nan)
         up = valid[:, :-1] & valid[:, 1:] & (g[:, :-1] <= 0) & (g[:, 1:] > 0)
-        j = np.argmax(up, axis=1)
-        i = np.arange(len(ra))
+        found = up.any(axis=1)
+        i, j = np.flatnonzero(found), np.argmax(up[found], axis=1)
         f = g[i, j] / (g[i, j] - g[i, j + 1])
-        r = np.where(up.any(axis=1), (1 - f) * ra[i, j] + f * ra[i, j + 1], np.nan)
+        r = np.full(len(ra), np.nan)
+        r[i] = (1 - f) * ra[i, j] + f * ra[i, j + 1]
         return (r * self.sigma_m).reshape(np.shape(crossing_m))
 
 
