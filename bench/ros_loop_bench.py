@@ -4,8 +4,8 @@ Starts ``catheter_sim`` as its own process (the console-script module, the share
 given) and, in this process, an external controller node that streams forward commands
 (``/catheter/command``) at 100 Hz — an insertion sweep with changing tendon pulls inside the
 airway — and times each command until ``/joint_states`` shows it (command→state latency). The
-loop's own statistics (rate, tick jitter, step time, deadline misses) come from its
-``/diagnostics``. Then it searches the highest rate the loop holds (achieved rate within 2 % of
+loop's own statistics (rate, tick jitter, loop step time, deadline misses) and the solver's
+(solve time, failures; the solver runs on its own thread) come from its ``/diagnostics``. Then it searches the highest rate the loop holds (achieved rate within 2 % of
 the target and no deadline misses) with short runs.
 
     .venv/bin/python bench/ros_loop_bench.py [--seconds 60] [--rate 200] [--map DIR]
@@ -43,7 +43,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "load_average_1min": os.getloadavg()[0]}
 
 
 class Controller:
@@ -150,6 +150,9 @@ def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0) ->
             "step_median_ms": float(d.get("step_median_ms", "nan")),
             "step_p99_ms": float(d.get("step_p99_ms", "nan")),
             "step_max_ms": float(d.get("step_max_ms", "nan")),
+            "solve_median_ms": float(d.get("solve_median_ms", "nan")),
+            "solve_p99_ms": float(d.get("solve_p99_ms", "nan")),
+            "solver_failures": int(d.get("solver_failures", 0)),
             "deadline_misses": int(d.get("deadline_misses", 0)) - (base_misses or 0),
             "ticks": int(d.get("ticks", 0)),
             "commands_rejected": int(d.get("commands_rejected", 0)),

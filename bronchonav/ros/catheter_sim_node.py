@@ -20,6 +20,14 @@ State (published from the loop thread; the loop never waits for subscribers):
   is hidden, drawn from ``patient_seed``), ``/diagnostics`` (loop rate, step time, jitter,
   deadline misses, command age, rejections, watchdog state).
 
+Threads and processes: subscriber callbacks validate a command and pass it to the solver, which
+runs in a child process (:mod:`bronchonav.ros.solver_process`: the numba solver holds the GIL)
+and solves the newest command as soon as it is free (warm-started, per-step budget
+``solver_deadline_s``; a failed step is retried with a budget doubling up to
+``solver_recovery_deadline_s``); the fixed-rate loop thread publishes the newest solved state
+every period, so a slow solve or a slow subscriber never delays the loop. ``/diagnostics`` reports loop timing (``step_*`` = one
+loop period's work) and solver timing (``solve_*``) separately.
+
 Safety: a command that is non-finite, malformed or outside the device limits is rejected with a
 logged reason and the last valid command stays in force; the loop keeps running. If no command
 arrives within ``watchdog_timeout_s`` the catheter holds its last valid set-point and the
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +66,10 @@ PARAMS = [
     Param("solver_recovery_deadline_s", 0.2,
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
+    Param("realtime_priority", 0,
+          "SCHED_FIFO priority of the node's threads (Linux; 0 = normal scheduling). The "
+          "solver process stays at normal priority. Falls back to normal scheduling when not "
+          "permitted", minimum=0, maximum=99),
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
@@ -85,6 +98,22 @@ PARAMS = [
     Param("link_length_m", 0.005, "Length of each URDF link (m) (must match the URDF)",
           minimum=1e-4, maximum=0.1),
 ]
+
+
+def set_realtime(priority: int) -> bool:
+    """Put the calling thread (and threads it creates later) under SCHED_FIFO ``priority``.
+
+    Returns whether it worked (needs Linux and the permission to; 0 means "do not").
+    """
+    import os
+
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+    except (PermissionError, OSError):
+        return False
+    return True
 
 
 def hidden_patient_transform(seed: int, max_translation: float = 0.05,
@@ -128,7 +157,7 @@ class CatheterSimNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("catheter_sim", **kwargs)
         self.params = p = declare(self, PARAMS)
-        from bronchonav.catheter import CatheterModel, CatheterParams
+        from bronchonav.catheter import CatheterParams, base_pose_from_tree
         from bronchonav.registration.breathing import BreathingModel
         from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
         from bronchonav.ros.loop import FixedRateLoop
@@ -142,10 +171,8 @@ class CatheterSimNode(Node):
             raise InputError(f"the URDF chain (n_links × link_length_m = "
                              f"{p['n_links'] * p['link_length_m']} m) is shorter than the "
                              f"maximum insertion {self.catheter.limits.max_insertion} m")
-        self.model = CatheterModel(self.catheter, tree=self.airway_map.tree, n_nodes=p["n_nodes"],
-                                   deadline_s=p["solver_deadline_s"])
         self.tendon_names = list(self.catheter.tendon_names)
-        self.T_ct_base = np.asarray(self.model.base_pose_ct, dtype=float)
+        self.T_ct_base = np.asarray(base_pose_from_tree(self.airway_map.tree), dtype=float)
         self._joint_angles = chain_joint_angles
         self.joint_names = (["insertion", "roll"] + link_joint_names(p["n_links"])
                             + self.tendon_names)
@@ -159,7 +186,6 @@ class CatheterSimNode(Node):
 
         # command slot, written by subscriber callbacks, read by the loop thread
         self._lock = threading.Lock()
-        self._pending: _Setpoint | None = None
         self._valid = _Setpoint()
         self._last_command_time: float | None = None
         self.commands_received = 0
@@ -167,8 +193,20 @@ class CatheterSimNode(Node):
         self.last_rejection = ""
         self.holding = False
         self.solver_failures = 0
-        self._retry = False
-        self.state = self.model.step(self._valid.command())
+        self._solve_times = deque(maxlen=20000)
+        self.state = None
+        self._first_state = threading.Event()
+        from bronchonav.ros.solver_process import SolverProcess
+
+        self.realtime = set_realtime(p["realtime_priority"])
+        if p["realtime_priority"] and not self.realtime:
+            self.get_logger().warn("real-time scheduling not permitted: running the loop at "
+                                   "normal priority (expect more jitter on a busy machine)")
+        self.solver = SolverProcess(p["map"], p["n_nodes"], p["solver_deadline_s"],
+                                    p["solver_recovery_deadline_s"], self._on_solver)
+        if not self._first_state.wait(120.0):
+            self.solver.close()
+            raise RuntimeError("the catheter solver process did not start")
         self._t0 = time.monotonic()
         self._next = {"viz": 0.0, "em": 0.0, "diag": 0.0}
 
@@ -211,10 +249,20 @@ class CatheterSimNode(Node):
         self.get_logger().warn(f"command rejected: {reason}", throttle_duration_sec=1.0)
 
     def _accept(self, sp: _Setpoint) -> None:
+        """Validate a set-point against the device limits and hand it to the solver."""
+        from bronchonav.catheter import validate_command
+
+        command = sp.command()
+        try:
+            validate_command(command, self.catheter)
+        except CommandError as exc:
+            self._reject(str(exc))
+            return
         with self._lock:
-            self._pending = sp
+            self._valid = sp
             self._last_command_time = time.monotonic()
             self.commands_received += 1
+        self.solver.send(command)
 
     def _on_forward(self, msg: Float64MultiArray) -> None:
         try:
@@ -231,7 +279,7 @@ class CatheterSimNode(Node):
             self._reject(str(exc))
             return
         with self._lock:
-            base = self._pending or self._valid
+            base = self._valid
         sp = _Setpoint(base.insertion if ins is None else ins, base.roll if roll is None else roll,
                        base.displacement, base.tension)
         if disp is not None:
@@ -242,34 +290,33 @@ class CatheterSimNode(Node):
 
     # -- the loop (its own thread) --------------------------------------------------------------
     def _tick(self, now: float) -> None:
+        """One loop period: watchdog and publication of the latest solved state."""
         with self._lock:
-            pending, self._pending = self._pending, None
             last = self._last_command_time
-        candidate = pending if pending is not None else (self._valid if self._retry else None)
-        if candidate is not None:
-            try:
-                state = self.model.step(candidate.command())
-            except CommandError as exc:
-                self._reject(str(exc))
-            else:
-                self._valid = candidate
-                self._update_state(state)
         age = None if last is None else now - last
         self.holding = age is None or age > self.params["watchdog_timeout_s"]
         self._publish(now, age)
 
-    def _update_state(self, state) -> None:
-        """Keep a converged state; after a failure retry with a growing solver budget."""
-        p = self.params
-        if state.converged:
-            self.state = state
-            self._retry = False
-            self.model.deadline_s = p["solver_deadline_s"]
+    def _on_solver(self, message) -> None:
+        """Solver process output (receiver thread): keep converged states, count failures."""
+        kind, value = message
+        if kind == "rejected":
+            self._reject(value)
+            return
+        self._solve_times.append(value.solve_time_s)
+        if value.converged:
+            self.state = value
+            self._first_state.set()
         else:
             self.solver_failures += 1
-            self._retry = True
-            self.model.deadline_s = min(2.0 * self.model.deadline_s,
-                                        p["solver_recovery_deadline_s"])
+
+    def solver_stats(self) -> dict:
+        """Solve-time statistics over the recent solves (ms) and the failure count."""
+        t = np.array(self._solve_times) * 1e3
+        out = {"solves": len(t), "solver_failures": self.solver_failures}
+        for key, q in (("solve_median_ms", 50), ("solve_p99_ms", 99), ("solve_max_ms", 100)):
+            out[key] = float(np.percentile(t, q)) if len(t) else 0.0
+        return out
 
     def _publish(self, now: float, age: float | None) -> None:
         p, st = self.params, self.state
@@ -333,6 +380,7 @@ class CatheterSimNode(Node):
     def diagnostic_status(self, age: float | None) -> DiagnosticStatus:
         """The loop's ``diagnostic_msgs/DiagnosticStatus``."""
         s = self.loop.stats()
+        solver = self.solver_stats()
         with self._lock:
             received, rejected, reason = (self.commands_received, self.commands_rejected,
                                           self.last_rejection)
@@ -353,17 +401,23 @@ class CatheterSimNode(Node):
             "commands_received": str(received), "commands_rejected": str(rejected),
             "last_rejection": reason, "holding": str(self.holding).lower(),
             "solver_failures": str(self.solver_failures),
+            "solves": str(solver["solves"]),
+            "solve_median_ms": f"{solver['solve_median_ms']:.3f}",
+            "solve_p99_ms": f"{solver['solve_p99_ms']:.3f}",
+            "solve_max_ms": f"{solver['solve_max_ms']:.3f}",
             "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
             "insertion_m": f"{float(self.state.insertion):.4f}",
-            "solver_retrying": str(self._retry).lower(),
+            "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.realtime
+                        else "normal",
         }
         return DiagnosticStatus(level=level, name="catheter_sim: loop", message=message,
                                 hardware_id="bronchonav_simulated_catheter",
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def destroy_node(self):
-        """Stop the loop thread, then destroy the node."""
+        """Stop the loop and solver threads, then destroy the node."""
         self.loop.stop()
+        self.solver.close()
         return super().destroy_node()
 
 

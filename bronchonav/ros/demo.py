@@ -322,6 +322,8 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "deadline_misses": int(loop.get("deadline_misses", -1)),
         "commands_received": int(loop.get("commands_received", -1)),
         "commands_rejected": int(loop.get("commands_rejected", -1)),
+        "solve_median_ms": float(loop.get("solve_median_ms", "nan")),
+        "solve_p99_ms": float(loop.get("solve_p99_ms", "nan")),
         "solver_failures": int(loop.get("solver_failures", -1)),
         "catheter_sim_exit_code": sim_codes.get("catheter_sim"),
         "map": map_spec,
@@ -388,6 +390,8 @@ def format_summary(s: dict) -> str:
         f"{s['em_samples']} EM samples",
         f"catheter loop     {s['loop_rate_hz']:.1f} Hz (target {s['target_rate_hz']:.0f}), step "
         f"median {s['step_median_ms']:.2f} ms / p99 {s['step_p99_ms']:.2f} ms, jitter p99 "
-        f"{s['jitter_p99_ms']:.2f} ms, {s['deadline_misses']} deadline misses",
+        f"{s['jitter_p99_ms']:.2f} ms, {s['deadline_misses']} deadline misses; solver median "
+        f"{s['solve_median_ms']:.2f} ms / p99 {s['solve_p99_ms']:.2f} ms, "
+        f"{s['solver_failures']} failed steps retried",
         f"outputs           {s['json']}  {s['png']}  {s['mcap']}",
     ])

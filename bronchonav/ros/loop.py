@@ -59,6 +59,8 @@ class FixedRateLoop:
         self.errors = 0
         self.last_error: str = ""
         self._switch_interval = switch_interval_s
+        self.rate_window_s = 2.0
+        """The achieved rate is measured over this many recent seconds."""
 
     def start(self) -> "FixedRateLoop":
         """Start the thread."""
@@ -109,7 +111,8 @@ class FixedRateLoop:
                 next_t += skipped * period
 
     def stats(self) -> dict:
-        """Statistics over the recent window: rates (Hz), times (ms), counts."""
+        """Statistics: the achieved rate over the last ``rate_window_s`` (Hz), jitter and step
+        times over the recent ``window`` ticks (ms), counts since the start."""
         with self._lock:
             jitter = np.array(self._jitter)
             step = np.array(self._step)
@@ -117,8 +120,9 @@ class FixedRateLoop:
             ticks, misses, skipped = self.ticks, self.deadline_misses, self.skipped_ticks
         out = {"target_rate_hz": self.rate_hz, "ticks": ticks, "deadline_misses": misses,
                "skipped_ticks": skipped, "errors": self.errors}
-        if len(starts) >= 2:
-            out["rate_hz"] = float((len(starts) - 1) / (starts[-1] - starts[0]))
+        recent = starts[starts >= starts[-1] - self.rate_window_s] if len(starts) else starts
+        if len(recent) >= 2:
+            out["rate_hz"] = float((len(recent) - 1) / (recent[-1] - recent[0]))
         else:
             out["rate_hz"] = 0.0
         for key, arr in (("jitter", jitter), ("step", step)):

@@ -1,0 +1,315 @@
+"""A real rclpy graph (no mocks): nodes in this process and in child processes talk over
+Fast DDS on this machine only (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST), in a domain of this
+module's own."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() * 7) % 99)
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from nav_msgs.srv import GetPlan  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from bronchonav.ros import conversions as conv  # noqa: E402
+from bronchonav.ros import qos  # noqa: E402
+
+SIM_RATE = 200.0
+
+
+@pytest.fixture(scope="module")
+def airway_map():
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
+
+    return phantom_ground_truth_map(phantom_config("default"))
+
+
+@pytest.fixture(scope="module")
+def map_dir(airway_map, tmp_path_factory):
+    from bronchonav.maps import save_map
+
+    return str(save_map(airway_map, tmp_path_factory.mktemp("map") / "phantom"))
+
+
+@pytest.fixture(scope="module")
+def context():
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+class Probe:
+    """A test node on its own executor thread, recording what arrives."""
+
+    def __init__(self, context, name="probe"):
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.node = rclpy.create_node(name, context=context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(self.node)
+        self.msgs: dict[str, list] = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def listen(self, cls, topic, profile):
+        self.msgs[topic] = []
+
+        def cb(msg):
+            with self.lock:
+                self.msgs[topic].append((time.monotonic(), msg))
+        self.node.create_subscription(cls, topic, cb, profile)
+
+    def last(self, topic):
+        with self.lock:
+            return self.msgs[topic][-1][1] if self.msgs[topic] else None
+
+    def wait(self, topic, predicate=lambda m: True, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for _, m in reversed(self.msgs[topic]):
+                    if predicate(m):
+                        return m
+            time.sleep(0.02)
+        raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
+
+    def call(self, srv, name, request, timeout=20.0):
+        client = self.node.create_client(srv, name)
+        assert client.wait_for_service(timeout_sec=timeout), name
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f"{name} did not answer"
+            time.sleep(0.01)
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def _sim_status(msg):
+    for s in msg.status:
+        if s.name.startswith("catheter_sim"):
+            return s, {kv.key: kv.value for kv in s.values}
+    return None, {}
+
+
+# -- in-process: map server, planner, registration ------------------------------------------------
+
+def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
+    from bronchonav.registration.transforms import random_transform
+    from bronchonav.ros.runner import InProcessGraph
+
+    graph = InProcessGraph(["airway_map_server", "route_planner", "registration"],
+                           launch_args={"map": map_dir}, context=context,
+                           extra={"registration": {"auto_register": False}}).start()
+    probe = Probe(context)
+    try:
+        time.sleep(0.5)  # subscribe late: transient-local QoS must still deliver the map
+        probe.listen(MarkerArray, "/airway_map/markers", qos.LATCHED)
+        probe.listen(String, "/airway_map/info", qos.LATCHED)
+        probe.listen(String, "/route/status", qos.LATCHED)
+        markers = probe.wait("/airway_map/markers")
+        namespaces = {m.ns for m in markers.markers}
+        assert {"airway_tree", "lumen", "nodules"} <= namespaces
+        info = json.loads(probe.wait("/airway_map/info").data)
+        assert info["branches"] == len(airway_map.tree)
+        assert [n["id"] for n in info["nodules"]] == [n.id for n in airway_map.nodules]
+
+        # GetPlan to a reachable nodule: a path from the top of the trachea to the exit point
+        near = next(n for n in airway_map.nodules if n.note == "near airway")
+        req = GetPlan.Request()
+        req.goal.pose.position.x, req.goal.pose.position.y, req.goal.pose.position.z = \
+            (float(v) for v in near.center)
+        plan = probe.call(GetPlan, "/plan_route", req).plan
+        pts = conv.path_points(plan)
+        assert plan.header.frame_id == "ct" and len(pts) > 10
+        assert np.linalg.norm(pts[0] - airway_map.tree.trachea.start) < 2e-3
+        status = json.loads(probe.wait("/route/status", lambda m: json.loads(m.data)
+                                       .get("target_m") is not None).data)
+        assert status["feasible"] and np.allclose(status["exit_point_m"], pts[-1])
+        assert np.all(airway_map.tree.inside_lumen(pts))
+
+        # the far nodule: empty path, the reason on /route/status
+        far = next(n for n in airway_map.nodules if n.note == "far from airways")
+        req.goal.pose.position.x, req.goal.pose.position.y, req.goal.pose.position.z = \
+            (float(v) for v in far.center)
+        assert len(probe.call(GetPlan, "/plan_route", req).plan.poses) == 0
+        status = json.loads(probe.wait("/route/status",
+                                       lambda m: not json.loads(m.data)["feasible"]).data)
+        assert any("exit_distance" in r for r in status["reasons"])
+
+        # registration: refused without samples, then recovers a known transform
+        reply = probe.call(Trigger, "/registration/trigger", Trigger.Request())
+        assert not reply.success and "points" in reply.message
+        T_ct_patient = random_transform(np.random.default_rng(3), 0.04, math.radians(20))
+        T_patient_ct = np.linalg.inv(T_ct_patient)
+        pub = probe.node.create_publisher(PoseStamped, "/catheter/em_pose", qos.STATE)
+        samples = airway_map.tree.samples(2e-3)
+        central = np.isin(samples.branch_ids, [b.id for b in airway_map.tree
+                                               if b.generation <= 3])
+        rng = np.random.default_rng(0)
+        time.sleep(0.5)
+        for p, t in zip(samples.points[central], samples.tangents[central]):
+            T = np.eye(4)
+            T[:3, 2] = t
+            T[:3, 0] = np.cross([0, 1, 0], t) / max(np.linalg.norm(np.cross([0, 1, 0], t)), 1e-9)
+            T[:3, 1] = np.cross(t, T[:3, 0])
+            T[:3, 3] = p + rng.normal(0, 5e-4, 3)
+            pub.publish(conv.pose_stamped(T_patient_ct @ T, "patient", conv.Time()))
+            time.sleep(0.002)
+        time.sleep(0.5)
+        assert graph.nodes["registration"].n_samples > 150
+        reply = probe.call(Trigger, "/registration/trigger", Trigger.Request(), timeout=60)
+        assert reply.success, reply.message
+        T_est = graph.nodes["registration"].result.T_ct_patient
+        c = near.center
+        err = np.linalg.norm((T_est @ T_patient_ct @ np.append(c, 1))[:3] - c)
+        assert err < 2e-3
+    finally:
+        probe.close()
+        graph.stop()
+
+
+# -- catheter_sim as its own process, driven by an external controller ----------------------------
+
+@pytest.fixture(scope="module")
+def sim_process(map_dir):
+    from bronchonav.ros.runner import node_command
+
+    cmd = node_command("catheter_sim", extra={"map": map_dir, "rate_hz": SIM_RATE,
+                                              "watchdog_timeout_s": 0.3,
+                                              "diagnostics_rate_hz": 5.0})
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process):
+    from bronchonav.ros.urdf_gen import DEFAULT_CHAIN
+
+    probe = Probe(context, "controller")
+    try:
+        probe.listen(JointState, "/joint_states", qos.STATE_SUB)
+        probe.listen(DiagnosticArray, "/diagnostics", qos.DEFAULT)
+        probe.listen(PoseStamped, "/catheter/tip_pose", qos.STATE_SUB)
+        probe.wait("/joint_states", timeout=60.0)
+        first = probe.last("/joint_states")
+        links = [f"link_{i}_{a}" for i in range(DEFAULT_CHAIN.n_links) for a in ("pitch", "yaw")]
+        assert first.name[:2] == ["insertion", "roll"] and first.name[2:-4] == links
+        assert first.name[-4:] == ["tendon_0", "tendon_1", "tendon_2", "tendon_3"]
+
+        # it publishes at its rate: the loop's own count, and what arrives here (a best-effort
+        # subscriber in a busy Python process may drop some)
+        n0, t0 = len(probe.msgs["/joint_states"]), time.monotonic()
+        time.sleep(2.0)
+        received = (len(probe.msgs["/joint_states"]) - n0) / (time.monotonic() - t0)
+        diag = probe.wait("/diagnostics", lambda m: _sim_status(m)[0] is not None)
+        loop_rate = float(_sim_status(diag)[1]["rate_hz"])
+        assert abs(loop_rate - SIM_RATE) < 0.1 * SIM_RATE, loop_rate
+        assert received > 0.3 * SIM_RATE, received
+
+        # an external controller at 100 Hz: command → /joint_states latency
+        pub = probe.node.create_publisher(Float64MultiArray, "/catheter/command", qos.COMMAND)
+        time.sleep(0.5)
+        sent, latencies = {}, []
+        seen = threading.Event()
+
+        def on_state(msg):
+            t = sent.pop(round(msg.position[0], 9), None)
+            if t is not None:
+                latencies.append(time.monotonic() - t)
+                seen.set()
+        probe.node.create_subscription(JointState, "/joint_states", on_state, qos.STATE_SUB)
+        next_t = time.monotonic()
+        for k in range(400):
+            q = round(0.02 + 0.1 * k / 400 + 1e-7, 9)
+            sent[q] = time.monotonic()
+            pub.publish(Float64MultiArray(data=[q, 0.0, 0.0, 0.0, 0.0, 0.0]))
+            next_t += 0.01
+            time.sleep(max(0.0, next_t - time.monotonic()))
+        time.sleep(0.3)
+        assert len(latencies) > 200, len(latencies)  # a command superseded within a solve is skipped
+        p99 = float(np.percentile(latencies, 99)) * 1e3  # asserted at the end
+        last_q = round(0.02 + 0.1 * 399 / 400 + 1e-7, 9)
+        assert abs(probe.last("/joint_states").position[0] - last_q) < 1e-9
+
+        # bad commands are rejected with a reason; the loop keeps running at the same set-point
+        for bad in ([math.nan, 0.0, 0, 0, 0, 0], [0.05, 0.0], [1.0, 0.0, 0, 0, 0, 0],
+                    [0.05, 0.0, 0.5, 0, 0, 0]):
+            pub.publish(Float64MultiArray(data=bad))
+            time.sleep(0.05)
+        diag = probe.wait("/diagnostics",
+                          lambda m: int(_sim_status(m)[1].get("commands_rejected", 0)) >= 4)
+        values = _sim_status(diag)[1]
+        assert "tendon_displacement" in values["last_rejection"]
+        n0 = len(probe.msgs["/joint_states"])
+        time.sleep(0.2)
+        assert len(probe.msgs["/joint_states"]) - n0 > 0.1 * SIM_RATE
+        assert abs(probe.last("/joint_states").position[0] - last_q) < 1e-9
+
+        # tension commands through the JointState interface (effort = N)
+        jpub = probe.node.create_publisher(JointState, "/catheter/joint_command", qos.COMMAND)
+        time.sleep(0.3)
+        jpub.publish(JointState(name=["insertion", "tendon_0", "tendon_1", "tendon_2",
+                                      "tendon_3"],
+                                position=[0.05, 0.0, 0.0, 0.0, 0.0],
+                                effort=[0.0, 2.0, 0.0, 0.0, 0.0]))
+        js = probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.05) < 1e-9
+                        and abs(m.effort[-4] - 2.0) < 1e-6)
+        assert js.effort[-3:] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+
+        # watchdog: no command for longer than 0.3 s → hold and WARN
+        diag = probe.wait("/diagnostics", lambda m: _sim_status(m)[0] is not None
+                          and _sim_status(m)[0].level == DiagnosticStatus.WARN, timeout=5.0)
+        status, values = _sim_status(diag)
+        assert "holding" in status.message and values["holding"] == "true"
+        assert abs(probe.last("/joint_states").position[0] - 0.05) < 1e-9
+    finally:
+        probe.close()
+    # SIGTERM: a clean exit
+    sim_process.send_signal(signal.SIGTERM)
+    assert sim_process.wait(timeout=15) == 0, sim_process.stdout.read()[-3000:]
+    assert p99 <= 10.0, f"p99 command→state latency {p99:.1f} ms (load {os.getloadavg()})"
+
+
+# -- the CLI runner as a child process ------------------------------------------------------------
+
+def test_cli_launch_plan_runs_and_stops_on_sigterm(context, map_dir):
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    proc = subprocess.Popen([cli, "launch", "plan", "--map", map_dir], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    probe = Probe(context, "cli_probe")
+    try:
+        probe.listen(String, "/airway_map/info", qos.LATCHED)
+        info = json.loads(probe.wait("/airway_map/info", timeout=60.0).data)
+        assert info["path"] == map_dir
+    finally:
+        probe.close()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    assert code == 0, proc.stdout.read()[-3000:]
