@@ -7,7 +7,7 @@ a fresh process with a fresh output folder, so the times include start-up, map g
 start-up and writing the table (not the report). Every process gets one BLAS/OpenMP/numba thread
 (``OMP_NUM_THREADS=1`` ...), so N workers use N cores. Prints one JSON object: ``seconds_1``,
 ``seconds_2``, ``speedup``, ``cases``, ``identical`` (the two tables agree up to timing columns),
-and the machine (CPU model, cores, load average before and after each run: other work on the
+the time spent inside cases summed over cases for each run, and the machine (CPU model, cores, load average before and after each run: other work on the
 machine slows the runs down).
 """
 
@@ -90,6 +90,8 @@ def main() -> None:
         rows1 = ResultStore(base / "workers1").rows()
         rows2 = ResultStore(base / "workers2").rows()
         identical = comparable(rows1) == comparable(rows2)
+        busy1 = sum(r["case_seconds"] for r in rows1)
+        busy2 = sum(r["case_seconds"] for r in rows2)
     result = {
         "campaign": str(args.campaign),
         "cases": one["summary"]["cases"],
@@ -98,6 +100,10 @@ def main() -> None:
         "speedup": round(one["seconds"] / two["seconds"], 3),
         "identical": identical,
         "errors": one["summary"]["errors"],
+        # wall time spent inside cases, summed over cases: the same work, so a larger sum with 2
+        # workers means the workers ran slower (other load on the machine, shared caches)
+        "case_seconds_sum_1": round(busy1, 1),
+        "case_seconds_sum_2": round(busy2, 1),
         "threads_per_worker": 1,
         "load_average_1": {"before": one["load_before"], "after": one["load_after"]},
         "load_average_2": {"before": two["load_before"], "after": two["load_after"]},
