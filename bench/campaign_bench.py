@@ -7,8 +7,8 @@ a fresh process with a fresh output folder, so the times include start-up, map g
 start-up and writing the table (not the report). Every process gets one BLAS/OpenMP/numba thread
 (``OMP_NUM_THREADS=1`` ...), so N workers use N cores. Prints one JSON object: ``seconds_1``,
 ``seconds_2``, ``speedup``, ``cases``, ``identical`` (the two tables agree up to timing columns),
-the time spent inside cases summed over cases for each run, and the machine (CPU model, cores, load average before and after each run: other work on the
-machine slows the runs down).
+the time spent inside cases summed over cases for each run, and the machine (CPU model, cores,
+load average before and after each run: other work on the machine slows the runs down).
 """
 
 from __future__ import annotations
