@@ -1,0 +1,50 @@
+"""BronchoNav in one script: map → route → catheter → registration, with the core library only.
+
+Run from the repository root::
+
+    .venv/bin/python examples/quickstart.py
+
+Everything is in SI units; coordinates are in the CT frame (LPS, metres).
+"""
+
+import numpy as np
+
+from bronchonav.catheter import CatheterModel, CatheterParams
+from bronchonav.catheter.steering import PathFollower
+from bronchonav.maps import load_map
+from bronchonav.planning import DeviceConstraints, RoutePlanner
+from bronchonav.registration import Twin, apply, random_transform, register_em
+
+# 1. The airway map built from the phantom CT (see `bronchonav build-map`).
+airway_map = load_map("maps/phantom_default")
+tree = airway_map.tree
+print(f"map: {len(tree)} branches, generations 0-{tree.max_generation}, lobes {tree.lobes()}")
+
+# 2. A device-aware route to nodule N3 for the default 3.5 mm catheter.
+params = CatheterParams.default()
+route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N3")[0]
+print(f"route to N3: feasible={route.feasible}, {route.length * 1e3:.0f} mm through generations "
+      f"{route.generations}, tool path {route.exit_distance_center * 1e3:.1f} mm")
+
+# 3. Drive the Cosserat catheter 150 mm down the route's airways, steering with the tendons.
+model = CatheterModel(params, tree=tree, n_nodes=30)
+follower = PathFollower(tree, route.branch_ids, params)
+state = None
+for insertion in np.arange(0.002, 0.150, 0.002):
+    state = model.step(follower.command(state, insertion))
+tip = state.tip_pose[:3, 3]
+tip_branch = int(tree.samples().branch_ids[tree.nearest(tip)[1][0]])
+print(f"catheter tip after 150 mm: {np.round(tip * 1e3, 1)} mm (CT) in branch {tip_branch} "
+      f"(on the route: {tip_branch in route.branch_ids}), inside the lumen: "
+      f"{bool(tree.inside_lumen(tip)[0])}, wall force "
+      f"{np.linalg.norm(state.contact_forces, axis=1).sum():.2f} N")
+
+# 4. Register an EM sweep of the central airways, seen in an unknown patient frame.
+rng = np.random.default_rng(0)
+T_patient_ct = random_transform(rng, max_translation=0.05, max_rotation=np.radians(30))
+samples_ct = tree.samples(step=2e-3).points[tree.samples(step=2e-3).radii > 3e-3]
+samples_patient = apply(T_patient_ct, samples_ct) + rng.normal(0, 1e-3, samples_ct.shape)
+result = register_em(samples_patient, Twin.of(airway_map).prepare())
+error = np.linalg.norm(apply(result.T_ct_patient @ T_patient_ct, route.exit_point) - route.exit_point)
+print(f"registration: success={result.success}, FRE {result.fre * 1e3:.2f} mm, "
+      f"error at the exit point {error * 1e3:.2f} mm")
