@@ -41,7 +41,8 @@ def _demo(args) -> int:
             print(f"  {message}", file=sys.stderr, flush=True)
 
     progress.set_enabled(not args.json)
-    summary = run_demo(args.out, args.map, args.nodule, args.timeout, args.rate, progress=say)
+    summary = run_demo(args.out, args.map, args.nodule, args.timeout, args.rate,
+                       survey=args.survey, progress=say)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -73,4 +74,7 @@ def register(subparsers) -> None:
     p.add_argument("--nodule", help="nodule id (default: the feasible route with the gentlest bends)")
     p.add_argument("--timeout", type=float, default=120.0, help="navigation time limit (s)")
     p.add_argument("--rate", type=float, help="catheter_sim loop rate (Hz)")
+    p.add_argument("--survey", action="store_true",
+                   help="first sweep the opposite main bronchus (a Y-shaped EM sweep for the "
+                        "registration; slower)")
     p.set_defaults(func=_demo)

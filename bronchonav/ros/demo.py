@@ -9,8 +9,10 @@ node and an MCAP recorder; then — talking to the nodes only through topics and
 2. asks the planner for a route to every nodule (``/route_planner/goal_nodule``) and reads
    ``/route/status``; unless a nodule is given, it takes the feasible route with the smallest
    bifurcation bend (the navigator drives gentle routes most reliably),
-3. lets the navigator drive the catheter along ``/route`` until ``/navigator/status`` says
-   ``reached`` (or it stops, or the time runs out),
+3. optionally (``survey``) sends the catheter into the main bronchus on the other side first (a planned route to a
+   point there, ``/route_planner/goal_point``) so the EM sweep covers both sides, then lets the
+   navigator drive along the route to the nodule until ``/navigator/status`` says ``reached``
+   (or it stops, or the time runs out),
 4. triggers the registration of the EM samples collected on the way
    (``/registration/trigger``) and reads ``/registration/transform``,
 5. reads the loop statistics from ``/diagnostics``,
@@ -84,10 +86,13 @@ class DemoClient:
 
     def __init__(self, context=None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseStamped, TransformStamped
+        from geometry_msgs.msg import PointStamped, PoseStamped, TransformStamped
         from nav_msgs.msg import Path as PathMsg
         from rclpy.node import Node
-        from std_msgs.msg import String
+        from geometry_msgs.msg import Point, PointStamped
+        from std_msgs.msg import Header, String
+
+        from bronchonav.ros.resources import load_airway_map
         from std_srvs.srv import Trigger
 
         from bronchonav.ros import qos
@@ -118,6 +123,8 @@ class DemoClient:
         node.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos.DEFAULT)
         self.pub_goal = node.create_publisher(String, "/route_planner/goal_nodule", qos.DEFAULT)
+        self.pub_point = node.create_publisher(PointStamped, "/route_planner/goal_point",
+                                               qos.DEFAULT)
         self.pub_description = node.create_publisher(String, "/robot_description", qos.LATCHED)
         self.pub_description.publish(String(data=data_file("urdf/bronchoscope.urdf").read_text()))
         self.trigger = node.create_client(Trigger, "/registration/trigger")
@@ -164,9 +171,34 @@ def _json(msg) -> dict:
     return json.loads(msg.data)
 
 
+def survey_point(tree, target_ct: np.ndarray) -> np.ndarray:
+    """A point 5 mm before the end of the main bronchus on the other side from the target.
+
+    Driving there first makes the EM sweep a Y (trachea and both main bronchi) rather than a
+    single path, which a rigid registration cannot pin down.
+    """
+    side = np.sign(target_ct[0] - tree.trachea.end[0])
+    mains = [tree[c] for c in tree.trachea.children]
+    other = min(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(other.points, axis=0), axis=1))])
+    at = max(s[-1] - 5e-3, 0.5 * s[-1])
+    return np.array([np.interp(at, s, other.points[:, k]) for k in range(3)])
+
+
+def _drive(client, timeout_s: float) -> dict:
+    """Wait until the navigator has finished the current route; its last status."""
+    time.sleep(0.5)  # let the navigator take the new route
+    try:
+        return _json(client.wait_for("/navigator/status",
+                                     lambda m: _json(m)["state"] in ("reached", "stopped"),
+                                     timeout=max(timeout_s, 1.0)))
+    except InputError:
+        return _json(client.latest["/navigator/status"])
+
+
 def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
              nodule: str | None = None, timeout_s: float = 120.0, rate_hz: float | None = None,
-             progress=print) -> dict:
+             survey: bool = False, progress=print) -> dict:
     """Run the closed-loop scenario; return the summary dict (also written to ``summary.json``).
 
     Parameters
@@ -181,6 +213,9 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         Longest time the navigation may take (s).
     rate_hz : float, optional
         catheter_sim loop rate (default: the YAML's).
+    survey : bool
+        First drive into the opposite main bronchus so that the EM sweep covers both sides
+        (slower; off by default).
     progress : callable
         Receives one-line progress messages.
     """
@@ -222,7 +257,10 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                  f"{len(info['nodules'])} nodules")
 
         # -- plan ----------------------------------------------------------------------------
-        from std_msgs.msg import String
+        from geometry_msgs.msg import Point, PointStamped
+        from std_msgs.msg import Header, String
+
+        from bronchonav.ros.resources import load_airway_map
 
         candidates = [nodule] if nodule else [n["id"] for n in info["nodules"]]
         statuses = {}
@@ -240,23 +278,32 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             raise InputError(f"no feasible route to {', '.join(candidates)}")
         # the gentlest route (smallest bend at a bifurcation) unless a nodule was asked for
         chosen = min(feasible, key=lambda nid: statuses[nid]["max_bend_rad"])
-        if chosen != candidates[-1]:
-            client.pub_goal.publish(String(data=chosen))
-            client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
         status = statuses[chosen]
+
+        # -- survey: the opposite main bronchus, so the EM sweep is not a single path --------
+        t_nav = time.monotonic()
+        if survey:
+            point = survey_point(load_airway_map(map_spec).tree, np.asarray(status["target_m"]))
+            progress(f"survey: driving into the opposite main bronchus (to "
+                     f"{np.round(point * 1e3, 1).tolist()} mm) for the EM sweep")
+            client.pub_point.publish(PointStamped(header=Header(frame_id="ct"), point=Point(
+                x=float(point[0]), y=float(point[1]), z=float(point[2]))))
+            client.wait_for("/route/status", lambda m: _json(m).get("nodule") is None
+                            and _json(m).get("feasible") and np.allclose(
+                                _json(m)["target_m"], point, atol=1e-9))
+            _drive(client, timeout_s)
+
+        client.pub_goal.publish(String(data=chosen))
+        client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
         progress(f"navigating to {chosen} (the feasible route with the gentlest bends)")
-        route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1)
+        route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
+                                    and np.allclose(conv.path_points(m)[-1],
+                                                    status["exit_point_m"], atol=1e-9))
         route = conv.path_points(route_msg)
         exit_point = route[-1]
 
         # -- drive ---------------------------------------------------------------------------
-        t_nav = time.monotonic()
-        try:
-            nav = _json(client.wait_for("/navigator/status",
-                                        lambda m: _json(m)["state"] in ("reached", "stopped"),
-                                        timeout=timeout_s))
-        except InputError:
-            nav = _json(client.latest["/navigator/status"])
+        nav = _drive(client, timeout_s - (time.monotonic() - t_nav))
         nav_s = time.monotonic() - t_nav
         time.sleep(0.3)  # let the last commands settle
         T_tip = conv.pose_to_matrix(client.latest["/catheter/tip_pose"].pose)
@@ -331,10 +378,12 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "mcap": str(out / "demo.mcap"),
         "mcap_messages": counts,
         "png": str(out / "demo.png"),
+        "em_samples_csv": str(out / "em_samples_patient.csv"),
         "json": str(out / "summary.json"),
         "seconds": round(time.monotonic() - t_start, 1),
     }
     _picture(out / "demo.png", map_spec, route, backbone, em, T_est, summary)
+    np.savetxt(out / "em_samples_patient.csv", em, delimiter=",", header="x_m,y_m,z_m (patient)")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 

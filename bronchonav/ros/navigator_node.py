@@ -13,15 +13,16 @@ Steering law, every control period ``dt``:
 2. aim at the route point ``lookahead_m`` further on; express the aim direction in the tip frame
    (the catheter's material frame, z along the tip) → bend error angle ``θ`` and direction ``ψ``;
 3. update the bend vector ``b`` (N of tendon tension, in the cross-section) by
-   ``b += bend_gain · θ · (cos ψ, sin ψ) · max(Δs, 0.1 mm) / 1 mm`` where ``Δs`` is the tip's
-   progress along the route since the last update (an integral law per millimetre travelled,
-   so steering keeps pace with insertion; only when a new tip pose has arrived, so a stalled
-   simulation does not wind it up), clamped to ``max_tension_n``; tendon
+   ``b += bend_gain · θ · (cos ψ, sin ψ) · Δq / 1 mm`` where ``Δq`` is this step's insertion
+   advance (an integral law per millimetre inserted, so steering keeps pace with insertion and
+   does not wind up while the catheter waits; only when a new tip pose has arrived), clamped
+   to ``max_tension_n``; tendon
    ``k`` at angle ``α_k`` gets ``max(0, b · (cos α_k, sin α_k))``;
 4. insert at ``insertion_speed_mps`` scaled by ``1 - θ / align_tolerance_rad`` (at least a
    quarter of it: corners need insertion while turning; a quarter too while
    ``e_lat > lateral_tolerance_m``), but never more than ``max_slack_m`` beyond the tip's route
-   position ``s_tip`` (the catheter would buckle); retract when the tip has left the route by
+   position ``s_tip`` (the catheter would buckle); held there for ``stuck_timeout_s``, back off
+   by ``backoff_m`` and halve the bend; retract when the tip has left the route by
    more than ``off_route_m`` (it took a wrong branch) until it is back within
    ``lateral_tolerance_m``;
 5. stop when the tip is within ``goal_tolerance_m`` of the exit point or has passed it.
@@ -67,6 +68,11 @@ PARAMS = [
     Param("max_slack_m", 0.01,
           "Do not insert further while the insertion exceeds the tip's route position by this (m)",
           minimum=1e-3, maximum=0.1),
+    Param("stuck_timeout_s", 2.0,
+          "Back off when the insertion has been held by max_slack_m for this long (s)",
+          minimum=0.1, maximum=60.0),
+    Param("backoff_m", 0.01, "Retraction of a back-off (m); the bend is halved too",
+          minimum=0.0, maximum=0.1),
     Param("goal_tolerance_m", 2.0e-3, "Stop within this distance of the exit point (m)",
           minimum=1e-4, maximum=0.05),
 ]
@@ -125,7 +131,8 @@ class RouteFollower:
         self.lateral = 0.0
         self.theta = 0.0
         self._last_tip: np.ndarray | None = None
-        self._last_s = 0.0
+        self._stuck = 0.0
+        self.backoffs = 0
 
     @property
     def length(self) -> float:
@@ -154,17 +161,11 @@ class RouteFollower:
         psi = float(np.arctan2(local[1], local[0]))
         fresh = self._last_tip is None or not np.array_equal(self._last_tip, T_ct_tip)
         self._last_tip = np.array(T_ct_tip, dtype=float)
-        if fresh:
-            step_mm = max(abs(self.s_tip - self._last_s) * 1e3, 0.1)
-            self._last_s = self.s_tip
-            self.bend += p["bend_gain"] * theta * step_mm * np.array([np.cos(psi), np.sin(psi)])
-            norm = np.linalg.norm(self.bend)
-            if norm > p["max_tension_n"]:
-                self.bend *= p["max_tension_n"] / norm
         if self.lateral > p["off_route_m"]:
             self.state = "retracting"
         elif self.state == "retracting" and self.lateral < p["lateral_tolerance_m"]:
             self.state = "driving"
+        before = self.insertion
         if self.state == "retracting":
             self.insertion = max(0.0, self.insertion - p["retract_speed_mps"] * dt)
         else:
@@ -175,15 +176,31 @@ class RouteFollower:
             limit = min(self.max_insertion, self.s_tip + p["max_slack_m"])
             if self.insertion < limit:
                 self.insertion = min(limit, self.insertion + scale * p["insertion_speed_mps"] * dt)
+                self._stuck = 0.0
+            else:
+                self._stuck += dt
+            if self._stuck > p["stuck_timeout_s"]:  # back off and relax the bend, then retry
+                self.insertion = max(0.0, self.insertion - p["backoff_m"])
+                self.bend *= 0.5
+                self._stuck = 0.0
+                self.backoffs += 1
             if self.insertion >= self.max_insertion:
                 self.state = "stopped"
+        advanced_mm = max(self.insertion - before, 0.0) * 1e3
+        if fresh and advanced_mm > 0:
+            self.bend += (p["bend_gain"] * theta * advanced_mm
+                          * np.array([np.cos(psi), np.sin(psi)]))
+            norm = np.linalg.norm(self.bend)
+            if norm > p["max_tension_n"]:
+                self.bend *= p["max_tension_n"] / norm
 
     def status(self) -> dict:
         """JSON-serialisable progress."""
         return {"state": self.state, "insertion_m": self.insertion,
                 "tip_to_exit_m": None if not np.isfinite(self.tip_to_exit) else self.tip_to_exit,
                 "route_length_m": self.length, "s_tip_m": self.s_tip,
-                "lateral_m": self.lateral, "theta_rad": self.theta, "bend_m": self.bend.tolist()}
+                "lateral_m": self.lateral, "theta_rad": self.theta, "bend_n": self.bend.tolist(),
+                "backoffs": self.backoffs}
 
 
 class NavigatorNode(Node):
