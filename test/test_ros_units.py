@@ -300,3 +300,51 @@ def test_fixed_rate_loop_counts_ticks_and_misses():
     assert loop.running
     loop.stop()
     assert loop.errors > 0 and "bad tick" in loop.last_error
+
+
+# -- the navigator's steering law -----------------------------------------------------------------
+
+def _follower(**over):
+    from bronchonav.ros.navigator_node import PARAMS, RouteFollower
+    from bronchonav.ros.params import defaults
+
+    p = {**defaults(PARAMS), **over}
+    route = np.column_stack([np.zeros(101), np.zeros(101), np.linspace(0.0, 0.1, 101)])
+    angles = [0.0, np.pi / 2, np.pi, 3 * np.pi / 2]
+    return RouteFollower(route, angles, max_insertion=0.35, params=p, insertion=0.02), p
+
+
+def _pose(position, R=np.eye(3)):
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = position
+    return T
+
+
+def test_follower_inserts_when_aligned_and_stops_at_the_exit():
+    f, p = _follower()
+    f.update(_pose([0, 0, 0.02]), 0.02)
+    assert f.state == "driving" and f.insertion == pytest.approx(0.02 + p["insertion_speed_mps"] * 0.02)
+    assert np.allclose(f.tensions(), 0.0)
+    f.update(_pose([0, 0, 0.1 - 0.5 * p["goal_tolerance_m"]]), 0.02)
+    assert f.state == "reached"
+
+
+def test_follower_bends_towards_the_route_and_retracts_off_route():
+    f, p = _follower()
+    # tip pointing along world +x (tip x axis = world -z): the route ahead is at body -x
+    R = np.column_stack([[0, 0, -1], [0, 1, 0], [1, 0, 0]])
+    f.update(_pose([0, 0, 0.03], R), 0.02)
+    t = f.tensions()
+    assert t[2] > 0 and np.allclose(t[[0, 1, 3]], 0.0, atol=1e-9)  # the tendon at 180°
+    f, p = _follower()
+    f.update(_pose([p["off_route_m"] * 1.5, 0, 0.05]), 0.02)
+    assert f.state == "retracting" and f.insertion < 0.02
+
+
+def test_follower_never_inserts_beyond_the_slack_limit():
+    f, p = _follower(max_slack_m=0.005, stuck_timeout_s=1.0, backoff_m=0.004)
+    for _ in range(100):  # the tip does not move
+        f.update(_pose([0, 0, 0.02]), 0.02)
+        assert f.insertion <= 0.02 + 0.005 + 1e-12
+    assert f.backoffs >= 1

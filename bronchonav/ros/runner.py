@@ -146,11 +146,12 @@ class InProcessGraph:
         return self
 
     def _spin(self) -> None:
+        from rclpy._rclpy_pybind11 import RCLError
         from rclpy.executors import ExternalShutdownException
 
         try:
             self.executor.spin()
-        except ExternalShutdownException:
+        except (ExternalShutdownException, RCLError):  # the context was shut down under us
             pass
 
     def _destroy_nodes(self) -> None:
@@ -302,6 +303,7 @@ def spin_node(factory, args=None) -> None:
     Errors a user can cause (bad parameter, missing map) print one line and exit with code 2.
     """
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     rclpy.init(args=args)
@@ -313,6 +315,8 @@ def spin_node(factory, args=None) -> None:
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:  # a signal shut the context down while the executor was waiting
         pass
     except BronchoNavError as exc:
         print(f"{getattr(factory, '__name__', 'node')}: error: {exc}", file=sys.stderr)
