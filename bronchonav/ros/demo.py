@@ -72,6 +72,7 @@ def _recorded_topics() -> dict:
         "/catheter/em_pose": (PoseStamped, qos.STATE_SUB),
         "/catheter/contact_wrench": (WrenchStamped, qos.STATE_SUB),
         "/catheter/command": (Float64MultiArray, qos.DEFAULT),
+        "/catheter/joint_command": (JointState, qos.DEFAULT),
         "/diagnostics": (DiagnosticArray, qos.DEFAULT),
         "/navigator/status": (String, qos.LATCHED),
         "/registration/transform": (TransformStamped, qos.LATCHED),
