@@ -100,16 +100,19 @@ class Controller:
                 self.diag = {kv.key: kv.value for kv in s.values}
 
 
-def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0) -> dict:
+def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0,
+        realtime_priority: int | None = None) -> dict:
     """One run at ``rate_hz``: start the sim process, stream commands, collect statistics."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from bronchonav.ros.runner import node_command
 
-    cmd = node_command("catheter_sim", extra={"rate_hz": float(rate_hz), "map": map_folder,
-                                              "diagnostics_rate_hz": 1.0,
-                                              "watchdog_timeout_s": 1.0})
+    extra = {"rate_hz": float(rate_hz), "map": map_folder, "diagnostics_rate_hz": 1.0,
+             "watchdog_timeout_s": 1.0}
+    if realtime_priority is not None:
+        extra["realtime_priority"] = int(realtime_priority)
+    cmd = node_command("catheter_sim", extra=extra)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     rclpy.init()
@@ -180,27 +183,30 @@ def main(argv=None) -> int:
                         help="measured time of each max-rate trial (s)")
     parser.add_argument("--rates", default="500,1000,2000",
                         help="rates tried for the highest rate held (Hz, ascending)")
+    parser.add_argument("--realtime-priority", type=int, default=None,
+                        help="catheter_sim SCHED_FIFO priority (default: the YAML's; 0 = off)")
     parser.add_argument("--map", default=None, help="map folder (default maps/phantom_default "
                                                     "or the phantom built on start)")
     args = parser.parse_args(argv)
     from bronchonav.ros.demo import default_map
 
     map_folder = args.map or default_map()
-    main_run = run(args.rate, args.seconds, map_folder)
+    main_run = run(args.rate, args.seconds, map_folder,
+                   realtime_priority=args.realtime_priority)
     trials = []
     max_rate = args.rate if (main_run["deadline_misses"] == 0 and main_run["achieved_rate_hz"]
                              >= 0.98 * args.rate) else 0.0
     for r in [float(x) for x in args.rates.split(",") if x]:
         if r <= args.rate:
             continue
-        t = run(r, args.search_seconds, map_folder)
+        t = run(r, args.search_seconds, map_folder, realtime_priority=args.realtime_priority)
         trials.append({k: t[k] for k in ("rate_hz", "achieved_rate_hz", "jitter_p99_ms",
                                          "step_p99_ms", "deadline_misses", "latency_p99_ms")})
         if t["deadline_misses"] == 0 and t["achieved_rate_hz"] >= 0.98 * r:
             max_rate = r
         else:
             break
-    out = {**main_run, "max_rate_hz": max_rate, "max_rate_trials": trials, "map": map_folder,
+    out = {**main_run, "realtime_priority": args.realtime_priority, "max_rate_hz": max_rate, "max_rate_trials": trials, "map": map_folder,
            "machine": machine()}
     print(json.dumps(out, indent=1))
     return 0
