@@ -9,7 +9,8 @@ Command interface (ros2_control style; frames: ``ct`` = CT/LPS, metres):
   and the tendon names; position = insertion (m) / roll (rad) / tendon displacement (m), or
   effort = tendon tension (N). Joints not named keep their previous set-point.
 
-State (published from the loop thread; the loop never waits for subscribers):
+State (published every loop period from the loop thread, and with ``publish_on_update`` also as
+soon as a new state is solved; publishing never waits for subscribers):
 
 - ``/joint_states``: ``insertion``, ``roll``, the URDF link joints (``link_i_pitch/yaw``, see
   :mod:`bronchonav.ros.kinematics`) and the tendons (position = displacement m, effort = N).
@@ -73,6 +74,9 @@ PARAMS = [
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
+    Param("publish_on_update", True,
+          "Also publish /joint_states and the tip pose as soon as a new state is solved "
+          "(lower command→state latency; the loop still publishes every period)"),
     Param("viz_rate_hz", 30.0, "Rate of the backbone path and contact wrench (Hz)",
           minimum=0.1, maximum=1000.0),
     Param("em_rate_hz", 40.0, "Rate of the simulated EM sensor (Hz)", minimum=0.1, maximum=1000.0),
@@ -194,6 +198,7 @@ class CatheterSimNode(Node):
         self.holding = False
         self.solver_failures = 0
         self._solve_times = deque(maxlen=20000)
+        self._pub_lock = threading.Lock()
         self.state = None
         self._first_state = threading.Event()
         from bronchonav.ros.solver_process import SolverProcess
@@ -222,7 +227,10 @@ class CatheterSimNode(Node):
                                  qos.COMMAND, callback_group=group)
         self.create_subscription(JointState, "/catheter/joint_command", self._on_joint_command,
                                  qos.COMMAND, callback_group=group)
-        self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop").start()
+        self.holding = True
+        self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop")
+        self._publish(time.monotonic(), None)  # warm-up: JIT-compiles the kinematics first
+        self.loop.start()
         self.get_logger().info(
             f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
             f"{self.tendon_names}, command /catheter/command [insertion, roll, "
@@ -306,6 +314,8 @@ class CatheterSimNode(Node):
         self._solve_times.append(value.solve_time_s)
         if value.converged:
             self.state = value
+            if self._first_state.is_set() and self.params["publish_on_update"]:
+                self._publish_state(value, self.get_clock().now().to_msg())
             self._first_state.set()
         else:
             self.solver_failures += 1
@@ -318,9 +328,9 @@ class CatheterSimNode(Node):
             out[key] = float(np.percentile(t, q)) if len(t) else 0.0
         return out
 
-    def _publish(self, now: float, age: float | None) -> None:
-        p, st = self.params, self.state
-        stamp = self.get_clock().now().to_msg()
+    def _publish_state(self, st, stamp) -> np.ndarray:
+        """Publish ``/joint_states`` and ``/catheter/tip_pose`` (and TF) for a state; tip pose."""
+        p = self.params
         ins, roll = float(st.insertion), float(st.roll)
         angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
                                     p["link_length_m"])
@@ -328,13 +338,20 @@ class CatheterSimNode(Node):
         tens = np.asarray(st.tendon_tensions, dtype=float)
         positions = np.concatenate([[ins, roll], angles, disp])
         efforts = np.concatenate([[0.0, 0.0], np.zeros(len(angles)), tens])
-        self.pub_joints.publish(conv.joint_state(self.joint_names, positions, stamp, efforts))
-        T_tip = np.asarray(st.tip_pose, dtype=float)
-        self.pub_tip.publish(conv.pose_stamped(T_tip, "ct", stamp))
-        if self._tf is not None:
-            pub, TFMessage = self._tf
-            pub.publish(TFMessage(transforms=[conv.matrix_to_transform(
-                np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", stamp)]))
+        with self._pub_lock:
+            self.pub_joints.publish(conv.joint_state(self.joint_names, positions, stamp, efforts))
+            T_tip = np.asarray(st.tip_pose, dtype=float)
+            self.pub_tip.publish(conv.pose_stamped(T_tip, "ct", stamp))
+            if self._tf is not None:
+                pub, TFMessage = self._tf
+                pub.publish(TFMessage(transforms=[conv.matrix_to_transform(
+                    np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", stamp)]))
+        return T_tip
+
+    def _publish(self, now: float, age: float | None) -> None:
+        p, st = self.params, self.state
+        stamp = self.get_clock().now().to_msg()
+        T_tip = self._publish_state(st, stamp)
         if now >= self._next["viz"]:
             self._next["viz"] = now + 1.0 / p["viz_rate_hz"]
             self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,

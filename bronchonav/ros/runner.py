@@ -176,20 +176,26 @@ class InProcessGraph:
         self.stop()
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for s, handler in previous.items():
+class _StopOnSignal:
+    """Context manager: SIGINT/SIGTERM set :attr:`event` instead of killing the process."""
+
+    def __enter__(self) -> threading.Event:
+        self.event = threading.Event()
+        self._previous = {s: signal.signal(s, lambda *_: self.event.set())
+                          for s in (signal.SIGINT, signal.SIGTERM)}
+        return self.event
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
             signal.signal(s, handler)
 
 
 def run_in_process(config_name: str, config=None, launch_args=None) -> int:
-    """Run a launch configuration in this process until SIGINT/SIGTERM; return the exit code."""
+    """Run a launch configuration in this process until SIGINT/SIGTERM; return the exit code.
+
+    The signal handlers are installed before the nodes are built, so a signal during start-up
+    also ends in a clean shutdown.
+    """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -197,16 +203,18 @@ def run_in_process(config_name: str, config=None, launch_args=None) -> int:
         raise InputError(f"unknown launch configuration {config_name!r} "
                          f"(known: {', '.join(LAUNCH_CONFIGS)})")
     ensure_local_ros_env()
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        with InProcessGraph(LAUNCH_CONFIGS[config_name], config, launch_args):
-            print(f"bronchonav {config_name}: running {', '.join(LAUNCH_CONFIGS[config_name])} "
-                  f"in one process (domain {os.environ['ROS_DOMAIN_ID']}); Ctrl-C to stop",
-                  file=sys.stderr, flush=True)
-            _maybe_rviz(launch_args)
-            _wait_for_signal()
-    finally:
-        rclpy.try_shutdown()
+    with _StopOnSignal() as stop:
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            with InProcessGraph(LAUNCH_CONFIGS[config_name], config, launch_args):
+                print(f"bronchonav {config_name}: running {', '.join(LAUNCH_CONFIGS[config_name])}"
+                      f" in one process (domain {os.environ['ROS_DOMAIN_ID']}); Ctrl-C to stop",
+                      file=sys.stderr, flush=True)
+                _maybe_rviz(launch_args)
+                while not stop.wait(0.5):
+                    pass
+        finally:
+            rclpy.try_shutdown()
     return 0
 
 
@@ -280,20 +288,17 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
     """Run a launch configuration as child processes until SIGINT/SIGTERM or a child exits."""
     if config_name not in LAUNCH_CONFIGS:
         raise InputError(f"unknown launch configuration {config_name!r}")
-    procs = spawn_processes(LAUNCH_CONFIGS[config_name], config, launch_args)
-    _maybe_rviz(launch_args)
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
-            if dead:
-                print(f"node(s) exited: {dead}; stopping the others", file=sys.stderr)
-                break
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        codes = stop_processes(procs)
+    with _StopOnSignal() as stop:
+        procs = spawn_processes(LAUNCH_CONFIGS[config_name], config, launch_args)
+        _maybe_rviz(launch_args)
+        try:
+            while not stop.wait(0.5):
+                dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
+                if dead:
+                    print(f"node(s) exited: {dead}; stopping the others", file=sys.stderr)
+                    break
+        finally:
+            codes = stop_processes(procs)
     return 0 if all(c == 0 for c in codes.values()) else 1
 
 

@@ -30,7 +30,10 @@ def _serve(conn, map_spec: str, n_nodes: int, deadline_s: float, recovery_deadli
 
     model = CatheterModel(CatheterParams.default(), tree=load_airway_map(map_spec).tree,
                           n_nodes=n_nodes, deadline_s=recovery_deadline_s)
-    state = model.step(CatheterCommand(insertion=0.0))  # also compiles the numba kernels
+    # warm-up: compile the numba kernels (bent, inserted, then back) before taking commands
+    model.step(CatheterCommand(insertion=0.03, tendon_tension=[1.0, 0.0, 0.0, 0.0]))
+    model.step(CatheterCommand(insertion=0.03, tendon_displacement=[5e-4, 0.0, -5e-4, 0.0]))
+    state = model.step(CatheterCommand(insertion=0.0))
     model.deadline_s = deadline_s
     conn.send(("state", state))
     retry = None
