@@ -315,7 +315,12 @@ class CatheterSimNode(Node):
         if value.converged:
             self.state = value
             if self._first_state.is_set() and self.params["publish_on_update"]:
-                self._publish_state(value, self.get_clock().now().to_msg())
+                from rclpy._rclpy_pybind11 import RCLError
+
+                try:
+                    self._publish_state(value, self.get_clock().now().to_msg())
+                except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
+                    pass
             self._first_state.set()
         else:
             self.solver_failures += 1
