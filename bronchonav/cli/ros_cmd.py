@@ -72,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON summary on stdout")
     p.add_argument("--map", help="map folder or phantom:NAME (default maps/phantom_default)")
     p.add_argument("--nodule", help="nodule id (default: the feasible route with the gentlest bends)")
-    p.add_argument("--timeout", type=float, default=150.0, help="navigation time limit (s)")
+    p.add_argument("--timeout", type=float, default=90.0, help="navigation time limit (s)")
     p.add_argument("--rate", type=float, help="catheter_sim loop rate (Hz)")
     p.add_argument("--survey", action="store_true",
                    help="first sweep the opposite main bronchus (a Y-shaped EM sweep for the "

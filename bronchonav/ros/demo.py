@@ -198,7 +198,7 @@ def _drive(client, timeout_s: float) -> dict:
 
 
 def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
-             nodule: str | None = None, timeout_s: float = 150.0, rate_hz: float | None = None,
+             nodule: str | None = None, timeout_s: float = 90.0, rate_hz: float | None = None,
              survey: bool = False, progress=print) -> dict:
     """Run the closed-loop scenario; return the summary dict (also written to ``summary.json``).
 
