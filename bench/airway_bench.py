@@ -20,13 +20,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import machine_info
 
 BARS = {"extraction_seconds_max": 60.0, "peak_rss_gb_max": 4.0, "td_min": 0.95, "bd_min": 0.90,
         "fpr_max": 0.02, "max_generation_min": 8, "radius_error_median_abs_max_m": 0.2e-3}
@@ -115,10 +115,7 @@ def main() -> int:
     }
     report = {
         "benchmark": "airway_extraction",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)},
+        "machine": machine_info("SimpleITK"),
         "phantom": {"name": args.phantom, "seed": args.seed, "voxels": voxels,
                     "generation_and_write_seconds": round(t_phantom, 3),
                     "generation_peak_rss_gb": round(_peak_rss_bytes() / 1e9, 3)},

@@ -24,31 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import open3d
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "open3d": open3d.__version__,
-            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _load_mesh(map_dir: str | None):
@@ -145,7 +128,7 @@ def main() -> int:
         "cast_fps": round(len(poses) / cast_total, 1),
         "hit_fraction_mean": round(float(np.mean(hit)), 3),
         "mesh": source,
-        "machine": _machine(),
+        "machine": machine_info("open3d"),
         **({"registration": registration} if registration else {}),
     }))
     return 0

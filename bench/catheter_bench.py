@@ -13,8 +13,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.catheter.steering import PathFollower, straight_path
+from machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 0.05
@@ -30,13 +29,6 @@ DEADLINE_S = 0.05
 for tens of ms at times; the failure reasons in the JSON tell deadline misses from solver stalls."""
 MATTIASSON = {1: (0.30172, 0.05643), 2: (0.49346, 0.16064), 5: (0.71379, 0.38763),
               10: (0.81061, 0.55500)}
-
-
-def machine() -> dict:
-    import numba
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "load_average": list(os.getloadavg())}
 
 
 def stats(ms: np.ndarray, prefix: str, cpu: np.ndarray | None = None) -> dict:
@@ -259,7 +251,7 @@ def main() -> int:
     ap.add_argument("--n-nodes", type=int, default=50)
     args = ap.parse_args()
     n = args.n_nodes
-    result = {"machine": machine(), "n_nodes": n, "integrator": "RK4 shooting, nodes uniform in "
+    result = {"machine": machine_info("numba"), "n_nodes": n, "integrator": "RK4 shooting, nodes uniform in "
               "arc length plus segment boundaries"}
     t0 = time.perf_counter()
     result.update(free_space(n, 1000 if args.quick else 5000))

@@ -26,28 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def machine_info() -> dict:
-    """CPU, cores, OS and library versions of this machine."""
-    import scipy
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__}
+from machine import machine_info
 
 
 def stats(ms: list[float]) -> dict:
@@ -108,7 +92,7 @@ def main(argv=None) -> int:
     n_branches = len(airway_map.tree)
     q = stats(nodule_ms + point_ms)
     result = {
-        "benchmark": "planner", "machine": machine_info(),
+        "benchmark": "planner", "machine": machine_info("scipy"),
         "map": {"name": airway_map.name, "branches": n_branches,
                 "max_generation": airway_map.tree.max_generation,
                 "centerline_samples": int(len(planner.points)),

@@ -24,30 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def machine_info() -> dict:
-    """CPU, cores, OS and library versions of this machine."""
-    import open3d
-    import scipy
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "numpy": np.__version__, "scipy": scipy.__version__,
-            "open3d": open3d.__version__}
+from machine import machine_info
 
 
 def main(argv=None) -> int:
@@ -101,7 +82,7 @@ def main(argv=None) -> int:
 
     out = {
         "benchmark": "registration",
-        "machine": machine_info(),
+        "machine": machine_info("scipy", "open3d"),
         "load_average_before": load_before,
         "load_average_after": load_after,
         "map": {"path": str(args.map), "name": airway_map.name, "branches": len(airway_map.tree),
