@@ -1,4 +1,5 @@
-"""Hardware in the loop: map server, catheter simulator, route planner, registration — no navigator.
+"""Hardware in the loop: map server, catheter simulator, route planner, registration, tip camera
+— no navigator.
 
     ros2 launch bronchonav hil.launch.py [map:=DIR|phantom:default] [rate:=200.0] [rviz:=true]
 
@@ -21,8 +22,9 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration"]
-MAP_NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration"]
+NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration", "tip_camera"]
+MAP_NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration",
+             "tip_camera"]
 
 
 def generate_launch_description():

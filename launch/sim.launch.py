@@ -1,4 +1,5 @@
-"""Full simulation: map server, catheter simulator, route planner, registration, navigator.
+"""Full simulation: map server, catheter simulator, route planner, registration, navigator,
+tip camera.
 
     ros2 launch bronchonav sim.launch.py [map:=DIR|phantom:default] [rate:=200.0] [rviz:=true]
 
@@ -19,8 +20,10 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator"]
-MAP_NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration"]
+NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator",
+         "tip_camera"]
+MAP_NODES = ["airway_map_server", "catheter_sim", "route_planner", "registration",
+             "tip_camera"]
 
 
 def generate_launch_description():

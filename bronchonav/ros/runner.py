@@ -32,17 +32,19 @@ NODE_CLASSES = {
     "route_planner": "bronchonav.ros.route_planner_node:RoutePlannerNode",
     "registration": "bronchonav.ros.registration_node:RegistrationNode",
     "navigator": "bronchonav.ros.navigator_node:NavigatorNode",
+    "tip_camera": "bronchonav.ros.tip_camera_node:TipCameraNode",
 }
 """Node name (= console script = YAML section) → node class."""
 
 LAUNCH_CONFIGS = {
     "plan": ["airway_map_server", "route_planner"],
-    "hil": ["airway_map_server", "catheter_sim", "route_planner", "registration"],
-    "sim": ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator"],
+    "hil": ["airway_map_server", "catheter_sim", "route_planner", "registration", "tip_camera"],
+    "sim": ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator",
+            "tip_camera"],
 }
 """Launch configuration → node names, the same as ``launch/<name>.launch.py``."""
 
-MAP_NODES = ("airway_map_server", "catheter_sim", "route_planner", "registration")
+MAP_NODES = ("airway_map_server", "catheter_sim", "route_planner", "registration", "tip_camera")
 """Nodes that take the ``map`` launch argument."""
 
 
