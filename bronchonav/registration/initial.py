@@ -247,29 +247,6 @@ def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
     return [Ts[k] for k in best]
 
 
-def _median_distance(twin: Twin, points: np.ndarray) -> float:
-    return float(np.median(twin.kdtree.query(points, distance_upper_bound=0.05)[0].clip(max=0.05)))
-
-
-def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -> np.ndarray:
-    """Median distance (m, capped at 50 mm, from the twin's 2 mm distance grid) of ~``n_score``
-    mapped samples to the twin, per candidate transform (C, 4, 4)."""
-    sub = src[:: max(1, len(src) // n_score)]
-    mapped = np.einsum("cij,nj->cni", candidates[:, :3, :3], sub) + candidates[:, None, :3, 3]
-    d = twin.approximate_distance(mapped.reshape(-1, 3))
-    return np.median(d.reshape(len(candidates), -1), axis=1)
-
-
-def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
-                     n_keep: int = 12) -> list[np.ndarray]:
-    """The ``n_best`` candidate transforms whose mapped samples lie closest to the twin: all
-    are scored on 40 samples, the best ``n_keep`` again on 150."""
-    Ts = np.asarray(candidates)
-    keep = np.argsort(_scores(src, twin, Ts, 40))[:n_keep]
-    best = keep[np.argsort(_scores(src, twin, Ts[keep], 150))[:n_best]]
-    return [Ts[k] for k in best]
-
-
 def _polish(src: np.ndarray, twin: Twin, candidates) -> list[tuple[np.ndarray, float]]:
     """Coarse ICP from each candidate transform: (transform, median distance (m)) for each."""
     reg = o3d.pipelines.registration

@@ -1,6 +1,8 @@
 """Registration entry points: EM samples to the twin's centerlines, cone-beam CT surface to its lumen.
 
-``register_em`` runs: input checks → initial alignment without a guess (:mod:`.initial`) →
+``register_em`` runs: input checks → spatial thinning (one sample per grid cell, so that a
+catheter dwelling in one place — stuck, pressed against a wall — does not outweigh the rest of
+the sweep) → initial alignment without a guess (:mod:`.initial`) →
 global trimmed centerline ICP (of the survey of the central airways when the local sweep's
 samples are marked, of all samples otherwise) → optionally a local refinement around the target
 on all samples, weighted by their proximity to the target (a Gaussian of the distance, with a
@@ -50,8 +52,12 @@ class RegistrationConfig:
     local_translation_only : bool
         The local refinement corrects only the translation (breathing moves a small region
         mostly as a whole), keeping the global rotation.
+    thin_voxel : float
+        The samples are thinned to the first one in each cell of a grid of this size (m) before
+        registering; 0 keeps all. A catheter held still streams readings that differ only by
+        sensor noise, and without thinning such a dwell dominates every fit.
     min_points : int
-        Fewer samples than this is an error.
+        Fewer samples than this (before or after thinning) is an error.
     min_fitness : float
         An EM registration with a smaller inlier fraction fails.
     min_surface_fitness : float
@@ -77,6 +83,7 @@ class RegistrationConfig:
     local_sigma: float = 0.02
     local_floor: float = 0.02
     local_translation_only: bool = False
+    thin_voxel: float = 1.5e-3
     min_points: int = 20
     min_fitness: float = 0.6
     min_surface_fitness: float = 0.7
@@ -107,6 +114,15 @@ def check_points(points: np.ndarray, min_points: int, what: str) -> np.ndarray:
         raise RegistrationError(f"{what}: all points lie on one line (or coincide), so the "
                                 "rotation about it is undetermined; sweep more than one airway")
     return pts
+
+
+def thin_samples(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Indices (ascending) of the first of the ``points`` (N, 3; m, any frame) in each cell of
+    a grid of size ``voxel`` (m); all indices when ``voxel`` <= 0."""
+    if voxel <= 0:
+        return np.arange(len(points))
+    _, first = np.unique(np.floor(points / voxel).astype(np.int64), axis=0, return_index=True)
+    return np.sort(first)
 
 
 def _check_transform(T) -> np.ndarray:
@@ -167,7 +183,8 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
     Parameters
     ----------
     samples_patient : ndarray, shape (N, 3)
-        Sensor positions collected in the airways, patient/sensor frame (m).
+        Sensor positions collected in the airways, patient/sensor frame (m), in the order
+        collected; thinned to the first in each :attr:`RegistrationConfig.thin_voxel` cell.
     twin : Twin, AirwayMap or AirwayTree
         The twin (CT frame). Pass a :class:`Twin` to reuse its preprocessing across calls.
     target_ct : ndarray, shape (3,), optional
@@ -219,6 +236,12 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
             raise RegistrationError(f"local_mask must have one entry per sample ({len(pts)}), "
                                     f"got shape {local_mask.shape}")
         survey = ~local_mask
+    keep = thin_samples(pts, cfg.thin_voxel)
+    pts, survey = pts[keep], survey[keep]
+    dirs = None if dirs is None else dirs[keep]
+    check_points(pts, cfg.min_points,
+                 f"EM samples (one per {cfg.thin_voxel * 1e3:g} mm cell: a sweep that barely moved)")
+    if local_mask is not None:
         check_points(pts[survey], cfg.min_points, "EM survey samples (outside the local sweep)")
     g_pts, g_dirs = pts[survey], None if dirs is None else dirs[survey]
     method, ambiguity = "given-init", None
