@@ -61,7 +61,7 @@ setup(
     extras_require={
         "ros": ROS_REQUIRES,
         "test": ["pytest>=7", "pytest-timeout>=2", "pyelastica>=0.3"],
-        "campaign": ["ray>=2.9", "pyarrow>=14"],
+        "campaign": ["ray>=2.9", "pyarrow>=14", "tqdm>=4"],
     },
     zip_safe=True,
     maintainer="BronchoNav developers",

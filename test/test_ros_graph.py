@@ -182,7 +182,7 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
             pub.publish(conv.pose_stamped(T_patient_ct @ T, "patient", conv.Time()))
             time.sleep(0.002)
         time.sleep(0.5)
-        assert graph.nodes["registration"].n_samples > 150
+        assert graph.nodes["registration"].n_samples > 100  # kept >= 3 mm apart
         reply = probe.call(Trigger, "/registration/trigger", Trigger.Request(), timeout=60)
         assert reply.success, reply.message
         T_est = graph.nodes["registration"].result.T_ct_patient

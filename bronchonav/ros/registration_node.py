@@ -41,9 +41,10 @@ PARAMS = [
     Param("auto_every_samples", 100,
           "Register again after this many new samples (0 = only once automatically)",
           minimum=0, maximum=1_000_000),
-    Param("min_sample_spacing_m", 1.0e-3,
-          "Keep an EM sample only this far (m) from the previous kept one", minimum=0.0,
-          maximum=0.05),
+    Param("min_sample_spacing_m", 3.0e-3,
+          "Keep an EM sample only this far (m) from the previous kept one; about 3x the EM "
+          "noise, so that a catheter at rest does not flood the sweep with one spot",
+          minimum=0.0, maximum=0.05),
     Param("max_samples", 20000, "Samples kept at most (oldest dropped)", minimum=20,
           maximum=10_000_000),
     Param("use_route_target", True,
