@@ -20,30 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+from machine import machine_info
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(90 + os.getpid() % 10))
-
-
-def machine() -> dict:
-    """CPU model, cores and Python of this machine."""
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_1min": os.getloadavg()[0]}
 
 
 class Controller:
@@ -207,7 +193,7 @@ def main(argv=None) -> int:
         else:
             break
     out = {**main_run, "realtime_priority": args.realtime_priority, "max_rate_hz": max_rate, "max_rate_trials": trials, "map": map_folder,
-           "machine": machine()}
+           "machine": machine_info()}
     print(json.dumps(out, indent=1))
     return 0
 
