@@ -219,7 +219,7 @@ def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -
     return np.median(d.reshape(len(candidates), -1), axis=1)
 
 
-def _distinct(a: np.ndarray, b: np.ndarray, centre: np.ndarray, angle: float = np.radians(10.0),
+def distinct(a: np.ndarray, b: np.ndarray, centre: np.ndarray, angle: float = np.radians(10.0),
               shift: float = 0.01) -> bool:
     """Whether two transforms differ by more than ``angle`` (rad) or move ``centre`` more than
     ``shift`` (m) apart."""
@@ -238,7 +238,7 @@ def _best_candidates(src: np.ndarray, twin: Twin, candidates, n_best: int,
     centre = src.mean(axis=0)
     keep = []
     for k in order:
-        if all(_distinct(Ts[k], Ts[j], centre) for j in keep):
+        if all(distinct(Ts[k], Ts[j], centre) for j in keep):
             keep.append(k)
         if len(keep) == n_keep:
             break
@@ -273,13 +273,16 @@ class InitialAlignment:
     rival_score : float
         The same for the best polished alternative that is a different pose (more than 10
         degrees or 10 mm away at the samples' centroid); ``inf`` when none was found. A rival
-        nearly as good as the best means the samples do not determine the pose (e.g. a single
-        path that fits several similar branches).
+        nearly as good as the best may mean the samples do not determine the pose (e.g. a
+        single path that fits several similar branches).
+    rival : ndarray, shape (4, 4) or None
+        That alternative T_ct_patient (None when none was found).
     """
 
     T_ct_patient: np.ndarray
     score: float
     rival_score: float
+    rival: np.ndarray | None = None
 
 
 def initial_alignment(samples_patient: np.ndarray, twin: Twin,
@@ -337,5 +340,8 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
     solutions.sort(key=lambda s: s[1])
     best_T, best_score = solutions[0]
     centre = src.mean(axis=0)
-    rivals = [score for T, score in solutions[1:] if _distinct(T, best_T, centre)]
-    return InitialAlignment(best_T, best_score, min(rivals, default=np.inf))
+    rivals = [(score, T) for T, score in solutions[1:] if distinct(T, best_T, centre)]
+    if not rivals:
+        return InitialAlignment(best_T, best_score, np.inf)
+    rival_score, rival = min(rivals, key=lambda r: r[0])
+    return InitialAlignment(best_T, best_score, rival_score, rival)
