@@ -9,8 +9,9 @@ Command interface (ros2_control style; frames: ``ct`` = CT/LPS, metres):
   and the tendon names; position = insertion (m) / roll (rad) / tendon displacement (m), or
   effort = tendon tension (N). Joints not named keep their previous set-point.
 
-State (published every loop period from the loop thread, and with ``publish_on_update`` also as
-soon as a new state is solved; publishing never waits for subscribers):
+State (``/joint_states``, tip pose and TF every loop period from the loop thread, and with
+``publish_on_update`` also as soon as a new state is solved; the slower streams from executor
+timers; publishing never waits for subscribers):
 
 - ``/joint_states``: ``insertion``, ``roll``, the URDF link joints (``link_i_pitch/yaw``, see
   :mod:`bronchonav.ros.kinematics`) and the tendons (position = displacement m, effort = N).
@@ -21,13 +22,15 @@ soon as a new state is solved; publishing never waits for subscribers):
   is hidden, drawn from ``patient_seed``), ``/diagnostics`` (loop rate, step time, jitter,
   deadline misses, command age, rejections, watchdog state).
 
-Threads and processes: subscriber callbacks validate a command and pass it to the solver, which
-runs in a child process (:mod:`bronchonav.ros.solver_process`: the numba solver holds the GIL)
-and solves the newest command as soon as it is free (warm-started, per-step budget
-``solver_deadline_s``; a failed step is retried with a budget doubling up to
-``solver_recovery_deadline_s``); the fixed-rate loop thread publishes the newest solved state
-every period, so a slow solve or a slow subscriber never delays the loop. ``/diagnostics`` reports loop timing (``step_*`` = one
-loop period's work) and solver timing (``solve_*``) separately.
+Threads and processes: subscriber callbacks (on a single-threaded executor) validate a command and
+pass it to the solver, which runs in a child process (:mod:`bronchonav.ros.solver_process`: the
+numba solver holds the GIL) and solves the newest command as soon as it is free (warm-started,
+per-step budget ``solver_deadline_s``; a failed step is retried with a budget doubling up to
+``solver_recovery_deadline_s``). The solver's receiver thread turns each solved state into
+ready-to-publish messages once; the fixed-rate loop thread only stamps and publishes the newest
+ones every period, so a slow solve or a slow subscriber never delays the loop. ``/diagnostics``
+reports loop timing (``step_*`` = one loop period's work) and solver timing (``solve_*``)
+separately.
 
 Safety: a command that is non-finite, malformed or outside the device limits is rejected with a
 logged reason and the last valid command stays in force; the loop keeps running. If no command
@@ -43,10 +46,10 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Vector3, Wrench, WrenchStamped
 from nav_msgs.msg import Path
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header
@@ -68,9 +71,9 @@ PARAMS = [
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
     Param("realtime_priority", 0,
-          "SCHED_FIFO priority of the node's threads (Linux; 0 = normal scheduling). The "
-          "solver process stays at normal priority. Falls back to normal scheduling when not "
-          "permitted", minimum=0, maximum=99),
+          "SCHED_FIFO priority of the loop thread (Linux; 0 = normal scheduling). Other "
+          "threads and the solver process stay at normal priority. Falls back to normal "
+          "scheduling (with a warning) when not permitted", minimum=0, maximum=99),
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
@@ -104,22 +107,6 @@ PARAMS = [
 ]
 
 
-def set_realtime(priority: int) -> bool:
-    """Put the calling thread (and threads it creates later) under SCHED_FIFO ``priority``.
-
-    Returns whether it worked (needs Linux and the permission to; 0 means "do not").
-    """
-    import os
-
-    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
-        return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
-    except (PermissionError, OSError):
-        return False
-    return True
-
-
 def hidden_patient_transform(seed: int, max_translation: float = 0.05,
                              max_rotation: float = 0.5236) -> np.ndarray:
     """The simulated patient's ``T_ct_patient`` (4×4, m) for a seed — the registration target.
@@ -149,6 +136,28 @@ class _Setpoint:
                                tendon_displacement=self.displacement)
 
 
+@dataclass
+class _StateMessages:
+    """A solved state and its ``/joint_states``, tip pose and TF messages, built once per solve
+    (on the solver's receiver thread) so a loop period only stamps and publishes them."""
+
+    state: object
+    """The :class:`~bronchonav.catheter.CatheterState`."""
+    T_ct_tip: np.ndarray
+    """Tip pose in the CT frame (4×4, m)."""
+    joints: JointState
+    tip: PoseStamped
+    tf: object | None
+    """``tf2_msgs/TFMessage`` with ``base`` → ``catheter_tip``, where tf2_msgs exists."""
+
+    def stamp(self, stamp) -> None:
+        """Set every header's stamp."""
+        self.joints.header.stamp = stamp
+        self.tip.header.stamp = stamp
+        if self.tf is not None:
+            self.tf.transforms[0].header.stamp = stamp
+
+
 class CatheterSimNode(Node):
     """The simulated robotic bronchoscope (see the module docstring for the interface).
 
@@ -157,6 +166,9 @@ class CatheterSimNode(Node):
     **kwargs
         Passed to :class:`rclpy.node.Node`.
     """
+
+    SINGLE_THREADED_EXECUTOR = True
+    """The command callbacks are short; see :func:`bronchonav.ros.runner.node_executor`."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("catheter_sim", **kwargs)
@@ -198,22 +210,9 @@ class CatheterSimNode(Node):
         self.holding = False
         self.solver_failures = 0
         self._solve_times = deque(maxlen=20000)
-        self._pub_lock = threading.Lock()
-        self.state = None
+        self._latest: _StateMessages | None = None
         self._first_state = threading.Event()
         from bronchonav.ros.solver_process import SolverProcess
-
-        self.realtime = set_realtime(p["realtime_priority"])
-        if p["realtime_priority"] and not self.realtime:
-            self.get_logger().warn("real-time scheduling not permitted: running the loop at "
-                                   "normal priority (expect more jitter on a busy machine)")
-        self.solver = SolverProcess(p["map"], p["n_nodes"], p["solver_deadline_s"],
-                                    p["solver_recovery_deadline_s"], self._on_solver)
-        if not self._first_state.wait(120.0):
-            self.solver.close()
-            raise RuntimeError("the catheter solver process did not start")
-        self._t0 = time.monotonic()
-        self._next = {"viz": 0.0, "em": 0.0, "diag": 0.0}
 
         self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STATE)
         self.pub_tip = self.create_publisher(PoseStamped, "/catheter/tip_pose", qos.STATE)
@@ -222,15 +221,26 @@ class CatheterSimNode(Node):
         self.pub_em = self.create_publisher(PoseStamped, "/catheter/em_pose", qos.STATE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
         self._tf = self._tf_publishers()
-        group = MutuallyExclusiveCallbackGroup()
+
+        self.solver = SolverProcess(p["map"], p["n_nodes"], p["solver_deadline_s"],
+                                    p["solver_recovery_deadline_s"], self._on_solver)
+        if not self._first_state.wait(120.0):
+            self.solver.close()
+            raise RuntimeError("the catheter solver process did not start")
+        self._t0 = time.monotonic()
+        self.create_timer(1.0 / p["viz_rate_hz"], self._publish_backbone)
+        self.create_timer(1.0 / p["em_rate_hz"], self._publish_em)
+        self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
         self.create_subscription(Float64MultiArray, "/catheter/command", self._on_forward,
-                                 qos.COMMAND, callback_group=group)
+                                 qos.COMMAND)
         self.create_subscription(JointState, "/catheter/joint_command", self._on_joint_command,
-                                 qos.COMMAND, callback_group=group)
+                                 qos.COMMAND)
         self.holding = True
-        self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop")
-        self._publish(time.monotonic(), None)  # warm-up: JIT-compiles the kinematics first
-        self.loop.start()
+        self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop",
+                                  realtime_priority=p["realtime_priority"]).start()
+        if p["realtime_priority"] and not self.loop.realtime:
+            self.get_logger().warn("real-time scheduling not permitted: running the loop at "
+                                   "normal priority (expect more jitter on a busy machine)")
         self.get_logger().info(
             f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
             f"{self.tendon_names}, command /catheter/command [insertion, roll, "
@@ -298,12 +308,16 @@ class CatheterSimNode(Node):
 
     # -- the loop (its own thread) --------------------------------------------------------------
     def _tick(self, now: float) -> None:
-        """One loop period: watchdog and publication of the latest solved state."""
+        """One loop period: watchdog, and the newest state stamped and published."""
+        age = self.command_age(now)
+        self.holding = age is None or age > self.params["watchdog_timeout_s"]
+        self._publish_state(self._latest, self.get_clock().now().to_msg())
+
+    def command_age(self, now: float | None = None) -> float | None:
+        """Seconds since the last valid command (monotonic clock), or None before the first."""
         with self._lock:
             last = self._last_command_time
-        age = None if last is None else now - last
-        self.holding = age is None or age > self.params["watchdog_timeout_s"]
-        self._publish(now, age)
+        return None if last is None else (time.monotonic() if now is None else now) - last
 
     def _on_solver(self, message) -> None:
         """Solver process output (receiver thread): keep converged states, count failures."""
@@ -312,18 +326,24 @@ class CatheterSimNode(Node):
             self._reject(value)
             return
         self._solve_times.append(value.solve_time_s)
-        if value.converged:
-            self.state = value
-            if self._first_state.is_set() and self.params["publish_on_update"]:
-                from rclpy._rclpy_pybind11 import RCLError
-
-                try:
-                    self._publish_state(value, self.get_clock().now().to_msg())
-                except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
-                    pass
-            self._first_state.set()
-        else:
+        if not value.converged:
             self.solver_failures += 1
+            return
+        messages = self._state_messages(value)
+        if self._first_state.is_set() and self.params["publish_on_update"]:
+            from rclpy._rclpy_pybind11 import RCLError
+
+            try:
+                self._publish_state(messages, self.get_clock().now().to_msg())
+            except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
+                pass
+        self._latest = messages  # from here on only the loop thread touches these messages
+        self._first_state.set()
+
+    @property
+    def state(self):
+        """The latest converged :class:`~bronchonav.catheter.CatheterState`."""
+        return self._latest.state
 
     def solver_stats(self) -> dict:
         """Solve-time statistics over the recent solves (ms) and the failure count."""
@@ -333,8 +353,8 @@ class CatheterSimNode(Node):
             out[key] = float(np.percentile(t, q)) if len(t) else 0.0
         return out
 
-    def _publish_state(self, st, stamp) -> np.ndarray:
-        """Publish ``/joint_states`` and ``/catheter/tip_pose`` (and TF) for a state; tip pose."""
+    def _state_messages(self, st) -> _StateMessages:
+        """The ``/joint_states``, tip pose and TF messages of a state (stamps set on publish)."""
         p = self.params
         ins, roll = float(st.insertion), float(st.roll)
         angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
@@ -343,36 +363,45 @@ class CatheterSimNode(Node):
         tens = np.asarray(st.tendon_tensions, dtype=float)
         positions = np.concatenate([[ins, roll], angles, disp])
         efforts = np.concatenate([[0.0, 0.0], np.zeros(len(angles)), tens])
-        with self._pub_lock:
-            self.pub_joints.publish(conv.joint_state(self.joint_names, positions, stamp, efforts))
-            T_tip = np.asarray(st.tip_pose, dtype=float)
-            self.pub_tip.publish(conv.pose_stamped(T_tip, "ct", stamp))
-            if self._tf is not None:
-                pub, TFMessage = self._tf
-                pub.publish(TFMessage(transforms=[conv.matrix_to_transform(
-                    np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", stamp)]))
-        return T_tip
+        T_tip = np.asarray(st.tip_pose, dtype=float)
+        tf = None
+        if self._tf is not None:
+            TFMessage = self._tf[1]
+            tf = TFMessage(transforms=[conv.matrix_to_transform(
+                np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", Time())])
+        return _StateMessages(st, T_tip, conv.joint_state(self.joint_names, positions, Time(),
+                                                          efforts),
+                              conv.pose_stamped(T_tip, "ct", Time()), tf)
 
-    def _publish(self, now: float, age: float | None) -> None:
-        p, st = self.params, self.state
+    def _publish_state(self, messages: _StateMessages, stamp) -> None:
+        """Stamp and publish ``/joint_states``, ``/catheter/tip_pose`` (and TF)."""
+        messages.stamp(stamp)
+        self.pub_joints.publish(messages.joints)
+        self.pub_tip.publish(messages.tip)
+        if messages.tf is not None:
+            self._tf[0].publish(messages.tf)
+
+    # -- slower streams (executor timers, off the loop thread) -------------------------------------
+    def _publish_backbone(self) -> None:
+        """``/catheter/backbone`` and ``/catheter/contact_wrench`` (CT frame)."""
+        st = self._latest.state
         stamp = self.get_clock().now().to_msg()
-        T_tip = self._publish_state(st, stamp)
-        if now >= self._next["viz"]:
-            self._next["viz"] = now + 1.0 / p["viz_rate_hz"]
-            self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,
-                                                    np.asarray(st.rotations)))
-            f = np.asarray(st.contact_forces, dtype=float).reshape(-1, 3).sum(axis=0)
-            self.pub_wrench.publish(WrenchStamped(
-                header=Header(frame_id="ct", stamp=stamp),
-                wrench=Wrench(force=Vector3(x=float(f[0]), y=float(f[1]), z=float(f[2])))))
-        if now >= self._next["em"]:
-            self._next["em"] = now + 1.0 / p["em_rate_hz"]
-            self.pub_em.publish(conv.pose_stamped(self.em_pose(T_tip, now - self._t0),
-                                                  "patient", stamp))
-        if now >= self._next["diag"]:
-            self._next["diag"] = now + 1.0 / p["diagnostics_rate_hz"]
-            self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp),
-                                                  status=[self.diagnostic_status(age)]))
+        self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,
+                                                np.asarray(st.rotations)))
+        f = np.asarray(st.contact_forces, dtype=float).reshape(-1, 3).sum(axis=0)
+        self.pub_wrench.publish(WrenchStamped(
+            header=Header(frame_id="ct", stamp=stamp),
+            wrench=Wrench(force=Vector3(x=float(f[0]), y=float(f[1]), z=float(f[2])))))
+
+    def _publish_em(self) -> None:
+        """``/catheter/em_pose``: the simulated EM sensor (patient frame)."""
+        T_tip = self._latest.T_ct_tip
+        self.pub_em.publish(conv.pose_stamped(self.em_pose(T_tip, time.monotonic() - self._t0),
+                                              "patient", self.get_clock().now().to_msg()))
+
+    def _publish_diagnostics(self) -> None:
+        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                              status=[self.diagnostic_status()]))
 
     def em_pose(self, T_ct_tip: np.ndarray, t: float) -> np.ndarray:
         """The EM sensor reading ``T_patient_sensor`` for a tip pose (CT) at time ``t`` (s).
@@ -399,8 +428,9 @@ class CatheterSimNode(Node):
         """Loop timing statistics (see :class:`bronchonav.ros.loop.FixedRateLoop`)."""
         return self.loop.stats()
 
-    def diagnostic_status(self, age: float | None) -> DiagnosticStatus:
+    def diagnostic_status(self) -> DiagnosticStatus:
         """The loop's ``diagnostic_msgs/DiagnosticStatus``."""
+        age = self.command_age()
         s = self.loop.stats()
         solver = self.solver_stats()
         with self._lock:
@@ -429,7 +459,7 @@ class CatheterSimNode(Node):
             "solve_max_ms": f"{solver['solve_max_ms']:.3f}",
             "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
             "insertion_m": f"{float(self.state.insertion):.4f}",
-            "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.realtime
+            "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.loop.realtime
                         else "normal",
         }
         return DiagnosticStatus(level=level, name="catheter_sim: loop", message=message,

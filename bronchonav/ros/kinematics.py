@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _chord_walk(curve: np.ndarray, n_links: int, h: float) -> np.ndarray:
     """Points ``q_0 = curve[0]``, ``q_1``, … on the polyline with ``|q_{i+1} - q_i| = h``.
 
@@ -68,7 +68,7 @@ def _chord_walk(curve: np.ndarray, n_links: int, h: float) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _angles_from_points(points: np.ndarray, R0: np.ndarray) -> np.ndarray:
     """Pitch/yaw per link so that link ``i`` points from ``points[i]`` to ``points[i + 1]``."""
     n = points.shape[0] - 1

@@ -13,12 +13,47 @@ instead of bursting to catch up.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
-from collections import deque
 
 import numpy as np
+
+
+def set_realtime(priority: int) -> bool:
+    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` (1–99; 0 means "do not").
+
+    Returns whether it worked: it needs Linux and the permission (root, ``CAP_SYS_NICE`` or an
+    ``rtprio`` limit, as for ros2_control's controller manager).
+    """
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+    except (PermissionError, OSError):
+        return False
+    return True
+
+
+class _Ring:
+    """The last ``size`` floats, in a preallocated array (no allocation per tick)."""
+
+    def __init__(self, size: int) -> None:
+        self._data = np.zeros(size)
+        self._n = 0
+
+    def append(self, value: float) -> None:
+        self._data[self._n % len(self._data)] = value
+        self._n += 1
+
+    def values(self) -> np.ndarray:
+        """A copy of the stored values (oldest first)."""
+        size = len(self._data)
+        if self._n <= size:
+            return self._data[:self._n].copy()
+        i = self._n % size
+        return np.concatenate([self._data[i:], self._data[:i]])
 
 
 class FixedRateLoop:
@@ -38,35 +73,43 @@ class FixedRateLoop:
         If given, sets :func:`sys.setswitchinterval` (process-wide) so that the loop thread
         gets the GIL back quickly from busy Python threads (CPython's default is 5 ms, which
         alone would exceed a 1 kHz period).
+    realtime_priority : int
+        ``SCHED_FIFO`` priority of the loop thread only (0 = normal scheduling); see
+        :func:`set_realtime`. Whether it took effect is :attr:`realtime` once the loop runs.
     """
 
     def __init__(self, rate_hz: float, tick, window: int = 20000, name: str = "fixed-rate-loop",
-                 switch_interval_s: float | None = 2e-4) -> None:
+                 switch_interval_s: float | None = 2e-4, realtime_priority: int = 0) -> None:
         if not (rate_hz > 0 and np.isfinite(rate_hz)):
             raise ValueError(f"rate_hz must be positive, got {rate_hz}")
         self.rate_hz = float(rate_hz)
         self.period = 1.0 / self.rate_hz
         self._tick = tick
         self._stop = threading.Event()
+        self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._lock = threading.Lock()
-        self._jitter = deque(maxlen=window)
-        self._step = deque(maxlen=window)
-        self._starts = deque(maxlen=window)
+        self._jitter = _Ring(window)
+        self._step = _Ring(window)
+        self._starts = _Ring(window)
         self.ticks = 0
         self.deadline_misses = 0
         self.skipped_ticks = 0
         self.errors = 0
         self.last_error: str = ""
         self._switch_interval = switch_interval_s
+        self.realtime_priority = int(realtime_priority)
+        self.realtime = False
+        """Whether the loop thread runs under ``SCHED_FIFO``."""
         self.rate_window_s = 2.0
         """The achieved rate is measured over this many recent seconds."""
 
     def start(self) -> "FixedRateLoop":
-        """Start the thread."""
+        """Start the thread (returns once it runs, with :attr:`realtime` set)."""
         if self._switch_interval is not None:
             sys.setswitchinterval(min(sys.getswitchinterval(), self._switch_interval))
         self._thread.start()
+        self._started.wait(5.0)
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -81,6 +124,8 @@ class FixedRateLoop:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        self.realtime = set_realtime(self.realtime_priority)
+        self._started.set()
         period = self.period
         next_t = time.monotonic()
         while not self._stop.is_set():
@@ -114,9 +159,9 @@ class FixedRateLoop:
         """Statistics: the achieved rate over the last ``rate_window_s`` (Hz), jitter and step
         times over the recent ``window`` ticks (ms), counts since the start."""
         with self._lock:
-            jitter = np.array(self._jitter)
-            step = np.array(self._step)
-            starts = np.array(self._starts)
+            jitter = self._jitter.values()
+            step = self._step.values()
+            starts = self._starts.values()
             ticks, misses, skipped = self.ticks, self.deadline_misses, self.skipped_ticks
         out = {"target_rate_hz": self.rate_hz, "ticks": ticks, "deadline_misses": misses,
                "skipped_ticks": skipped, "errors": self.errors}
@@ -127,8 +172,9 @@ class FixedRateLoop:
             out["rate_hz"] = 0.0
         for key, arr in (("jitter", jitter), ("step", step)):
             if len(arr):
-                out[f"{key}_median_ms"] = float(np.median(arr) * 1e3)
-                out[f"{key}_p99_ms"] = float(np.percentile(arr, 99) * 1e3)
+                p50, p99 = np.percentile(arr, [50, 99])
+                out[f"{key}_median_ms"] = float(p50 * 1e3)
+                out[f"{key}_p99_ms"] = float(p99 * 1e3)
                 out[f"{key}_max_ms"] = float(arr.max() * 1e3)
             else:
                 out[f"{key}_median_ms"] = out[f"{key}_p99_ms"] = out[f"{key}_max_ms"] = 0.0
