@@ -70,10 +70,11 @@ PARAMS = [
     Param("solver_recovery_deadline_s", 0.2,
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
-    Param("realtime_priority", 0,
-          "SCHED_FIFO priority of the loop thread (Linux; 0 = normal scheduling). Other "
-          "threads and the solver process stay at normal priority. Falls back to normal "
-          "scheduling (with a warning) when not permitted", minimum=0, maximum=99),
+    Param("realtime_priority", 50,
+          "SCHED_FIFO priority of the loop thread (Linux; 0 = normal scheduling), as "
+          "ros2_control's controller manager does. Other threads and the solver process stay at "
+          "normal priority. Falls back to normal scheduling (with a warning) when not permitted "
+          "(root, CAP_SYS_NICE or an rtprio limit)", minimum=0, maximum=99),
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
@@ -449,6 +450,7 @@ class CatheterSimNode(Node):
             "step_median_ms": f"{s['step_median_ms']:.3f}", "step_p99_ms": f"{s['step_p99_ms']:.3f}",
             "step_max_ms": f"{s['step_max_ms']:.3f}", "jitter_p99_ms": f"{s['jitter_p99_ms']:.3f}",
             "deadline_misses": str(s["deadline_misses"]), "ticks": str(s["ticks"]),
+            "recent_misses_unix_s": " ".join(f"{t:.3f}" for t in s["recent_misses_unix_s"]),
             "command_age_s": "none" if age is None else f"{age:.3f}",
             "commands_received": str(received), "commands_rejected": str(rejected),
             "last_rejection": reason, "holding": str(self.holding).lower(),

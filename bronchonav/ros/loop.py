@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -94,6 +95,8 @@ class FixedRateLoop:
         self._starts = _Ring(window)
         self.ticks = 0
         self.deadline_misses = 0
+        self.recent_misses: deque[float] = deque(maxlen=20)
+        """Wall-clock (Unix, s) schedule times of the latest missed ticks."""
         self.skipped_ticks = 0
         self.errors = 0
         self.last_error: str = ""
@@ -147,6 +150,7 @@ class FixedRateLoop:
                 self._starts.append(start)
                 if end > next_t + period:
                     self.deadline_misses += 1
+                    self.recent_misses.append(time.time() - (end - next_t))
             next_t += period
             behind = end - next_t
             if behind > period:
@@ -157,14 +161,17 @@ class FixedRateLoop:
 
     def stats(self) -> dict:
         """Statistics: the achieved rate over the last ``rate_window_s`` (Hz), jitter and step
-        times over the recent ``window`` ticks (ms), counts since the start."""
+        times over the recent ``window`` ticks (ms), counts since the start, and when the latest
+        misses were scheduled (Unix time, s)."""
         with self._lock:
             jitter = self._jitter.values()
             step = self._step.values()
             starts = self._starts.values()
             ticks, misses, skipped = self.ticks, self.deadline_misses, self.skipped_ticks
+            recent_misses = list(self.recent_misses)
         out = {"target_rate_hz": self.rate_hz, "ticks": ticks, "deadline_misses": misses,
-               "skipped_ticks": skipped, "errors": self.errors}
+               "skipped_ticks": skipped, "errors": self.errors,
+               "recent_misses_unix_s": recent_misses}
         recent = starts[starts >= starts[-1] - self.rate_window_s] if len(starts) else starts
         if len(recent) >= 2:
             out["rate_hz"] = float((len(recent) - 1) / (recent[-1] - recent[0]))
