@@ -212,6 +212,10 @@ class CatheterSimNode(Node):
         self.solver_failures = 0
         self._solve_times = deque(maxlen=20000)
         self._latest: _StateMessages | None = None
+        self._pub_lock = threading.Lock()
+        """Held while choosing and publishing the newest state, so that with depth-1 QoS an
+        older state never overwrites a newer one on ``/joint_states``. The loop thread never
+        waits for it: when the receiver holds it, that tick's state is being published."""
         self._first_state = threading.Event()
         from bronchonav.ros.solver_process import SolverProcess
 
@@ -312,7 +316,11 @@ class CatheterSimNode(Node):
         """One loop period: watchdog, and the newest state stamped and published."""
         age = self.command_age(now)
         self.holding = age is None or age > self.params["watchdog_timeout_s"]
-        self._publish_state(self._latest, self.get_clock().now().to_msg())
+        if self._pub_lock.acquire(blocking=False):  # else the receiver is publishing a newer one
+            try:
+                self._publish_state(self._latest, self.get_clock().now().to_msg())
+            finally:
+                self._pub_lock.release()
 
     def command_age(self, now: float | None = None) -> float | None:
         """Seconds since the last valid command (monotonic clock), or None before the first."""
@@ -331,14 +339,15 @@ class CatheterSimNode(Node):
             self.solver_failures += 1
             return
         messages = self._state_messages(value)
-        if self._first_state.is_set() and self.params["publish_on_update"]:
-            from rclpy._rclpy_pybind11 import RCLError
+        with self._pub_lock:
+            self._latest = messages
+            if self._first_state.is_set() and self.params["publish_on_update"]:
+                from rclpy._rclpy_pybind11 import RCLError
 
-            try:
-                self._publish_state(messages, self.get_clock().now().to_msg())
-            except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
-                pass
-        self._latest = messages  # from here on only the loop thread touches these messages
+                try:
+                    self._publish_state(messages, self.get_clock().now().to_msg())
+                except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
+                    pass
         self._first_state.set()
 
     @property
