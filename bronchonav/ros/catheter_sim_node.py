@@ -168,9 +168,6 @@ class CatheterSimNode(Node):
         Passed to :class:`rclpy.node.Node`.
     """
 
-    SINGLE_THREADED_EXECUTOR = True
-    """The command callbacks are short; see :func:`bronchonav.ros.runner.node_executor`."""
-
     def __init__(self, **kwargs) -> None:
         super().__init__("catheter_sim", **kwargs)
         self.params = p = declare(self, PARAMS)

@@ -248,10 +248,10 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         procs = spawn_processes(["catheter_sim"], launch_args=launch_args)
         graph = InProcessGraph(["airway_map_server", "route_planner", "registration",
                                 "navigator"], launch_args=launch_args, extra=extra,
-                               context=context, num_threads=4)
+                               context=context)
         graph.start()
-        graph.executor.add_node(client.node)
-        graph.executor.add_node(recorder)
+        graph.spin(client.node)
+        graph.spin(recorder)
         client.wait_for("/catheter/tip_pose", timeout=60.0)
         info = _json(client.wait_for("/airway_map/info"))
         progress(f"map {info['name']!r}: {info['branches']} branches, "

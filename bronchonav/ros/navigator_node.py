@@ -34,6 +34,7 @@ Steering law, every control period ``dt``:
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -230,6 +231,7 @@ class NavigatorNode(Node):
         self.create_subscription(Path, "/route", self._on_route, qos.LATCHED)
         self.create_subscription(PoseStamped, "/catheter/tip_pose", self._on_tip, qos.STATE_SUB)
         self.dt = 1.0 / p["control_rate_hz"]
+        self._last_control: float | None = None
         self.create_timer(self.dt, self._control)
         self.create_timer(0.2, self._publish_status)
         self._publish_status()
@@ -256,8 +258,13 @@ class NavigatorNode(Node):
         f = self.follower
         if f is None or self.T_tip is None:
             return
+        # the time since the last step (a late timer must not slow the insertion down), at most
+        # three periods (after a pause the catheter must not jump)
+        now = time.monotonic()
+        dt = self.dt if self._last_control is None else min(now - self._last_control, 3 * self.dt)
+        self._last_control = now
         before = f.state
-        f.update(self.T_tip, self.dt)
+        f.update(self.T_tip, dt)
         if f.state != before:
             self.get_logger().info(f"navigator: {before} → {f.state} at insertion "
                                    f"{f.insertion * 1e3:.1f} mm, tip {f.tip_to_exit * 1e3:.2f} mm "

@@ -9,6 +9,9 @@
   subscribers that ask for reliable delivery (robot_state_publisher, RViz, Foxglove bridge).
 - :data:`STATE_SUB`: best-effort, keep-last 1 — for subscribing to high-rate state: only the
   newest sample matters (matches both reliable and best-effort publishers).
+- :data:`SAMPLES`: best-effort, keep-last 100 — for subscribing to a stream in which every
+  sample counts (EM samples for the registration): a burst waits in the queue instead of
+  overwriting the sample before it.
 - :data:`COMMAND`: reliable, keep-last 1 — for controller commands: only the newest counts.
 - :data:`DEFAULT`: reliable, keep-last 10 (the ROS default) for status and diagnostics.
 """
@@ -24,6 +27,9 @@ STATE = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
 STATE_SUB = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                        reliability=ReliabilityPolicy.BEST_EFFORT,
                        durability=DurabilityPolicy.VOLATILE)
+SAMPLES = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                     reliability=ReliabilityPolicy.BEST_EFFORT,
+                     durability=DurabilityPolicy.VOLATILE)
 COMMAND = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.VOLATILE)

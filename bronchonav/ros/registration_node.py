@@ -63,6 +63,10 @@ class RegistrationNode(Node):
         Passed to :class:`rclpy.node.Node`.
     """
 
+    MULTI_THREADED_EXECUTOR = True
+    """The registration runs in its own callback group while EM samples keep arriving
+    (see :func:`bronchonav.ros.runner.node_executor`)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("registration", **kwargs)
         self.params = p = declare(self, PARAMS)
@@ -85,7 +89,7 @@ class RegistrationNode(Node):
         self.pub_tip = self.create_publisher(PoseStamped, "/registration/tip_pose", qos.STATE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
         work = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
+        self.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.SAMPLES)
         self.create_subscription(String, "/route/status", self._on_route, qos.LATCHED)
         self.create_service(Trigger, "/registration/trigger", self._on_trigger, callback_group=work)
         self.create_service(Trigger, "/registration/reset", self._on_reset)

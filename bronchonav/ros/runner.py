@@ -8,8 +8,8 @@ arguments ``map``, ``rate``, ``rviz``):
   drives ``/catheter/command`` or ``/catheter/joint_command``)
 - ``sim``: everything in ``hil`` plus the built-in ``navigator``
 
-:class:`InProcessGraph` builds the node objects in this process and spins them on one
-:class:`rclpy.executors.MultiThreadedExecutor` in a background thread; :func:`spawn_processes`
+:class:`InProcessGraph` builds the node objects in this process and spins each on an executor of
+its own in a background thread; :func:`spawn_processes`
 starts each node as its own console-script process with ``--ros-args --params-file``.
 """
 
@@ -92,19 +92,21 @@ def node_class(node_name: str):
 
 
 def node_executor(node, context=None):
-    """A :class:`~rclpy.executors.SingleThreadedExecutor` holding ``node`` if the node asks for
-    one (class attribute ``SINGLE_THREADED_EXECUTOR``), else ``None``.
+    """An executor holding ``node``: single-threaded, or multi-threaded with two threads for a
+    node whose class sets ``MULTI_THREADED_EXECUTOR`` (long work in one callback group while
+    another keeps taking messages).
 
-    rclpy's multi-threaded executor rebuilds its wait set in Python while a worker thread has not
-    yet taken a ready message; under a 100 Hz command stream that busy loop held the GIL most of
-    the time and starved catheter_sim's fixed-rate loop (143 of 200 Hz, jitter p99 67 ms,
-    measured here). A node whose callbacks are short gets a single-threaded executor instead.
+    One executor per node, mostly single-threaded: rclpy's multi-threaded executor rebuilds its
+    wait set in Python while a worker thread has not yet taken a ready message, and under a
+    100 Hz command stream that busy loop held the GIL most of the time (catheter_sim's loop made
+    143 of 200 Hz, jitter p99 67 ms, measured here; the demo's navigator timer 17 of 50 Hz).
     """
-    if not getattr(node, "SINGLE_THREADED_EXECUTOR", False):
-        return None
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
-    executor = SingleThreadedExecutor(context=context)
+    if getattr(node, "MULTI_THREADED_EXECUTOR", False):
+        executor = MultiThreadedExecutor(num_threads=2, context=context)
+    else:
+        executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     return executor
 
@@ -120,8 +122,8 @@ def _spin(executor) -> None:
 
 
 class InProcessGraph:
-    """Several BronchoNav nodes in this process: one multi-threaded executor for most, and a
-    single-threaded executor each for nodes that ask for one (see :func:`node_executor`).
+    """Several BronchoNav nodes in this process, each spun by its own executor (see
+    :func:`node_executor`) on a background thread.
 
     Parameters
     ----------
@@ -135,30 +137,23 @@ class InProcessGraph:
         Per-node parameter overrides ``{node_name: {param: value}}``.
     context : rclpy.context.Context, optional
         An initialised context (default: the global one, which must be initialised).
-    num_threads : int, optional
-        Executor threads (default: one per node, at least 2).
 
     Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, node_names, config=None, launch_args=None, extra=None, context=None,
-                 num_threads: int | None = None) -> None:
+    def __init__(self, node_names, config=None, launch_args=None, extra=None,
+                 context=None) -> None:
         self.node_names = list(node_names)
         self.config = config
         self.launch_args = launch_args or {}
         self.extra = extra or {}
         self.context = context
-        self.num_threads = num_threads or max(2, len(self.node_names))
         self.nodes: dict = {}
-        self.executor = None
-        """The multi-threaded executor shared by the nodes without an executor of their own."""
         self._executors: list = []
         self._spinning: list[threading.Thread] = []
 
     def start(self) -> "InProcessGraph":
         """Create the nodes (in order) and start spinning them in background threads."""
-        from rclpy.executors import MultiThreadedExecutor
-
         from bronchonav.ros.params import overrides
 
         try:
@@ -172,20 +167,19 @@ class InProcessGraph:
             self._destroy_nodes()
             raise
         freeze_startup_heap()
-        self.executor = MultiThreadedExecutor(num_threads=self.num_threads, context=self.context)
-        executors = [self.executor]
         for node in self.nodes.values():
-            own = node_executor(node, self.context)
-            if own is None:
-                self.executor.add_node(node)
-            else:
-                executors.append(own)
-        self._spinning = [threading.Thread(target=_spin, args=(e,), name="bronchonav-executor",
-                                           daemon=True) for e in executors]
-        for thread in self._spinning:
-            thread.start()
-        self._executors = executors
+            self.spin(node)
         return self
+
+    def spin(self, node) -> None:
+        """Spin ``node`` (one of the graph's, or another node of the same context) on an
+        executor of its own until :meth:`stop`; the caller still owns a node it added."""
+        executor = node_executor(node, self.context)
+        thread = threading.Thread(target=_spin, args=(executor,), daemon=True,
+                                  name=f"executor-{node.get_name()}")
+        thread.start()
+        self._executors.append(executor)
+        self._spinning.append(thread)
 
     def _destroy_nodes(self) -> None:
         for node in reversed(list(self.nodes.values())):
@@ -198,7 +192,7 @@ class InProcessGraph:
             executor.shutdown(timeout_sec=2.0)
         for thread in self._spinning:
             thread.join(timeout=5.0)
-        self._executors, self._spinning, self.executor = [], [], None
+        self._executors, self._spinning = [], []
         self._destroy_nodes()
 
     def __enter__(self) -> "InProcessGraph":
@@ -355,7 +349,7 @@ def spin_node(factory, args=None) -> None:
     """
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     rclpy.init(args=args)
     node = None
@@ -363,11 +357,7 @@ def spin_node(factory, args=None) -> None:
     try:
         node = factory()
         freeze_startup_heap()
-        executor = node_executor(node)
-        if executor is None:
-            executor = MultiThreadedExecutor()
-            executor.add_node(node)
-        executor.spin()
+        node_executor(node).spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:  # a signal shut the context down while the executor was waiting

@@ -96,6 +96,10 @@ class TipCameraNode(Node):
         Passed to :class:`rclpy.node.Node` (e.g. ``parameter_overrides``, ``context``).
     """
 
+    MULTI_THREADED_EXECUTOR = True
+    """The rendering runs in its own callback group while tip poses keep arriving
+    (see :func:`bronchonav.ros.runner.node_executor`)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("tip_camera", **kwargs)
         self.params = p = declare(self, PARAMS)
