@@ -174,7 +174,7 @@ class CatheterSimNode(Node):
         from bronchonav.catheter import CatheterParams, base_pose_from_tree
         from bronchonav.registration.breathing import BreathingModel
         from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
-        from bronchonav.ros.loop import FixedRateLoop
+        from bronchonav.ros.loop import FixedRateLoop, freeze_startup_heap
         from bronchonav.ros.resources import load_airway_map
 
         self.airway_map = load_airway_map(p["map"])
@@ -238,6 +238,7 @@ class CatheterSimNode(Node):
         self.create_subscription(JointState, "/catheter/joint_command", self._on_joint_command,
                                  qos.COMMAND)
         self.holding = True
+        freeze_startup_heap()
         self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop",
                                   realtime_priority=p["realtime_priority"]).start()
         if p["realtime_priority"] and not self.loop.realtime:

@@ -37,6 +37,20 @@ def set_realtime(priority: int) -> bool:
     return True
 
 
+def freeze_startup_heap() -> None:
+    """Collect garbage once, then move every object alive (map, numba, rclpy: about 200 000)
+    out of the garbage collector's reach (:func:`gc.freeze`).
+
+    Call it when a process has finished starting and before a fixed-rate loop starts (again
+    later is cheap). A full collection over those objects stops every thread of the process
+    for about 90 ms (measured here), which a 200 Hz loop sees as 18 missed ticks.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 class _Ring:
     """The last ``size`` floats, in a preallocated array (no allocation per tick)."""
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
+from bronchonav.ros.loop import freeze_startup_heap
 
 NODE_CLASSES = {
     "airway_map_server": "bronchonav.ros.map_server_node:MapServerNode",
@@ -326,20 +327,6 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
         finally:
             codes = stop_processes(procs)
     return 0 if all(c == 0 for c in codes.values()) else 1
-
-
-def freeze_startup_heap() -> None:
-    """Move every object alive now (map, numba, rclpy: ~200 000) out of the garbage collector's
-    reach (:func:`gc.freeze`).
-
-    Call it once the nodes are built. Without it a full collection walks them all and stops
-    every thread of the process for about 90 ms (measured here), which the catheter loop would
-    see as a burst of deadline misses.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def spin_node(factory, args=None) -> None:
