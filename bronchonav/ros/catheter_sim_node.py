@@ -9,7 +9,7 @@ Command interface (ros2_control style; frames: ``ct`` = CT/LPS, metres):
   and the tendon names; position = insertion (m) / roll (rad) / tendon displacement (m), or
   effort = tendon tension (N). Joints not named keep their previous set-point.
 
-State (``/joint_states``, tip pose and TF every loop period from the loop thread, and with
+State (``/joint_states`` and tip pose every loop period from the loop thread, and with
 ``publish_on_update`` also as soon as a new state is solved; the slower streams from executor
 timers; publishing never waits for subscribers):
 
@@ -139,8 +139,8 @@ class _Setpoint:
 
 @dataclass
 class _StateMessages:
-    """A solved state and its ``/joint_states``, tip pose and TF messages, built once per solve
-    (on the solver's receiver thread) so a loop period only stamps and publishes them."""
+    """A solved state and its ``/joint_states`` and tip pose messages, built once per solve (on
+    the solver's receiver thread) so a loop period only stamps and publishes them."""
 
     state: object
     """The :class:`~bronchonav.catheter.CatheterState`."""
@@ -148,15 +148,11 @@ class _StateMessages:
     """Tip pose in the CT frame (4×4, m)."""
     joints: JointState
     tip: PoseStamped
-    tf: object | None
-    """``tf2_msgs/TFMessage`` with ``base`` → ``catheter_tip``, where tf2_msgs exists."""
 
     def stamp(self, stamp) -> None:
         """Set every header's stamp."""
         self.joints.header.stamp = stamp
         self.tip.header.stamp = stamp
-        if self.tf is not None:
-            self.tf.transforms[0].header.stamp = stamp
 
 
 class CatheterSimNode(Node):
@@ -222,7 +218,7 @@ class CatheterSimNode(Node):
         self.pub_wrench = self.create_publisher(WrenchStamped, "/catheter/contact_wrench", qos.STATE)
         self.pub_em = self.create_publisher(PoseStamped, "/catheter/em_pose", qos.STATE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
-        self._tf = self._tf_publishers()
+        self._publish_static_tf()
 
         self.solver = SolverProcess(p["map"], p["n_nodes"], p["solver_deadline_s"],
                                     p["solver_recovery_deadline_s"], self._on_solver)
@@ -250,17 +246,19 @@ class CatheterSimNode(Node):
             f"{len(self.tendon_names)} displacements] or /catheter/joint_command")
 
     # -- TF (only where tf2_msgs exists) ----------------------------------------------------------
-    def _tf_publishers(self):
+    def _publish_static_tf(self) -> None:
+        """``/tf_static``: ``ct`` → ``base`` (the robot's base at the airway entry), which joins
+        the robot's TF tree (robot_state_publisher, from ``/joint_states`` and the URDF, down to
+        ``catheter_tip``) to the map's frame."""
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError:
-            return None
-        pub = self.create_publisher(TFMessage, "/tf", qos.DEFAULT)
+            return
         static = self.create_publisher(TFMessage, "/tf_static", qos.LATCHED)
         stamp = self.get_clock().now().to_msg()
         static.publish(TFMessage(transforms=[conv.matrix_to_transform(self.T_ct_base, "ct", "base",
                                                                       stamp)]))
-        return pub, TFMessage
+        self._static_tf = static
 
     # -- commands (executor threads) ------------------------------------------------------------
     def _reject(self, reason: str) -> None:
@@ -362,7 +360,7 @@ class CatheterSimNode(Node):
         return out
 
     def _state_messages(self, st) -> _StateMessages:
-        """The ``/joint_states``, tip pose and TF messages of a state (stamps set on publish)."""
+        """The ``/joint_states`` and tip pose messages of a state (stamps set on publish)."""
         p = self.params
         ins, roll = float(st.insertion), float(st.roll)
         angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
@@ -372,22 +370,15 @@ class CatheterSimNode(Node):
         positions = np.concatenate([[ins, roll], angles, disp])
         efforts = np.concatenate([[0.0, 0.0], np.zeros(len(angles)), tens])
         T_tip = np.asarray(st.tip_pose, dtype=float)
-        tf = None
-        if self._tf is not None:
-            TFMessage = self._tf[1]
-            tf = TFMessage(transforms=[conv.matrix_to_transform(
-                np.linalg.inv(self.T_ct_base) @ T_tip, "base", "catheter_tip", Time())])
         return _StateMessages(st, T_tip, conv.joint_state(self.joint_names, positions, Time(),
                                                           efforts),
-                              conv.pose_stamped(T_tip, "ct", Time()), tf)
+                              conv.pose_stamped(T_tip, "ct", Time()))
 
     def _publish_state(self, messages: _StateMessages, stamp) -> None:
-        """Stamp and publish ``/joint_states``, ``/catheter/tip_pose`` (and TF)."""
+        """Stamp and publish ``/joint_states`` and ``/catheter/tip_pose``."""
         messages.stamp(stamp)
         self.pub_joints.publish(messages.joints)
         self.pub_tip.publish(messages.tip)
-        if messages.tf is not None:
-            self._tf[0].publish(messages.tf)
 
     # -- slower streams (executor timers, off the loop thread) -------------------------------------
     def _publish_backbone(self) -> None:
