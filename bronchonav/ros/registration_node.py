@@ -1,8 +1,8 @@
 """``registration``: patient→CT registration from the EM tip sensor, as ROS messages.
 
-Collects ``/catheter/em_pose`` samples (``PoseStamped`` in ``patient``; a new sample is kept when
-it is at least ``min_sample_spacing_m`` from the previous kept one) and registers them to the
-map's centerlines with :func:`bronchonav.registration.register.register_em` — on request
+Collects ``/catheter/em_pose`` samples (``PoseStamped`` in ``patient``; one per ``sample_cell_m``
+cube, so a catheter at rest adds a handful and a sweep one every few millimetres) and registers
+them to the map's centerlines with :func:`bronchonav.registration.register.register_em` — on request
 (``/registration/trigger``, ``std_srvs/Trigger``) or automatically once ``auto_min_samples``
 samples exist (and again every ``auto_every_samples`` new ones). With a feasible route on
 ``/route/status``, its target drives the local refinement near the lesion.
@@ -23,7 +23,6 @@ import threading
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TransformStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout, String
 from std_srvs.srv import Trigger
@@ -41,10 +40,9 @@ PARAMS = [
     Param("auto_every_samples", 100,
           "Register again after this many new samples (0 = only once automatically)",
           minimum=0, maximum=1_000_000),
-    Param("min_sample_spacing_m", 3.0e-3,
-          "Keep an EM sample only this far (m) from the previous kept one; about 3x the EM "
-          "noise, so that a catheter at rest does not flood the sweep with one spot",
-          minimum=0.0, maximum=0.05),
+    Param("sample_cell_m", 3.0e-3,
+          "Keep one EM sample per cube of this size (m); about 3x the EM noise, so that a "
+          "catheter at rest adds a handful of samples, not a cloud", minimum=1e-4, maximum=0.05),
     Param("max_samples", 20000, "Samples kept at most (oldest dropped)", minimum=20,
           maximum=10_000_000),
     Param("use_route_target", True,
@@ -63,10 +61,6 @@ class RegistrationNode(Node):
         Passed to :class:`rclpy.node.Node`.
     """
 
-    MULTI_THREADED_EXECUTOR = True
-    """The registration runs in its own callback group while EM samples keep arriving
-    (see :func:`bronchonav.ros.runner.node_executor`)."""
-
     def __init__(self, **kwargs) -> None:
         super().__init__("registration", **kwargs)
         self.params = p = declare(self, PARAMS)
@@ -77,6 +71,8 @@ class RegistrationNode(Node):
         self.twin = Twin.of(self.airway_map)
         self._lock = threading.Lock()
         self._points: list[np.ndarray] = []
+        self._cells: dict[tuple, None] = {}
+        """Cells of the kept samples, oldest first (a dict keeps insertion order)."""
         self._dirs: list[np.ndarray] = []
         self._last_registered_n = 0
         self.target_ct: np.ndarray | None = None
@@ -88,12 +84,11 @@ class RegistrationNode(Node):
         self.pub_status = self.create_publisher(String, "/registration/status", qos.LATCHED)
         self.pub_tip = self.create_publisher(PoseStamped, "/registration/tip_pose", qos.STATE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
-        work = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.SAMPLES)
         self.create_subscription(String, "/route/status", self._on_route, qos.LATCHED)
-        self.create_service(Trigger, "/registration/trigger", self._on_trigger, callback_group=work)
+        self.create_service(Trigger, "/registration/trigger", self._on_trigger)
         self.create_service(Trigger, "/registration/reset", self._on_reset)
-        self._auto_timer = self.create_timer(0.2, self._auto, callback_group=work)
+        self._auto_timer = self.create_timer(0.2, self._auto)
         self.get_logger().info(f"registration ready on map {self.airway_map.name!r}: "
                                f"/registration/trigger, auto={p['auto_register']}")
 
@@ -105,13 +100,15 @@ class RegistrationNode(Node):
 
     def _on_em(self, msg: PoseStamped) -> None:
         T = conv.pose_to_matrix(msg.pose)
+        cell = tuple(np.floor(T[:3, 3] / self.params["sample_cell_m"]).astype(int))
         with self._lock:
-            if (not self._points or np.linalg.norm(T[:3, 3] - self._points[-1])
-                    >= self.params["min_sample_spacing_m"]):
+            if cell not in self._cells:
+                self._cells[cell] = None
                 self._points.append(T[:3, 3])
                 self._dirs.append(T[:3, 2])
                 if len(self._points) > self.params["max_samples"]:
                     del self._points[0], self._dirs[0]
+                    del self._cells[next(iter(self._cells))]
             result = self.result
         if result is not None:
             self.pub_tip.publish(conv.pose_stamped(result.T_ct_patient @ T, "ct", msg.header.stamp))
@@ -198,6 +195,7 @@ class RegistrationNode(Node):
             n = len(self._points)
             self._points.clear()
             self._dirs.clear()
+            self._cells.clear()
             self._last_registered_n = 0
             self.result = None
         response.success, response.message = True, f"cleared {n} samples"

@@ -93,21 +93,19 @@ def node_class(node_name: str):
 
 
 def node_executor(node, context=None):
-    """An executor holding ``node``: single-threaded, or multi-threaded with two threads for a
-    node whose class sets ``MULTI_THREADED_EXECUTOR`` (long work in one callback group while
-    another keeps taking messages).
+    """A single-threaded executor holding ``node``.
 
-    One executor per node, mostly single-threaded: rclpy's multi-threaded executor rebuilds its
-    wait set in Python while a worker thread has not yet taken a ready message, and under a
-    100 Hz command stream that busy loop held the GIL most of the time (catheter_sim's loop made
-    143 of 200 Hz, jitter p99 67 ms, measured here; the demo's navigator timer 17 of 50 Hz).
+    One single-threaded executor per node: rclpy's multi-threaded executor rebuilds its wait set
+    in Python while a worker thread has not yet taken a ready message, and under a message
+    stream that busy loop holds the GIL most of the time (measured here: catheter_sim's loop
+    made 143 of 200 Hz with jitter p99 67 ms, the demo's navigator timer 17 of 50 Hz, and a
+    registration node on two threads slowed 500 Hz EM publishing in its process to 90 ms a
+    message). A node's long callback (a registration, a rendered frame) only delays that node;
+    its subscriptions queue meanwhile (see :data:`bronchonav.ros.qos.SAMPLES`).
     """
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
-    if getattr(node, "MULTI_THREADED_EXECUTOR", False):
-        executor = MultiThreadedExecutor(num_threads=2, context=context)
-    else:
-        executor = SingleThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     return executor
 

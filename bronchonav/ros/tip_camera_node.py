@@ -31,7 +31,6 @@ import sys
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
@@ -96,10 +95,6 @@ class TipCameraNode(Node):
         Passed to :class:`rclpy.node.Node` (e.g. ``parameter_overrides``, ``context``).
     """
 
-    MULTI_THREADED_EXECUTOR = True
-    """The rendering runs in its own callback group while tip poses keep arriving
-    (see :func:`bronchonav.ros.runner.node_executor`)."""
-
     def __init__(self, **kwargs) -> None:
         super().__init__("tip_camera", **kwargs)
         self.params = p = declare(self, PARAMS)
@@ -121,10 +116,8 @@ class TipCameraNode(Node):
         self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos.STATE)
         self.depth_pub = self.create_publisher(Image, DEPTH_TOPIC, qos.STATE)
         self.info_pub = self.create_publisher(CameraInfo, INFO_TOPIC, qos.STATE)
-        self.create_subscription(PoseStamped, p["pose_topic"], self._on_pose, qos.STATE_SUB,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0 / p["rate_hz"], self._tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(PoseStamped, p["pose_topic"], self._on_pose, qos.STATE_SUB)
+        self.create_timer(1.0 / p["rate_hz"], self._tick)
         self.get_logger().info(
             f"tip camera {p['width']}×{p['height']} at {p['rate_hz']} Hz on map "
             f"{airway_map.name!r} ({self.camera.n_triangles} triangles), pose from "
