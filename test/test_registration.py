@@ -177,23 +177,25 @@ def test_a_sweep_that_fits_two_mirror_branches_is_refused_as_ambiguous():
     assert "ambiguous" in result.message
 
 
-def test_a_path_with_a_partial_look_alike_is_accepted():
-    """The demo's single sweep to N3 (test/data/em_samples_demo_single_path.csv, patient frame,
-    hidden transform seed 1 as in test_registration_demo_samples.py): another pose lies within
-    1.5x of its median distance but leaves 9% of the samples outside the airways against 1%;
-    the registration takes the right one."""
+@pytest.mark.parametrize("name", ["single_path", "survey"])
+def test_recorded_demo_sweeps_are_accepted_and_right(name):
+    """EM samples of two demo runs to N3 (test/data/em_samples_demo_NAME.csv, patient frame,
+    hidden transform seed 1 as in test_registration_demo_samples.py). ``single_path``: another
+    pose lies within 1.5x of the median distance but leaves samples outside the airways; the
+    registration takes the right one. ``survey``: a quarter of the samples lie more than 5 mm from
+    a centerline (the catheter against the walls of the main bronchi) yet inside the airways;
+    the fit is accepted."""
     from bronchonav.maps import load_map
 
     root = Path(__file__).resolve().parents[1]
     amap = load_map(root / "maps" / "phantom_default")
     target = np.asarray(next(n for n in amap.nodules if n.id == "N3").center, dtype=float)
-    samples = np.loadtxt(root / "test" / "data" / "em_samples_demo_single_path.csv",
-                         delimiter=",")
+    samples = np.loadtxt(root / "test" / "data" / f"em_samples_demo_{name}.csv", delimiter=",")
     truth = random_transform(np.random.default_rng(1), 0.05, 0.5236)
     result = register_em(samples, Twin.of(amap), target_ct=target)
     assert result.success, result.message
     error = np.linalg.norm(apply(result.T_ct_patient @ invert(truth), target) - target)
-    assert error < 2e-3
+    assert error < 3e-3
 
 
 def test_data_from_elsewhere_is_reported_as_a_failure_not_a_transform(twin):
