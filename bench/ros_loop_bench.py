@@ -97,7 +97,8 @@ class Controller:
 
 def during_stalls(misses: list[float], platform: list[dict], period: float) -> int:
     """How many of the loop's latest missed ticks (scheduled Unix times, s; up to 20) fell within
-    a period of a stall an idle probe saw (a wake-up more than a period late on some CPU)."""
+    a period of a stall an idle probe saw (a wake-up more than 1 ms late on some CPU, see
+    :data:`wakeup_probe.STALL_S`)."""
     events = [e for p in platform for e in p["late_events"]]
     return sum(any(t - period <= m <= t + late + period for t, late in events) for m in misses)
 
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     trials = []
     max_rate = args.rate if holds(main_run) else 0.0
     for r in [float(x) for x in args.rates.split(",") if x]:
-        if r <= args.rate or not max_rate:
+        if r <= args.rate:
             continue
         t = run(r, args.search_seconds, map_folder, realtime_priority=args.realtime_priority)
         trials.append({k: t[k] for k in ("rate_hz", "achieved_rate_hz", "jitter_p99_ms",
