@@ -144,6 +144,12 @@ def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0,
         t0 = time.monotonic()
         next_t = t0
         base_misses = None
+        # the probes start with the warm-up: their own start-up must not fall in the measurement
+        probers = [subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("wakeup_probe.py")),
+             "--seconds", str(warmup + 1.2 + seconds + 1.0), "--rate", str(rate_hz),
+             "--cpu", str(cpu)],
+            stdout=subprocess.PIPE, text=True) for cpu in sorted(os.sched_getaffinity(0))]
         while True:
             now = time.monotonic()
             if now >= t0 + warmup and not ctl.measure:
@@ -151,10 +157,6 @@ def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0,
                 time.sleep(1.2)  # a fresh /diagnostics after the warm-up
                 base_misses = int(ctl.diag.get("deadline_misses", 0))
                 t_measure, unix_measure = time.monotonic(), time.time()
-                probers = [subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("wakeup_probe.py")),
-                     "--seconds", str(seconds), "--rate", str(rate_hz), "--cpu", str(cpu)],
-                    stdout=subprocess.PIPE, text=True) for cpu in sorted(os.sched_getaffinity(0))]
             if ctl.measure and now >= t_measure + seconds:
                 break
             ctl.command()
@@ -163,6 +165,8 @@ def run(rate_hz: float, seconds: float, map_folder: str, warmup: float = 4.0,
         time.sleep(1.5)  # the last /diagnostics
         d = dict(ctl.diag)
         platform = [json.loads(p.communicate(timeout=30)[0]) for p in probers]
+        for p in platform:  # the measured window only
+            p["late_events"] = [e for e in p["late_events"] if e[0] >= unix_measure - 0.1]
         misses = [float(t) for t in d.get("recent_misses_unix_s", "").split()
                   if float(t) >= unix_measure]
         stalled = during_stalls(misses, platform, 1.0 / rate_hz)

@@ -110,7 +110,7 @@ class FixedRateLoop:
         self.ticks = 0
         self.deadline_misses = 0
         self.recent_misses: deque[float] = deque(maxlen=20)
-        """Wall-clock (Unix, s) schedule times of the latest missed ticks."""
+        """Wall-clock (Unix, s) schedule times of the latest missed ticks (skipped ones too)."""
         self.skipped_ticks = 0
         self.errors = 0
         self.last_error: str = ""
@@ -169,8 +169,12 @@ class FixedRateLoop:
             behind = end - next_t
             if behind > period:
                 skipped = int(behind // period)
-                self.skipped_ticks += skipped
-                self.deadline_misses += skipped
+                to_unix = time.time() - time.monotonic()
+                with self._lock:
+                    self.skipped_ticks += skipped
+                    self.deadline_misses += skipped
+                    self.recent_misses.extend(to_unix + next_t + k * period
+                                              for k in range(skipped))
                 next_t += skipped * period
 
     def stats(self) -> dict:
