@@ -291,7 +291,11 @@ def test_fixed_rate_loop_counts_ticks_and_misses():
     loop = FixedRateLoop(100.0, slow, switch_interval_s=None).start()
     time.sleep(0.3)
     loop.stop()
-    assert loop.stats()["deadline_misses"] >= loop.stats()["ticks"]
+    s = loop.stats()
+    assert s["deadline_misses"] >= s["ticks"]
+    missed = np.array(s["recent_misses_unix_s"])  # schedule times, skipped ticks included
+    assert len(missed) == min(s["deadline_misses"], 20)
+    assert np.all(np.diff(missed) > 0) and abs(missed[-1] - time.time()) < 1.0
 
     def boom(t):
         raise RuntimeError("bad tick")
