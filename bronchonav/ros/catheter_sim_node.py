@@ -258,7 +258,6 @@ class CatheterSimNode(Node):
         stamp = self.get_clock().now().to_msg()
         static.publish(TFMessage(transforms=[conv.matrix_to_transform(self.T_ct_base, "ct", "base",
                                                                       stamp)]))
-        self._static_tf = static
 
     # -- commands (executor threads) ------------------------------------------------------------
     def _reject(self, reason: str) -> None:

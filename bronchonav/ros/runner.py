@@ -9,8 +9,8 @@ arguments ``map``, ``rate``, ``rviz``):
 - ``sim``: everything in ``hil`` plus the built-in ``navigator``
 
 :class:`InProcessGraph` builds the node objects in this process and spins each on an executor of
-its own in a background thread; :func:`spawn_processes`
-starts each node as its own console-script process with ``--ros-args --params-file``.
+its own in a background thread; :func:`spawn_processes` starts each node as its own
+console-script process with ``--ros-args --params-file``.
 """
 
 from __future__ import annotations
