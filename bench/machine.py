@@ -1,10 +1,13 @@
-"""What machine a benchmark ran on, for the ``machine`` entry of every benchmark's JSON."""
+"""What machine a benchmark ran on, for the ``machine`` entry of every benchmark's JSON, and
+how a benchmark hands its JSON over."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def _cpu_model() -> str:
@@ -30,3 +33,12 @@ def machine_info(*libraries: str) -> dict:
     for name in ("numpy", *libraries):
         info[name] = importlib.import_module(name).__version__
     return info
+
+
+def emit(result: dict, out: Path | None = None, allow_nan: bool = True) -> None:
+    """Print ``result`` as indented JSON and, given ``out``, also write it there."""
+    text = json.dumps(result, indent=1, allow_nan=allow_nan)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

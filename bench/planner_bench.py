@@ -24,14 +24,13 @@ Prints one JSON object (and writes it with ``--out``) with the machine, the map 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from machine import machine_info
+from machine import emit, machine_info
 
 
 def stats(ms: list[float]) -> dict:
@@ -112,11 +111,7 @@ def main(argv=None) -> int:
         "limit_ms": 10.0,
         "pass": bool(n_branches >= 500 and q["p95"] <= 10.0),
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -22,13 +22,12 @@ global stage reported; cbct TRE median <= 2 mm; median time per registration <= 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from machine import machine_info
+from machine import emit, machine_info
 
 
 def main(argv=None) -> int:
@@ -94,11 +93,7 @@ def main(argv=None) -> int:
         "checks": checks,
         "pass": all(checks.values()),
     }
-    text = json.dumps(out, indent=1, allow_nan=False)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(out, args.out, allow_nan=False)
     return 0
 
 
