@@ -1,0 +1,116 @@
+"""A 3-D polyline parametrised by arc length: projection, interpolation, tangents.
+
+Examples
+--------
+>>> import numpy as np
+>>> line = Polyline([[0, 0, 0], [0, 0, 1.0], [1.0, 0, 1.0]])
+>>> float(line.length)
+2.0
+>>> p = line.project([0.5, 0.2, 1.0])
+>>> round(p.s, 6), round(p.distance, 6)
+(1.5, 0.2)
+>>> line.point_at(0.25).tolist()
+[0.0, 0.0, 0.25]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The point of a polyline nearest to a query point.
+
+    Attributes
+    ----------
+    s : float
+        Arc length of the nearest point from the first vertex (m).
+    distance : float
+        Distance from the query point to it (m).
+    point : ndarray, shape (3,)
+        The nearest point (same frame as the polyline).
+    segment : int
+        Index of the segment holding it (``points[segment]`` → ``points[segment + 1]``).
+    """
+
+    s: float
+    distance: float
+    point: np.ndarray
+    segment: int
+
+
+class Polyline:
+    """Vertices ``points`` (N ≥ 2, m) with cumulative arc length ``s`` (m).
+
+    Zero-length segments are kept; they never win a projection against a neighbour.
+    """
+
+    def __init__(self, points) -> None:
+        pts = np.asarray(points, dtype=float).reshape(-1, 3)
+        if len(pts) < 2:
+            raise ValueError("a polyline needs at least 2 points")
+        if not np.all(np.isfinite(pts)):
+            raise ValueError("polyline points must be finite")
+        self.points = pts
+        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+        self.s = np.concatenate([[0.0], np.cumsum(seg)])
+
+    @property
+    def length(self) -> float:
+        """Total arc length (m)."""
+        return float(self.s[-1])
+
+    @cached_property
+    def _seg(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a = self.points[:-1]
+        d = self.points[1:] - a
+        dd = np.einsum("ij,ij->i", d, d)
+        return a, d, dd
+
+    def project(self, p) -> Projection:
+        """Nearest point of the polyline to ``p`` (3,)."""
+        d_all, t, q = self._project_many(np.asarray(p, dtype=float).reshape(1, 3))
+        i = int(np.argmin(d_all[0]))
+        seg_len = self.s[i + 1] - self.s[i]
+        return Projection(float(self.s[i] + t[0, i] * seg_len), float(d_all[0, i]),
+                          q[0, i].copy(), i)
+
+    def distance(self, points) -> np.ndarray:
+        """Distance (m) from each of ``points`` (K, 3) to the polyline, shape (K,)."""
+        d_all, _, _ = self._project_many(np.atleast_2d(np.asarray(points, dtype=float)))
+        return d_all.min(axis=1)
+
+    def _project_many(self, q: np.ndarray):
+        a, d, dd = self._seg
+        rel = q[:, None, :] - a[None]
+        t = np.where(dd > 0, np.einsum("kij,ij->ki", rel, d) / np.maximum(dd, 1e-300), 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        foot = a[None] + t[..., None] * d[None]
+        dist = np.linalg.norm(foot - q[:, None, :], axis=2)
+        return dist, t, foot
+
+    def point_at(self, s) -> np.ndarray:
+        """Point(s) at arc length ``s`` (m), clamped to the ends: shape (3,) or (K, 3)."""
+        s_arr = np.clip(np.asarray(s, dtype=float), 0.0, self.length)
+        out = np.stack([np.interp(s_arr, self.s, self.points[:, k]) for k in range(3)], axis=-1)
+        return out
+
+    def tangent_at(self, s: float) -> np.ndarray:
+        """Unit tangent (3,) of the segment at arc length ``s`` (m), clamped to the ends."""
+        s = float(np.clip(s, 0.0, self.length))
+        i = int(np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.points) - 2))
+        d = self.points[i + 1] - self.points[i]
+        while np.linalg.norm(d) == 0 and i > 0:
+            i -= 1
+            d = self.points[i + 1] - self.points[i]
+        n = np.linalg.norm(d)
+        return d / n if n > 0 else np.array([0.0, 0.0, 1.0])
+
+    def resample(self, step: float) -> "Polyline":
+        """The same curve with vertices ``step`` (m) apart or closer (equal parts)."""
+        n = max(int(np.ceil(self.length / step)), 1) + 1
+        return Polyline(self.point_at(np.linspace(0.0, self.length, n)))
