@@ -19,7 +19,7 @@ from bronchonav.registration import (BreathingModel, RegistrationConfig, Twin, a
                                      random_transform, register_cbct, register_em, run_trials,
                                      scenario_config, simulate_scenario, summarize)
 from bronchonav.registration.initial import find_trachea
-from bronchonav.registration.transforms import make_transform, rotate, rotation_angle
+from bronchonav.geometry.transforms import make_transform, rotate, rotation_angle
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def _sim_status(msg):
 # -- in-process: map server, planner, registration ------------------------------------------------
 
 def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
-    from bronchonav.registration.transforms import random_transform
+    from bronchonav.geometry.transforms import random_transform
     from bronchonav.ros.runner import InProcessGraph
 
     graph = InProcessGraph(["airway_map_server", "route_planner", "registration"],

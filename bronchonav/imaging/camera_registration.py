@@ -47,7 +47,7 @@ from bronchonav.maps import AirwayMap
 from bronchonav.registration.register import (RegistrationConfig, local_weights, register_cbct,
                                               register_em)
 from bronchonav.registration.simulate import SimulationConfig, scenario_config, simulate_scenario
-from bronchonav.registration.transforms import apply, invert, make_transform
+from bronchonav.geometry.transforms import apply, invert, make_transform
 from bronchonav.registration.twin import Twin
 
 

@@ -16,13 +16,13 @@ Public API
 - Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
 """
 
-from bronchonav.registration.breathing import BreathingModel
+from bronchonav.sensors.breathing import BreathingModel
 from bronchonav.registration.evaluate import ground_truth_for, run_trials, summarize
 from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.simulate import (SCENARIOS, GroundTruth, Observation, Scenario,
                                               SimulationConfig, scenario_config, simulate_scenario)
-from bronchonav.registration.transforms import apply, invert, random_transform
+from bronchonav.geometry.transforms import apply, invert, random_transform
 from bronchonav.registration.twin import Twin
 
 __all__ = [

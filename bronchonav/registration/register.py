@@ -27,7 +27,7 @@ from bronchonav.registration.icp import (DEFAULT_SCHEDULE, IcpOutcome, centerlin
                                          global_surface, surface_icp, target_sigma)
 from bronchonav.registration.initial import InitialAlignment, distinct, initial_alignment
 from bronchonav.registration.result import RegistrationResult
-from bronchonav.registration.transforms import apply
+from bronchonav.geometry.transforms import apply
 from bronchonav.registration.twin import Twin
 
 

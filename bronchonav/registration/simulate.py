@@ -21,8 +21,8 @@ import numpy as np
 
 from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError
-from bronchonav.registration.breathing import BreathingModel
-from bronchonav.registration.transforms import apply, invert, random_transform, rotate
+from bronchonav.sensors.breathing import BreathingModel
+from bronchonav.geometry.transforms import apply, invert, random_transform, rotate
 from bronchonav.registration.twin import Twin
 
 SCENARIOS = ("rigid", "breathing", "cbct")

@@ -115,7 +115,7 @@ def hidden_patient_transform(seed: int, max_translation: float = 0.05,
     Only evaluation code (the demo, tests) should call this; the ROS graph must recover it
     by registration.
     """
-    from bronchonav.registration.transforms import random_transform
+    from bronchonav.geometry.transforms import random_transform
 
     return random_transform(np.random.default_rng(seed), max_translation, max_rotation)
 
@@ -168,7 +168,7 @@ class CatheterSimNode(Node):
         super().__init__("catheter_sim", **kwargs)
         self.params = p = declare(self, PARAMS)
         from bronchonav.catheter import CatheterParams, base_pose_from_tree
-        from bronchonav.registration.breathing import BreathingModel
+        from bronchonav.sensors.breathing import BreathingModel
         from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
         from bronchonav.ros.loop import FixedRateLoop, freeze_startup_heap
         from bronchonav.ros.resources import load_airway_map
