@@ -59,6 +59,11 @@ def burn(ctx, iterations: int = 20000) -> dict:
             "burn_nodule_z_m": float(ctx.nodule.center[2])}
 
 
+def fail(ctx) -> dict:
+    """A stage that raises."""
+    raise ValueError("this stage always fails")
+
+
 def crash_once(ctx) -> dict:
     """Kill the worker process the first time each case runs (marker file per case)."""
     marker_dir = Path(os.environ["CAMPAIGN_TEST_MARKERS"])

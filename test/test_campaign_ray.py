@@ -22,7 +22,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'bronchonav
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_campaign import toy_campaign  # noqa: E402
+from test_campaign import HELPERS, toy_campaign  # noqa: E402
 
 
 @pytest.fixture
@@ -35,8 +35,8 @@ def worker_path(monkeypatch):
 def test_two_workers_give_the_in_process_table(tmp_path, worker_path):
     spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan", "test_campaign_helpers:burn"]),
                       tmp_path)
-    one = run_campaign(spec, tmp_path / "one", workers=1, progress=False)
-    two = run_campaign(spec, tmp_path / "two", workers=2, progress=False)
+    one = run_campaign(spec, tmp_path / "one", workers=1, progress=False, allowed_stages=HELPERS)
+    two = run_campaign(spec, tmp_path / "two", workers=2, progress=False, allowed_stages=HELPERS)
     assert (one.ran, two.ran, two.lost) == (8, 8, [])
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("one", "two"))
     assert a == b
@@ -52,7 +52,8 @@ def test_a_killed_worker_is_retried_and_every_case_written_once(tmp_path, worker
                         catheters=[{"name": "d3.5mm", "diameter_m": 0.0035}],
                         execution={"retries": 2})
     spec = parse_spec(data, tmp_path)
-    summary = run_campaign(spec, tmp_path / "out", workers=2, progress=False)
+    summary = run_campaign(spec, tmp_path / "out", workers=2, progress=False,
+                           allowed_stages=HELPERS)
     assert summary.lost == [] and summary.ran == 4
     rows = ResultStore(tmp_path / "out").rows()
     keys = [r["case_key"] for r in rows]
@@ -67,7 +68,7 @@ def test_a_killed_worker_is_retried_and_every_case_written_once(tmp_path, worker
         == sorted(keys)
     # and the retried cases computed the same values as an undisturbed in-process run
     clean = parse_spec({**data, "stages": ["map", "test_campaign_helpers:burn"]}, tmp_path)
-    run_campaign(clean, tmp_path / "clean", workers=1, progress=False)
+    run_campaign(clean, tmp_path / "clean", workers=1, progress=False, allowed_stages=HELPERS)
     ref = {r["case_key"]: r["burn_value"] for r in ResultStore(tmp_path / "clean").rows()}
     assert {r["case_key"]: r["burn_value"] for r in rows} == ref
 
@@ -80,7 +81,8 @@ def test_a_signalled_driver_resumes_without_redoing_cases(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(HERE), "BRONCHONAV_DEBUG": ""}
     cmd = [sys.executable, "-c", "from bronchonav.cli import run; run()", "campaign", "run", str(f), "--out", str(out),
-           "--workers", "2", "--no-progress", "--no-report", "--json"]
+           "--workers", "2", "--no-progress", "--no-report", "--json",
+           "--allow-stage", "test_campaign_helpers:burn"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60

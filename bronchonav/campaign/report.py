@@ -16,6 +16,7 @@ import numpy as np
 
 from bronchonav.campaign.store import ResultStore
 from bronchonav.errors import InputError
+from bronchonav.fileio import atomic_open, write_text
 
 SIZE_BINS_MM = (0, 10, 15, 20, 30, 1000)
 """Nodule diameter bins (mm) of the reachability-vs-size plot."""
@@ -68,7 +69,7 @@ def write_report(out_dir: str | Path) -> Path:
             lines.append(f"| ... | {len(failed) - 50} more |")
         lines.append("")
     path = folder / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 
@@ -124,7 +125,7 @@ def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[
         ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
     fig.suptitle("Reachability by nodule size and airway generation")
     fig.tight_layout()
-    fig.savefig(folder / "reachability.png", dpi=100)
+    _save(fig, folder / "reachability.png")
     plt.close(fig)
     lines += ["![reachability vs nodule size and generation](reachability.png)", ""]
 
@@ -198,7 +199,7 @@ def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[
         ax.set_title(f"scenario: {s}")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "tre.png", dpi=100)
+    _save(fig, folder / "tre.png")
     plt.close(fig)
     lines += ["![TRE distributions](tre.png)", ""]
     return lines
@@ -256,7 +257,7 @@ def _catheter_comparison(rows: list[dict], catheters: list[str], folder: Path) -
     ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
     ax.set_title("Catheter variants")
     fig.tight_layout()
-    fig.savefig(folder / "catheters.png", dpi=100)
+    _save(fig, folder / "catheters.png")
     plt.close(fig)
     lines = ["## Catheter variants", "", "| measure | " + " | ".join(catheters) + " |",
              "|---|" + "---|" * len(catheters)]
@@ -282,3 +283,9 @@ def _pct(n: int, total: int) -> str:
 def _median(values: list, scale: float = 1.0) -> str:
     vals = [v for v in values if v is not None and np.isfinite(v)]
     return f"{np.median(vals) * scale:.1f}" if vals else "–"
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure as PNG atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
