@@ -27,7 +27,8 @@ from test_campaign_helpers import small_map, write_small_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = ("test_campaign_helpers:burn", "test_campaign_helpers:interrupt_at",
-           "test_campaign_helpers:fail", "test_campaign_helpers:crash_once")
+           "test_campaign_helpers:fail", "test_campaign_helpers:crash_once",
+           "test_campaign_helpers:misbehave", "test_campaign_helpers:steal_identity")
 """The custom stages of these tests, allowed by name where a run uses them."""
 
 

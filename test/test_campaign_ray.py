@@ -123,3 +123,25 @@ def test_core_stages_give_the_same_rows_on_ray(tmp_path):
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("one", "two"))
     assert len(a) == 2 and a == b
     assert any(r["plan_feasible"] for r in a) and any(r["camera_hit_fraction"] for r in a)
+
+
+def test_ray_workers_run_the_custom_stage_file_the_driver_resolved(tmp_path, monkeypatch):
+    """A Ray worker's search path starts with the driver's working directory; a ``.py`` there
+    that shadows the allowed stage's module is never imported, with 1 or 2 workers alike."""
+    from test_campaign_faults import write_module
+
+    driver_dir = write_module(tmp_path / "driver", "shadowstage", "driver")
+    cwd = write_module(tmp_path / "cwd", "shadowstage", "cwd", marker=True)
+    monkeypatch.chdir(cwd)
+    # the driver's search path: the installed command's (no working directory), plus the stage's
+    monkeypatch.setattr(sys, "path", [str(driver_dir)] + [p for p in sys.path
+                                                          if p not in ("", str(cwd))])
+    monkeypatch.delitem(sys.modules, "shadowstage", raising=False)
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "shadowstage:stage"]), tmp_path)
+    for workers in (1, 2):
+        summary = run_campaign(spec, tmp_path / f"w{workers}", workers=workers, progress=False,
+                               allowed_stages=("shadowstage:stage",))
+        assert (summary.ran, summary.errors, summary.lost) == (8, 0, [])
+    a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("w1", "w2"))
+    assert a == b and {r["shadowstage_source"] for r in a} == {"driver"}
+    assert not (cwd / "imported-cwd").exists()

@@ -26,6 +26,13 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``PROG: error: MESSAGE (see PROG --help)``)
     and exit code 2; sub-command parsers are of the same class."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse, recording in ``_prog`` the prog of the deepest sub-command (for messages)."""
+        namespace, rest = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "_prog"):
+            namespace._prog = self.prog
+        return namespace, rest
+
     def error(self, message: str):
         """Print the one-line error and exit with code 2."""
         message = " ".join(message.split())
@@ -63,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BRONCHONAV_DEBUG"):
             raise
         message = " ".join(str(exc).split())  # always one line
-        print(f"bronchonav {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args._prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bronchonav {args.command}: interrupted", file=sys.stderr)
+        print(f"{args._prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -194,5 +194,7 @@ def write_output(path: str | Path, text: str, option: str) -> None:
 
     try:
         write_text(path, text)
+    except InputError as exc:
+        raise InputError(f"{option}: {exc}") from None
     except OSError as exc:
         raise InputError(f"{option}: cannot write {path}: {exc.strerror or exc}") from None
