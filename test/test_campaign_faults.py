@@ -5,6 +5,7 @@ and only as the driver resolved them."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -65,8 +66,21 @@ def test_stage_returning_none_or_calling_sys_exit_fails_its_case_only(tmp_path, 
     assert "## Cases with errors" in report and "sys.exit(3)" in report
 
 
+def test_unknown_stage_option_is_refused_before_any_work(tmp_path):
+    for stages, options, message in (
+            (["map", "plan"], {"plan": {"kk": 2}}, "stage_options.plan.kk: stage 'plan' has no "
+                                                   "option 'kk' (known: k)"),
+            (["map", "test_campaign_helpers:burn"], {"test_campaign_helpers:burn": {"n": 1}},
+             "has no option 'n' (known: iterations)")):
+        spec = parse_spec(toy_campaign(tmp_path, stages=stages, stage_options=options), tmp_path)
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            run_campaign(spec, tmp_path / "out", progress=False, allowed_stages=HELPERS)
+        assert not (tmp_path / "out").exists()
+
+
 def test_stage_may_not_overwrite_the_case_identity(tmp_path):
-    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "test_campaign_helpers:steal_identity"]),
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map",
+                                                     "test_campaign_helpers:steal_identity"]),
                       tmp_path)
     case = expand_cases(spec, {"map-toymap": ["N1"]})[0]
     row = run_case(case, small_map(depth=2), {}, resolve_custom_stages(spec.stages, HELPERS))

@@ -15,6 +15,7 @@ run is given is checked before the output folder is touched.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from pathlib import Path
 from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodules
 from bronchonav.campaign.custom import resolve_custom_stages
 from bronchonav.campaign.spec import CampaignSpec
-from bronchonav.campaign.stages import cache_map, run_case, subject_map
+from bronchonav.campaign.stages import cache_map, resolve_stage, run_case, subject_map
 from bronchonav.campaign.store import ResultStore
 from bronchonav.errors import BronchoNavError, InputError, MapError
 from bronchonav.maps import load_map
@@ -110,7 +111,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     ------
     InputError
         ``workers`` not a positive integer; a malformed ``address``; a custom stage not
-        allowed or not importable; Ray is needed but not installed or not reachable; the output
+        allowed or not importable; a stage option the stage does not take; Ray is needed but not installed or not reachable; the output
         folder holds another campaign or is in use. All but reachability are checked before
         the output folder is touched.
     """
@@ -119,6 +120,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     if address is not None:
         check_address(address)
     custom = resolve_custom_stages(spec.stages, allowed_stages, allow_custom_stages)
+    check_stage_options(spec, custom)
     use_ray = workers > 1 or address is not None
     ray = import_ray() if use_ray else None
     t0 = time.perf_counter()
@@ -168,6 +170,28 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
             ray.shutdown()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def check_stage_options(spec: CampaignSpec, custom: dict) -> None:
+    """Refuse, before any work, a ``stage_options`` key that its stage's function does not take
+    (else every case would fail with the same ``TypeError``).
+
+    Raises
+    ------
+    InputError
+        Naming the option (``stage_options.plan.kk``) and the options the stage knows.
+    """
+    for name, options in spec.stage_options.items():
+        parameters = list(inspect.signature(resolve_stage(name, custom)).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            continue
+        known = [p.name for p in parameters
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               inspect.Parameter.KEYWORD_ONLY)]
+        for key in options:
+            if key not in known:
+                raise InputError(f"stage_options.{name}.{key}: stage {name!r} has no option "
+                                 f"{key!r} (known: {', '.join(known) or 'none'})")
 
 
 def _prepare_maps(spec: CampaignSpec, store: ResultStore, ray_ready) -> dict:
