@@ -208,7 +208,7 @@ def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
     for r in rows:
         store.append(r)
     store.append({**rows[1], "x": 99.0})  # a duplicate (e.g. a crash between compact and unlink)
-    (store.parts_dir / f".tmp-part-half.{fmt}").write_bytes(b"PAR1\x00")  # a half-written file
+    (store.parts_dir / f".part-half.{fmt}.x1y2.tmp").write_bytes(b"PAR1\x00")  # half-written
     got = store.rows()
     assert [r["case_key"] for r in got] == ["k0", "k1", "k2", "k3"]
     assert got[1]["x"] == 0.5  # the first row of a key wins
@@ -219,7 +219,7 @@ def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
     assert not list(store.parts_dir.glob("part-*"))
     store.release()
     ResultStore(tmp_path / "out").bind({"name": "t"}, "f1")  # a new run clears the debris
-    assert not list(store.parts_dir.glob(".tmp-*"))
+    assert not list(store.parts_dir.glob(".*"))
     assert ResultStore(tmp_path / "out").fmt == fmt  # the folder remembers its format
     assert [r["case_key"] for r in ResultStore(tmp_path / "out").rows()] == ["k0", "k1", "k2", "k3"]
     store.release()

@@ -175,6 +175,8 @@ def _find(module: str, where: list[str], digest: str):
 
 def _digest(spec) -> str:
     """What identifies a module's code: its file's SHA-256, or its kind when it has no file."""
+    if spec is None:  # e.g. __main__ run as a script: nothing a worker could match
+        return "unknown"
     if spec.has_location and spec.origin:
         return "sha256:" + hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
     if spec.submodule_search_locations is not None:

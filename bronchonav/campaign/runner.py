@@ -208,7 +208,7 @@ def _prepare_maps(spec: CampaignSpec, store: ResultStore, ray_ready) -> dict:
                 maps[subject.key] = load_map(folder)
                 continue
             except MapError as exc:
-                store.quarantine(folder, str(exc))
+                store.quarantine(folder, " ".join(str(exc).split()), then="it is made again")
         missing.append(subject)
     seeds = {s.key: case_seed(spec.seed, f"{s.key}/nodules") for s in missing}
     if ray_ready is not None and missing:

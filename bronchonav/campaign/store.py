@@ -131,9 +131,9 @@ class ResultStore:
             lock.close()
             raise InputError(f"another campaign run is using {self.out_dir}") from None
         self._lock_file = lock
-        for stale in [*self.parts_dir.glob(".*"), *self.out_dir.glob(".*")]:
-            if stale.is_file() and (stale.name.startswith(".tmp-") or stale.name.endswith(".tmp")):
-                stale.unlink()  # half-written by a run that crashed; its row was never counted
+        for stale in [*self.parts_dir.glob(".*.tmp"), *self.out_dir.glob(".*.tmp")]:
+            if stale.is_file():  # half-written by a run that crashed; its row was never counted
+                stale.unlink()
         meta_path = self.out_dir / "campaign.json"
         if meta_path.exists():
             try:
