@@ -111,9 +111,9 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     ------
     InputError
         ``workers`` not a positive integer; a malformed ``address``; a custom stage not
-        allowed or not importable; a stage option the stage does not take; Ray is needed but not installed or not reachable; the output
-        folder holds another campaign or is in use. All but reachability are checked before
-        the output folder is touched.
+        allowed or not importable; a stage option the stage does not take; Ray is needed but
+        not installed or not reachable; the output folder holds another campaign or is in use.
+        All but reachability are checked before the output folder is touched.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers must be an integer >= 1, got {workers!r}")
