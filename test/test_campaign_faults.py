@@ -4,6 +4,7 @@ and only as the driver resolved them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -160,6 +161,60 @@ def test_corrupt_cached_map_is_quarantined_and_made_again(tmp_path, capsys):
     assert "maps/map-toymap is unreadable" in err and "it is made again" in err
     assert len(summary.quarantined) == 1 and summary.ran == 8
     assert comparable(ResultStore(out).rows()) == clean
+
+
+def test_disk_full_while_writing_is_one_line_and_the_run_resumes(tmp_path, capsys,
+                                                                monkeypatch):
+    import bronchonav.campaign.store as store_module
+
+    spec = parse_spec(toy_campaign(tmp_path), tmp_path)
+    run_campaign(spec, tmp_path / "clean", progress=False, allowed_stages=HELPERS)
+    clean = comparable(ResultStore(tmp_path / "clean").rows())
+    f = campaign_file(tmp_path)
+    out = tmp_path / "out"
+    argv = ["campaign", "run", str(f), "--out", str(out), "--no-progress", "--no-report",
+            "--allow-stage", "test_campaign_helpers:burn"]
+    real = store_module.write_bytes
+    written = []
+
+    def disk_fills_after_three_rows(path, data):
+        if path.parent.name == "parts":
+            if len(written) == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(store_module, "write_bytes", disk_fills_after_three_rows)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot write a result row" in line and "No space left on device" in line
+    assert len(ResultStore(out).rows()) == 3  # compacted despite the failure
+
+    def compaction_fails(path, data):
+        if path.name == "results.parquet":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(store_module, "write_bytes", compaction_fails)
+    assert main(argv) == 2
+    assert "cannot compact the results table" in one_error_line(capsys.readouterr().err)
+    assert len(list((out / "parts").glob("part-*"))) == 5  # every row kept
+
+    monkeypatch.setattr(store_module, "write_bytes", real)
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == 8
+    assert comparable(ResultStore(out).rows()) == clean
+
+
+def test_report_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan"]), tmp_path)
+    out = tmp_path / "out"
+    run_campaign(spec, out, progress=False)
+    (out / "report").write_text("a file where the report folder goes")
+    assert main(["campaign", "report", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err, "campaign report")
+    assert f"cannot write the report in {out / 'report'}" in line
 
 
 def test_unreadable_campaign_record_is_one_error_line(tmp_path, capsys):

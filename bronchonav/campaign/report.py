@@ -28,7 +28,8 @@ def write_report(out_dir: str | Path) -> Path:
     Raises
     ------
     InputError
-        ``out_dir`` is not a campaign output folder or its table is empty.
+        ``out_dir`` is not a campaign output folder, its table is empty, or the report cannot
+        be written.
     """
     import matplotlib
 
@@ -39,6 +40,14 @@ def write_report(out_dir: str | Path) -> Path:
     if not rows:
         raise InputError(f"{out_dir} has no results yet: run the campaign first")
     folder = Path(out_dir) / "report"
+    try:
+        return _write(folder, campaign, rows)
+    except OSError as exc:
+        raise InputError(f"cannot write the report in {folder}: {exc.strerror or exc}") from None
+
+
+def _write(folder: Path, campaign: dict, rows: list[dict]) -> Path:
+    """Write the Markdown report and its plots into ``folder``; return the Markdown path."""
     folder.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if r.get("status") == "ok"]
     catheters = _ordered(r["catheter"] for r in rows)

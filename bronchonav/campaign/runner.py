@@ -148,9 +148,15 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
         summary = RunSummary(cases=len(cases), skipped=len(cases) - len(todo), workers=workers,
                              quarantined=store.quarantined)
         bar = _progress_bar(len(cases), summary.skipped, progress)
+        finished = False
         try:
             def write(row: dict) -> None:
-                store.append(row)
+                try:
+                    store.append(row)
+                except OSError as exc:
+                    raise InputError(f"cannot write a result row in {store.parts_dir} "
+                                     f"({exc.strerror or exc}); the rows written so far are "
+                                     "kept: run again to resume") from None
                 summary.ran += 1
                 bar.update(1)
 
@@ -159,9 +165,10 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
             else:
                 for case in todo:
                     write(run_case(case, maps[case.subject], spec.stage_options, custom))
+            finished = True
         finally:
             bar.close()
-            store.compact()
+            _compact(store, strict=finished)
         summary.errors = sum(1 for r in store.rows() if r.get("status") == "error")
         summary.table = str(store.table_path)
     finally:
@@ -170,6 +177,20 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
             ray.shutdown()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _compact(store: ResultStore, strict: bool) -> None:
+    """Compact the table; on a write failure the parts stay (a rerun reads and compacts them):
+    an :class:`InputError` when ``strict``, else (another error is on its way) a warning."""
+    try:
+        store.compact()
+    except OSError as exc:
+        message = (f"cannot compact the results table in {store.out_dir} "
+                   f"({exc.strerror or exc}); every row is kept in parts/ and the next run "
+                   "compacts them")
+        if strict:
+            raise InputError(message) from None
+        print(f"campaign: warning: {message}", file=sys.stderr)
 
 
 def check_stage_options(spec: CampaignSpec, custom: dict) -> None:
