@@ -39,6 +39,9 @@ from bronchonav.errors import InputError
 MIN_INSERTION = 1e-4
 """Below this inserted length (m) the catheter is treated as not inserted (all nodes at the base)."""
 
+MAX_SUBSTEPS = 24
+"""Most sub-step solves of one continuation (bounds the work of a failing step, not by time)."""
+
 COMPLEMENTARITY_SCALE = 1e-3
 """m per N: weighs tension against displacement in the slack-wire complementarity residual."""
 
@@ -445,7 +448,10 @@ class CatheterModel:
         x, J = x_start, J_start
         shape = prefer = None
         w, dw = 0.0, 0.5
-        while w < 1.0 and dw >= 1.0 / 512 and time.perf_counter() < deadline:
+        attempts = 0
+        while w < 1.0 and dw >= 1.0 / 512 and attempts < MAX_SUBSTEPS and \
+                time.perf_counter() < deadline:
+            attempts += 1
             w_try = min(1.0, w + dw)
             sub = self._interpolate(start, vc, w_try)
             r, p, it, ev = self._solve_tracked(sub, x, J, deadline, shape, prefer)

@@ -101,6 +101,8 @@ class NavigationController:
         self.steps = 0
         self.retries = 0
         self.outcome: NavigationOutcome | None = None
+        self.last_step = None  # the model's answer to the last command (steps_model only)
+        self.failed_steps = 0  # model steps that did not converge (steps_model only)
         self.s_tip = 0.0
         self.lateral = 0.0
         self.tip_to_exit = float("nan")
@@ -141,7 +143,8 @@ class NavigationController:
             self._aim(T)
         command = self.command()
         if self.steps_model and self.outcome is None:
-            self.model.step(command)
+            self.last_step = self.model.step(command)
+            self.failed_steps += not self.last_step.converged
         return command
 
     def status(self) -> dict:

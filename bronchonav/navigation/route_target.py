@@ -51,6 +51,22 @@ class RouteTarget:
                    float(route.tool_length or 0.0))
 
     @classmethod
+    def straightest(cls, tree, catheter_radius: float, max_generation: int = 4,
+                    margin: float = 4e-4) -> "RouteTarget":
+        """The path from the trachea that takes, at each bifurcation, the straightest child the
+        catheter enters (entrance radius > ``catheter_radius + margin``, m), down to
+        ``max_generation`` — a route for demonstrations and benchmarks without a planner."""
+        path = [tree.root]
+        while tree[path[-1]].generation < max_generation:
+            b = tree[path[-1]]
+            fits = [c for c in b.children if tree[c].radii[0] > catheter_radius + margin]
+            if not fits:
+                break
+            path.append(max(fits, key=lambda c: tree[c].direction @ b.direction))
+        points = np.vstack([tree[path[0]].points] + [tree[b].points[1:] for b in path[1:]])
+        return cls(Polyline(points), tuple(int(b) for b in path))
+
+    @classmethod
     def from_points(cls, points_ct, branch_ids=(), lesion_center=None,
                     tool_length: float = 0.0) -> "RouteTarget":
         """From route waypoints (N, 3), CT frame (m) — e.g. a ``nav_msgs/Path``."""
