@@ -224,7 +224,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
     from rclpy.context import Context
 
     from bronchonav.ros import conversions as conv
-    from bronchonav.ros.catheter_sim_node import hidden_patient_transform
+    from bronchonav.sensors import patient_transform
     from bronchonav.ros.mcap_recorder import McapRecorder
     from bronchonav.ros.runner import (InProcessGraph, ensure_local_ros_env, node_parameters,
                                        spawn_processes, stop_processes)
@@ -325,8 +325,8 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             from bronchonav.ros.params import defaults
 
             p = {**defaults(SIM_PARAMS), **node_parameters("catheter_sim", launch_args=launch_args)}
-            T_true = hidden_patient_transform(p["patient_seed"], p["patient_max_translation_m"],
-                                              p["patient_max_rotation_rad"])
+            T_true = patient_transform(p["patient_seed"], p["patient_max_translation_m"],
+                                       p["patient_max_rotation_rad"])
             c = np.asarray(status["target_m"])
             c_est = (T_est @ np.linalg.inv(T_true) @ np.append(c, 1.0))[:3]
             tre_mm = float(np.linalg.norm(c_est - c) * 1e3)
