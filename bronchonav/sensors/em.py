@@ -142,11 +142,14 @@ class EMSensor:
 
     def read_at_phase(self, T_ct_tip: np.ndarray, phase: float, t: float = 0.0) -> EMReading:
         """The reading for a tip pose ``T_ct_tip`` (CT frame, phase 0) at breathing ``phase``
-        (cycles), e.g. a respiratory-gated capture; ``t`` (s) is only recorded."""
+        (cycles), e.g. a respiratory-gated capture; ``t`` (s) is only recorded.
+
+        Draws, in order: the orientation noise, the position noise, the outlier (when
+        ``outlier_fraction`` > 0) — the order the camera scenario drew its EM pose noise in."""
         T = self.T_patient_ct @ self.moved_tip(T_ct_tip, phase)
+        turn = Rotation.from_rotvec(self._rng.normal(0.0, self.angle_noise_rad, 3)).as_matrix()
         T[:3, 3] += self._rng.normal(0.0, self.noise_m, 3)
-        T[:3, :3] = Rotation.from_rotvec(
-            self._rng.normal(0.0, self.angle_noise_rad, 3)).as_matrix() @ T[:3, :3]
+        T[:3, :3] = turn @ T[:3, :3]
         outlier = False
         if self.outlier_fraction > 0:
             mask, jump = gross_outliers(1, self.outlier_fraction, self.outlier_distance, self._rng)
@@ -159,7 +162,9 @@ class EMSensor:
         axes ``axes_ct`` (N, 3), each read at its breathing phase ``phases`` (N,; cycles).
 
         Draws, in order: the position noise of all samples, their orientation noise, their
-        outliers.
+        outliers. (The model is that of :meth:`read_at_phase`; only the order of the draws in
+        the stream differs, kept as the scenarios drew them before the sensors were factored
+        out, so seeded figures did not move.)
         """
         p = np.atleast_2d(np.asarray(p_ct, dtype=float))
         axes = np.atleast_2d(np.asarray(axes_ct, dtype=float))
