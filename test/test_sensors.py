@@ -75,6 +75,22 @@ def test_em_moved_tip_axis_follows_the_deformed_airway():
     assert np.linalg.norm(moved[:3, 3] - T[:3, 3]) > 1e-3  # it did move
 
 
+def test_em_reads_the_tip_of_a_catheter_state():
+    """A catheter inserted 50 mm straight down a straight trachea from its top (0, 0, 0.1):
+    the tip is at (0, 0, 0.05) (CT), so the noise-free reading is T_patient_ct of that point,
+    with the sensor axis along the trachea (-z)."""
+    from bronchonav.airway.tree import AirwayTree, Branch
+    from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0.1], [0, 0, 0.0]], [0.009, 0.009])])
+    state = CatheterModel(CatheterParams.default(), tree=tree, n_nodes=10).step(
+        CatheterCommand(insertion=0.05))
+    reading = EMSensor(T_CT_PATIENT, None, 0.0, 0.0).read_state(state, 1.0)
+    assert np.allclose(reading.p_patient, apply(invert(T_CT_PATIENT), [0.0, 0.0, 0.05]), atol=1e-9)
+    assert np.allclose(reading.T_patient_sensor[:3, 2], invert(T_CT_PATIENT)[:3, :3] @ [0, 0, -1],
+                       atol=1e-9)
+
+
 def test_em_sweep_and_single_readings_follow_the_same_model():
     """Noise-free, a sweep's samples equal one reading per sample; with noise, its position
     errors have std noise_m and its axes deviate by the orientation noise (the angle of a

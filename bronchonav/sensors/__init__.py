@@ -7,7 +7,8 @@ nothing above; registration composes them into scenarios, the simulator node str
 campaign runs them.
 
 - :class:`EMSensor` — 6-DOF electromagnetic tip sensor (noise, outliers, breathing, patient
-  frame): one reading (:meth:`EMSensor.read`) or a sweep (:meth:`EMSensor.sweep`).
+  frame) from a tip pose or a catheter state (:meth:`EMSensor.read`,
+  :meth:`EMSensor.read_state`), or a whole sweep at once (:meth:`EMSensor.sweep`).
 - :class:`ConeBeamCT` — a breath-hold cone-beam CT: partial, noisy lumen surface near a target.
 - :class:`TipCameraSensor` — the tip camera (:class:`~bronchonav.imaging.camera.TipCamera`)
   seeing the breathing airway, with the EM-measured camera pose.

@@ -11,8 +11,9 @@ through the hidden ``T_ct_patient``, with
 - optionally gross outliers (field distortion): a fraction ``outlier_fraction`` of the readings
   jumps by a random offset of length within ``outlier_distance`` (m).
 
-:meth:`EMSensor.read` is one reading (a node streaming at a rate); :meth:`EMSensor.sweep` reads
-many positions and sensor axes at once (a recorded sweep), with the same noise model.
+:meth:`EMSensor.read` is one reading (a node streaming at a rate; :meth:`EMSensor.read_state`
+from a catheter state); :meth:`EMSensor.sweep` reads many positions and sensor axes at once (a
+recorded sweep), with the same noise model.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ class EMSensor:
         the breathing deformation (:meth:`BreathingModel.carry`)."""
         T = np.asarray(T_ct_tip, dtype=float)
         return T.copy() if self.breathing is None else self.breathing.carry(T, phase)
+
+    def read_state(self, state, t: float) -> EMReading:
+        """The reading for a :class:`~bronchonav.catheter.state.CatheterState` (its
+        ``tip_pose``, CT frame at phase 0) at time ``t`` (s)."""
+        return self.read(state.tip_pose, t)
 
     def read(self, T_ct_tip: np.ndarray, t: float) -> EMReading:
         """The reading for a tip pose ``T_ct_tip`` (4×4, CT frame, breathing phase 0) at time
