@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure
 import yaml
 
 from bronchonav.campaign.cases import case_seed, expand_cases, sample_nodules, select_nodules
@@ -199,8 +200,6 @@ def test_a_failing_stage_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
-    if fmt == "parquet":
-        pytest.importorskip("pyarrow")
     store = ResultStore(tmp_path / "out", fmt=fmt)
     store.bind({"name": "t"}, "f1")
     rows = [{"case_key": f"k{i}", "x": i * 0.5, "n": i, "ok": i % 2 == 0, "s": f"v{i}",
@@ -295,7 +294,7 @@ def test_plan_stage_and_report_on_a_small_map(tmp_path):
     md = write_report(out).read_text()
     assert "| thin | 2.00 | 4 | 4/4 (100%)" in md
     assert "| fat | 20.00 | 4 | 0/4 (0%)" in md
-    assert (out / "report" / "reachability.png").stat().st_size > 10_000
+    assert_png_figure(out / "report" / "reachability.png", (1100, 400), panels=2)
 
 
 def test_report_needs_a_campaign_folder(tmp_path):

@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401  (the campaign extra, needed: pip install 'bronchonav[campaign]')
 import yaml
 
 from bronchonav.campaign.runner import run_campaign
 from bronchonav.campaign.spec import parse_spec
 from bronchonav.campaign.store import ResultStore, comparable
-
-pytest.importorskip("ray", reason="Ray is not installed (pip install 'bronchonav[campaign]')")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -140,9 +140,10 @@ def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
     """Seeded registration trials of the case's scenario, targeting the case's nodule.
 
     Runs :func:`bronchonav.registration.evaluate.run_trials` (``case.trials`` trials) with the
-    scenario's default simulation, except that the EM sensor, carried by the case's catheter,
-    only enters airways the catheter fits: ``local_min_radius`` = catheter radius +
-    ``sensor_margin_m`` (m). A thinner catheter therefore sweeps deeper airways near the target.
+    scenario's default simulation (the sensors of :mod:`bronchonav.sensors`), except that the
+    EM sensor, carried by the case's catheter, only enters airways the catheter fits:
+    ``local_min_radius`` = catheter radius + ``sensor_margin_m`` (m). A thinner catheter
+    therefore sweeps deeper airways near the target.
 
     Columns (distances in mm as the evaluation reports them): ``register_trials``,
     ``register_success_rate`` (registered and TRE < 5 mm), ``register_tre_median_mm``,
@@ -182,9 +183,10 @@ def camera_stage(ctx, width: int = 160, height: int = 120, back_m: float = 0.01,
     """Virtual bronchoscopy of the approach: the tip camera's view ``back_m`` before the exit
     point along the planned route, looking at the exit point.
 
-    Uses :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh (one ray-casting
-    thread). The view is the planned one, so the columns do not depend on how well a rehearsal
-    went.
+    Uses the tip camera sensor (:class:`bronchonav.sensors.TipCameraSensor`, rendering with
+    :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh, one ray-casting
+    thread) of a still patient. The view is the planned one, so the columns do not depend on how
+    well a rehearsal went.
 
     Parameters
     ----------
@@ -201,19 +203,19 @@ def camera_stage(ctx, width: int = 160, height: int = 120, back_m: float = 0.01,
     the wall hits); None when the route is infeasible.
     """
     from bronchonav.imaging.camera import CameraIntrinsics, TipCamera, look_at
+    from bronchonav.sensors import TipCameraSensor
 
     route = ctx.shared["route"]
     if not route.feasible:
         return {"camera_open_fraction": None}
     # writable copies: maps shared through Ray's object store are read-only
-    camera = TipCamera(np.array(ctx.airway_map.mesh_vertices),
-                       np.array(ctx.airway_map.mesh_triangles),
-                       intrinsics=CameraIntrinsics(width, height), nthreads=1)
+    camera = TipCameraSensor(TipCamera(np.array(ctx.airway_map.mesh_vertices),
+                                       np.array(ctx.airway_map.mesh_triangles),
+                                       intrinsics=CameraIntrinsics(width, height), nthreads=1))
     i = int(np.searchsorted(route.arclength, route.arclength[-1] - back_m))
     i = min(i, len(route.waypoints) - 2)
     eye = route.waypoints[i]
-    frame = camera.render(look_at(eye, route.exit_point - eye))
-    depth = frame.depth
+    depth = camera.capture(look_at(eye, route.exit_point - eye)).frame.depth
     hit = np.isfinite(depth)
     return {"camera_open_fraction": float(np.mean(~hit | (depth > open_depth_m))),
             "camera_hit_fraction": float(np.mean(hit)),

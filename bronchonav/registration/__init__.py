@@ -11,8 +11,11 @@ Public API
 - :func:`register_cbct` — cone-beam CT surface cloud → RegistrationResult (point-to-plane ICP
   against the lumen surface; FPFH + RANSAC when no initial transform is given).
 - :class:`RegistrationResult`, :class:`RegistrationConfig`, :class:`Twin` (prepare a map once).
-- Simulation: :class:`BreathingModel`, :func:`simulate_scenario`, :func:`scenario_config`,
-  :class:`Scenario` (``observation`` for the registration, ``truth`` hidden for scoring).
+- Simulation: :func:`simulate_scenario` composes the sensors of :mod:`bronchonav.sensors` (EM,
+  cone-beam CT; :class:`BreathingModel`) into a :class:`Scenario` (``observation`` for the
+  registration, ``truth`` hidden for scoring); :func:`scenario_config` gives the presets.
+- :class:`~bronchonav.registration.samples.EMSampleAccumulator` — EM samples kept one per grid
+  cell, streaming (the registration node) or in bulk (:func:`register_em`).
 - Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
 """
 
