@@ -23,8 +23,9 @@ quasi-statics: material slides in through the base, so a node's material point w
 further up the backbone before the step).
 
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
-(trachea), each node's candidates are the branch the previous node is in, its parent and its
-children; the node is then "in" the candidate with the smallest penetration, except that a node
+(trachea), each node's candidates are the branch the previous node is in, its parent, its
+children and its siblings (so a node near a carina that the walk put in the wrong child still
+has the tube it is in among its candidates); the node is then "in" the candidate with the smallest penetration, except that a node
 that (nearly) fits inside a branch the catheter already occupied stays in it (hysteresis: where
 the tubes of two children overlap near their carina, the smallest penetration can flip between
 them, and a node pressed on a wall always penetrates it a little). So
@@ -91,8 +92,8 @@ class WallModel:
 
     @property
     def n_candidates(self) -> int:
-        """Candidates per node: own branch, parent, children."""
-        return 2 + self.children.shape[1]
+        """Candidates per node: own branch, parent, children, siblings."""
+        return 2 + 2 * self.children.shape[1]
 
     @classmethod
     def from_tree(cls, tree: AirwayTree, T_base_ct: np.ndarray, r_cath: float,
@@ -163,7 +164,8 @@ class WallModel:
 @njit(cache=True, error_model="numpy")
 def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     n = pos.shape[0]
-    C = 2 + children.shape[1]
+    cmax = children.shape[1]
+    C = 2 + 2 * cmax
     cand = np.full((n, C), -1, dtype=np.int64)
     win = np.zeros((n, C), dtype=np.int64)
     node_b = np.zeros(n, dtype=np.int64)
@@ -171,8 +173,10 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     for k in range(n):
         cand[k, 0] = b
         cand[k, 1] = parent[b]
-        for c in range(children.shape[1]):
+        for c in range(cmax):
             cand[k, 2 + c] = children[b, c]
+            if parent[b] >= 0 and children[parent[b], c] != b:
+                cand[k, 2 + cmax + c] = children[parent[b], c]
         best = 1e300
         bb = b
         pbest = 1e300
