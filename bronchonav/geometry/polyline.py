@@ -44,6 +44,16 @@ class Projection:
     segment: int
 
 
+def arc_length(points) -> np.ndarray:
+    """Cumulative arc length (N,) (m) at each vertex of a polyline (N, 3), from 0 at the first.
+
+    >>> arc_length([[0, 0, 0], [3.0, 4.0, 0], [3.0, 4.0, 1.0]]).tolist()
+    [0.0, 5.0, 6.0]
+    """
+    seg = np.linalg.norm(np.diff(np.asarray(points, dtype=float).reshape(-1, 3), axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(seg)])
+
+
 class Polyline:
     """Vertices ``points`` (N ≥ 2, m) with cumulative arc length ``s`` (m).
 
@@ -57,8 +67,7 @@ class Polyline:
         if not np.all(np.isfinite(pts)):
             raise ValueError("polyline points must be finite")
         self.points = pts
-        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-        self.s = np.concatenate([[0.0], np.cumsum(seg)])
+        self.s = arc_length(pts)
 
     @property
     def length(self) -> float:

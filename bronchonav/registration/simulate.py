@@ -22,7 +22,8 @@ import numpy as np
 from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError
 from bronchonav.registration.breathing import BreathingModel
-from bronchonav.registration.transforms import apply, invert, random_transform, rotate
+from bronchonav.geometry import apply, invert, random_perpendicular, rotate
+from bronchonav.registration.transforms import random_transform
 from bronchonav.registration.twin import Twin
 
 SCENARIOS = ("rigid", "breathing", "cbct")
@@ -199,12 +200,6 @@ class Scenario:
     truth: GroundTruth
 
 
-def _perpendicular(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random unit vectors perpendicular to the unit rows of ``t``."""
-    v = np.cross(t, rng.normal(size=t.shape))
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def _em_indices(gt: Twin, target_ct: np.ndarray, cfg: SimulationConfig,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices of ground-truth centerline points visited by the central and the local sweeps,
@@ -290,7 +285,7 @@ def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: 
     idx, is_local = _em_indices(ground_truth, nodule.center, cfg, rng)
     n = len(idx)
     tangents = ground_truth.tangents[idx]
-    offset = _perpendicular(tangents, rng) * (rng.uniform(0, cfg.lumen_offset, n)
+    offset = random_perpendicular(tangents, rng) * (rng.uniform(0, cfg.lumen_offset, n)
                                               * ground_truth.radii[idx])[:, None]
     pts = ground_truth.points[idx] + offset
     phases = rng.random(n)

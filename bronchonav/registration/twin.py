@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import RegistrationError
+from bronchonav.geometry import perpendicular
 from bronchonav.maps import AirwayMap
 
 
@@ -125,8 +126,7 @@ class Twin:
             return cloud.voxel_down_sample(1e-3)
         samples = self.tree.samples(1e-3)
         t = samples.tangents
-        u = np.cross(t, np.where(np.abs(t[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        u = perpendicular(t)
         v = np.cross(t, u)
         angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
         normals = (np.cos(angles)[None, :, None] * u[:, None] + np.sin(angles)[None, :, None] * v[:, None])
