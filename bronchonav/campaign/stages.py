@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bronchonav.campaign.builtin import STAGES
 from bronchonav.campaign.cases import Case, sample_nodules
 from bronchonav.campaign.spec import NoduleSelection, Subject
 from bronchonav.errors import InputError
@@ -90,9 +91,7 @@ def resolve_stage(name: str):
     if name == "map":
         return map_stage
     if ":" not in name:
-        from bronchonav.campaign import builtin
-
-        return builtin.STAGES[name]
+        return STAGES[name]
     module_name, func_name = name.split(":")
     try:
         module = importlib.import_module(module_name)

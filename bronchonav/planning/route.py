@@ -331,3 +331,9 @@ class Route:
         elif self.exit_direction is not None:
             directions[0] = self.exit_direction
         return pos.copy(), matrix_to_quat(transport_frames(directions))
+
+
+def _num(x: float) -> float | None:
+    """A float for JSON, None for NaN."""
+    x = float(x)
+    return None if np.isnan(x) else x
