@@ -15,15 +15,15 @@ from bronchonav.geometry.frames import tangents, transport_frames
 from bronchonav.geometry.lumen import catheter_fits, inside_tubes
 from bronchonav.geometry.polyline import (Polyline, Projection, Resampled, arc_length,
                                           resample_polyline)
-from bronchonav.geometry.rotations import (matrix_to_quat, perpendicular, quat_between,
-                                           quat_multiply, quat_to_matrix, random_perpendicular,
-                                           rotation_about, rotation_between, skew)
+from bronchonav.geometry.rotations import (matrix_to_quat, perpendicular, quat_to_matrix,
+                                           random_perpendicular, rotation_about, rotation_between,
+                                           skew)
 from bronchonav.geometry.transforms import apply, invert, make_transform, rotate, rotation_angle
 from bronchonav.geometry.voxel import VoxelGrid
 
 __all__ = ["Polyline", "Projection", "Resampled", "VoxelGrid", "apply", "arc_length", "capsule_distance",
            "catheter_fits", "inside_tubes", "invert", "make_transform", "matrix_to_quat",
-           "perpendicular", "quat_between", "quat_multiply", "quat_to_matrix",
+           "perpendicular", "quat_to_matrix",
            "random_perpendicular", "resample_polyline", "rotate", "rotation_about",
            "rotation_angle", "rotation_between", "segment_distance", "skew", "tangents",
            "tendon_curvature", "tendon_tension", "transport_frames"]

@@ -83,13 +83,16 @@ def rotation_between(a, b) -> np.ndarray:
 
 
 def quat_to_matrix(q) -> np.ndarray:
-    """Rotation matrix (3, 3) of the quaternion ``q`` = (x, y, z, w) (normalised here)."""
-    x, y, z, w = np.asarray(q, dtype=float) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    """Rotation matrix (3, 3) of the quaternion ``q`` = (x, y, z, w) (normalised here), or of
+    each of ``q`` (N, 4) → (N, 3, 3). (For the rod's (w, x, y, z) order pass ``q[..., [1, 2, 3, 0]]``.)"""
+    q = np.asarray(q, dtype=float)
+    x, y, z, w = np.moveaxis(q / np.linalg.norm(q, axis=-1, keepdims=True), -1, 0)
+    R = np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], axis=-2)
+    return R
 
 
 def matrix_to_quat(R) -> np.ndarray:
@@ -114,38 +117,6 @@ def matrix_to_quat(R) -> np.ndarray:
     q = np.asarray(q, dtype=float)
     q /= np.linalg.norm(q)
     return -q if q[3] < 0 else q
-
-
-def quat_multiply(q1, q2) -> np.ndarray:
-    """Hamilton product ``q1 * q2`` of (x, y, z, w) quaternions (apply ``q2`` first).
-
-    >>> quat_multiply([0, 0, 0, 1.0], [1.0, 0, 0, 0]).tolist()
-    [1.0, 0.0, 0.0, 0.0]
-    """
-    x1, y1, z1, w1 = q1
-    x2, y2, z2, w2 = q2
-    return np.array([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-                     w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], dtype=float)
-
-
-def quat_between(a, b) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) of :func:`rotation_between` ``(a, b)``.
-
-    >>> np.round(quat_between([1.0, 0, 0], [0, 1.0, 0]), 6).tolist()
-    [0.0, 0.0, 0.707107, 0.707107]
-    """
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    a = a / np.linalg.norm(a)
-    b = b / np.linalg.norm(b)
-    c = float(a @ b)
-    if c < -1.0 + 1e-12:
-        return np.array([*perpendicular(a), 0.0])
-    v = np.cross(a, b)
-    q = np.array([v[0], v[1], v[2], 1.0 + c])
-    return q / np.linalg.norm(q)
 
 
 def random_perpendicular(v, rng: np.random.Generator) -> np.ndarray:
