@@ -90,7 +90,7 @@ def test_pose_and_transform_round_trip():
     assert np.allclose(conv.transform_to_matrix(tf.transform), T, atol=1e-12)
 
 
-def test_path_round_trip_and_tangent_frames():
+def test_path_round_trip_and_transport_frames():
     from bronchonav.ros import conversions as conv
 
     s = np.linspace(0, np.pi, 30)
@@ -98,15 +98,18 @@ def test_path_round_trip_and_tangent_frames():
     msg = conv.path_message(pts, "ct", conv.Time())
     assert msg.header.frame_id == "ct" and len(msg.poses) == 30
     assert np.allclose(conv.path_points(msg), pts)
-    R = conv.tangent_frames(pts)
-    # the helix's analytic unit tangent (-sin s, cos s, 0.1) / |.|: the frames' z axes match it
-    # to the finite-difference error of 30 samples (h = pi / 29: O(h^2) inside, O(h) at the ends)
+    from scipy.spatial.transform import Rotation
+
+    o = [p.pose.orientation for p in msg.poses]
+    R = Rotation.from_quat([[q.x, q.y, q.z, q.w] for q in o]).as_matrix()
+    # z follows the helix's analytic tangent (central differences: O(h^2) inside, O(h) at ends)
     t = np.column_stack([-np.sin(s), np.cos(s), np.full_like(s, 0.1)])
     t /= np.linalg.norm(t, axis=1, keepdims=True)
-    angle = np.arccos(np.clip(np.einsum("ni,ni->n", R[:, :, 2], t), -1.0, 1.0))
-    assert angle[1:-1].max() < 1e-3 and angle[[0, -1]].max() < 0.06
-    assert np.allclose(np.einsum("nij,nik->njk", R, R), np.eye(3), atol=1e-9)
-    assert np.allclose(np.linalg.det(R), 1.0)  # right-handed
+    err = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", R[:, :, 2], t), -1, 1)))
+    assert err[1:-1].max() < 0.5 and err.max() < 5.0
+    # parallel transport: each step turns about an axis perpendicular to the previous z (no twist)
+    step = Rotation.from_matrix(np.einsum("nji,njk->nik", R[:-1], R[1:])).as_rotvec()
+    assert np.abs(step[:, 2]).max() < 1e-9 and np.abs(step[:, :2]).max() > 0.05
 
 
 def test_command_parsing_rejects_bad_commands():

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.airway.tree import AirwayTree
 from bronchonav.catheter.rod import wall_penetration
+from bronchonav.geometry import catheter_fits, resample_polyline
 
 
 STAY_MARGIN = 1e-3
@@ -114,7 +115,8 @@ class WallModel:
         index = {b: k for k, b in enumerate(ids)}
         parent = np.array([-1 if tree[b].parent is None else index[tree[b].parent] for b in ids],
                           dtype=np.int64)
-        kids = [[index[c] for c in tree[b].children if tree[c].radii[0] > r_cath] for b in ids]
+        kids = [[index[c] for c in tree[b].children if catheter_fits(tree[c].radii[0], r_cath)]
+                for b in ids]
         cmax = max(1, max(len(k) for k in kids))
         children = np.full((len(ids), cmax), -1, dtype=np.int64)
         for k, ch in enumerate(kids):
