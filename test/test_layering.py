@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sensors", ("bronchonav.sensors",)),
     ("registration", ("bronchonav.registration",)),
     ("calibration", ("bronchonav.calibration",)),
+    ("scenarios", ("bronchonav.scenarios",)),       # rehearsal: navigation + sensors + registration
     ("viz", ("bronchonav.viz",)),
     ("campaign", ("bronchonav.campaign",)),
     ("ros", ("bronchonav.ros",)),
@@ -45,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 RANK = {"base": 0, "geometry": 1, "ct": 2, "airway": 3, "maps": 4, "build": 5,
         "planning": 6, "catheter": 6, "navigation": 7, "imaging": 8, "sensors": 9,
-        "registration": 10, "calibration": 11, "viz": 12, "campaign": 13, "ros": 13, "cli": 14}
+        "registration": 10, "calibration": 11, "scenarios": 11, "viz": 12, "campaign": 13, "ros": 13, "cli": 14}
 
 ROS_MODULES = ("rclpy", "rcl_interfaces", "builtin_interfaces", "launch", "launch_ros",
                "ament_index_python")
