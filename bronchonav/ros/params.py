@@ -115,11 +115,14 @@ def defaults(specs: list[Param]) -> dict:
     return {s.name: s.default for s in specs}
 
 
-def load_yaml_params(path: str | Path, node_name: str) -> dict:
-    """Parameters for ``node_name`` from a ROS 2 parameter YAML file.
+def load_yaml_params(path: str | Path, node_name: str, namespace: str = "/") -> dict:
+    """Parameters for node ``node_name`` in ``namespace`` from a ROS 2 parameter YAML file.
 
-    Values under ``/**`` apply to every node and are overridden by the node's own section.
-    Raises :class:`InputError` if the file is missing or not in the ROS 2 layout.
+    Sections apply as rcl applies them: ``/**`` to every node, then ``/**/NAME`` (the node in
+    any namespace; the layout of ``config/bronchonav.yaml``, so that ``namespace:=cath2`` keeps
+    the defaults), then ``NAME`` or ``/NAME`` (root namespace only) and ``/NS/NAME``, each
+    overriding the previous. Raises :class:`InputError` if the file is missing or not in the
+    ROS 2 layout.
     """
     path = Path(path)
     if not path.is_file():
@@ -130,8 +133,12 @@ def load_yaml_params(path: str | Path, node_name: str) -> dict:
         raise InputError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must map node names to {{ros__parameters: ...}}")
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    keys = ["/**", f"/**/{node_name}", f"{ns}/{node_name}"]
+    if not ns:
+        keys.insert(2, node_name)
     out: dict = {}
-    for key in ("/**", node_name, f"/{node_name}"):
+    for key in keys:
         section = data.get(key)
         if section is None:
             continue
@@ -139,6 +146,11 @@ def load_yaml_params(path: str | Path, node_name: str) -> dict:
             raise InputError(f"{path}: section {key!r} must hold a 'ros__parameters' mapping")
         out.update(section.get("ros__parameters") or {})
     return out
+
+
+def yaml_node_name(key: str) -> str:
+    """The node name of a parameter-file section key (``/**/catheter_sim`` → ``catheter_sim``)."""
+    return key.rsplit("/", 1)[-1]
 
 
 def overrides(values: dict) -> list:
