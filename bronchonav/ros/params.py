@@ -3,7 +3,8 @@
 Each node lists its parameters as :class:`Param` specs; :func:`declare` declares them on the node
 with a description (shown by ``ros2 param describe``), reads the values (from the launch file's
 YAML or ``parameter_overrides``) and validates them, raising :class:`~bronchonav.errors.InputError`
-naming the parameter when a value is out of range. Parameters are read-only after start-up.
+naming the parameter when a value is out of range. Parameters are read-only after start-up unless
+declared ``dynamic``.
 
 The one parameter file ``config/bronchonav.yaml`` uses the ROS 2 layout
 ``node_name: {ros__parameters: {...}}`` (with an optional ``/**`` section applying to every node);
@@ -37,6 +38,9 @@ class Param:
         Inclusive bounds for numbers (each element for lists).
     choices : tuple or None
         Allowed values for strings.
+    dynamic : bool
+        Settable at run time (``ros2 param set``); the node checks and applies the new value.
+        Parameters are read-only otherwise.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple | None = None
+    dynamic: bool = False
 
     def check(self, value):
         """Return ``value`` (ints promoted to float for float parameters) or raise InputError."""
@@ -93,7 +98,8 @@ class Param:
 
 
 def declare(node, specs: list[Param]) -> dict:
-    """Declare ``specs`` on an rclpy ``node`` (read-only, described) and return validated values.
+    """Declare ``specs`` on an rclpy ``node`` (described; read-only unless ``dynamic``) and return
+    validated values.
 
     Raises
     ------
@@ -105,7 +111,8 @@ def declare(node, specs: list[Param]) -> dict:
     values = {}
     for spec in specs:
         node.declare_parameter(spec.name, spec.default,
-                               ParameterDescriptor(description=spec.describe(), read_only=True))
+                               ParameterDescriptor(description=spec.describe(),
+                                                   read_only=not spec.dynamic))
         values[spec.name] = spec.check(node.get_parameter(spec.name).value)
     return values
 
