@@ -25,7 +25,7 @@ def data_tree(folder: str) -> list[tuple[str, list[str]]]:
 ROS_REQUIRES = [
     "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-geometry-msgs", "ros-nav-msgs",
     "ros-sensor-msgs", "ros-visualization-msgs", "ros-std-srvs", "ros-diagnostic-msgs",
-    "ros-trajectory-msgs", "ros-builtin-interfaces",
+    "ros-builtin-interfaces", "ros-rcl-interfaces", "ros-lifecycle-msgs", "ros-ament-index-python",
 ]
 
 NODES = {

@@ -191,6 +191,8 @@ def test_launch_files_are_installed_by_setup():
     assert 'data_tree("launch")' in text and 'data_tree("config")' in text
     assert {p.name for p in (ROOT / "launch").iterdir()} >= {
         "plan.launch.py", "hil.launch.py", "sim.launch.py", "sim.launch.xml"}
+    scripts = dict(re.findall(r'^\s+"(\w+)": "(bronchonav\.ros\.\w+):main",$', text, re.MULTILINE))
+    assert scripts == {name: spec.module for name, spec in NODES.items()}  # ros2 run NAME
 
 
 # -- the project's own runner ---------------------------------------------------------------------
