@@ -410,3 +410,44 @@ def test_runner_sim_in_one_process_starts_the_table_nodes(context, probe):
         _wait_graph(probe, LAUNCH_CONFIGS["sim"].nodes, "/sim1",
                     topics=["/sim1/airway_map/markers", "/sim1/tip_camera/image_raw",
                             "/sim1/registration/transform"])
+
+
+# -- ros2_control ---------------------------------------------------------------------------------
+
+def test_ros2_control_urdf_is_generated_and_names_urdf_joints():
+    from bronchonav.ros.urdf_gen import COMMANDED_JOINTS, generate_ros2_control
+
+    text = (ROOT / "urdf" / "bronchoscope_ros2_control.urdf").read_text()
+    assert text == generate_ros2_control()
+    robot = ET.fromstring(text)
+    urdf_joints = {j.get("name"): j.get("type") for j in robot.findall("joint")}
+    (block,) = robot.findall("ros2_control")
+    hardware = block.find("hardware")
+    assert hardware.find("plugin").text == \
+        "joint_state_topic_hardware_interface/JointStateTopicSystem"
+    params = {p.get("name"): p.text for p in hardware.findall("param")}
+    assert params["joint_commands_topic"] == "/catheter/joint_command"
+    assert params["joint_states_topic"] == "/joint_states"
+    joints = {j.get("name"): j for j in block.findall("joint")}
+    movable = {n for n, t in urdf_joints.items() if t != "fixed"}
+    assert set(joints) == movable  # every movable URDF joint, nothing else (no tendons)
+    commanded = {n for n, j in joints.items() if j.find("command_interface") is not None}
+    assert commanded == set(COMMANDED_JOINTS) == {"insertion", "roll"}
+    limit = robot.find("joint[@name='insertion']/limit")
+    cmd = {p.get("name"): float(p.text) for p in
+           joints["insertion"].find("command_interface").findall("param")}
+    assert (cmd["min"], cmd["max"]) == (float(limit.get("lower")), float(limit.get("upper")))
+
+
+def test_ros2_control_controllers_use_the_commanded_joints():
+    import yaml
+
+    from bronchonav.ros.urdf_gen import COMMANDED_JOINTS
+
+    config = yaml.safe_load((ROOT / "config" / "ros2_control_controllers.yaml").read_text())
+    manager = config["controller_manager"]["ros__parameters"]
+    controllers = {k: v["type"] for k, v in manager.items() if isinstance(v, dict)}
+    assert set(controllers) == set(config) - {"controller_manager"}
+    for name in controllers:
+        assert config[name]["ros__parameters"]["joints"] == list(COMMANDED_JOINTS)
+    assert config["joint_state_broadcaster"]["ros__parameters"]["use_local_topics"] is True
