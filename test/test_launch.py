@@ -89,7 +89,8 @@ def test_launch_file_declares_its_arguments_and_starts_the_table_nodes(name, fak
     nodes = [a.kwargs for a in actions if type(a).__name__ == "Node"]
     ours = [n for n in nodes if n["package"] == "bronchonav"]
     assert [n["name"] for n in ours] == list(LAUNCH_CONFIGS[name].nodes)
-    assert all(n["executable"] == n["name"] and n["namespace"] == "/cath2" for n in ours)
+    # relative, so that it nests under an including launch file's push-ros-namespace
+    assert all(n["executable"] == n["name"] and n["namespace"] == "cath2" for n in ours)
     for n in ours:
         params_file, overrides = n["parameters"]
         assert Path(params_file) == ROOT / "config" / "bronchonav.yaml"
@@ -100,7 +101,7 @@ def test_launch_file_declares_its_arguments_and_starts_the_table_nodes(name, fak
             assert n["on_exit"] is None
     others = {n["package"] for n in nodes} - {"bronchonav"}
     assert others == ({"robot_state_publisher", "rviz2"} if name != "plan" else {"rviz2"})
-    assert all(n["namespace"] == "/cath2" for n in nodes)
+    assert all(n["namespace"] == "cath2" for n in nodes)
     if name != "plan":
         rsp = next(n for n in nodes if n["package"] == "robot_state_publisher")
         assert rsp["parameters"][0]["robot_description"].startswith("<?xml")
@@ -126,7 +127,7 @@ def test_launch_arguments_reach_the_nodes(fake_launch, monkeypatch, tmp_path):
         if name == "catheter_sim":
             expected["rate_hz"] = 500.0
         assert n["parameters"][1] == expected
-        assert n["namespace"] == "/"
+        assert n["namespace"] is None  # the root, or the including file's namespace
 
 
 def test_missing_tools_give_a_message_not_an_abort(fake_launch, monkeypatch):
@@ -451,3 +452,41 @@ def test_ros2_control_controllers_use_the_commanded_joints():
     for name in controllers:
         assert config[name]["ros__parameters"]["joints"] == list(COMMANDED_JOINTS)
     assert config["joint_state_broadcaster"]["ros__parameters"]["use_local_topics"] is True
+
+
+# -- ros2 run: the parameter file by default ------------------------------------------------------
+
+def test_default_params_file_goes_first_so_later_arguments_win():
+    from bronchonav.ros.runner import default_config, with_default_params_file
+
+    argv = with_default_params_file(["tip_camera", "--ros-args", "-p", "nice:=3"])
+    assert argv == ["tip_camera", "--ros-args", "--params-file", str(default_config()), "--",
+                    "--ros-args", "-p", "nice:=3"]
+    given = ["tip_camera", "--ros-args", "--params-file", "/x.yaml"]
+    assert with_default_params_file(given) == given
+
+
+def test_a_node_started_alone_reads_the_parameter_file(probe, tmp_path):
+    """``ros2 run bronchonav tip_camera`` (here its module): the YAML's values, not the code
+    defaults (tip_camera's ``nice`` is 10 in the code, 0 in config/bronchonav.yaml), and a
+    ``-p`` on the command line still wins; also in a namespace (``/**/tip_camera`` section)."""
+    from rcl_interfaces.srv import GetParameters
+
+    from bronchonav.ros.tip_camera_node import PARAMS
+
+    code_default = next(p.default for p in PARAMS if p.name == "nice")
+    yaml_text = (ROOT / "config" / "bronchonav.yaml").read_text()
+    assert code_default == 10 and re.search(r"^    nice: 0\b", yaml_text, re.MULTILINE)
+    cases = [(["-p", "width:=64", "-r", "__ns:=/cam2"], "/cam2/tip_camera", 0, 64)]
+    for extra, name, nice, width in cases:
+        proc = subprocess.Popen([sys.executable, "-m", "bronchonav.ros.tip_camera_node",
+                                 "--ros-args", *extra], cwd=tmp_path, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            reply = _call(probe, GetParameters, f"{name}/get_parameters",
+                          GetParameters.Request(names=["nice", "width"]), timeout=90.0)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=20)
+        assert [v.integer_value for v in reply.values] == [nice, width]
+        assert code == 0, proc.stdout.read()[-2000:]

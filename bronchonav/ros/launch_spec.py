@@ -325,7 +325,8 @@ def _launch_actions(context, config_name: str) -> list:
     config = LAUNCH_CONFIGS[config_name]
     given = {name: context.launch_configurations.get(name) for name in config.arguments}
     values = resolve_arguments(config_name, given)  # raises before any process starts
-    namespace = values.namespace
+    # relative (or None for the root), so that it nests in an including file's namespace
+    namespace = values.namespace.strip("/") or None
     actions = []
     for name in config.nodes:
         spec = NODES[name]
