@@ -394,6 +394,18 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a KeyboardInterrupt (a signal during
+    start-up can surface as another error, e.g. a C extension's import failing under it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def with_default_params_file(argv: list[str]) -> list[str]:
     """``argv`` with the installed ``config/bronchonav.yaml`` as the first parameter file when no
     ``--params-file`` is given, so ``ros2 run bronchonav NODE`` uses the same defaults as the
@@ -434,6 +446,9 @@ def spin_node(factory, args=None) -> None:
     except BronchoNavError as exc:
         print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         code = 2
+    except Exception as exc:
+        if not _interrupted(exc):
+            raise
     finally:
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, signal.SIG_IGN)
