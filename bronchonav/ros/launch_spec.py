@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bronchonav.errors import InputError
@@ -112,14 +112,25 @@ ARGUMENTS = {a.name: a for a in [
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """A launch configuration: its nodes (in start order) and arguments."""
+    """A launch configuration.
+
+    Attributes
+    ----------
+    name, description : str
+        ``launch/<name>.launch.py`` and what it is for.
+    nodes : tuple of str
+        Its BronchoNav nodes, in start order.
+    arguments : tuple of str
+        Its launch arguments (names in :data:`ARGUMENTS`).
+    robot_model : bool
+        Whether it starts robot_state_publisher (the configurations with a catheter).
+    """
 
     name: str
     description: str
     nodes: tuple[str, ...]
     arguments: tuple[str, ...]
-    robot_model: bool = field(default=False)
-    """Whether it starts robot_state_publisher (the configurations with a catheter)."""
+    robot_model: bool = False
 
 
 _COMMON = ("map", "rviz", "namespace", "params_file")
