@@ -91,10 +91,8 @@ def test_launch_file_declares_its_arguments_and_starts_the_table_nodes(name, fak
     assert [n["name"] for n in ours] == list(LAUNCH_CONFIGS[name].nodes)
     # relative, so that it nests under an including launch file's push-ros-namespace
     assert all(n["executable"] == n["name"] and n["namespace"] == "cath2" for n in ours)
-    for n in ours:
-        params_file, overrides = n["parameters"]
-        assert Path(params_file) == ROOT / "config" / "bronchonav.yaml"
-        assert overrides == {}  # empty map/rate keep the parameter file's values
+    for n in ours:  # empty map/rate keep the parameter file's values: no overrides
+        assert [Path(p) for p in n["parameters"]] == [ROOT / "config" / "bronchonav.yaml"]
         if NODES[n["name"]].required:
             assert type(n["on_exit"]).__name__ == "Shutdown"
         else:
@@ -126,7 +124,7 @@ def test_launch_arguments_reach_the_nodes(fake_launch, monkeypatch, tmp_path):
         expected = {"map": "phantom:default"} if NODES[name].uses_map else {}
         if name == "catheter_sim":
             expected["rate_hz"] = 500.0
-        assert n["parameters"][1] == expected
+        assert n["parameters"][1:] == ([expected] if expected else [])
         assert n["namespace"] is None  # the root, or the including file's namespace
 
 
@@ -232,6 +230,7 @@ def probe(context):
     thread.start()
     yield node
     executor.shutdown()
+    thread.join(timeout=5.0)  # the spin thread ends before the node goes
     node.destroy_node()
 
 

@@ -107,6 +107,7 @@ class Probe:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
         self.node.destroy_node()
 
 

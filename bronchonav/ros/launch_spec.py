@@ -341,9 +341,10 @@ def _launch_actions(context, config_name: str) -> list:
     actions = []
     for name in config.nodes:
         spec = NODES[name]
+        overrides = values.node_overrides(name)
         actions.append(Node(
             package=PACKAGE, executable=name, name=name, namespace=namespace, output="screen",
-            parameters=[str(values.params_file), values.node_overrides(name)],
+            parameters=[str(values.params_file)] + ([overrides] if overrides else []),
             on_exit=Shutdown(reason=f"{name} exited (a required node)") if spec.required
             else None))
     from bronchonav.ros.resources import data_file
