@@ -331,6 +331,19 @@ def _alive(pids):
     return alive
 
 
+def _stop(proc, processes=()):
+    """After a failure: let the runner stop its nodes (SIGTERM), then kill what is left."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in _alive(processes):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _start_cli(*args):
     cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
     return subprocess.Popen([cli, "launch", *args, "--processes", "--no-rviz"],
@@ -352,6 +365,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
     subs = [probe.create_subscription(JointState, topic, states.append, qos.STATE_SUB)
             for topic in ("/cath2/joint_states", "/joint_states")]
     proc = _start_cli("hil", "namespace:=cath2")
+    processes = []
     try:
         _wait_graph(probe, LAUNCH_CONFIGS["hil"].nodes, "/cath2", timeout=120.0,
                     topics=["/cath2/airway_map/markers", "/cath2/registration/status",
@@ -372,9 +386,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
     finally:
         for sub in subs:
             probe.destroy_subscription(sub)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc, processes)
     assert code == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     time.sleep(0.5)  # multiprocessing's resource tracker leaves after its parent
@@ -385,6 +397,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
 def test_runner_ends_when_a_required_node_dies(probe):
     """plan as processes: killing the map server (required) stops the planner too, exit 1."""
     proc = _start_cli("plan")
+    processes = []
     try:
         _wait_graph(probe, LAUNCH_CONFIGS["plan"].nodes, "/", timeout=90.0)
         processes = _descendants(proc.pid)
@@ -394,9 +407,7 @@ def test_runner_ends_when_a_required_node_dies(probe):
         code = proc.wait(timeout=20)
         output = proc.stdout.read()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc, processes)
     assert code == 1
     assert "required node airway_map_server exited: stopping the others" in output, output
     assert _alive(processes) == []
