@@ -438,9 +438,12 @@ class CatheterSimNode(Node):
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def destroy_node(self):
-        """Stop the loop and solver threads, then destroy the node."""
-        self.loop.stop()
-        self.solver.close()
+        """Stop the loop and solver threads, then destroy the node (also a half-built one: a
+        signal during start-up ends ``__init__`` early and rclpy still destroys the node)."""
+        if getattr(self, "loop", None) is not None:
+            self.loop.stop()
+        if getattr(self, "solver", None) is not None:
+            self.solver.close()
         return super().destroy_node()
 
 
