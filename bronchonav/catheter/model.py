@@ -236,7 +236,7 @@ class CatheterModel:
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 max_jump_m: float | None = 5e-3) -> None:
+                 max_jump_m: float | None = 15e-3) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -246,6 +246,7 @@ class CatheterModel:
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
+        self._jumped = False
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
         self.contact_smoothing = float(contact_smoothing)
@@ -302,13 +303,19 @@ class CatheterModel:
         deadline = np.inf if self.deadline_s is None else t0 + self.deadline_s
         if vc.insertion < MIN_INSERTION:
             return self._accept(self._retracted_state(vc), vc, None, None, t0)
+        self._jumped = False
         if self._x is None and vc.displacement is not None:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
             self._cold_start(vc, deadline, t0)
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
+        snap = ""
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
+            if not res.converged and self._jumped:
+                # the move persists at the smallest sub-step: a genuine snap-through
+                res, prob, iters, evals = self._snap(vc, deadline, iters, evals)
+                snap = res.reason if res.converged else ""
         if not res.converged:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
@@ -316,7 +323,20 @@ class CatheterModel:
         problem = self._unphysical(state)
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
+        if snap:
+            state.message = f"snap-through: {snap}"
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
+
+    def _snap(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
+        """Solve ``vc`` from the last valid state without the jump bound (a snap-through)."""
+        bound, self.max_jump_m = self.max_jump_m, None
+        try:
+            res, prob, it, ev = self._solve_tracked(vc, self._x, self._J, deadline)
+        finally:
+            self.max_jump_m = bound
+        if res.converged:
+            res.reason = "the backbone moved more than the jump bound at the smallest sub-step"
+        return res, prob, iters + it, evals + ev
 
     def predict(self, command: CatheterCommand) -> CatheterState:
         """The state :meth:`step` would return for ``command``, without changing the model.
@@ -430,6 +450,7 @@ class CatheterModel:
                 jump = float(np.max(np.linalg.norm(prob.pos - reference, axis=1)))
                 if jump > self.max_jump_m:
                     res.converged, res.reason = False, f"jump of {jump * 1e3:.1f} mm"
+                    self._jumped = True
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,

@@ -15,7 +15,8 @@ One call of :meth:`NavigationController.update` is one control step:
    one plane is rolled so that the error lies in its bending plane.
 3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
    large), but only while the insertion exceeds the tip's progress by less than
-   ``max_mismatch_m`` — a shaft pushed further would buckle.
+   ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
+   buckle.
 4. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
@@ -212,8 +213,8 @@ class NavigationController:
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
         self._steer(T, aim)
         speed = float(np.clip(1.0 - self.heading_error / c.slow_angle_rad, 0.25, 1.0))
-        limit = min(self.max_insertion, self.target.length + c.max_mismatch_m,
-                    self.s_tip + c.max_mismatch_m)
+        slack = c.max_mismatch_m + c.mismatch_per_m * max(self.s_tip, 0.0)
+        limit = min(self.max_insertion, self.target.length + slack, self.s_tip + slack)
         if self.insertion < limit:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
 

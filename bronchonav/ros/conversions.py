@@ -224,20 +224,26 @@ def joint_command_values(msg: JointState, tendon_names: list[str]):
     unknown = [n for n in names if n not in known]
     if unknown:
         raise CommandError(f"joint command: unknown joints {unknown} (known: {sorted(known)})")
-    values = {n: (pos[i] if pos else None, eff[i] if eff else None) for i, n in enumerate(names)}
+    # NaN marks an interface a joint is not commanded through (e.g. tendon positions when
+    # the tendons are driven by effort); infinities are errors
+    values = {n: (None if not pos or np.isnan(pos[i]) else pos[i],
+                  None if not eff or np.isnan(eff[i]) else eff[i]) for i, n in enumerate(names)}
     for n, (p, e) in values.items():
         for v in (p, e):
             if v is not None and not np.isfinite(v):
                 raise CommandError(f"joint command: {n} has a non-finite value {v}")
-    insertion = values["insertion"][0] if "insertion" in values and pos else None
-    roll = values["roll"][0] if "roll" in values and pos else None
+    insertion = values["insertion"][0] if "insertion" in values else None
+    roll = values["roll"][0] if "roll" in values else None
     tendons = [n for n in tendon_names if n in values]
     displacements = tensions = None
     if tendons:
         if len(tendons) != len(tendon_names):
             raise CommandError(f"joint command: give all tendons {tendon_names} or none")
-        if eff:
+        if all(values[n][1] is not None for n in tendon_names):
             tensions = [float(values[n][1]) for n in tendon_names]
-        elif pos:
+        elif all(values[n][0] is not None for n in tendon_names):
             displacements = [float(values[n][0]) for n in tendon_names]
+        else:
+            raise CommandError("joint command: give every tendon a position (displacement) or "
+                               "every tendon an effort (tension)")
     return insertion, roll, displacements, tensions
