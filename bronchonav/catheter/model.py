@@ -25,9 +25,9 @@ import numpy as np
 from bronchonav.airway.tree import AirwayTree, resample_polyline
 from bronchonav.catheter.command import CatheterCommand, ValidCommand, validate_command
 from bronchonav.catheter.contact import WallModel
-from bronchonav.catheter.layout import Layout, build_layout
+from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
-from bronchonav.catheter.rod import integrate
+from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
 from bronchonav.catheter.solver import newton_broyden
 from bronchonav.catheter.state import CatheterState
 from bronchonav.errors import InputError
@@ -93,50 +93,65 @@ def _warm_up_kernels() -> None:
 
 
 class _Problem:
-    """One shooting problem: a validated command on a layout, with frozen contact tracking."""
+    """One shooting problem: a validated command on a layout, with frozen contact tracking.
+
+    Tendon friction memory (the previous state's distal tensions and wrap angles) is read from
+    ``model.state``; see :meth:`mobilised_friction`.
+    """
 
     def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking,
                  ref=None):
         self.vc = vc
         self.layout = layout
-        p = model.params
-        self.n_t = len(p.tendons)
+        n_t = self.n_t = len(model.params.tendons)
         R_bo = model._R_base_out
-        g = R_bo @ model.gravity
-        self.fdist = np.ascontiguousarray(layout.mass[:, None] * g[None, :]
-                                          + (R_bo @ vc.distributed_force)[None, :])
-        self.f_tip = R_bo @ vc.tip_force
-        self.l_tip = R_bo @ vc.tip_moment
-        self.q0 = _quat_z(vc.roll)
+        g = R_bo @ (model.gravity if vc.gravity is None else vc.gravity)
+        fdist = np.ascontiguousarray(layout.mass[:, None] * g[None, :]
+                                     + (R_bo @ vc.distributed_force)[None, :])
+        self.pieces = Pieces(layout.kse, layout.kbt, layout.ustar, fdist, layout.act)
         L = layout.length
+        tol = 1e-9 * max(L, 1e-9)
+        at_tip = vc.load_arc >= L - tol
+        inside = (vc.load_arc > tol) & ~at_tip
+        self.f_tip = R_bo @ (vc.tip_force + vc.load_force[at_tip].sum(axis=0))
+        self.l_tip = R_bo @ (vc.tip_moment + vc.load_moment[at_tip].sum(axis=0))
+        self.loads = PointLoads(np.ascontiguousarray(vc.load_force[inside] @ R_bo.T),
+                                np.ascontiguousarray(vc.load_moment[inside] @ R_bo.T))
+        self.grid = grid_with_points(layout, vc.load_arc[inside], vc.output_arc_lengths)
+        self.q0 = _quat_z(vc.roll)
         self.F_s = layout.min_EI / L ** 2
         self.M_s = self.F_s * L
         self.disp = vc.displacement is not None
-        self.tau = np.zeros(self.n_t) if self.disp else vc.tension.copy()
-        self.r = model._tendon_r
-        n = len(layout.arc)
-        self.pos = np.empty((n, 3))
-        self.quat = np.empty((n, 4))
-        self.Nn = np.empty((n, 3))
-        self.Mn = np.empty((n, 3))
-        self.VU = np.zeros((n, 6))
-        self.Fc = np.zeros((n, 3))
-        self.tlen = np.zeros(self.n_t)
-        self.res = np.zeros(6)
-        wall = model._wall
-        if wall is None or tracking is None:
-            self.cand = np.zeros((n, 0), dtype=np.int64)
-            self.win = np.zeros((n, 0), dtype=np.int64)
-            self.wall_args = (np.zeros(1, dtype=np.int64), np.zeros((1, 3)), np.zeros(1), 0.0, 0.0,
-                              1.0)
+        self.tau = np.zeros(n_t) if self.disp else vc.tension + layout.pretension
+        self.mu = layout.friction
+        self.track = bool(np.any(self.mu > 0))
+        prev = model.state
+        if self.track and prev is not None and prev.tendon_distal_tensions is not None:
+            self.tau_d_prev = prev.tendon_distal_tensions
+            self.wrap_prev = prev.tendon_wrap_angles
         else:
-            self.cand, self.win = tracking[0], tracking[1]
+            self.tau_d_prev, self.wrap_prev = np.zeros(n_t), np.zeros(n_t)
+        self.td = TendonLoads(model._tendon_r, self.tau, np.zeros(n_t), self.track)
+        n, n_s = len(layout.arc), len(vc.output_arc_lengths)
+        self.out = Outputs(np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3)),
+                           np.zeros((n, 6)), np.zeros((n, 3)), np.empty((n_s, 3)),
+                           np.empty((n_s, 4)), np.zeros(n_t), np.zeros(n_t), np.zeros(n_t),
+                           np.zeros(6))
+        self.pos, self.quat, self.VU, self.Fc = self.out.pos, self.out.quat, self.out.VU, \
+            self.out.Fc
+        wall = model._wall
+        window = int(model.contact_window)
+        ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
+        fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
+        if wall is None or tracking is None:
+            none = np.zeros((n, 0), dtype=np.int64)
+            self.wall = Wall(none, none, window, np.zeros(1, dtype=np.int64), np.zeros((1, 3)),
+                             np.zeros(1), 0.0, 0.0, 1.0, ref, fric)
+        else:
             h = L / (n - 1)
-            self.wall_args = (wall.b_off, wall.bp, wall.br, wall.r_cath,
-                              model.contact_stiffness * h, model.contact_smoothing)
-        self.window = model.contact_window
-        self.ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
-        self.fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
+            self.wall = Wall(tracking[0], tracking[1], window, wall.b_off, wall.bp, wall.br,
+                             float(wall.r_cath), float(model.contact_stiffness * h),
+                             float(model.contact_smoothing), ref, fric)
 
     # unknowns: z = [N0/F_s, M0/M_s, tau_disp/1 N]
     def unpack(self, z: np.ndarray):
@@ -156,26 +171,44 @@ class _Problem:
         x = self.unpack(z)
         return np.concatenate([x, z[6:]]) if self.disp else x
 
+    def mobilised_friction(self, tau: np.ndarray) -> np.ndarray:
+        """Mobilised friction coefficient λ per tendon for actuator tensions ``tau`` (N).
+
+        Quasi-static stick–slip with memory: the tendon sticks (its distal tension stays at the
+        previous state's, ``tau·exp(-λθ) = τ_d,prev`` with the previous wrap angle θ) while that
+        needs ``|λ| <= μ``; beyond, it slips: ``λ = +μ`` while pulled (tension falls distally),
+        ``-μ`` while released.
+        """
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log(np.maximum(tau, 0.0) / self.tau_d_prev) / self.wrap_prev
+        lam = np.where(np.isfinite(ratio), ratio,
+                       np.sign(np.maximum(tau, 0.0) - self.tau_d_prev) * self.mu)
+        return np.clip(lam, -self.mu, self.mu)
+
     def run(self, z: np.ndarray, full: bool) -> None:
         x = self.unpack(z)
-        lay = self.layout
-        b_off, bp, br, r_c, k_node, eps = self.wall_args
-        integrate(x, self.q0, lay.s_pts, lay.piece_of, lay.node_of, lay.kse, lay.kbt, lay.ustar,
-                  self.fdist, lay.act, self.r, self.tau, self.cand, self.win, self.window,
-                  b_off, bp, br, r_c, k_node, eps, self.ref, self.fric, self.pos, self.quat,
-                  self.Nn, self.Mn, self.VU, self.Fc, self.tlen, self.res, full)
+        if self.track:
+            self.td.lam[:] = self.mobilised_friction(self.tau)
+        integrate(x, self.q0, self.grid, self.pieces, self.td, self.loads, self.wall, self.out,
+                  full)
 
     def displacements(self) -> np.ndarray:
-        """Tendon pulls (m) of the last run (see :class:`CatheterState`)."""
+        """Tendon pulls (m) of the last run, relative to each tendon's zero offset (see
+        :class:`CatheterState`)."""
         lay = self.layout
-        return (lay.ref_span - self.tlen) + lay.out_compression @ self.tau \
-            + lay.wire_compliance * self.tau
+        if self.track:  # the wire stretches by the local tension along its acting span
+            mean = (self.tau * (lay.wire_length - lay.ref_span) + self.out.tint) / lay.wire_length
+        else:
+            mean = self.tau
+        return (lay.ref_span - self.out.tlen) + lay.out_compression @ self.tau \
+            + lay.wire_compliance * mean - lay.zero_offset
 
     def residual(self, z: np.ndarray) -> np.ndarray:
         self.run(z, False)
+        res = self.out.res
         out = np.empty(6 + (self.n_t if self.disp else 0))
-        out[:3] = (self.res[:3] - self.f_tip) / self.F_s
-        out[3:6] = (self.res[3:] - self.l_tip) / self.M_s
+        out[:3] = (res[:3] - self.f_tip) / self.F_s
+        out[3:6] = (res[3:] - self.l_tip) / self.M_s
         if self.disp:
             gap = self.displacements() - self.vc.displacement
             out[6:] = np.minimum(self.tau * COMPLEMENTARITY_SCALE, gap) / COMPLEMENTARITY_SCALE
@@ -451,7 +484,22 @@ class CatheterModel:
             contact_forces=prob.Fc @ Ro.T, arc_length=lay.arc.copy(), residual=float(residual),
             iterations=int(iters), converged=True, solve_time_s=0.0,
             insertion=float(prob.vc.insertion), roll=float(prob.vc.roll), frame=self.frame,
-            branch_ids=branch_ids, evaluations=int(evals))
+            branch_ids=branch_ids, evaluations=int(evals), **self._friction_and_samples(prob))
+
+    def _friction_and_samples(self, prob: _Problem) -> dict:
+        """State fields for the tendon friction memory and the sampled outputs."""
+        lam, wrap = prob.td.lam, prob.out.wrap
+        tau = np.maximum(prob.tau, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slip = np.where(prob.mu > 0, lam / prob.mu, 0.0)
+        Ro = self.base_pose_ct[:3, :3]
+        n_s = len(prob.vc.output_arc_lengths)
+        return dict(tendon_distal_tensions=tau * np.exp(-lam * wrap),
+                    tendon_wrap_angles=wrap.copy() if prob.track else None, tendon_slip=slip,
+                    sample_arc_length=prob.vc.output_arc_lengths.copy(),
+                    sample_positions=self._to_out(prob.out.sample_pos),
+                    sample_rotations=Ro[None] @ _quat_to_rot(prob.out.sample_quat)
+                    if n_s else np.zeros((0, 3, 3)))
 
     def _retracted_state(self, vc: ValidCommand) -> CatheterState:
         n, n_t = self.n_nodes, len(self.params.tendons)

@@ -40,10 +40,12 @@ positions inside the integration, so Newton sees it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-NQ = 13  # p(3) q(4) N(3) M(3); tendon lengths follow
+NQ = 13  # p(3) q(4) N(3) M(3); then per tendon: path length, wrapped angle, ∫τ ds
 
 
 @njit(cache=True, error_model="numpy")
@@ -208,13 +210,28 @@ def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
 
 
 @njit(cache=True, error_model="numpy")
-def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
-    """dy/ds of the composite state (see module docstring); fills ``vu`` with (v, u)."""
+def _tensions(y, td, T, tau_s):
+    """Local tensions ``tau_s`` (N) from the actuator tensions and the wrapped angles in ``y``."""
+    for i in range(T):
+        if td.lam[i] != 0.0:
+            tau_s[i] = td.tau[i] * np.exp(-td.lam[i] * y[NQ + T + i])
+        else:
+            tau_s[i] = td.tau[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _deriv(y, dy, pc, pieces, td, tau_s, vu, R, J, F, nb, mb):
+    """dy/ds of the composite state (see module docstring) on piece ``pc``; fills ``vu``."""
+    T = td.tau.shape[0]
+    kse, kbt, ustar, fdist, act = pieces.kse[pc], pieces.kbt[pc], pieces.ustar[pc], \
+        pieces.fdist[pc], pieces.act[pc]
+    r = td.r
+    _tensions(y, td, T, tau_s)
     quat_to_rot(y[3:7], R)
     for a in range(3):
         nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
         mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
-    constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F)
+    constitutive(nb, mb, kse, kbt, ustar, act, r, tau_s, vu, J, F)
     v0, v1, v2 = vu[0], vu[1], vu[2]
     u0, u1, u2 = vu[3], vu[4], vu[5]
     px = R[0, 0] * v0 + R[0, 1] * v1 + R[0, 2] * v2
@@ -235,13 +252,23 @@ def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
     dy[10] = -(py * Nz - pz * Ny)
     dy[11] = -(pz * Nx - px * Nz)
     dy[12] = -(px * Ny - py * Nx)
-    for i in range(tau.shape[0]):
+    for i in range(T):
+        dy[NQ + T + i] = 0.0
+        dy[NQ + 2 * T + i] = 0.0
         if act[i] > 0.0:
             rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
             wx = v0 + u1 * rz - u2 * ry
             wy = v1 + u2 * rx - u0 * rz
             wz = v2 + u0 * ry - u1 * rx
-            dy[NQ + i] = np.sqrt(wx * wx + wy * wy + wz * wz)
+            nw = np.sqrt(wx * wx + wy * wy + wz * wz)
+            dy[NQ + i] = nw
+            if td.track:
+                # wrap rate: turning of the tendon tangent R w/|w| with the frame, |u × w|/|w|
+                cx = u1 * wz - u2 * wy
+                cy = u2 * wx - u0 * wz
+                cz = u0 * wy - u1 * wx
+                dy[NQ + T + i] = np.sqrt(cx * cx + cy * cy + cz * cz) / nw
+                dy[NQ + 2 * T + i] = tau_s[i]
         else:
             dy[NQ + i] = 0.0
 
@@ -360,11 +387,123 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, r
             out[2] -= f * dz
 
 
+class Grid(NamedTuple):
+    """Integration breakpoints of one solve (see :class:`bronchonav.catheter.layout.Layout`).
+
+    Attributes
+    ----------
+    s_pts : ndarray (P,)
+        Breakpoints in reference arc length from the base (m), increasing from 0 to L.
+    piece_of : ndarray of int (P-1,)
+        Material piece (row of :class:`Pieces`) of each interval.
+    node_of : ndarray of int (P,)
+        Output node index of each breakpoint, -1 if none.
+    load_of : ndarray of int (P,)
+        Row of :class:`PointLoads` applied at each breakpoint, -1 if none.
+    sample_of : ndarray of int (P,)
+        Row of the sample outputs (:class:`Outputs` ``sample_pos``) recorded there, -1 if none.
+    """
+
+    s_pts: np.ndarray
+    piece_of: np.ndarray
+    node_of: np.ndarray
+    load_of: np.ndarray
+    sample_of: np.ndarray
+
+
+class Pieces(NamedTuple):
+    """Per-piece properties: ``kse`` (GA, GA, EA; N), ``kbt`` (EI, EI, GJ; N·m²), ``ustar``
+    precurvature (1/m), ``fdist`` distributed external force (N/m, base frame), all (K, 3), and
+    ``act`` (K, T): 1.0 where the tendon acts on the piece."""
+
+    kse: np.ndarray
+    kbt: np.ndarray
+    ustar: np.ndarray
+    fdist: np.ndarray
+    act: np.ndarray
+
+
+class TendonLoads(NamedTuple):
+    """Tendon routing and tensions of one solve.
+
+    Attributes
+    ----------
+    r : ndarray (T, 3)
+        Offsets in the body frame (m).
+    tau : ndarray (T,)
+        Tension at the proximal end of the acting span (the actuator side) (N).
+    lam : ndarray (T,)
+        Mobilised friction coefficient: the tension at wrapped angle ``θ`` is ``tau·exp(-lam·θ)``
+        (``lam = μ`` slipping while pulled, ``-μ`` while released, in between stuck).
+    track : bool
+        Integrate each tendon's wrapped angle and tension integral (needed with friction).
+    """
+
+    r: np.ndarray
+    tau: np.ndarray
+    lam: np.ndarray
+    track: bool
+
+
+class PointLoads(NamedTuple):
+    """Point forces (N) and moments (N·m), rows (M, 3) in the base frame, applied at the
+    breakpoints whose ``Grid.load_of`` names the row."""
+
+    force: np.ndarray
+    moment: np.ndarray
+
+
+class Wall(NamedTuple):
+    """Wall contact inputs (see :func:`contact_force`); ``cand`` with 0 columns disables it.
+
+    ``cand, win`` (Nn, C) int: candidate branches and window centres per node; ``window`` the
+    search half width (segments); ``b_off, bp, br`` the contact polylines
+    (:class:`bronchonav.catheter.contact.WallModel`); ``r_cath`` (m), ``k_node`` (N/m), ``eps``
+    (m); ``ref`` (Nn, 3) previous positions of the nodes' material points (m); ``fric`` (2,)
+    ``(mu, slip)``.
+    """
+
+    cand: np.ndarray
+    win: np.ndarray
+    window: int
+    b_off: np.ndarray
+    bp: np.ndarray
+    br: np.ndarray
+    r_cath: float
+    k_node: float
+    eps: float
+    ref: np.ndarray
+    fric: np.ndarray
+
+
+class Outputs(NamedTuple):
+    """Arrays :func:`integrate` fills.
+
+    Per output node (Nn rows): ``pos`` (3) position, ``quat`` (4), ``Nn``, ``Mn`` (3) composite
+    force and moment, ``VU`` (6) strains (v, u) (exact at the node when ``full``), ``Fc`` (3)
+    contact force. Per sample (S rows): ``sample_pos`` (3), ``sample_quat`` (4). Per tendon (T):
+    ``tlen`` path length along its routing, ``wrap`` wrapped angle (rad) and ``tint`` ∫τ ds over
+    its acting span (N·m; only with ``TendonLoads.track``). ``res`` (6): composite force and
+    moment just beyond the tip, after the tip node's point loads.
+    """
+
+    pos: np.ndarray
+    quat: np.ndarray
+    Nn: np.ndarray
+    Mn: np.ndarray
+    VU: np.ndarray
+    Fc: np.ndarray
+    sample_pos: np.ndarray
+    sample_quat: np.ndarray
+    tlen: np.ndarray
+    wrap: np.ndarray
+    tint: np.ndarray
+    res: np.ndarray
+
+
 @njit(cache=True, error_model="numpy")
-def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-              cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric,
-              pos, quat, Nn, Mn, VU, Fc, tlen, res, full):
-    """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill the node outputs.
+def integrate(x, q0, grid, pieces, td, loads, wall, out, full):
+    """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill ``out``.
 
     Parameters
     ----------
@@ -372,68 +511,45 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         Composite force (N) and moment (N·m) at the base, base frame.
     q0 : ndarray (4,)
         Base orientation quaternion (roll about z).
-    s_pts : ndarray (P,)
-        Integration breakpoints in reference arc length (m), increasing from 0 to L.
-    piece_of : ndarray of int (P-1,)
-        Material piece of each interval (row of ``kse, kbt, ustar, fdist, act``).
-    node_of : ndarray of int (P,)
-        Output node index of each breakpoint, -1 if it is not an output node.
-    kse, kbt, ustar, fdist : ndarray (K, 3)
-        Per piece stiffness diagonals, precurvature, distributed external force (N/m, base frame).
-    act : ndarray (K, T)
-        Tendon acts on the piece (1.0) or not (0.0).
-    r, tau : ndarray (T, 3), (T,)
-        Tendon offsets (m, body frame) and tensions (N).
-    cand : ndarray of int (Nn, C)
-        Contact candidate branches per node (-1 padding); C = 0 disables contact.
-    win : ndarray of int (Nn, C)
-        Window centres (segment indices) for the candidate search; ``window`` half width.
-    b_off, bp, br : contact polylines (see :class:`bronchonav.catheter.contact.WallModel`).
-    r_cath, k_node, eps : float
-        Catheter radius (m), nodal penalty stiffness (N/m), penalty smoothing (m).
-    ref, fric : ndarray (Nn, 3), ndarray (2,)
-        Previous positions of the nodes' material points (m) and friction ``(mu, slip)``
-        (see :func:`contact_force`).
-    pos, quat, Nn, Mn, VU, Fc : ndarray
-        Outputs per node: position, quaternion, composite force, composite moment, strains (v, u)
-        (exact at the node when ``full``), contact force.
-    tlen : ndarray (T,)
-        Output: tendon path length between base and tip along its routing (m).
-    res : ndarray (6,)
-        Output: composite force and moment just beyond the tip, after the tip node's point load.
+    grid : Grid
+    pieces : Pieces
+    td : TendonLoads
+    loads : PointLoads
+    wall : Wall
+    out : Outputs
     full : bool
         Also compute exact node strains (for output; not needed inside Newton).
     """
-    T = tau.shape[0]
-    y = np.zeros(NQ + T)
+    T = td.tau.shape[0]
+    y = np.zeros(NQ + 3 * T)
     for a in range(4):
         y[3 + a] = q0[a]
     for a in range(6):
         y[7 + a] = x[a]
-    _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
-          Fc, full)
+    _span(y, 0, grid.s_pts.shape[0] - 1, grid, pieces, td, loads, wall, out, full)
     for a in range(6):
-        res[a] = y[7 + a]
+        out.res[a] = y[7 + a]
     for i in range(T):
-        tlen[i] = y[NQ + i]
+        out.tlen[i] = y[NQ + i]
+        out.wrap[i] = y[NQ + T + i]
+        out.tint[i] = y[NQ + 2 * T + i]
 
 
 @njit(cache=True, error_model="numpy")
-def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
-          Fc, full):
+def _span(y, j0, j1, grid, pieces, td, loads, wall, out, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
-    Contact loads are applied at the output nodes after ``j0`` (the base node never takes one).
+    Contact and point loads are applied at the breakpoints after ``j0`` (a load at the base is
+    carried by the clamp).
     """
-    T = tau.shape[0]
-    ny = NQ + T
+    T = td.tau.shape[0]
+    ny = NQ + 3 * T
     yt = np.empty(ny)
     k1 = np.empty(ny)
     k2 = np.empty(ny)
     k3 = np.empty(ny)
     k4 = np.empty(ny)
+    tau_s = np.empty(T)
     vu = np.zeros(6)
     vu[2] = 1.0
     R = np.empty((3, 3))
@@ -442,53 +558,76 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
     nb = np.empty(3)
     mb = np.empty(3)
     fc = np.zeros(3)
-    ncontact = cand.shape[1]
+    s_pts, piece_of = grid.s_pts, grid.piece_of
+    ncontact = wall.cand.shape[1]
     for j in range(j0, j1 + 1):
-        kn = node_of[j]
+        kl = grid.load_of[j]
+        if kl >= 0 and j > j0:
+            for a in range(3):
+                y[7 + a] -= loads.force[kl, a]
+                y[10 + a] -= loads.moment[kl, a]
+        ks = grid.sample_of[j]
+        if ks >= 0:
+            for a in range(3):
+                out.sample_pos[ks, a] = y[a]
+            for a in range(4):
+                out.sample_quat[ks, a] = y[3 + a]
+        kn = grid.node_of[j]
         if kn >= 0:
-            loaded = False
             if ncontact > 0 and kn >= 1 and j > j0:
-                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps,
-                              ref, fric, fc)
+                contact_force(y[0:3], kn, wall.cand, wall.win, wall.window, wall.b_off, wall.bp,
+                              wall.br, wall.r_cath, wall.k_node, wall.eps, wall.ref, wall.fric, fc)
                 for a in range(3):
                     y[7 + a] -= fc[a]
-                    Fc[kn, a] = fc[a]
-                loaded = True
+                    out.Fc[kn, a] = fc[a]
             else:
                 for a in range(3):
-                    Fc[kn, a] = 0.0
+                    out.Fc[kn, a] = 0.0
             for a in range(3):
-                pos[kn, a] = y[a]
-                Nn[kn, a] = y[7 + a]
-                Mn[kn, a] = y[10 + a]
+                out.pos[kn, a] = y[a]
+                out.Nn[kn, a] = y[7 + a]
+                out.Mn[kn, a] = y[10 + a]
             for a in range(4):
-                quat[kn, a] = y[3 + a]
+                out.quat[kn, a] = y[3 + a]
             if full:
                 pc = piece_of[j - 1] if j > 0 else piece_of[0]
                 quat_to_rot(y[3:7], R)
+                # strain just proximal to the node's point loads
+                fx, fy, fz = y[7], y[8], y[9]
+                mx, my, mz = y[10], y[11], y[12]
+                if kn >= 1 and ncontact > 0:
+                    fx += out.Fc[kn, 0]
+                    fy += out.Fc[kn, 1]
+                    fz += out.Fc[kn, 2]
+                if kl >= 0 and j > j0:
+                    fx += loads.force[kl, 0]
+                    fy += loads.force[kl, 1]
+                    fz += loads.force[kl, 2]
+                    mx += loads.moment[kl, 0]
+                    my += loads.moment[kl, 1]
+                    mz += loads.moment[kl, 2]
                 for a in range(3):
-                    nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
-                    mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
-                if kn >= 1 and ncontact > 0:  # strain just proximal to the node's point load
-                    for a in range(3):
-                        nb[a] += R[0, a] * Fc[kn, 0] + R[1, a] * Fc[kn, 1] + R[2, a] * Fc[kn, 2]
-                constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau, vu, J, F)
+                    nb[a] = R[0, a] * fx + R[1, a] * fy + R[2, a] * fz
+                    mb[a] = R[0, a] * mx + R[1, a] * my + R[2, a] * mz
+                _tensions(y, td, T, tau_s)
+                constitutive(nb, mb, pieces.kse[pc], pieces.kbt[pc], pieces.ustar[pc],
+                             pieces.act[pc], td.r, tau_s, vu, J, F)
                 for a in range(6):
-                    VU[kn, a] = vu[a]
+                    out.VU[kn, a] = vu[a]
         if j == j1:
             break
         h = s_pts[j + 1] - s_pts[j]
         pc = piece_of[j]
-        _deriv(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        _deriv(y, k1, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k1[a]
-        _deriv(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        _deriv(yt, k2, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k2[a]
-        _deriv(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        _deriv(yt, k3, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
         for a in range(ny):
             yt[a] = y[a] + h * k3[a]
-        _deriv(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        _deriv(yt, k4, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
         for a in range(ny):
             y[a] += h / 6.0 * (k1[a] + 2.0 * k2[a] + 2.0 * k3[a] + k4[a])
         qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
