@@ -222,17 +222,20 @@ def validate_command(cmd: CatheterCommand, params: CatheterParams) -> ValidComma
         fm = np.concatenate([_finite_vector(f"point_loads[{k}].force", load.force, 3),
                              _finite_vector(f"point_loads[{k}].moment", load.moment, 3)])
         loads[s] = loads.get(s, np.zeros(6)) + fm
-    arcs = np.array(sorted(loads), dtype=float)
-    fm = np.array([loads[s] for s in arcs], dtype=float).reshape(-1, 6)
+    extra = {}
+    if loads:
+        arcs = np.array(sorted(loads), dtype=float)
+        fm = np.array([loads[s] for s in arcs], dtype=float)
+        extra.update(load_arc=arcs, load_force=fm[:, :3].copy(), load_moment=fm[:, 3:].copy())
     gravity = None if cmd.gravity is None else _finite_vector("gravity", cmd.gravity, 3)
-    samples = np.zeros(0)
     if cmd.output_arc_lengths is not None and len(cmd.output_arc_lengths):
         samples = _finite_vector("output_arc_lengths", cmd.output_arc_lengths,
                                  len(cmd.output_arc_lengths))
         if np.any(samples < 0) or np.any(samples > ins) or np.any(np.diff(samples) <= 0):
             raise CommandError(f"output_arc_lengths must increase within [0, {ins}] m")
+        extra["output_arc_lengths"] = samples
     return ValidCommand(ins, roll, tension, displacement,
                         _finite_vector("tip_force", cmd.tip_force, 3),
                         _finite_vector("tip_moment", cmd.tip_moment, 3),
                         _finite_vector("distributed_force", cmd.distributed_force, 3),
-                        arcs, fm[:, :3].copy(), fm[:, 3:].copy(), gravity, samples)
+                        gravity=gravity, **extra)

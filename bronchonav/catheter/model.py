@@ -77,6 +77,8 @@ def _quat_to_rot(q: np.ndarray) -> np.ndarray:
 
 _KERNELS_READY = False
 
+_NO_LOADS = PointLoads(np.zeros((0, 3)), np.zeros((0, 3)))
+
 
 def _warm_up_kernels() -> None:
     """Compile (or load from numba's cache) the kernels once per process, outside any deadline."""
@@ -110,14 +112,19 @@ class _Problem:
                                      + (R_bo @ vc.distributed_force)[None, :])
         self.pieces = Pieces(layout.kse, layout.kbt, layout.ustar, fdist, layout.act)
         L = layout.length
-        tol = 1e-9 * max(L, 1e-9)
-        at_tip = vc.load_arc >= L - tol
-        inside = (vc.load_arc > tol) & ~at_tip
-        self.f_tip = R_bo @ (vc.tip_force + vc.load_force[at_tip].sum(axis=0))
-        self.l_tip = R_bo @ (vc.tip_moment + vc.load_moment[at_tip].sum(axis=0))
-        self.loads = PointLoads(np.ascontiguousarray(vc.load_force[inside] @ R_bo.T),
-                                np.ascontiguousarray(vc.load_moment[inside] @ R_bo.T))
-        self.grid = grid_with_points(layout, vc.load_arc[inside], vc.output_arc_lengths)
+        if len(vc.load_arc) == 0:
+            self.f_tip, self.l_tip = R_bo @ vc.tip_force, R_bo @ vc.tip_moment
+            self.loads = _NO_LOADS
+            self.grid = grid_with_points(layout, vc.load_arc, vc.output_arc_lengths)
+        else:
+            tol = 1e-9 * max(L, 1e-9)
+            at_tip = vc.load_arc >= L - tol
+            inside = (vc.load_arc > tol) & ~at_tip
+            self.f_tip = R_bo @ (vc.tip_force + vc.load_force[at_tip].sum(axis=0))
+            self.l_tip = R_bo @ (vc.tip_moment + vc.load_moment[at_tip].sum(axis=0))
+            self.loads = PointLoads(np.ascontiguousarray(vc.load_force[inside] @ R_bo.T),
+                                    np.ascontiguousarray(vc.load_moment[inside] @ R_bo.T))
+            self.grid = grid_with_points(layout, vc.load_arc[inside], vc.output_arc_lengths)
         self.q0 = _quat_z(vc.roll)
         self.F_s = layout.min_EI / L ** 2
         self.M_s = self.F_s * L
@@ -488,18 +495,21 @@ class CatheterModel:
 
     def _friction_and_samples(self, prob: _Problem) -> dict:
         """State fields for the tendon friction memory and the sampled outputs."""
-        lam, wrap = prob.td.lam, prob.out.wrap
         tau = np.maximum(prob.tau, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slip = np.where(prob.mu > 0, lam / prob.mu, 0.0)
-        Ro = self.base_pose_ct[:3, :3]
-        n_s = len(prob.vc.output_arc_lengths)
-        return dict(tendon_distal_tensions=tau * np.exp(-lam * wrap),
-                    tendon_wrap_angles=wrap.copy() if prob.track else None, tendon_slip=slip,
-                    sample_arc_length=prob.vc.output_arc_lengths.copy(),
-                    sample_positions=self._to_out(prob.out.sample_pos),
-                    sample_rotations=Ro[None] @ _quat_to_rot(prob.out.sample_quat)
-                    if n_s else np.zeros((0, 3, 3)))
+        out = dict(tendon_distal_tensions=tau, tendon_wrap_angles=None,
+                   tendon_slip=np.zeros(prob.n_t))
+        if prob.track:
+            lam, wrap = prob.td.lam, prob.out.wrap
+            with np.errstate(divide="ignore", invalid="ignore"):
+                slip = np.where(prob.mu > 0, lam / prob.mu, 0.0)
+            out.update(tendon_distal_tensions=tau * np.exp(-lam * wrap),
+                       tendon_wrap_angles=wrap.copy(), tendon_slip=slip)
+        if len(prob.vc.output_arc_lengths):
+            out.update(sample_arc_length=prob.vc.output_arc_lengths.copy(),
+                       sample_positions=self._to_out(prob.out.sample_pos),
+                       sample_rotations=self.base_pose_ct[None, :3, :3]
+                       @ _quat_to_rot(prob.out.sample_quat))
+        return out
 
     def _retracted_state(self, vc: ValidCommand) -> CatheterState:
         n, n_t = self.n_nodes, len(self.params.tendons)

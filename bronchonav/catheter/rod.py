@@ -210,28 +210,35 @@ def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
 
 
 @njit(cache=True, error_model="numpy")
-def _tensions(y, td, T, tau_s):
+def _tensions(y, tau, lam, track, tau_s):
     """Local tensions ``tau_s`` (N) from the actuator tensions and the wrapped angles in ``y``."""
+    T = tau.shape[0]
     for i in range(T):
-        if td.lam[i] != 0.0:
-            tau_s[i] = td.tau[i] * np.exp(-td.lam[i] * y[NQ + T + i])
+        if track and lam[i] != 0.0:
+            tau_s[i] = tau[i] * np.exp(-lam[i] * y[NQ + T + i])
         else:
-            tau_s[i] = td.tau[i]
+            tau_s[i] = tau[i]
 
 
 @njit(cache=True, error_model="numpy")
-def _deriv(y, dy, pc, pieces, td, tau_s, vu, R, J, F, nb, mb):
-    """dy/ds of the composite state (see module docstring) on piece ``pc``; fills ``vu``."""
-    T = td.tau.shape[0]
-    kse, kbt, ustar, fdist, act = pieces.kse[pc], pieces.kbt[pc], pieces.ustar[pc], \
-        pieces.fdist[pc], pieces.act[pc]
-    r = td.r
-    _tensions(y, td, T, tau_s)
+def _deriv_friction(y, dy, kse, kbt, ustar, fdist, act, r, tau, lam, tau_s, vu, R, J, F, nb, mb):
+    """:func:`_deriv_rod` with tensions varying along the tendons (capstan, :func:`_tensions`),
+    also integrating the wrapped angles and tension integrals (:func:`_wrap_rates`)."""
+    _tensions(y, tau, lam, True, tau_s)
+    _deriv_rod(y, dy, kse, kbt, ustar, fdist, act, r, tau_s, vu, R, J, F, nb, mb)
+    _wrap_rates(dy, tau.shape[0], act, r, vu, tau_s)
+
+
+@njit(cache=True, error_model="numpy")
+def _deriv_rod(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
+    """dy/ds of the composite state (see module docstring) at tendon tensions ``tau``; fills
+    ``vu`` with (v, u)."""
+    T = tau.shape[0]
     quat_to_rot(y[3:7], R)
     for a in range(3):
         nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
         mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
-    constitutive(nb, mb, kse, kbt, ustar, act, r, tau_s, vu, J, F)
+    constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F)
     v0, v1, v2 = vu[0], vu[1], vu[2]
     u0, u1, u2 = vu[3], vu[4], vu[5]
     px = R[0, 0] * v0 + R[0, 1] * v1 + R[0, 2] * v2
@@ -253,6 +260,22 @@ def _deriv(y, dy, pc, pieces, td, tau_s, vu, R, J, F, nb, mb):
     dy[11] = -(pz * Nx - px * Nz)
     dy[12] = -(px * Ny - py * Nx)
     for i in range(T):
+        if act[i] > 0.0:
+            rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
+            wx = v0 + u1 * rz - u2 * ry
+            wy = v1 + u2 * rx - u0 * rz
+            wz = v2 + u0 * ry - u1 * rx
+            dy[NQ + i] = np.sqrt(wx * wx + wy * wy + wz * wz)
+        else:
+            dy[NQ + i] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _wrap_rates(dy, T, act, r, vu, tau_s):
+    """Per tendon: wrap rate ``|u × w|/|w|`` (the turning of its tangent ``R w/|w|`` with the
+    frame; rad per unit reference length) and local tension, into ``dy`` after the lengths."""
+    v0, v1, v2, u0, u1, u2 = vu[0], vu[1], vu[2], vu[3], vu[4], vu[5]
+    for i in range(T):
         dy[NQ + T + i] = 0.0
         dy[NQ + 2 * T + i] = 0.0
         if act[i] > 0.0:
@@ -260,17 +283,11 @@ def _deriv(y, dy, pc, pieces, td, tau_s, vu, R, J, F, nb, mb):
             wx = v0 + u1 * rz - u2 * ry
             wy = v1 + u2 * rx - u0 * rz
             wz = v2 + u0 * ry - u1 * rx
-            nw = np.sqrt(wx * wx + wy * wy + wz * wz)
-            dy[NQ + i] = nw
-            if td.track:
-                # wrap rate: turning of the tendon tangent R w/|w| with the frame, |u × w|/|w|
-                cx = u1 * wz - u2 * wy
-                cy = u2 * wx - u0 * wz
-                cz = u0 * wy - u1 * wx
-                dy[NQ + T + i] = np.sqrt(cx * cx + cy * cy + cz * cz) / nw
-                dy[NQ + 2 * T + i] = tau_s[i]
-        else:
-            dy[NQ + i] = 0.0
+            cx = u1 * wz - u2 * wy
+            cy = u2 * wx - u0 * wz
+            cz = u0 * wy - u1 * wx
+            dy[NQ + T + i] = np.sqrt((cx * cx + cy * cy + cz * cz) / (wx * wx + wy * wy + wz * wz))
+            dy[NQ + 2 * T + i] = tau_s[i]
 
 
 @njit(cache=True, error_model="numpy")
@@ -521,29 +538,38 @@ def integrate(x, q0, grid, pieces, td, loads, wall, out, full):
         Also compute exact node strains (for output; not needed inside Newton).
     """
     T = td.tau.shape[0]
-    y = np.zeros(NQ + 3 * T)
+    y = np.zeros(NQ + (3 * T if td.track else T))
     for a in range(4):
         y[3 + a] = q0[a]
     for a in range(6):
         y[7 + a] = x[a]
-    _span(y, 0, grid.s_pts.shape[0] - 1, grid, pieces, td, loads, wall, out, full)
+    _span(y, 0, grid.s_pts.shape[0] - 1, grid.s_pts, grid.piece_of, grid.node_of, grid.load_of,
+          grid.sample_of, pieces.kse, pieces.kbt, pieces.ustar, pieces.fdist, pieces.act, td.r,
+          td.tau, td.lam, td.track, loads.force, loads.moment, wall.cand, wall.win, wall.window,
+          wall.b_off, wall.bp, wall.br, wall.r_cath, wall.k_node, wall.eps, wall.ref, wall.fric,
+          out.pos, out.quat, out.Nn, out.Mn, out.VU, out.Fc, out.sample_pos, out.sample_quat,
+          full)
     for a in range(6):
         out.res[a] = y[7 + a]
     for i in range(T):
         out.tlen[i] = y[NQ + i]
-        out.wrap[i] = y[NQ + T + i]
-        out.tint[i] = y[NQ + 2 * T + i]
+        if td.track:
+            out.wrap[i] = y[NQ + T + i]
+            out.tint[i] = y[NQ + 2 * T + i]
 
 
 @njit(cache=True, error_model="numpy")
-def _span(y, j0, j1, grid, pieces, td, loads, wall, out, full):
+def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act,
+          r, tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath, k_node,
+          eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
     Contact and point loads are applied at the breakpoints after ``j0`` (a load at the base is
-    carried by the clamp).
+    carried by the clamp). Flat arguments (the fields of :func:`integrate`'s structs): numba
+    passes them to the hot loop as plain arrays.
     """
-    T = td.tau.shape[0]
-    ny = NQ + 3 * T
+    T = tau.shape[0]
+    ny = y.shape[0]
     yt = np.empty(ny)
     k1 = np.empty(ny)
     k2 = np.empty(ny)
@@ -558,37 +584,36 @@ def _span(y, j0, j1, grid, pieces, td, loads, wall, out, full):
     nb = np.empty(3)
     mb = np.empty(3)
     fc = np.zeros(3)
-    s_pts, piece_of = grid.s_pts, grid.piece_of
-    ncontact = wall.cand.shape[1]
+    ncontact = cand.shape[1]
     for j in range(j0, j1 + 1):
-        kl = grid.load_of[j]
+        kl = load_of[j]
         if kl >= 0 and j > j0:
             for a in range(3):
-                y[7 + a] -= loads.force[kl, a]
-                y[10 + a] -= loads.moment[kl, a]
-        ks = grid.sample_of[j]
+                y[7 + a] -= l_force[kl, a]
+                y[10 + a] -= l_moment[kl, a]
+        ks = sample_of[j]
         if ks >= 0:
             for a in range(3):
-                out.sample_pos[ks, a] = y[a]
+                sample_pos[ks, a] = y[a]
             for a in range(4):
-                out.sample_quat[ks, a] = y[3 + a]
-        kn = grid.node_of[j]
+                sample_quat[ks, a] = y[3 + a]
+        kn = node_of[j]
         if kn >= 0:
             if ncontact > 0 and kn >= 1 and j > j0:
-                contact_force(y[0:3], kn, wall.cand, wall.win, wall.window, wall.b_off, wall.bp,
-                              wall.br, wall.r_cath, wall.k_node, wall.eps, wall.ref, wall.fric, fc)
+                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps,
+                              ref, fric, fc)
                 for a in range(3):
                     y[7 + a] -= fc[a]
-                    out.Fc[kn, a] = fc[a]
+                    Fc[kn, a] = fc[a]
             else:
                 for a in range(3):
-                    out.Fc[kn, a] = 0.0
+                    Fc[kn, a] = 0.0
             for a in range(3):
-                out.pos[kn, a] = y[a]
-                out.Nn[kn, a] = y[7 + a]
-                out.Mn[kn, a] = y[10 + a]
+                pos[kn, a] = y[a]
+                Nn[kn, a] = y[7 + a]
+                Mn[kn, a] = y[10 + a]
             for a in range(4):
-                out.quat[kn, a] = y[3 + a]
+                quat[kn, a] = y[3 + a]
             if full:
                 pc = piece_of[j - 1] if j > 0 else piece_of[0]
                 quat_to_rot(y[3:7], R)
@@ -596,38 +621,57 @@ def _span(y, j0, j1, grid, pieces, td, loads, wall, out, full):
                 fx, fy, fz = y[7], y[8], y[9]
                 mx, my, mz = y[10], y[11], y[12]
                 if kn >= 1 and ncontact > 0:
-                    fx += out.Fc[kn, 0]
-                    fy += out.Fc[kn, 1]
-                    fz += out.Fc[kn, 2]
+                    fx += Fc[kn, 0]
+                    fy += Fc[kn, 1]
+                    fz += Fc[kn, 2]
                 if kl >= 0 and j > j0:
-                    fx += loads.force[kl, 0]
-                    fy += loads.force[kl, 1]
-                    fz += loads.force[kl, 2]
-                    mx += loads.moment[kl, 0]
-                    my += loads.moment[kl, 1]
-                    mz += loads.moment[kl, 2]
+                    fx += l_force[kl, 0]
+                    fy += l_force[kl, 1]
+                    fz += l_force[kl, 2]
+                    mx += l_moment[kl, 0]
+                    my += l_moment[kl, 1]
+                    mz += l_moment[kl, 2]
                 for a in range(3):
                     nb[a] = R[0, a] * fx + R[1, a] * fy + R[2, a] * fz
                     mb[a] = R[0, a] * mx + R[1, a] * my + R[2, a] * mz
-                _tensions(y, td, T, tau_s)
-                constitutive(nb, mb, pieces.kse[pc], pieces.kbt[pc], pieces.ustar[pc],
-                             pieces.act[pc], td.r, tau_s, vu, J, F)
+                _tensions(y, tau, lam, track, tau_s)
+                constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau_s, vu, J, F)
                 for a in range(6):
-                    out.VU[kn, a] = vu[a]
+                    VU[kn, a] = vu[a]
         if j == j1:
             break
         h = s_pts[j + 1] - s_pts[j]
         pc = piece_of[j]
-        _deriv(y, k1, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
+                            tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k1[a]
-        _deriv(yt, k2, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
+                            tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k2[a]
-        _deriv(yt, k3, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
+                            tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + h * k3[a]
-        _deriv(yt, k4, pc, pieces, td, tau_s, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
+                            tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             y[a] += h / 6.0 * (k1[a] + 2.0 * k2[a] + 2.0 * k3[a] + k4[a])
         qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
