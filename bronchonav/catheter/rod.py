@@ -518,8 +518,8 @@ class Outputs(NamedTuple):
     res: np.ndarray
 
 
-@njit(cache=True, error_model="numpy")
-def integrate(x, q0, grid, pieces, td, loads, wall, out, full):
+def integrate(x, q0, grid: Grid, pieces: Pieces, td: TendonLoads, loads: PointLoads, wall: Wall,
+              out: Outputs, full: bool) -> None:
     """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill ``out``.
 
     Parameters
@@ -536,26 +536,38 @@ def integrate(x, q0, grid, pieces, td, loads, wall, out, full):
     out : Outputs
     full : bool
         Also compute exact node strains (for output; not needed inside Newton).
+
+    Notes
+    -----
+    The structs are unpacked here into the compiled kernel's flat arguments: numba types flat
+    arrays at the call in C, but tuples in Python (several µs per call).
     """
-    T = td.tau.shape[0]
-    y = np.zeros(NQ + (3 * T if td.track else T))
+    _shoot(x, q0, *grid, *pieces, *td, *loads, *wall, *out, full)
+
+
+@njit(cache=True, error_model="numpy")
+def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act, r,
+           tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath, k_node,
+           eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen, wrap, tint,
+           res, full):
+    """:func:`integrate` on the flat fields of its structs (in their declaration order)."""
+    T = tau.shape[0]
+    y = np.zeros(NQ + (3 * T if track else T))
     for a in range(4):
         y[3 + a] = q0[a]
     for a in range(6):
         y[7 + a] = x[a]
-    _span(y, 0, grid.s_pts.shape[0] - 1, grid.s_pts, grid.piece_of, grid.node_of, grid.load_of,
-          grid.sample_of, pieces.kse, pieces.kbt, pieces.ustar, pieces.fdist, pieces.act, td.r,
-          td.tau, td.lam, td.track, loads.force, loads.moment, wall.cand, wall.win, wall.window,
-          wall.b_off, wall.bp, wall.br, wall.r_cath, wall.k_node, wall.eps, wall.ref, wall.fric,
-          out.pos, out.quat, out.Nn, out.Mn, out.VU, out.Fc, out.sample_pos, out.sample_quat,
+    _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt,
+          ustar, fdist, act, r, tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp,
+          br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
           full)
     for a in range(6):
-        out.res[a] = y[7 + a]
+        res[a] = y[7 + a]
     for i in range(T):
-        out.tlen[i] = y[NQ + i]
-        if td.track:
-            out.wrap[i] = y[NQ + T + i]
-            out.tint[i] = y[NQ + 2 * T + i]
+        tlen[i] = y[NQ + i]
+        if track:
+            wrap[i] = y[NQ + T + i]
+            tint[i] = y[NQ + 2 * T + i]
 
 
 @njit(cache=True, error_model="numpy")
@@ -565,8 +577,7 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
     Contact and point loads are applied at the breakpoints after ``j0`` (a load at the base is
-    carried by the clamp). Flat arguments (the fields of :func:`integrate`'s structs): numba
-    passes them to the hot loop as plain arrays.
+    carried by the clamp).
     """
     T = tau.shape[0]
     ny = y.shape[0]
