@@ -9,6 +9,7 @@ import pytest
 
 from bronchonav.calibration import (Recording, apply_parameters, calibrate, load_recording,
                                     predict, save_recording)
+from bronchonav.calibration.recording import tension_loops
 from bronchonav.catheter import CatheterParams
 from bronchonav.cli import main
 from bronchonav.errors import InputError
@@ -18,7 +19,7 @@ TRUTH = np.array([1.25, 0.3, 12e-3, -8e-3, 10e-3])
 
 
 def start_params():
-    """The shipped bronchoscope with (unknown to the fit) tendon friction 0.1."""
+    """Starting values: the shipped bronchoscope with tendon friction 0.1 (truth: TRUTH)."""
     p = copy.deepcopy(CatheterParams.default())
     for t in p.tendons:
         t.friction = 0.1
@@ -29,19 +30,10 @@ def start_params():
 def recording():
     """Tension loops on each tendon (pull, partial release, re-pull, release), 72 rows."""
     p = start_params()
-    tmax = p.limits.tension_max
     profile = np.concatenate([np.linspace(0, 0.9, 7), np.linspace(0.9, 0.3, 5)[1:],
                               np.linspace(0.3, 0.7, 3)[1:], np.linspace(0.7, 0, 6)[1:]])
-    act = []
-    for k in range(4):
-        for f in profile:
-            a = np.zeros(4)
-            a[k] = f * tmax
-            act.append(a)
-    act = np.array(act)
-    n = len(act)
-    rec = Recording(np.full(n, 0.1), np.zeros(n), "tension", act, np.zeros((n, 3)),
-                    np.zeros((n, 0)), np.zeros((n, 0, 3)))
+    rec = tension_loops(p, 0.1, profile)
+    n = len(rec)
     truth = apply_parameters(p, NAMES, TRUTH)
     rec.tip = predict(truth, rec, 15).tip + np.random.default_rng(0).normal(0, 0.5e-3, (n, 3))
     return rec

@@ -156,3 +156,17 @@ def save_recording(path, rec: Recording, params: CatheterParams) -> None:
             for j in range(rec.shape_s.shape[1]):
                 row += [rec.shape_s[k, j], *rec.shape[k, j]]
             writer.writerow([repr(float(v)) for v in row])
+
+
+def tension_loops(params: CatheterParams, insertion: float,
+                  profile: np.ndarray) -> Recording:
+    """A tension-controlled sequence (tips zero, to be measured or simulated): each tendon in
+    turn follows ``profile`` (fractions of the tension limit) while the others stay slack."""
+    n_t = len(params.tendons)
+    act = np.zeros((n_t * len(profile), n_t))
+    for k in range(n_t):
+        act[k * len(profile):(k + 1) * len(profile), k] = np.asarray(profile) * \
+            params.limits.tension_max
+    n = len(act)
+    return Recording(np.full(n, float(insertion)), np.zeros(n), "tension", act, np.zeros((n, 3)),
+                     np.zeros((n, 0)), np.zeros((n, 0, 3)))
