@@ -71,3 +71,13 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("segments: [unclosed\n")
     with pytest.raises(InputError, match="not valid YAML"):
         CatheterParams.from_file(bad)
+
+
+def test_urdf_chain_from_a_device_file():
+    from bronchonav.ros.urdf_gen import DEFAULT_CHAIN, ChainSpec
+
+    assert ChainSpec.from_catheter(CatheterParams.default()) == DEFAULT_CHAIN
+    p = CatheterParams.default()
+    p.outer_diameter, p.limits.max_insertion = 4.2e-3, 0.402
+    spec = ChainSpec.from_catheter(p)
+    assert spec.outer_diameter == 4.2e-3 and spec.length >= 0.402 > spec.length - 0.005

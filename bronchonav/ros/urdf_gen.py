@@ -44,6 +44,15 @@ class ChainSpec:
         """Chain length = insertion range (m)."""
         return self.n_links * self.link_length
 
+    @classmethod
+    def from_catheter(cls, params, link_length: float = 0.005) -> "ChainSpec":
+        """The chain for a device (``CatheterParams``, e.g. from a device file): enough links
+        of ``link_length`` (m) to cover its maximum insertion, its outer diameter."""
+        import math
+
+        n = math.ceil(params.limits.max_insertion / link_length - 1e-9)
+        return cls(n_links=n, link_length=link_length, outer_diameter=params.outer_diameter)
+
 
 DEFAULT_CHAIN = ChainSpec()
 """The chain of the committed URDF; ``catheter_sim`` publishes joint angles for it."""
@@ -107,9 +116,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=SOURCE_ROOT / "urdf" / "bronchoscope.urdf")
+    parser.add_argument("--device", type=Path, help="device file (YAML): chain for that device")
     args = parser.parse_args(argv)
+    spec = DEFAULT_CHAIN
+    if args.device:
+        from bronchonav.catheter.params import CatheterParams
+
+        spec = ChainSpec.from_catheter(CatheterParams.from_file(args.device))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(generate())
+    args.out.write_text(generate(spec))
     print(args.out)
 
 
