@@ -68,7 +68,8 @@ def device_file(name: str) -> Path:
         path = root / DEVICE_FOLDER / name
         if path.is_file():
             return path
-    raise InputError(f"device file {name} not found under {', '.join(str(r / DEVICE_FOLDER) for r in roots)}")
+    where = ", ".join(str(r / DEVICE_FOLDER) for r in roots)
+    raise InputError(f"device file {name} not found under {where}")
 
 
 class _Reader:
@@ -79,7 +80,8 @@ class _Reader:
             raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
         unknown = sorted(set(map(str, data)) - allowed)
         if unknown:
-            raise InputError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+            raise InputError(f"{where}.{unknown[0]}: unknown key "
+                             f"(allowed: {', '.join(sorted(allowed))})")
         self.where, self.data = where, data
 
     def has(self, key: str) -> bool:

@@ -11,10 +11,11 @@ about the backbone point ``p``) and tendon ``i`` of tension ``τ_i`` crossing th
     Ñ = n + Σ τ_i t_i,          M̃ = m + Σ τ_i (R r_i) × t_i,
     Ñ' = -f,                    M̃' = -p' × Ñ - l,
 
-where ``f, l`` are the external loads per unit length (gravity, distributed loads). Point loads at
-nodes (contact) make ``Ñ`` jump. A tendon termination is internal to the composite, so ``Ñ, M̃``
-stay continuous there; the point force and moment the tendon applies to the rod appear through the
-constitutive law below, which loses that tendon's terms distal to its termination. This is exactly
+where ``f, l`` are the external loads per unit length (gravity, distributed loads). Point loads
+(contact at nodes, point forces and moments at any arc length) make ``Ñ`` and ``M̃`` jump. A
+tendon termination is internal to the composite, so ``Ñ, M̃`` stay continuous there; the point
+force and moment the tendon applies to the rod appear through the constitutive law below, which
+loses that tendon's terms distal to its termination. This is exactly
 Rucker & Webster's model with its termination point loads, written without the 6×6 implicit ODE.
 
 Constitutive law, body frame (``v = Rᵀp'``, ``u`` from ``R' = R û``)::
@@ -26,9 +27,25 @@ It is solved for ``(v, u)`` by Newton's method (its Jacobian is Rucker & Webster
 matrices), warm-started from the previous evaluation; without loaded tendons it is linear.
 
 State along ``s`` (reference arc length, from the base at 0 to the tip at ``L``): position ``p``,
-unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon path lengths. Integration
-is classic RK4 between consecutive breakpoints (output nodes, segment boundaries, tendon ends), so
-property jumps never fall inside a step. All quantities are in the ``catheter_base`` frame.
+unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon path lengths (with
+friction also their wrapped angles and tension integrals). Integration is classic RK4 between
+consecutive breakpoints (output nodes, segment boundaries, tendon ends, point loads, sampled
+outputs), so property and load jumps never fall inside a step. All quantities are in the
+``catheter_base`` frame.
+
+Tendon friction (capstan). Friction between a tendon and its routing is internal to the
+composite, so the equations above are unchanged; only the tension varies along the tendon. A
+massless string of tension τ pressed against a curved routing slides with ``dτ/dθ = ∓μ τ``, θ the
+angle its tangent has turned through, so ``τ(s) = τ_a exp(-λ θ(s))`` from its proximal end
+(actuator side, tension ``τ_a``), with ``λ = μ`` while it slips being pulled, ``-μ`` while released
+and in between when stuck (chosen by the model from the previous state,
+:meth:`bronchonav.catheter.model._Problem.mobilised_friction`). The wrap rate is taken as
+``|u × w|/|w|``, the turning of the tendon tangent ``R w/|w|`` with the material frame (exact for
+constant strains), and ``θ`` and ``∫τ ds`` are integrated with the state.
+
+Interface: :func:`integrate` takes a few named structs (:class:`Grid`, :class:`Pieces`,
+:class:`TendonLoads`, :class:`PointLoads`, :class:`Wall`, :class:`Outputs`) and passes their
+fields to the compiled kernel.
 
 The kernels use numba's ``error_model="numpy"``: a degenerate iterate gives inf/NaN (which the
 solver rejects) instead of raising inside the loop.
