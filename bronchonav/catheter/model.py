@@ -97,8 +97,8 @@ def _warm_up_kernels() -> None:
 class _Problem:
     """One shooting problem: a validated command on a layout, with frozen contact tracking.
 
-    Tendon friction memory (the previous state's distal tensions and wrap angles) is read from
-    ``model.state``; see :meth:`mobilised_friction`.
+    Tendon friction memory (the previous state's tension profiles) is read from ``model.state``;
+    see :meth:`_previous_profile`.
     """
 
     def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking,
@@ -132,18 +132,13 @@ class _Problem:
         self.tau = np.zeros(n_t) if self.disp else vc.tension + layout.pretension
         self.mu = layout.friction
         self.track = bool(np.any(self.mu > 0))
-        prev = model.state
-        if self.track and prev is not None and prev.tendon_distal_tensions is not None:
-            self.tau_d_prev = prev.tendon_distal_tensions
-            self.wrap_prev = prev.tendon_wrap_angles
-        else:
-            self.tau_d_prev, self.wrap_prev = np.zeros(n_t), np.zeros(n_t)
-        self.td = TendonLoads(model._tendon_r, self.tau, np.zeros(n_t), self.track)
+        self.td = TendonLoads(model._tendon_r, self.tau, self.mu,
+                              self._previous_profile(model.state, L), self.track)
         n, n_s = len(layout.arc), len(vc.output_arc_lengths)
         self.out = Outputs(np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3)),
                            np.zeros((n, 6)), np.zeros((n, 3)), np.empty((n_s, 3)),
-                           np.empty((n_s, 4)), np.zeros(n_t), np.zeros(n_t), np.zeros(n_t),
-                           np.zeros(6))
+                           np.empty((n_s, 4)), np.zeros(n_t), np.zeros((n, n_t)), np.zeros(n_t),
+                           np.zeros(n_t), np.zeros(n_t), np.zeros(6))
         self.pos, self.quat, self.VU, self.Fc = self.out.pos, self.out.quat, self.out.VU, \
             self.out.Fc
         wall = model._wall
@@ -178,24 +173,25 @@ class _Problem:
         x = self.unpack(z)
         return np.concatenate([x, z[6:]]) if self.disp else x
 
-    def mobilised_friction(self, tau: np.ndarray) -> np.ndarray:
-        """Mobilised friction coefficient λ per tendon for actuator tensions ``tau`` (N).
+    def _previous_profile(self, prev, L: float) -> np.ndarray:
+        """The tendons' tension profiles of the previous state at this grid's breakpoints (N).
 
-        Quasi-static stick–slip with memory: the tendon sticks (its distal tension stays at the
-        previous state's, ``tau·exp(-λθ) = τ_d,prev`` with the previous wrap angle θ) while that
-        needs ``|λ| <= μ``; beyond, it slips: ``λ = +μ`` while pulled (tension falls distally),
-        ``-μ`` while released.
+        Tendon friction memory: a tendon's material points are fixed relative to the tip, so the
+        profile is carried over at equal distance from the tip (the newly inserted proximal part
+        takes the most proximal value). No previous profile: zero (the first pull slips).
         """
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.log(np.maximum(tau, 0.0) / self.tau_d_prev) / self.wrap_prev
-        lam = np.where(np.isfinite(ratio), ratio,
-                       np.sign(np.maximum(tau, 0.0) - self.tau_d_prev) * self.mu)
-        return np.clip(lam, -self.mu, self.mu)
+        if not self.track:
+            return np.zeros((0, self.n_t))
+        if prev is None or prev.tendon_tension_profile is None:
+            return np.zeros((len(self.grid.s_pts), self.n_t))
+        d_prev = (prev.insertion - prev.arc_length)[::-1]
+        d_new = L - self.grid.s_pts
+        values = prev.tendon_tension_profile[::-1]
+        return np.ascontiguousarray(np.column_stack(
+            [np.interp(d_new, d_prev, values[:, i]) for i in range(self.n_t)]))
 
     def run(self, z: np.ndarray, full: bool) -> None:
         x = self.unpack(z)
-        if self.track:
-            self.td.lam[:] = self.mobilised_friction(self.tau)
         integrate(x, self.q0, self.grid, self.pieces, self.td, self.loads, self.wall, self.out,
                   full)
 
@@ -497,13 +493,14 @@ class CatheterModel:
         """State fields for the tendon friction memory and the sampled outputs."""
         tau = np.maximum(prob.tau, 0.0)
         out = dict(tendon_distal_tensions=tau, tendon_wrap_angles=None,
-                   tendon_slip=np.zeros(prob.n_t))
+                   tendon_slip=np.zeros(prob.n_t), tendon_tension_profile=None)
         if prob.track:
-            lam, wrap = prob.td.lam, prob.out.wrap
-            with np.errstate(divide="ignore", invalid="ignore"):
-                slip = np.where(prob.mu > 0, lam / prob.mu, 0.0)
-            out.update(tendon_distal_tensions=tau * np.exp(-lam * wrap),
-                       tendon_wrap_angles=wrap.copy(), tendon_slip=slip)
+            wrap, dist = prob.out.wrap, prob.out.tdist
+            pulled = np.isclose(dist, tau * np.exp(-prob.mu * wrap), rtol=1e-9, atol=1e-12)
+            released = np.isclose(dist, tau * np.exp(prob.mu * wrap), rtol=1e-9, atol=1e-12)
+            out.update(tendon_distal_tensions=dist.copy(), tendon_wrap_angles=wrap.copy(),
+                       tendon_slip=pulled.astype(float) - released.astype(float),
+                       tendon_tension_profile=prob.out.node_tension.copy())
         if len(prob.vc.output_arc_lengths):
             out.update(sample_arc_length=prob.vc.output_arc_lengths.copy(),
                        sample_positions=self._to_out(prob.out.sample_pos),

@@ -35,13 +35,14 @@ outputs), so property and load jumps never fall inside a step. All quantities ar
 
 Tendon friction (capstan). Friction between a tendon and its routing is internal to the
 composite, so the equations above are unchanged; only the tension varies along the tendon. A
-massless string of tension τ pressed against a curved routing slides with ``dτ/dθ = ∓μ τ``, θ the
-angle its tangent has turned through, so ``τ(s) = τ_a exp(-λ θ(s))`` from its proximal end
-(actuator side, tension ``τ_a``), with ``λ = μ`` while it slips being pulled, ``-μ`` while released
-and in between when stuck (chosen by the model from the previous state,
-:meth:`bronchonav.catheter.model._Problem.mobilised_friction`). The wrap rate is taken as
-``|u × w|/|w|``, the turning of the tendon tangent ``R w/|w|`` with the material frame (exact for
-constant strains), and ``θ`` and ``∫τ ds`` are integrated with the state.
+massless string pressed against a curved routing has ``|dτ/dθ| <= μ τ``, θ the angle its tangent
+has turned through from the proximal end of its acting span (actuator tension ``τ_a``), with
+equality where it slides. Quasi-static memory: the new profile is the previous state's profile
+clamped between the slip envelopes ``τ_a exp(-μθ)`` (sliding while pulled) and ``τ_a exp(+μθ)``
+(sliding while released); where the previous profile lies between them the tendon sticks and
+keeps its tension. The wrap rate is taken as ``|u × w|/|w|``, the turning of the tendon tangent
+``R w/|w|`` with the material frame (exact for constant strains), and ``θ`` and ``∫τ ds`` are
+integrated with the state.
 
 Interface: :func:`integrate` takes a few named structs (:class:`Grid`, :class:`Pieces`,
 :class:`TendonLoads`, :class:`PointLoads`, :class:`Wall`, :class:`Outputs`) and passes their
@@ -227,21 +228,26 @@ def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
 
 
 @njit(cache=True, error_model="numpy")
-def _tensions(y, tau, lam, track, tau_s):
-    """Local tensions ``tau_s`` (N) from the actuator tensions and the wrapped angles in ``y``."""
+def _tensions(y, tau, mu, pa, pb, frac, tau_s):
+    """Local tensions ``tau_s`` (N): the previous profile (``pa + frac (pb - pa)``, linear
+    between the interval's ends) clamped between the slip envelopes ``tau·exp(∓μθ)`` of the
+    actuator tensions ``tau`` at the wrapped angles θ in ``y``."""
     T = tau.shape[0]
     for i in range(T):
-        if track and lam[i] != 0.0:
-            tau_s[i] = tau[i] * np.exp(-lam[i] * y[NQ + T + i])
+        if mu[i] > 0.0:
+            e = np.exp(mu[i] * y[NQ + T + i])
+            prev = pa[i] + frac * (pb[i] - pa[i])
+            tau_s[i] = min(max(prev, tau[i] / e), tau[i] * e)
         else:
             tau_s[i] = tau[i]
 
 
 @njit(cache=True, error_model="numpy")
-def _deriv_friction(y, dy, kse, kbt, ustar, fdist, act, r, tau, lam, tau_s, vu, R, J, F, nb, mb):
+def _deriv_friction(y, dy, kse, kbt, ustar, fdist, act, r, tau, mu, pa, pb, frac, tau_s, vu, R,
+                    J, F, nb, mb):
     """:func:`_deriv_rod` with tensions varying along the tendons (capstan, :func:`_tensions`),
     also integrating the wrapped angles and tension integrals (:func:`_wrap_rates`)."""
-    _tensions(y, tau, lam, True, tau_s)
+    _tensions(y, tau, mu, pa, pb, frac, tau_s)
     _deriv_rod(y, dy, kse, kbt, ustar, fdist, act, r, tau_s, vu, R, J, F, nb, mb)
     _wrap_rates(dy, tau.shape[0], act, r, vu, tau_s)
 
@@ -466,16 +472,20 @@ class TendonLoads(NamedTuple):
         Offsets in the body frame (m).
     tau : ndarray (T,)
         Tension at the proximal end of the acting span (the actuator side) (N).
-    lam : ndarray (T,)
-        Mobilised friction coefficient: the tension at wrapped angle ``θ`` is ``tau·exp(-lam·θ)``
-        (``lam = μ`` slipping while pulled, ``-μ`` while released, in between stuck).
+    mu : ndarray (T,)
+        Friction coefficients.
+    prev : ndarray (P, T)
+        Each tendon's tension profile of the previous state at the breakpoints (N): the new
+        profile is this one clamped between ``tau·exp(∓μθ)`` (stuck where it lies between, slipping
+        where an envelope binds).
     track : bool
-        Integrate each tendon's wrapped angle and tension integral (needed with friction).
+        Friction on: integrate each tendon's wrapped angle and tension integral.
     """
 
     r: np.ndarray
     tau: np.ndarray
-    lam: np.ndarray
+    mu: np.ndarray
+    prev: np.ndarray
     track: bool
 
 
@@ -515,8 +525,10 @@ class Outputs(NamedTuple):
 
     Per output node (Nn rows): ``pos`` (3) position, ``quat`` (4), ``Nn``, ``Mn`` (3) composite
     force and moment, ``VU`` (6) strains (v, u) (exact at the node when ``full``), ``Fc`` (3)
-    contact force. Per sample (S rows): ``sample_pos`` (3), ``sample_quat`` (4). Per tendon (T):
-    ``tlen`` path length along its routing, ``wrap`` wrapped angle (rad) and ``tint`` ∫τ ds over
+    contact force, ``node_tension`` (T) the tendons' local tensions (with friction only). Per
+    sample (S rows): ``sample_pos`` (3), ``sample_quat`` (4). Per tendon (T):
+    ``tlen`` path length along its routing, ``wrap`` wrapped angle (rad), ``tdist`` tension at
+    its distal end (N) and ``tint`` ∫τ ds over
     its acting span (N·m; only with ``TendonLoads.track``). ``res`` (6): composite force and
     moment just beyond the tip, after the tip node's point loads.
     """
@@ -530,7 +542,9 @@ class Outputs(NamedTuple):
     sample_pos: np.ndarray
     sample_quat: np.ndarray
     tlen: np.ndarray
+    node_tension: np.ndarray
     wrap: np.ndarray
+    tdist: np.ndarray
     tint: np.ndarray
     res: np.ndarray
 
@@ -564,9 +578,9 @@ def integrate(x, q0, grid: Grid, pieces: Pieces, td: TendonLoads, loads: PointLo
 
 @njit(cache=True, error_model="numpy")
 def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act, r,
-           tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath, k_node,
-           eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen, wrap, tint,
-           res, full):
+           tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
+           k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen,
+           node_tension, wrap, tdist, tint, res, full):
     """:func:`integrate` on the flat fields of its structs (in their declaration order)."""
     T = tau.shape[0]
     y = np.zeros(NQ + (3 * T if track else T))
@@ -575,9 +589,9 @@ def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar,
     for a in range(6):
         y[7 + a] = x[a]
     _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt,
-          ustar, fdist, act, r, tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp,
-          br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
-          full)
+          ustar, fdist, act, r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off,
+          bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos,
+          sample_quat, node_tension, tdist, full)
     for a in range(6):
         res[a] = y[7 + a]
     for i in range(T):
@@ -589,8 +603,9 @@ def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar,
 
 @njit(cache=True, error_model="numpy")
 def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act,
-          r, tau, lam, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath, k_node,
-          eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, full):
+          r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
+          k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
+          node_tension, tdist, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
     Contact and point loads are applied at the breakpoints after ``j0`` (a load at the base is
@@ -642,6 +657,10 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
                 Mn[kn, a] = y[10 + a]
             for a in range(4):
                 quat[kn, a] = y[3 + a]
+            if track:
+                _tensions(y, tau, mu, prev[j], prev[j], 0.0, tau_s)
+                for i in range(T):
+                    node_tension[kn, i] = tau_s[i]
             if full:
                 pc = piece_of[j - 1] if j > 0 else piece_of[0]
                 quat_to_rot(y[3:7], R)
@@ -662,7 +681,10 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
                 for a in range(3):
                     nb[a] = R[0, a] * fx + R[1, a] * fy + R[2, a] * fz
                     mb[a] = R[0, a] * mx + R[1, a] * my + R[2, a] * mz
-                _tensions(y, tau, lam, track, tau_s)
+                if track:
+                    _tensions(y, tau, mu, prev[j], prev[j], 0.0, tau_s)
+                else:
+                    tau_s[:] = tau
                 constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau_s, vu, J, F)
                 for a in range(6):
                     VU[kn, a] = vu[a]
@@ -671,32 +693,32 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
         h = s_pts[j + 1] - s_pts[j]
         pc = piece_of[j]
         if track:
-            _deriv_friction(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
-                            tau_s, vu, R, J, F, nb, mb)
+            _deriv_friction(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.0, tau_s, vu, R, J, F, nb, mb)
         else:
             _deriv_rod(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
                        nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k1[a]
         if track:
-            _deriv_friction(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
-                            tau_s, vu, R, J, F, nb, mb)
+            _deriv_friction(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.5, tau_s, vu, R, J, F, nb, mb)
         else:
             _deriv_rod(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
                        nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k2[a]
         if track:
-            _deriv_friction(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
-                            tau_s, vu, R, J, F, nb, mb)
+            _deriv_friction(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.5, tau_s, vu, R, J, F, nb, mb)
         else:
             _deriv_rod(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
                        nb, mb)
         for a in range(ny):
             yt[a] = y[a] + h * k3[a]
         if track:
-            _deriv_friction(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, lam,
-                            tau_s, vu, R, J, F, nb, mb)
+            _deriv_friction(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 1.0, tau_s, vu, R, J, F, nb, mb)
         else:
             _deriv_rod(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
                        nb, mb)
@@ -705,3 +727,8 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
         qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
         for a in range(3, 7):
             y[a] /= qn
+        if track:  # tension at the end of the interval: the distal one if the tendon ends here
+            _tensions(y, tau, mu, prev[j + 1], prev[j + 1], 0.0, tau_s)
+            for i in range(T):
+                if act[pc, i] > 0.0:
+                    tdist[i] = tau_s[i]

@@ -63,9 +63,11 @@ class CatheterState:
         Total angle each tendon wraps around its routing on the inserted part (rad) (computed
         only when the device has tendon friction).
     tendon_slip : ndarray (T,) or None
-        Mobilised friction over the friction coefficient, in [-1, 1]: +1 slipping while pulled,
-        -1 slipping while released, in between stuck (0 without friction). With the two fields
-        above this is the friction memory the next step starts from.
+        +1 where the whole tendon slips being pulled (its distal tension is on the pulling
+        envelope ``τ·exp(-μθ)``), -1 slipping being released, 0 (partly) stuck or no friction.
+    tendon_tension_profile : ndarray (N, T) or None
+        Each tendon's local tension at the nodes (N; with tendon friction only): the friction
+        memory the next step starts from.
     sample_arc_length : ndarray (S,)
         Arc lengths of the requested outputs (``CatheterCommand.output_arc_lengths``) (m).
     sample_positions : ndarray (S, 3)
@@ -97,6 +99,7 @@ class CatheterState:
     tendon_distal_tensions: np.ndarray | None = None
     tendon_wrap_angles: np.ndarray | None = None
     tendon_slip: np.ndarray | None = None
+    tendon_tension_profile: np.ndarray | None = None
     sample_arc_length: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sample_positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     sample_rotations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3)))
