@@ -136,3 +136,21 @@ def test_tendon_spanning_a_segment_with_a_tip_load_elsewhere_still_solves():
     state = model.step(CatheterCommand(insertion=0.3, tendon_tension=[1.0],
                                        point_loads=[PointLoad(0.1, force=[0, 0.01, 0])]))
     assert state.converged and state.tip_position[1] > 0
+
+
+def test_interpolated_commands_carry_the_new_fields():
+    from bronchonav.catheter.command import interpolate_commands, validate_command
+
+    params = rod()
+    a = validate_command(CatheterCommand(insertion=0.2, gravity=[0, 0, 0]), params)
+    b = validate_command(CatheterCommand(
+        insertion=0.3, gravity=[0, 9.0, 0], output_arc_lengths=[0.1, 0.2],
+        point_loads=[PointLoad(0.15, force=[0.02, 0, 0], moment=[0, 0, 0.01])]), params)
+    half = interpolate_commands(a, b, 0.5)
+    assert half.insertion == pytest.approx(0.25)
+    assert np.allclose(half.gravity, [0, 4.5, 0])
+    assert np.allclose(half.load_arc, [0.15]) and np.allclose(half.load_force, [[0.01, 0, 0]])
+    assert np.allclose(half.load_moment, [[0, 0, 0.005]])
+    assert np.allclose(half.output_arc_lengths, [0.1, 0.2])
+    end = interpolate_commands(a, b, 1.0)
+    assert np.allclose(end.load_force, b.load_force) and np.allclose(end.gravity, b.gravity)

@@ -129,8 +129,8 @@ def interpolate_commands(a: ValidCommand, b: ValidCommand, w: float,
                          displacement_a: np.ndarray | None = None) -> ValidCommand:
     """The command a fraction ``w`` (0..1) of the way from ``a`` to ``b`` (continuation).
 
-    Tensions or displacements follow ``b``'s mode; ``tension_a`` / ``displacement_a`` stand in
-    for ``a``'s when ``a`` was given in the other mode. Point loads ramp from zero (``a``'s are
+    Tensions or displacements follow ``b``'s mode; ``tension_a`` / ``displacement_a`` (default
+    zero) stand in for ``a``'s when ``a`` was given in the other mode. Point loads ramp from zero (``a``'s are
     dropped) to ``b``'s at ``b``'s arc lengths; gravity ramps from ``a``'s to ``b``'s; the
     sampled arc lengths are ``b``'s.
     """
@@ -138,9 +138,11 @@ def interpolate_commands(a: ValidCommand, b: ValidCommand, w: float,
         return (1 - w) * u + w * v
     if b.displacement is not None:
         da = a.displacement if a.displacement is not None else displacement_a
+        da = np.zeros_like(b.displacement) if da is None else da
         tension, disp = None, lerp(da, b.displacement)
     else:
         ta = a.tension if a.tension is not None else tension_a
+        ta = np.zeros_like(b.tension) if ta is None else ta
         tension, disp = lerp(ta, b.tension), None
     gravity = None
     if b.gravity is not None or a.gravity is not None:
