@@ -62,8 +62,13 @@ _LIMITS = {"max_insertion", "tension_max", "displacement_min", "displacement_max
 
 def device_file(name: str) -> Path:
     """A shipped device file: ``config/devices/NAME`` in the source tree or the installed share
-    directory (``<prefix>/share/bronchonav/config/devices``)."""
-    roots = [Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "bronchonav"]
+    directory (``<prefix>/share/bronchonav/config/devices``, the prefix being the one this
+    module is installed under, ``<prefix>/lib/pythonX.Y/site-packages``, or ``sys.prefix``)."""
+    here = Path(__file__).resolve()
+    roots = [here.parents[2]]
+    if len(here.parents) > 5:
+        roots.append(here.parents[5] / "share" / "bronchonav")
+    roots.append(Path(sys.prefix) / "share" / "bronchonav")
     for root in roots:
         path = root / DEVICE_FOLDER / name
         if path.is_file():
