@@ -78,6 +78,9 @@ def _quat_to_rot(q: np.ndarray) -> np.ndarray:
 _KERNELS_READY = False
 
 _NO_LOADS = PointLoads(np.zeros((0, 3)), np.zeros((0, 3)))
+_NO_SAMPLES_POS, _NO_SAMPLES_QUAT = np.zeros((0, 3)), np.zeros((0, 4))
+_EMPTY_1D, _EMPTY_2D = np.zeros(0), np.zeros((0, 0))
+"""Read-only placeholders for kernel outputs and inputs a solve does not use."""
 
 
 def _warm_up_kernels() -> None:
@@ -135,10 +138,15 @@ class _Problem:
         self.td = TendonLoads(model._tendon_r, self.tau, self.mu,
                               self._previous_profile(model.state, L), self.track)
         n, n_s = len(layout.arc), len(vc.output_arc_lengths)
+        if self.track:
+            friction = (np.zeros((n, n_t)), np.zeros(n_t), np.zeros(n_t), np.zeros(n_t))
+        else:  # not written by the kernel
+            friction = (_EMPTY_2D, _EMPTY_1D, _EMPTY_1D, _EMPTY_1D)
+        samples = (np.empty((n_s, 3)), np.empty((n_s, 4))) if n_s else (_NO_SAMPLES_POS,
+                                                                         _NO_SAMPLES_QUAT)
         self.out = Outputs(np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3)),
-                           np.zeros((n, 6)), np.zeros((n, 3)), np.empty((n_s, 3)),
-                           np.empty((n_s, 4)), np.zeros(n_t), np.zeros((n, n_t)), np.zeros(n_t),
-                           np.zeros(n_t), np.zeros(n_t), np.zeros(6))
+                           np.zeros((n, 6)), np.zeros((n, 3)), *samples, np.zeros(n_t),
+                           friction[0], friction[1], friction[2], friction[3], np.zeros(6))
         self.pos, self.quat, self.VU, self.Fc = self.out.pos, self.out.quat, self.out.VU, \
             self.out.Fc
         wall = model._wall
@@ -181,7 +189,7 @@ class _Problem:
         takes the most proximal value). No previous profile: zero (the first pull slips).
         """
         if not self.track:
-            return np.zeros((0, self.n_t))
+            return _EMPTY_2D
         if prev is None or prev.tendon_tension_profile is None:
             return np.zeros((len(self.grid.s_pts), self.n_t))
         d_prev = (prev.insertion - prev.arc_length)[::-1]

@@ -243,6 +243,16 @@ def _tensions(y, tau, mu, pa, pb, frac, tau_s):
 
 
 @njit(cache=True, error_model="numpy")
+def _record_tensions(y, tau, mu, p, act, acting_only, tau_s, out):
+    """Local tensions at ``y`` (previous profile ``p`` there) into ``out``; with
+    ``acting_only`` only for the tendons acting on the piece (``act > 0``)."""
+    _tensions(y, tau, mu, p, p, 0.0, tau_s)
+    for i in range(tau.shape[0]):
+        if not acting_only or act[i] > 0.0:
+            out[i] = tau_s[i]
+
+
+@njit(cache=True, error_model="numpy")
 def _deriv_friction(y, dy, kse, kbt, ustar, fdist, act, r, tau, mu, pa, pb, frac, tau_s, vu, R,
                     J, F, nb, mb):
     """:func:`_deriv_rod` with tensions varying along the tendons (capstan, :func:`_tensions`),
@@ -658,9 +668,7 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
             for a in range(4):
                 quat[kn, a] = y[3 + a]
             if track:
-                _tensions(y, tau, mu, prev[j], prev[j], 0.0, tau_s)
-                for i in range(T):
-                    node_tension[kn, i] = tau_s[i]
+                _record_tensions(y, tau, mu, prev[j], act[0], False, tau_s, node_tension[kn])
             if full:
                 pc = piece_of[j - 1] if j > 0 else piece_of[0]
                 quat_to_rot(y[3:7], R)
@@ -728,7 +736,4 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
         for a in range(3, 7):
             y[a] /= qn
         if track:  # tension at the end of the interval: the distal one if the tendon ends here
-            _tensions(y, tau, mu, prev[j + 1], prev[j + 1], 0.0, tau_s)
-            for i in range(T):
-                if act[pc, i] > 0.0:
-                    tdist[i] = tau_s[i]
+            _record_tensions(y, tau, mu, prev[j + 1], act[pc], True, tau_s, tdist)
