@@ -52,6 +52,8 @@ class Layout:
         Length of each wire from the catheter's proximal end to its crimp (m).
     friction, pretension, zero_offset : ndarray (T,)
         Per-tendon friction coefficient, pretension (N) and zero offset (m).
+    track_friction : bool
+        Some tendon has friction.
     min_EI : float
         Smallest bending stiffness on the inserted part (N·m²), for scaling.
     grid : Grid
@@ -75,6 +77,7 @@ class Layout:
     friction: np.ndarray
     pretension: np.ndarray
     zero_offset: np.ndarray
+    track_friction: bool
     min_EI: float
     grid: Grid
 
@@ -130,7 +133,7 @@ def build_layout(params: CatheterParams, insertion: float, n_nodes: int) -> Layo
     return Layout(L, arc, s_pts, piece_of, node_of, kse, kbt, ustar, mass, act, ref_span,
                   out_comp, wire, bounds[[t.end_segment + 1 for t in params.tendons]],
                   tendon[:, 0].copy(), tendon[:, 1].copy(), tendon[:, 2].copy(),
-                  float(kbt[:, 0].min()), Grid(s_pts, piece_of, node_of, none, none.copy()))
+                  bool(np.any(tendon[:, 0] > 0)), float(kbt[:, 0].min()), Grid(s_pts, piece_of, node_of, none, none.copy()))
 
 
 def grid_with_points(layout: Layout, load_s: np.ndarray, sample_s: np.ndarray) -> Grid:

@@ -118,7 +118,8 @@ class _Problem:
         if len(vc.load_arc) == 0:
             self.f_tip, self.l_tip = R_bo @ vc.tip_force, R_bo @ vc.tip_moment
             self.loads = _NO_LOADS
-            self.grid = grid_with_points(layout, vc.load_arc, vc.output_arc_lengths)
+            self.grid = grid_with_points(layout, vc.load_arc, vc.output_arc_lengths) \
+                if len(vc.output_arc_lengths) else layout.grid
         else:
             tol = 1e-9 * max(L, 1e-9)
             at_tip = vc.load_arc >= L - tol
@@ -134,7 +135,7 @@ class _Problem:
         self.disp = vc.displacement is not None
         self.tau = np.zeros(n_t) if self.disp else vc.tension + layout.pretension
         self.mu = layout.friction
-        self.track = bool(np.any(self.mu > 0))
+        self.track = layout.track_friction
         self.td = TendonLoads(model._tendon_r, self.tau, self.mu,
                               self._previous_profile(model.state, L), self.track)
         n, n_s = len(layout.arc), len(vc.output_arc_lengths)
