@@ -86,3 +86,21 @@ def test_bad_inputs(tmp_path):
         calibrate(params, rec, ["stiffnes:shaft"])
     with pytest.raises(InputError, match="no segment"):
         calibrate(params, rec, ["stiffness:tip"])
+
+
+def test_shape_rows_round_trip_and_constrain_the_fit(tmp_path):
+    params = CatheterParams.default()
+    rec = tension_loops(params, 0.1, np.array([0.0, 0.4, 0.8, 0.4]))
+    n = len(rec)
+    rec.shape_s = np.tile([0.085, 0.07], (n, 1))  # unsorted on purpose
+    rec.shape = np.zeros((n, 2, 3))
+    shifted = apply_parameters(params, ["base_x", "base_rz"], np.array([3e-3, 0.2]))
+    truth = predict(shifted, rec, 12)
+    rec.tip, rec.shape = truth.tip, truth.shape
+    # the shape points lie on the model's backbone at their arc lengths
+    assert np.all(np.linalg.norm(rec.shape[:, 0] - rec.shape[:, 1], axis=1) <= 0.015 + 1e-12)
+    save_recording(tmp_path / "rec.csv", rec, params)
+    back = load_recording(tmp_path / "rec.csv", params)
+    assert np.array_equal(back.shape, rec.shape) and np.array_equal(back.shape_s, rec.shape_s)
+    result = calibrate(params, back, ["base_x", "base_rz"], holdout=0.0, n_nodes=12)
+    assert np.allclose(result.values, [3e-3, 0.2], rtol=1e-5, atol=1e-8)
