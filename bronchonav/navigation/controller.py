@@ -118,6 +118,7 @@ class NavigationController:
         self._stalled = 0
         self._recover_to = 0.0
         self._recover_reason = ""
+        self._recover_steps = 0
         self._aim_steps = 0
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
@@ -228,12 +229,18 @@ class NavigationController:
             return
         self.retries += 1
         self.phase = "recover"
+        self._recover_steps = 0
         self._recover_reason = reason
         self._recover_to = max(self.insertion - c.retract_m, 0.0)
         self.bend *= 0.5
 
     def _recover(self, T: np.ndarray) -> None:
         c = self.config
+        self._recover_steps += 1
+        if self._recover_steps > 4 * c.retract_m / c.step_m + c.stall_steps:
+            # the catheter cannot back out as commanded: drive on (a stall ends it)
+            self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            return
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
         self._steer(T, aim)
         if self.insertion > self._recover_to:
