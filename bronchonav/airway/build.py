@@ -130,19 +130,29 @@ def build_map_from_ct(path: str | Path, name: str | None = None,
     return build_map(image, label, {"kind": "ct", "path": str(path.resolve())}, params=params)
 
 
+def _phantom_source(phantom_name: str, config) -> dict:
+    source = {"kind": "phantom", "name": phantom_name, "seed": int(config.seed)}
+    if config.clinical is not None:
+        source.update(pixel_m=float(config.spacing_m),
+                      slice_thickness_m=float(config.clinical.slice_thickness_m))
+    return source
+
+
 def build_map_from_phantom(phantom_name: str = "default", seed: int = 0,
-                           params: BuildParams | None = None) -> BuildResult:
+                           params: BuildParams | None = None, config=None) -> BuildResult:
     """Generate a phantom, build its map, and score the extraction against its ground truth.
 
     The map carries the phantom's nodules and lung labels; ``metrics`` is filled and also
-    stored in the map metadata.
+    stored in the map metadata. ``config`` (a :class:`~bronchonav.ct.phantom.PhantomConfig`)
+    replaces the preset ``phantom_name``/``seed`` when given.
     """
     from bronchonav.ct.phantom import make_phantom, phantom_config
 
-    with step(f"generating the {phantom_name!r} phantom (seed {seed})"):
-        phantom = make_phantom(phantom_config(phantom_name, seed))
+    config = config or phantom_config(phantom_name, seed)
+    with step(f"generating the {phantom_name!r} phantom (seed {config.seed})"):
+        phantom = make_phantom(config)
     result = build_map(phantom.image, f"phantom_{phantom_name}",
-                       {"kind": "phantom", "name": phantom_name, "seed": int(seed)},
+                       _phantom_source(phantom_name, config),
                        phantom.nodules, phantom.lung_labels, params)
     with step("scoring against the ground truth"):
         result.metrics = airway_metrics(result.segmentation.array(), phantom.lumen_mask,

@@ -21,6 +21,27 @@ def _out_folder(path: str) -> Path:
     return folder
 
 
+def _phantom_config_from_args(name: str, args):
+    """The phantom preset ``name`` with the ``--slice-mm`` / ``--pixel-mm`` options applied."""
+    import math
+
+    from bronchonav.ct.phantom import phantom_config
+
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    slice_mm = getattr(args, "slice_mm", None)
+    pixel_mm = getattr(args, "pixel_mm", None)
+    if name != "clinical" and (slice_mm is not None or pixel_mm is not None):
+        raise InputError("--slice-mm and --pixel-mm apply to the clinical preset only")
+    config = phantom_config(name, args.seed,
+                            None if slice_mm is None else float(slice_mm) * 1e-3)
+    if pixel_mm is not None:
+        if not (math.isfinite(pixel_mm) and 0.4 <= pixel_mm <= 2.0):
+            raise InputError(f"--pixel-mm must be within 0.4-2 mm, got {pixel_mm}")
+        config.spacing_m = float(pixel_mm) * 1e-3
+    return config
+
+
 def cmd_phantom(args) -> int:
     """Write a phantom CT (NIfTI) and its ground truth into ``args.out``."""
     import SimpleITK as sitk
@@ -29,9 +50,10 @@ def cmd_phantom(args) -> int:
     from bronchonav.maps import nodules_to_list, tree_to_dict
     from bronchonav.progress import step
 
+    config = _phantom_config_from_args(args.name, args)
     folder = _out_folder(args.out)
     with step(f"generating the {args.name!r} phantom (seed {args.seed})"):
-        phantom = make_phantom(phantom_config(args.name, args.seed))
+        phantom = make_phantom(config)
     with step(f"writing {folder}"):
         sitk.WriteImage(phantom.image, str(folder / "ct.nii.gz"), True)
         mask = sitk.GetImageFromArray(phantom.lumen_mask.astype("uint8"))
@@ -57,7 +79,8 @@ def cmd_build_map(args) -> int:
     if args.ct:
         result = build_map_from_ct(args.ct, name=args.name or folder.name)
     else:
-        result = build_map_from_phantom(args.phantom, args.seed)
+        result = build_map_from_phantom(args.phantom, args.seed,
+                                        config=_phantom_config_from_args(args.phantom, args))
         if args.name:
             result.airway_map.name = args.name
     with step(f"saving the map to {folder}"):
@@ -150,20 +173,32 @@ def cmd_render_map(args) -> int:
     return 0
 
 
+def _phantom_options(p) -> None:
+    p.add_argument("--slice-mm", type=float, help="clinical preset: slice thickness in mm "
+                   "(0.5-3, default 1)")
+    p.add_argument("--pixel-mm", type=float, help="clinical preset: in-plane pixel in mm "
+                   "(default 0.7)")
+
+
 def register(subparsers) -> None:
     """Add the ``phantom``, ``build-map``, ``map-info`` and ``render-map`` sub-commands."""
     p = subparsers.add_parser("phantom", help="write a synthetic phantom CT and its ground truth")
-    p.add_argument("--name", default="default", choices=("default", "full"),
-                   help="phantom preset (default: 1 mm voxels; full: 0.7 mm, 512x512x450)")
+    p.add_argument("--name", "--preset", dest="name", default="default",
+                   choices=("default", "full", "clinical"),
+                   help="phantom preset (default: 1 mm voxels; full: 0.7 mm, 512x512x450; "
+                        "clinical: the default anatomy as a clinical scan)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _phantom_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_phantom)
 
     p = subparsers.add_parser("build-map", help="build an airway map from a CT or a phantom")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT: DICOM series folder, .nii/.nii.gz, .nrrd, .mha/.mhd")
-    src.add_argument("--phantom", choices=("default", "full"), help="built-in phantom preset")
+    src.add_argument("--phantom", choices=("default", "full", "clinical"),
+                     help="built-in phantom preset")
     p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    _phantom_options(p)
     p.add_argument("--out", required=True, help="output map folder")
     p.add_argument("--name", help="map name (default: the folder name / phantom_NAME)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
