@@ -2,7 +2,8 @@
 
 All outputs are in the CT frame (LPS, metres). For a phantom the extraction is scored against
 the phantom's ground truth (:mod:`bronchonav.airway.metrics`) and the phantom's nodules and lung
-labels are carried into the map; for a real CT the map has no nodules and no lung mask.
+labels are carried into the map; for a real CT the lungs are segmented from the scan and the
+map has no nodules until some are added (:mod:`bronchonav.maps`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 
 from bronchonav.airway.centerline import CenterlineParams, extract_tree
 from bronchonav.airway.lobes import label_lobes
+from bronchonav.airway.lungs import segment_lungs
 from bronchonav.airway.mesh import lumen_mesh
 from bronchonav.airway.metrics import AirwayMetrics, airway_metrics
 from bronchonav.airway.segment import Segmentation, SegmentationParams, segment_airways
@@ -74,7 +76,8 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
     nodules : sequence of Nodule
         Lesions to carry into the map (CT frame, m).
     lung_mask : SimpleITK.Image, optional
-        Lung label image (0 outside, 1 right, 2 left) to store with the map.
+        Lung label image (0 outside, 1 right, 2 left) to store with the map; without one the
+        lungs are segmented from the CT (:func:`bronchonav.airway.lungs.segment_lungs`).
     params : BuildParams, optional
 
     Returns
@@ -97,6 +100,8 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
     tree = timed("centerlines", "extracting centerlines and the tree", extract_tree, seg.mask,
                  params.centerline, image)
     label_lobes(tree)
+    if lung_mask is None:
+        lung_mask = timed("lungs", "segmenting the lungs", segment_lungs, image, seg.mask)
     vertices, triangles = timed("mesh", "meshing the lumen surface", lumen_mesh, seg.mask,
                                 params.max_triangles)
     seconds = time.perf_counter() - t_start

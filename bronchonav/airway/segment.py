@@ -156,7 +156,7 @@ def _bbox(mask: np.ndarray, pad: int, shape) -> tuple[slice, slice, slice]:
                  for i, n in zip(idx, shape))
 
 
-def _outside_air(dark: np.ndarray) -> np.ndarray:
+def outside_air(dark: np.ndarray) -> np.ndarray:
     """Dark voxels connected to the volume's lateral or anterior/posterior faces (air around the
     patient), as a boolean mask."""
     labels = cc3d.connected_components(dark, connectivity=6)
@@ -202,7 +202,7 @@ def find_trachea_seed(hu: np.ndarray, spacing_mm, params: SegmentationParams) ->
     lo = max(top - n_slab + 1, 0)
     slab = hu[lo:top + 1]
     dark = slab < params.seed_air_hu
-    dark &= ~_outside_air(dark)
+    dark &= ~outside_air(dark)
     labels = cc3d.connected_components(dark, connectivity=6)
     if labels.max() == 0:
         raise CTError("no trachea found: no air region inside the body in the top "
