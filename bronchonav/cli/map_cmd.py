@@ -13,11 +13,17 @@ from pathlib import Path
 from bronchonav.errors import InputError
 
 
-def _out_folder(path: str) -> Path:
+def _out_folder(path: str, force: bool = True, create: bool = True) -> Path:
+    """The ``--out`` folder, checked before any work: a file is refused, and so is a non-empty
+    folder unless ``force``."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    if not force and folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"--out {folder} already exists and is not empty (use --force to "
+                         "replace it)")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -75,7 +81,7 @@ def cmd_build_map(args) -> int:
     from bronchonav.progress import step
 
     t0 = time.perf_counter()
-    folder = _out_folder(args.out)
+    folder = _out_folder(args.out, force=args.force, create=False)
     if args.ct:
         result = build_map_from_ct(args.ct, name=args.name or folder.name)
     else:
@@ -84,7 +90,7 @@ def cmd_build_map(args) -> int:
         if args.name:
             result.airway_map.name = args.name
     with step(f"saving the map to {folder}"):
-        save_map(result.airway_map, folder)
+        save_map(result.airway_map, folder, force=args.force)
     tree = result.airway_map.tree
     summary = {
         "map": str(folder),
@@ -201,6 +207,8 @@ def register(subparsers) -> None:
     _phantom_options(p)
     p.add_argument("--out", required=True, help="output map folder")
     p.add_argument("--name", help="map name (default: the folder name / phantom_NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing map folder (it is kept if the build fails)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_build_map)
 
