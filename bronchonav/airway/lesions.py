@@ -48,6 +48,8 @@ def make_nodule(nodule_id: str, center_ct, radius_m: float, tree: AirwayTree,
 
 
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Whether two images sample the same physical grid (in any orientation of the file)."""
+    a, b = sitk.DICOMOrient(a, "LPS"), sitk.DICOMOrient(b, "LPS")
     return (a.GetSize() == b.GetSize()
             and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-3)
             and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-2)
