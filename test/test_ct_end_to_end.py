@@ -117,3 +117,17 @@ def test_lesions_from_a_label_image_and_a_csv(built, phantom, tmp_path):
     csv.write_text("id,x,y\nC2,1,2\n")
     code, _, err = _run(["add-nodule", folder, "--from-csv", str(csv)])
     assert code == 2 and "header" in err
+
+
+def test_centerlines_without_curls_and_bifurcations_where_the_truth_has_them(built, phantom):
+    root, _ = built
+    tree = load_map(root / "map").tree
+    chord = [np.linalg.norm(b.end - b.start) for b in tree]
+    tortuosity = np.array([b.length / c for b, c in zip(tree, chord)])
+    assert tortuosity[0] < 1.05  # the trachea: straight, no curl
+    assert tortuosity.max() < 1.6  # no branch loops back on itself
+    assert tree.max_generation <= phantom.tree.max_generation
+    # every bifurcation of the map is one of the truth's (thick slices: within 3 slices)
+    truth = np.array([b.start for b in phantom.tree if b.parent is not None])
+    d = np.array([np.min(np.linalg.norm(truth - b.end, axis=1)) for b in tree if b.children])
+    assert d.max() < 7.5e-3 and np.mean(d < 5e-3) >= 0.8

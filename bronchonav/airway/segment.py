@@ -97,7 +97,7 @@ class ScanLevels:
     Attributes
     ----------
     air_hu : float
-        Median of the trachea's air around the seed.
+        Median of the trachea's air within 2 mm of the seed.
     noise_hu : float
         Robust std (1.4826 × MAD) of the trachea's air: the noise after smoothing.
     lung_hu : float
@@ -412,8 +412,8 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
 
 
 def measure_levels(hu: np.ndarray, seed_kji, spacing_mm) -> ScanLevels:
-    """Air and noise in a 3 mm ball at the trachea seed, and the parenchyma level (HU)."""
-    r = [max(int(round(3.0 / s)), 1) for s in spacing_mm[::-1]]
+    """Air and noise in a 2 mm ball at the trachea seed, and the parenchyma level (HU)."""
+    r = [max(int(round(2.0 / s)), 1) for s in spacing_mm[::-1]]
     lo = [max(c - q, 0) for c, q in zip(seed_kji, r)]
     ball = hu[lo[0]:seed_kji[0] + r[0] + 1, lo[1]:seed_kji[1] + r[1] + 1,
               lo[2]:seed_kji[2] + r[2] + 1]
@@ -431,7 +431,8 @@ def measure_levels(hu: np.ndarray, seed_kji, spacing_mm) -> ScanLevels:
 def adapt_to_scan(params: SegmentationParams, levels: ScanLevels) -> SegmentationParams:
     """Thresholds for this scan: never looser than ``params``.
 
-    * growing starts at ``max(threshold_start_hu, air + 2 noise)`` (on a noisy scan or brighter
+    * growing starts at ``max(threshold_start_hu, min(air + 2 noise, (air + lung) / 2))``,
+      rounded up to the grid of thresholds (on a noisy scan or brighter
       air the trachea itself is not complete at -960 HU, and its filling would look like an
       explosion);
     * on a scan noisier than the defaults were set for (``noise_sigmas × noise`` above
@@ -442,7 +443,11 @@ def adapt_to_scan(params: SegmentationParams, levels: ScanLevels) -> Segmentatio
     """
     out = SegmentationParams(**{k: getattr(params, k) for k in params.__dataclass_fields__})
     k = params.noise_sigmas * levels.noise_hu
-    out.threshold_start_hu = max(params.threshold_start_hu, levels.air_hu + 2.0 * levels.noise_hu)
+    fine = params.threshold_step_hu / 4.0  # stay on the grid of thresholds of ``params``
+    start = min(levels.air_hu + 2.0 * levels.noise_hu, 0.5 * (levels.air_hu + levels.lung_hu))
+    above = max(start - params.threshold_start_hu, 0.0)
+    out.threshold_start_hu = min(params.threshold_start_hu + np.ceil(above / fine) * fine,
+                                 params.threshold_stop_hu)
     if k > params.tophat_min_hu:
         out.tophat_min_hu = k
         out.refine_max_hu = min(params.refine_max_hu, levels.lung_hu + k)
