@@ -128,6 +128,7 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     profile of that FWHM, linear interpolation), and the truth mask on the same grid."""
     import numpy as np
     import SimpleITK as sitk
+    from scipy.ndimage import gaussian_filter1d
 
     size = [int(round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(),
                                                       (pixel_mm, pixel_mm, thickness_mm))]
@@ -135,10 +136,10 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     ref.SetSpacing((pixel_mm, pixel_mm, thickness_mm))
     ref.SetDirection(image.GetDirection())
     top = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))
-    ref.SetOrigin((image.GetOrigin()[0], image.GetOrigin()[1], top[2] - (size[2] - 1) * thickness_mm))
+    ref.SetOrigin((image.GetOrigin()[0], image.GetOrigin()[1],
+                   top[2] - (size[2] - 1) * thickness_mm))
     sigma_z = thickness_mm / 2.3548
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
-    from scipy.ndimage import gaussian_filter1d
     arr = gaussian_filter1d(arr, sigma_z / image.GetSpacing()[2], axis=0)
     smooth = sitk.GetImageFromArray(arr)
     smooth.CopyInformation(image)
@@ -272,7 +273,8 @@ def main() -> int:
             "bd": m["bd"] >= BARS["bd_min"],
             "fpr": m["fpr"] <= BARS["fpr_max"],
             "max_generation": tr["max_generation"] >= BARS["max_generation_min"],
-            "radius_error": abs(m["radius_error_median_m"]) <= BARS["radius_error_median_abs_max_m"],
+            "radius_error": (abs(m["radius_error_median_m"])
+                             <= BARS["radius_error_median_abs_max_m"]),
         }
     report = {
         "benchmark": "airway_extraction",

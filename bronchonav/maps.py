@@ -9,7 +9,12 @@ A map is a folder (like a navigation map server's map) holding::
       nodules.json   the nodules (centre, radius, lobe)
       lumen.ply      the lumen surface mesh (triangles, vertices in m, CT frame)
       lung_mask.nii.gz  optional: lung label image (0 outside, 1 right, 2 left), LPS, as written
-                     by SimpleITK
+                     by SimpleITK (the phantom's truth, or segmented from the CT by build-map)
+
+A map is written atomically (a temporary sibling folder renamed into place) and never over an
+existing map unless forced; ``bronchonav add-nodule`` adds lesions the same way, with the
+hashes and the summary rewritten. Every file a map names must be a regular file inside its
+folder.
 
 All coordinates are in the CT frame (``ct``: the scan's patient frame, LPS, metres).
 

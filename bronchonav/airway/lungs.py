@@ -79,7 +79,8 @@ def segment_lungs(image: sitk.Image, airway_mask: sitk.Image) -> sitk.Image:
     voxel_m3 = float(np.prod(spacing)) * 1e-9
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     counts[0] = 0
-    big = [int(c) for c in np.argsort(counts)[::-1][:2] if counts[c] * voxel_m3 >= MIN_LUNG_VOLUME_M3]
+    big = [int(c) for c in np.argsort(counts)[::-1][:2]
+           if counts[c] * voxel_m3 >= MIN_LUNG_VOLUME_M3]
     if not big:
         raise CTError("no lung found in the CT (no dark region of at least "
                       f"{MIN_LUNG_VOLUME_M3 * 1e3:g} L inside the body)")
