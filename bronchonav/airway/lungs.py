@@ -67,7 +67,7 @@ def segment_lungs(image: sitk.Image, airway_mask: sitk.Image) -> sitk.Image:
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
         image.GetDirection())
     lps = sitk.DICOMOrient(image, "LPS")
-    airway = sitk.GetArrayViewFromImage(sitk.DICOMOrient(airway_mask, "LPS")) > 0
+    airway = sitk.GetArrayFromImage(sitk.DICOMOrient(airway_mask, "LPS")) > 0
     spacing = np.asarray(lps.GetSpacing(), float)
     hu = ndimage.gaussian_filter(sitk.GetArrayViewFromImage(lps).astype(np.float32),
                                  [1.0 / s for s in spacing[::-1]], truncate=2.0)

@@ -129,6 +129,8 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
 def choose_plugs(tree: AirwayTree, look: ClinicalAppearance,
                  rng: np.random.Generator) -> list[int]:
     """Ids of terminal branches (generation ≥ 4, diameter ≥ ``plug_min_diameter_m``) to plug."""
+    if look.n_mucus_plugs <= 0:
+        return []
     leaves = sorted(b.id for b in tree if not b.children and b.generation >= 4
                     and b.diameter >= look.plug_min_diameter_m)
     if len(leaves) < look.n_mucus_plugs:
@@ -157,6 +159,8 @@ def vessel_segments(tree: AirwayTree, wall_thickness, look: ClinicalAppearance,
         for w, r, off in ((side, ra, outer + ra), (other, rv, outer + rv + gap)):
             pts = b.points + off[:, None] * w[None, :]
             p0.append(pts[:-1]), p1.append(pts[1:]), r0.append(r[:-1]), r1.append(r[1:])
+    if not p0:
+        return np.empty((0, 3)), np.empty((0, 3)), np.empty(0), np.empty(0)
     return (np.vstack(p0), np.vstack(p1), np.concatenate(r0), np.concatenate(r1))
 
 
@@ -254,8 +258,11 @@ def render_clinical(config, tree: AirwayTree, nodules: list[Nodule], lungs: Lung
                                           config.margin_m)
     lumen, tissue, _ = rasterise_airways(visible, fine, config.wall_thickness)
     rasterise_nodules(nodules, fine, tissue)
-    _, mucus = _tubes(_segments_of(plugged), fine, config.wall_thickness)
-    vessels, _ = _tubes(vessel_segments(visible, config.wall_thickness, look, rng), fine)
+    mucus = (_tubes(_segments_of(plugged), fine, config.wall_thickness)[1] if plugged
+             else np.zeros(fine.shape_zyx, np.uint8))
+    segments = vessel_segments(visible, config.wall_thickness, look, rng)
+    vessels = (_tubes(segments, fine)[0] if len(segments[0])
+               else np.zeros(fine.shape_zyx, np.uint8))
     labels = lung_labels(lungs, fine)
     x, y = fine.axis(0), fine.axis(1)
     cx, cy = config.body_center_m
