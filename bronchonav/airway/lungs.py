@@ -24,7 +24,7 @@ RIGHT_LUNG = 1
 LEFT_LUNG = 2
 
 LUNG_MAX_HU = -400.0
-"""Voxels darker than this (HU, after 1 mm smoothing) inside the body are lung or airway."""
+"""Voxels darker than this (HU) inside the body are lung or airway."""
 MIN_LUNG_VOLUME_M3 = 0.2e-3
 """A lung component must hold at least this volume (m^3)."""
 
@@ -40,7 +40,7 @@ def _fill_slices(mask: np.ndarray) -> np.ndarray:
 def segment_lungs(image: sitk.Image, airway_mask: sitk.Image) -> sitk.Image:
     """Right and left lung labels of a chest CT.
 
-    Dark voxels (below :data:`LUNG_MAX_HU` after 1 mm smoothing) that are not air around the
+    Dark voxels (below :data:`LUNG_MAX_HU`) that are not air around the
     patient and not the segmented airways (dilated by one voxel) form the lungs; components
     smaller than :data:`MIN_LUNG_VOLUME_M3` are dropped, holes of each axial slice filled
     (vessels). With two large components the one whose centroid lies at larger CT-frame x
@@ -69,10 +69,7 @@ def segment_lungs(image: sitk.Image, airway_mask: sitk.Image) -> sitk.Image:
     lps = sitk.DICOMOrient(image, "LPS")
     airway = sitk.GetArrayFromImage(sitk.DICOMOrient(airway_mask, "LPS")) > 0
     spacing = np.asarray(lps.GetSpacing(), float)
-    hu = ndimage.gaussian_filter(sitk.GetArrayViewFromImage(lps).astype(np.float32),
-                                 [1.0 / s for s in spacing[::-1]], truncate=2.0)
-    dark = hu < LUNG_MAX_HU
-    del hu
+    dark = sitk.GetArrayViewFromImage(lps) < LUNG_MAX_HU  # noise is far below the lung contrast
     dark &= ~outside_air(dark)
     dark &= ~ndimage.binary_dilation(airway, iterations=1)
     labels, n = cc3d.connected_components(dark, connectivity=6, return_N=True)
@@ -107,8 +104,12 @@ def segment_lungs(image: sitk.Image, airway_mask: sitk.Image) -> sitk.Image:
         out[one & (x_of_i >= x_mid)[None, None, :]] = LEFT_LUNG
     del labels
     for value in (RIGHT_LUNG, LEFT_LUNG):
-        filled = _fill_slices(out == value) & (out == 0)
-        out[filled] = value
+        where = np.nonzero(out == value)
+        if not len(where[0]):
+            continue
+        box = tuple(slice(int(w.min()), int(w.max()) + 1) for w in where)
+        sub = out[box]
+        sub[_fill_slices(sub == value) & (sub == 0)] = value
     result = sitk.GetImageFromArray(out)
     result.CopyInformation(lps)
     return sitk.DICOMOrient(result, orientation)
