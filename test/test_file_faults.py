@@ -238,3 +238,26 @@ def test_build_map_refuses_an_existing_map_before_working(tmp_path):
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and "--force" in lines[0]
     assert load_map(folder).name == "old"
+
+
+def test_phantom_refuses_a_non_empty_folder_before_working(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["phantom", "--name", "default", "--out", str(tmp_path)])
+    assert code == 2 and "--force" in err.getvalue()
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--name", "clinical", "--slice-mm", "9"], "slice thickness"),
+    (["--name", "clinical", "--pixel-mm", "nan"], "--pixel-mm"),
+    (["--name", "default", "--slice-mm", "1"], "clinical preset only"),
+])
+def test_phantom_options_are_checked_before_work(tmp_path, argv, words):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["phantom", *argv, "--out", str(tmp_path / "p")])
+    assert code == 2 and words in err.getvalue()
+    assert not (tmp_path / "p").exists()

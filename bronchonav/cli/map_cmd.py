@@ -52,22 +52,23 @@ def cmd_phantom(args) -> int:
     """Write a phantom CT (NIfTI) and its ground truth into ``args.out``."""
     import SimpleITK as sitk
 
-    from bronchonav.ct.phantom import make_phantom, phantom_config
+    from bronchonav.ct.phantom import make_phantom
+    from bronchonav.fileio import atomic_folder
     from bronchonav.maps import nodules_to_list, tree_to_dict
     from bronchonav.progress import step
 
     config = _phantom_config_from_args(args.name, args)
-    folder = _out_folder(args.out)
+    folder = _out_folder(args.out, force=args.force, create=False)
     with step(f"generating the {args.name!r} phantom (seed {args.seed})"):
         phantom = make_phantom(config)
-    with step(f"writing {folder}"):
-        sitk.WriteImage(phantom.image, str(folder / "ct.nii.gz"), True)
+    with step(f"writing {folder}"), atomic_folder(folder, force=args.force) as tmp:
+        sitk.WriteImage(phantom.image, str(tmp / "ct.nii.gz"), True)
         mask = sitk.GetImageFromArray(phantom.lumen_mask.astype("uint8"))
         mask.CopyInformation(phantom.image)
-        sitk.WriteImage(mask, str(folder / "gt_lumen_mask.nii.gz"), True)
-        sitk.WriteImage(phantom.lung_labels, str(folder / "lung_labels.nii.gz"), True)
-        (folder / "gt_tree.json").write_text(json.dumps(tree_to_dict(phantom.tree)))
-        (folder / "nodules.json").write_text(json.dumps(nodules_to_list(phantom.nodules), indent=1))
+        sitk.WriteImage(mask, str(tmp / "gt_lumen_mask.nii.gz"), True)
+        sitk.WriteImage(phantom.lung_labels, str(tmp / "lung_labels.nii.gz"), True)
+        (tmp / "gt_tree.json").write_text(json.dumps(tree_to_dict(phantom.tree)))
+        (tmp / "nodules.json").write_text(json.dumps(nodules_to_list(phantom.nodules), indent=1))
     print(f"phantom {args.name!r} seed {args.seed}: {len(phantom.tree)} branches, generations "
           f"0–{phantom.tree.max_generation}, {len(phantom.nodules)} nodules, CT size "
           f"{phantom.image.GetSize()} → {folder}")
@@ -195,7 +196,8 @@ def register(subparsers) -> None:
                         "clinical: the default anatomy as a clinical scan)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     _phantom_options(p)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
     p.set_defaults(func=cmd_phantom)
 
     p = subparsers.add_parser("build-map", help="build an airway map from a CT or a phantom")
