@@ -63,7 +63,7 @@ def run(args) -> int:
 def register(subparsers) -> None:
     """Add the ``add-nodule`` sub-command."""
     p = subparsers.add_parser("add-nodule", help="add lesions to a map (CT frame, metres)",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("map", help="map folder (rewritten atomically)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--id", help="id of one lesion given by --center and --radius")
