@@ -189,8 +189,6 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
         body = data[end + len(b"end_header\n"):]
         if len(body) != nv * 24 + nf * 13:
             raise MapError(f"{path.name} is truncated or corrupt")
-        if nf == 0:
-            raise MapError(f"{path.name} has no triangles")
         vertices = np.frombuffer(body[:nv * 24], dtype="<f8").reshape(nv, 3).copy()
         faces = np.frombuffer(body[nv * 24:], dtype=[("n", "u1"), ("v", "<i4", (3,))])
         if nf and (np.any(faces["n"] != 3) or faces["v"].max() >= nv or faces["v"].min() < 0):
@@ -203,9 +201,12 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     mesh = o3d.io.read_triangle_mesh(str(path))
     vertices = np.asarray(mesh.vertices, dtype=float)
     triangles = np.asarray(mesh.triangles, dtype=np.int64)
-    if len(triangles) == 0 or not np.all(np.isfinite(vertices)):
-        raise MapError(f"{path.name} is not a readable triangle mesh (no triangles or "
-                       "non-finite vertices)")
+    declared = [int(line.split()[2]) for line in header.splitlines()
+                if line.startswith(("element vertex ", "element face "))
+                and line.split()[2].isdigit()]
+    if sum(declared) != len(vertices) + len(triangles) or not np.all(np.isfinite(vertices)):
+        raise MapError(f"{path.name} is not a readable triangle mesh ({len(vertices)} vertices "
+                       f"and {len(triangles)} triangles read of {sum(declared)} declared)")
     return vertices, triangles
 
 

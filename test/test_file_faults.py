@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import locale
 import os
 from pathlib import Path
 
@@ -118,7 +119,10 @@ def dicom_folder(tmp_path):
 
 
 def test_dicom_series_round_trip(dicom_folder):
+    before = locale.setlocale(locale.LC_ALL)
     image = read_ct(dicom_folder)
+    write_dicom_series(image, dicom_folder.parent / "again")
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM sets "C": text files became ASCII
     ref = _ct()
     assert image.GetSize() == ref.GetSize()
     np.testing.assert_allclose(image.GetSpacing(), ref.GetSpacing(), atol=1e-4)
@@ -183,7 +187,12 @@ def test_duplicate_branch_ids_are_refused(tmp_path):
         load_map(folder)
 
 
-@pytest.mark.parametrize("content", [b"this is not a mesh\n", b"ply\nformat ascii 1.0\nend_header\n"])
+@pytest.mark.parametrize("content", [
+    b"this is not a mesh\n",
+    b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+    b"property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    b"garbage\n",
+])
 def test_unreadable_mesh_is_refused(tmp_path, content):
     folder = save_map(_map(), tmp_path / "m")
     (folder / "lumen.ply").write_bytes(content)

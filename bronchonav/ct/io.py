@@ -17,6 +17,8 @@ Intensities are Hounsfield units: SimpleITK (GDCM) applies DICOM rescale slope a
 
 from __future__ import annotations
 
+import contextlib
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,17 @@ MAX_SPACING_MM = 3.0
 
 AIR_HU = -800.0
 """A CT in HU of a chest must contain voxels below this value (air in the lungs and airways)."""
+
+
+@contextlib.contextmanager
+def _keep_locale():
+    """Restore the process locale after GDCM (SimpleITK's DICOM I/O), which sets it to "C" and
+    so turns Python's default text encoding into ASCII for the rest of the process."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _series_summary(reader, folder: Path, sid: str, files) -> str:
@@ -187,7 +200,8 @@ def read_ct(path: str | Path) -> sitk.Image:
     if not path.exists():
         raise CTError(f"CT path not found: {path}")
     if path.is_dir():
-        image = _read_dicom_folder(path)
+        with _keep_locale():
+            image = _read_dicom_folder(path)
     else:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_stream(path)
@@ -318,6 +332,15 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str | 
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     paths = []
+    with _keep_locale():
+        _write_slices(lps, folder, writer, common, series_uid, paths)
+    return paths
+
+
+def _write_slices(lps, folder: Path, writer, common, series_uid: str, paths: list) -> None:
+    """Write each axial slice of ``lps`` as a DICOM file (see :func:`write_dicom_series`)."""
+    import pydicom.uid
+
     for k in range(lps.GetDepth()):
         sl = lps[:, :, k]
         for key, value in common:
@@ -330,4 +353,3 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str | 
         writer.SetFileName(str(path))
         writer.Execute(sl)
         paths.append(path)
-    return paths
