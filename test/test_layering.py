@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # airway tree, renders its CT and returns its ground-truth map; the pipeline turns a CT into
     # a map. Their files live in ct/ and airway/ today (a phantom/ package and maps/build.py
     # would make the package the layer again).
-    ("build", ("bronchonav.ct.phantom", "bronchonav.ct.render", "bronchonav.ct.lungs",
-               "bronchonav.airway.build")),
+    ("build", ("bronchonav.ct.phantom", "bronchonav.ct.clinical", "bronchonav.ct.render",
+               "bronchonav.ct.lungs", "bronchonav.airway.build")),
     ("planning", ("bronchonav.planning",)),
     ("catheter", ("bronchonav.catheter",)),
     ("navigation", ("bronchonav.navigation",)),
@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("viz", ("bronchonav.viz",)),
     ("campaign", ("bronchonav.campaign",)),
     ("ros", ("bronchonav.ros",)),
-    ("cli", ("bronchonav.cli",)),
+    ("cli", ("bronchonav.cli", "bronchonav.warmup")),
 ]
 RANK = {"base": 0, "geometry": 1, "ct": 2, "airway": 3, "maps": 4, "build": 5,
         "planning": 6, "catheter": 6, "navigation": 7, "imaging": 8, "sensors": 9,
