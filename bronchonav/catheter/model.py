@@ -281,7 +281,7 @@ class CatheterModel:
 
     def __init__(self, params: CatheterParams, tree: AirwayTree | None = None, n_nodes: int = 50,
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
-                 contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
+                 contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
                  max_jump_m: float | None = 15e-3) -> None:
         if int(n_nodes) < 3:
