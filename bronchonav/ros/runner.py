@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
-from bronchonav.ros.loop import freeze_startup_heap
+from bronchonav.catheter.runtime.loop import freeze_startup_heap
 
 NODE_CLASSES = {
     "airway_map_server": "bronchonav.ros.map_server_node:MapServerNode",
