@@ -335,7 +335,7 @@ class CatheterSimNode(Node):
         self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop",
                                   realtime_priority=p["realtime_priority"]).start()
         if p["realtime_priority"] and not self.loop.realtime:
-            self.get_logger().warn("real-time scheduling not permitted: running the loop at "
+            self.get_logger().warning("real-time scheduling not permitted: running the loop at "
                                    "normal priority (expect more jitter on a busy machine)")
         self.get_logger().info(
             f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
@@ -376,12 +376,12 @@ class CatheterSimNode(Node):
 
     def _refused(self, refusal) -> None:
         if refusal.log_now:
-            self.get_logger().warn(f"command refused ({refusal.kind}) from {refusal.source}: "
+            self.get_logger().warning(f"command refused ({refusal.kind}) from {refusal.source}: "
                                    f"{refusal.reason}")
 
     def _report_refusals(self) -> None:
         for line in self.guard.report():
-            self.get_logger().warn(line)
+            self.get_logger().warning(line)
 
     def _check_stamp(self, stamp) -> None:
         """Raise :class:`CommandError` for a stale or future stamp (zero = unstamped)."""
@@ -468,7 +468,7 @@ class CatheterSimNode(Node):
             self.guard.release_estop("catheter/emergency_stop service")
             response.success = True
             response.message = "emergency stop released; the next controller takes charge"
-            self.get_logger().warn(response.message)
+            self.get_logger().warning(response.message)
         self._publish_diagnostics()
         return response
 
@@ -478,7 +478,7 @@ class CatheterSimNode(Node):
         response.success = True
         response.message = (f"released control from {previous}" if previous else
                             "no controller was in charge")
-        self.get_logger().warn(response.message)
+        self.get_logger().warning(response.message)
         return response
 
     # -- the loop (its own thread) --------------------------------------------------------------
@@ -545,7 +545,7 @@ class CatheterSimNode(Node):
                 while self._unsolved and self._unsolved[0][0] <= seq:
                     self._unsolved.popleft()
             self.guard.refuse("solver", "solver_rejected", reason)
-            self.get_logger().warn(f"solver refused command {seq}: {reason}")
+            self.get_logger().warning(f"solver refused command {seq}: {reason}")
             return
         self.solver_event = f"{kind}: {detail}"
         self.guard.audit.write(f"solver_{kind}", detail=str(detail))
@@ -553,7 +553,7 @@ class CatheterSimNode(Node):
             with self._lock:  # the new child re-solves the last good command, then the newest
                 if self._valid is not None and self._last_command_time is not None:
                     self._unsolved.appendleft((-1, time.monotonic()))
-            self.get_logger().warn(f"solver {detail}")
+            self.get_logger().warning(f"solver {detail}")
         else:
             self.get_logger().error(f"solver {kind}: {detail}")
         try:

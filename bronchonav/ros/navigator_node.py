@@ -34,6 +34,7 @@ Steering law, every control period ``dt``:
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -273,8 +274,8 @@ class NavigatorNode(Node):
         n = len(self.tendon_names)
         self.pub_cmd.publish(JointState(
             name=["insertion", "roll", *self.tendon_names],
-            position=[float(f.insertion), 0.0, *([0.0] * n)],
-            effort=[0.0, 0.0, *[float(t) for t in f.tensions()]]))
+            position=[float(f.insertion), 0.0, *([math.nan] * n)],  # NaN = not set
+            effort=[math.nan, math.nan, *[float(t) for t in f.tensions()]]))
 
     def status(self) -> dict:
         """The JSON status published on ``/navigator/status``."""

@@ -359,14 +359,13 @@ class SolverSupervisor:
         with self._lock:
             standby, self._standby = self._standby, None
             self.health.standby = False
-            if standby is not None and standby.ready.is_set() and standby.alive:
+            if standby is not None and standby.alive:
                 self._active = standby
-                self._resume(standby)
+                if standby.ready.is_set():
+                    self._resume(standby)
+                # else _resume runs when it says "ready" (it is already warming up)
             else:
-                if standby is not None:
-                    standby.close(0.5)
                 self._active = SolverProcess(self.config, self._on_message)
-                # _resume runs when the fresh child says "ready"
         if self._use_standby:
             self._start_standby()
 
