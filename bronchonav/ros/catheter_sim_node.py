@@ -165,6 +165,9 @@ PARAMS = [
           minimum=1e-4, maximum=0.1),
 ]
 
+FLOOD_READ_PAUSE_S = 2e-3
+"""Pause after a rate-limited command (s): under a flood the node reads at most ~500 commands/s."""
+
 
 def hidden_patient_transform(seed: int, max_translation: float = 0.05,
                              max_rotation: float = 0.5236) -> np.ndarray:
@@ -289,6 +292,8 @@ class CatheterSimNode(Node):
         older state never overwrites a newer one on ``joint_states``. The loop thread never
         waits for it: when the receiver holds it, that tick's state is being published."""
         self._sources: dict[bytes, str] = {}
+        self._last_seq: dict[str, int] = {}
+        """source → DDS sequence number of its latest command (gaps = commands lost unread)."""
         audit_path = p["audit_log"] or os.path.join(_ros_log_dir(),
                                                     f"catheter_sim_audit_{os.getpid()}.jsonl")
         self.guard = CommandGuard(p["max_command_rate_hz"], p["command_burst"],
@@ -324,10 +329,10 @@ class CatheterSimNode(Node):
         self.create_timer(1.0, self._report_refusals)
         self.sub_forward = self.create_subscription(
             Float64MultiArray, "catheter/command",
-            lambda msg, info: self._on_command(msg, info, self.sub_forward), qos.COMMAND)
+            lambda msg, info: self._on_command(msg, info, self.sub_forward), qos.COMMAND_SUB)
         self.sub_joint = self.create_subscription(
             JointState, "catheter/joint_command",
-            lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND)
+            lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND_SUB)
         self.create_service(SetBool, "catheter/emergency_stop", self._on_emergency_stop)
         self.create_service(Trigger, "catheter/release_control", self._on_release_control)
         self.holding = True
@@ -404,9 +409,22 @@ class CatheterSimNode(Node):
         from bronchonav.catheter import validate_command
 
         source = self._source(info, subscription)
+        seq = info.get("publication_sequence_number") if info else None
+        if seq is not None:
+            last = self._last_seq.get(source)
+            self._last_seq[source] = seq
+            if last is not None and seq > last + 1:
+                self._refused(self.guard.lost(
+                    source, seq - last - 1, f"{seq - last - 1} command(s) overwritten in the "
+                                            f"node's queue before it could read them (a flood)"))
         refusal = self.guard.admit(source)
         if refusal is not None:
             self._refused(refusal)
+            if refusal.kind == "rate_limit":
+                # a flood: read it no faster than this (the rest is dropped by the queue and
+                # counted from the sequence numbers), so the executor thread cannot hold the
+                # GIL and a core and starve the loop thread
+                time.sleep(FLOOD_READ_PAUSE_S)
             return
         max_roll = self.params["max_abs_roll_rad"]
         try:

@@ -25,11 +25,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REFUSAL_KINDS = ("rate_limit", "emergency_stop", "not_in_charge", "invalid", "stamp",
-                 "solver_down", "solver_rejected")
-"""Why a command was refused: over the rate limit; the emergency stop is engaged; another
-source is in charge; malformed, ambiguous, non-finite or out of the device limits; its stamp is
-stale or in the future; no solver is running; the solver refused it."""
+REFUSAL_KINDS = ("rate_limit", "queue_overflow", "emergency_stop", "not_in_charge", "invalid",
+                 "stamp", "solver_down", "solver_rejected")
+"""Why a command was refused: over the rate limit; never seen by the node because its command
+queue overflowed (a flood faster than the node can read; counted from the gaps in the sender's
+sequence numbers); the emergency stop is engaged; another source is in charge; malformed,
+ambiguous, non-finite or out of the device limits; its stamp is stale or in the future; no
+solver is running; the solver refused it."""
 
 
 class AuditLog:
@@ -105,6 +107,8 @@ class _Period:
     """(source, kind) → count."""
     last_reason: dict = field(default_factory=dict)
     """(source, kind) → latest reason."""
+    logged: dict = field(default_factory=lambda: defaultdict(int))
+    """(source, kind) → refusals already told by a log line of their own."""
 
 
 class CommandGuard:
@@ -197,6 +201,18 @@ class CommandGuard:
             self.accepted_total += 1
             self._period.accepted[source] += 1
 
+    def lost(self, source: str, count: int, reason: str) -> Refusal | None:
+        """Count ``count`` commands of ``source`` that never reached the node (``queue_overflow``)."""
+        if count <= 0:
+            return None
+        with self._lock:
+            refusal = self._refuse(source, "queue_overflow", reason)
+            self.refused["queue_overflow"] += count - 1
+            self._period.refused[(source, "queue_overflow")] += count - 1
+            if refusal.log_now:  # its line tells the whole gap
+                self._period.logged[(source, "queue_overflow")] += count - 1
+        return refusal
+
     def refuse(self, source: str, kind: str, reason: str) -> Refusal:
         """Count and return a refusal decided by the caller (``invalid``, ``stamp``, …)."""
         with self._lock:
@@ -212,6 +228,7 @@ class CommandGuard:
         self._period.refused[key] += 1
         self._period.last_reason[key] = reason
         if first:
+            self._period.logged[key] += 1
             self.audit.write("refused", source=source, kind=kind, reason=reason)
         return Refusal(kind, reason, source, log_now=first)
 
@@ -250,8 +267,9 @@ class CommandGuard:
             period, self._period = self._period, _Period()
         lines = []
         for (source, kind), n in sorted(period.refused.items()):
-            if n > 1:
-                lines.append(f"refused {n - 1} more command(s) from {source} ({kind}; latest: "
+            more = n - period.logged[(source, kind)]
+            if more > 0:
+                lines.append(f"refused {more} more command(s) from {source} ({kind}; latest: "
                              f"{period.last_reason[(source, kind)]})")
         for source in sorted(set(period.accepted) | {s for s, _ in period.refused}):
             refused = {k: n for (s, k), n in period.refused.items() if s == source}
