@@ -382,10 +382,11 @@ def test_command_flood_is_refused_and_counted_and_the_loop_holds(bench):
     assert sum(delta.values()) == sent
     assert delta["refused_rate_limit"] > 0
     assert delta["commands_accepted"] <= MAX_RATE * (elapsed + 1.2) + BURST
-    # the loop's own rate over the flood's last 2 s; the machine running the tests is shared
-    # and oversubscribed, so CI asserts 10 % (the figure before this fix: 13 % low);
-    # bench/fault_bench.py measures against the 2 %
-    assert abs(rate - RATE) <= 0.10 * RATE, (rate, rate_before, os.getloadavg())
+    # the loop's own rate over the flood's last 2 s against the 2 s before it: the machine
+    # running the tests is shared and oversubscribed (the rate without a flood varies by 10 %
+    # here), so CI asserts the flood costs under 10 % (before this fix: 13 %);
+    # bench/fault_bench.py measures the 2 % on a quiet machine
+    assert rate >= 0.90 * rate_before, (rate, rate_before, os.getloadavg())
     log = b.log_path.read_text()
     for kind in ("rate_limit", "queue_overflow"):
         summed = sum(int(n) for n in re.findall(rf"refused (\d+) more command\(s\) from /ctl_b "

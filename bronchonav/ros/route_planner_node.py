@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from geometry_msgs.msg import Point, PointStamped, Pose, PoseStamped, Quaternion, TransformStamped
 from nav_msgs.msg import Path
 from nav_msgs.srv import GetPlan
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header, String
@@ -68,27 +68,14 @@ SERVICE_QOS = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST,
 
 
 class _Done:
-    """Awaitable for a :class:`concurrent.futures.Future` inside an rclpy coroutine callback.
-
-    rclpy's executor resumes every pending coroutine on each of its iterations; to keep that from
-    spinning a core while plans run on the worker, a waiting resume sleeps 1 ms at most once per
-    millisecond over all waiting requests (so the executor still serves other callbacks at once).
-    """
-
-    _last_nap = 0.0
-    _nap_lock = threading.Lock()
+    """Awaitable for a :class:`concurrent.futures.Future` inside an rclpy coroutine callback
+    (the executor resumes the coroutine when woken: trigger a guard condition on completion)."""
 
     def __init__(self, future) -> None:
         self.future = future
 
     def __await__(self):
         while not self.future.done():
-            with _Done._nap_lock:
-                nap = time.monotonic() - _Done._last_nap > 1e-3
-                if nap:
-                    _Done._last_nap = time.monotonic()
-            if nap:
-                time.sleep(1e-3)
             yield
         return self.future.result()
 
@@ -123,6 +110,12 @@ class RoutePlannerNode(Node):
         self.T_ct_patient: np.ndarray | None = None
         """The registration's result (4×4, m), once ``registration/transform`` has said it."""
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-planner")
+        # a waiting request occupies its callback group until answered: the service gets a
+        # reentrant group of its own (many requests wait at once, other callbacks stay free)
+        # and the wake-up guard another (it must run while requests wait)
+        self._wake = self.create_guard_condition(
+            lambda: None, callback_group=MutuallyExclusiveCallbackGroup())
+        """Triggered when a plan is done, so the executor resumes the waiting request."""
         self._plan_lock = threading.Lock()
         self._pending = 0
         self._requests = 0
@@ -130,7 +123,8 @@ class RoutePlannerNode(Node):
         self.pub_path = self.create_publisher(Path, "route", qos.LATCHED)
         self.pub_markers = self.create_publisher(MarkerArray, "route/markers", qos.LATCHED)
         self.pub_status = self.create_publisher(String, "route/status", qos.LATCHED)
-        self.create_service(GetPlan, "plan_route", self._on_get_plan, qos_profile=SERVICE_QOS)
+        self.create_service(GetPlan, "plan_route", self._on_get_plan, qos_profile=SERVICE_QOS,
+                            callback_group=ReentrantCallbackGroup())
         self.create_subscription(String, "route_planner/goal_nodule", self._on_nodule, qos.DEFAULT)
         self.create_subscription(PointStamped, "route_planner/goal_point", self._on_point,
                                  qos.DEFAULT)
@@ -255,7 +249,9 @@ class RoutePlannerNode(Node):
             return response
         self._pending += 1
         try:
-            routes = await _Done(self._worker.submit(self.plan, target))
+            future = self._worker.submit(self.plan, target)
+            future.add_done_callback(lambda _: self._wake.trigger())
+            routes = await _Done(future)
         finally:
             self._pending -= 1
         response.plan = self.path_of(routes[0] if routes else None)
