@@ -121,7 +121,7 @@ class Probe:
 def sim_values(msg):
     """(status, {key: value}) of catheter_sim in a DiagnosticArray, or (None, {})."""
     for s in msg.status:
-        if s.name.startswith("/catheter_sim"):
+        if s.name.startswith("catheter_sim"):
             return s, {kv.key: kv.value for kv in s.values}
     return None, {}
 

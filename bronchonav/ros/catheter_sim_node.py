@@ -730,9 +730,9 @@ class CatheterSimNode(Node):
             "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.loop.realtime
                         else "normal",
         }
-        return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: loop",
-                                message=message, hardware_id="bronchonav_simulated_catheter",
-                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        name = self.get_fully_qualified_name().lstrip("/")
+        return DiagnosticStatus(level=level, name=f"{name}: loop", message=message,
+                                hardware_id="bronchonav_simulated_catheter", values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     @property
     def exit_code(self) -> int:
