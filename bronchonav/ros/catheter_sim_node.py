@@ -292,8 +292,9 @@ class CatheterSimNode(Node):
         older state never overwrites a newer one on ``joint_states``. The loop thread never
         waits for it: when the receiver holds it, that tick's state is being published."""
         self._sources: dict[bytes, str] = {}
-        self._last_seq: dict[str, int] = {}
-        """source → DDS sequence number of its latest command (gaps = commands lost unread)."""
+        self._last_seq: dict[bytes, int] = {}
+        """publisher gid → DDS sequence number of its latest command (gaps = commands lost
+        unread)."""
         audit_path = p["audit_log"] or os.path.join(_ros_log_dir(),
                                                     f"catheter_sim_audit_{os.getpid()}.jsonl")
         self.guard = CommandGuard(p["max_command_rate_hz"], p["command_burst"],
@@ -329,10 +330,10 @@ class CatheterSimNode(Node):
         self.create_timer(1.0, self._report_refusals)
         self.sub_forward = self.create_subscription(
             Float64MultiArray, "catheter/command",
-            lambda msg, info: self._on_command(msg, info, self.sub_forward), qos.COMMAND_SUB)
+            lambda msg, info: self._on_command(msg, info, self.sub_forward), qos.COMMAND)
         self.sub_joint = self.create_subscription(
             JointState, "catheter/joint_command",
-            lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND_SUB)
+            lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND)
         self.create_service(SetBool, "catheter/emergency_stop", self._on_emergency_stop)
         self.create_service(Trigger, "catheter/release_control", self._on_release_control)
         self.holding = True
@@ -364,8 +365,9 @@ class CatheterSimNode(Node):
 
     # -- commands (executor thread) -------------------------------------------------------------
     def _source(self, info, subscription) -> str:
-        """Who sent a message: ``node (topic)`` of its publisher, looked up in the graph once
-        per publisher (``publisher <gid>`` when the graph does not know it yet)."""
+        """Who sent a message: the fully qualified name of its publisher's node (so one
+        controller may use both command topics), looked up in the graph once per publisher;
+        ``publisher <gid> (topic)`` when the graph does not know it yet."""
         gid = bytes((info or {}).get("publisher_gid", {}).get("data", b""))
         name = self._sources.get(gid)
         if name is None:
@@ -373,10 +375,10 @@ class CatheterSimNode(Node):
             name = f"publisher {gid.hex()} ({topic})"
             for e in self.get_publishers_info_by_topic(topic):
                 if bytes(e.endpoint_gid)[:len(gid)] == gid:
-                    ns = e.node_namespace.rstrip("/")
-                    name = f"{ns}/{e.node_name} ({topic}, {gid.hex()[:8]})"
+                    name = f"{e.node_namespace.rstrip('/')}/{e.node_name}"
                     break
             self._sources[gid] = name
+            self.guard.audit.write("publisher", source=name, topic=topic, gid=gid.hex())
         return name
 
     def _refused(self, refusal) -> None:
@@ -411,12 +413,13 @@ class CatheterSimNode(Node):
         source = self._source(info, subscription)
         seq = info.get("publication_sequence_number") if info else None
         if seq is not None:
-            last = self._last_seq.get(source)
-            self._last_seq[source] = seq
+            gid = bytes(info["publisher_gid"]["data"])
+            last = self._last_seq.get(gid)
+            self._last_seq[gid] = seq
             if last is not None and seq > last + 1:
                 self._refused(self.guard.lost(
                     source, seq - last - 1, f"{seq - last - 1} command(s) overwritten in the "
-                                            f"node's queue before it could read them (a flood)"))
+                                            f"node's queue by newer ones before it read them"))
         refusal = self.guard.admit(source)
         if refusal is not None:
             self._refused(refusal)

@@ -12,12 +12,9 @@
 - :data:`SAMPLES`: best-effort, keep-last 100 — for subscribing to a stream in which every
   sample counts (EM samples for the registration): a burst waits in the queue instead of
   overwriting the sample before it.
-- :data:`COMMAND`: reliable, keep-last 1 — for publishing controller commands: only the newest
-  counts.
-- :data:`COMMAND_SUB`: reliable, keep-last 100 — for the simulator's command subscriptions: every
-  command reaches the node's checks and counters (a refused or rate-limited command is counted,
-  not overwritten unseen in the middleware); stamps and the newest-wins set-point keep the
-  order meaningful.
+- :data:`COMMAND`: reliable, keep-last 1 — for controller commands: only the newest counts (the
+  simulator counts the ones a newer command overwrote before it read them from the gaps in the
+  sender's sequence numbers).
 - :data:`DEFAULT`: reliable, keep-last 10 (the ROS default) for status and diagnostics.
 """
 
@@ -38,9 +35,6 @@ SAMPLES = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
 COMMAND = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.VOLATILE)
-COMMAND_SUB = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
 DEFAULT = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
                      reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.VOLATILE)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 REFUSAL_KINDS = ("rate_limit", "queue_overflow", "emergency_stop", "not_in_charge", "invalid",
                  "stamp", "solver_down", "solver_rejected")
-"""Why a command was refused: over the rate limit; never seen by the node because its command
-queue overflowed (a flood faster than the node can read; counted from the gaps in the sender's
-sequence numbers); the emergency stop is engaged; another source is in charge; malformed,
+"""Why a command was refused: over the rate limit; never read by the node because a newer
+command of the same sender overwrote it in the node's queue (a sender faster than the node reads,
+e.g. a flood; counted from the gaps in the sender's sequence numbers); the emergency stop is engaged; another source is in charge; malformed,
 ambiguous, non-finite or out of the device limits; its stamp is stale or in the future; no
 solver is running; the solver refused it."""
 
