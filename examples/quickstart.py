@@ -10,8 +10,8 @@ Everything is in SI units; coordinates are in the CT frame (LPS, metres).
 import numpy as np
 
 from bronchonav.catheter import CatheterModel, CatheterParams
-from bronchonav.catheter.steering import PathFollower
 from bronchonav.maps import load_map
+from bronchonav.navigation import NavigationController, RouteTarget
 from bronchonav.planning import DeviceConstraints, RoutePlanner
 from bronchonav.registration import Twin, apply, random_transform, register_em
 
@@ -26,18 +26,19 @@ route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("
 print(f"route to N3: feasible={route.feasible}, {route.length * 1e3:.0f} mm through generations "
       f"{route.generations}, tool path {route.exit_distance_center * 1e3:.1f} mm")
 
-# 3. Drive the Cosserat catheter 150 mm down the route's airways, steering with the tendons.
+# 3. Drive the Cosserat catheter along the route with the navigation controller, which steers
+#    the tendons with the model's own sensitivity of the tip and inserts follow-the-leader style.
 model = CatheterModel(params, tree=tree, n_nodes=30)
-follower = PathFollower(tree, route.branch_ids, params)
-state = None
-for insertion in np.arange(0.002, 0.150, 0.002):
-    state = model.step(follower.command(state, insertion))
+controller = NavigationController(RouteTarget.from_route(route), model)
+while controller.outcome is None:
+    controller.update(model.state.tip_pose)  # here the observed pose is the model's own
+state = model.state
 tip = state.tip_pose[:3, 3]
 tip_branch = int(tree.samples().branch_ids[tree.nearest(tip)[1][0]])
-print(f"catheter tip after 150 mm: {np.round(tip * 1e3, 1)} mm (CT) in branch {tip_branch} "
+print(f"navigation: {controller.outcome.reason}")
+print(f"catheter tip: {np.round(tip * 1e3, 1)} mm (CT) in branch {tip_branch} "
       f"(on the route: {tip_branch in route.branch_ids}), inside the lumen: "
-      f"{bool(tree.inside_lumen(tip)[0])}, wall force "
-      f"{np.linalg.norm(state.contact_forces, axis=1).sum():.2f} N")
+      f"{bool(tree.inside_lumen(tip)[0])}, wall force {state.total_contact_force:.2f} N")
 
 # 4. Register an EM sweep of the central airways, seen in an unknown patient frame.
 rng = np.random.default_rng(0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure
 import SimpleITK as sitk
 
 from bronchonav.airway.centerline import CenterlineParams
@@ -177,8 +178,7 @@ def test_map_info_and_render(built, tmp_path):
     png = tmp_path / "tree.png"
     code, _, _ = _run(["render-map", str(folder), "--out", str(png)])
     assert code == 0
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert_png_figure(png, (1440, 840), panels=2)  # 12 x 7 in at 120 dpi, two projections
 
 
 def test_phantom_command_writes_ct_and_ground_truth(tmp_path):

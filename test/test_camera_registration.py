@@ -10,7 +10,7 @@ from bronchonav.imaging.camera_registration import (CameraScenarioConfig, camera
                                                     simulate_camera_cloud)
 from bronchonav.registration.register import local_weights
 from bronchonav.registration.simulate import scenario_config, simulate_scenario
-from bronchonav.registration.transforms import apply
+from bronchonav.geometry.transforms import apply
 from test_camera import phantom_gt_map
 
 CLEAN = dict(noise=CameraNoise(), pose_position_noise=1e-9, pose_rotation_noise=0.0)

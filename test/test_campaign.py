@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure
 import yaml
 
 from bronchonav.campaign.cases import case_seed, expand_cases, sample_nodules, select_nodules
+from bronchonav.campaign.custom import resolve_custom_stages
 from bronchonav.campaign.report import write_report
 from bronchonav.campaign.runner import run_campaign
 from bronchonav.campaign.spec import NoduleSelection, load_spec, parse_spec
@@ -25,6 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_campaign_helpers import small_map, write_small_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+HELPERS = ("test_campaign_helpers:burn", "test_campaign_helpers:interrupt_at",
+           "test_campaign_helpers:fail", "test_campaign_helpers:crash_once",
+           "test_campaign_helpers:misbehave", "test_campaign_helpers:steal_identity")
+"""The custom stages of these tests, allowed by name where a run uses them."""
 
 
 def toy_campaign(tmp_path: Path, stages=("map", "test_campaign_helpers:burn"), depth=2,
@@ -179,21 +185,21 @@ def test_case_context_streams_are_seeded_per_stage(tmp_path):
 
 
 def test_a_failing_stage_is_recorded_not_raised(tmp_path):
-    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "test_campaign_helpers:nope"]),
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "test_campaign_helpers:fail"]),
                       tmp_path)
     case = expand_cases(spec, {"map-toymap": ["N1"]})[0]
-    row = run_case(case, small_map(depth=2))
+    row = run_case(case, small_map(depth=2), {}, resolve_custom_stages(spec.stages, HELPERS))
     assert row["status"] == "error"
-    assert "has no function 'nope'" in row["error"]
+    assert row["error"] == "test_campaign_helpers:fail: ValueError: this stage always fails"
     assert row["map_branches"] == 7  # the stages before the failure still report
+    with pytest.raises(InputError, match="has no function 'nope'"):
+        resolve_custom_stages(["map", "test_campaign_helpers:nope"], allow_all=True)
 
 
 # -- the results store -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
-    if fmt == "parquet":
-        pytest.importorskip("pyarrow")
     store = ResultStore(tmp_path / "out", fmt=fmt)
     store.bind({"name": "t"}, "f1")
     rows = [{"case_key": f"k{i}", "x": i * 0.5, "n": i, "ok": i % 2 == 0, "s": f"v{i}",
@@ -201,7 +207,7 @@ def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
     for r in rows:
         store.append(r)
     store.append({**rows[1], "x": 99.0})  # a duplicate (e.g. a crash between compact and unlink)
-    (store.parts_dir / f".tmp-part-half.{fmt}").write_bytes(b"PAR1\x00")  # a half-written file
+    (store.parts_dir / f".part-half.{fmt}.x1y2.tmp").write_bytes(b"PAR1\x00")  # half-written
     got = store.rows()
     assert [r["case_key"] for r in got] == ["k0", "k1", "k2", "k3"]
     assert got[1]["x"] == 0.5  # the first row of a key wins
@@ -212,7 +218,7 @@ def test_store_round_trips_dedupes_and_compacts(tmp_path, fmt):
     assert not list(store.parts_dir.glob("part-*"))
     store.release()
     ResultStore(tmp_path / "out").bind({"name": "t"}, "f1")  # a new run clears the debris
-    assert not list(store.parts_dir.glob(".tmp-*"))
+    assert not list(store.parts_dir.glob(".*"))
     assert ResultStore(tmp_path / "out").fmt == fmt  # the folder remembers its format
     assert [r["case_key"] for r in ResultStore(tmp_path / "out").rows()] == ["k0", "k1", "k2", "k3"]
     store.release()
@@ -244,25 +250,25 @@ def test_in_process_run_resumes_without_redoing_cases(tmp_path, monkeypatch):
     # the driver is interrupted (Ctrl-C) while running the third case
     monkeypatch.setenv("CAMPAIGN_TEST_INTERRUPT", "3")
     with pytest.raises(KeyboardInterrupt):
-        run_campaign(spec, out, workers=1, progress=False)
+        run_campaign(spec, out, workers=1, progress=False, allowed_stages=HELPERS)
     first = {r["case_key"]: r for r in ResultStore(out).rows()}
     assert len(first) == 2
     monkeypatch.delenv("CAMPAIGN_TEST_INTERRUPT")
-    summary = run_campaign(spec, out, workers=1, progress=False)
+    summary = run_campaign(spec, out, workers=1, progress=False, allowed_stages=HELPERS)
     assert (summary.cases, summary.skipped, summary.ran, summary.lost) == (8, 2, 6, [])
     rows = ResultStore(out).rows()
     assert sorted(r["case_key"] for r in rows) == sorted(c.key for c in expand_cases(
         spec, {"map-toymap": ["N1", "N2", "N3", "N4"]}))
     for key, row in first.items():  # finished cases were not run again (same wall times)
         assert next(r for r in rows if r["case_key"] == key) == row
-    again = run_campaign(spec, out, workers=1, progress=False)
+    again = run_campaign(spec, out, workers=1, progress=False, allowed_stages=HELPERS)
     assert (again.skipped, again.ran) == (8, 0)
 
 
 def test_same_results_from_a_fresh_run(tmp_path):
     spec = parse_spec(toy_campaign(tmp_path), tmp_path)
-    run_campaign(spec, tmp_path / "a", progress=False)
-    run_campaign(spec, tmp_path / "b", progress=False)
+    run_campaign(spec, tmp_path / "a", progress=False, allowed_stages=HELPERS)
+    run_campaign(spec, tmp_path / "b", progress=False, allowed_stages=HELPERS)
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in "ab")
     assert a == b and len(a) == 8
     assert len({r["burn_value"] for r in a}) == 8  # each case has its own random stream
@@ -288,7 +294,7 @@ def test_plan_stage_and_report_on_a_small_map(tmp_path):
     md = write_report(out).read_text()
     assert "| thin | 2.00 | 4 | 4/4 (100%)" in md
     assert "| fat | 20.00 | 4 | 0/4 (0%)" in md
-    assert (out / "report" / "reachability.png").stat().st_size > 10_000
+    assert_png_figure(out / "report" / "reachability.png", (1100, 400), panels=2)
 
 
 def test_report_needs_a_campaign_folder(tmp_path):
@@ -308,11 +314,11 @@ def test_cli_run_and_report(tmp_path, capsys):
     assert Path(summary["report"]).is_file()
     assert main(["campaign", "report", str(tmp_path / "o")]) == 0
     assert main(["campaign", "run", str(f), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
-    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert "--workers: must be an integer in [1, 512], got '0'" in capsys.readouterr().err
 
 
 def test_ray_missing_or_unreachable_is_a_clear_error(tmp_path, monkeypatch):
-    spec = parse_spec(toy_campaign(tmp_path), tmp_path)
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan"]), tmp_path)
     with pytest.raises(InputError, match="--address must be HOST:PORT"):
         run_campaign(spec, tmp_path / "o", address="nowhere", progress=False)
     if importlib.util.find_spec("ray") is not None:

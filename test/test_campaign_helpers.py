@@ -6,6 +6,7 @@ Ray workers import this module by name (the tests put ``test/`` on ``PYTHONPATH`
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,28 @@ def burn(ctx, iterations: int = 20000) -> dict:
         x = 0.99 * x + s
     return {"burn_value": float(x), "burn_mean": float(steps.mean()),
             "burn_nodule_z_m": float(ctx.nodule.center[2])}
+
+
+def fail(ctx) -> dict:
+    """A stage that raises."""
+    raise ValueError("this stage always fails")
+
+
+def misbehave(ctx) -> dict:
+    """A stage that misbehaves on some nodules: N2 returns None, N3 calls ``sys.exit(3)``, N4
+    returns a list as a cell; N1 returns a proper column."""
+    if ctx.case.nodule_id == "N2":
+        return None
+    if ctx.case.nodule_id == "N3":
+        sys.exit(3)
+    if ctx.case.nodule_id == "N4":
+        return {"misbehave_cells": [1, 2]}
+    return {"misbehave_ok": True}
+
+
+def steal_identity(ctx) -> dict:
+    """A stage that tries to overwrite the case key."""
+    return {"case_key": "someone-else"}
 
 
 def crash_once(ctx) -> dict:

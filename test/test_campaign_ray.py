@@ -12,17 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # noqa: F401  (the campaign extra, needed: pip install 'bronchonav[campaign]')
 import yaml
 
 from bronchonav.campaign.runner import run_campaign
 from bronchonav.campaign.spec import parse_spec
 from bronchonav.campaign.store import ResultStore, comparable
 
-pytest.importorskip("ray", reason="Ray is not installed (pip install 'bronchonav[campaign]')")
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from test_campaign import toy_campaign  # noqa: E402
+from test_campaign import HELPERS, toy_campaign  # noqa: E402
 
 
 @pytest.fixture
@@ -35,8 +34,8 @@ def worker_path(monkeypatch):
 def test_two_workers_give_the_in_process_table(tmp_path, worker_path):
     spec = parse_spec(toy_campaign(tmp_path, stages=["map", "plan", "test_campaign_helpers:burn"]),
                       tmp_path)
-    one = run_campaign(spec, tmp_path / "one", workers=1, progress=False)
-    two = run_campaign(spec, tmp_path / "two", workers=2, progress=False)
+    one = run_campaign(spec, tmp_path / "one", workers=1, progress=False, allowed_stages=HELPERS)
+    two = run_campaign(spec, tmp_path / "two", workers=2, progress=False, allowed_stages=HELPERS)
     assert (one.ran, two.ran, two.lost) == (8, 8, [])
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("one", "two"))
     assert a == b
@@ -52,7 +51,8 @@ def test_a_killed_worker_is_retried_and_every_case_written_once(tmp_path, worker
                         catheters=[{"name": "d3.5mm", "diameter_m": 0.0035}],
                         execution={"retries": 2})
     spec = parse_spec(data, tmp_path)
-    summary = run_campaign(spec, tmp_path / "out", workers=2, progress=False)
+    summary = run_campaign(spec, tmp_path / "out", workers=2, progress=False,
+                           allowed_stages=HELPERS)
     assert summary.lost == [] and summary.ran == 4
     rows = ResultStore(tmp_path / "out").rows()
     keys = [r["case_key"] for r in rows]
@@ -67,7 +67,7 @@ def test_a_killed_worker_is_retried_and_every_case_written_once(tmp_path, worker
         == sorted(keys)
     # and the retried cases computed the same values as an undisturbed in-process run
     clean = parse_spec({**data, "stages": ["map", "test_campaign_helpers:burn"]}, tmp_path)
-    run_campaign(clean, tmp_path / "clean", workers=1, progress=False)
+    run_campaign(clean, tmp_path / "clean", workers=1, progress=False, allowed_stages=HELPERS)
     ref = {r["case_key"]: r["burn_value"] for r in ResultStore(tmp_path / "clean").rows()}
     assert {r["case_key"]: r["burn_value"] for r in rows} == ref
 
@@ -80,7 +80,8 @@ def test_a_signalled_driver_resumes_without_redoing_cases(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(HERE), "BRONCHONAV_DEBUG": ""}
     cmd = [sys.executable, "-c", "from bronchonav.cli import run; run()", "campaign", "run", str(f), "--out", str(out),
-           "--workers", "2", "--no-progress", "--no-report", "--json"]
+           "--workers", "2", "--no-progress", "--no-report", "--json",
+           "--allow-stage", "test_campaign_helpers:burn"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 60
@@ -121,3 +122,25 @@ def test_core_stages_give_the_same_rows_on_ray(tmp_path):
     a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("one", "two"))
     assert len(a) == 2 and a == b
     assert any(r["plan_feasible"] for r in a) and any(r["camera_hit_fraction"] for r in a)
+
+
+def test_ray_workers_run_the_custom_stage_file_the_driver_resolved(tmp_path, monkeypatch):
+    """A Ray worker's search path starts with the driver's working directory; a ``.py`` there
+    that shadows the allowed stage's module is never imported, with 1 or 2 workers alike."""
+    from test_campaign_faults import write_module
+
+    driver_dir = write_module(tmp_path / "driver", "shadowstage", "driver")
+    cwd = write_module(tmp_path / "cwd", "shadowstage", "cwd", marker=True)
+    monkeypatch.chdir(cwd)
+    # the driver's search path: the installed command's (no working directory), plus the stage's
+    monkeypatch.setattr(sys, "path", [str(driver_dir)] + [p for p in sys.path
+                                                          if p not in ("", str(cwd))])
+    monkeypatch.delitem(sys.modules, "shadowstage", raising=False)
+    spec = parse_spec(toy_campaign(tmp_path, stages=["map", "shadowstage:stage"]), tmp_path)
+    for workers in (1, 2):
+        summary = run_campaign(spec, tmp_path / f"w{workers}", workers=workers, progress=False,
+                               allowed_stages=("shadowstage:stage",))
+        assert (summary.ran, summary.errors, summary.lost) == (8, 0, [])
+    a, b = (comparable(ResultStore(tmp_path / d).rows()) for d in ("w1", "w2"))
+    assert a == b and {r["shadowstage_source"] for r in a} == {"driver"}
+    assert not (cwd / "imported-cwd").exists()

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure
 
 from bronchonav.campaign.builtin import catheter_params, device_constraints
 from bronchonav.campaign.report import write_report
@@ -119,4 +120,5 @@ def test_report_on_the_phantom_campaign(phantom_run):
                     "## Registration (TRE at the nodule)", "## Camera at the exit point"):
         assert section in md
     assert "| wide | 25.00 | 2 | 0/2 (0%)" in md
-    assert (out / "report" / "tre.png").is_file()
+    # one histogram panel per registration scenario (here one: breathing), 5 x 4 in at 100 dpi
+    assert_png_figure(out / "report" / "tre.png", (500, 400), panels=1)

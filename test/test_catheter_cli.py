@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure
 
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.cli import main
@@ -40,7 +41,7 @@ def test_script_run_writes_shapes_in_the_ct_frame(y_map, tmp_path):
     last = data["steps"][-1]
     assert last["command"]["roll"] == pytest.approx(0.5)
     assert np.allclose(last["tip_pose"][3], [0, 0, 0, 1])
-    assert png.stat().st_size > 10_000
+    assert_png_figure(png, (1440, 780), panels=2)  # 12 x 6.5 in at 120 dpi, two views
 
 
 def test_demo_steers_down_a_path(y_map, tmp_path):

@@ -19,16 +19,35 @@ def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
     return AirwayTree([trachea, left, right])
 
 
-def insert_and_bend(model, tendon, final=0.14, max_tension=6.0):
-    """Insert in 1 mm steps; from 70 mm on, pull one tendon progressively."""
-    state = None
+def insert_and_bend(model, tendon, final=0.14, max_tension=6.0, max_failed=0):
+    """Insert in 1 mm steps; from 70 mm on, pull one tendon progressively. Every step must
+    converge (a failed step keeps the previous state and could hide a solver fault), except up
+    to ``max_failed`` steps beyond the carina (100 mm) where a test says why. Returns the
+    model's state (its last converged one)."""
+    failed = []
     for q in np.arange(0.005, final + 1e-9, 0.001):
         tension = np.zeros(4)
         if q > 0.07:
             tension[tendon] = min(max_tension, (q - 0.07) * 300.0)
-        s = model.step(CatheterCommand(insertion=q, tendon_tension=tension))
-        state = s if s.converged else state
-    return state
+        if not model.step(CatheterCommand(insertion=q, tendon_tension=tension)).converged:
+            failed.append(round(float(q), 4))
+    assert len(failed) <= max_failed and all(q > 0.1 for q in failed), \
+        f"solver steps failed at insertions {failed} m"
+    return model.state
+
+
+def lumen_clearance(tree, state, catheter_radius):
+    """Per backbone node: the lumen radius of the branch the node is in (or its parent's, near
+    a junction, whichever leaves more room) minus the node's distance from that branch's
+    centerline, minus the catheter radius (m); negative = pressed into the wall."""
+    smp = tree.samples()
+    out = []
+    for p, b in zip(state.positions, state.branch_ids):
+        near = [b] + ([tree[b].parent] if tree[b].parent is not None else [])
+        mask = np.isin(smp.branch_ids, near)
+        d = np.linalg.norm(smp.points[mask] - p, axis=1)
+        out.append(np.max(smp.radii[mask] - d) - catheter_radius)
+    return np.array(out)
 
 
 def depth_along(branch, point):
@@ -55,9 +74,10 @@ def test_steering_at_the_bifurcation_selects_the_child(tendon, child):
     assert state.branch_ids[-1] == child
     tip = state.tip_pose[:3, 3]
     assert depth_along(tree[child], tip) > 0.02  # well inside the child
-    # inside the lumen up to the penalty's small penetration
-    d, _ = tree.nearest(state.positions)
-    assert np.all(d <= 0.009 - 0.00175 + 5e-4)
+    # every node inside the lumen of its own branch (9 mm trachea, 6 mm child) up to the
+    # penalty's small penetration
+    assert np.all(lumen_clearance(tree, state, CatheterParams.default().radius) > -5e-4)
+    assert set(state.branch_ids) <= {0, child}
     assert state.total_contact_force > 0
 
 
@@ -69,8 +89,10 @@ def test_a_catheter_wider_than_an_airway_cannot_enter_it():
     assert depth_along(tree[2], state.positions[-1]) < 0.002
     # the same manoeuvre enters a child just wider than the catheter
     wide = y_tree(r_right=0.0019)
+    # squeezing into 0.2 mm of clearance, 3 of 136 steps report a failed solve (at 111, 119 and
+    # 122 mm, although their residuals are below 1e-8): allowed, and counted, here only
     state = insert_and_bend(CatheterModel(CatheterParams.default(), tree=wide, n_nodes=50,
-                                          deadline_s=0.5), tendon=2)
+                                          deadline_s=0.5), tendon=2, max_failed=3)
     assert state.branch_ids[-1] == 2 and depth_along(wide[2], state.positions[-1]) > 0.02
 
 
@@ -89,23 +111,18 @@ def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
     params = CatheterParams.default()
     model = CatheterModel(params, tree=tree, n_nodes=40, deadline_s=0.5)
     follower = PathFollower(tree, path, params)
-    state = None
+    failed = []
     for q in np.arange(0.002, follower.length - 0.004, 0.001):
-        s = model.step(follower.command(state, q))
-        state = s if s.converged else state
+        if not model.step(follower.command(model.state, q)).converged:
+            failed.append(round(float(q), 4))
+    assert not failed, f"solver steps failed at insertions {failed} m"
+    state = model.state
     assert state.insertion > follower.length - 0.006
     assert state.branch_ids[-1] == child
     assert set(state.branch_ids) <= set(path)
-    # clearance to the wall of the branch each node is in (or its parent, near a junction)
-    smp = tree.samples()
-    for p, b in zip(state.positions, state.branch_ids):
-        near = [b] + ([tree[b].parent] if tree[b].parent is not None else [])
-        mask = np.isin(smp.branch_ids, near)
-        d = np.linalg.norm(smp.points[mask] - p, axis=1)
-        clearance = np.max(smp.radii[mask] - d) - params.radius
-        # penalty contact: the stiff shaft pressing on the trachea/main-bronchus corner with
-        # ~0.4 N sinks about 1 mm into the wall at the default stiffness
-        assert clearance > -1.5e-3
+    # penalty contact: the stiff shaft pressing on the trachea/main-bronchus corner with
+    # ~0.4 N sinks about 1 mm into the wall at the default stiffness
+    assert lumen_clearance(tree, state, params.radius).min() > -1.5e-3
 
 
 def test_a_coarse_command_stream_reaches_a_fourth_generation_bronchus(phantom_tree):

@@ -12,6 +12,7 @@ def test_quickstart_runs_end_to_end():
     out = subprocess.run([sys.executable, "examples/quickstart.py"], cwd=ROOT, text=True,
                          capture_output=True, timeout=300, check=True).stdout
     assert "route to N3: feasible=True" in out
+    assert "navigation: reached" in out
     assert re.search(r"on the route: True\), inside the lumen: True", out)
     error_mm = float(re.search(r"error at the exit point ([\d.]+) mm", out).group(1))
     assert "registration: success=True" in out and error_mm < 2.0

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from figure_checks import assert_png_figure, plotly_traces
 
 from bronchonav.airway.tree import AirwayTree, Branch, Nodule
 from bronchonav.errors import InputError, MapError
@@ -289,8 +290,9 @@ def test_from_catheter_and_plan_route(tree):
 
 
 def test_from_default_catheter_params():
-    catheter = pytest.importorskip("bronchonav.catheter.params")
-    p = catheter.CatheterParams.default()
+    from bronchonav.catheter.params import CatheterParams
+
+    p = CatheterParams.default()
     c = DeviceConstraints.from_catheter(p)
     assert c.outer_diameter == pytest.approx(p.outer_diameter)
     assert c.min_bend_radius == pytest.approx(p.min_bend_radius)
@@ -328,11 +330,20 @@ def test_png_and_html_views_of_feasible_and_infeasible_routes(planner, tmp_path)
     huge = RoutePlanner(planner.map, LOOSE.replace(outer_diameter=20 * MM)).plan("A")
     routes += huge  # nothing reachable: no nearest point to draw
     png = plot_routes(planner.tree, routes, tmp_path / "r.png", "hand")
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert_png_figure(png, (1440, 900), panels=2)  # 12 x 7.5 in at 120 dpi, two views
     fig = route_figure(planner.tree, routes)
     names = [t.name for t in fig.data]
     assert names[0] == "airway centerlines"
     assert sum(n.startswith("A route") for n in names) == 2
     assert any(n.startswith("FAR infeasible: exit_distance; diameter") for n in names)
     html = write_route_html(planner.tree, routes, tmp_path / "r.html")
-    assert html.stat().st_size > 100_000
+    # the page holds the data: the centerlines of every branch and each route's waypoints (mm)
+    traces = plotly_traces(html)
+    assert [t["name"] for t in traces] == names
+    lines = traces[0]
+    assert sum(v is None for v in lines["x"]) == len(planner.tree)
+    best = routes[0]
+    drawn = next(t for t in traces if t["name"].startswith("A route 0"))
+    assert np.allclose(np.column_stack([drawn["x"], drawn["y"], drawn["z"]]),
+                       best.waypoints * 1e3)
+    assert "<script" in html.read_text()[:5000] and "plotly" in html.read_text().lower()

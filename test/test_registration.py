@@ -19,7 +19,7 @@ from bronchonav.registration import (BreathingModel, RegistrationConfig, Twin, a
                                      random_transform, register_cbct, register_em, run_trials,
                                      scenario_config, simulate_scenario, summarize)
 from bronchonav.registration.initial import find_trachea
-from bronchonav.registration.transforms import make_transform, rotate, rotation_angle
+from bronchonav.geometry.transforms import make_transform, rotate, rotation_angle
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +75,39 @@ def test_breathing_is_zero_at_rest_and_largest_at_the_base_away_from_the_hilum()
 
 # -- exact recovery and degenerate input ---------------------------------------------------------
 
-def test_known_transform_recovered_exactly_on_noise_free_data(twin):
+def _analytic_centerline_samples(tree, spacing, rng):
+    """Points on the toy tree's analytic centerlines, drawn independently of the twin.
+
+    Each toy branch is the quadratic curve ``start + s L d + 4 s (1 - s) bend`` sampled at six
+    values of ``s`` (test_registration_toy.py); the quadratic through those six vertices is that
+    curve exactly. Points are drawn at random ``s`` on it, about one per ``spacing`` (m): they
+    lie on the true curves, between and off the twin's resampled polylines.
+    """
+    out = []
+    for b in tree:
+        s = np.linspace(0.0, 1.0, len(b.points))
+        coef = np.polyfit(s, b.points, 2)
+        assert np.allclose(np.polyval(coef[:, 0], s), b.points[:, 0], atol=1e-12)  # quadratic
+        u = rng.uniform(0.0, 1.0, max(2, int(b.length / spacing)))
+        out.append(np.column_stack([np.polyval(coef[:, k], u) for k in range(3)]))
+    return np.vstack(out)
+
+
+def test_known_transform_recovered_from_noise_free_analytic_centerlines(toy, twin):
+    """Noise-free samples of the true (analytic) curves, not of the twin's points, moved by a
+    known transform: the registration recovers it to well under the twin's polyline
+    discretisation (the samples lie up to 0.3 mm from the twin's centerline points)."""
     T_patient_ct = make_transform(Rotation.from_euler("xyz", [25, -30, 20], degrees=True).as_matrix(),
                                   [0.04, -0.03, 0.05])
-    samples_ct = twin.points[::7]  # noise-free points on the twin's own centerlines
+    samples_ct = _analytic_centerline_samples(toy.tree, 1e-3, np.random.default_rng(0))
+    assert twin.kdtree.query(samples_ct)[0].max() > 1e-4  # not the twin's own points
     result = register_em(apply(T_patient_ct, samples_ct), twin)
-    error = result.T_ct_patient @ T_patient_ct
+    error = result.T_ct_patient @ T_patient_ct  # identity for a perfect registration
     assert result.success and result.quality == "good"
-    assert np.linalg.norm(error[:3, 3]) < 1e-9
-    assert rotation_angle(error) < 1e-9
-    assert result.fre < 1e-9 and result.fitness == 1.0
+    assert np.degrees(rotation_angle(error)) < 0.1
+    for nodule in toy.nodules:
+        assert np.linalg.norm(apply(error, nodule.center) - nodule.center) < 1e-4
+    assert result.fre < 3e-4 and result.fitness == 1.0
 
 
 @pytest.mark.parametrize("points, message", [
@@ -138,7 +161,7 @@ def test_a_single_path_is_registered_right_or_refused(toy, twin):
     for nodule in toy.nodules:
         branch = int(tree.samples().branch_ids[tree.nearest(nodule.center)[1][0]])
         pts, dirs = _path_samples(tree, tree.path_from_root(branch))
-        for seed in range(3):
+        for seed in range(5):
             rng = np.random.default_rng(seed)
             T = random_transform(rng)
             samples = apply(T, pts) + rng.normal(0, 1e-3, pts.shape)
@@ -146,8 +169,9 @@ def test_a_single_path_is_registered_right_or_refused(toy, twin):
             tre = np.linalg.norm(apply(result.T_ct_patient @ T, nodule.center) - nodule.center)
             outcomes.append((result.success, tre, result.message))
     assert all(tre < 2e-3 for ok, tre, _ in outcomes if ok), outcomes
-    assert any(ok for ok, _, _ in outcomes)
     assert all(msg for ok, _, msg in outcomes if not ok)
+    # a single path usually suffices: measured 9 of the 10 accepted (the miss is refused)
+    assert sum(ok for ok, _, _ in outcomes) >= 8, outcomes
 
 
 def _symmetric_y():
@@ -243,14 +267,40 @@ def test_tre_is_measured_on_hidden_targets_the_registration_never_sees(toy, twin
     # ... and no sensor sample lies in the nodule whose position is evaluated
     inliers = obs.em_positions[~truth.em_outliers]
     assert np.linalg.norm(inliers - truth.target_patient, axis=1).min() > nodule.radius
-    # the TRE is computed from the truth: the true transform at rest is exact there
-    assert truth.tre(truth.T_ct_patient, phase=0.0) < 1e-12
-    # the registration gets the observation only; the TRE follows the hidden target
+    # the registration gets the observation only
     result = register_em(obs.em_positions, twin, obs.target_ct, obs.em_directions, obs.em_local)
-    shift = rotate(invert(result.T_ct_patient), [0.0, 0.0, 0.002])
-    moved = replace(truth, target_patient=truth.target_patient + shift)
-    error = apply(result.T_ct_patient, truth.target_patient) - truth.target_ct
-    assert moved.tre(result.T_ct_patient) == pytest.approx(np.linalg.norm(error + [0, 0, 0.002]))
+    assert result.success and truth.tre(result.T_ct_patient) < 3e-3
+
+
+def _about_axis(angle, axis, point):
+    """Rotation by ``angle`` (rad) about the line through ``point`` along ``axis`` (4x4)."""
+    R = Rotation.from_rotvec(angle * np.asarray(axis) / np.linalg.norm(axis)).as_matrix()
+    return make_transform(R, point - R @ point)
+
+
+def test_tre_matches_closed_forms_for_known_errors(toy, twin):
+    """The target error of estimates off the truth by a known motion, at rest (phase 0):
+    a translation by d gives |d|; a rotation by a about a line at distance r from the target
+    gives the chord 2 r sin(a / 2); a rotation about a line through the target gives 0. Under
+    breathing the true transform is off by the target's own motion, and the worst phase is the
+    worst of a dense sweep of the cycle."""
+    nodule = _lower_lobe_nodule(toy)
+    truth = simulate_scenario("breathing", twin, nodule, nodule.center,
+                              np.random.default_rng(3)).truth
+    c, T = truth.target_ct, truth.T_ct_patient
+    assert truth.tre(T, phase=0.0) < 1e-12
+    shift = make_transform(np.eye(3), [0.003, -0.004, 0.0])  # 5 mm
+    assert truth.tre(shift @ T, phase=0.0) == pytest.approx(0.005, abs=1e-12)
+    axis, r, angle = np.array([0.0, 0.0, 1.0]), 0.02, np.radians(10.0)
+    assert truth.tre(_about_axis(angle, axis, c + [r, 0.0, 0.0]) @ T, phase=0.0) == \
+        pytest.approx(2 * r * np.sin(angle / 2), abs=1e-12)
+    assert truth.tre(_about_axis(angle, [1.0, 2.0, 3.0], c) @ T, phase=0.0) < 1e-12
+    # the true transform at the evaluation phase: off by the breathing motion of the target
+    motion = np.linalg.norm(truth.breathing.deform(c, truth.eval_phase)[0] - c)
+    assert motion > 1e-3 and truth.tre(T) == pytest.approx(motion, abs=1e-12)
+    estimate = _about_axis(np.radians(2.0), [0.3, 1.0, 0.0], c + [0.01, 0.0, 0.0]) @ T
+    sweep = max(truth.tre(estimate, phase) for phase in np.linspace(0.0, 1.0, 201))
+    assert truth.tre_worst_phase(estimate) == pytest.approx(sweep, abs=1e-9)
 
 
 def test_local_refinement_beats_global_near_a_lower_lobe_target_under_breathing(toy, twin):
@@ -340,7 +390,6 @@ def test_local_mask_needs_enough_survey_samples(twin):
 PHANTOM_MAP = Path(__file__).resolve().parents[1] / "maps" / "phantom_default"
 
 
-@pytest.mark.skipif(not (PHANTOM_MAP / "map.yaml").is_file(), reason="no phantom_default map")
 def test_extracted_phantom_map_under_breathing_local_beats_global_in_the_lower_lobe():
     """Twin = the extracted map, patient = the phantom's ground truth moved by breathing."""
     from bronchonav.maps import load_map

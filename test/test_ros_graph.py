@@ -17,7 +17,7 @@ import pytest
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() * 7) % 99)
 
-rclpy = pytest.importorskip("rclpy")
+import rclpy  # noqa: E402  (fails, not skips, without ROS 2: source its setup first)
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -120,7 +120,7 @@ def _sim_status(msg):
 # -- in-process: map server, planner, registration ------------------------------------------------
 
 def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
-    from bronchonav.registration.transforms import random_transform
+    from bronchonav.geometry.transforms import random_transform
     from bronchonav.ros.runner import InProcessGraph
 
     graph = InProcessGraph(["airway_map_server", "route_planner", "registration"],

@@ -7,12 +7,15 @@ folders, CT scans) with its nodules (all, or sampled sizes and places), catheter
 campaign's stages (:mod:`~bronchonav.campaign.stages`, :mod:`~bronchonav.campaign.builtin`):
 ``map`` (nodule facts), ``plan`` (route and reachability), ``rehearse`` (drive the catheter along
 the route), ``register`` (seeded registration trials, TRE) and ``camera`` (the tip camera's view
-at the exit point), or custom ``module:function`` stages.
+at the exit point), or custom ``module:function`` stages — code, so run only when allowed
+(``--allow-stage``, ``--allow-custom-stages``) and, on every worker, exactly as the driver
+resolved them (:mod:`~bronchonav.campaign.custom`).
 
 :func:`~bronchonav.campaign.runner.run_campaign` runs the cases in-process (one worker) or as
 Ray tasks (locally, or on a cluster given its address), writes one row per case to a Parquet (or
 CSV) table as results arrive (:mod:`~bronchonav.campaign.store`), and resumes where a previous
-run stopped. :func:`~bronchonav.campaign.report.write_report` writes the Markdown report and its
+run stopped (a damaged table or part file is set aside in ``quarantine/`` with a warning and its
+cases are run again). :func:`~bronchonav.campaign.report.write_report` writes the Markdown report and its
 plots. Command line: ``bronchonav campaign run FILE.yaml --out DIR [--workers N] [--address A]``
 and ``bronchonav campaign report DIR``.
 

@@ -77,64 +77,73 @@ def catheter_params(variant: CatheterVariant):
     return params
 
 
-def rehearse_stage(ctx, step_m: float = 2e-3, n_nodes: int = 30, deadline_s: float = 5.0,
-                   tolerance_m: float = 5e-3) -> dict:
-    """Drive the catheter along the planned route: insert in steps, steering the tip towards
-    the route's centerline (:class:`bronchonav.catheter.steering.PathFollower`), inside the
-    airway walls.
+def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int = 30) -> dict:
+    """Drive the catheter along the route with the navigation controller and score it
+    (:func:`bronchonav.scenarios.rehearse`).
+
+    A feasible route is rehearsed as planned. An infeasible one is rehearsed along the route a
+    planner without device limits finds (the airway path to the nodule), so the report can say
+    whether the mechanics agree with the planner's "no".
 
     Parameters
     ----------
-    step_m : float
-        Insertion increment per step (m).
+    poses : str
+        Comma-separated: ``truth`` (steer on the model's tip pose) and/or ``registered`` (survey,
+        EM registration, steer on the registered EM pose under breathing).
     n_nodes : int
         Catheter discretisation.
-    deadline_s : float
-        Per-step solver budget (s); generous so that results do not depend on the CPU load.
-    tolerance_m : float
-        The exit point counts as reached when the final tip lies within this distance (m).
 
-    Columns: ``rehearse_reached`` (None when the route is infeasible), ``rehearse_tip_error_m``
-    (final tip to exit point), ``rehearse_tip_on_route`` (the tip's airway is on the route),
-    ``rehearse_insertion_m`` (of the last converged state: a step that fails keeps the previous
-    state), ``rehearse_target_insertion_m`` (route length, capped by the catheter's maximum
-    insertion), ``rehearse_steps``, ``rehearse_failed_steps`` (solves that did not converge),
-    ``rehearse_max_contact_N`` (largest total wall force over the insertion).
+    Columns, per pose ``P``: ``rehearse_P_reached`` (true tip within the reach tolerance of
+    the exit point), ``rehearse_P_outcome`` (reached, stuck, wrong_branch, timeout,
+    registration_failed), ``rehearse_P_reason``, ``rehearse_P_tip_error_m``,
+    ``rehearse_P_tool_in_lesion``, ``rehearse_P_tool_miss_m``, ``rehearse_P_steps``,
+    ``rehearse_P_failed_steps``, ``rehearse_P_sim_time_s``, ``rehearse_P_wall_s``,
+    ``rehearse_P_retries``, ``rehearse_P_max_contact_N``, ``rehearse_P_tre_m``; and
+    ``rehearse_route`` (``planned`` or ``unconstrained``).
     """
-    from bronchonav.catheter.model import CatheterModel
-    from bronchonav.catheter.steering import PathFollower
+    from bronchonav.planning.constraints import DeviceConstraints
+    from bronchonav.planning.planner import RoutePlanner
+    from bronchonav.scenarios import SensingConfig, rehearse
 
     route = ctx.shared["route"]
+    kind = "planned"
     if not route.feasible:
-        return {"rehearse_reached": None}
+        loose = DeviceConstraints(outer_diameter=1e-4, diameter_margin=0.0, min_bend_radius=1e-4,
+                                  max_articulation=np.pi, tool_max_length=1.0,
+                                  tool_max_angle=np.pi, check_pleura=False)
+        route = RoutePlanner(ctx.airway_map, loose).plan(ctx.case.nodule_id)[0]
+        kind = "unconstrained"
+        if not route.feasible:
+            return {"rehearse_route": "none"}
     params = catheter_params(ctx.case.catheter)
-    tree = ctx.airway_map.tree
-    model = CatheterModel(params, tree, n_nodes=n_nodes, deadline_s=deadline_s)
-    follower = PathFollower(tree, list(route.branch_ids), params)
-    target = min(route.length, params.limits.max_insertion)
-    insertions = np.append(np.arange(step_m, target, step_m), target)
-    failed, max_contact = 0, 0.0
-    for insertion in insertions:
-        state = model.step(follower.command(model.state, float(insertion)))
-        failed += not state.converged
-        max_contact = max(max_contact, state.total_contact_force)
-    state = model.state
-    error = float(np.linalg.norm(state.tip_position - route.exit_point))
-    tip_branch = None if state.branch_ids is None else int(state.branch_ids[-1])
-    return {"rehearse_reached": error <= tolerance_m, "rehearse_tip_error_m": error,
-            "rehearse_tip_on_route": tip_branch in route.branch_ids,
-            "rehearse_insertion_m": float(state.insertion),
-            "rehearse_target_insertion_m": float(target), "rehearse_steps": len(insertions),
-            "rehearse_failed_steps": failed, "rehearse_max_contact_N": max_contact}
+    out = {"rehearse_route": kind}
+    for pose in [p.strip() for p in poses.split(",") if p.strip()]:
+        sensing = SensingConfig(patient_seed=ctx.stage_seed(f"rehearse-patient-{pose}"))
+        r = rehearse(ctx.airway_map, route, params, pose=pose, sensing=sensing,
+                     n_nodes=n_nodes, seed=ctx.stage_seed(f"rehearse-em-{pose}"))
+        key = f"rehearse_{pose}_"
+        out.update({
+            key + "reached": bool(r.reached), key + "outcome": r.outcome.status,
+            key + "reason": r.outcome.reason, key + "tip_error_m": _finite(r.tip_to_exit_m),
+            key + "tool_in_lesion": bool(r.tool_in_lesion),
+            key + "tool_miss_m": _finite(r.tool_miss_m), key + "steps": int(r.steps),
+            key + "failed_steps": int(r.failed_steps),
+            key + "sim_time_s": float(r.sim_time_s), key + "wall_s": float(r.wall_s),
+            key + "retries": int(r.outcome.retries),
+            key + "max_contact_N": float(r.max_contact_n),
+            key + "tre_m": None if r.registration_tre_m is None
+            else _finite(r.registration_tre_m)})
+    return out
 
 
 def register_stage(ctx, sensor_margin_m: float = 2.5e-4) -> dict:
     """Seeded registration trials of the case's scenario, targeting the case's nodule.
 
     Runs :func:`bronchonav.registration.evaluate.run_trials` (``case.trials`` trials) with the
-    scenario's default simulation, except that the EM sensor, carried by the case's catheter,
-    only enters airways the catheter fits: ``local_min_radius`` = catheter radius +
-    ``sensor_margin_m`` (m). A thinner catheter therefore sweeps deeper airways near the target.
+    scenario's default simulation (the sensors of :mod:`bronchonav.sensors`), except that the
+    EM sensor, carried by the case's catheter, only enters airways the catheter fits:
+    ``local_min_radius`` = catheter radius + ``sensor_margin_m`` (m). A thinner catheter
+    therefore sweeps deeper airways near the target.
 
     Columns (distances in mm as the evaluation reports them): ``register_trials``,
     ``register_success_rate`` (registered and TRE < 5 mm), ``register_tre_median_mm``,
@@ -174,9 +183,10 @@ def camera_stage(ctx, width: int = 160, height: int = 120, back_m: float = 0.01,
     """Virtual bronchoscopy of the approach: the tip camera's view ``back_m`` before the exit
     point along the planned route, looking at the exit point.
 
-    Uses :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh (one ray-casting
-    thread). The view is the planned one, so the columns do not depend on how well a rehearsal
-    went.
+    Uses the tip camera sensor (:class:`bronchonav.sensors.TipCameraSensor`, rendering with
+    :class:`bronchonav.imaging.camera.TipCamera` on the map's lumen mesh, one ray-casting
+    thread) of a still patient. The view is the planned one, so the columns do not depend on how
+    well a rehearsal went.
 
     Parameters
     ----------
@@ -193,19 +203,19 @@ def camera_stage(ctx, width: int = 160, height: int = 120, back_m: float = 0.01,
     the wall hits); None when the route is infeasible.
     """
     from bronchonav.imaging.camera import CameraIntrinsics, TipCamera, look_at
+    from bronchonav.sensors import TipCameraSensor
 
     route = ctx.shared["route"]
     if not route.feasible:
         return {"camera_open_fraction": None}
     # writable copies: maps shared through Ray's object store are read-only
-    camera = TipCamera(np.array(ctx.airway_map.mesh_vertices),
-                       np.array(ctx.airway_map.mesh_triangles),
-                       intrinsics=CameraIntrinsics(width, height), nthreads=1)
+    camera = TipCameraSensor(TipCamera(np.array(ctx.airway_map.mesh_vertices),
+                                       np.array(ctx.airway_map.mesh_triangles),
+                                       intrinsics=CameraIntrinsics(width, height), nthreads=1))
     i = int(np.searchsorted(route.arclength, route.arclength[-1] - back_m))
     i = min(i, len(route.waypoints) - 2)
     eye = route.waypoints[i]
-    frame = camera.render(look_at(eye, route.exit_point - eye))
-    depth = frame.depth
+    depth = camera.capture(look_at(eye, route.exit_point - eye)).frame.depth
     hit = np.isfinite(depth)
     return {"camera_open_fraction": float(np.mean(~hit | (depth > open_depth_m))),
             "camera_hit_fraction": float(np.mean(hit)),

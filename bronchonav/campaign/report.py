@@ -16,6 +16,7 @@ import numpy as np
 
 from bronchonav.campaign.store import ResultStore
 from bronchonav.errors import InputError
+from bronchonav.fileio import atomic_open, write_text
 
 SIZE_BINS_MM = (0, 10, 15, 20, 30, 1000)
 """Nodule diameter bins (mm) of the reachability-vs-size plot."""
@@ -27,7 +28,8 @@ def write_report(out_dir: str | Path) -> Path:
     Raises
     ------
     InputError
-        ``out_dir`` is not a campaign output folder or its table is empty.
+        ``out_dir`` is not a campaign output folder, its table is empty, or the report cannot
+        be written.
     """
     import matplotlib
 
@@ -38,6 +40,14 @@ def write_report(out_dir: str | Path) -> Path:
     if not rows:
         raise InputError(f"{out_dir} has no results yet: run the campaign first")
     folder = Path(out_dir) / "report"
+    try:
+        return _write(folder, campaign, rows)
+    except OSError as exc:
+        raise InputError(f"cannot write the report in {folder}: {exc.strerror or exc}") from None
+
+
+def _write(folder: Path, campaign: dict, rows: list[dict]) -> Path:
+    """Write the Markdown report and its plots into ``folder``; return the Markdown path."""
     folder.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if r.get("status") == "ok"]
     catheters = _ordered(r["catheter"] for r in rows)
@@ -68,7 +78,7 @@ def write_report(out_dir: str | Path) -> Path:
             lines.append(f"| ... | {len(failed) - 50} more |")
         lines.append("")
     path = folder / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 
@@ -124,7 +134,7 @@ def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[
         ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
     fig.suptitle("Reachability by nodule size and airway generation")
     fig.tight_layout()
-    fig.savefig(folder / "reachability.png", dpi=100)
+    _save(fig, folder / "reachability.png")
     plt.close(fig)
     lines += ["![reachability vs nodule size and generation](reachability.png)", ""]
 
@@ -198,7 +208,7 @@ def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[
         ax.set_title(f"scenario: {s}")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "tre.png", dpi=100)
+    _save(fig, folder / "tre.png")
     plt.close(fig)
     lines += ["![TRE distributions](tre.png)", ""]
     return lines
@@ -256,7 +266,7 @@ def _catheter_comparison(rows: list[dict], catheters: list[str], folder: Path) -
     ax.legend(title="catheter", ncols=len(catheters), loc="upper center")
     ax.set_title("Catheter variants")
     fig.tight_layout()
-    fig.savefig(folder / "catheters.png", dpi=100)
+    _save(fig, folder / "catheters.png")
     plt.close(fig)
     lines = ["## Catheter variants", "", "| measure | " + " | ".join(catheters) + " |",
              "|---|" + "---|" * len(catheters)]
@@ -282,3 +292,9 @@ def _pct(n: int, total: int) -> str:
 def _median(values: list, scale: float = 1.0) -> str:
     vals = [v for v in values if v is not None and np.isfinite(v)]
     return f"{np.median(vals) * scale:.1f}" if vals else "–"
+
+
+def _save(fig, path: Path) -> None:
+    """Write a figure as PNG atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)

@@ -7,10 +7,15 @@ Each map is put once in Ray's object store and every case task of that subject r
 there. A task whose worker process dies is retried (``spec.retries`` times); only the driver
 writes rows, keyed by case, so a retried case is still written once. Workers run with one
 BLAS/OpenMP/numba thread each, so N workers use N cores.
+
+Custom stages run only when allowed; the driver resolves them before any work and every worker
+runs exactly the files the driver resolved (:mod:`bronchonav.campaign.custom`). Everything the
+run is given is checked before the output folder is touched.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -22,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodules
+from bronchonav.campaign.custom import resolve_custom_stages
 from bronchonav.campaign.spec import CampaignSpec
-from bronchonav.campaign.stages import cache_map, run_case, subject_map
+from bronchonav.campaign.stages import cache_map, resolve_stage, run_case, subject_map
 from bronchonav.campaign.store import ResultStore
-from bronchonav.errors import BronchoNavError, InputError
+from bronchonav.errors import BronchoNavError, InputError, MapError
 from bronchonav.maps import load_map
 
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -61,6 +67,9 @@ class RunSummary:
         Workers used (1 in-process).
     table : str
         Path of the results table.
+    quarantined : list of str
+        Unreadable table or part files (and cached maps) found at the start, moved to
+        ``OUT/quarantine/``; their cases were run again.
     """
 
     cases: int
@@ -71,10 +80,13 @@ class RunSummary:
     seconds: float = 0.0
     workers: int = 1
     table: str = ""
+    quarantined: list[str] = field(default_factory=list)
 
 
 def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
-                 address: str | None = None, progress: bool = True) -> RunSummary:
+                 address: str | None = None, progress: bool = True,
+                 allowed_stages: tuple[str, ...] = (),
+                 allow_custom_stages: bool = False) -> RunSummary:
     """Run every case of ``spec`` not yet in ``out_dir``'s table and return a summary.
 
     Parameters
@@ -90,15 +102,25 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
         Address of a running Ray cluster (``"HOST:PORT"`` or ``"auto"``) to run on.
     progress : bool
         Show a progress bar on stderr.
+    allowed_stages : tuple of str
+        Custom stages (``"package.module:function"``) allowed to run.
+    allow_custom_stages : bool
+        Allow every custom stage of the campaign.
 
     Raises
     ------
     InputError
-        ``workers < 1``; Ray is needed but not installed or not reachable; the output folder
-        holds another campaign or is in use.
+        ``workers`` not a positive integer; a malformed ``address``; a custom stage not
+        allowed or not importable; a stage option the stage does not take; Ray is needed but
+        not installed or not reachable; the output folder holds another campaign or is in use.
+        All but reachability are checked before the output folder is touched.
     """
-    if workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"--workers must be an integer >= 1, got {workers!r}")
+    if address is not None:
+        check_address(address)
+    custom = resolve_custom_stages(spec.stages, allowed_stages, allow_custom_stages)
+    check_stage_options(spec, custom)
     use_ray = workers > 1 or address is not None
     ray = import_ray() if use_ray else None
     t0 = time.perf_counter()
@@ -115,7 +137,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
         return ray
 
     try:
-        maps = _prepare_maps(spec, store.out_dir / "maps", ray_ready if use_ray else None)
+        maps = _prepare_maps(spec, store, ray_ready if use_ray else None)
         nodules = {k: select_nodules(m, spec.nodules) for k, m in maps.items()}
         for key in (k for k, ids in nodules.items() if not ids):
             print(f"campaign: subject {key} has no nodules, so no cases (use nodules: "
@@ -123,22 +145,30 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
         cases = expand_cases(spec, nodules)
         done = store.done_keys()
         todo = [c for c in cases if c.key not in done]
-        summary = RunSummary(cases=len(cases), skipped=len(cases) - len(todo), workers=workers)
+        summary = RunSummary(cases=len(cases), skipped=len(cases) - len(todo), workers=workers,
+                             quarantined=store.quarantined)
         bar = _progress_bar(len(cases), summary.skipped, progress)
+        finished = False
         try:
             def write(row: dict) -> None:
-                store.append(row)
+                try:
+                    store.append(row)
+                except OSError as exc:
+                    raise InputError(f"cannot write a result row in {store.parts_dir} "
+                                     f"({exc.strerror or exc}); the rows written so far are "
+                                     "kept: run again to resume") from None
                 summary.ran += 1
                 bar.update(1)
 
             if todo and use_ray:
-                summary.lost = _run_ray(ray_ready(), todo, maps, spec, write)
+                summary.lost = _run_ray(ray_ready(), todo, maps, spec, custom, write)
             else:
                 for case in todo:
-                    write(run_case(case, maps[case.subject], spec.stage_options))
+                    write(run_case(case, maps[case.subject], spec.stage_options, custom))
+            finished = True
         finally:
             bar.close()
-            store.compact()
+            _compact(store, strict=finished)
         summary.errors = sum(1 for r in store.rows() if r.get("status") == "error")
         summary.table = str(store.table_path)
     finally:
@@ -149,17 +179,58 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
     return summary
 
 
-def _prepare_maps(spec: CampaignSpec, cache_dir: Path, ray_ready) -> dict:
+def _compact(store: ResultStore, strict: bool) -> None:
+    """Compact the table; on a write failure the parts stay (a rerun reads and compacts them):
+    an :class:`InputError` when ``strict``, else (another error is on its way) a warning."""
+    try:
+        store.compact()
+    except OSError as exc:
+        message = (f"cannot compact the results table in {store.out_dir} "
+                   f"({exc.strerror or exc}); every row is kept in parts/ and the next run "
+                   "compacts them")
+        if strict:
+            raise InputError(message) from None
+        print(f"campaign: warning: {message}", file=sys.stderr)
+
+
+def check_stage_options(spec: CampaignSpec, custom: dict) -> None:
+    """Refuse, before any work, a ``stage_options`` key that its stage's function does not take
+    (else every case would fail with the same ``TypeError``).
+
+    Raises
+    ------
+    InputError
+        Naming the option (``stage_options.plan.kk``) and the options the stage knows.
+    """
+    for name, options in spec.stage_options.items():
+        parameters = list(inspect.signature(resolve_stage(name, custom)).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            continue
+        known = [p.name for p in parameters
+                 if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               inspect.Parameter.KEYWORD_ONLY)]
+        for key in options:
+            if key not in known:
+                raise InputError(f"stage_options.{name}.{key}: stage {name!r} has no option "
+                                 f"{key!r} (known: {', '.join(known) or 'none'})")
+
+
+def _prepare_maps(spec: CampaignSpec, store: ResultStore, ray_ready) -> dict:
     """Subject key → map: cached maps are loaded, missing ones made (as parallel Ray tasks when
     ``ray_ready`` — a function returning the started Ray module — is given, else here) and
-    cached."""
+    cached. A cached map that no longer loads is quarantined (:meth:`ResultStore.quarantine`)
+    and made again."""
+    cache_dir = store.out_dir / "maps"
     maps, missing = {}, []
     for subject in spec.subjects:
         folder = cache_dir / subject.key
         if (folder / "map.yaml").exists():
-            maps[subject.key] = load_map(folder)
-        else:
-            missing.append(subject)
+            try:
+                maps[subject.key] = load_map(folder)
+                continue
+            except MapError as exc:
+                store.quarantine(folder, " ".join(str(exc).split()), then="it is made again")
+        missing.append(subject)
     seeds = {s.key: case_seed(spec.seed, f"{s.key}/nodules") for s in missing}
     if ray_ready is not None and missing:
         ray = ray_ready()
@@ -188,12 +259,13 @@ def import_ray():
     return ray
 
 
-def _run_ray(ray, todo: list[Case], maps: dict, spec: CampaignSpec, write) -> list[str]:
+def _run_ray(ray, todo: list[Case], maps: dict, spec: CampaignSpec, custom: dict,
+             write) -> list[str]:
     """Run ``todo`` as Ray tasks; call ``write(row)`` as each finishes; return lost case keys."""
     task = ray.remote(run_case).options(num_cpus=1, max_retries=spec.retries)
     refs = {key: ray.put(maps[key]) for key in {c.subject for c in todo}}
-    options = ray.put(spec.stage_options)
-    pending = {task.remote(case, refs[case.subject], options): case for case in todo}
+    options, custom_ref = ray.put(spec.stage_options), ray.put(custom)
+    pending = {task.remote(case, refs[case.subject], options, custom_ref): case for case in todo}
     lost = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -240,16 +312,32 @@ def _init_ray(ray, workers: int, address: str | None) -> None:
                 os.environ[name] = value
 
 
+def check_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Ray cluster address ``HOST:PORT`` or ``ray://HOST:PORT``; None for
+    ``auto``.
+
+    Raises
+    ------
+    InputError
+        Any other text, or a port outside 1..65535.
+    """
+    if address == "auto":
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InputError(f"--address must be HOST:PORT, ray://HOST:PORT or 'auto', got {address!r}")
+    return host, int(port)
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """Fail fast when ``HOST:PORT`` (optionally ``ray://HOST:PORT``) does not accept a TCP
     connection; Ray itself would wait for minutes. ``auto`` is left to Ray."""
-    if address == "auto":
+    where = check_address(address)
+    if where is None:
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--address must be HOST:PORT, ray://HOST:PORT or 'auto', got {address!r}")
+    host, port = where
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
         raise InputError(f"cannot reach the Ray cluster at {address}: {exc}") from None
 

@@ -44,6 +44,12 @@ BUILTIN_STAGES = ("map", "plan", "rehearse", "register", "camera")
 STAGE_NEEDS = {"rehearse": "plan", "camera": "plan"}
 """Stage → the stage that must also be listed (it provides the route)."""
 
+SEED_MAX = 2**32 - 1
+"""Largest campaign or phantom seed."""
+
+LIMITS = {"registration.trials": 10_000, "nodules.count": 1_000, "execution.retries": 100}
+"""Upper bounds of the counts in a campaign file (a typo such as 1e9 trials is refused)."""
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CUSTOM_STAGE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -163,7 +169,9 @@ class CampaignSpec:
     catheters : tuple of CatheterVariant
     registration : RegistrationPlan
     stages : tuple of str
-        Stages in run order (``map`` first); custom stages as ``"module:function"``.
+        Stages in run order (``map`` first); custom stages as ``"module:function"`` (a file
+        only names them: they run when the caller allows them, see
+        :mod:`bronchonav.campaign.custom`).
     retries : int
         Ray task retries when a worker process dies.
     stage_options : dict
@@ -249,7 +257,7 @@ def parse_spec(data, base_dir: str | Path = ".") -> CampaignSpec:
     name = data.get("name", "campaign")
     if not isinstance(name, str) or not name.strip():
         raise InputError("name: must be a non-empty string")
-    seed = _int(data.get("seed", 0), "seed", minimum=0)
+    seed = _int(data.get("seed", 0), "seed", minimum=0, maximum=SEED_MAX)
 
     stages = _stages(data.get("stages", ["map", "plan"]))
     subjects = _cohort(data.get("cohort"), base)
@@ -259,7 +267,8 @@ def parse_spec(data, base_dir: str | Path = ".") -> CampaignSpec:
     execution = data.get("execution", {}) or {}
     _mapping(execution, "execution")
     _known(execution, "execution.", {"retries"})
-    retries = _int(execution.get("retries", 3), "execution.retries", minimum=0)
+    retries = _int(execution.get("retries", 3), "execution.retries", minimum=0,
+                   maximum=LIMITS["execution.retries"])
     options = data.get("stage_options", {}) or {}
     _mapping(options, "stage_options")
     for stage, opts in options.items():
@@ -315,8 +324,8 @@ def _cohort(raw, base: Path) -> tuple[Subject, ...]:
         if not isinstance(seeds, list) or not seeds:
             raise InputError(f"{where}.seeds: must be a non-empty list of integers, got {seeds!r}")
         for j, s in enumerate(seeds):
-            subjects.append(Subject("phantom", pname, _int(s, f"{where}.seeds[{j}]", minimum=0),
-                                    mode))
+            seed = _int(s, f"{where}.seeds[{j}]", minimum=0, maximum=SEED_MAX)
+            subjects.append(Subject("phantom", pname, seed, mode))
     for kind, key in (("map", "maps"), ("ct", "cts")):
         paths = raw.get(key, [])
         if not isinstance(paths, list):
@@ -352,7 +361,7 @@ def _nodules(raw) -> NoduleSelection:
     if select != "sample":
         raise InputError(f"nodules.select: must be 'all' or 'sample', got {select!r}")
     _known(raw, "nodules.", {"select", "count", "diameter_m", "generation", "offset_m"})
-    count = _int(raw.get("count"), "nodules.count", minimum=1)
+    count = _int(raw.get("count"), "nodules.count", minimum=1, maximum=LIMITS["nodules.count"])
     default = NoduleSelection()
     diam = _range(raw.get("diameter_m", list(default.diameter_m)), "nodules.diameter_m", 1e-4, 0.1)
     off = _range(raw.get("offset_m", list(default.offset_m)), "nodules.offset_m", 0.0, 0.1)
@@ -406,7 +415,8 @@ def _registration(raw, needed: bool) -> RegistrationPlan:
                                  f"(known: {', '.join(SCENARIOS)})")
     if len(set(scenarios)) != len(scenarios):
         raise InputError("registration.scenarios: a scenario is listed twice")
-    trials = _int(raw.get("trials", 20), "registration.trials", minimum=1)
+    trials = _int(raw.get("trials", 20), "registration.trials", minimum=1,
+                  maximum=LIMITS["registration.trials"])
     if not needed:
         return RegistrationPlan(scenarios=(), trials=trials)
     return RegistrationPlan(tuple(scenarios), trials)
@@ -423,11 +433,13 @@ def _known(value: dict, prefix: str, keys: set[str]) -> None:
         raise InputError(f"{prefix}{unknown[0]}: unknown field (known: {', '.join(sorted(keys))})")
 
 
-def _int(value, where: str, minimum: int | None = None) -> int:
+def _int(value, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{where}: must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise InputError(f"{where}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{where}: must be <= {maximum}, got {value}")
     return value
 
 

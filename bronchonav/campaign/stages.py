@@ -4,7 +4,8 @@ A stage is a function ``stage(ctx: CaseContext, **options) -> dict`` returning r
 (names prefixed by the stage, values None/bool/int/float/str; lists as JSON text in ``*_json``
 columns). Built-in stages are looked up by name (``plan``, ``rehearse``, ``register``,
 ``camera``, see :mod:`bronchonav.campaign.builtin`); a campaign may also name its own as
-``"package.module:function"``. Every random draw of a stage comes from
+``"package.module:function"``, run only when allowed and as the driver resolved it
+(:mod:`bronchonav.campaign.custom`). Every random draw of a stage comes from
 :meth:`CaseContext.rng`, seeded from the case seed and the stage name, so a case's row does not
 depend on which worker runs it.
 
@@ -15,7 +16,6 @@ Maps are made once per subject (:func:`subject_map`) and cached under the output
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.campaign.cases import Case, sample_nodules
+from bronchonav.campaign.custom import CustomStage
 from bronchonav.campaign.spec import NoduleSelection, Subject
+from bronchonav.campaign.store import clean_value
 from bronchonav.errors import InputError
 from bronchonav.maps import AirwayMap, load_map, save_map
 
@@ -79,13 +81,14 @@ def map_stage(ctx: CaseContext) -> dict:
             "nodule_airway_generation": branch.generation}
 
 
-def resolve_stage(name: str):
-    """The function of a stage: a built-in by name, or ``"module:function"``.
+def resolve_stage(name: str, custom_stages: dict[str, CustomStage] | None = None):
+    """The function of a stage: a built-in by name, or a custom stage the driver resolved.
 
     Raises
     ------
     InputError
-        The module or function cannot be found.
+        A custom stage that is not in ``custom_stages`` (not allowed, so never imported), or
+        whose module here is not the one the driver resolved.
     """
     if name == "map":
         return map_stage
@@ -93,15 +96,9 @@ def resolve_stage(name: str):
         from bronchonav.campaign import builtin
 
         return builtin.STAGES[name]
-    module_name, func_name = name.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InputError(f"custom stage {name!r}: cannot import {module_name!r} ({exc})") from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise InputError(f"custom stage {name!r}: {module_name} has no function {func_name!r}")
-    return func
+    if custom_stages is None or name not in custom_stages:
+        raise InputError(f"custom stage {name!r} was not allowed by the driver; not running it")
+    return custom_stages[name].load()
 
 
 def stage_label(name: str) -> str:
@@ -109,12 +106,31 @@ def stage_label(name: str) -> str:
     return name.split(":")[-1]
 
 
-def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = None) -> dict:
+RESERVED_COLUMNS = ("case_key", "subject", "nodule", "catheter", "catheter_diameter_m",
+                    "scenario", "seed", "status", "error", "case_seconds")
+"""Columns :func:`run_case` writes itself; a stage may not return them."""
+
+
+def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = None,
+             custom_stages: dict[str, CustomStage] | None = None) -> dict:
     """Run a case's stages in order and return its results row.
 
-    A stage that raises stops the case: the row gets ``status = "error"`` and ``error`` says
-    which stage failed and why (the traceback's last line for unexpected exceptions). The row
-    always holds the case identity, ``status``, ``error``, and ``<stage>_seconds`` wall times.
+    A stage that raises, calls ``sys.exit``, or returns something other than a dict of table
+    cells stops the case: the row gets ``status = "error"`` and ``error`` says which stage
+    failed and why (the traceback's last line for unexpected exceptions); the campaign goes on.
+    The row always holds the case identity, ``status``, ``error``, and ``<stage>_seconds`` wall
+    times. ``KeyboardInterrupt`` still stops the run.
+
+    Parameters
+    ----------
+    case : Case
+    airway_map : AirwayMap
+    stage_options : dict, optional
+        Stage name → keyword options.
+    custom_stages : dict, optional
+        The custom stages the driver allowed and resolved
+        (:func:`bronchonav.campaign.custom.resolve_custom_stages`); any other custom stage is
+        refused in the row, without importing it.
     """
     stage_options = stage_options or {}
     row = case.identity()
@@ -124,7 +140,12 @@ def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = Non
     for name in case.stages:
         t0 = time.perf_counter()
         try:
-            columns = resolve_stage(name)(ctx, **stage_options.get(name, {}))
+            func = resolve_stage(name, custom_stages)
+            columns = _columns(func(ctx, **stage_options.get(name, {})))
+        except SystemExit as exc:
+            row.update(status="error", error=f"{name}: the stage called sys.exit({exc.code!r}); "
+                                             "a stage returns its columns or raises")
+            break
         except Exception as exc:  # noqa: BLE001 - recorded in the row, the campaign goes on
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             row.update(status="error", error=f"{name}: {last}")
@@ -134,6 +155,22 @@ def run_case(case: Case, airway_map: AirwayMap, stage_options: dict | None = Non
         row.update(columns)
     row["case_seconds"] = time.perf_counter() - start
     return row
+
+
+def _columns(result) -> dict:
+    """A stage's result checked as result columns (raises ``TypeError`` naming the fault)."""
+    if not isinstance(result, dict):
+        raise TypeError(f"the stage returned {type(result).__name__}, not a dict of result "
+                        "columns")
+    for key, value in result.items():
+        if not isinstance(key, str) or key in RESERVED_COLUMNS:
+            raise TypeError(f"the stage returned column {key!r}: column names are strings other "
+                            f"than {', '.join(RESERVED_COLUMNS)}")
+        try:
+            clean_value(value)
+        except TypeError as exc:
+            raise TypeError(f"column {key!r}: {exc}") from None
+    return result
 
 
 def subject_map(subject: Subject, nodules: NoduleSelection, nodule_seed: int) -> AirwayMap:

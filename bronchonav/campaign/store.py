@@ -8,11 +8,15 @@ Layout of the output folder::
       parts/part-*.parquet  rows written since the last compaction, one file per row
       maps/SUBJECT/       cached maps (see :mod:`bronchonav.campaign.stages`)
       report/             the report (see :mod:`bronchonav.campaign.report`)
+      quarantine/         unreadable table, part files and cached maps set aside on resume
 
-Each row is written to a temporary file, flushed to disk and renamed into ``parts/``, so a crash
-never leaves half a row. Only the driver writes. Reading merges the compacted table with the parts
-and keeps the first row of each ``case_key``, so a row written twice (a crash between compaction
-and the removal of its parts) is still counted once.
+Each row is written atomically (:func:`bronchonav.fileio.write_bytes`: temporary file, fsync,
+rename into ``parts/``), so a crash never leaves half a row. Only the driver writes. Reading
+merges the compacted table with the parts and keeps the first row of each ``case_key``, so a row
+written twice (a crash between compaction and the removal of its parts) is still counted once.
+A table or part file that cannot be read (damaged on disk, truncated by hand, not a table) is
+reported on stderr and, by the run holding the folder, moved to ``quarantine/``: its cases have
+no row, so the run computes them again.
 
 Cell values are ``None``, ``bool``, ``int``, ``float`` or ``str``; lists and dicts are stored as
 JSON strings in columns whose names end in ``_json``.
@@ -24,12 +28,14 @@ import csv
 import fcntl
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bronchonav.errors import InputError
+from bronchonav.fileio import write_bytes
 
 KEY = "case_key"
 """The column that identifies a case."""
@@ -91,6 +97,8 @@ class ResultStore:
                              "pip install 'bronchonav[campaign]'")
         self.fmt = fmt
         self._lock_file = None
+        self.quarantined: list[str] = []
+        """Paths (in ``quarantine/``) of what this store set aside as unreadable."""
 
     @property
     def table_path(self) -> Path:
@@ -123,18 +131,23 @@ class ResultStore:
             lock.close()
             raise InputError(f"another campaign run is using {self.out_dir}") from None
         self._lock_file = lock
-        for stale in [*self.parts_dir.glob(".tmp-*"), *self.out_dir.glob(".tmp-*")]:
-            stale.unlink()  # half-written by a run that crashed; its row was never counted
+        for stale in [*self.parts_dir.glob(".*.tmp"), *self.out_dir.glob(".*.tmp")]:
+            if stale.is_file():  # half-written by a run that crashed; its row was never counted
+                stale.unlink()
         meta_path = self.out_dir / "campaign.json"
         if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
+            try:
+                meta = self._meta()
+            except InputError:
+                self.release()
+                raise
             if meta.get("fingerprint") != fingerprint:
                 self.release()
                 raise InputError(f"{self.out_dir} holds results of a different campaign "
                                  f"({meta.get('campaign', {}).get('name')!r}); use a new --out")
             return
-        _atomic_write(meta_path, json.dumps({"fingerprint": fingerprint, "format": self.fmt,
-                                             "campaign": spec_dict}, indent=1).encode())
+        write_bytes(meta_path, json.dumps({"fingerprint": fingerprint, "format": self.fmt,
+                                           "campaign": spec_dict}, indent=1).encode())
 
     def release(self) -> None:
         """Release the folder lock taken by :meth:`bind`."""
@@ -144,10 +157,35 @@ class ResultStore:
 
     def campaign(self) -> dict:
         """The campaign recorded in the folder (as :meth:`CampaignSpec.to_dict`)."""
-        meta_path = self.out_dir / "campaign.json"
-        if not meta_path.exists():
+        if not (self.out_dir / "campaign.json").exists():
             raise InputError(f"{self.out_dir} is not a campaign output folder (no campaign.json)")
-        return json.loads(meta_path.read_text())["campaign"]
+        return self._meta()["campaign"]
+
+    def _meta(self) -> dict:
+        meta_path = self.out_dir / "campaign.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict) or not isinstance(meta.get("campaign"), dict):
+                raise ValueError("no 'campaign' record")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{meta_path} is unreadable ({_one_line(exc)}): the folder's campaign "
+                             "cannot be checked; use a new --out") from None
+        return meta
+
+    def quarantine(self, path: Path, reason: str, then: str = "its cases are run again") -> None:
+        """Report an unreadable file or folder of the output folder on stderr; when this store
+        holds the folder (:meth:`bind`), move it to ``quarantine/`` so that it is not read again
+        (it is kept, not deleted, for inspection)."""
+        if self._lock_file is None:
+            print(f"campaign: warning: {path} is unreadable ({reason}); skipped", file=sys.stderr)
+            return
+        folder = self.out_dir / "quarantine"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{time.time_ns()}-{path.name}"
+        os.replace(path, target)
+        self.quarantined.append(str(target))
+        print(f"campaign: warning: {path} is unreadable ({reason}); moved to {target}; {then}",
+              file=sys.stderr)
 
     # -- rows --------------------------------------------------------------------------------
 
@@ -158,15 +196,21 @@ class ResultStore:
         clean = {k: clean_value(v) for k, v in row.items()}
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         name = f"part-{time.time_ns():020d}-{os.getpid()}.{self.fmt}"
-        _atomic_write(self.parts_dir / name, self._encode([clean]))
+        write_bytes(self.parts_dir / name, self._encode([clean]))
 
     def rows(self) -> list[dict]:
-        """Every row, compacted table first, then parts in write order; one per case key."""
+        """Every row, compacted table first, then parts in write order; one per case key.
+
+        A file that cannot be read is left out and set aside (:meth:`quarantine`).
+        """
         rows: list[dict] = []
-        if self.table_path.exists():
-            rows.extend(self._decode(self.table_path))
-        for part in sorted(self.parts_dir.glob(f"part-*.{self.fmt}")):
-            rows.extend(self._decode(part))
+        files = [self.table_path] if self.table_path.exists() else []
+        files += sorted(self.parts_dir.glob(f"part-*.{self.fmt}"))
+        for path in files:
+            try:
+                rows.extend(self._decode_checked(path))
+            except Exception as exc:  # noqa: BLE001 - any failure to read a row file: unreadable
+                self.quarantine(path, _one_line(exc))
         seen: set[str] = set()
         unique = []
         for row in rows:
@@ -183,9 +227,9 @@ class ResultStore:
         """Merge the parts into the table (written atomically), then remove the parts."""
         parts = sorted(self.parts_dir.glob(f"part-*.{self.fmt}"))
         rows = self.rows()
-        _atomic_write(self.table_path, self._encode(rows))
+        write_bytes(self.table_path, self._encode(rows))
         for part in parts:
-            part.unlink()
+            part.unlink(missing_ok=True)  # a part found unreadable was moved to quarantine/
         return self.table_path
 
     # -- encoding ----------------------------------------------------------------------------
@@ -208,6 +252,13 @@ class ResultStore:
         for r in rows:
             writer.writerow({c: _csv_cell(r.get(c)) for c in columns})
         return buf.getvalue().encode()
+
+    def _decode_checked(self, path: Path) -> list[dict]:
+        """The rows of a table or part file, each with a case key (else ``ValueError``)."""
+        rows = self._decode(path)
+        if any(not isinstance(r.get(KEY), str) or not r[KEY] for r in rows):
+            raise ValueError(f"a row has no {KEY!r}")
+        return rows
 
     def _decode(self, path: Path) -> list[dict]:
         if self.fmt == "parquet":
@@ -281,10 +332,7 @@ def _csv_value(cell: str, kind: str):
     return cell
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its type and the start of its message."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -28,7 +28,10 @@ children; the node is then "in" the candidate with the smallest penetration, exc
 that (nearly) fits inside a branch the catheter already occupied stays in it (hysteresis: where
 the tubes of two children overlap near their carina, the smallest penetration can flip between
 them, and a node pressed on a wall always penetrates it a little). So
-once the catheter has entered one child, the wall of the other child cannot push it. A child whose entrance radius
+once the catheter has entered one child, the wall of the other child cannot push it. The
+hysteresis does not hold a node that has passed the distal end of its branch and lies in a
+child: a branch's tube is open where its children continue (otherwise the end cap of the parent
+pushes the advancing tip back and the shaft buckles). A child whose entrance radius
 is not larger than the catheter radius is not a candidate at all: the catheter cannot enter it.
 
 Candidates and search windows are frozen for a solve (from the previous shape) so the residual
@@ -174,6 +177,7 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
         bb = b
         pbest = 1e300
         pb = -1
+        p_beyond = False  # the node lies past the distal end of the preferred branch
         for c in range(C):
             cb = cand[k, c]
             if cb < 0:
@@ -187,7 +191,11 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
             if prefer[cb] and pen < pbest - 1e-12:
                 pbest = pen
                 pb = cb
-        if pb >= 0 and pbest <= max(best, 0.0) + STAY_MARGIN:
+                e = b_off[cb + 1] - 1
+                p_beyond = (qx - bp[e, 0]) ** 2 + (qy - bp[e, 1]) ** 2 + (qz - bp[e, 2]) ** 2 \
+                    < 1e-18
+        entering = pb >= 0 and parent[bb] == pb and p_beyond
+        if pb >= 0 and pbest <= max(best, 0.0) + STAY_MARGIN and not entering:
             bb = pb  # (nearly) fits in a branch it already occupied: stay there
         node_b[k] = bb
         b = bb

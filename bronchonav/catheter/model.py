@@ -3,11 +3,15 @@
 Quasi-static Cosserat rod + tendons (see :mod:`bronchonav.catheter.rod`) solved by shooting: the
 unknowns are the composite base force and moment (and, in displacement control, the tendon
 tensions); the residual is the tip boundary condition. Each step is warm-started from the previous
-solution and Jacobian (:mod:`bronchonav.catheter.solver`), has a bounded iteration count and a
-wall-clock deadline; a step that fails keeps the previous valid state, returned with
-``converged=False`` and a ``message``. Before giving up, a failed step is retried as an adaptive
-continuation from the last valid command (sub-steps halved on failure, grown on success, contact
-tracking carried from sub-step to sub-step) while time remains.
+solution and Jacobian (:mod:`bronchonav.catheter.solver`) and has a bounded iteration count; a
+step that fails keeps the previous valid state, returned with ``converged=False`` and a
+``message``. Before giving up, a failed step is retried as an adaptive continuation from the last
+valid command (sub-steps halved on failure, grown on success, contact tracking carried from
+sub-step to sub-step).
+
+Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
+same commands give the same states whatever the machine load. A real-time loop passes
+``deadline_s``: a step that overruns it fails (previous state kept, ``message`` says so).
 
 Frames
 ------
@@ -34,6 +38,9 @@ from bronchonav.errors import InputError
 
 MIN_INSERTION = 1e-4
 """Below this inserted length (m) the catheter is treated as not inserted (all nodes at the base)."""
+
+MAX_SUBSTEPS = 24
+"""Most sub-step solves of one continuation (bounds the work of a failing step, not by time)."""
 
 COMPLEMENTARITY_SCALE = 1e-3
 """m per N: weighs tension against displacement in the slack-wire complementarity residual."""
@@ -193,8 +200,9 @@ class CatheterModel:
         (:func:`base_pose_from_tree`), the wall contact is on, and states are in the CT frame.
     n_nodes : int
         Output nodes along the inserted length (>= 3).
-    deadline_s : float
-        Wall-clock budget per step (s); a step that overruns it fails (previous state kept).
+    deadline_s : float or None
+        Wall-clock budget per step (s) for real-time use; a step that overruns it fails (previous
+        state kept). ``None`` (default): no deadline, results independent of machine load.
     max_iter : int
         Newton/Broyden iteration bound per solve.
     gravity : sequence of 3 float or None
@@ -205,6 +213,12 @@ class CatheterModel:
         Penetration over which the penalty stiffens smoothly (m).
     tol : float
         Convergence tolerance on the scaled residual (force / (EI_min/L²), moment / (EI_min/L)).
+    max_jump_m : float or None
+        Largest move of any backbone node (at equal arc length from the base) accepted in one
+        solve (m). A Newton solve can converge to a far-away equilibrium (the distal catheter
+        folded back); such a solve is retried in continuation sub-steps, each held to this
+        bound, so the model follows the quasi-static path. A move that persists at the
+        smallest sub-step (a genuine snap-through) fails the step. ``None`` disables the check.
     friction : float
         Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
         friction opposes the move of its material point since the previous state (or sub-step),
@@ -219,18 +233,19 @@ class CatheterModel:
     """
 
     def __init__(self, params: CatheterParams, tree: AirwayTree | None = None, n_nodes: int = 50,
-                 deadline_s: float = 0.02, max_iter: int = 30, gravity=None,
+                 deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 ) -> None:
+                 max_jump_m: float | None = 5e-3) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
         self.tree = tree
         self.n_nodes = int(n_nodes)
-        self.deadline_s = float(deadline_s)
+        self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
+        self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
         self.contact_smoothing = float(contact_smoothing)
@@ -284,9 +299,13 @@ class CatheterModel:
         """
         t0 = time.perf_counter()
         vc = validate_command(command, self.params)
-        deadline = t0 + self.deadline_s
+        deadline = np.inf if self.deadline_s is None else t0 + self.deadline_s
         if vc.insertion < MIN_INSERTION:
             return self._accept(self._retracted_state(vc), vc, None, None, t0)
+        if self._x is None and vc.displacement is not None:
+            # cold start in displacement control: every tendon sits at the slack/taut boundary,
+            # where the complementarity residual is not smooth; solve all-slack first
+            self._cold_start(vc, deadline, t0)
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
@@ -294,7 +313,45 @@ class CatheterModel:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
         state = self._make_state(prob, res.residual, iters, evals, t0)
+        problem = self._unphysical(state)
+        if problem:
+            return self._failed(problem, res.residual, iters, evals, t0)
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
+
+    def predict(self, command: CatheterCommand) -> CatheterState:
+        """The state :meth:`step` would return for ``command``, without changing the model.
+
+        Warm-started from the current state like :meth:`step`; used by controllers to probe the
+        sensitivity of the tip to a command.
+        """
+        saved = (self._state, self._vc, self._x, self._J, self._pos_base, self._arc)
+        try:
+            return self.step(command)
+        finally:
+            self._state, self._vc, self._x, self._J, self._pos_base, self._arc = saved
+
+    def _cold_start(self, vc: ValidCommand, deadline: float, t0: float) -> None:
+        """Accept the all-slack state at ``vc``'s insertion and roll as the warm start."""
+        n_t = len(self.params.tendons)
+        slack = ValidCommand(vc.insertion, vc.roll, np.zeros(n_t), None, vc.tip_force,
+                             vc.tip_moment, vc.distributed_force)
+        res, prob, iters, evals = self._solve_tracked(slack, None, None, deadline)
+        if res.converged:
+            prob.run(res.x, True)
+            state = self._make_state(prob, res.residual, iters, evals, t0)
+            x = np.concatenate([prob.physical(res.x), np.zeros(n_t)])
+            self._accept(state, slack, x, None, t0)
+
+    def _unphysical(self, state: CatheterState) -> str:
+        """Why a converged state cannot be right ('' when it can): non-finite values, or a
+        backbone longer than the inserted length allows (more than 10 % extension)."""
+        arrays = (state.positions, state.rotations, state.internal_force, state.contact_forces)
+        if not all(np.all(np.isfinite(a)) for a in arrays):
+            return "non-finite state"
+        chord = np.linalg.norm(np.diff(state.positions, axis=0), axis=1).sum()
+        if chord > 1.1 * state.insertion + 1e-6:
+            return f"backbone {chord * 1e3:.1f} mm longer than the insertion"
+        return ""
 
     # -- solving ----------------------------------------------------------------------------
     def _layout(self, insertion: float) -> Layout:
@@ -366,6 +423,13 @@ class CatheterModel:
                 break
             tracking = new
             x_prev, J_prev = prob.physical(res.x), res.jacobian
+        if res.converged and self.max_jump_m is not None:
+            previous = shape if shape is not None else (self._pos_base, self._arc)
+            if previous[0] is not None:
+                reference = self._guess_positions(prob.layout.arc, previous)
+                jump = float(np.max(np.linalg.norm(prob.pos - reference, axis=1)))
+                if jump > self.max_jump_m:
+                    res.converged, res.reason = False, f"jump of {jump * 1e3:.1f} mm"
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
@@ -384,7 +448,10 @@ class CatheterModel:
         x, J = x_start, J_start
         shape = prefer = None
         w, dw = 0.0, 0.5
-        while w < 1.0 and dw >= 1.0 / 512 and time.perf_counter() < deadline:
+        attempts = 0
+        while w < 1.0 and dw >= 1.0 / 512 and attempts < MAX_SUBSTEPS and \
+                time.perf_counter() < deadline:
+            attempts += 1
             w_try = min(1.0, w + dw)
             sub = self._interpolate(start, vc, w_try)
             r, p, it, ev = self._solve_tracked(sub, x, J, deadline, shape, prefer)

@@ -5,8 +5,10 @@ Each sub-command lives in a module of this package whose name ends in ``_cmd`` a
 arguments and returning an exit code. Heavy imports stay inside those callables so that
 ``bronchonav --help`` is fast.
 
-Errors a user can cause are :class:`bronchonav.errors.BronchoNavError`; they are printed as one
-line on stderr with exit code 2. Set ``BRONCHONAV_DEBUG=1`` to see tracebacks.
+Options are checked while parsing (types in :mod:`bronchonav.cli.options`: bounds, finite
+numbers, writable outputs), before any work starts. A bad option, and every error a user can
+cause (:class:`bronchonav.errors.BronchoNavError`), is printed as one line on stderr with exit
+code 2. Set ``BRONCHONAV_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
@@ -20,11 +22,28 @@ import sys
 from bronchonav.errors import BronchoNavError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``PROG: error: MESSAGE (see PROG --help)``)
+    and exit code 2; sub-command parsers are of the same class."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        """Parse, recording in ``_prog`` the prog of the deepest sub-command (for messages)."""
+        namespace, rest = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "_prog"):
+            namespace._prog = self.prog
+        return namespace, rest
+
+    def error(self, message: str):
+        """Print the one-line error and exit with code 2."""
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every ``*_cmd`` module's sub-command registered."""
     import bronchonav
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bronchonav",
         description="BronchoNav: a digital twin for robotic bronchoscopy (SI units, CT frame).")
     parser.add_argument("--version", action="version", version=f"bronchonav {bronchonav.__version__}")
@@ -38,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (already reported)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -48,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BRONCHONAV_DEBUG"):
             raise
         message = " ".join(str(exc).split())  # always one line
-        print(f"bronchonav {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args._prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bronchonav {args.command}: interrupted", file=sys.stderr)
+        print(f"{args._prog}: interrupted", file=sys.stderr)
         return 130
 
 

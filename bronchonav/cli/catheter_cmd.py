@@ -35,31 +35,31 @@ def _record(index, command, state) -> dict:
 
 
 def _demo(model, tree, params):
-    """Insert along the straightest fitting path, steering the tip; then roll 90 degrees."""
+    """Drive down the straightest path the catheter fits with the navigation controller, then
+    roll 90 degrees."""
     import numpy as np
 
     from bronchonav.catheter import CatheterCommand
-    from bronchonav.catheter.steering import PathFollower, straight_path
+    from bronchonav.navigation import NavigationController, RouteTarget
 
-    path = straight_path(tree, params.radius)
-    follower = PathFollower(tree, path, params)
-    state, recorded, failures = None, [], 0
-    depth = min(follower.length - 0.003, params.limits.max_insertion)
-    for k, q in enumerate(np.arange(0.002, depth, 0.0005)):
-        cmd = follower.command(state, q)
-        s = model.step(cmd)
-        failures += not s.converged
-        state = s if s.converged else state
-        if k % 20 == 0:
-            recorded.append((cmd, s))
-    last = recorded[-1][0]
+    target = RouteTarget.straightest(tree, params.radius)
+    controller = NavigationController(target, model)
+    recorded = []
+    while controller.outcome is None:
+        cmd = controller.update(model.state.tip_pose)
+        if controller.steps % 20 == 0 and controller.last_step is not None:
+            recorded.append((cmd, controller.last_step))
+    failures = controller.failed_steps
+    last = controller.command()
+    recorded.append((last, model.state))
     for roll in np.linspace(0.0, np.pi / 2, 31)[1:]:
         cmd = CatheterCommand(insertion=last.insertion, roll=float(roll),
                               tendon_tension=last.tendon_tension)
         s = model.step(cmd)
         failures += not s.converged
     recorded.append((cmd, s))
-    return recorded, failures, {"path": path}
+    return recorded, failures, {"path": list(target.branch_ids),
+                                "navigation": controller.outcome.to_dict()}
 
 
 def _script(model, frames):
@@ -85,6 +85,7 @@ def run(args) -> int:
     from bronchonav.catheter import CatheterModel, CatheterParams, validate_command
     from bronchonav.catheter.script import load_script
     from bronchonav.errors import CommandError, InputError
+    from bronchonav.fileio import write_text
     from bronchonav.maps import load_map
 
     airway_map = load_map(args.map)
@@ -101,7 +102,7 @@ def run(args) -> int:
         raise InputError("--n-nodes must be at least 3")
     if not 0.0 <= args.friction < 10.0:
         raise InputError(f"--friction must be in [0, 10), got {args.friction}")
-    model = CatheterModel(params, tree=airway_map.tree, n_nodes=n_nodes, deadline_s=0.2,
+    model = CatheterModel(params, tree=airway_map.tree, n_nodes=n_nodes,
                           friction=args.friction)
     with progress.step("simulating the catheter"):
         recorded, failures, extra = (_demo(model, airway_map.tree, params) if args.demo
@@ -115,7 +116,7 @@ def run(args) -> int:
            **extra,
            "steps": [_record(i, c, s) for i, (c, s) in enumerate(recorded)]}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out))
+    write_text(args.out, json.dumps(out))
     if args.png:
         from bronchonav.catheter.plot import render_catheter_png
 

@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 
+from bronchonav.cli.options import bounded_int, finite_float, output_file, output_folder
+
 
 def _waypoints(airway_map, nodule) -> tuple[np.ndarray, str]:
     """The planned route's waypoints, or the plain centerline path when no route is feasible."""
@@ -28,7 +30,6 @@ def _waypoints(airway_map, nodule) -> tuple[np.ndarray, str]:
 
 def cmd_flythrough(args) -> int:
     """Render the fly-through and write the frames."""
-    from bronchonav.errors import InputError
     from bronchonav.imaging.camera import CameraIntrinsics, Shading, TipCamera
     from bronchonav.imaging.flythrough import Overlay, render_flythrough, route_poses, write_flythrough
     from bronchonav.maps import load_map
@@ -36,8 +37,6 @@ def cmd_flythrough(args) -> int:
 
     if args.json:
         set_enabled(False)
-    if args.step_mm <= 0 or args.fps <= 0:
-        raise InputError("--step-mm and --fps must be positive")
     airway_map = load_map(args.map)
     nodule = airway_map.nodule(args.nodule)
     with step("planning the route"):
@@ -71,12 +70,17 @@ def register(subparsers) -> None:
                                                  "(PNG frames + GIF)")
     p.add_argument("--map", required=True, help="map folder")
     p.add_argument("--nodule", required=True, help="nodule id, e.g. N1")
-    p.add_argument("--out", required=True, help="folder for the PNG frames")
-    p.add_argument("--gif", default=None, help="animated GIF file to write")
-    p.add_argument("--step-mm", type=float, default=2.0, help="distance between frames (mm)")
-    p.add_argument("--fps", type=float, default=10.0, help="GIF frame rate (frames/s)")
-    p.add_argument("--width", type=int, default=320, help="image width (pixels)")
-    p.add_argument("--height", type=int, default=240, help="image height (pixels)")
-    p.add_argument("--fov-deg", type=float, default=110.0, help="horizontal field of view (deg)")
+    p.add_argument("--out", required=True, type=output_folder, help="folder for the PNG frames")
+    p.add_argument("--gif", default=None, type=output_file, help="animated GIF file to write")
+    p.add_argument("--step-mm", type=finite_float(0.0, 100.0, lo_open=True, unit="mm"),
+                   default=2.0, help="distance between frames, (0, 100] mm (default 2)")
+    p.add_argument("--fps", type=finite_float(0.0, 120.0, lo_open=True, unit="frames/s"),
+                   default=10.0, help="GIF frame rate, (0, 120] frames/s (default 10)")
+    p.add_argument("--width", type=bounded_int(16, 4096), default=320,
+                   help="image width, 16-4096 pixels (default 320)")
+    p.add_argument("--height", type=bounded_int(16, 4096), default=240,
+                   help="image height, 16-4096 pixels (default 240)")
+    p.add_argument("--fov-deg", type=finite_float(1.0, 179.0, unit="deg"), default=110.0,
+                   help="horizontal field of view, 1-179 deg (default 110)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=cmd_flythrough)

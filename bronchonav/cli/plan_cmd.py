@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 import math
 
+from bronchonav.cli.options import finite_float, output_file, point3, positive_int
+
+MAX_ROUTES = 50
+"""Most routes per target (``--k``)."""
+
 
 def register(subparsers) -> None:
     """Add the ``plan`` sub-command."""
@@ -21,31 +26,25 @@ def register(subparsers) -> None:
     p.add_argument("--map", required=True, metavar="DIR", help="map folder")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--nodule", metavar="ID", help="nodule id, or 'all' for every nodule")
-    target.add_argument("--target", metavar="X,Y,Z",
+    target.add_argument("--target", type=point3(), metavar="X,Y,Z",
                         help="lesion centre in the CT frame (m); write --target=X,Y,Z when X is "
                              "negative")
-    p.add_argument("--radius", type=float, metavar="M", help="lesion radius for --target (m)")
-    p.add_argument("--catheter-diameter", type=float, metavar="M",
-                   help="catheter outer diameter (m; default 0.0035)")
-    p.add_argument("--k", type=int, default=1, metavar="N",
-                   help="routes per target: the best and N-1 alternatives (default 1)")
+    p.add_argument("--radius", type=finite_float(0.0, 0.1, unit="m"), metavar="M",
+                   help="lesion radius, 0-0.1 m (for --target, default 0; for --nodule, "
+                        "overrides the map's)")
+    p.add_argument("--catheter-diameter", type=finite_float(0.0, 0.03, lo_open=True, unit="m"),
+                   metavar="M", help="catheter outer diameter, in (0, 0.03] m (default 0.0035)")
+    p.add_argument("--k", type=positive_int(MAX_ROUTES), default=1, metavar="N",
+                   help=f"routes per target: the best and N-1 alternatives, 1-{MAX_ROUTES} "
+                        "(default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--png", metavar="FILE", help="write a picture of the routes")
-    p.add_argument("--html", metavar="FILE", help="write an interactive 3D view (plotly)")
-    p.add_argument("--csv", metavar="FILE", help="write the best route's waypoints (one target)")
+    p.add_argument("--png", type=output_file, metavar="FILE",
+                   help="write a picture of the routes")
+    p.add_argument("--html", type=output_file, metavar="FILE",
+                   help="write an interactive 3D view (plotly)")
+    p.add_argument("--csv", type=output_file, metavar="FILE",
+                   help="write the best route's waypoints (one target)")
     p.set_defaults(func=run)
-
-
-def _parse_point(text: str):
-    from bronchonav.errors import InputError
-
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise InputError(f"--target must be X,Y,Z in metres, got {text!r}") from None
-    if len(values) != 3:
-        raise InputError(f"--target must have 3 coordinates (X,Y,Z in metres), got {text!r}")
-    return values
 
 
 def run(args) -> int:
@@ -54,15 +53,15 @@ def run(args) -> int:
     from bronchonav.maps import load_map
     from bronchonav.planning import DeviceConstraints, RoutePlanner
 
-    if args.k < 1:
-        raise InputError(f"--k must be at least 1, got {args.k}")
+    if args.csv and args.nodule == "all":
+        raise InputError("--csv writes one route: choose one --nodule or --target")
     airway_map = load_map(args.map)
     constraints = DeviceConstraints()
     if args.catheter_diameter is not None:
         constraints = constraints.replace(outer_diameter=args.catheter_diameter)
     planner = RoutePlanner(airway_map, constraints)
     if args.target is not None:
-        results = [planner.plan(_parse_point(args.target), args.k, args.radius)]
+        results = [planner.plan(list(args.target), args.k, args.radius)]
     elif args.nodule == "all":
         if not airway_map.nodules:
             raise InputError(f"map {airway_map.name!r} has no nodules")
@@ -80,8 +79,6 @@ def run(args) -> int:
     else:
         _print_table(results, airway_map.name, constraints)
     if args.csv:
-        if len(results) != 1:
-            raise InputError("--csv writes one route: choose one --nodule or --target")
         if not results[0][0].feasible:
             raise InputError("--csv: the target is not reachable, there are no waypoints to write")
         results[0][0].write_csv(args.csv)

@@ -7,8 +7,14 @@ the TRE at the nodules (median, p95), the FRE and the time per registration (med
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+
+from bronchonav.cli.options import finite_float, output_file, positive_int, seed
+
+MAX_TRIALS = 10_000
+"""Most trials one command runs (a trial takes tens of milliseconds to a second)."""
 
 
 def register(subparsers) -> None:
@@ -24,28 +30,31 @@ def register(subparsers) -> None:
                         help="rigid: EM sweep, no motion; breathing: EM sweep under breathing, "
                              "global then local refinement; cbct: cone-beam CT surface; camera: "
                              "breathing EM sweep plus tip-camera depth frames near the target")
-    parser.add_argument("--trials", type=int, default=20, metavar="N", help="number of trials")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of trial 0..N-1")
-    parser.add_argument("--amplitude-mm", type=float, metavar="MM",
-                        help="breathing amplitude at the lung base (default 0 for rigid, 10 "
-                             "otherwise)")
-    parser.add_argument("--eval-phase", metavar="PHASE",
+    parser.add_argument("--trials", type=positive_int(MAX_TRIALS), default=20, metavar="N",
+                        help=f"number of trials, 1-{MAX_TRIALS} (default 20)")
+    parser.add_argument("--seed", type=seed, default=0, metavar="S",
+                        help="seed of trial 0..N-1, 0 to 2**32-1 (default 0)")
+    parser.add_argument("--amplitude-mm", type=finite_float(0.0, 50.0, unit="mm"), metavar="MM",
+                        help="breathing amplitude at the lung base, 0-50 mm (default 0 for rigid, "
+                             "10 otherwise)")
+    parser.add_argument("--eval-phase", type=_phase, metavar="PHASE",
                         help="breathing phase (cycles, 0-1) at which the target error is "
                              "evaluated, or 'random' (default: 0.25, mid-inspiration, for "
                              "breathing; the cone-beam CT's random breath-hold phase for cbct)")
-    parser.add_argument("--noise-mm", type=float, default=1.0, metavar="MM",
-                        help="EM position noise per axis (default 1)")
+    parser.add_argument("--noise-mm", type=finite_float(0.0, 20.0, unit="mm"), default=1.0,
+                        metavar="MM", help="EM position noise per axis, 0-20 mm (default 1)")
     parser.add_argument("--target", action="append", metavar="ID",
                         help="nodule id to target (repeatable; default: all nodules in turn)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--trials-out", metavar="FILE", help="also write every trial as JSON")
+    parser.add_argument("--trials-out", type=output_file, metavar="FILE",
+                        help="also write every trial as JSON (written atomically)")
     parser.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     from dataclasses import replace
 
-    from bronchonav.errors import InputError
+    from bronchonav.cli.options import write_output
     from bronchonav.maps import load_map
     from bronchonav.progress import step
     from bronchonav.registration.evaluate import (ground_truth_for, json_safe, records_as_dicts,
@@ -53,10 +62,6 @@ def _run(args) -> int:
     from bronchonav.registration.simulate import scenario_config
     from bronchonav.registration.twin import Twin
 
-    if args.trials < 1:
-        raise InputError(f"--trials must be at least 1, got {args.trials}")
-    if args.noise_mm < 0 or (args.amplitude_mm is not None and args.amplitude_mm < 0):
-        raise InputError("--noise-mm and --amplitude-mm must not be negative")
     airway_map = load_map(args.map)
     # the camera scenario adds tip-camera frames to the breathing EM scenario
     cfg = scenario_config("breathing" if args.scenario == "camera" else args.scenario)
@@ -64,7 +69,7 @@ def _run(args) -> int:
     if args.amplitude_mm is not None:
         cfg = replace(cfg, amplitude=args.amplitude_mm * 1e-3)
     if args.eval_phase is not None:
-        cfg = replace(cfg, eval_phase=_phase(args.eval_phase))
+        cfg = replace(cfg, eval_phase=None if args.eval_phase == "random" else args.eval_phase)
     if args.scenario == "camera":
         return _run_camera(args, airway_map, cfg)
     with step("preparing the twin and its ground truth"):
@@ -78,8 +83,9 @@ def _run(args) -> int:
                     "amplitude_mm": cfg.amplitude * 1e3, "noise_mm": cfg.noise_std * 1e3,
                     "eval_phase": "random" if cfg.eval_phase is None else cfg.eval_phase})
     if args.trials_out:
-        with open(args.trials_out, "w") as f:
-            json.dump(records_as_dicts(records), f, indent=1, allow_nan=False)
+        write_output(args.trials_out,
+                     json.dumps(records_as_dicts(records), indent=1, allow_nan=False),
+                     "--trials-out")
     if args.json:
         print(json.dumps(summary, allow_nan=False))
         return 0
@@ -89,6 +95,7 @@ def _run(args) -> int:
 
 def _run_camera(args, airway_map, simulation) -> int:
     """The camera scenario: EM + depth-frame registration, and what the camera adds."""
+    from bronchonav.cli.options import write_output
     from bronchonav.imaging.camera_registration import (CameraScenarioConfig,
                                                         camera_scenario_summary)
     from bronchonav.progress import step
@@ -99,7 +106,10 @@ def _run_camera(args, airway_map, simulation) -> int:
             airway_map, ground_truth_for(airway_map), args.trials, args.seed,
             nodule_id=args.target, config=CameraScenarioConfig(simulation=simulation))
     summary = json_safe(summary)
-    summary.pop("per_trial", None)
+    per_trial = summary.pop("per_trial", None)
+    if args.trials_out:
+        write_output(args.trials_out, json.dumps(per_trial, indent=1, allow_nan=False),
+                     "--trials-out")
     if args.json:
         print(json.dumps(summary, allow_nan=False))
         return 0
@@ -116,19 +126,15 @@ def _run_camera(args, airway_map, simulation) -> int:
     return 0
 
 
-def _phase(text: str) -> float | None:
-    """``--eval-phase``: a phase in [0, 1] (cycles), or ``None`` for 'random'."""
-    from bronchonav.errors import InputError
-
+def _phase(text: str) -> float | str:
+    """``--eval-phase``: a phase in [0, 1] (cycles), or ``'random'``."""
     if text == "random":
-        return None
+        return text
     try:
-        phase = float(text)
-    except ValueError:
-        phase = float("nan")
-    if not 0.0 <= phase <= 1.0:
-        raise InputError(f"--eval-phase must be a number of cycles in [0, 1] or 'random', got {text!r}")
-    return phase
+        return finite_float(0.0, 1.0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of cycles in [0, 1] or 'random', got {text!r}") from None
 
 
 def _fmt(value, unit="mm", digits=2) -> str:

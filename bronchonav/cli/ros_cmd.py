@@ -42,12 +42,15 @@ def _demo(args) -> int:
 
     progress.set_enabled(not args.json)
     summary = run_demo(args.out, args.map, args.nodule, args.timeout, args.rate,
-                       survey=args.survey, progress=say)
+                       pose_source=args.pose, progress=say)
     if args.json:
         print(json.dumps(summary))
     else:
         print(format_summary(summary))
-    return 0 if summary["reached"] else 1
+    if not summary["ok"]:
+        print(f"bronchonav demo: {summary['failure']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def register(subparsers) -> None:
@@ -72,9 +75,10 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON summary on stdout")
     p.add_argument("--map", help="map folder or phantom:NAME (default maps/phantom_default)")
     p.add_argument("--nodule", help="nodule id (default: the feasible route with the gentlest bends)")
-    p.add_argument("--timeout", type=float, default=90.0, help="navigation time limit (s)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="time limit of each drive (s, default 120)")
     p.add_argument("--rate", type=float, help="catheter_sim loop rate (Hz)")
-    p.add_argument("--survey", action="store_true",
-                   help="first sweep the opposite main bronchus (a Y-shaped EM sweep for the "
-                        "registration; slower)")
+    p.add_argument("--pose", choices=["registered", "truth"], default="registered",
+                   help="steer to the nodule on the registered EM pose (after surveying both "
+                        "main bronchi and registering; default) or on the ground truth")
     p.set_defaults(func=_demo)

@@ -7,13 +7,14 @@ with tip-camera depth frames taken while the scope approaches the target:
 
 1. Stations along the ground-truth airway path to the nodule (the last ``path_length`` of it, in
    airways at least ``min_lumen_radius`` wide), each slightly off the centerline, looking ahead.
-2. At each station the tip camera renders depth (with noise) on the ground-truth lumen mesh at
-   rest; the visible wall points are moved by the breathing deformation at the frame's phase, as
-   is the camera, and expressed in the moved camera frame — what the camera sees in the breathing
-   patient. Frames are respiratory-gated: captured within ``gate_width / 2`` cycles of the
-   evaluation phase.
-3. The camera pose in the patient (EM) frame comes from the 6-DOF EM sensor at the tip, with its
-   position and rotation noise; it maps each frame's points into the patient frame.
+2. At each station the tip camera (:class:`bronchonav.sensors.TipCameraSensor`) renders depth
+   (with noise) on the ground-truth lumen mesh at rest; the visible wall points are moved by the
+   breathing deformation at the frame's phase, as is the camera, and expressed in the moved
+   camera frame — what the camera sees in the breathing patient. Frames are
+   respiratory-gated: captured within ``gate_width / 2`` cycles of the evaluation phase.
+3. The camera pose in the patient (EM) frame comes from the 6-DOF EM sensor at the tip
+   (:class:`bronchonav.sensors.EMSensor`), with its position and rotation noise; it maps each
+   frame's points into the patient frame.
 4. Registrations, each scored by the TRE at the true target at the evaluation phase
    (:meth:`~bronchonav.registration.simulate.GroundTruth.tre`), as for the other scenarios:
 
@@ -41,14 +42,14 @@ from scipy.spatial.transform import Rotation
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import InputError, RegistrationError
 from bronchonav.imaging.camera import CameraIntrinsics, CameraNoise, TipCamera
-from bronchonav.imaging.depth_cloud import depth_to_points
 from bronchonav.imaging.flythrough import route_poses, tree_path_waypoints
 from bronchonav.maps import AirwayMap
 from bronchonav.registration.register import (RegistrationConfig, local_weights, register_cbct,
                                               register_em)
 from bronchonav.registration.simulate import SimulationConfig, scenario_config, simulate_scenario
-from bronchonav.registration.transforms import apply, invert, make_transform
+from bronchonav.geometry.transforms import apply, make_transform
 from bronchonav.registration.twin import Twin
+from bronchonav.sensors import EMSensor, TipCameraSensor
 
 
 @dataclass(frozen=True)
@@ -220,17 +221,6 @@ def _approach_poses(gt_tree: AirwayTree, target_ct: np.ndarray, cfg: CameraScena
     return out
 
 
-def _moved_pose(T_rest: np.ndarray, breathing, phase: float) -> np.ndarray:
-    """A camera pose carried by the breathing deformation (CT frame)."""
-    eye = T_rest[:3, 3]
-    fwd = T_rest[:3, 2]
-    new_fwd = breathing.deform_directions(eye[None], fwd[None], phase)[0]
-    axis = np.cross(fwd, new_fwd)
-    angle = np.arctan2(np.linalg.norm(axis), fwd @ new_fwd)
-    turn = Rotation.from_rotvec(axis / max(np.linalg.norm(axis), 1e-15) * angle).as_matrix()
-    return make_transform(turn @ T_rest[:3, :3], breathing.deform(eye, phase)[0])
-
-
 def simulate_camera_cloud(setup: CameraTrialSetup, gt_nodule, truth, rng: np.random.Generator
                           ) -> tuple[np.ndarray, np.ndarray]:
     """The camera point clouds of one approach, in the patient frame (m).
@@ -255,20 +245,14 @@ def simulate_camera_cloud(setup: CameraTrialSetup, gt_nodule, truth, rng: np.ran
     import open3d as o3d
 
     cfg = setup.config
-    T_patient_ct = invert(truth.T_ct_patient)
+    em = EMSensor(truth.T_ct_patient, truth.breathing, cfg.pose_position_noise,
+                  cfg.pose_rotation_noise, seed=rng)
+    camera = TipCameraSensor(setup.gt_camera, em=em, stride=cfg.stride, max_depth=cfg.max_depth)
     clouds = []
     for T_rest in _approach_poses(setup.ground_truth.tree, gt_nodule.center, cfg, rng):
-        frame = setup.gt_camera.render(T_rest)
-        p_cam = depth_to_points(frame.depth, cfg.intrinsics, cfg.stride, cfg.max_depth)
         phase = float(truth.eval_phase + cfg.gate_width * (rng.random() - 0.5))
-        moved = truth.breathing.deform(apply(T_rest, p_cam), phase)
-        T_ct_cam = _moved_pose(T_rest, truth.breathing, phase)
-        p_obs = apply(invert(T_ct_cam), moved)
-        T_true = T_patient_ct @ T_ct_cam
-        noise_R = Rotation.from_rotvec(rng.normal(0, cfg.pose_rotation_noise, 3)).as_matrix()
-        T_meas = make_transform(noise_R @ T_true[:3, :3],
-                                T_true[:3, 3] + rng.normal(0, cfg.pose_position_noise, 3))
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(apply(T_meas, p_obs)))
+        reading = camera.capture(T_rest, phase)
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(reading.points_patient()))
         clouds.append(np.asarray(cloud.voxel_down_sample(cfg.voxel).points))
     frame_ids = np.concatenate([np.full(len(c), i) for i, c in enumerate(clouds)])
     return np.vstack(clouds), frame_ids

@@ -11,18 +11,21 @@ Public API
 - :func:`register_cbct` — cone-beam CT surface cloud → RegistrationResult (point-to-plane ICP
   against the lumen surface; FPFH + RANSAC when no initial transform is given).
 - :class:`RegistrationResult`, :class:`RegistrationConfig`, :class:`Twin` (prepare a map once).
-- Simulation: :class:`BreathingModel`, :func:`simulate_scenario`, :func:`scenario_config`,
-  :class:`Scenario` (``observation`` for the registration, ``truth`` hidden for scoring).
+- Simulation: :func:`simulate_scenario` composes the sensors of :mod:`bronchonav.sensors` (EM,
+  cone-beam CT; :class:`BreathingModel`) into a :class:`Scenario` (``observation`` for the
+  registration, ``truth`` hidden for scoring); :func:`scenario_config` gives the presets.
+- :class:`~bronchonav.registration.samples.EMSampleAccumulator` — EM samples kept one per grid
+  cell, streaming (the registration node) or in bulk (:func:`register_em`).
 - Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
 """
 
-from bronchonav.registration.breathing import BreathingModel
+from bronchonav.sensors.breathing import BreathingModel
 from bronchonav.registration.evaluate import ground_truth_for, run_trials, summarize
 from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.simulate import (SCENARIOS, GroundTruth, Observation, Scenario,
                                               SimulationConfig, scenario_config, simulate_scenario)
-from bronchonav.registration.transforms import apply, invert, random_transform
+from bronchonav.geometry.transforms import apply, invert, random_transform
 from bronchonav.registration.twin import Twin
 
 __all__ = [

@@ -19,7 +19,7 @@ from bronchonav.errors import InputError, RegistrationError
 from bronchonav.maps import AirwayMap
 from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
 from bronchonav.registration.simulate import Scenario, SimulationConfig, scenario_config, simulate_scenario
-from bronchonav.registration.transforms import rotation_angle
+from bronchonav.geometry.transforms import rotation_angle
 from bronchonav.registration.twin import Twin
 
 SUCCESS_TRE = 5e-3
@@ -79,15 +79,15 @@ def run_trial(scenario: Scenario, twin: Twin, trial: int,
               reg_config: RegistrationConfig | None = None) -> TrialRecord:
     """Register one simulated scenario and score it against its hidden truth.
 
-    ``rigid`` and ``breathing``: :func:`register_em` with the target and the local sweep marked
-    (global stage on the survey, then the local refinement). ``cbct``: the global EM
-    registration of the survey, then :func:`register_cbct` from it (from scratch if it
-    failed). ``tre_global_mm`` is the TRE of the stage before the final one.
+    EM sweeps alone (``rigid``, ``breathing``): :func:`register_em` with the target and the
+    local sweep marked (global stage on the survey, then the local refinement). With a
+    cone-beam CT scan (``cbct``): the global EM registration of the survey, then
+    :func:`register_cbct` from it (from scratch if it failed). ``tre_global_mm`` is the TRE of the stage before the final one.
     """
     obs = scenario.observation
     cpu0 = time.process_time()
     try:
-        if scenario.kind == "cbct":
+        if obs.cbct_points is not None:
             em = register_em(obs.em_positions[~obs.em_local], twin, None,
                              obs.em_directions[~obs.em_local], config=reg_config)
             # start from the EM registration, or from scratch (FPFH + RANSAC) if it failed

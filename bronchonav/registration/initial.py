@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from bronchonav.registration.transforms import apply, make_transform
+from bronchonav.geometry.transforms import apply, make_transform
 from bronchonav.registration.twin import Twin
 
 COARSE_SCHEDULE = ((0.025, 15), (0.012, 15))

@@ -27,7 +27,8 @@ from bronchonav.registration.icp import (DEFAULT_SCHEDULE, IcpOutcome, centerlin
                                          global_surface, surface_icp, target_sigma)
 from bronchonav.registration.initial import InitialAlignment, distinct, initial_alignment
 from bronchonav.registration.result import RegistrationResult
-from bronchonav.registration.transforms import apply
+from bronchonav.registration.samples import EMSampleAccumulator
+from bronchonav.geometry.transforms import apply
 from bronchonav.registration.twin import Twin
 
 
@@ -54,7 +55,7 @@ class RegistrationConfig:
         mostly as a whole), keeping the global rotation.
     thin_voxel : float
         The samples are thinned to the first one in each cell of a grid of this size (m) before
-        registering; 0 keeps all. A catheter held still streams readings that differ only by
+        registering (:meth:`EMSampleAccumulator.thin`); 0 keeps all. A catheter held still streams readings that differ only by
         sensor noise, and without thinning such a dwell dominates every fit.
     min_points : int
         Fewer samples than this (before or after thinning) is an error.
@@ -131,15 +132,6 @@ def check_points(points: np.ndarray, min_points: int, what: str) -> np.ndarray:
         raise RegistrationError(f"{what}: all points lie on one line (or coincide), so the "
                                 "rotation about it is undetermined; sweep more than one airway")
     return pts
-
-
-def thin_samples(points: np.ndarray, voxel: float) -> np.ndarray:
-    """Indices (ascending) of the first of the ``points`` (N, 3; m, any frame) in each cell of
-    a grid of size ``voxel`` (m); all indices when ``voxel`` <= 0."""
-    if voxel <= 0:
-        return np.arange(len(points))
-    _, first = np.unique(np.floor(points / voxel).astype(np.int64), axis=0, return_index=True)
-    return np.sort(first)
 
 
 def _check_transform(T) -> np.ndarray:
@@ -264,7 +256,7 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
             raise RegistrationError(f"local_mask must have one entry per sample ({len(pts)}), "
                                     f"got shape {local_mask.shape}")
         survey = ~local_mask
-    keep = thin_samples(pts, cfg.thin_voxel)
+    keep = EMSampleAccumulator.thin(pts, cfg.thin_voxel)
     pts, survey = pts[keep], survey[keep]
     dirs = None if dirs is None else dirs[keep]
     check_points(pts, cfg.min_points,

@@ -6,11 +6,15 @@ patient frame and the planned target in the twin's CT frame) apart from the hidd
 target's true position), so that an evaluation can never feed the truth to the registration.
 
 The patient is simulated from a ground-truth airway (a :class:`Twin` built from the phantom's
-true tree and lumen mesh): sensor positions are drawn along its centerlines (until the catheter
-simulation supplies them) in the central airways (generation <= ``central_generation``) and in
-the airways within ``local_radius`` of the target, offset inside the lumen, moved by breathing
-at a random phase each, mapped into the patient frame by the unknown rigid transform, and
-corrupted by Gaussian noise and a few gross outliers.
+true tree and lumen mesh) and the sensors of :mod:`bronchonav.sensors`, composed: the sensor
+positions of the EM sweeps are drawn along its centerlines (until the catheter simulation
+supplies them) in the central airways (generation <= ``central_generation``) and in the airways
+within ``local_radius`` of the target, offset inside the lumen, each read at a random breathing
+phase by the :class:`~bronchonav.sensors.EMSensor` (breathing, the unknown rigid transform,
+noise, a few gross outliers); a scenario with ``cbct_points > 0`` adds a breath-hold
+:class:`~bronchonav.sensors.ConeBeamCT` scan of the lumen surface near the target. The camera
+scenario (:mod:`bronchonav.imaging.camera_registration`) adds the
+:class:`~bronchonav.sensors.TipCameraSensor` to the ``breathing`` scenario.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import numpy as np
 
 from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError
-from bronchonav.registration.breathing import BreathingModel
-from bronchonav.registration.transforms import apply, invert, random_transform, rotate
+from bronchonav.geometry.transforms import apply, invert, random_transform
 from bronchonav.registration.twin import Twin
+from bronchonav.sensors import BreathingModel, ConeBeamCT, ConeBeamCTConfig, EMSensor
 
 SCENARIOS = ("rigid", "breathing", "cbct")
-"""Scenario kinds: EM sweep without motion, EM sweep under breathing, cone-beam CT surface."""
+"""Scenario presets (:func:`scenario_config`): EM sweep without motion, EM sweep under
+breathing, EM sweep and cone-beam CT surface under breathing."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class SimulationConfig:
     lumen_offset : float
         The sensor lies up to this fraction of the lumen radius off the centerline.
     direction_noise : float
-        Std of the sensor direction error (rad).
+        EM orientation noise: std of each rotation-vector component (rad).
     cbct_radius : float
         The cone-beam CT surface covers airways within this distance of the target (m), widened
         for targets far from the airways.
@@ -70,7 +75,8 @@ class SimulationConfig:
     cbct_keep : float
         Fraction of that surface kept (the rest lost in patches, as by segmentation gaps).
     cbct_points, cbct_noise_std, cbct_outlier_fraction
-        Number of surface points, their noise per axis (m) and fraction of outliers.
+        Number of surface points (0: no cone-beam CT), their noise per axis (m) and fraction of
+        outliers.
     """
 
     max_translation: float = 0.05
@@ -90,7 +96,7 @@ class SimulationConfig:
     cbct_radius: float = 0.04
     cbct_min_airway_radius: float = 1e-3
     cbct_keep: float = 0.7
-    cbct_points: int = 2000
+    cbct_points: int = 0
     cbct_noise_std: float = 5e-4
     cbct_outlier_fraction: float = 0.01
 
@@ -99,13 +105,13 @@ def scenario_config(kind: str, **overrides) -> SimulationConfig:
     """Default configuration of a scenario kind (see :data:`SCENARIOS`), with overrides.
 
     ``rigid``: no breathing. ``breathing``: 10 mm lower-lobe amplitude, evaluated at
-    mid-inspiration. ``cbct``: 10 mm amplitude, cone-beam CT taken and target evaluated at the
-    same (random) breath-hold phase.
+    mid-inspiration. ``cbct``: 10 mm amplitude, a cone-beam CT of 2000 surface points taken and
+    target evaluated at the same (random) breath-hold phase.
     """
     if kind not in SCENARIOS:
         raise InputError(f"unknown scenario {kind!r} (choose from {', '.join(SCENARIOS)})")
     base = {"rigid": {}, "breathing": {"amplitude": 0.010},
-            "cbct": {"amplitude": 0.010, "eval_phase": None}}[kind]
+            "cbct": {"amplitude": 0.010, "eval_phase": None, "cbct_points": 2000}}[kind]
     return replace(SimulationConfig(**base), **overrides)
 
 
@@ -192,7 +198,9 @@ class GroundTruth:
 
 @dataclass
 class Scenario:
-    """A simulated registration problem: ``observation`` for the registration, ``truth`` to score it."""
+    """A simulated registration problem: ``observation`` for the registration, ``truth`` to score it.
+
+    ``kind`` is the preset's name, a label only: what was sensed is in ``observation``."""
 
     kind: str
     observation: Observation
@@ -222,40 +230,6 @@ def _em_indices(gt: Twin, target_ct: np.ndarray, cfg: SimulationConfig,
     return idx, np.arange(len(idx)) >= cfg.n_central
 
 
-def _cbct_points(gt: Twin, target_ct: np.ndarray, cfg: SimulationConfig,
-                 rng: np.random.Generator) -> np.ndarray:
-    """A partial airway surface around the target (CT frame, m, at rest).
-
-    The field of view (``cbct_radius``) widens until it holds at least 300 resolved surface
-    points, for targets far from the airways.
-    """
-    surface = np.asarray(gt.surface.points)
-    _, idx = gt.kdtree.query(surface)
-    resolved = surface[gt.radii[idx] >= cfg.cbct_min_airway_radius]
-    dist = np.linalg.norm(resolved - target_ct, axis=1)
-    radius = cfg.cbct_radius
-    while np.count_nonzero(dist <= radius) < 300:
-        if radius > 0.1:
-            raise InputError("no resolvable airway surface within 100 mm of the target")
-        radius *= 1.25
-    pts = resolved[dist <= radius]
-    keep = np.ones(len(pts), dtype=bool)
-    while keep.mean() > cfg.cbct_keep:  # lose patches of 8 mm radius
-        centre = pts[rng.integers(len(pts))]
-        keep &= np.linalg.norm(pts - centre, axis=1) > 8e-3
-    pts = pts[keep]
-    return pts[rng.choice(len(pts), min(cfg.cbct_points, len(pts)), replace=False)]
-
-
-def _outliers(n: int, fraction: float, distance: tuple[float, float],
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of outliers among ``n`` points and their offsets (m)."""
-    mask = rng.random(n) < fraction
-    d = rng.normal(size=(n, 3))
-    d *= (rng.uniform(*distance, size=n) / np.linalg.norm(d, axis=1))[:, None]
-    return mask, np.where(mask[:, None], d, 0.0)
-
-
 def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: np.ndarray,
                       rng: np.random.Generator, config: SimulationConfig | None = None) -> Scenario:
     """Simulate one registration problem.
@@ -263,7 +237,8 @@ def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: 
     Parameters
     ----------
     kind : str
-        One of :data:`SCENARIOS`; chooses the defaults of :func:`scenario_config`.
+        One of :data:`SCENARIOS`; chooses the defaults of :func:`scenario_config` and labels
+        the scenario.
     ground_truth : Twin
         The patient's true airways (CT frame at rest): tree and lumen surface.
     nodule : Nodule
@@ -284,6 +259,7 @@ def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: 
     if kind not in SCENARIOS:
         raise InputError(f"unknown scenario {kind!r} (choose from {', '.join(SCENARIOS)})")
     T_patient_ct = random_transform(rng, cfg.max_translation, cfg.max_rotation)
+    T_ct_patient = invert(T_patient_ct)
     breathing = BreathingModel.for_tree(ground_truth.tree, cfg.amplitude)
     eval_phase = float(rng.random()) if cfg.eval_phase is None else float(cfg.eval_phase)
 
@@ -292,27 +268,26 @@ def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: 
     tangents = ground_truth.tangents[idx]
     offset = _perpendicular(tangents, rng) * (rng.uniform(0, cfg.lumen_offset, n)
                                               * ground_truth.radii[idx])[:, None]
-    pts = ground_truth.points[idx] + offset
     phases = rng.random(n)
-    pts_moving = breathing.deform(pts, phases)
-    dirs_moving = breathing.deform_directions(pts, tangents, phases)
-    positions = apply(T_patient_ct, pts_moving) + rng.normal(0, cfg.noise_std, (n, 3))
-    dirs = rotate(T_patient_ct, dirs_moving) + rng.normal(0, cfg.direction_noise, (n, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    outliers, jumps = _outliers(n, cfg.outlier_fraction, cfg.outlier_distance, rng)
-    positions += jumps
+    em = EMSensor(T_ct_patient, breathing, cfg.noise_std, cfg.direction_noise,
+                  cfg.outlier_fraction, cfg.outlier_distance, seed=rng)
+    sweep = em.sweep(ground_truth.points[idx] + offset, tangents, phases)
     order = rng.permutation(n)
 
     cbct = None
-    if kind == "cbct":
-        surf = breathing.deform(_cbct_points(ground_truth, nodule.center, cfg, rng), eval_phase)
-        m = len(surf)
-        cbct = apply(T_patient_ct, surf) + rng.normal(0, cfg.cbct_noise_std, (m, 3))
-        cbct += _outliers(m, cfg.cbct_outlier_fraction, cfg.outlier_distance, rng)[1]
+    if cfg.cbct_points > 0:
+        surface = np.asarray(ground_truth.surface.points)
+        airway_radius = ground_truth.radii[ground_truth.kdtree.query(surface)[1]]
+        scanner = ConeBeamCT(surface, airway_radius, T_ct_patient, breathing, ConeBeamCTConfig(
+            radius=cfg.cbct_radius, min_airway_radius=cfg.cbct_min_airway_radius,
+            keep=cfg.cbct_keep, n_points=cfg.cbct_points, noise_m=cfg.cbct_noise_std,
+            outlier_fraction=cfg.cbct_outlier_fraction, outlier_distance=cfg.outlier_distance),
+            seed=rng)
+        cbct = scanner.scan(nodule.center, eval_phase)
 
     target_patient = apply(T_patient_ct, breathing.deform(nodule.center, eval_phase)[0])
-    observation = Observation(positions[order], dirs[order], is_local[order],
-                              np.asarray(target_ct, dtype=float), cbct)
-    truth = GroundTruth(invert(T_patient_ct), breathing, nodule.id, nodule.center.copy(), eval_phase,
-                        target_patient, phases[order], outliers[order])
+    observation = Observation(sweep.positions_patient[order], sweep.directions_patient[order],
+                              is_local[order], np.asarray(target_ct, dtype=float), cbct)
+    truth = GroundTruth(T_ct_patient, breathing, nodule.id, nodule.center.copy(), eval_phase,
+                        target_patient, phases[order], sweep.outliers[order])
     return Scenario(kind, observation, truth)

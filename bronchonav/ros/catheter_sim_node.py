@@ -169,18 +169,6 @@ FLOOD_READ_PAUSE_S = 2e-3
 """Pause after a rate-limited command (s): under a flood the node reads at most ~500 commands/s."""
 
 
-def hidden_patient_transform(seed: int, max_translation: float = 0.05,
-                             max_rotation: float = 0.5236) -> np.ndarray:
-    """The simulated patient's ``T_ct_patient`` (4×4, m) for a seed — the registration target.
-
-    Only evaluation code (the demo, tests) should call this; the ROS graph must recover it
-    by registration.
-    """
-    from bronchonav.registration.transforms import random_transform
-
-    return random_transform(np.random.default_rng(seed), max_translation, max_rotation)
-
-
 @dataclass
 class _Setpoint:
     """The command in force (validated by the model on use)."""
@@ -249,8 +237,8 @@ class CatheterSimNode(Node):
         from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
                                                  SolverConfig, SolverSupervisor,
                                                  freeze_startup_heap)
-        from bronchonav.registration.breathing import BreathingModel
         from bronchonav.ros.resources import load_airway_map, load_tree
+        from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
 
         self.airway_map = load_airway_map(p["map"])
         self.catheter = CatheterParams.default()
@@ -264,13 +252,13 @@ class CatheterSimNode(Node):
         self.T_ct_base = np.asarray(base_pose_from_tree(self.airway_map.tree), dtype=float)
         self._joint_angles = chain_joint_angles
         self.joint_names = ["insertion", "roll"] + link_joint_names(p["n_links"])
-        self.T_ct_patient = hidden_patient_transform(p["patient_seed"],
-                                                     p["patient_max_translation_m"],
-                                                     p["patient_max_rotation_rad"])
-        self.T_patient_ct = np.linalg.inv(self.T_ct_patient)
-        self.breathing = BreathingModel.for_tree(self.airway_map.tree, p["breathing_amplitude_m"],
-                                                 period=p["breathing_period_s"])
-        self._rng = np.random.default_rng(p["em_seed"])
+        self.T_ct_patient = patient_transform(p["patient_seed"], p["patient_max_translation_m"],
+                                              p["patient_max_rotation_rad"])
+        self.em_sensor = EMSensor(
+            self.T_ct_patient, BreathingModel.for_tree(self.airway_map.tree,
+                                                       p["breathing_amplitude_m"],
+                                                       period=p["breathing_period_s"]),
+            noise_m=p["em_noise_m"], angle_noise_rad=p["em_angle_noise_rad"], seed=p["em_seed"])
 
         # command slot, written by subscriber callbacks, read by the loop thread
         self._lock = threading.Lock()
@@ -641,25 +629,9 @@ class CatheterSimNode(Node):
                                               status=[self.diagnostic_status()]))
 
     def em_pose(self, T_ct_tip: np.ndarray, t: float) -> np.ndarray:
-        """The EM sensor reading ``T_patient_sensor`` for a tip pose (CT) at time ``t`` (s).
-
-        The tip moves with the breathing airways, is seen in the patient frame, and gets
-        Gaussian position noise (``em_noise_m`` per axis) and orientation noise.
-        """
-        from scipy.spatial.transform import Rotation
-
-        p = self.params
-        tip = T_ct_tip[:3, 3]
-        moved = tip + self.breathing.displacement(tip, self.breathing.phase_at(t))[0]
-        T = np.eye(4)
-        T[:3, :3] = T_ct_tip[:3, :3]
-        T[:3, 3] = moved
-        T = self.T_patient_ct @ T
-        T[:3, 3] += self._rng.normal(0.0, p["em_noise_m"], 3)
-        if p["em_angle_noise_rad"] > 0:
-            T[:3, :3] = Rotation.from_rotvec(
-                self._rng.normal(0.0, p["em_angle_noise_rad"], 3)).as_matrix() @ T[:3, :3]
-        return T
+        """The EM sensor reading ``T_patient_sensor`` for a tip pose (CT) at time ``t`` (s)
+        (:class:`bronchonav.sensors.EMSensor`: breathing, patient frame, noise)."""
+        return self.em_sensor.read(T_ct_tip, t).T_patient_sensor
 
     def loop_stats(self) -> dict:
         """Loop timing statistics (see :class:`bronchonav.catheter.runtime.FixedRateLoop`)."""

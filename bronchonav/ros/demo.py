@@ -2,24 +2,26 @@
 
 Starts the ``sim`` configuration with the shared YAML: ``catheter_sim`` as its own process (its
 real-time loop then has a Python interpreter to itself), the map server, route planner,
-registration and navigator in this process on one multi-threaded executor, plus a demo client
-node and an MCAP recorder; then — talking to the nodes only through topics and services —
+registration and navigator in this process (one executor each), plus a demo client node and an
+MCAP recorder; then — talking to the nodes only through topics, services and parameters —
 
-1. reads the map summary (``/airway_map/info``),
-2. asks the planner for a route to every nodule (``/route_planner/goal_nodule``) and reads
-   ``/route/status``; unless a nodule is given, it takes the feasible route with the smallest
-   bifurcation bend (the navigator drives gentle routes most reliably),
-3. optionally (``survey``) sends the catheter into the main bronchus on the other side first (a planned route to a
-   point there, ``/route_planner/goal_point``) so the EM sweep covers both sides, then lets the
-   navigator drive along the route to the nodule until ``/navigator/status`` says ``reached``
-   (or it stops, or the time runs out),
-4. triggers the registration of the EM samples collected on the way
-   (``/registration/trigger``) and reads ``/registration/transform``,
-5. reads the loop statistics from ``/diagnostics``,
+1. reads the map summary (``airway_map/info``) and asks the planner for a route to every nodule
+   (``route_planner/goal_nodule``); unless a nodule is given, it takes the feasible route with
+   the smallest bifurcation bend;
+2. surveys the central airways on the simulator's ground-truth pose — a stand-in for the
+   physician driving under the camera: the navigator drives into the main bronchus on the other
+   side, then into the one on the target's side (``route_planner/goal_point``);
+3. registers the EM sweep (``registration/trigger``) and, if that succeeds, switches the
+   navigator to the registered EM pose (parameter ``pose_source: registered``);
+4. lets the navigator drive the route to the nodule until ``navigator/status`` says ``done``;
+5. reads the loop statistics from ``diagnostics``,
 
-and writes ``summary.json``, ``demo.png`` and ``demo.mcap`` into the output folder.
+and writes ``summary.json``, ``demo.png`` and ``demo.mcap`` into the output folder. The summary's
+``ok`` is true only when registration succeeded and the exit point was reached; ``failure``
+says why not.
 
-Evaluation only (never fed back into the graph): the registration TRE at the nodule compares the
+Evaluation only (never fed back into the graph): the tip-to-exit distance and the tool-in-lesion
+check use the simulator's ground-truth tip pose; the registration TRE at the nodule compares the
 estimated ``T_ct_patient`` with the simulator's hidden one, recomputed from ``patient_seed``.
 """
 
@@ -172,18 +174,21 @@ def _json(msg) -> dict:
     return json.loads(msg.data)
 
 
-def survey_point(tree, target_ct: np.ndarray) -> np.ndarray:
-    """A point 5 mm before the end of the main bronchus on the other side from the target.
+def survey_point(tree, target_ct: np.ndarray, same_side: bool = False) -> np.ndarray:
+    """A point 5 mm before the end of a main bronchus: the one on the other side from the
+    target (or on its side with ``same_side``), CT frame (m).
 
-    Driving there first makes the EM sweep a Y (trachea and both main bronchi) rather than a
+    Driving into both makes the EM sweep a Y (trachea and both main bronchi) rather than a
     single path, which a rigid registration cannot pin down.
     """
-    side = np.sign(target_ct[0] - tree.trachea.end[0])
+    side = np.sign(target_ct[0] - tree.trachea.end[0]) or 1.0
+    if not same_side:
+        side = -side
     mains = [tree[c] for c in tree.trachea.children]
-    other = min(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(other.points, axis=0), axis=1))])
+    main = max(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(main.points, axis=0), axis=1))])
     at = max(s[-1] - 5e-3, 0.5 * s[-1])
-    return np.array([np.interp(at, s, other.points[:, k]) for k in range(3)])
+    return np.array([np.interp(at, s, main.points[:, k]) for k in range(3)])
 
 
 def _drive(client, timeout_s: float) -> dict:
@@ -191,15 +196,37 @@ def _drive(client, timeout_s: float) -> dict:
     time.sleep(0.5)  # let the navigator take the new route
     try:
         return _json(client.wait_for("/navigator/status",
-                                     lambda m: _json(m)["state"] in ("reached", "stopped"),
+                                     lambda m: _json(m)["phase"] == "done",
                                      timeout=max(timeout_s, 1.0)))
     except InputError:
         return _json(client.latest["/navigator/status"])
 
 
+def _drive_to_point(client, point: np.ndarray, timeout_s: float) -> dict:
+    """Plan a route to ``point`` (CT, m) and drive it; the navigator's last status."""
+    from geometry_msgs.msg import Point, PointStamped
+    from std_msgs.msg import Header
+
+    client.pub_point.publish(PointStamped(header=Header(frame_id="ct"), point=Point(
+        x=float(point[0]), y=float(point[1]), z=float(point[2]))))
+    client.wait_for("/route/status", lambda m: _json(m).get("nodule") is None
+                    and _json(m).get("feasible") and np.allclose(_json(m)["target_m"], point,
+                                                                 atol=1e-9))
+    return _drive(client, timeout_s)
+
+
+def tool_check(T_ct_tip: np.ndarray, exit_point: np.ndarray, target: np.ndarray,
+               radius: float) -> tuple[bool, float]:
+    """Advance the tool from the tip along its axis by the planned tool length (exit point to
+    lesion centre); whether it ends inside the lesion, and its distance to the centre (m)."""
+    tool_end = T_ct_tip[:3, 3] + T_ct_tip[:3, 2] * float(np.linalg.norm(target - exit_point))
+    miss = float(np.linalg.norm(tool_end - target))
+    return miss <= radius, miss
+
+
 def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
-             nodule: str | None = None, timeout_s: float = 90.0, rate_hz: float | None = None,
-             survey: bool = False, progress=print) -> dict:
+             nodule: str | None = None, timeout_s: float = 120.0, rate_hz: float | None = None,
+             pose_source: str = "registered", progress=print) -> dict:
     """Run the closed-loop scenario; return the summary dict (also written to ``summary.json``).
 
     Parameters
@@ -211,36 +238,40 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
     nodule : str, optional
         Nodule id to navigate to (default: the feasible route with the gentlest bends).
     timeout_s : float
-        Longest time the navigation may take (s).
+        Longest time each drive may take (s).
     rate_hz : float, optional
         catheter_sim loop rate (default: the YAML's).
-    survey : bool
-        First drive into the opposite main bronchus so that the EM sweep covers both sides
-        (slower; off by default).
+    pose_source : {"registered", "truth"}
+        What the navigator steers on to the nodule: the registered EM pose (after a survey and
+        a registration) or the simulator's ground truth (no survey; registration afterwards).
     progress : callable
         Receives one-line progress messages.
     """
     import rclpy
     from rclpy.context import Context
+    from rclpy.parameter import Parameter
 
     from bronchonav.ros import conversions as conv
-    from bronchonav.ros.catheter_sim_node import hidden_patient_transform
     from bronchonav.ros.mcap_recorder import McapRecorder
     from bronchonav.ros.runner import (InProcessGraph, ensure_local_ros_env, node_parameters,
                                        spawn_processes, stop_processes)
+    from bronchonav.sensors import patient_transform
 
+    if pose_source not in ("registered", "truth"):
+        raise InputError(f"pose_source must be 'registered' or 'truth', got {pose_source!r}")
     t_start = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ensure_local_ros_env()
     map_spec = map_spec or default_map()
     launch_args = {"map": map_spec, "rate": rate_hz}
-    extra = {"registration": {"auto_register": False}}
+    extra = {"registration": {"auto_register": False}, "navigator": {"pose_source": "truth"}}
     context = Context()
     rclpy.init(context=context)
     graph = recorder = client = None
     procs: dict = {}
     sim_codes: dict = {}
+    response = None
     try:
         client = DemoClient(context)
         recorder = McapRecorder(out / "demo.mcap", _recorded_topics(), context=context)
@@ -258,8 +289,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                  f"{len(info['nodules'])} nodules")
 
         # -- plan ----------------------------------------------------------------------------
-        from geometry_msgs.msg import Point, PointStamped
-        from std_msgs.msg import Header, String
+        from std_msgs.msg import String
 
         from bronchonav.ros.resources import load_airway_map
 
@@ -277,45 +307,57 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         feasible = [nid for nid, st in statuses.items() if st["feasible"]]
         if not feasible:
             raise InputError(f"no feasible route to {', '.join(candidates)}")
-        # the gentlest route (smallest bend at a bifurcation) unless a nodule was asked for
         chosen = min(feasible, key=lambda nid: statuses[nid]["max_bend_rad"])
         status = statuses[chosen]
+        target = np.asarray(status["target_m"])
+        tree = load_airway_map(map_spec).tree
 
-        # -- survey: the opposite main bronchus, so the EM sweep is not a single path --------
+        # -- survey and registration (before steering on the registered pose) ----------------
         t_nav = time.monotonic()
-        if survey:
-            point = survey_point(load_airway_map(map_spec).tree, np.asarray(status["target_m"]))
-            progress(f"survey: driving into the opposite main bronchus (to "
-                     f"{np.round(point * 1e3, 1).tolist()} mm) for the EM sweep")
-            client.pub_point.publish(PointStamped(header=Header(frame_id="ct"), point=Point(
-                x=float(point[0]), y=float(point[1]), z=float(point[2]))))
-            client.wait_for("/route/status", lambda m: _json(m).get("nodule") is None
-                            and _json(m).get("feasible") and np.allclose(
-                                _json(m)["target_m"], point, atol=1e-9))
-            _drive(client, timeout_s)
+        if pose_source == "registered":
+            for same_side in (False, True):
+                point = survey_point(tree, target, same_side)
+                progress(f"survey (ground-truth pose): into the main bronchus on the "
+                         f"{'target' if same_side else 'other'} side")
+                _drive_to_point(client, point, timeout_s)
+            response = client.call_trigger()
+            progress(f"registration: {response.message}")
+            if response.success:
+                graph.nodes["navigator"].set_parameters(
+                    [Parameter("pose_source", value="registered")])
 
-        client.pub_goal.publish(String(data=chosen))
-        client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
-        progress(f"navigating to {chosen} (the feasible route with the gentlest bends)")
-        route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
-                                    and np.allclose(conv.path_points(m)[-1],
-                                                    status["exit_point_m"], atol=1e-9))
-        route = conv.path_points(route_msg)
-        exit_point = route[-1]
-
-        # -- drive ---------------------------------------------------------------------------
-        nav = _drive(client, timeout_s - (time.monotonic() - t_nav))
+        # -- drive to the nodule -------------------------------------------------------------
+        nav = {"phase": "not driven", "outcome": None}
+        route = None
+        if response is None or response.success:
+            client.pub_goal.publish(String(data=chosen))
+            client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
+            progress(f"navigating to {chosen} on the "
+                     f"{'registered EM' if pose_source == 'registered' else 'ground-truth'} pose")
+            route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
+                                        and np.allclose(conv.path_points(m)[-1],
+                                                        status["exit_point_m"], atol=1e-9))
+            route = conv.path_points(route_msg)
+            nav = _drive(client, timeout_s)
         nav_s = time.monotonic() - t_nav
         time.sleep(0.3)  # let the last commands settle
+        exit_point = np.asarray(status["exit_point_m"])
         T_tip = conv.pose_to_matrix(client.latest["/catheter/tip_pose"].pose)
         tip_to_exit = float(np.linalg.norm(T_tip[:3, 3] - exit_point))
-        reached = tip_to_exit <= REACHED_TOLERANCE_M
-        progress(f"navigator: {nav['state']} after {nav_s:.1f} s; tip {tip_to_exit * 1e3:.2f} mm "
-                 f"from the exit point")
+        outcome = nav.get("outcome") or {}
+        reached = route is not None and outcome.get("status") == "reached" and \
+            tip_to_exit <= REACHED_TOLERANCE_M
+        radius = load_airway_map(map_spec).nodule(chosen).radius
+        in_lesion, miss = tool_check(T_tip, exit_point, target, radius)
+        progress(f"navigator: {outcome.get('reason', nav['phase'])} after {nav_s:.1f} s; tip "
+                 f"{tip_to_exit * 1e3:.2f} mm from the exit point; tool "
+                 f"{'in' if in_lesion else 'NOT in'} the lesion ({miss * 1e3:.1f} mm from its "
+                 f"centre)")
 
-        # -- register ------------------------------------------------------------------------
-        response = client.call_trigger()
-        progress(f"registration: {response.message}")
+        if pose_source == "truth":  # register the sweep of the drive
+            response = client.call_trigger()
+            progress(f"registration: {response.message}")
+
         tre_mm = fre_mm = None
         T_est = None
         if "/registration/transform" in client.latest or response.success:
@@ -325,11 +367,10 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             from bronchonav.ros.params import defaults
 
             p = {**defaults(SIM_PARAMS), **node_parameters("catheter_sim", launch_args=launch_args)}
-            T_true = hidden_patient_transform(p["patient_seed"], p["patient_max_translation_m"],
-                                              p["patient_max_rotation_rad"])
-            c = np.asarray(status["target_m"])
-            c_est = (T_est @ np.linalg.inv(T_true) @ np.append(c, 1.0))[:3]
-            tre_mm = float(np.linalg.norm(c_est - c) * 1e3)
+            T_true = patient_transform(p["patient_seed"], p["patient_max_translation_m"],
+                                       p["patient_max_rotation_rad"])
+            c_est = (T_est @ np.linalg.inv(T_true) @ np.append(target, 1.0))[:3]
+            tre_mm = float(np.linalg.norm(c_est - target) * 1e3)
         reg = graph.nodes["registration"].result
         if reg is not None:
             fre_mm = float(reg.fre * 1e3)
@@ -349,13 +390,26 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                 node.destroy_node()
         rclpy.try_shutdown(context=context)
 
+    failure = ""
+    if not response.success:
+        failure = f"registration failed: {response.message}"
+    elif not reached:
+        failure = (f"exit point not reached: {outcome.get('reason', nav['phase'])}; tip "
+                   f"{tip_to_exit * 1e3:.1f} mm from it")
     summary = {
+        "ok": not failure,
+        "failure": failure,
         "nodule": status["nodule"],
+        "pose_source": pose_source,
         "reached": bool(reached),
         "tip_to_exit_mm": round(tip_to_exit * 1e3, 3),
+        "tool_in_lesion": bool(in_lesion),
+        "tool_miss_mm": round(miss * 1e3, 3),
         "route_length_m": status["length_m"],
         "exit_point_m": exit_point.tolist(),
-        "navigator_state": nav["state"],
+        "navigation_outcome": outcome.get("status", nav["phase"]),
+        "navigation_reason": outcome.get("reason", ""),
+        "navigation_retries": outcome.get("retries"),
         "navigation_s": round(nav_s, 2),
         "registration_success": bool(response.success),
         "registration_message": response.message,
@@ -383,46 +437,15 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "json": str(out / "summary.json"),
         "seconds": round(time.monotonic() - t_start, 1),
     }
-    _picture(out / "demo.png", map_spec, route, backbone, em, T_est, summary)
-    np.savetxt(out / "em_samples_patient.csv", em, delimiter=",", header="x_m,y_m,z_m (patient)")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    from bronchonav.viz.demo_picture import demo_picture
+
+    demo_picture(out / "demo.png", load_airway_map(map_spec), route, backbone, em, T_est, summary)
+    from bronchonav.fileio import atomic_open, write_text
+
+    with atomic_open(out / "em_samples_patient.csv") as f:
+        np.savetxt(f, em, delimiter=",", header="x_m,y_m,z_m (patient)")
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
-
-
-def _picture(path: Path, map_spec: str, route, backbone, em_patient, T_est, summary) -> None:
-    """Coronal and sagittal views: tree, route, final catheter, registered EM samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bronchonav.ros.resources import load_airway_map
-    from bronchonav.viz.tree_plot import plot_tree, view_coordinates
-
-    amap = load_airway_map(map_spec)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 7))
-    for ax, view in zip(axes, ("coronal", "sagittal")):
-        plot_tree(ax, amap.tree, amap.nodules, view=view, alpha=0.35)
-        r = view_coordinates(route, view)
-        ax.plot(r[:, 0], r[:, 1], "-", color="limegreen", lw=2.5, label="planned route")
-        if T_est is not None and len(em_patient):
-            em_ct = em_patient @ T_est[:3, :3].T + T_est[:3, 3]
-            e = view_coordinates(em_ct, view)
-            ax.plot(e[:, 0], e[:, 1], ".", color="gray", ms=2, label="EM samples (registered)")
-        b = view_coordinates(backbone, view)
-        ax.plot(b[:, 0], b[:, 1], "-", color="royalblue", lw=2, label="catheter (final)")
-        x = view_coordinates(route[-1], view)[0]
-        ax.plot(*x, "o", color="darkorange", ms=7, label="exit point")
-    axes[0].legend(loc="lower left", fontsize=8)
-    tre = summary["registration_tre_mm"]
-    fig.suptitle(f"BronchoNav demo — nodule {summary['nodule']}: "
-                 f"{'reached' if summary['reached'] else 'NOT reached'}, tip "
-                 f"{summary['tip_to_exit_mm']:.1f} mm from the exit point; registration TRE "
-                 f"{'n/a' if tre is None else f'{tre:.1f} mm'}; loop "
-                 f"{summary['loop_rate_hz']:.0f} Hz, step p99 {summary['step_p99_ms']:.2f} ms")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def format_summary(s: dict) -> str:
@@ -432,10 +455,14 @@ def format_summary(s: dict) -> str:
     fre_text = "n/a" if fre is None else f"{fre:.2f} mm"
     reg = "ok" if s["registration_success"] else "FAILED"
     return "\n".join([
-        f"nodule            {s['nodule']}  (route {s['route_length_m'] * 1e3:.1f} mm)",
+        f"result            {'OK' if s['ok'] else 'FAILED: ' + s['failure']}",
+        f"nodule            {s['nodule']}  (route {s['route_length_m'] * 1e3:.1f} mm, steered "
+        f"on the {s['pose_source']} pose)",
         f"exit point        {'REACHED' if s['reached'] else 'NOT reached'}: tip "
-        f"{s['tip_to_exit_mm']:.2f} mm from it (navigator: {s['navigator_state']}, "
-        f"{s['navigation_s']:.1f} s)",
+        f"{s['tip_to_exit_mm']:.2f} mm from it ({s['navigation_outcome']}, "
+        f"{s['navigation_retries']} retries, {s['navigation_s']:.1f} s); tool "
+        f"{'in' if s['tool_in_lesion'] else 'NOT in'} the lesion ({s['tool_miss_mm']:.1f} mm "
+        f"from its centre)",
         f"registration      {reg}: TRE {tre_text} at the nodule, FRE {fre_text}, "
         f"{s['em_samples']} EM samples",
         f"catheter loop     {s['loop_rate_hz']:.1f} Hz (target {s['target_rate_hz']:.0f}), step "

@@ -64,16 +64,14 @@ class RegistrationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("registration", **kwargs)
         self.params = p = declare(self, PARAMS)
+        from bronchonav.registration.samples import EMSampleAccumulator
         from bronchonav.registration.twin import Twin
         from bronchonav.ros.resources import load_airway_map
 
         self.airway_map = load_airway_map(p["map"])
         self.twin = Twin.of(self.airway_map)
         self._lock = threading.Lock()
-        self._points: list[np.ndarray] = []
-        self._cells: dict[tuple, None] = {}
-        """Cells of the kept samples, oldest first (a dict keeps insertion order)."""
-        self._dirs: list[np.ndarray] = []
+        self._samples = EMSampleAccumulator(p["sample_cell_m"], p["max_samples"])
         self._last_registered_n = 0
         self.target_ct: np.ndarray | None = None
         self.result = None
@@ -96,19 +94,12 @@ class RegistrationNode(Node):
     def n_samples(self) -> int:
         """EM samples collected so far."""
         with self._lock:
-            return len(self._points)
+            return len(self._samples)
 
     def _on_em(self, msg: PoseStamped) -> None:
         T = conv.pose_to_matrix(msg.pose)
-        cell = tuple(np.floor(T[:3, 3] / self.params["sample_cell_m"]).astype(int))
         with self._lock:
-            if cell not in self._cells:
-                self._cells[cell] = None
-                self._points.append(T[:3, 3])
-                self._dirs.append(T[:3, 2])
-                if len(self._points) > self.params["max_samples"]:
-                    del self._points[0], self._dirs[0]
-                    del self._cells[next(iter(self._cells))]
+            self._samples.add(T[:3, 3], T[:3, 2])
             result = self.result
         if result is not None:
             self.pub_tip.publish(conv.pose_stamped(result.T_ct_patient @ T, "ct", msg.header.stamp))
@@ -132,7 +123,7 @@ class RegistrationNode(Node):
         from bronchonav.registration.register import register_em
 
         with self._lock:
-            pts, dirs = np.array(self._points), np.array(self._dirs)
+            pts, dirs = self._samples.positions, self._samples.directions
         with self._busy:
             result = register_em(pts.reshape(-1, 3), self.twin, target_ct=self.target_ct,
                                  directions_patient=dirs.reshape(-1, 3))
@@ -192,10 +183,7 @@ class RegistrationNode(Node):
 
     def _on_reset(self, request, response: Trigger.Response):
         with self._lock:
-            n = len(self._points)
-            self._points.clear()
-            self._dirs.clear()
-            self._cells.clear()
+            n = self._samples.clear()
             self._last_registered_n = 0
             self.result = None
         response.success, response.message = True, f"cleared {n} samples"

@@ -20,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from bronchonav.airway.tree import AirwayTree
+from bronchonav.geometry.transforms import make_transform
 
 
 @dataclass(frozen=True)
@@ -116,3 +118,18 @@ class BreathingModel:
         d = np.atleast_2d(np.asarray(directions, dtype=float))
         moved = self.deform(p + h * d, phase) - self.deform(p, phase)
         return moved / np.linalg.norm(moved, axis=1, keepdims=True)
+
+    def carry(self, T_ct: np.ndarray, phase: float) -> np.ndarray:
+        """A pose (4×4, CT frame at phase 0) carried by the deformation to ``phase`` (cycles):
+        the origin displaced, the frame turned by the smallest rotation that takes its z axis
+        (a tip's or a camera's forward axis) to the deformed axis. Unchanged when
+        ``amplitude`` is 0."""
+        T = np.array(T_ct, dtype=float)
+        if self.amplitude == 0:
+            return T
+        eye, fwd = T[:3, 3], T[:3, 2]
+        new_fwd = self.deform_directions(eye[None], fwd[None], phase)[0]
+        axis = np.cross(fwd, new_fwd)
+        angle = np.arctan2(np.linalg.norm(axis), fwd @ new_fwd)
+        turn = Rotation.from_rotvec(axis / max(np.linalg.norm(axis), 1e-15) * angle).as_matrix()
+        return make_transform(turn @ T[:3, :3], self.deform(eye, phase)[0])

@@ -1,0 +1,5 @@
+"""``python -m bronchonav.cli``: the ``bronchonav`` command."""
+
+from bronchonav.cli import run
+
+run()

@@ -1,0 +1,100 @@
+"""Tuning of the navigation controller (SI units)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from bronchonav.errors import InputError
+
+
+@dataclass(frozen=True)
+class NavigationConfig:
+    """Parameters of :class:`~bronchonav.navigation.NavigationController`.
+
+    Attributes
+    ----------
+    step_m : float
+        Insertion advance per control step when the tip is aimed along the route (m).
+    control_period_s : float
+        Simulated time one control step stands for (s): ``step_m / control_period_s`` is the
+        insertion speed.
+    lookahead_m : float
+        The tip aims at the route point this far beyond its own projection on the route (m).
+    steer_gain : float
+        Fraction of the heading error the bend update corrects per step (0 < g <= 1).
+    probe_tension_n : float
+        Tension increment of the finite-difference probes of the tip's sensitivity (N).
+    max_bend_step_n : float
+        Largest change of the bend vector (tendon tension) per step (N).
+    slow_angle_rad : float
+        Heading error at which insertion slows to a quarter of ``step_m`` (rad).
+    max_mismatch_m : float
+        Follow-the-leader bound: the insertion may exceed the tip's progress along the route by
+        at most this (m); beyond it the insertion holds (the shaft would buckle).
+    stall_steps : int
+        Steps without ``progress_eps_m`` of progress that count as a stall.
+    progress_eps_m : float
+        Progress along the route that resets the stall counter (m).
+    off_route_m : float
+        A tip farther than this from the route, in an airway not on the route, took a wrong
+        branch (m).
+    back_on_route_m : float
+        A recovery ends when the tip is back within this distance of the route (m).
+    retract_m : float
+        Retraction of a recovery (m).
+    max_retries : int
+        Recoveries (stall or wrong branch) before giving up.
+    goal_tolerance_m : float
+        Driving ends when the tip is within this distance of the exit point (m).
+    reach_tolerance_m : float
+        The exit point counts as reached when the tip ends within this distance of it (m).
+    aim_steps : int
+        Steps of the final articulation towards the lesion (0: no aiming).
+    aim_tolerance_rad : float
+        Aiming ends when the tip axis points within this angle of the lesion centre (rad).
+    max_steps : int
+        Control steps before the outcome is ``timeout``.
+    """
+
+    step_m: float = 1.0e-3
+    control_period_s: float = 0.05
+    lookahead_m: float = 8.0e-3
+    steer_gain: float = 0.6
+    probe_tension_n: float = 0.5
+    max_bend_step_n: float = 2.0
+    slow_angle_rad: float = 0.5
+    max_mismatch_m: float = 6.0e-3
+    stall_steps: int = 25
+    progress_eps_m: float = 0.5e-3
+    off_route_m: float = 5.0e-3
+    back_on_route_m: float = 2.5e-3
+    retract_m: float = 12.0e-3
+    max_retries: int = 4
+    goal_tolerance_m: float = 2.0e-3
+    reach_tolerance_m: float = 5.0e-3
+    aim_steps: int = 30
+    aim_tolerance_rad: float = 0.05
+    max_steps: int = 3000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    value == value and abs(value) != float("inf")):
+                raise InputError(f"navigation {f.name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and f.name not in ("aim_steps", "max_retries")):
+                raise InputError(f"navigation {f.name} must be positive, got {value!r}")
+        if self.steer_gain > 1:
+            raise InputError(f"navigation steer_gain must be at most 1, got {self.steer_gain}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "NavigationConfig":
+        """A config from a dict of field values (unknown keys are an error)."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown navigation parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """The fields as a dict."""
+        return asdict(self)

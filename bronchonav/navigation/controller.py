@@ -1,0 +1,325 @@
+"""The navigation controller: route + catheter model + observed tip pose → catheter commands.
+
+One call of :meth:`NavigationController.update` is one control step:
+
+1. **Observe**: project the observed tip (CT frame) on the route: progress ``s_tip`` and lateral
+   distance; the airway it is in; the distance to the exit point.
+2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip`` (at the
+   lesion centre in the final aiming phase). The heading error ``e`` is the aim direction in the
+   tip frame (its x, y components). The sensitivity ``J`` (2×2) of the tip heading to the bend
+   vector ``b`` (tendon tension in the cross-section, N) comes from two probe solves of the
+   controller's catheter model at its current state, along ``e`` and across it — in free space,
+   in contact with the wall, wherever the model is. The update is the damped Gauss–Newton step
+   ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded per step; tendon ``k`` at angle ``α_k`` pulls
+   ``max(0, b · (cos α_k, sin α_k))``, so antagonists stay slack. A device whose tendons lie in
+   one plane is rolled so that the error lies in its bending plane.
+3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
+   large), but only while the insertion exceeds the tip's progress by less than
+   ``max_mismatch_m`` — a shaft pushed further would buckle.
+4. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
+   route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
+   re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
+5. **End**: within ``goal_tolerance_m`` of the exit point, articulate towards the lesion (hold
+   the insertion) and end ``reached``; ``timeout`` after ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bronchonav.catheter.command import CatheterCommand
+from bronchonav.catheter.model import CatheterModel
+from bronchonav.errors import InputError
+from bronchonav.navigation.config import NavigationConfig
+from bronchonav.navigation.outcome import NavigationOutcome
+from bronchonav.navigation.route_target import RouteTarget
+
+DAMPING = 1e-3
+"""Levenberg damping of the bend update, relative to the largest singular value squared."""
+
+
+def _wrap(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+class NavigationController:
+    """Drive a catheter along a route (see the module docstring).
+
+    Parameters
+    ----------
+    target : RouteTarget
+        The route (CT frame).
+    model : CatheterModel
+        The controller's model of the catheter, in the route's airway tree (``model.tree``).
+        Probe solves (:meth:`CatheterModel.predict`) give the tip's sensitivity to the tendons.
+    config : NavigationConfig
+    steps_model : bool
+        Step ``model`` with every command issued (default). Pass ``False`` when ``model`` is the
+        plant itself and the caller steps it (an in-process rehearsal).
+
+    Examples
+    --------
+    >>> from bronchonav.catheter import CatheterParams
+    >>> from bronchonav.airway.tree import AirwayTree, Branch
+    >>> tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.06]], [0.008, 0.008])])
+    >>> model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    >>> nav = NavigationController(RouteTarget.from_points(tree[0].points, [0]), model)
+    >>> for _ in range(200):
+    ...     command = nav.update(model.state.tip_pose)
+    ...     if nav.outcome is not None:
+    ...         break
+    >>> nav.outcome.status
+    'reached'
+    """
+
+    def __init__(self, target: RouteTarget, model: CatheterModel,
+                 config: NavigationConfig | None = None, steps_model: bool = True) -> None:
+        if model.tree is None:
+            raise InputError("the navigation controller needs a catheter model inside an "
+                             "airway tree")
+        self.target = target
+        self.model = model
+        self.config = config or NavigationConfig()
+        self.steps_model = steps_model
+        params = model.params
+        angles = np.array([t.angle for t in params.tendons], dtype=float)
+        if len(angles) == 0:
+            raise InputError("the navigation controller needs a catheter with tendons")
+        self._dirs = np.column_stack([np.cos(angles), np.sin(angles)])
+        self._planar = bool(np.all(np.abs(np.sin(angles - angles[0])) < 1e-6))
+        self.tension_max = float(params.limits.tension_max)
+        self.max_insertion = float(params.limits.max_insertion)
+        art = params.segments[params.articulation_segment]
+        r = max(t.offset for t in params.tendons)
+        self._free_gain = art.length * r / art.EI  # rad of tip rotation per N (κ = τr/EI)
+        state = model.state
+        self.insertion = 0.0 if state is None else float(state.insertion)
+        self.roll = 0.0 if state is None else float(state.roll)
+        self.bend = np.zeros(2) if state is None else np.linalg.lstsq(
+            self._dirs, np.asarray(state.tendon_tensions, float), rcond=None)[0]
+        self.phase = "drive"
+        self.steps = 0
+        self.retries = 0
+        self.outcome: NavigationOutcome | None = None
+        self.last_step = None  # the model's answer to the last command (steps_model only)
+        self.failed_steps = 0  # model steps that did not converge (steps_model only)
+        self.s_tip = 0.0
+        self.lateral = 0.0
+        self.tip_to_exit = float("nan")
+        self.heading_error = 0.0
+        self.branch_id: int | None = None
+        self._best = -np.inf
+        self._stalled = 0
+        self._recover_to = 0.0
+        self._recover_reason = ""
+        self._aim_steps = 0
+        self._drive_end_error = float("nan")
+        self._route_branches = set(target.branch_ids)
+        if self.steps_model and state is None:
+            model.step(self.command())
+
+    # -- public ------------------------------------------------------------------------------
+    def command(self) -> CatheterCommand:
+        """The command in force: insertion (m), roll (rad), tendon tensions (N)."""
+        return self._command(self.insertion, self.bend)
+
+    def update(self, T_ct_tip: np.ndarray) -> CatheterCommand:
+        """One control step from the observed tip pose (4×4, CT frame); the next command."""
+        T = np.asarray(T_ct_tip, dtype=float)
+        if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+            raise InputError("the observed tip pose must be a finite 4x4 transform")
+        if self.outcome is not None:
+            return self.command()
+        self.steps += 1
+        self._observe(T)
+        if self.steps > self.config.max_steps:
+            self._finish("timeout", f"{self.config.max_steps} steps spent "
+                         f"{self.tip_to_exit * 1e3:.1f} mm from the exit point")
+        elif self.phase == "drive":
+            self._drive(T)
+        elif self.phase == "recover":
+            self._recover(T)
+        else:
+            self._aim(T)
+        command = self.command()
+        if self.steps_model and self.outcome is None:
+            self.last_step = self.model.step(command)
+            self.failed_steps += not self.last_step.converged
+        return command
+
+    def status(self) -> dict:
+        """Progress as a JSON-serialisable dict (m, rad, N)."""
+        return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
+                "insertion_m": self.insertion, "roll_rad": self.roll,
+                "s_tip_m": self.s_tip, "lateral_m": self.lateral,
+                "tip_to_exit_m": None if not np.isfinite(self.tip_to_exit) else self.tip_to_exit,
+                "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
+                "bend_n": self.bend.tolist(), "retries": self.retries,
+                "branch_id": self.branch_id,
+                "outcome": None if self.outcome is None else self.outcome.to_dict()}
+
+    # -- phases ------------------------------------------------------------------------------
+    def _observe(self, T: np.ndarray) -> None:
+        p = T[:3, 3]
+        proj = self.target.path.project(p)
+        self.s_tip, self.lateral = proj.s, proj.distance
+        self.tip_to_exit = float(np.linalg.norm(p - self.target.exit_point))
+        tree = self.model.tree
+        _, index = tree.nearest(p)
+        self.branch_id = int(tree.samples().branch_ids[int(index[0])])
+
+    def _drive(self, T: np.ndarray) -> None:
+        c = self.config
+        at_end = self.s_tip >= self.target.length - c.progress_eps_m
+        if self.tip_to_exit <= c.goal_tolerance_m or (
+                at_end and self.tip_to_exit <= c.reach_tolerance_m):
+            self._drive_end_error = self.tip_to_exit
+            self.phase = "aim"
+            self._aim(T)
+            return
+        off_route = self.lateral > c.off_route_m and (
+            not self._route_branches or self.branch_id not in self._route_branches)
+        if self.s_tip > self._best + c.progress_eps_m:
+            self._best, self._stalled = self.s_tip, 0
+        else:
+            self._stalled += 1
+        if off_route:
+            self._start_recovery("wrong_branch")
+            return
+        if self._stalled >= c.stall_steps:
+            self._start_recovery("stuck")
+            return
+        aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
+        self._steer(T, aim)
+        speed = float(np.clip(1.0 - self.heading_error / c.slow_angle_rad, 0.25, 1.0))
+        limit = min(self.max_insertion, self.target.length + c.max_mismatch_m,
+                    self.s_tip + c.max_mismatch_m)
+        if self.insertion < limit:
+            self.insertion = min(limit, self.insertion + speed * c.step_m)
+
+    def _start_recovery(self, reason: str) -> None:
+        c = self.config
+        if self.retries >= c.max_retries:
+            what = ("no progress along the route" if reason == "stuck" else
+                    f"tip {self.lateral * 1e3:.1f} mm off the route")
+            self._finish(reason, f"{what} after {self.retries} recoveries, "
+                         f"{self.tip_to_exit * 1e3:.1f} mm from the exit point")
+            return
+        self.retries += 1
+        self.phase = "recover"
+        self._recover_reason = reason
+        self._recover_to = max(self.insertion - c.retract_m, 0.0)
+        self.bend *= 0.5
+
+    def _recover(self, T: np.ndarray) -> None:
+        c = self.config
+        aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
+        self._steer(T, aim)
+        if self.insertion > self._recover_to:
+            self.insertion = max(self._recover_to, self.insertion - 2.0 * c.step_m)
+            return
+        if self._recover_reason == "stuck" or self.lateral <= c.back_on_route_m or \
+                self.insertion <= 0.0:
+            self.phase = "drive"
+            self._stalled = 0
+            self._best = self.s_tip
+        else:  # still off the route: keep backing out
+            self._recover_to = max(self.insertion - c.step_m, 0.0)
+
+    def _aim(self, T: np.ndarray) -> None:
+        c = self.config
+        lesion = self.target.lesion_center
+        if lesion is not None and c.aim_steps > 0:
+            self._steer(T, lesion)
+            self._aim_steps += 1
+            if self.heading_error > c.aim_tolerance_rad and self._aim_steps < c.aim_steps:
+                return
+        self._finish("reached", f"tip {self._drive_end_error * 1e3:.1f} mm from the exit point")
+
+    def _finish(self, status: str, reason: str) -> None:
+        state = self.model.state
+        tree = self.model.tree
+        generation = None if self.branch_id is None else int(tree[self.branch_id].generation)
+        branch_name = "" if self.branch_id is None else f" in branch {self.branch_id} " \
+                                                        f"(generation {generation})"
+        force = 0.0 if state is None else float(state.total_contact_force)
+        self.outcome = NavigationOutcome(
+            status=status, reason=f"{status}{branch_name}: {reason}; wall force {force:.2f} N",
+            tip_to_exit_m=float(self._drive_end_error if status == "reached"
+                                else self.tip_to_exit),
+            branch_id=self.branch_id, generation=generation, wall_force_n=force,
+            retries=self.retries, steps=self.steps,
+            sim_time_s=self.steps * self.config.control_period_s)
+
+    # -- steering ----------------------------------------------------------------------------
+    def _steer(self, T: np.ndarray, aim_ct: np.ndarray) -> None:
+        """Update the bend (and roll) so that the tip turns towards ``aim_ct``."""
+        c = self.config
+        d = np.asarray(aim_ct, dtype=float) - T[:3, 3]
+        n = float(np.linalg.norm(d))
+        if n < 1e-9:
+            return
+        local = T[:3, :3].T @ (d / n)
+        self.heading_error = float(np.arctan2(np.hypot(local[0], local[1]), local[2]))
+        e = local[:2]
+        size = float(np.linalg.norm(e))
+        if size < 1e-6:
+            return
+        if local[2] < 0:  # aim behind the tip: turn as hard as possible
+            e = e / size
+            size = 1.0
+        u1 = e / size
+        if self._planar:
+            self._roll_into_plane(u1)
+        u2 = np.array([-u1[1], u1[0]])
+        J = self._sensitivity(u1, u2)
+        JtJ = J.T @ J
+        lam = DAMPING * max(float(np.max(np.linalg.eigvalsh(JtJ))), 1e-12)
+        want = c.steer_gain * size * np.array([1.0, 0.0])  # in the (u1, u2) basis
+        step = np.linalg.solve(JtJ + lam * np.eye(2), J.T @ want)
+        delta = step[0] * u1 + step[1] * u2
+        norm = float(np.linalg.norm(delta))
+        if norm > c.max_bend_step_n:
+            delta *= c.max_bend_step_n / norm
+        bend = self.bend + delta
+        norm = float(np.linalg.norm(bend))
+        if norm > self.tension_max:
+            bend *= self.tension_max / norm
+        self.bend = bend
+
+    def _sensitivity(self, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+        """Heading change (tip-frame x, y components, expressed in the (u1, u2) basis) per N of
+        bend along u1 and u2, from probe solves of the model at its current state."""
+        state = self.model.state
+        free = self._free_gain * np.eye(2)
+        if state is None or state.insertion <= 0:
+            return free
+        R0 = state.tip_pose[:3, :3]
+        z0 = R0[:, 2]
+        basis = np.column_stack([u1, u2])
+        J = np.empty((2, 2))
+        delta = self.config.probe_tension_n
+        for k, u in enumerate((u1, u2)):
+            probe = self.model.predict(self._command(state.insertion, self.bend + delta * u,
+                                                     roll=state.roll))
+            if not probe.converged:
+                J[:, k] = free[:, k]
+                continue
+            dz = R0.T @ (probe.tip_pose[:3, 2] - z0)
+            J[:, k] = basis.T @ dz[:2] / delta
+        return J
+
+    def _roll_into_plane(self, u: np.ndarray) -> None:
+        """A planar device: roll (at most 0.1 rad per step) so that ``u`` lies in the plane."""
+        plane = self._dirs[0]
+        angle = _wrap(np.arctan2(u[1], u[0]) - np.arctan2(plane[1], plane[0]))
+        if abs(angle) > np.pi / 2:  # bend with the opposite tendon instead
+            angle = _wrap(angle - np.pi)
+        self.roll = _wrap(self.roll + float(np.clip(angle, -0.1, 0.1)))
+
+    def _command(self, insertion: float, bend: np.ndarray, roll: float | None = None
+                 ) -> CatheterCommand:
+        tension = np.clip(self._dirs @ bend, 0.0, self.tension_max)
+        return CatheterCommand(insertion=float(np.clip(insertion, 0.0, self.max_insertion)),
+                               roll=float(self.roll if roll is None else roll),
+                               tendon_tension=tension.tolist())

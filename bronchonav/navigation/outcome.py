@@ -1,0 +1,55 @@
+"""How a navigation ended."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+STATUSES = ("reached", "stuck", "wrong_branch", "timeout")
+
+
+@dataclass
+class NavigationOutcome:
+    """The structured end of a navigation.
+
+    Attributes
+    ----------
+    status : str
+        ``"reached"`` (the tip ended within the reach tolerance of the exit point), ``"stuck"``
+        (no progress after every recovery: stall or buckling), ``"wrong_branch"`` (still in an
+        airway off the route after every recovery) or ``"timeout"`` (step budget spent).
+    reason : str
+        One sentence with the numbers (mm, N).
+    tip_to_exit_m : float
+        Distance from the observed tip to the exit point when driving ended (m).
+    branch_id : int or None
+        Airway of the observed tip when it ended.
+    generation : int or None
+        That airway's generation.
+    wall_force_n : float
+        Total wall contact force of the controller's model when it ended (N).
+    retries : int
+        Recoveries made (retract, re-aim, retry).
+    steps : int
+        Control steps taken.
+    sim_time_s : float
+        Simulated time (steps × control period, s).
+    """
+
+    status: str
+    reason: str
+    tip_to_exit_m: float
+    branch_id: int | None
+    generation: int | None
+    wall_force_n: float
+    retries: int
+    steps: int
+    sim_time_s: float
+
+    @property
+    def reached(self) -> bool:
+        """Whether the exit point was reached."""
+        return self.status == "reached"
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict."""
+        return asdict(self)
