@@ -486,7 +486,7 @@ def test_second_death_gives_up_holds_and_exits_1(bench):
 # -- the route planner's service ------------------------------------------------------------------
 
 def test_plan_route_answers_a_burst_and_refuses_unknown_frames(context, map_dir, airway_map):
-    from bronchonav.registration.transforms import random_transform
+    from bronchonav.geometry.transforms import random_transform
     from bronchonav.ros.runner import InProcessGraph
 
     graph = InProcessGraph(["route_planner"], launch_args={"map": map_dir},

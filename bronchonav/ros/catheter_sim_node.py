@@ -165,6 +165,8 @@ PARAMS = [
           minimum=1e-4, maximum=0.1),
 ]
 
+SOURCE_LOOKUP_S = 1.0
+"""Longest wait (s) for a new publisher's node name to reach the graph (once per publisher)."""
 FLOOD_READ_PAUSE_S = 2e-3
 """Pause after a rate-limited command (s): under a flood the node reads at most ~500 commands/s."""
 
@@ -361,10 +363,18 @@ class CatheterSimNode(Node):
         if name is None:
             topic = subscription.topic_name
             name = f"publisher {gid.hex()} ({topic})"
-            for e in self.get_publishers_info_by_topic(topic):
-                if bytes(e.endpoint_gid)[:len(gid)] == gid:
-                    name = f"{e.node_namespace.rstrip('/')}/{e.node_name}"
+            # the node's name may reach the graph a little after its first message (once per
+            # publisher, wait up to SOURCE_LOOKUP_S for it: the identity must not change later)
+            deadline = time.monotonic() + SOURCE_LOOKUP_S
+            while True:
+                found = [e for e in self.get_publishers_info_by_topic(topic)
+                         if bytes(e.endpoint_gid)[:len(gid)] == gid
+                         and e.node_name != "_NODE_NAME_UNKNOWN_"]
+                if found or time.monotonic() > deadline:
                     break
+                time.sleep(0.02)
+            if found:
+                name = f"{found[0].node_namespace.rstrip('/')}/{found[0].node_name}"
             self._sources[gid] = name
             self.guard.audit.write("publisher", source=name, topic=topic, gid=gid.hex())
         return name
