@@ -102,8 +102,8 @@ PARAMS = [
           "Solver deaths tolerated within a minute before the node gives up (holds, ERROR, "
           "exit code 1)", minimum=0, maximum=1000),
     Param("solver_hang_timeout_s", 1.0,
-          "A solver process that sends nothing this long while a command waits is killed and "
-          "replaced (s)", minimum=0.05, maximum=60.0),
+          "A solver process that sends nothing this long beyond solver_recovery_deadline_s while "
+          "a command waits is killed and replaced (s)", minimum=0.05, maximum=60.0),
     Param("stale_after_s", 0.1,
           "A state is stale once the newest accepted command has waited this long to be solved "
           "(s): stamps stop advancing and /diagnostics say ERROR", minimum=0.005, maximum=10.0),

@@ -243,8 +243,8 @@ class SolverSupervisor:
     restart_window_s : float
         See ``max_restarts`` (s).
     hang_timeout_s : float
-        A child that has an unanswered command and sends nothing for this long is killed (and
-        so restarted) (s).
+        A child that has an unanswered command and sends nothing for this long beyond its
+        longest legitimate attempt (``recovery_deadline_s``) is killed, and so replaced (s).
     """
 
     def __init__(self, config: SolverConfig, on_state, on_event, standby: bool = True,
@@ -256,7 +256,7 @@ class SolverSupervisor:
         self._use_standby = bool(standby)
         self.max_restarts = int(max_restarts)
         self.restart_window_s = float(restart_window_s)
-        self.hang_timeout_s = float(hang_timeout_s)
+        self.hang_timeout_s = float(hang_timeout_s) + config.recovery_deadline_s
         self.health = SolverHealth()
         self._lock = threading.RLock()
         self._closing = False
