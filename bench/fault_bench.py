@@ -166,7 +166,7 @@ def flood(g: Graph, rate_hz: float, seconds: float, target_hz: float) -> dict:
 def kill_once(g: Graph, sig=signal.SIGKILL, standby: bool = True) -> dict:
     """Kill (or stop) the active solver; time ERROR and recovery; check stale stamps."""
     if standby:
-        g.diag(lambda lv, m, v: v["solver_standby"] == "true", after=0.0, timeout=120.0)
+        g.diag(lambda lv, m, v: v["solver_standby"] == "true", timeout=180.0)
     insertion = 0.06 + 0.01 * np.random.default_rng().integers(0, 5)
     g.command(insertion)
     g.diag(lambda lv, m, v: v["insertion_m"] == f"{insertion:.4f}" and v["state_stale"] == "false")
@@ -184,8 +184,11 @@ def kill_once(g: Graph, sig=signal.SIGKILL, standby: bool = True) -> dict:
                            after=t_kill, timeout=120.0)
     with g.lock:
         held = [q for t, q in g.states if t_kill <= t <= t_ok]
-    if sig == signal.SIGSTOP:
-        os.kill(pid, signal.SIGKILL)
+    if sig == signal.SIGSTOP:  # normally killed by the hang monitor already
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return {"error_after_s": t_err - t_kill, "recovered_after_s": t_ok - t_kill,
             "error_message": message, "held_insertion": bool(held) and
             all(abs(q - insertion) < 1e-9 for q in held)}
