@@ -20,10 +20,11 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; }
 
-$(STAMP): setup.py setup.cfg | system-deps
+$(STAMP): setup.py setup.cfg package.xml | system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[ros,test,campaign]'
+	$(PY) -m bronchonav.warmup  # compile the numba kernels now, not at the first catheter_sim start
 	@touch $@
 
 demo: $(STAMP)

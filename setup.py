@@ -1,12 +1,24 @@
 """ament_python package ``bronchonav``: a plain setuptools install that colcon also builds.
 
 Data files (launch, urdf, config, maps) go under ``share/bronchonav/`` with the ament resource
-marker, so ``ros2 launch bronchonav sim.launch.py`` finds them after ``colcon build``.
+marker, so ``ros2 launch bronchonav sim.launch.py`` finds them after ``colcon build``; the node
+executables go to ``lib/bronchonav/`` (setup.cfg), where ``ros2 run`` looks. Use colcon for a
+ROS 2 workspace: ``pip install .`` installs the library and the ``bronchonav`` command (and the
+same executables) but is not a ROS 2 install layout.
+
+``setup.py install`` (what colcon runs) ends by compiling the numba kernels into numba's cache
+(:mod:`bronchonav.warmup`), so the first ``catheter_sim`` start does not; set
+``BRONCHONAV_SKIP_WARMUP=1`` to skip it. Staged installs (``--root``, as when building a wheel)
+skip it: the files are not yet where they will run.
 """
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.install import install
 
 PACKAGE = "bronchonav"
 HERE = Path(__file__).parent
@@ -25,7 +37,7 @@ def data_tree(folder: str) -> list[tuple[str, list[str]]]:
 ROS_REQUIRES = [
     "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-geometry-msgs", "ros-nav-msgs",
     "ros-sensor-msgs", "ros-visualization-msgs", "ros-std-srvs", "ros-diagnostic-msgs",
-    "ros-trajectory-msgs", "ros-builtin-interfaces",
+    "ros-builtin-interfaces", "ros-rcl-interfaces", "ros-lifecycle-msgs", "ros-ament-index-python",
 ]
 
 NODES = {
@@ -37,8 +49,26 @@ NODES = {
     "tip_camera": "bronchonav.ros.tip_camera_node:main",
 }
 
+class InstallAndWarmUp(install):
+    """``install``, then ``python -m bronchonav.warmup`` against the installed package."""
+
+    def run(self):
+        super().run()
+        if self.root or os.environ.get("BRONCHONAV_SKIP_WARMUP"):
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (self.install_lib, os.environ.get("PYTHONPATH")) if p))
+        result = subprocess.run([sys.executable, "-m", "bronchonav.warmup", "--map",
+                                 str(HERE.resolve() / "maps" / "phantom_default")],
+                                env=env, cwd=self.install_lib)  # imports the installed copy
+        if result.returncode != 0:
+            print("bronchonav: the numba warm-up failed (see above); the first catheter_sim "
+                  "start will compile the kernels instead (tens of seconds)", file=sys.stderr)
+
+
 setup(
     name=PACKAGE,
+    cmdclass={"install": InstallAndWarmUp},
     version="0.1.0",
     description="Open-source digital twin for robotic bronchoscopy (airway maps, Cosserat "
                 "catheter, route planning, registration, ROS 2 nodes)",

@@ -14,7 +14,7 @@ shared, so wall-clock figures drop when it is busy). Without
 as its tube mesh.
 
 With ``--registration-trials N`` it also runs N trials of the camera registration scenario
-(:func:`bronchonav.imaging.camera_registration.camera_scenario_summary`, breathing 10 mm,
+(:func:`bronchonav.registration.camera.camera_scenario_summary`, breathing 10 mm,
 against the map's ground truth) at the default evaluation phase (mid-inspiration) and at
 end-expiration / end-inspiration, each without and with the EM phase-offset estimate
 (``em_bias_prior`` 2 mm), under the key ``registration``.
@@ -62,7 +62,7 @@ def _stations(tree, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _registration(map_dir: str | None, trials: int, seed: int) -> dict:
     """Camera scenario summaries (without per-trial rows) at three evaluation phases."""
-    from bronchonav.imaging.camera_registration import CameraScenarioConfig, camera_scenario_summary
+    from bronchonav.registration.camera import CameraScenarioConfig, camera_scenario_summary
     from bronchonav.maps import load_map
     from bronchonav.registration.evaluate import ground_truth_for
     from bronchonav.registration.simulate import scenario_config

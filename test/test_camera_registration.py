@@ -5,12 +5,12 @@ import pytest
 
 from bronchonav.errors import RegistrationError
 from bronchonav.imaging.camera import CameraNoise
-from bronchonav.imaging.camera_registration import (CameraScenarioConfig, camera_scenario_summary,
+from bronchonav.registration.camera import (CameraScenarioConfig, camera_scenario_summary,
                                                     camera_trial_setup, joint_icp,
                                                     simulate_camera_cloud)
 from bronchonav.registration.register import local_weights
 from bronchonav.registration.simulate import scenario_config, simulate_scenario
-from bronchonav.geometry.transforms import apply
+from bronchonav.geometry import apply
 from test_camera import phantom_gt_map
 
 CLEAN = dict(noise=CameraNoise(), pose_position_noise=1e-9, pose_rotation_noise=0.0)

@@ -267,9 +267,10 @@ def test_route_json_round_trip_csv_and_poses(planner):
         assert key in summary
     pos, quat = route.to_path_poses()
     np.testing.assert_allclose(np.linalg.norm(quat, axis=1), 1.0)
-    # rotate +x by each quaternion: it must point along the route
+    # rotate +z by each quaternion (the catheter convention: z forward): it must point along
+    # the route
     x, y, z, w = quat.T
-    fwd = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)])
+    fwd = np.column_stack([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)])
     steps = np.diff(pos, axis=0)
     steps /= np.linalg.norm(steps, axis=1, keepdims=True)
     assert np.min(np.einsum("ij,ij->i", fwd[:-1], steps)) > 1 - 1e-9

@@ -19,7 +19,7 @@ from bronchonav.registration import (BreathingModel, RegistrationConfig, Twin, a
                                      random_transform, register_cbct, register_em, run_trials,
                                      scenario_config, simulate_scenario, summarize)
 from bronchonav.registration.initial import find_trachea
-from bronchonav.geometry.transforms import make_transform, rotate, rotation_angle
+from bronchonav.geometry import make_transform, rotate, rotation_angle
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_a_bad_initial_transform_is_rejected_and_a_lost_fit_is_a_failure(twin):
 
 def _path_samples(tree, branch_ids, spacing=1e-3):
     """Points every ``spacing`` (m) along the centerlines of ``branch_ids`` and unit tangents."""
-    from bronchonav.airway.tree import resample_polyline
+    from bronchonav.geometry import resample_polyline
 
     path = np.vstack([tree[b].points for b in branch_ids])
     pts, _, _ = resample_polyline(path, np.zeros(len(path)), spacing)

@@ -107,6 +107,7 @@ class Probe:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
         self.node.destroy_node()
 
 
@@ -334,3 +335,33 @@ def test_cli_launch_plan_runs_and_stops_on_sigterm(context, map_dir):
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
     assert code == 0, proc.stdout.read()[-3000:]
+
+
+# -- the map server's lifecycle -------------------------------------------------------------------
+
+def test_map_server_lifecycle_refuses_a_bad_map_with_its_reason(context, map_dir):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from bronchonav.errors import MapError
+    from bronchonav.ros.map_server_node import MapServerNode
+    from bronchonav.ros.params import overrides
+
+    with pytest.raises(MapError, match="map folder not found: /no/such/map"):
+        MapServerNode(context=context, parameter_overrides=overrides({"map": "/no/such/map"}))
+    node = MapServerNode(context=context, parameter_overrides=overrides(
+        {"map": "/no/such/map", "autostart": False}))
+    try:
+        assert node.airway_map is None  # nothing loaded before configure
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "/no/such/map" in node.last_error and node.airway_map is None
+        node.set_parameters(overrides({"map": map_dir}))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.map_path == map_dir and not node.marker_pub.is_activated
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.marker_pub.is_activated and node.info_pub.is_activated
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert not node.marker_pub.is_activated
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        assert node.airway_map is None
+    finally:
+        node.destroy_node()

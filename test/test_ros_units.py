@@ -47,11 +47,11 @@ def test_param_validation_names_the_parameter():
 
 def test_yaml_has_every_declared_parameter_with_a_valid_value():
     """config/bronchonav.yaml: one section per node, only declared names, values in range."""
-    from bronchonav.ros.params import load_yaml_params
+    from bronchonav.ros.params import load_yaml_params, yaml_node_name
     from bronchonav.ros.runner import NODE_CLASSES, node_class
 
     data = yaml.safe_load((ROOT / "config" / "bronchonav.yaml").read_text())
-    assert set(data) == set(NODE_CLASSES)
+    assert {yaml_node_name(key) for key in data} == set(NODE_CLASSES)
     for name in NODE_CLASSES:
         module = __import__(node_class(name).__module__, fromlist=["PARAMS"])
         specs = {p.name: p for p in module.PARAMS}
@@ -90,7 +90,7 @@ def test_pose_and_transform_round_trip():
     assert np.allclose(conv.transform_to_matrix(tf.transform), T, atol=1e-12)
 
 
-def test_path_round_trip_and_tangent_frames():
+def test_path_round_trip_and_transport_frames():
     from bronchonav.ros import conversions as conv
 
     s = np.linspace(0, np.pi, 30)
@@ -98,15 +98,18 @@ def test_path_round_trip_and_tangent_frames():
     msg = conv.path_message(pts, "ct", conv.Time())
     assert msg.header.frame_id == "ct" and len(msg.poses) == 30
     assert np.allclose(conv.path_points(msg), pts)
-    R = conv.tangent_frames(pts)
-    # the helix's analytic unit tangent (-sin s, cos s, 0.1) / |.|: the frames' z axes match it
-    # to the finite-difference error of 30 samples (h = pi / 29: O(h^2) inside, O(h) at the ends)
+    from scipy.spatial.transform import Rotation
+
+    o = [p.pose.orientation for p in msg.poses]
+    R = Rotation.from_quat([[q.x, q.y, q.z, q.w] for q in o]).as_matrix()
+    # z follows the helix's analytic tangent (central differences: O(h^2) inside, O(h) at ends)
     t = np.column_stack([-np.sin(s), np.cos(s), np.full_like(s, 0.1)])
     t /= np.linalg.norm(t, axis=1, keepdims=True)
-    angle = np.arccos(np.clip(np.einsum("ni,ni->n", R[:, :, 2], t), -1.0, 1.0))
-    assert angle[1:-1].max() < 1e-3 and angle[[0, -1]].max() < 0.06
-    assert np.allclose(np.einsum("nij,nik->njk", R, R), np.eye(3), atol=1e-9)
-    assert np.allclose(np.linalg.det(R), 1.0)  # right-handed
+    err = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", R[:, :, 2], t), -1, 1)))
+    assert err[1:-1].max() < 0.5 and err.max() < 5.0
+    # parallel transport: each step turns about an axis perpendicular to the previous z (no twist)
+    step = Rotation.from_matrix(np.einsum("nji,njk->nik", R[:-1], R[1:])).as_rotvec()
+    assert np.abs(step[:, 2]).max() < 1e-9 and np.abs(step[:, :2]).max() > 0.05
 
 
 def test_command_parsing_rejects_bad_commands():
@@ -307,44 +310,6 @@ def _setup_nodes():
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODES":
             return ast.literal_eval(node.value)
     raise AssertionError("NODES not found in setup.py")
-
-
-def _launch_info(path: Path):
-    tree = ast.parse(path.read_text())
-    consts, nodes, args = {}, [], []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            try:
-                consts[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Node":
-            nodes.append({k.arg: k.value for k in node.keywords})
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
-            args.append(ast.literal_eval(node.args[0]))
-    return consts, nodes, args
-
-
-@pytest.mark.parametrize("name", ["sim", "hil", "plan"])
-def test_launch_files_match_setup_yaml_and_runner(name):
-    from bronchonav.ros.runner import LAUNCH_CONFIGS
-
-    consts, nodes, args = _launch_info(ROOT / "launch" / f"{name}.launch.py")
-    setup_nodes = _setup_nodes()
-    yaml_nodes = set(yaml.safe_load((ROOT / "config" / "bronchonav.yaml").read_text()))
-    assert consts["NODES"] == LAUNCH_CONFIGS[name]
-    assert set(consts["NODES"]) <= set(setup_nodes) and set(consts["NODES"]) <= yaml_nodes
-    assert set(args) == {"map", "rate", "rviz"}
-    packages = {ast.literal_eval(n["package"]) for n in nodes}
-    assert "bronchonav" in packages and packages <= {"bronchonav", "robot_state_publisher", "rviz2"}
-    for n in nodes:  # the bronchonav Node(...) is built in a loop over NODES
-        if ast.literal_eval(n["package"]) == "bronchonav":
-            assert ast.unparse(n["executable"]) == "name" and ast.unparse(n["name"]) == "name"
-    source = (ROOT / "launch" / f"{name}.launch.py").read_text()
-    assert '"config", "bronchonav.yaml"' in source and "get_package_share_directory" in source
-    if name != "plan":
-        assert "robot_state_publisher" in packages
-        assert '"urdf", "bronchoscope.urdf"' in source
 
 
 def test_setup_console_scripts_point_at_node_mains():

@@ -4,7 +4,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from bronchonav.airway.tree import AirwayTree, Branch, resample_polyline
+from bronchonav.airway.tree import AirwayTree, Branch
+from bronchonav.geometry import resample_polyline
 from bronchonav.errors import MapError
 
 

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
-from bronchonav.ct.io import index_to_ct
 from bronchonav.errors import CTError
+from bronchonav.geometry import VoxelGrid
 
 
 def lumen_mesh(mask: sitk.Image, max_triangles: int = 100_000,
@@ -51,7 +51,7 @@ def lumen_mesh(mask: sitk.Image, max_triangles: int = 100_000,
     while len(faces) > 2 * max_triangles and step < 4:  # coarser cubes beat slow decimation
         step += 1
         verts, faces, _, _ = marching_cubes(sub, level=0.5, step_size=step, allow_degenerate=False)
-    vertices = index_to_ct(mask, verts + lo)
+    vertices = VoxelGrid.from_image(mask).index_to_ct(verts + lo)
     if np.linalg.det(np.asarray(mask.GetDirection()).reshape(3, 3)) < 0:
         faces = faces[:, ::-1]
     if len(faces) > max_triangles:

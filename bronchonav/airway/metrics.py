@@ -34,7 +34,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from bronchonav.airway.tree import AirwayTree
-from bronchonav.ct.io import ct_to_index
+from bronchonav.geometry import VoxelGrid
 
 BD_FRACTION = 0.8
 """A GT branch is detected when this fraction of its skeleton voxels is predicted."""
@@ -93,7 +93,7 @@ def rasterise_centerlines(tree: AirwayTree, reference: sitk.Image) -> tuple[np.n
     step = 0.25 * min(reference.GetSpacing()) / 1000.0
     shape = np.array(reference.GetSize()[::-1])
     s = tree.samples(step)
-    idx = np.rint(ct_to_index(reference, s.points)).astype(np.int64)
+    idx = np.rint(VoxelGrid.from_image(reference).ct_to_index(s.points)).astype(np.int64)
     inside = np.all((idx >= 0) & (idx < shape), axis=1)
     idx, bid = idx[inside], s.branch_ids[inside]
     keyed = np.unique(np.column_stack([bid, idx]), axis=0)

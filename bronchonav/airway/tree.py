@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from bronchonav.errors import MapError
+from bronchonav.geometry import inside_tubes, resample_polyline, tangents
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
 """Lobe labels: right upper/middle/lower, left upper/lower."""
@@ -143,40 +144,6 @@ class CenterlineSamples:
     """(M,) arc length from the start of that branch (m)."""
     tangents: np.ndarray
     """(M, 3) unit centerline tangent, pointing distally."""
-
-
-def resample_polyline(points: np.ndarray, values: np.ndarray, step: float):
-    """Resample a polyline and a per-point value at a uniform arc-length step.
-
-    Parameters
-    ----------
-    points : ndarray, shape (N, 3)
-        Polyline vertices (m).
-    values : ndarray, shape (N,) or (N, K)
-        Values at the vertices, interpolated linearly in arc length.
-    step : float
-        Target spacing (m); the actual spacing is the length divided into equal parts.
-
-    Returns
-    -------
-    points : ndarray, shape (M, 3)
-    values : ndarray, shape (M,) or (M, K)
-    s : ndarray, shape (M,)
-        Arc length of each sample from the first vertex (m).
-    """
-    points = np.asarray(points, dtype=float)
-    seg = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    s_vert = np.concatenate([[0.0], np.cumsum(seg)])
-    total = s_vert[-1]
-    n = max(int(np.ceil(total / step)), 1) + 1
-    s = np.linspace(0.0, total, n)
-    out_p = np.column_stack([np.interp(s, s_vert, points[:, k]) for k in range(3)])
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        out_v = np.interp(s, s_vert, values)
-    else:
-        out_v = np.column_stack([np.interp(s, s_vert, values[:, k]) for k in range(values.shape[1])])
-    return out_p, out_v, s
 
 
 class AirwayTree:
@@ -331,8 +298,7 @@ class AirwayTree:
         pts, rad, ids, arc, tan = [], [], [], [], []
         for b in self.branches.values():
             p, r, s = resample_polyline(b.points, b.radii, step)
-            t = np.gradient(p, axis=0)
-            t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+            t = tangents(p)
             pts.append(p), rad.append(r), ids.append(np.full(len(p), b.id)), arc.append(s)
             tan.append(t)
         return CenterlineSamples(np.vstack(pts), np.concatenate(rad), np.concatenate(ids),
@@ -370,14 +336,8 @@ class AirwayTree:
         ``margin`` (m). Checking the union rather than only the nearest sample matters at
         bifurcations, where a narrow child's axis can be nearer than the wide parent's wall.
         """
-        q = np.atleast_2d(np.asarray(points_ct, dtype=float))
         samples = self._default_samples
-        k = min(64, len(samples.radii))
-        d, i = self._kdtree.query(q, k=k, distance_upper_bound=float(samples.radii.max()))
-        d, i = d.reshape(len(q), k), i.reshape(len(q), k)
-        found = i < len(samples.radii)
-        radii = np.where(found, samples.radii[np.minimum(i, len(samples.radii) - 1)], -np.inf)
-        return np.any(found & (d <= radii - margin), axis=1)
+        return inside_tubes(points_ct, self._kdtree, samples.radii, clearance=margin)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned bounding box of all centerlines, CT frame (m): (min, max)."""

@@ -15,6 +15,7 @@ import numpy as np
 from bronchonav.airway.tree import Nodule
 from bronchonav.campaign.spec import CampaignSpec, CatheterVariant, NoduleSelection
 from bronchonav.errors import InputError
+from bronchonav.geometry import random_perpendicular
 from bronchonav.maps import AirwayMap
 
 
@@ -118,8 +119,7 @@ def sample_nodules(airway_map: AirwayMap, selection: NoduleSelection, seed: int)
         branch = branches[int(rng.integers(len(branches)))]
         axis = branch.direction
         # a random direction within 45 degrees of the airway axis
-        perp = np.cross(axis, rng.normal(size=3))
-        perp /= np.linalg.norm(perp)
+        perp = random_perpendicular(axis, rng)
         tilt = rng.uniform(0.0, np.pi / 4)
         direction = np.cos(tilt) * axis + np.sin(tilt) * perp
         offset = rng.uniform(*selection.offset_m)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bronchonav.campaign.builtin import STAGES
 from bronchonav.campaign.cases import Case, sample_nodules
 from bronchonav.campaign.custom import CustomStage
 from bronchonav.campaign.spec import NoduleSelection, Subject
@@ -93,9 +94,7 @@ def resolve_stage(name: str, custom_stages: dict[str, CustomStage] | None = None
     if name == "map":
         return map_stage
     if ":" not in name:
-        from bronchonav.campaign import builtin
-
-        return builtin.STAGES[name]
+        return STAGES[name]
     if custom_stages is None or name not in custom_stages:
         raise InputError(f"custom stage {name!r} was not allowed by the driver; not running it")
     return custom_stages[name].load()

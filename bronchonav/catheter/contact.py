@@ -23,8 +23,9 @@ quasi-statics: material slides in through the base, so a node's material point w
 further up the backbone before the step).
 
 Branch tracking resolves the ambiguity at bifurcations: walking along the backbone from the base
-(trachea), each node's candidates are the branch the previous node is in, its parent and its
-children; the node is then "in" the candidate with the smallest penetration, except that a node
+(trachea), each node's candidates are the branch the previous node is in, its parent, its
+children and its siblings (so a node near a carina that the walk put in the wrong child still
+has the tube it is in among its candidates); the node is then "in" the candidate with the smallest penetration, except that a node
 that (nearly) fits inside a branch the catheter already occupied stays in it (hysteresis: where
 the tubes of two children overlap near their carina, the smallest penetration can flip between
 them, and a node pressed on a wall always penetrates it a little). So
@@ -46,8 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.airway.tree import AirwayTree
 from bronchonav.catheter.rod import wall_penetration
+from bronchonav.geometry import catheter_fits, resample_polyline
 
 
 STAY_MARGIN = 1e-3
@@ -91,8 +93,8 @@ class WallModel:
 
     @property
     def n_candidates(self) -> int:
-        """Candidates per node: own branch, parent, children."""
-        return 2 + self.children.shape[1]
+        """Candidates per node: own branch, parent, children, siblings."""
+        return 2 + 2 * self.children.shape[1]
 
     @classmethod
     def from_tree(cls, tree: AirwayTree, T_base_ct: np.ndarray, r_cath: float,
@@ -113,7 +115,8 @@ class WallModel:
         index = {b: k for k, b in enumerate(ids)}
         parent = np.array([-1 if tree[b].parent is None else index[tree[b].parent] for b in ids],
                           dtype=np.int64)
-        kids = [[index[c] for c in tree[b].children if tree[c].radii[0] > r_cath] for b in ids]
+        kids = [[index[c] for c in tree[b].children if catheter_fits(tree[c].radii[0], r_cath)]
+                for b in ids]
         cmax = max(1, max(len(k) for k in kids))
         children = np.full((len(ids), cmax), -1, dtype=np.int64)
         for k, ch in enumerate(kids):
@@ -163,7 +166,8 @@ class WallModel:
 @njit(cache=True, error_model="numpy")
 def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     n = pos.shape[0]
-    C = 2 + children.shape[1]
+    cmax = children.shape[1]
+    C = 2 + 2 * cmax
     cand = np.full((n, C), -1, dtype=np.int64)
     win = np.zeros((n, C), dtype=np.int64)
     node_b = np.zeros(n, dtype=np.int64)
@@ -171,8 +175,10 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     for k in range(n):
         cand[k, 0] = b
         cand[k, 1] = parent[b]
-        for c in range(children.shape[1]):
+        for c in range(cmax):
             cand[k, 2 + c] = children[b, c]
+            if parent[b] >= 0 and children[parent[b], c] != b:
+                cand[k, 2 + cmax + c] = children[parent[b], c]
         best = 1e300
         bb = b
         pbest = 1e300

@@ -96,7 +96,7 @@ def _run(args) -> int:
 def _run_camera(args, airway_map, simulation) -> int:
     """The camera scenario: EM + depth-frame registration, and what the camera adds."""
     from bronchonav.cli.options import write_output
-    from bronchonav.imaging.camera_registration import (CameraScenarioConfig,
+    from bronchonav.registration.camera import (CameraScenarioConfig,
                                                         camera_scenario_summary)
     from bronchonav.progress import step
     from bronchonav.registration.evaluate import ground_truth_for, json_safe

@@ -2,34 +2,57 @@
 
 ``bronchonav sim`` and ``bronchonav hil`` are ``bronchonav launch sim`` / ``launch hil``;
 ``bronchonav launch plan`` is the equivalent of ``ros2 launch bronchonav plan.launch.py``
-(``bronchonav plan`` is the planner's own command line). They start the same nodes with the
-same YAML (``config/bronchonav.yaml``) and arguments as ``launch/*.launch.py``, in one process on
-a multi-threaded executor, or with ``--processes`` as one child process per node.
+(``bronchonav plan`` is the planner's own command line). They start the nodes of the same table
+(:mod:`bronchonav.ros.launch_spec`) with the same parameter file and the same arguments, given
+as in ``ros2 launch`` (``map:=phantom:default rate:=500``) or as options (``--map``, ``--rate``,
+...): in one process, or with ``--processes`` as one child process per node.
 ``bronchonav demo`` runs the closed-loop scenario (see :mod:`bronchonav.ros.demo`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
+from bronchonav.errors import InputError
+
 
 def _launch_options(p) -> None:
-    p.add_argument("--map", help="map folder or phantom:NAME (default: the YAML's, "
+    p.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
+                   help="launch arguments as for ros2 launch (map, rate, rviz, "
+                        "robot_state_publisher, namespace, params_file)")
+    p.add_argument("--map", help="map folder or phantom:NAME (default: the parameter file's, "
                                  "maps/phantom_default)")
     p.add_argument("--rate", type=float, help="catheter_sim loop rate (Hz)")
-    p.add_argument("--rviz", action="store_true", help="start rviz2 if installed")
+    p.add_argument("--rviz", action=argparse.BooleanOptionalAction, default=None,
+                   help="start rviz2 if installed (default: yes)")
+    p.add_argument("--namespace", help="namespace of every node (e.g. cath2)")
     p.add_argument("--config", help="ROS 2 parameter YAML (default config/bronchonav.yaml)")
     p.add_argument("--processes", action="store_true",
                    help="one child process per node instead of one process")
 
 
+def launch_arguments(args) -> dict:
+    """``NAME:=VALUE`` words and options as one ``{argument: value}`` dict (options win)."""
+    given: dict = {}
+    for word in args.arguments:
+        name, sep, value = word.partition(":=")
+        if not sep or not name:
+            raise InputError(f"launch argument {word!r} must look like NAME:=VALUE")
+        given[name] = value
+    for name, value in (("map", args.map), ("rate", args.rate), ("rviz", args.rviz),
+                        ("namespace", args.namespace), ("params_file", args.config)):
+        if value is not None:
+            given[name] = value
+    return given
+
+
 def _run_launch(name: str, args) -> int:
     from bronchonav.ros.runner import run_in_process, run_processes
 
-    launch_args = {"map": args.map, "rate": args.rate, "rviz": args.rviz}
     run = run_processes if args.processes else run_in_process
-    return run(name, args.config, launch_args)
+    return run(name, None, launch_arguments(args))
 
 
 def _demo(args) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +44,16 @@ class Projection:
     segment: int
 
 
+def arc_length(points) -> np.ndarray:
+    """Cumulative arc length (N,) (m) at each vertex of a polyline (N, 3), from 0 at the first.
+
+    >>> arc_length([[0, 0, 0], [3.0, 4.0, 0], [3.0, 4.0, 1.0]]).tolist()
+    [0.0, 5.0, 6.0]
+    """
+    seg = np.linalg.norm(np.diff(np.asarray(points, dtype=float).reshape(-1, 3), axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(seg)])
+
+
 class Polyline:
     """Vertices ``points`` (N ≥ 2, m) with cumulative arc length ``s`` (m).
 
@@ -56,8 +67,7 @@ class Polyline:
         if not np.all(np.isfinite(pts)):
             raise ValueError("polyline points must be finite")
         self.points = pts
-        seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-        self.s = np.concatenate([[0.0], np.cumsum(seg)])
+        self.s = arc_length(pts)
 
     @property
     def length(self) -> float:
@@ -112,5 +122,35 @@ class Polyline:
 
     def resample(self, step: float) -> "Polyline":
         """The same curve with vertices ``step`` (m) apart or closer (equal parts)."""
-        n = max(int(np.ceil(self.length / step)), 1) + 1
-        return Polyline(self.point_at(np.linspace(0.0, self.length, n)))
+        return Polyline(resample_polyline(self.points, np.zeros(len(self.points)), step).points)
+
+
+class Resampled(NamedTuple):
+    """A polyline and per-vertex values resampled at a uniform arc-length step."""
+
+    points: np.ndarray
+    """(M, 3) vertices (m, frame of the input)."""
+    values: np.ndarray
+    """(M,) or (M, K) values interpolated linearly in arc length."""
+    s: np.ndarray
+    """(M,) arc length of each vertex from the first (m)."""
+
+
+def resample_polyline(points, values, step: float) -> Resampled:
+    """Resample a polyline (N ≥ 2, 3) and per-vertex ``values`` ((N,) or (N, K)) every ``step``
+    metres or closer: the length is cut into ``ceil(length / step)`` equal parts, so both ends
+    are kept.
+
+    >>> r = resample_polyline([[0, 0, 0], [0, 0, 1.0]], [1.0, 3.0], 0.4)
+    >>> r.s.tolist(), r.values.tolist()
+    ([0.0, 0.3333333333333333, 0.6666666666666666, 1.0], [1.0, 1.6666666666666665, 2.333333333333333, 3.0])
+    """
+    line = Polyline(points)
+    n = max(int(np.ceil(line.length / step)), 1) + 1
+    s = np.linspace(0.0, line.length, n)
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        out_v = np.interp(s, line.s, values)
+    else:
+        out_v = np.column_stack([np.interp(s, line.s, values[:, k]) for k in range(values.shape[1])])
+    return Resampled(line.point_at(s), out_v, s)

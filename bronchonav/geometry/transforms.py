@@ -1,7 +1,19 @@
 """Rigid transforms as 4x4 homogeneous matrices.
 
 A transform named ``T_a_b`` maps coordinates in frame ``b`` to frame ``a``:
-``p_a = apply(T_a_b, p_b)``. Translations are in metres, angles in radians.
+``p_a = apply(T_a_b, p_b)``, and transforms chain as ``T_a_c = T_a_b @ T_b_c``. Translations
+are in metres, angles in radians.
+
+Examples
+--------
+>>> import numpy as np
+>>> from bronchonav.geometry.rotations import rotation_about
+>>> T_ct_patient = make_transform(rotation_about([0, 0, 1.0], np.pi / 2), [0.1, 0, 0])
+>>> p_ct = apply(T_ct_patient, [1.0, 0, 0])
+>>> np.round(p_ct, 12).tolist()
+[0.1, 1.0, 0.0]
+>>> np.round(apply(invert(T_ct_patient), p_ct), 12).tolist()
+[1.0, 0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -10,34 +22,43 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 
-def make_transform(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """The 4x4 transform with rotation matrix ``rotation`` (3, 3) and ``translation`` (3,) (m)."""
+def make_transform(rotation, translation) -> np.ndarray:
+    """``T_a_b`` (4, 4) from the rotation matrix (3, 3) of frame ``b``'s axes in frame ``a`` and
+    the position (3,) of ``b``'s origin in ``a`` (m)."""
     T = np.eye(4)
     T[:3, :3] = rotation
     T[:3, 3] = translation
     return T
 
 
-def invert(T: np.ndarray) -> np.ndarray:
+def invert(T) -> np.ndarray:
     """Inverse of a rigid transform: ``invert(T_a_b) == T_b_a``."""
+    T = np.asarray(T, dtype=float)
     R = T[:3, :3]
     return make_transform(R.T, -R.T @ T[:3, 3])
 
 
-def apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Map points (3,) or (N, 3) (m) through ``T``."""
-    points = np.asarray(points, dtype=float)
-    return points @ T[:3, :3].T + T[:3, 3]
+def apply(T, points) -> np.ndarray:
+    """Map points (3,) or (N, 3) (m) from frame ``b`` to frame ``a`` through ``T_a_b``."""
+    T = np.asarray(T, dtype=float)
+    return np.asarray(points, dtype=float) @ T[:3, :3].T + T[:3, 3]
 
 
-def rotate(T: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Rotate direction vectors (3,) or (N, 3) by the rotation part of ``T`` (no translation)."""
-    return np.asarray(vectors, dtype=float) @ T[:3, :3].T
+def rotate(T, vectors) -> np.ndarray:
+    """Direction vectors (3,) or (N, 3) from frame ``b`` to frame ``a`` through the rotation
+    part of ``T_a_b`` (no translation)."""
+    return np.asarray(vectors, dtype=float) @ np.asarray(T, dtype=float)[:3, :3].T
 
 
-def rotation_angle(T: np.ndarray) -> float:
-    """Angle of the rotation part of ``T`` (rad), in [0, pi]."""
-    cos = (np.trace(T[:3, :3]) - 1.0) / 2.0
+def rotation_angle(T) -> float:
+    """Angle (rad, in [0, pi]) of the rotation part of ``T`` (4, 4) or of a rotation (3, 3).
+
+    >>> from bronchonav.geometry.rotations import rotation_about
+    >>> round(rotation_angle(rotation_about([1.0, 1.0, 0], 0.3)), 12)
+    0.3
+    """
+    R = np.asarray(T, dtype=float)[:3, :3]
+    cos = (np.trace(R) - 1.0) / 2.0
     return float(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 

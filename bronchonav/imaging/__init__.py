@@ -12,7 +12,6 @@ depth_cloud
 tube_mesh
     Lumen surface of a tree's tube model (union of capsules), the exact geometry of a tree
     given by centerlines and radii.
-camera_registration
-    Registration of depth-derived point clouds to the twin's lumen surface, alone and jointly
-    with EM samples (the ``camera`` scenario of ``bronchonav register``).
+
+Registration of the depth clouds (the ``camera`` scenario) is :mod:`bronchonav.registration.camera`.
 """

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import InputError
+from bronchonav.geometry import perpendicular, resample_polyline
 from bronchonav.imaging.camera import TipCamera
 
 
@@ -65,7 +66,7 @@ def route_poses(waypoints_ct: np.ndarray, step: float = 2e-3, look_ahead: float 
     for i, z in enumerate(fwd):
         down = -(up - (up @ z) * z)
         if np.linalg.norm(down) < 1e-6:
-            down = np.cross(z, [1.0, 0.0, 0.0] if abs(z[0]) < 0.9 else [0.0, 1.0, 0.0])
+            down = perpendicular(z)
         y = down / np.linalg.norm(down)
         x = np.cross(y, z)
         poses[i, :3, :3] = np.column_stack([x, y, z])

@@ -12,15 +12,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.measure import marching_cubes
 
-from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import InputError
-
-
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance (m) from points ``p`` (..., 3) to the segment ``a``–``b``."""
-    ab = b - a
-    t = np.clip(((p - a) @ ab) / max(float(ab @ ab), 1e-30), 0.0, 1.0)
-    return np.linalg.norm(p - a - t[..., None] * ab, axis=-1)
+from bronchonav.geometry import capsule_distance, resample_polyline
 
 
 def tube_mesh(tree: AirwayTree, spacing: float = 5e-4, step: float = 2e-3,
@@ -65,7 +59,7 @@ def tube_mesh(tree: AirwayTree, spacing: float = 5e-4, step: float = 2e-3,
                          shape)
         grid = np.stack(np.meshgrid(*[axes[k][blo[k]:bhi[k]] for k in range(3)], indexing="ij"),
                         axis=-1)
-        d = (_segment_distance(grid, a, c) - rad).astype(np.float32)
+        d = capsule_distance(grid, a, c, rad).astype(np.float32)
         view = sdf[blo[0]:bhi[0], blo[1]:bhi[1], blo[2]:bhi[2]]
         np.minimum(view, d, out=view)
     sdf[~np.isfinite(sdf)] = 1.0

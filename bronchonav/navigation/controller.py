@@ -34,6 +34,9 @@ from bronchonav.navigation.config import NavigationConfig
 from bronchonav.navigation.outcome import NavigationOutcome
 from bronchonav.navigation.route_target import RouteTarget
 
+MIN_SCALE = 1.0 / 16
+"""Smallest step-size factor after repeated commands the catheter did not carry out."""
+
 DAMPING = 1e-3
 """Levenberg damping of the bend update, relative to the largest singular value squared."""
 
@@ -102,6 +105,8 @@ class NavigationController:
         self.retries = 0
         self.outcome: NavigationOutcome | None = None
         self.last_step = None  # the model's answer to the last command (steps_model only)
+        self._good = (self.insertion, self.bend.copy(), self.roll)  # last command carried out
+        self._scale = 1.0  # step-size factor, halved after a command the catheter did not take
         self.failed_steps = 0  # model steps that did not converge (steps_model only)
         self.s_tip = 0.0
         self.lateral = 0.0
@@ -123,13 +128,28 @@ class NavigationController:
         """The command in force: insertion (m), roll (rad), tendon tensions (N)."""
         return self._command(self.insertion, self.bend)
 
-    def update(self, T_ct_tip: np.ndarray) -> CatheterCommand:
-        """One control step from the observed tip pose (4×4, CT frame); the next command."""
+    def update(self, T_ct_tip: np.ndarray, accepted: bool = True) -> CatheterCommand:
+        """One control step from the observed tip pose (4×4, CT frame); the next command.
+
+        ``accepted=False`` says the catheter did not carry out the last command (its solve
+        failed and it kept the previous state): the controller goes back to the last command that
+        was carried out and moves on in half-size steps (growing back after successes). With
+        ``steps_model`` the controller knows this from its own model.
+        """
         T = np.asarray(T_ct_tip, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             raise InputError("the observed tip pose must be a finite 4x4 transform")
         if self.outcome is not None:
             return self.command()
+        if self.steps_model and self.last_step is not None:
+            accepted = bool(self.last_step.converged)
+        if accepted:
+            self._good = (self.insertion, self.bend.copy(), self.roll)
+            self._scale = min(1.0, 2.0 * self._scale)
+        else:
+            self.insertion, bend, self.roll = self._good
+            self.bend = bend.copy()
+            self._scale = max(self._scale / 2.0, MIN_SCALE)
         self.steps += 1
         self._observe(T)
         if self.steps > self.config.max_steps:
@@ -195,7 +215,7 @@ class NavigationController:
         limit = min(self.max_insertion, self.target.length + c.max_mismatch_m,
                     self.s_tip + c.max_mismatch_m)
         if self.insertion < limit:
-            self.insertion = min(limit, self.insertion + speed * c.step_m)
+            self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
 
     def _start_recovery(self, reason: str) -> None:
         c = self.config
@@ -279,8 +299,9 @@ class NavigationController:
         step = np.linalg.solve(JtJ + lam * np.eye(2), J.T @ want)
         delta = step[0] * u1 + step[1] * u2
         norm = float(np.linalg.norm(delta))
-        if norm > c.max_bend_step_n:
-            delta *= c.max_bend_step_n / norm
+        max_step = c.max_bend_step_n * self._scale
+        if norm > max_step:
+            delta *= max_step / norm
         bend = self.bend + delta
         norm = float(np.linalg.norm(bend))
         if norm > self.tension_max:

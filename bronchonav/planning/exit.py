@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bronchonav.errors import InputError
+from bronchonav.geometry import VoxelGrid
 
 
 def tool_geometry(exit_points: np.ndarray, exit_tangents: np.ndarray, center: np.ndarray):
@@ -41,9 +42,8 @@ def tool_geometry(exit_points: np.ndarray, exit_tangents: np.ndarray, center: np
 class LungRegion:
     """Lung labels (0 outside, 1 right, 2 left) looked up at CT-frame points.
 
-    Built from the map's SimpleITK lung mask. The image geometry may be in metres or in
-    millimetres (SimpleITK's usual unit): spacing below 1 cm per voxel is read as metres,
-    otherwise as millimetres.
+    Built from the map's SimpleITK lung mask (geometry in millimetres, as SimpleITK stores it;
+    :meth:`bronchonav.geometry.VoxelGrid.from_image` converts to metres).
 
     Parameters
     ----------
@@ -55,24 +55,13 @@ class LungRegion:
         import SimpleITK as sitk
 
         self.labels = sitk.GetArrayFromImage(image)  # (z, y, x)
-        spacing = np.asarray(image.GetSpacing(), dtype=float)
-        scale = 1.0 if float(spacing.max()) < 0.01 else 1e-3
-        self.spacing = spacing * scale
-        self.origin = np.asarray(image.GetOrigin(), dtype=float) * scale
-        self.direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
         if self.labels.ndim != 3:
             raise InputError("lung mask must be a 3D image")
+        self.grid = VoxelGrid.from_image(image)
 
     def label_at(self, points_ct: np.ndarray) -> np.ndarray:
         """Label at each point (nearest voxel), 0 outside the image. Points (K, 3) in m."""
-        p = np.atleast_2d(np.asarray(points_ct, dtype=float))
-        ijk = np.rint(((p - self.origin) @ self.direction) / self.spacing).astype(np.int64)
-        shape_xyz = np.array(self.labels.shape[::-1])
-        inside = np.all((ijk >= 0) & (ijk < shape_xyz), axis=1)
-        out = np.zeros(len(p), dtype=self.labels.dtype)
-        k = ijk[inside]
-        out[inside] = self.labels[k[:, 2], k[:, 1], k[:, 0]]
-        return out
+        return self.grid.lookup(self.labels, points_ct, fill=0)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Bounding box (min, max) of the labelled voxels, CT frame (m)."""
@@ -83,8 +72,8 @@ class LungRegion:
             if not hit.size:
                 raise InputError("lung mask has no lung voxels")
             ranges.append((hit[0], hit[-1]))
-        corners = np.array(np.meshgrid(*ranges, indexing="ij"), dtype=float).reshape(3, -1).T
-        pts = self.origin + (corners * self.spacing) @ self.direction.T
+        corners_xyz = np.array(np.meshgrid(*ranges, indexing="ij"), dtype=float).reshape(3, -1).T
+        pts = self.grid.index_to_ct(corners_xyz[:, ::-1])
         return pts.min(axis=0), pts.max(axis=0)
 
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from bronchonav.airway.tree import Nodule, resample_polyline
+from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError, MapError
+from bronchonav.geometry import arc_length, catheter_fits, resample_polyline
 from bronchonav.planning.constraints import DeviceConstraints
 from bronchonav.planning.cost import CostWeights, route_cost, turn_deviation
 from bronchonav.planning.exit import LungRegion, pleura_crossing, tool_geometry
@@ -127,8 +128,7 @@ class RoutePlanner:
             b = tree[b_id]
             lo, hi = self._slice[b_id]
             p = self.points[lo:hi]
-            seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-            s_local = np.concatenate([[0.0], np.cumsum(seg)])
+            s_local = arc_length(p)
             if b.parent is None:
                 offset, bend_sum, clear_in, block = 0.0, 0.0, np.inf, None
                 self._entry_bend[b_id] = 0.0
@@ -198,7 +198,7 @@ class RoutePlanner:
         """Per-sample passability inside a branch (diameter, curvature) and the first failure."""
         c = self.constraints
         diam = 2.0 * self.radii[lo:hi]
-        ok_diam = diam >= c.required_diameter - 1e-12
+        ok_diam = catheter_fits(self.radii[lo:hi], 0.5 * c.required_diameter)
         phi = _turn_angles(self.points[lo:hi], _CURVATURE_HALF_WINDOW)
         need = turn_deviation(phi, c.min_bend_radius)
         room = 2.0 * np.maximum(self.clearance[lo:hi], 0.0)
@@ -373,8 +373,7 @@ class RoutePlanner:
             pieces.append(np.arange(lo, hi))
         idx = np.concatenate(pieces)
         wp = self.points[idx]
-        seg = np.linalg.norm(np.diff(wp, axis=0), axis=1)
-        arclength = np.concatenate([[0.0], np.cumsum(seg)])
+        arclength = arc_length(wp)
         length, angle = tool_geometry(self.points[g][None], self.tangents[g][None], center)
         tool_len = float(length[0])
         return Route(
@@ -521,8 +520,7 @@ def _mm_or_um(x: float) -> str:
 
 def _chord_tangents(p: np.ndarray, half_window: float) -> np.ndarray:
     """Unit tangent at each polyline sample: chord over +-half_window of arc (clamped)."""
-    seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
+    s = arc_length(p)
     lo = np.searchsorted(s, s - half_window, side="left")
     hi = np.searchsorted(s, s + half_window, side="right") - 1
     lo = np.clip(lo, 0, len(p) - 1)
@@ -539,8 +537,7 @@ def _turn_angles(p: np.ndarray, half_window: float) -> np.ndarray:
     before and after it, each a chord over +-half_window/2 (so a sharp corner between two
     samples still counts in full). 0 where either end of the window is less than half_window/2
     away (near the branch ends; the bifurcation check covers the junctions)."""
-    seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
+    s = arc_length(p)
     t = _chord_tangents(p, 0.5 * half_window)
     lo = np.clip(np.searchsorted(s, s - half_window, side="left"), 0, len(p) - 1)
     hi = np.clip(np.searchsorted(s, s + half_window, side="right") - 1, 0, len(p) - 1)
@@ -552,8 +549,7 @@ def _turn_angles(p: np.ndarray, half_window: float) -> np.ndarray:
 def _end_direction(points: np.ndarray, window: float, at_start: bool) -> np.ndarray:
     """Unit chord direction over the first (``at_start``) or last ``window`` of a polyline."""
     p = points if at_start else points[::-1]
-    seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
+    s = arc_length(p)
     j = int(np.searchsorted(s, window))
     j = min(max(j, 1), len(p) - 1)
     d = p[j] - p[0] if at_start else p[0] - p[j]

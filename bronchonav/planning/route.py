@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bronchonav.errors import InputError
+from bronchonav.geometry import matrix_to_quat, transport_frames
 
 ROUTE_FORMAT = "bronchonav-route"
 ROUTE_FORMAT_VERSION = 1
@@ -299,9 +300,10 @@ class Route:
     def to_path_poses(self, include_tool: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Positions and orientations for a ``nav_msgs/Path`` in the CT frame.
 
-        Each pose's x axis points along the route (the direction of travel); the rotation about
-        it is the minimal rotation from the previous pose (parallel transport), starting from
-        the rotation that takes +x to the first direction by the shortest arc.
+        Each pose's z axis points along the route (the direction of travel, as the catheter's
+        backbone); the rotation about it is the minimal rotation from the previous pose
+        (parallel transport, :func:`bronchonav.geometry.transport_frames`), starting from the
+        rotation that takes +z to the first direction by the shortest arc.
 
         Parameters
         ----------
@@ -321,55 +323,17 @@ class Route:
         n = len(pos)
         if n == 0:
             return np.zeros((0, 3)), np.zeros((0, 4))
-        tangents = np.zeros((n, 3))
+        directions = np.zeros((n, 3))
         if n > 1:
             d = np.diff(pos, axis=0)
-            tangents[:-1] = d
-            tangents[-1] = d[-1]
+            directions[:-1] = d
+            directions[-1] = d[-1]
         elif self.exit_direction is not None:
-            tangents[0] = self.exit_direction
-        else:
-            tangents[0] = (1.0, 0.0, 0.0)
-        norms = np.linalg.norm(tangents, axis=1)
-        for i in range(n):  # zero-length steps keep the previous direction
-            if norms[i] < 1e-12:
-                tangents[i] = tangents[i - 1] if i else (1.0, 0.0, 0.0)
-        tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
-        quats = np.zeros((n, 4))
-        q = _quat_between(np.array([1.0, 0.0, 0.0]), tangents[0])
-        quats[0] = q
-        for i in range(1, n):
-            q = _quat_mul(_quat_between(tangents[i - 1], tangents[i]), q)
-            q /= np.linalg.norm(q)
-            quats[i] = q
-        return pos.copy(), quats
+            directions[0] = self.exit_direction
+        return pos.copy(), matrix_to_quat(transport_frames(directions))
 
 
 def _num(x: float) -> float | None:
     """A float for JSON, None for NaN."""
     x = float(x)
     return None if np.isnan(x) else x
-
-
-def _quat_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) of the shortest rotation taking unit vector a to unit b."""
-    c = float(np.dot(a, b))
-    if c < -1.0 + 1e-12:  # opposite: rotate pi about any axis perpendicular to a
-        axis = np.cross(a, [1.0, 0.0, 0.0])
-        if np.linalg.norm(axis) < 1e-6:
-            axis = np.cross(a, [0.0, 1.0, 0.0])
-        axis /= np.linalg.norm(axis)
-        return np.array([*axis, 0.0])
-    v = np.cross(a, b)
-    q = np.array([v[0], v[1], v[2], 1.0 + c])
-    return q / np.linalg.norm(q)
-
-
-def _quat_mul(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    """Hamilton product q1 * q2 of (x, y, z, w) quaternions."""
-    x1, y1, z1, w1 = q1
-    x2, y2, z2, w2 = q2
-    return np.array([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-                     w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2])

@@ -19,13 +19,14 @@ Public API
 - Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
 """
 
+from bronchonav.geometry import apply, invert  # re-exported: the registration API maps points
 from bronchonav.sensors.breathing import BreathingModel
 from bronchonav.registration.evaluate import ground_truth_for, run_trials, summarize
 from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.simulate import (SCENARIOS, GroundTruth, Observation, Scenario,
                                               SimulationConfig, scenario_config, simulate_scenario)
-from bronchonav.geometry.transforms import apply, invert, random_transform
+from bronchonav.geometry.transforms import random_transform
 from bronchonav.registration.twin import Twin
 
 __all__ = [

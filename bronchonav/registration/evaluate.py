@@ -19,7 +19,7 @@ from bronchonav.errors import InputError, RegistrationError
 from bronchonav.maps import AirwayMap
 from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
 from bronchonav.registration.simulate import Scenario, SimulationConfig, scenario_config, simulate_scenario
-from bronchonav.geometry.transforms import rotation_angle
+from bronchonav.geometry import rotation_angle
 from bronchonav.registration.twin import Twin
 
 SUCCESS_TRE = 5e-3

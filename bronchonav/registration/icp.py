@@ -17,7 +17,7 @@ import numpy as np
 import open3d as o3d
 
 from bronchonav.errors import RegistrationError
-from bronchonav.geometry.transforms import apply, make_transform, rotate
+from bronchonav.geometry import apply, make_transform, rotate
 from bronchonav.registration.twin import Twin
 
 DEFAULT_SCHEDULE = ((0.010, 30), (0.005, 50))

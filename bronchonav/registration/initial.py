@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from bronchonav.geometry.transforms import apply, make_transform
+from bronchonav.geometry import apply, make_transform, rotation_about, rotation_between
 from bronchonav.registration.twin import Twin
 
 COARSE_SCHEDULE = ((0.025, 15), (0.012, 15))
@@ -47,23 +47,6 @@ def _signed_permutations() -> list[np.ndarray]:
 
 
 _AXIS_MAPS = _signed_permutations()
-
-
-def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The smallest rotation taking unit vector ``a`` onto unit vector ``b``."""
-    v, c = np.cross(a, b), float(np.dot(a, b))
-    if c < -1 + 1e-12:  # opposite: turn 180 degrees about any perpendicular axis
-        p = np.cross(a, [1.0, 0, 0] if abs(a[0]) < 0.9 else [0, 1.0, 0])
-        p /= np.linalg.norm(p)
-        return 2 * np.outer(p, p) - np.eye(3)
-    K = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-    return np.eye(3) + K + K @ K / (1 + c)
-
-
-def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation by ``angle`` (rad) about unit ``axis`` (Rodrigues)."""
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
 
 
 def _longest_runs(samples: np.ndarray, origins: np.ndarray, axes: np.ndarray, tolerance: float,
@@ -325,9 +308,9 @@ def initial_alignment(samples_patient: np.ndarray, twin: Twin,
     axis_t = (trachea.end - trachea.start) / np.linalg.norm(trachea.end - trachea.start)
     candidates = []
     for mouth, axis_s, length in found:
-        R0 = _rotation_between(axis_s, axis_t)
+        R0 = rotation_between(axis_s, axis_t)
         for angle in np.arange(n_roll) * 2 * np.pi / n_roll:
-            R = _axis_rotation(axis_t, angle) @ R0
+            R = rotation_about(axis_t, angle) @ R0
             for depth in np.arange(0.04, length + depth_step, depth_step):
                 candidates.append(make_transform(R, trachea.end - R @ (mouth + depth * axis_s)))
     solutions = _polish(src, twin, _best_candidates(src, twin, candidates, n_polish)) if candidates else []

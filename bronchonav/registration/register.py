@@ -27,8 +27,8 @@ from bronchonav.registration.icp import (DEFAULT_SCHEDULE, IcpOutcome, centerlin
                                          global_surface, surface_icp, target_sigma)
 from bronchonav.registration.initial import InitialAlignment, distinct, initial_alignment
 from bronchonav.registration.result import RegistrationResult
+from bronchonav.geometry import apply, inside_tubes
 from bronchonav.registration.samples import EMSampleAccumulator
-from bronchonav.geometry.transforms import apply
 from bronchonav.registration.twin import Twin
 
 
@@ -161,10 +161,10 @@ def quality_flag(success: bool, fitness: float, fre: float, sigma: float | None)
 
 def inside_fraction(points_ct: np.ndarray, twin: Twin, margin: float,
                     weights: np.ndarray | None = None) -> float:
-    """(Weighted) fraction of points (CT frame, m) within the local airway radius plus
-    ``margin`` (m) of their nearest centerline point."""
-    d, i = twin.kdtree.query(points_ct)
-    return float(np.average(d <= twin.radii[i] + margin, weights=weights))
+    """(Weighted) fraction of points (CT frame, m) inside the twin's lumen widened by
+    ``margin`` (m): the union-of-tubes test :func:`bronchonav.geometry.inside_tubes`."""
+    inside = inside_tubes(points_ct, twin.kdtree, twin.radii, clearance=-margin)
+    return float(np.average(inside, weights=weights))
 
 
 def _judge(fitness: float, fre: float, cfg: RegistrationConfig,

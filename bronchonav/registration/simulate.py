@@ -25,7 +25,8 @@ import numpy as np
 
 from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError
-from bronchonav.geometry.transforms import apply, invert, random_transform
+from bronchonav.geometry import apply, invert, random_perpendicular
+from bronchonav.geometry.transforms import random_transform
 from bronchonav.registration.twin import Twin
 from bronchonav.sensors import BreathingModel, ConeBeamCT, ConeBeamCTConfig, EMSensor
 
@@ -207,12 +208,6 @@ class Scenario:
     truth: GroundTruth
 
 
-def _perpendicular(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random unit vectors perpendicular to the unit rows of ``t``."""
-    v = np.cross(t, rng.normal(size=t.shape))
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def _em_indices(gt: Twin, target_ct: np.ndarray, cfg: SimulationConfig,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Indices of ground-truth centerline points visited by the central and the local sweeps,
@@ -266,7 +261,7 @@ def simulate_scenario(kind: str, ground_truth: Twin, nodule: Nodule, target_ct: 
     idx, is_local = _em_indices(ground_truth, nodule.center, cfg, rng)
     n = len(idx)
     tangents = ground_truth.tangents[idx]
-    offset = _perpendicular(tangents, rng) * (rng.uniform(0, cfg.lumen_offset, n)
+    offset = random_perpendicular(tangents, rng) * (rng.uniform(0, cfg.lumen_offset, n)
                                               * ground_truth.radii[idx])[:, None]
     phases = rng.random(n)
     em = EMSensor(T_ct_patient, breathing, cfg.noise_std, cfg.direction_noise,

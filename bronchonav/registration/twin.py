@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import RegistrationError
+from bronchonav.geometry import VoxelGrid, perpendicular
 from bronchonav.maps import AirwayMap
 
 
@@ -96,12 +97,8 @@ class Twin:
         """Distance (m) of points (N, 3) to the nearest centerline, from a 2 mm distance grid
         (error up to about 2 mm; ``cap`` outside the grid and beyond), for fast scoring."""
         grid, origin, voxel = self._distance_grid
-        idx = np.round((np.asarray(points_ct) - origin) / voxel).astype(int)
-        inside = np.all((idx >= 0) & (idx < grid.shape), axis=1)
-        d = np.full(len(idx), cap, dtype=float)
-        i = idx[inside]
-        d[inside] = np.minimum(grid[i[:, 0], i[:, 1], i[:, 2]], cap)
-        return d
+        d = VoxelGrid(origin, [voxel] * 3).lookup(grid.transpose(2, 1, 0), points_ct, fill=np.inf)
+        return np.minimum(d.astype(float), cap)
 
     @cached_property
     def coarse_cloud(self) -> o3d.geometry.PointCloud:
@@ -125,8 +122,7 @@ class Twin:
             return cloud.voxel_down_sample(1e-3)
         samples = self.tree.samples(1e-3)
         t = samples.tangents
-        u = np.cross(t, np.where(np.abs(t[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        u = perpendicular(t)
         v = np.cross(t, u)
         angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
         normals = (np.cos(angles)[None, :, None] * u[:, None] + np.sin(angles)[None, :, None] * v[:, None])

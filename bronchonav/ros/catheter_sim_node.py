@@ -717,23 +717,34 @@ class CatheterSimNode(Node):
         }
         name = self.get_fully_qualified_name().lstrip("/")
         return DiagnosticStatus(level=level, name=f"{name}: loop", message=message,
-                                hardware_id="bronchonav_simulated_catheter", values=[KeyValue(key=k, value=v) for k, v in values.items()])
+                                hardware_id="bronchonav_simulated_catheter",
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     @property
     def exit_code(self) -> int:
         """1 when the node is in an error it cannot leave by itself (solver given up or not
         running, loop errors), else 0."""
+        if getattr(self, "loop", None) is None:
+            return 0  # stopped during start-up: spin_node reports that
         return int(self.solver.health.status != "running" or self.loop.errors > 0)
 
     def destroy_node(self):
-        """Stop the loop and solver processes, close the audit log, then destroy the node."""
-        self.loop.stop()
-        self.solver.close()
-        level, message = self.health()
-        self.guard.report()
-        self.guard.audit.write("stop", level=ord(level) if isinstance(level, bytes) else int(level),
-                               message=message)
-        self.guard.audit.close()
+        """Stop the loop and the solver processes, close the audit log, then destroy the node
+        (also a half-built one: a signal during start-up ends ``__init__`` early and rclpy still
+        destroys the node)."""
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop()
+        if getattr(self, "solver", None) is not None:
+            self.solver.close()
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.report()
+            if loop is not None:
+                level, message = self.health()
+                guard.audit.write("stop", message=message,
+                                  level=ord(level) if isinstance(level, bytes) else int(level))
+            guard.audit.close()
         return super().destroy_node()
 
 

@@ -12,12 +12,12 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
 from nav_msgs.msg import Path
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker
 
 from bronchonav.errors import CommandError
+from bronchonav.geometry import matrix_to_quat, quat_to_matrix, tangents, transport_frames
 
 
 # -- poses and transforms -------------------------------------------------------------------------
@@ -25,7 +25,7 @@ from bronchonav.errors import CommandError
 def matrix_to_pose(T: np.ndarray) -> Pose:
     """A 4×4 homogeneous transform (m) as a ``geometry_msgs/Pose``."""
     T = np.asarray(T, dtype=float)
-    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    q = matrix_to_quat(T[:3, :3])
     return Pose(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
                 orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
 
@@ -34,7 +34,7 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
     """A ``geometry_msgs/Pose`` as a 4×4 homogeneous transform (m)."""
     T = np.eye(4)
     o = pose.orientation
-    T[:3, :3] = Rotation.from_quat([o.x, o.y, o.z, o.w]).as_matrix()
+    T[:3, :3] = quat_to_matrix([o.x, o.y, o.z, o.w])
     T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
     return T
 
@@ -57,7 +57,7 @@ def transform_to_matrix(t: Transform) -> np.ndarray:
     """A ``geometry_msgs/Transform`` as a 4×4 homogeneous matrix (m)."""
     r = t.rotation
     T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix()
+    T[:3, :3] = quat_to_matrix([r.x, r.y, r.z, r.w])
     T[:3, 3] = [t.translation.x, t.translation.y, t.translation.z]
     return T
 
@@ -69,12 +69,14 @@ def path_message(points: np.ndarray, frame_id: str, stamp: Time,
     """A polyline (N, 3) in metres as a ``nav_msgs/Path``.
 
     Orientations are the given (N, 3, 3) rotation matrices, or else frames whose z axis follows
-    the polyline's tangent (the catheter convention: z along the backbone).
+    the polyline's tangent (the catheter convention: z along the backbone), parallel-transported
+    (:func:`bronchonav.geometry.transport_frames`).
     """
     points = np.asarray(points, dtype=float).reshape(-1, 3)
     if rotations is None:
-        rotations = tangent_frames(points)
-    quats = Rotation.from_matrix(rotations).as_quat() if len(points) else np.zeros((0, 4))
+        rotations = (transport_frames(tangents(points)) if len(points) > 1
+                     else np.tile(np.eye(3), (len(points), 1, 1)))
+    quats = matrix_to_quat(rotations) if len(points) else np.zeros((0, 4))
     header = Header(frame_id=frame_id, stamp=stamp)
     poses = [PoseStamped(header=header, pose=Pose(
         position=Point(x=p[0], y=p[1], z=p[2]),
@@ -87,28 +89,6 @@ def path_points(path: Path) -> np.ndarray:
     """The positions of a ``nav_msgs/Path`` as an (N, 3) array (m, in the path's frame)."""
     return np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
                      for p in path.poses], dtype=float).reshape(-1, 3)
-
-
-def tangent_frames(points: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) rotations whose z axis is the polyline tangent (minimal twist along it)."""
-    points = np.asarray(points, dtype=float).reshape(-1, 3)
-    n = len(points)
-    if n == 0:
-        return np.zeros((0, 3, 3))
-    if n == 1:
-        return np.eye(3)[None]
-    t = np.gradient(points, axis=0)
-    norms = np.linalg.norm(t, axis=1, keepdims=True)
-    t = np.where(norms > 1e-12, t / np.maximum(norms, 1e-12), [0.0, 0.0, 1.0])
-    out = np.empty((n, 3, 3))
-    x = np.cross([0.0, 1.0, 0.0], t[0])
-    if np.linalg.norm(x) < 1e-6:
-        x = np.cross([1.0, 0.0, 0.0], t[0])
-    for i in range(n):
-        x = x - np.dot(x, t[i]) * t[i]
-        x /= np.linalg.norm(x)
-        out[i] = np.column_stack([x, np.cross(t[i], x), t[i]])
-    return out
 
 
 # -- markers --------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Each node lists its parameters as :class:`Param` specs; :func:`declare` declares them on the node
 with a description (shown by ``ros2 param describe``), reads the values (from the launch file's
 YAML or ``parameter_overrides``) and validates them, raising :class:`~bronchonav.errors.InputError`
-naming the parameter when a value is out of range. Parameters are read-only after start-up.
+naming the parameter when a value is out of range. Parameters are read-only after start-up unless
+declared ``dynamic``.
 
 The one parameter file ``config/bronchonav.yaml`` uses the ROS 2 layout
 ``node_name: {ros__parameters: {...}}`` (with an optional ``/**`` section applying to every node);
@@ -37,6 +38,9 @@ class Param:
         Inclusive bounds for numbers (each element for lists).
     choices : tuple or None
         Allowed values for strings.
+    dynamic : bool
+        Settable at run time (``ros2 param set``); the node checks and applies the new value.
+        Parameters are read-only otherwise.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple | None = None
+    dynamic: bool = False
 
     def check(self, value):
         """Return ``value`` (ints promoted to float for float parameters) or raise InputError."""
@@ -93,7 +98,8 @@ class Param:
 
 
 def declare(node, specs: list[Param]) -> dict:
-    """Declare ``specs`` on an rclpy ``node`` (read-only, described) and return validated values.
+    """Declare ``specs`` on an rclpy ``node`` (described; read-only unless ``dynamic``) and return
+    validated values.
 
     Raises
     ------
@@ -105,7 +111,8 @@ def declare(node, specs: list[Param]) -> dict:
     values = {}
     for spec in specs:
         node.declare_parameter(spec.name, spec.default,
-                               ParameterDescriptor(description=spec.describe(), read_only=True))
+                               ParameterDescriptor(description=spec.describe(),
+                                                   read_only=not spec.dynamic))
         values[spec.name] = spec.check(node.get_parameter(spec.name).value)
     return values
 
@@ -115,11 +122,14 @@ def defaults(specs: list[Param]) -> dict:
     return {s.name: s.default for s in specs}
 
 
-def load_yaml_params(path: str | Path, node_name: str) -> dict:
-    """Parameters for ``node_name`` from a ROS 2 parameter YAML file.
+def load_yaml_params(path: str | Path, node_name: str, namespace: str = "/") -> dict:
+    """Parameters for node ``node_name`` in ``namespace`` from a ROS 2 parameter YAML file.
 
-    Values under ``/**`` apply to every node and are overridden by the node's own section.
-    Raises :class:`InputError` if the file is missing or not in the ROS 2 layout.
+    Sections apply as rcl applies them: ``/**`` to every node, then ``/**/NAME`` (the node in
+    any namespace; the layout of ``config/bronchonav.yaml``, so that ``namespace:=cath2`` keeps
+    the defaults), then ``NAME`` or ``/NAME`` (root namespace only) and ``/NS/NAME``, each
+    overriding the previous. Raises :class:`InputError` if the file is missing or not in the
+    ROS 2 layout.
     """
     path = Path(path)
     if not path.is_file():
@@ -130,8 +140,12 @@ def load_yaml_params(path: str | Path, node_name: str) -> dict:
         raise InputError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must map node names to {{ros__parameters: ...}}")
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    keys = ["/**", f"/**/{node_name}", f"{ns}/{node_name}"]
+    if not ns:
+        keys.insert(2, node_name)
     out: dict = {}
-    for key in ("/**", node_name, f"/{node_name}"):
+    for key in keys:
         section = data.get(key)
         if section is None:
             continue
@@ -139,6 +153,11 @@ def load_yaml_params(path: str | Path, node_name: str) -> dict:
             raise InputError(f"{path}: section {key!r} must hold a 'ros__parameters' mapping")
         out.update(section.get("ros__parameters") or {})
     return out
+
+
+def yaml_node_name(key: str) -> str:
+    """The node name of a parameter-file section key (``/**/catheter_sim`` → ``catheter_sim``)."""
+    return key.rsplit("/", 1)[-1]
 
 
 def overrides(values: dict) -> list:

@@ -1,17 +1,18 @@
 """``registration``: patient→CT registration from the EM tip sensor, as ROS messages.
 
-Collects ``/catheter/em_pose`` samples (``PoseStamped`` in ``patient``; one per ``sample_cell_m``
+Topic and service names are relative to the node's namespace (``namespace:=cath2`` moves them
+all). Collects ``catheter/em_pose`` samples (``PoseStamped`` in ``patient``; one per ``sample_cell_m``
 cube, so a catheter at rest adds a handful and a sweep one every few millimetres) and registers
 them to the map's centerlines with :func:`bronchonav.registration.register.register_em` — on request
-(``/registration/trigger``, ``std_srvs/Trigger``) or automatically once ``auto_min_samples``
+(``registration/trigger``, ``std_srvs/Trigger``) or automatically once ``auto_min_samples``
 samples exist (and again every ``auto_every_samples`` new ones). With a feasible route on
-``/route/status``, its target drives the local refinement near the lesion.
+``route/status``, its target drives the local refinement near the lesion.
 
-Publishes (transient-local): ``/registration/transform`` (``geometry_msgs/TransformStamped``,
-parent ``ct``, child ``patient``: ``T_ct_patient``), ``/registration/quality``
+Publishes (transient-local): ``registration/transform`` (``geometry_msgs/TransformStamped``,
+parent ``ct``, child ``patient``: ``T_ct_patient``), ``registration/quality``
 (``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``),
-``/registration/status`` (``std_msgs/String``, JSON of the result); and, for every EM sample once
-registered, ``/registration/tip_pose`` (``PoseStamped``, ``ct``). ``/registration/reset`` clears
+``registration/status`` (``std_msgs/String``, JSON of the result); and, for every EM sample once
+registered, ``registration/tip_pose`` (``PoseStamped``, ``ct``). ``registration/reset`` clears
 the samples.
 """
 
@@ -46,7 +47,7 @@ PARAMS = [
     Param("max_samples", 20000, "Samples kept at most (oldest dropped)", minimum=20,
           maximum=10_000_000),
     Param("use_route_target", True,
-          "Refine locally around the target of the feasible route on /route/status"),
+          "Refine locally around the target of the feasible route on route/status"),
 ]
 
 QUALITY_LABELS = ("fitness", "fre_m", "n_points", "success", "target_sigma_m")
@@ -76,19 +77,19 @@ class RegistrationNode(Node):
         self.target_ct: np.ndarray | None = None
         self.result = None
         self._busy = threading.Lock()
-        self.pub_tf = self.create_publisher(TransformStamped, "/registration/transform", qos.LATCHED)
-        self.pub_quality = self.create_publisher(Float64MultiArray, "/registration/quality",
+        self.pub_tf = self.create_publisher(TransformStamped, "registration/transform", qos.LATCHED)
+        self.pub_quality = self.create_publisher(Float64MultiArray, "registration/quality",
                                                  qos.LATCHED)
-        self.pub_status = self.create_publisher(String, "/registration/status", qos.LATCHED)
-        self.pub_tip = self.create_publisher(PoseStamped, "/registration/tip_pose", qos.STATE)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
-        self.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.SAMPLES)
-        self.create_subscription(String, "/route/status", self._on_route, qos.LATCHED)
-        self.create_service(Trigger, "/registration/trigger", self._on_trigger)
-        self.create_service(Trigger, "/registration/reset", self._on_reset)
+        self.pub_status = self.create_publisher(String, "registration/status", qos.LATCHED)
+        self.pub_tip = self.create_publisher(PoseStamped, "registration/tip_pose", qos.STATE)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "diagnostics", qos.DEFAULT)
+        self.create_subscription(PoseStamped, "catheter/em_pose", self._on_em, qos.SAMPLES)
+        self.create_subscription(String, "route/status", self._on_route, qos.LATCHED)
+        self.create_service(Trigger, "registration/trigger", self._on_trigger)
+        self.create_service(Trigger, "registration/reset", self._on_reset)
         self._auto_timer = self.create_timer(0.2, self._auto)
         self.get_logger().info(f"registration ready on map {self.airway_map.name!r}: "
-                               f"/registration/trigger, auto={p['auto_register']}")
+                               f"registration/trigger, auto={p['auto_register']}")
 
     @property
     def n_samples(self) -> int:

@@ -65,16 +65,17 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
-def load_airway_map(spec: str):
+def load_airway_map(spec: str, fresh: bool = False):
     """Load the :class:`~bronchonav.maps.AirwayMap` named by a map parameter.
 
     ``spec`` is a map folder or ``phantom:NAME`` (the phantom's ground-truth map, built on
     start). Maps are loaded once per process and shared by the nodes of an in-process graph;
-    treat the returned object as read-only.
+    treat the returned object as read-only. ``fresh`` reads the folder again (the map server's
+    ``load_map`` service) and replaces the shared copy.
     """
     key = resolve_map(spec)
     with _cache_lock:
-        if key not in _cache:
+        if fresh or key not in _cache:
             if key.startswith(PHANTOM_PREFIX):
                 from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
 

@@ -1,16 +1,19 @@
 """Start BronchoNav nodes without the ROS 2 launch system: one process or child processes.
 
-The three launch configurations mirror ``launch/*.launch.py`` (same nodes, same YAML file, same
-arguments ``map``, ``rate``, ``rviz``):
+The launch configurations ``plan``, ``hil`` and ``sim`` (nodes, arguments, which nodes are
+required) come from :mod:`bronchonav.ros.launch_spec`, the table ``launch/*.launch.py`` read too:
 
 - ``plan``: airway_map_server, route_planner
-- ``hil``: airway_map_server, catheter_sim, route_planner, registration (an external controller
-  drives ``/catheter/command`` or ``/catheter/joint_command``)
+- ``hil``: airway_map_server, catheter_sim, route_planner, registration, tip_camera (an external
+  controller drives ``catheter/command`` or ``catheter/joint_command``)
 - ``sim``: everything in ``hil`` plus the built-in ``navigator``
 
 :class:`InProcessGraph` builds the node objects in this process and spins each on an executor of
-its own in a background thread; :func:`spawn_processes` starts each node as its own
-console-script process with ``--ros-args --params-file``.
+its own in a background thread; :func:`spawn_processes` starts each node as its own process with
+``--ros-args --params-file``. :func:`run_processes` behaves as ``ros2 launch`` does: when a
+required node exits, the others are stopped. SIGINT or SIGTERM stops everything cleanly (exit
+code 0). robot_state_publisher and RViz are started when installed (ament index), otherwise a
+one-line message says so.
 """
 
 from __future__ import annotations
@@ -20,33 +23,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
 from bronchonav.catheter.runtime.loop import freeze_startup_heap
+from bronchonav.ros import launch_spec
+from bronchonav.ros.launch_spec import NODES, resolve_arguments
 
-NODE_CLASSES = {
-    "airway_map_server": "bronchonav.ros.map_server_node:MapServerNode",
-    "catheter_sim": "bronchonav.ros.catheter_sim_node:CatheterSimNode",
-    "route_planner": "bronchonav.ros.route_planner_node:RoutePlannerNode",
-    "registration": "bronchonav.ros.registration_node:RegistrationNode",
-    "navigator": "bronchonav.ros.navigator_node:NavigatorNode",
-    "tip_camera": "bronchonav.ros.tip_camera_node:TipCameraNode",
-}
-"""Node name (= console script = YAML section) → node class."""
+NODE_CLASSES = {name: spec.node_class for name, spec in NODES.items()}
+"""Node name (= console script = YAML section) → ``"module:Class"`` (from the launch table)."""
 
-LAUNCH_CONFIGS = {
-    "plan": ["airway_map_server", "route_planner"],
-    "hil": ["airway_map_server", "catheter_sim", "route_planner", "registration", "tip_camera"],
-    "sim": ["airway_map_server", "catheter_sim", "route_planner", "registration", "navigator",
-            "tip_camera"],
-}
-"""Launch configuration → node names, the same as ``launch/<name>.launch.py``."""
-
-MAP_NODES = ("airway_map_server", "catheter_sim", "route_planner", "registration", "tip_camera")
-"""Nodes that take the ``map`` launch argument."""
+LAUNCH_CONFIGS = {name: list(c.nodes) for name, c in launch_spec.LAUNCH_CONFIGS.items()}
+"""Launch configuration → node names, as ``launch/<name>.launch.py`` starts them."""
 
 
 def default_config() -> Path:
@@ -66,20 +57,22 @@ def ensure_local_ros_env(domain_id: int | None = None) -> None:
 
 
 def node_parameters(node_name: str, config: str | Path | None = None,
-                    launch_args: dict | None = None, extra: dict | None = None) -> dict:
+                    launch_args: dict | None = None, extra: dict | None = None,
+                    namespace: str = "/") -> dict:
     """A node's parameters: the YAML file's section, then launch arguments, then ``extra``.
 
     ``launch_args`` may hold ``map`` (applied to the map-using nodes) and ``rate`` (the
-    catheter_sim ``rate_hz``), as the launch files do.
+    catheter_sim ``rate_hz``), checked and applied as the launch files do
+    (:func:`bronchonav.ros.launch_spec.node_overrides`); None or empty values are unset.
     """
     from bronchonav.ros.params import load_yaml_params
 
-    values = load_yaml_params(config or default_config(), node_name)
-    launch_args = launch_args or {}
-    if launch_args.get("map") and node_name in MAP_NODES:
-        values["map"] = str(launch_args["map"])
-    if launch_args.get("rate") and node_name == "catheter_sim":
-        values["rate_hz"] = float(launch_args["rate"])
+    values = load_yaml_params(config or default_config(), node_name, namespace)
+    given = {k: v for k, v in (launch_args or {}).items() if v not in (None, "")}
+    values.update(launch_spec.node_overrides(
+        node_name,
+        launch_spec.check_map(given["map"]) if "map" in given else None,
+        launch_spec.check_rate(given["rate"]) if "rate" in given else None))
     values.update(extra or {})
     return values
 
@@ -136,13 +129,16 @@ class InProcessGraph:
         Per-node parameter overrides ``{node_name: {param: value}}``.
     context : rclpy.context.Context, optional
         An initialised context (default: the global one, which must be initialised).
+    namespace : str, optional
+        Namespace of every node (default the root); topics are relative, so they move with it.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
     def __init__(self, node_names, config=None, launch_args=None, extra=None,
-                 context=None) -> None:
+                 context=None, namespace: str = "/") -> None:
         self.node_names = list(node_names)
+        self.namespace = namespace
         self.config = config
         self.launch_args = launch_args or {}
         self.extra = extra or {}
@@ -157,8 +153,9 @@ class InProcessGraph:
 
         try:
             for name in self.node_names:
-                values = node_parameters(name, self.config, self.launch_args, self.extra.get(name))
-                kwargs = {"parameter_overrides": overrides(values)}
+                values = node_parameters(name, self.config, self.launch_args, self.extra.get(name),
+                                         self.namespace)
+                kwargs = {"parameter_overrides": overrides(values), "namespace": self.namespace}
                 if self.context is not None:
                     kwargs["context"] = self.context
                 self.nodes[name] = node_class(name)(**kwargs)
@@ -218,59 +215,106 @@ class _StopOnSignal:
 def run_in_process(config_name: str, config=None, launch_args=None) -> int:
     """Run a launch configuration in this process until SIGINT/SIGTERM; return the exit code.
 
-    The signal handlers are installed before the nodes are built, so a signal during start-up
-    also ends in a clean shutdown.
+    The arguments are checked before anything starts (:class:`InputError` names a bad one). The
+    signal handlers are installed before the nodes are built, so a signal during start-up also
+    ends in a clean shutdown.
     """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    if config_name not in LAUNCH_CONFIGS:
-        raise InputError(f"unknown launch configuration {config_name!r} "
-                         f"(known: {', '.join(LAUNCH_CONFIGS)})")
+    values = resolve_arguments(config_name, _with_params_file(launch_args, config))
     ensure_local_ros_env()
+    names = list(values.config.nodes)
     with _StopOnSignal() as stop:
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+        tools: dict = {}
         try:
-            with InProcessGraph(LAUNCH_CONFIGS[config_name], config, launch_args):
-                print(f"bronchonav {config_name}: running {', '.join(LAUNCH_CONFIGS[config_name])}"
-                      f" in one process (domain {os.environ['ROS_DOMAIN_ID']}); Ctrl-C to stop",
-                      file=sys.stderr, flush=True)
-                _maybe_rviz(launch_args)
+            with InProcessGraph(names, values.params_file, _node_args(values),
+                                namespace=values.namespace):
+                print(f"bronchonav {config_name}: running {', '.join(names)} in one process "
+                      f"(domain {os.environ['ROS_DOMAIN_ID']}, namespace {values.namespace}); "
+                      "Ctrl-C to stop", file=sys.stderr, flush=True)
+                tools = start_tools(values)
                 while not stop.wait(0.5):
                     pass
         finally:
+            stop_processes(tools)
             rclpy.try_shutdown()
     return 0
 
 
-def _maybe_rviz(launch_args) -> subprocess.Popen | None:
-    """Start rviz2 with ``config/bronchonav.rviz`` if asked and installed."""
-    if not (launch_args or {}).get("rviz"):
-        return None
-    import shutil
+def _with_params_file(launch_args, config) -> dict:
+    args = dict(launch_args or {})
+    if config is not None:
+        args["params_file"] = str(config)
+    return args
 
+
+def _node_args(values) -> dict:
+    """The checked ``map`` / ``rate`` as launch_args for :func:`node_parameters`."""
+    return {"map": values.map, "rate": values.rate_hz}
+
+
+def _ros_executable(package: str, executable: str) -> Path | None:
+    """``<prefix>/lib/<package>/<executable>`` of an installed ROS package, or None."""
+    prefix = launch_spec.package_prefix(package)
+    if prefix is None:
+        return None
+    path = prefix / "lib" / package / executable
+    return path if path.is_file() else None
+
+
+def start_tools(values) -> dict:
+    """Start robot_state_publisher and RViz as the launch files do; ``{name: Popen}``.
+
+    A tool that is not installed is skipped with the same one-line message as the launch files.
+    """
     from bronchonav.ros.resources import data_file
 
-    if shutil.which("rviz2") is None:
-        print("rviz2 is not installed here; open config/bronchonav.rviz in RViz or use Foxglove",
-              file=sys.stderr)
-        return None
-    return subprocess.Popen(["rviz2", "-d", str(data_file("config/bronchonav.rviz"))])
+    wanted = []
+    if values.config.robot_model and values.robot_state_publisher:
+        params = Path(tempfile.mkdtemp(prefix="bronchonav_rsp_")) / "robot_description.yaml"
+        import yaml
+
+        params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+            "robot_description": data_file("urdf/bronchoscope.urdf").read_text()}}}))
+        wanted.append(("robot_state_publisher", "robot_state_publisher",
+                       ["--ros-args", "--params-file", str(params)]))
+    if values.rviz:
+        wanted.append(("rviz2", "rviz2", ["-d", str(data_file("config/bronchonav.rviz")),
+                                           "--ros-args"]))
+    procs = {}
+    for package, executable, args in wanted:
+        path = _ros_executable(package, executable)
+        if path is None:
+            print(launch_spec.missing_tool_message(package), file=sys.stderr, flush=True)
+            continue
+        if values.namespace != "/":
+            args = args + ["-r", f"__ns:={values.namespace}"]
+        procs[package] = subprocess.Popen([str(path), *args], start_new_session=True)
+    return procs
 
 
-def node_command(node_name: str, config=None, launch_args=None, extra=None) -> list[str]:
-    """The command line that starts ``node_name`` as a process with its parameters."""
-    module = NODE_CLASSES[node_name].split(":")[0]
-    cmd = [sys.executable, "-m", module, "--ros-args",
+def node_command(node_name: str, config=None, launch_args=None, extra=None,
+                 namespace: str = "/") -> list[str]:
+    """The command line that starts ``node_name`` as a process with its parameters.
+
+    The parameter file is passed with ``--params-file``; the launch arguments (``map``, ``rate``)
+    and ``extra`` as ``-p`` overrides after it.
+    """
+    if node_name not in NODES:
+        raise InputError(f"unknown node {node_name!r} (known: {', '.join(NODES)})")
+    cmd = [sys.executable, "-m", NODES[node_name].module, "--ros-args",
            "--params-file", str(config or default_config())]
-    values = node_parameters(node_name, config, launch_args, extra)
-    for key in ("map", "rate_hz"):
-        if key in (extra or {}) or (launch_args or {}).get("map" if key == "map" else "rate"):
-            if key in values:
-                cmd += ["-p", f"{key}:={values[key]}"]
-    for key, value in (extra or {}).items():
-        if key not in ("map", "rate_hz"):
-            cmd += ["-p", f"{key}:={_ros_arg(value)}"]
+    if namespace != "/":
+        cmd += ["-r", f"__ns:={namespace}"]
+    given = {k: v for k, v in (launch_args or {}).items() if v not in (None, "")}
+    values = launch_spec.node_overrides(
+        node_name, launch_spec.check_map(given["map"]) if "map" in given else None,
+        launch_spec.check_rate(given["rate"]) if "rate" in given else None)
+    values.update(extra or {})
+    for key, value in values.items():
+        cmd += ["-p", f"{key}:={_ros_arg(value)}"]
     return cmd
 
 
@@ -282,13 +326,14 @@ def _ros_arg(value) -> str:
     return str(value)
 
 
-def spawn_processes(node_names, config=None, launch_args=None, extra=None) -> dict:
+def spawn_processes(node_names, config=None, launch_args=None, extra=None,
+                    namespace: str = "/") -> dict:
     """Start each node as a child process (own process group); return ``{name: Popen}``."""
     ensure_local_ros_env()
     procs = {}
     for name in node_names:
         procs[name] = subprocess.Popen(node_command(name, config, launch_args,
-                                                    (extra or {}).get(name)),
+                                                    (extra or {}).get(name), namespace),
                                        start_new_session=True)
     return procs
 
@@ -310,36 +355,87 @@ def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
 
 
 def run_processes(config_name: str, config=None, launch_args=None) -> int:
-    """Run a launch configuration as child processes until SIGINT/SIGTERM or a child exits."""
-    if config_name not in LAUNCH_CONFIGS:
-        raise InputError(f"unknown launch configuration {config_name!r}")
+    """Run a launch configuration as child processes until SIGINT/SIGTERM or a required node
+    exits (as ``ros2 launch`` with ``on_exit=Shutdown``); return the exit code.
+
+    0 when stopped by a signal and every node exited cleanly; 1 when a required node exited by
+    itself or a node ended with a non-zero code.
+    """
+    values = resolve_arguments(config_name, _with_params_file(launch_args, config))
+    names = list(values.config.nodes)
     with _StopOnSignal() as stop:
-        procs = spawn_processes(LAUNCH_CONFIGS[config_name], config, launch_args)
-        _maybe_rviz(launch_args)
+        procs = spawn_processes(names, values.params_file, _node_args(values),
+                                namespace=values.namespace)
+        tools = start_tools(values)
+        print(f"bronchonav {config_name}: started {', '.join(names)} as processes (domain "
+              f"{os.environ['ROS_DOMAIN_ID']}, namespace {values.namespace}); Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+        failed = False
+        reported: set = set()
         try:
-            while not stop.wait(0.5):
-                dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
-                if dead:
-                    print(f"node(s) exited: {dead}; stopping the others", file=sys.stderr)
+            while not stop.wait(0.2):
+                for name, p in procs.items():
+                    if p.poll() is not None and name not in reported:
+                        reported.add(name)
+                        print(f"{name} exited with code {p.returncode}", file=sys.stderr,
+                              flush=True)
+                        failed = failed or p.returncode != 0 or NODES[name].required
+                required = [n for n in reported if NODES[n].required]
+                if required:
+                    print(f"required node {required[0]} exited: stopping the others",
+                          file=sys.stderr, flush=True)
                     break
         finally:
-            codes = stop_processes(procs)
-    return 0 if all(c == 0 for c in codes.values()) else 1
+            codes = stop_processes({**procs, **tools})
+    return 1 if failed or any(codes[n] != 0 for n in procs) else 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a KeyboardInterrupt (a signal during
+    start-up can surface as another error, e.g. a C extension's import failing under it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def with_default_params_file(argv: list[str]) -> list[str]:
+    """``argv`` with the installed ``config/bronchonav.yaml`` as the first parameter file when no
+    ``--params-file`` is given, so ``ros2 run bronchonav NODE`` uses the same defaults as the
+    launch files. Later ``--params-file`` and ``-p`` arguments override it (rcl applies them in
+    order)."""
+    if "--params-file" in argv:
+        return list(argv)
+    return [argv[0], "--ros-args", "--params-file", str(default_config()), "--", *argv[1:]]
 
 
 def spin_node(factory, args=None) -> None:
     """``main()`` body of a node console script: init, spin, clean shutdown on SIGINT/SIGTERM.
 
-    Errors a user can cause (bad parameter, missing map) print one line and exit with code 2.
+    As in ros2/examples: rclpy's signal handlers shut the context down and wake the executor,
+    which ends with ExternalShutdownException (or KeyboardInterrupt: SIGTERM is made to raise it
+    too, so a signal during a long start-up also ends it). A second signal during teardown (a
+    terminal's Ctrl-C reaches the whole process group) is ignored. Exit code 0 then; errors a
+    user can cause (bad parameter, missing map) print one line and exit with code 2.
     """
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args)
+    argv = with_default_params_file(sys.argv if args is None else list(args))
+    name = getattr(factory, "__name__", "node")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # rclpy chains to it
     node = None
     code = 0
     try:
+        rclpy.init(args=argv)
         node = factory()
         freeze_startup_heap()
         node_executor(node).spin()
@@ -348,10 +444,17 @@ def spin_node(factory, args=None) -> None:
     except RCLError:  # a signal shut the context down while the executor was waiting
         pass
     except BronchoNavError as exc:
-        print(f"{getattr(factory, '__name__', 'node')}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         code = 2
+    except Exception as exc:
+        if not _interrupted(exc):
+            raise
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            if node is not None:
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
     sys.exit(code)

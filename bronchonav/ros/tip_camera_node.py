@@ -10,14 +10,14 @@ frame rate gives way when the machine is busy. In an in-process graph set ``nice
 niceness applies to the whole process.
 
 Subscribes
-    ``pose_topic`` (default ``/catheter/tip_pose``), ``geometry_msgs/PoseStamped`` in the ``ct``
+    ``pose_topic`` (default ``catheter/tip_pose``; names are relative to the node's namespace), ``geometry_msgs/PoseStamped`` in the ``ct``
     frame (metres). The camera looks along the tip frame's +z axis (the catheter's distal
     tangent); its image x/y axes are the tip frame's x/y (optical frame convention).
 Publishes (frame ``frame_id``, default ``catheter_tip_camera``)
-    ``/tip_camera/image_raw`` ``sensor_msgs/Image`` ``rgb8``;
-    ``/tip_camera/depth`` ``sensor_msgs/Image`` ``32FC1``, z-depth in metres, ``+inf`` where
+    ``tip_camera/image_raw`` ``sensor_msgs/Image`` ``rgb8``;
+    ``tip_camera/depth`` ``sensor_msgs/Image`` ``32FC1``, z-depth in metres, ``+inf`` where
     a ray leaves the mesh (REP 118);
-    ``/tip_camera/camera_info`` ``sensor_msgs/CameraInfo`` (``plumb_bob``).
+    ``tip_camera/camera_info`` ``sensor_msgs/CameraInfo`` (``plumb_bob``).
 Parameters
     see :data:`PARAMS` (``map``, ``rate_hz`` = 15, ``width``, ``height``, ``hfov`` (rad),
     ``k1``, ``k2``, ``depth_noise_std`` (m), ``color_noise_std``, ``auto_exposure``, ``seed``,
@@ -58,13 +58,14 @@ PARAMS = [
           "to the catheter loop", minimum=0, maximum=256),
     Param("nice", 10, "Raise the process's niceness by this much on start (0 = unchanged), so "
           "the scheduler prefers the catheter loop over rendering", minimum=0, maximum=19),
-    Param("pose_topic", "/catheter/tip_pose", "Tip pose topic (geometry_msgs/PoseStamped, ct frame)"),
+    Param("pose_topic", "catheter/tip_pose",
+          "Tip pose topic (geometry_msgs/PoseStamped, ct frame; relative to the namespace)"),
     Param("frame_id", "catheter_tip_camera", "Optical frame of the published images"),
 ]
 
-IMAGE_TOPIC = "/tip_camera/image_raw"
-DEPTH_TOPIC = "/tip_camera/depth"
-INFO_TOPIC = "/tip_camera/camera_info"
+IMAGE_TOPIC = "tip_camera/image_raw"
+DEPTH_TOPIC = "tip_camera/depth"
+INFO_TOPIC = "tip_camera/camera_info"
 
 
 def camera_info(intrinsics, header: Header) -> CameraInfo:

@@ -138,6 +138,7 @@ class _Run:
         self.sensor = sensor
         self.steps = 0
         self.failed = 0
+        self.accepted = True
         self.max_contact = 0.0
         self.em_patient: list[np.ndarray] = []
         self.trajectory: list | None = [] if keep_trajectory else None
@@ -151,6 +152,7 @@ class _Run:
     def apply(self, command) -> None:
         state = self.model.step(command)
         self.steps += 1
+        self.accepted = bool(state.converged)
         self.failed += not state.converged
         self.max_contact = max(self.max_contact, state.total_contact_force)
         if self.sensor is not None:
@@ -160,7 +162,7 @@ class _Run:
 
     def drive(self, controller: NavigationController, observe) -> NavigationOutcome:
         while controller.outcome is None:
-            command = controller.update(observe(self.model.state.tip_pose))
+            command = controller.update(observe(self.model.state.tip_pose), self.accepted)
             if controller.outcome is None:
                 self.apply(command)
         return controller.outcome
@@ -266,9 +268,9 @@ def rehearse(airway_map, route, params, pose: str = "truth",
 def _result(pose, outcome, run: _Run, route, sensor: EMSensor, model, target: RouteTarget,
             t_wall: float, reg_success, reg_tre) -> RehearsalResult:
     state = model.state
-    T_tip = sensor.moved_tip(state.tip_pose, run.t)
+    T_tip = sensor.moved_tip(state.tip_pose, sensor.phase_at(run.t))
     tool_end = T_tip[:3, 3] + T_tip[:3, 2] * target.tool_length
-    lesion = sensor.moved_tip(_at(route.target_center), run.t)[:3, 3]
+    lesion = sensor.moved_tip(_at(route.target_center), sensor.phase_at(run.t))[:3, 3]
     miss = float(np.linalg.norm(tool_end - lesion))
     tip_to_exit = float(np.linalg.norm(state.tip_position - target.exit_point))
     reached = outcome.status == "reached" and tip_to_exit <= run.config.reach_tolerance_m

@@ -8,6 +8,7 @@ import numpy as np
 
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.catheter.state import CatheterState
+from bronchonav.viz.tree_plot import plot_tree, view_coordinates
 
 
 def render_catheter_png(tree: AirwayTree, states: list[CatheterState], path: str | Path,
@@ -21,8 +22,6 @@ def render_catheter_png(tree: AirwayTree, states: list[CatheterState], path: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from bronchonav.viz.tree_plot import plot_tree, view_coordinates
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.5))
     for ax, view in zip(axes, ("coronal", "sagittal")):

@@ -41,13 +41,13 @@ from scipy.spatial.transform import Rotation
 
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import InputError, RegistrationError
+from bronchonav.geometry import apply, arc_length, make_transform, rotation_about
 from bronchonav.imaging.camera import CameraIntrinsics, CameraNoise, TipCamera
 from bronchonav.imaging.flythrough import route_poses, tree_path_waypoints
 from bronchonav.maps import AirwayMap
 from bronchonav.registration.register import (RegistrationConfig, local_weights, register_cbct,
                                               register_em)
 from bronchonav.registration.simulate import SimulationConfig, scenario_config, simulate_scenario
-from bronchonav.geometry.transforms import apply, make_transform
 from bronchonav.registration.twin import Twin
 from bronchonav.sensors import EMSensor, TipCameraSensor
 
@@ -207,13 +207,13 @@ def _approach_poses(gt_tree: AirwayTree, target_ct: np.ndarray, cfg: CameraScena
     end = int(narrow[0]) if narrow.size else len(poses)
     if end < 2:
         raise InputError("the approach path has no airway wide enough for the scope")
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(eye[:end], axis=0), axis=1))])
+    s = arc_length(eye[:end])
     pick = np.searchsorted(s, np.linspace(max(s[-1] - cfg.path_length, 0.0), s[-1], cfg.n_frames))
     pick = np.minimum(pick, end - 1)
     out = poses[pick].copy()
     for k, i in enumerate(pick):
         R = out[k, :3, :3]
-        roll = Rotation.from_rotvec(R[:, 2] * rng.uniform(-np.pi, np.pi)).as_matrix()
+        roll = rotation_about(R[:, 2], rng.uniform(-np.pi, np.pi))
         out[k, :3, :3] = roll @ R
         phi = rng.uniform(0, 2 * np.pi)
         lateral = np.cos(phi) * R[:, 0] + np.sin(phi) * R[:, 1]

@@ -1,0 +1,502 @@
+"""The launch configurations: the launch files, the XML front-end, the README table and the
+project's own runner all follow one table (bronchonav/ros/launch_spec.py).
+
+``launch`` and ``launch_ros`` are not installable here (not on PyPI), so the launch files are run
+against a small recording stand-in of the few classes they use (DeclareLaunchArgument,
+OpaqueFunction, LogInfo, Shutdown, Node): this checks what the files build, not the real launch
+system's behaviour. The runner tests start real nodes and check the ROS graph.
+"""
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bronchonav.errors import InputError
+from bronchonav.ros import launch_spec
+from bronchonav.ros.launch_spec import ARGUMENTS, LAUNCH_CONFIGS, NODES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Action:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """Recording stand-ins for the ``launch`` / ``launch_ros`` classes the launch files use."""
+    classes = {name: type(name, (_Action,), {}) for name in
+               ("LaunchDescription", "DeclareLaunchArgument", "OpaqueFunction", "LogInfo",
+                "Shutdown", "Node")}
+    modules = {
+        "launch": {"LaunchDescription": classes["LaunchDescription"]},
+        "launch.actions": {k: classes[k] for k in ("DeclareLaunchArgument", "OpaqueFunction",
+                                                   "LogInfo", "Shutdown")},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": classes["Node"]},
+    }
+    for name, attrs in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, module)
+    return classes
+
+
+def _generate(name):
+    spec = importlib.util.spec_from_file_location(f"launch_{name}", ROOT / "launch" /
+                                                  f"{name}.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()
+
+
+def _run_opaque(description, configurations):
+    """Call the OpaqueFunction as ros2 launch would, with ``configurations`` set."""
+    opaque = [a for a in description.args[0] if type(a).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    context = types.SimpleNamespace(launch_configurations=dict(configurations))
+    return opaque[0].kwargs["function"](context, *opaque[0].kwargs.get("args", []))
+
+
+def _defaults(name):
+    return {a: ARGUMENTS[a].default for a in LAUNCH_CONFIGS[name].arguments}
+
+
+@pytest.mark.parametrize("name", ["plan", "hil", "sim"])
+def test_launch_file_declares_its_arguments_and_starts_the_table_nodes(name, fake_launch,
+                                                                      monkeypatch):
+    found = {"robot_state_publisher", "rviz2"}
+    monkeypatch.setattr(launch_spec, "package_prefix",
+                        lambda p: Path("/opt/ros/x") if p in found else None)
+    description = _generate(name)
+    declared = [a for a in description.args[0] if type(a).__name__ == "DeclareLaunchArgument"]
+    assert [d.args[0] for d in declared] == list(LAUNCH_CONFIGS[name].arguments)
+    for d in declared:
+        assert d.kwargs["default_value"] == ARGUMENTS[d.args[0]].default
+        assert len(d.kwargs["description"]) > 20
+
+    actions = _run_opaque(description, _defaults(name) | {"namespace": "cath2"})
+    nodes = [a.kwargs for a in actions if type(a).__name__ == "Node"]
+    ours = [n for n in nodes if n["package"] == "bronchonav"]
+    assert [n["name"] for n in ours] == list(LAUNCH_CONFIGS[name].nodes)
+    # relative, so that it nests under an including launch file's push-ros-namespace
+    assert all(n["executable"] == n["name"] and n["namespace"] == "cath2" for n in ours)
+    for n in ours:  # empty map/rate keep the parameter file's values: no overrides
+        assert [Path(p) for p in n["parameters"]] == [ROOT / "config" / "bronchonav.yaml"]
+        if NODES[n["name"]].required:
+            assert type(n["on_exit"]).__name__ == "Shutdown"
+        else:
+            assert n["on_exit"] is None
+    others = {n["package"] for n in nodes} - {"bronchonav"}
+    assert others == ({"robot_state_publisher", "rviz2"} if name != "plan" else {"rviz2"})
+    assert all(n["namespace"] == "cath2" for n in nodes)
+    if name != "plan":
+        rsp = next(n for n in nodes if n["package"] == "robot_state_publisher")
+        assert rsp["parameters"][0]["robot_description"].startswith("<?xml")
+
+
+def test_required_nodes_are_the_map_server_and_the_simulator():
+    assert {n for n, s in NODES.items() if s.required} == {"airway_map_server", "catheter_sim"}
+
+
+def test_launch_arguments_reach_the_nodes(fake_launch, monkeypatch, tmp_path):
+    monkeypatch.setattr(launch_spec, "package_prefix", lambda p: None)
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters: {}\n")
+    actions = _run_opaque(_generate("hil"), _defaults("hil") | {
+        "map": "phantom:default", "rate": "500", "params_file": str(params),
+        "robot_state_publisher": "false", "rviz": "false"})
+    nodes = {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+    assert set(nodes) == set(LAUNCH_CONFIGS["hil"].nodes)  # tools off: no messages either
+    assert not [a for a in actions if type(a).__name__ == "LogInfo"]
+    for name, n in nodes.items():
+        assert n["parameters"][0] == str(params.resolve())
+        expected = {"map": "phantom:default"} if NODES[name].uses_map else {}
+        if name == "catheter_sim":
+            expected["rate_hz"] = 500.0
+        assert n["parameters"][1:] == ([expected] if expected else [])
+        assert n["namespace"] is None  # the root, or the including file's namespace
+
+
+def test_missing_tools_give_a_message_not_an_abort(fake_launch, monkeypatch):
+    monkeypatch.setattr(launch_spec, "package_prefix", lambda p: None)  # nothing installed
+    actions = _run_opaque(_generate("sim"), _defaults("sim"))
+    messages = [a.kwargs["msg"] for a in actions if type(a).__name__ == "LogInfo"]
+    assert len(messages) == 2
+    assert "robot_state_publisher is not installed" in messages[0]
+    assert "robot_state_publisher:=false" in messages[0]
+    assert "rviz2 is not installed" in messages[1] and "rviz:=false" in messages[1]
+    nodes = [a.kwargs["package"] for a in actions if type(a).__name__ == "Node"]
+    assert set(nodes) == {"bronchonav"} and len(nodes) == len(LAUNCH_CONFIGS["sim"].nodes)
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("rate", "fast", "rate:='fast' must be a number"),
+    ("rate", "5000", "outside 1 to 2000 Hz"),
+    ("rate", "nan", "outside"),
+    ("rviz", "maybe", "rviz:='maybe' must be true or false"),
+    ("map", "/no/such/map", "map:=/no/such/map"),
+    ("map", "phantom:huge", "unknown phantom 'huge'"),
+    ("namespace", "2cath", "not a ROS namespace"),
+    ("params_file", "/no/such.yaml", "params_file:=/no/such.yaml: no such file"),
+])
+def test_bad_arguments_stop_the_launch_before_any_node(fake_launch, argument, value, message):
+    description = _generate("sim")
+    with pytest.raises(InputError, match=re.escape(message)):
+        _run_opaque(description, _defaults("sim") | {argument: value})
+
+
+def test_rate_range_is_the_simulator_parameter_range():
+    from bronchonav.ros.catheter_sim_node import PARAMS
+
+    rate = next(p for p in PARAMS if p.name == "rate_hz")
+    assert launch_spec.RATE_RANGE_HZ == (rate.minimum, rate.maximum)
+
+
+def test_xml_front_end_matches_the_python_launch_file():
+    root = ET.parse(ROOT / "launch" / "sim.launch.xml").getroot()
+    declared = {a.get("name"): a for a in root.findall("arg")}
+    assert list(declared) == list(LAUNCH_CONFIGS["sim"].arguments)
+    for name, element in declared.items():
+        assert element.get("default") == ARGUMENTS[name].default
+        assert element.get("description") == ARGUMENTS[name].description
+    (include,) = root.findall("include")
+    assert include.get("file") == "$(find-pkg-share bronchonav)/launch/sim.launch.py"
+    passed = {a.get("name"): a.get("value") for a in include.findall("arg")}
+    assert passed == {name: f"$(var {name})" for name in declared}
+
+
+def test_every_launch_argument_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for name, argument in ARGUMENTS.items():
+        row = re.search(rf"^\|\s*`{name}`\s*\|([^\n]*)$", readme, re.MULTILINE)
+        assert row, f"README has no table row for launch argument {name!r}"
+        default = argument.default or "(empty)"
+        assert f"`{default}`" in row.group(1), (name, row.group(1))
+
+
+def test_launch_files_are_installed_by_setup():
+    text = (ROOT / "setup.py").read_text()
+    assert 'data_tree("launch")' in text and 'data_tree("config")' in text
+    assert {p.name for p in (ROOT / "launch").iterdir()} >= {
+        "plan.launch.py", "hil.launch.py", "sim.launch.py", "sim.launch.xml"}
+    scripts = dict(re.findall(r'^\s+"(\w+)": "(bronchonav\.ros\.\w+):main",$', text, re.MULTILINE))
+    assert scripts == {name: spec.module for name, spec in NODES.items()}  # ros2 run NAME
+
+
+# -- the project's own runner ---------------------------------------------------------------------
+
+def test_runner_refuses_bad_arguments_with_one_line():
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    out = subprocess.run([cli, "launch", "hil", "rate:=fast", "--processes"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("bronchonav launch: error: launch argument rate:='fast' must "
+                                  "be a number of Hz (1 to 2000)")
+
+
+@pytest.fixture(scope="module")
+def context():
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=[])
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope="module")
+def probe(context):
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    node = rclpy.create_node("launch_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield node
+    executor.shutdown()
+    thread.join(timeout=5.0)  # the spin thread ends before the node goes
+    node.destroy_node()
+
+
+def _wait_graph(probe, names, namespace, topics=(), services=(), timeout=90.0):
+    """Wait until every node of ``names`` is in ``namespace`` and the names exist."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = set(probe.get_node_names_and_namespaces())
+        have_topics = {t for t, _ in probe.get_topic_names_and_types()}
+        have_services = {s for s, _ in probe.get_service_names_and_types()}
+        missing = ({(n, namespace) for n in names} - nodes, set(topics) - have_topics,
+                   set(services) - have_services)
+        if not any(missing):
+            return nodes
+        assert time.monotonic() < deadline, f"missing from the graph: {missing}"
+        time.sleep(0.2)
+
+
+def _call(probe, srv_type, name, request, timeout=20.0):
+    client = probe.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), name
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f"{name} did not answer"
+            time.sleep(0.01)
+        return future.result()
+    finally:
+        probe.destroy_client(client)
+
+
+def test_runner_plan_in_one_process_namespaced_lifecycle_map_server(context, probe):
+    """plan in one process under /cath2: the nodes of the table, the map server's relative
+    topics and lifecycle services in the namespace, and its load_map service."""
+    from lifecycle_msgs.srv import GetState
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from std_srvs.srv import Trigger
+
+    from bronchonav.ros.runner import LAUNCH_CONFIGS as RUNNER_CONFIGS
+    from bronchonav.ros.runner import InProcessGraph
+
+    assert RUNNER_CONFIGS == {n: list(c.nodes) for n, c in LAUNCH_CONFIGS.items()}
+    with InProcessGraph(RUNNER_CONFIGS["plan"], context=context, namespace="/cath2") as graph:
+        server = "/cath2/airway_map_server"
+        _wait_graph(probe, RUNNER_CONFIGS["plan"], "/cath2",
+                    topics=["/cath2/airway_map/markers", "/cath2/airway_map/info"],
+                    services=[f"{server}/get_state", f"{server}/change_state",
+                              f"{server}/load_map"])
+        state = _call(probe, GetState, f"{server}/get_state", GetState.Request())
+        assert state.current_state.label == "active"
+
+        def set_map(value):
+            p = Parameter(name="map", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                           string_value=value))
+            reply = _call(probe, SetParameters, f"{server}/set_parameters",
+                          SetParameters.Request(parameters=[p]))
+            assert reply.results[0].successful, reply.results[0].reason
+
+        served = graph.nodes["airway_map_server"].map_path
+        set_map("/no/such/map")
+        reply = _call(probe, Trigger, f"{server}/load_map", Trigger.Request())
+        assert not reply.success and "/no/such/map" in reply.message
+        assert graph.nodes["airway_map_server"].map_path == served  # the old map stays
+        set_map("maps/phantom_default")
+        reply = _call(probe, Trigger, f"{server}/load_map", Trigger.Request())
+        assert reply.success and "205 branches" in reply.message, reply.message
+
+
+def _descendants(pid):
+    """Live (not zombie) descendants of process ``pid``."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid ...
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        pid = todo.pop()
+        children = [p for p, parent in parents.items() if parent == pid]
+        out += children
+        todo += children
+    return out
+
+
+def _alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _stop(proc, processes=()):
+    """After a failure: let the runner stop its nodes (SIGTERM), then kill what is left."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pid in _alive(processes):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _start_cli(*args):
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    return subprocess.Popen([cli, "launch", *args, "--processes", "--no-rviz"],
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
+    """hil as processes under /cath2: the table's nodes with namespaced topics; a terminal
+    Ctrl-C (SIGINT to the runner's process group; each node has its own, the runner stops them)
+    stops every node and the solver child in < 2 s, exit code 0, no traceback."""
+    from sensor_msgs.msg import JointState
+
+    from bronchonav.ros import qos
+
+    states = []
+    # the simulator's first state: catheter/joint_states relative to the namespace (or at the
+    # root while the simulator still publishes an absolute /joint_states)
+    subs = [probe.create_subscription(JointState, topic, states.append, qos.STATE_SUB)
+            for topic in ("/cath2/joint_states", "/joint_states")]
+    proc = _start_cli("hil", "namespace:=cath2")
+    processes = []
+    try:
+        _wait_graph(probe, LAUNCH_CONFIGS["hil"].nodes, "/cath2", timeout=120.0,
+                    topics=["/cath2/airway_map/markers", "/cath2/registration/status",
+                            "/cath2/tip_camera/image_raw"],
+                    services=["/cath2/registration/trigger",
+                              "/cath2/airway_map_server/load_map"])
+        deadline = time.monotonic() + 120.0
+        while not states:
+            assert time.monotonic() < deadline, "no state from catheter_sim"
+            time.sleep(0.1)
+        processes = _descendants(proc.pid)
+        assert len(processes) >= len(LAUNCH_CONFIGS["hil"].nodes) + 1  # + the solver child
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=20)
+        elapsed = time.monotonic() - t0
+        output = proc.stdout.read()
+    finally:
+        for sub in subs:
+            probe.destroy_subscription(sub)
+        _stop(proc, processes)
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    time.sleep(0.5)  # multiprocessing's resource tracker leaves after its parent
+    assert _alive(processes) == []
+    assert elapsed < 2.0, f"stopped in {elapsed:.2f} s"
+
+
+def test_runner_ends_when_a_required_node_dies(probe):
+    """plan as processes: killing the map server (required) stops the planner too, exit 1."""
+    proc = _start_cli("plan")
+    processes = []
+    try:
+        _wait_graph(probe, LAUNCH_CONFIGS["plan"].nodes, "/", timeout=90.0)
+        processes = _descendants(proc.pid)
+        server = next(p for p in processes if "map_server_node" in
+                      Path(f"/proc/{p}/cmdline").read_text())
+        os.kill(server, signal.SIGKILL)
+        code = proc.wait(timeout=20)
+        output = proc.stdout.read()
+    finally:
+        _stop(proc, processes)
+    assert code == 1
+    assert "required node airway_map_server exited: stopping the others" in output, output
+    assert _alive(processes) == []
+
+
+def test_runner_sim_in_one_process_starts_the_table_nodes(context, probe):
+    from bronchonav.ros.runner import InProcessGraph
+
+    with InProcessGraph(LAUNCH_CONFIGS["sim"].nodes, context=context, namespace="/sim1",
+                        extra={"tip_camera": {"nice": 0}}):
+        _wait_graph(probe, LAUNCH_CONFIGS["sim"].nodes, "/sim1",
+                    topics=["/sim1/airway_map/markers", "/sim1/tip_camera/image_raw",
+                            "/sim1/registration/transform"])
+
+
+# -- ros2_control ---------------------------------------------------------------------------------
+
+def test_ros2_control_urdf_is_generated_and_names_urdf_joints():
+    from bronchonav.ros.urdf_gen import COMMANDED_JOINTS, generate_ros2_control
+
+    text = (ROOT / "urdf" / "bronchoscope_ros2_control.urdf").read_text()
+    assert text == generate_ros2_control()
+    robot = ET.fromstring(text)
+    urdf_joints = {j.get("name"): j.get("type") for j in robot.findall("joint")}
+    (block,) = robot.findall("ros2_control")
+    hardware = block.find("hardware")
+    assert hardware.find("plugin").text == \
+        "joint_state_topic_hardware_interface/JointStateTopicSystem"
+    params = {p.get("name"): p.text for p in hardware.findall("param")}
+    assert params["joint_commands_topic"] == "/catheter/joint_command"
+    assert params["joint_states_topic"] == "/joint_states"
+    joints = {j.get("name"): j for j in block.findall("joint")}
+    movable = {n for n, t in urdf_joints.items() if t != "fixed"}
+    assert set(joints) == movable  # every movable URDF joint, nothing else (no tendons)
+    commanded = {n for n, j in joints.items() if j.find("command_interface") is not None}
+    assert commanded == set(COMMANDED_JOINTS) == {"insertion", "roll"}
+    limit = robot.find("joint[@name='insertion']/limit")
+    cmd = {p.get("name"): float(p.text) for p in
+           joints["insertion"].find("command_interface").findall("param")}
+    assert (cmd["min"], cmd["max"]) == (float(limit.get("lower")), float(limit.get("upper")))
+
+
+def test_ros2_control_controllers_use_the_commanded_joints():
+    import yaml
+
+    from bronchonav.ros.urdf_gen import COMMANDED_JOINTS
+
+    config = yaml.safe_load((ROOT / "config" / "ros2_control_controllers.yaml").read_text())
+    manager = config["controller_manager"]["ros__parameters"]
+    controllers = {k: v["type"] for k, v in manager.items() if isinstance(v, dict)}
+    assert set(controllers) == set(config) - {"controller_manager"}
+    for name in controllers:
+        assert config[name]["ros__parameters"]["joints"] == list(COMMANDED_JOINTS)
+    assert config["joint_state_broadcaster"]["ros__parameters"]["use_local_topics"] is True
+
+
+# -- ros2 run: the parameter file by default ------------------------------------------------------
+
+def test_default_params_file_goes_first_so_later_arguments_win():
+    from bronchonav.ros.runner import default_config, with_default_params_file
+
+    argv = with_default_params_file(["tip_camera", "--ros-args", "-p", "nice:=3"])
+    assert argv == ["tip_camera", "--ros-args", "--params-file", str(default_config()), "--",
+                    "--ros-args", "-p", "nice:=3"]
+    given = ["tip_camera", "--ros-args", "--params-file", "/x.yaml"]
+    assert with_default_params_file(given) == given
+
+
+def test_a_node_started_alone_reads_the_parameter_file(probe, tmp_path):
+    """``ros2 run bronchonav tip_camera`` (here its module): the YAML's values, not the code
+    defaults (tip_camera's ``nice`` is 10 in the code, 0 in config/bronchonav.yaml), and a
+    ``-p`` on the command line still wins; also in a namespace (``/**/tip_camera`` section)."""
+    from rcl_interfaces.srv import GetParameters
+
+    from bronchonav.ros.tip_camera_node import PARAMS
+
+    code_default = next(p.default for p in PARAMS if p.name == "nice")
+    yaml_text = (ROOT / "config" / "bronchonav.yaml").read_text()
+    assert code_default == 10 and re.search(r"^    nice: 0\b", yaml_text, re.MULTILINE)
+    cases = [(["-p", "width:=64", "-r", "__ns:=/cam2"], "/cam2/tip_camera", 0, 64)]
+    for extra, name, nice, width in cases:
+        proc = subprocess.Popen([sys.executable, "-m", "bronchonav.ros.tip_camera_node",
+                                 "--ros-args", *extra], cwd=tmp_path, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            reply = _call(probe, GetParameters, f"{name}/get_parameters",
+                          GetParameters.Request(names=["nice", "width"]), timeout=90.0)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=20)
+        assert [v.integer_value for v in reply.values] == [nice, width]
+        assert code == 0, proc.stdout.read()[-2000:]
