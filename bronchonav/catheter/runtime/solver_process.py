@@ -17,17 +17,22 @@ started (a few seconds: interpreter, map, numba cache). After ``max_restarts`` d
 ``restart_window_s`` the supervisor gives up and reports ``failed`` (the node then holds and
 reports ERROR). Every event reaches the owner through ``on_event`` at once.
 
-Children ignore SIGINT and SIGTERM (a Ctrl-C to the process group is for the parent, which stops
-them) and exit quietly when the parent's end of the pipe closes.
+Children ignore SIGINT and SIGTERM from birth (a Ctrl-C to the process group is for the parent,
+which kills them when it closes) and exit quietly when the parent's end of the pipe closes.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+_PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""Signals meant for the parent (a terminal's Ctrl-C reaches the whole process group)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,10 @@ class SolverConfig:
 def _serve(conn, config: SolverConfig) -> None:
     """The child's main: warm up, say ``ready``, then solve the newest command until ``None``."""
     import os
-    import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for s in _PARENT_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_SIGNALS)
     if hasattr(os, "sched_setscheduler"):  # do not inherit the loop's real-time priority
         try:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
@@ -129,7 +134,13 @@ class SolverProcess:
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, config), name="catheter-solver",
                                  daemon=True)
-        self._proc.start()
+        # the child is born with SIGINT/SIGTERM blocked (the mask is inherited): a Ctrl-C to the
+        # process group while it starts cannot kill it; _serve then ignores and unblocks them
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENT_SIGNALS)
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self._on_message = on_message
         self._send_lock = threading.Lock()
@@ -183,18 +194,13 @@ class SolverProcess:
         if self._proc.is_alive():
             self._proc.kill()
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop the child process (no ``died`` event)."""
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the child process (no ``died`` event). It is killed: it holds nothing that
+        needs a graceful end, and a numba process's interpreter teardown takes most of a
+        second."""
         self._closing = True
-        try:
-            with self._send_lock:
-                self._conn.send(None)
-        except (OSError, BrokenPipeError, ValueError):
-            pass
+        self.kill()
         self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(timeout)
         self._conn.close()
 
 
