@@ -508,6 +508,10 @@ class CatheterSimNode(Node):
         if self._pub_lock.acquire(blocking=False):  # else the receiver is publishing a newer one
             try:
                 self._publish_state(self._latest, now)
+            except Exception:
+                if self.context.ok():
+                    raise  # a loop error (counted, ERROR on /diagnostics, exit code 1)
+                # else a signal shut the context down: the node is stopping, not failing
             finally:
                 self._pub_lock.release()
 

@@ -251,11 +251,14 @@ class SolverSupervisor:
     hang_timeout_s : float
         A child that has an unanswered command and sends nothing for this long beyond its
         longest legitimate attempt (``recovery_deadline_s``) is killed, and so replaced (s).
+    standby_delay_s : float
+        The first standby starts this long after the first child is ready (s); later ones at
+        once.
     """
 
     def __init__(self, config: SolverConfig, on_state, on_event, standby: bool = True,
                  max_restarts: int = 5, restart_window_s: float = 60.0,
-                 hang_timeout_s: float = 1.0) -> None:
+                 hang_timeout_s: float = 1.0, standby_delay_s: float = 5.0) -> None:
         self.config = config
         self._on_state = on_state
         self._on_event = on_event
@@ -263,6 +266,7 @@ class SolverSupervisor:
         self.max_restarts = int(max_restarts)
         self.restart_window_s = float(restart_window_s)
         self.hang_timeout_s = float(hang_timeout_s) + config.recovery_deadline_s
+        self.standby_delay_s = float(standby_delay_s)
         self.health = SolverHealth()
         self._lock = threading.RLock()
         self._closing = False
@@ -330,7 +334,11 @@ class SolverSupervisor:
             if status == "starting":
                 with self._lock:
                     self.health.status = "running"
-                self._start_standby()
+                # the first standby waits a little: its warm-up (seconds of CPU) should not
+                # compete with the start-up of the rest of the graph
+                timer = threading.Timer(self.standby_delay_s, self._start_standby)
+                timer.daemon = True
+                timer.start()
         else:
             self._on_state(seq, value)
 
