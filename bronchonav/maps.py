@@ -9,7 +9,12 @@ A map is a folder (like a navigation map server's map) holding::
       nodules.json   the nodules (centre, radius, lobe)
       lumen.ply      the lumen surface mesh (triangles, vertices in m, CT frame)
       lung_mask.nii.gz  optional: lung label image (0 outside, 1 right, 2 left), LPS, as written
-                     by SimpleITK
+                     by SimpleITK (the phantom's truth, or segmented from the CT by build-map)
+
+A map is written atomically (a temporary sibling folder renamed into place) and never over an
+existing map unless forced; ``bronchonav add-nodule`` adds lesions the same way, with the
+hashes and the summary rewritten. Every file a map names must be a regular file inside its
+folder.
 
 All coordinates are in the CT frame (``ct``: the scan's patient frame, LPS, metres).
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,7 @@ import yaml
 
 from bronchonav.airway.tree import AirwayTree, Branch, Nodule
 from bronchonav.errors import MapError
+from bronchonav.fileio import atomic_folder
 
 MAP_FORMAT_VERSION = 1
 TREE_FORMAT = "bronchonav-airway-tree"
@@ -111,6 +118,10 @@ def tree_from_dict(data: dict) -> AirwayTree:
                            name=b.get("name")) for b in data["branches"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise MapError(f"malformed branch record in tree: {exc}") from None
+    ids = [b.id for b in branches]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise MapError(f"tree has duplicate branch ids: {', '.join(map(str, dup[:10]))}")
     return AirwayTree(branches)
 
 
@@ -127,10 +138,21 @@ def nodules_from_list(data: list) -> list[Nodule]:
                           d.get("note", "")) for d in data]
     except (KeyError, TypeError, ValueError) as exc:
         raise MapError(f"malformed nodule record: {exc}") from None
-    for n in nodules:
-        if not (np.all(np.isfinite(n.center)) and np.isfinite(n.radius) and n.radius > 0):
-            raise MapError(f"nodule {n.id} has a non-finite centre or non-positive radius")
+    check_nodules(nodules)
     return nodules
+
+
+def check_nodules(nodules: list[Nodule]) -> None:
+    """Raise :class:`MapError` for a non-finite centre, a radius outside (0, 0.1] m or a
+    duplicate id."""
+    seen = set()
+    for n in nodules:
+        if np.shape(n.center) != (3,) or not (np.all(np.isfinite(n.center))
+                                              and np.isfinite(n.radius) and 0 < n.radius <= 0.1):
+            raise MapError(f"nodule {n.id} has a non-finite centre or a radius outside (0, 0.1] m")
+        if n.id in seen:
+            raise MapError(f"duplicate nodule id {n.id!r}")
+        seen.add(n.id)
 
 
 # -- folder I/O ----------------------------------------------------------------------------------
@@ -172,51 +194,98 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if nf and (np.any(faces["n"] != 3) or faces["v"].max() >= nv or faces["v"].min() < 0):
             raise MapError(f"{path.name} has non-triangle faces or bad vertex indices")
         return vertices, faces["v"].astype(np.int64)
+    if not data.startswith(b"ply") or end < 0:
+        raise MapError(f"{path.name} is not a PLY triangle mesh")
     import open3d as o3d
 
     mesh = o3d.io.read_triangle_mesh(str(path))
-    return np.asarray(mesh.vertices, dtype=float), np.asarray(mesh.triangles, dtype=np.int64)
+    vertices = np.asarray(mesh.vertices, dtype=float)
+    triangles = np.asarray(mesh.triangles, dtype=np.int64)
+    declared = [int(line.split()[2]) for line in header.splitlines()
+                if line.startswith(("element vertex ", "element face "))
+                and line.split()[2].isdigit()]
+    if sum(declared) != len(vertices) + len(triangles) or not np.all(np.isfinite(vertices)):
+        raise MapError(f"{path.name} is not a readable triangle mesh ({len(vertices)} vertices "
+                       f"and {len(triangles)} triangles read of {sum(declared)} declared)")
+    return vertices, triangles
 
 
-def save_map(airway_map: AirwayMap, folder: str | Path) -> Path:
-    """Write ``airway_map`` into ``folder`` (created if needed); return the folder path."""
+def save_map(airway_map: AirwayMap, folder: str | Path, force: bool = False) -> Path:
+    """Write ``airway_map`` into ``folder`` atomically; return the folder path.
+
+    The map is written into a temporary sibling folder which then replaces ``folder``
+    (:func:`bronchonav.fileio.atomic_folder`): a failed write leaves whatever was there intact.
+    An existing non-empty ``folder`` is replaced only with ``force=True``.
+
+    Raises
+    ------
+    InputError
+        If ``folder`` exists and is not empty and ``force`` is false, or cannot be written.
+    """
     import bronchonav
 
+    check_nodules(airway_map.nodules)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"tree": "tree.json", "nodules": "nodules.json", "mesh": "lumen.ply"}
-    (folder / files["tree"]).write_text(json.dumps(tree_to_dict(airway_map.tree)))
-    (folder / files["nodules"]).write_text(json.dumps(nodules_to_list(airway_map.nodules), indent=1))
-    _write_mesh(folder / files["mesh"], airway_map.mesh_vertices, airway_map.mesh_triangles)
-    if airway_map.lung_mask is not None:
-        import SimpleITK as sitk
+    with atomic_folder(folder, force=force) as tmp:
+        files = {"tree": "tree.json", "nodules": "nodules.json", "mesh": "lumen.ply"}
+        (tmp / files["tree"]).write_text(json.dumps(tree_to_dict(airway_map.tree)))
+        (tmp / files["nodules"]).write_text(json.dumps(nodules_to_list(airway_map.nodules),
+                                                       indent=1))
+        _write_mesh(tmp / files["mesh"], airway_map.mesh_vertices, airway_map.mesh_triangles)
+        if airway_map.lung_mask is not None:
+            import SimpleITK as sitk
 
-        files["lung_mask"] = "lung_mask.nii.gz"
-        sitk.WriteImage(airway_map.lung_mask, str(folder / files["lung_mask"]), True)
-    tree = airway_map.tree
-    meta = {
-        "format_version": MAP_FORMAT_VERSION,
-        "name": airway_map.name,
-        "frame": "ct",
-        "axis_convention": "LPS (+x patient left, +y posterior, +z head)",
-        "units": "m",
-        "created_by": f"bronchonav {bronchonav.__version__}",
-        "summary": {"branches": len(tree), "max_generation": tree.max_generation,
-                    "lobes": tree.lobes(), "nodules": len(airway_map.nodules)},
-        **airway_map.metadata,
-        "files": {key: {"path": name, "sha256": _sha256(folder / name)}
-                  for key, name in files.items()},
-    }
-    (folder / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+            files["lung_mask"] = "lung_mask.nii.gz"
+            sitk.WriteImage(airway_map.lung_mask, str(tmp / files["lung_mask"]), True)
+        tree = airway_map.tree
+        meta = {
+            "format_version": MAP_FORMAT_VERSION,
+            "name": airway_map.name,
+            "frame": "ct",
+            "axis_convention": "LPS (+x patient left, +y posterior, +z head)",
+            "units": "m",
+            "created_by": f"bronchonav {bronchonav.__version__}",
+            "summary": {"branches": len(tree), "max_generation": tree.max_generation,
+                        "lobes": tree.lobes(), "nodules": len(airway_map.nodules)},
+            **airway_map.metadata,
+            "files": {key: {"path": name, "sha256": _sha256(tmp / name)}
+                      for key, name in files.items()},
+        }
+        (tmp / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        for f in tmp.iterdir():  # on disk before the folder is renamed into place
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
     return folder
+
+
+def _member(folder: Path, key: str, entry) -> Path:
+    """The file a ``files`` entry names, refused unless it stays inside the map folder."""
+    if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
+        raise MapError(f"{folder / METADATA_FILE}: file entry '{key}' must have a 'path' and a "
+                       "'sha256'")
+    rel = Path(entry["path"])
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise MapError(f"map file '{key}' path {entry['path']!r} leaves the map folder "
+                       "(absolute or '..'); map files must be inside the folder")
+    path = folder / rel
+    if path.is_symlink():
+        raise MapError(f"map file '{key}' ({entry['path']}) is a symbolic link; map files must "
+                       "be regular files inside the folder")
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise MapError(f"map file '{key}' path {entry['path']!r} leaves the map folder") from None
+    return path
 
 
 def load_map(folder: str | Path) -> AirwayMap:
     """Load and validate a map folder; raise :class:`MapError` with the reason if it is broken.
 
     Checks: the folder and ``map.yaml`` exist and parse, the format version is supported, every
-    listed file exists and matches its recorded SHA-256, and the tree satisfies the invariants
-    of :meth:`AirwayTree.validate`.
+    listed file is a regular file inside the folder (no absolute path, ``..`` or symbolic link),
+    exists and matches its recorded SHA-256, the tree has unique branch ids and satisfies the
+    invariants of :meth:`AirwayTree.validate`, the nodules are valid, the mesh is a readable
+    triangle mesh and the lung mask a readable image.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -240,9 +309,7 @@ def load_map(folder: str | Path) -> AirwayMap:
         if key not in files:
             raise MapError(f"{meta_path} lists no '{key}' file")
     for key, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
-            raise MapError(f"{meta_path}: file entry '{key}' must have a 'path' and a 'sha256'")
-        path = folder / entry["path"]
+        path = _member(folder, key, entry)
         if not path.is_file():
             raise MapError(f"map file missing: {path}")
         if _sha256(path) != entry.get("sha256"):
@@ -257,7 +324,10 @@ def load_map(folder: str | Path) -> AirwayMap:
     if "lung_mask" in files:
         import SimpleITK as sitk
 
-        lung_mask = sitk.ReadImage(str(folder / files["lung_mask"]["path"]))
+        try:
+            lung_mask = sitk.ReadImage(str(folder / files["lung_mask"]["path"]))
+        except RuntimeError:
+            raise MapError(f"{files['lung_mask']['path']} is not a readable image") from None
     reserved = {"format_version", "name", "frame", "axis_convention", "units", "created_by",
                 "summary", "files"}
     metadata = {k: v for k, v in meta.items() if k not in reserved}

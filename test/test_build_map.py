@@ -148,7 +148,7 @@ def test_shipped_map_is_what_the_code_builds(built):
     """Regenerating maps/phantom_default gives the same tree (the build is deterministic).
 
     If this fails after a change to the phantom or the extraction, regenerate the map with
-    ``bronchonav build-map --phantom default --out maps/phantom_default``.
+    ``bronchonav build-map --phantom default --out maps/phantom_default --force``.
     """
     _, airway_map, _ = built
     shipped = load_map(SHIPPED)

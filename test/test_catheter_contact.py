@@ -1,12 +1,14 @@
 """Wall contact: steering at a bifurcation picks the child, a too-wide catheter cannot enter a
-narrow airway, and the catheter follows a path down the phantom airway tree inside the lumen."""
+narrow airway, and the catheter driven by the navigation controller follows a path down the
+phantom airway tree inside the lumen."""
 
 import numpy as np
 import pytest
 
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
-from bronchonav.catheter.steering import PathFollower
+from bronchonav.geometry import Polyline
+from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
 
 
 def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
@@ -102,6 +104,18 @@ def phantom_tree():
     return generate_phantom_tree(phantom_config("default"))[0]
 
 
+def drive(model, target, config=None):
+    """Drive ``target`` with the navigation controller (its model is the plant); the insertions
+    of the steps whose solve failed."""
+    controller = NavigationController(target, model, config)
+    failed = []
+    while controller.outcome is None:
+        controller.update(model.state.tip_pose)
+        if controller.last_step is not None and not controller.last_step.converged:
+            failed.append(round(float(controller.insertion), 4))
+    return controller.outcome, failed
+
+
 @pytest.mark.parametrize("name", ["RMB", "LMB"])
 def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
     tree = phantom_tree
@@ -109,15 +123,15 @@ def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
     child = max(main.children, key=lambda c: tree[c].direction @ main.direction)  # straighter
     path = [tree.root, main.id, child]
     params = CatheterParams.default()
-    model = CatheterModel(params, tree=tree, n_nodes=40, deadline_s=0.5)
-    follower = PathFollower(tree, path, params)
-    failed = []
-    for q in np.arange(0.002, follower.length - 0.004, 0.001):
-        if not model.step(follower.command(model.state, q)).converged:
-            failed.append(round(float(q), 4))
+    model = CatheterModel(params, tree=tree, n_nodes=40)
+    points = np.vstack([tree[path[0]].points] + [tree[b].points[1:] for b in path[1:]])
+    line = Polyline(points)
+    target = RouteTarget.from_points(line.point_at(np.linspace(0, line.length - 0.004, 200)),
+                                     path)
+    outcome, failed = drive(model, target)
     assert not failed, f"solver steps failed at insertions {failed} m"
+    assert outcome.status == "reached", outcome.reason
     state = model.state
-    assert state.insertion > follower.length - 0.006
     assert state.branch_ids[-1] == child
     assert set(state.branch_ids) <= set(path)
     # penalty contact: the stiff shaft pressing on the trachea/main-bronchus corner with
@@ -127,22 +141,18 @@ def test_following_a_path_in_the_phantom_stays_in_the_lumen(phantom_tree, name):
 
 def test_a_coarse_command_stream_reaches_a_fourth_generation_bronchus(phantom_tree):
     """2 mm insertion steps (large for the solver: continuation inside the step) down the
-    straightest path the catheter fits to generation 4, steered by the path follower."""
-    from bronchonav.catheter.steering import straight_path
-
+    straightest path the catheter fits to generation 4, steered by the navigation controller."""
     tree = phantom_tree
     params = CatheterParams.default()
-    path = straight_path(tree, params.radius, max_generation=4)
-    assert len(path) == 5
-    model = CatheterModel(params, tree=tree, n_nodes=30, deadline_s=5.0)
-    follower = PathFollower(tree, path, params)
-    failed = 0
-    for q in np.arange(0.002, follower.length, 0.002):
-        failed += not model.step(follower.command(model.state, q)).converged
+    target = RouteTarget.straightest(tree, params.radius, max_generation=4)
+    assert len(target.branch_ids) == 5
+    model = CatheterModel(params, tree=tree, n_nodes=30)
+    outcome, failed = drive(model, target, NavigationConfig(step_m=2e-3))
+    assert not failed, f"solver steps failed at insertions {failed} m"
+    assert outcome.status == "reached", outcome.reason
     state = model.state
-    assert failed == 0
-    assert state.branch_ids[-1] == path[-1]
-    assert np.linalg.norm(state.tip_position - tree[path[-1]].end) < 5e-3
+    assert state.branch_ids[-1] == target.branch_ids[-1]
+    assert np.linalg.norm(state.tip_position - target.exit_point) < 5e-3
 
 
 def test_wall_friction_resists_insertion():

@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # airway tree, renders its CT and returns its ground-truth map; the pipeline turns a CT into
     # a map. Their files live in ct/ and airway/ today (a phantom/ package and maps/build.py
     # would make the package the layer again).
-    ("build", ("bronchonav.ct.phantom", "bronchonav.ct.render", "bronchonav.ct.lungs",
-               "bronchonav.airway.build")),
+    ("build", ("bronchonav.ct.phantom", "bronchonav.ct.clinical", "bronchonav.ct.render",
+               "bronchonav.ct.lungs", "bronchonav.airway.build")),
     ("planning", ("bronchonav.planning",)),
     ("catheter", ("bronchonav.catheter",)),
     ("navigation", ("bronchonav.navigation",)),
@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("viz", ("bronchonav.viz",)),
     ("campaign", ("bronchonav.campaign",)),
     ("ros", ("bronchonav.ros",)),
-    ("cli", ("bronchonav.cli",)),
+    ("cli", ("bronchonav.cli", "bronchonav.warmup")),
 ]
 RANK = {"base": 0, "geometry": 1, "ct": 2, "airway": 3, "maps": 4, "build": 5,
         "planning": 6, "catheter": 6, "navigation": 7, "imaging": 8, "sensors": 9,
@@ -62,15 +62,18 @@ def is_module(name: str, root: Path) -> bool:
     return rel.with_suffix(".py").is_file() or (rel / "__init__.py").is_file()
 
 
-def imports(path: Path, root: Path) -> list[tuple[str, int]]:
+def imports(path: Path, root: Path) -> list[tuple[str, int, bool]]:
     """Every ``bronchonav`` module (and every other top-level package) ``path`` imports, with
-    its line; ``from package import submodule`` counts as importing the submodule."""
+    its line and whether the import is lazy (inside a function or class); ``from package import
+    submodule`` counts as importing the submodule."""
     me = module_name(path, root)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    top_level = {id(n) for n in tree.body}
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out += [(a.name, node.lineno) for a in node.names]
+            out += [(a.name, node.lineno, id(node) not in top_level) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[:len(package.split(".")) - node.level + 1]
@@ -78,7 +81,8 @@ def imports(path: Path, root: Path) -> list[tuple[str, int]]:
             else:
                 target = node.module
             subs = [f"{target}.{a.name}" for a in node.names if is_module(f"{target}.{a.name}", root)]
-            out += [(s, node.lineno) for s in subs] or [(target, node.lineno)]
+            lazy = id(node) not in top_level
+            out += [(s, node.lineno, lazy) for s in subs] or [(target, node.lineno, lazy)]
     return out
 
 
@@ -96,8 +100,8 @@ def import_graph(root: Path = ROOT) -> nx.DiGraph:
     for path in sorted(root.rglob("*.py")):
         me = module_name(path, root)
         graph.add_node(me, path=path.relative_to(root.parent))
-        for target, line in imports(path, root):
-            graph.add_edge(me, target, line=line)
+        for target, line, lazy in imports(path, root):
+            graph.add_edge(me, target, line=line, lazy=lazy)
     return graph
 
 
@@ -125,7 +129,14 @@ def violations(graph: nx.DiGraph) -> list[str]:
 
 
 def module_cycles(graph: nx.DiGraph) -> list[list[str]]:
-    inner = graph.subgraph(n for n in graph if n.startswith("bronchonav"))
+    """Cycles of modules. A lazy import between two modules of one package does not count (a
+    class's factory method may import the module that reads its file format)."""
+    def package(name: str) -> str:
+        return name.rpartition(".")[0]
+
+    inner = nx.DiGraph((a, b) for a, b, d in graph.edges(data=True)
+                       if a.startswith("bronchonav") and b.startswith("bronchonav")
+                       and not (d["lazy"] and package(a) == package(b)))
     return [sorted(c) for c in nx.strongly_connected_components(inner) if len(c) > 1]
 
 

@@ -264,3 +264,17 @@ def test_wall_model_with_a_known_wall_ratio(radius_mm):
     r = model.correct_with_wall(np.array([crossing]), 0.35)[0]
     assert r == pytest.approx(radius_mm * 1e-3, abs=0.05e-3)
     assert model.correct_with_wall(np.array([crossing]), 0.7)[0] < radius_mm * 1e-3 - 0.05e-3
+
+
+def test_a_leak_that_cannot_be_contained_is_refused():
+    """A tube opening into a wall-less air space of the same HU: no explosion shows (all of it
+    joins at the first threshold), so the volume bound refuses the result."""
+    a = np.full((80, 60, 60), 40, np.int16)
+    z, y, x = np.ogrid[:80, :60, :60]
+    a[(40 <= z) & ((y - 30) ** 2 + (x - 30) ** 2 <= 36)] = -1000  # trachea, top of the scan
+    a[5:42, 5:55, 5:55] = -1000  # a flooded space under it, 92 mL
+    img = sitk.GetImageFromArray(a)
+    with pytest.raises(CTError, match="leaked into the lungs .* could not be contained"):
+        segment_airways(img, SegmentationParams(refine=False, max_volume_m3=50e-6))
+    ok = segment_airways(img, SegmentationParams(refine=False))  # below the default bound
+    assert ok.array().sum() > 90_000

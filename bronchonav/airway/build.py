@@ -2,7 +2,8 @@
 
 All outputs are in the CT frame (LPS, metres). For a phantom the extraction is scored against
 the phantom's ground truth (:mod:`bronchonav.airway.metrics`) and the phantom's nodules and lung
-labels are carried into the map; for a real CT the map has no nodules and no lung mask.
+labels are carried into the map; for a real CT the lungs are segmented from the scan and the
+map has no nodules until some are added (:mod:`bronchonav.maps`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import SimpleITK as sitk
 
 from bronchonav.airway.centerline import CenterlineParams, extract_tree
 from bronchonav.airway.lobes import label_lobes
+from bronchonav.airway.lungs import segment_lungs
 from bronchonav.airway.mesh import lumen_mesh
 from bronchonav.airway.metrics import AirwayMetrics, airway_metrics
 from bronchonav.airway.segment import Segmentation, SegmentationParams, segment_airways
@@ -74,7 +76,8 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
     nodules : sequence of Nodule
         Lesions to carry into the map (CT frame, m).
     lung_mask : SimpleITK.Image, optional
-        Lung label image (0 outside, 1 right, 2 left) to store with the map.
+        Lung label image (0 outside, 1 right, 2 left) to store with the map; without one the
+        lungs are segmented from the CT (:func:`bronchonav.airway.lungs.segment_lungs`).
     params : BuildParams, optional
 
     Returns
@@ -97,6 +100,8 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
     tree = timed("centerlines", "extracting centerlines and the tree", extract_tree, seg.mask,
                  params.centerline, image)
     label_lobes(tree)
+    if lung_mask is None:
+        lung_mask = timed("lungs", "segmenting the lungs", segment_lungs, image, seg.mask)
     vertices, triangles = timed("mesh", "meshing the lumen surface", lumen_mesh, seg.mask,
                                 params.max_triangles)
     seconds = time.perf_counter() - t_start
@@ -130,19 +135,29 @@ def build_map_from_ct(path: str | Path, name: str | None = None,
     return build_map(image, label, {"kind": "ct", "path": str(path.resolve())}, params=params)
 
 
+def _phantom_source(phantom_name: str, config) -> dict:
+    source = {"kind": "phantom", "name": phantom_name, "seed": int(config.seed)}
+    if config.clinical is not None:
+        source.update(pixel_m=float(config.spacing_m),
+                      slice_thickness_m=float(config.clinical.slice_thickness_m))
+    return source
+
+
 def build_map_from_phantom(phantom_name: str = "default", seed: int = 0,
-                           params: BuildParams | None = None) -> BuildResult:
+                           params: BuildParams | None = None, config=None) -> BuildResult:
     """Generate a phantom, build its map, and score the extraction against its ground truth.
 
     The map carries the phantom's nodules and lung labels; ``metrics`` is filled and also
-    stored in the map metadata.
+    stored in the map metadata. ``config`` (a :class:`~bronchonav.ct.phantom.PhantomConfig`)
+    replaces the preset ``phantom_name``/``seed`` when given.
     """
     from bronchonav.ct.phantom import make_phantom, phantom_config
 
-    with step(f"generating the {phantom_name!r} phantom (seed {seed})"):
-        phantom = make_phantom(phantom_config(phantom_name, seed))
+    config = config or phantom_config(phantom_name, seed)
+    with step(f"generating the {phantom_name!r} phantom (seed {config.seed})"):
+        phantom = make_phantom(config)
     result = build_map(phantom.image, f"phantom_{phantom_name}",
-                       {"kind": "phantom", "name": phantom_name, "seed": int(seed)},
+                       _phantom_source(phantom_name, config),
                        phantom.nodules, phantom.lung_labels, params)
     with step("scoring against the ground truth"):
         result.metrics = airway_metrics(result.segmentation.array(), phantom.lumen_mask,

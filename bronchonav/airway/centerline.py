@@ -138,15 +138,28 @@ def _length(path_xyz: np.ndarray) -> float:
 
 
 class _Simplifier:
-    """Spur pruning, chain merging and short-branch collapsing on the branch graph."""
+    """Spur pruning, chain merging and short-branch collapsing on the branch graph.
+
+    Branch lengths are cached (a path changes only when branches are merged or collapsed) and
+    every pass handles all the branches it can, so a simplification costs a few passes over the
+    graph, not one pass per removed branch.
+    """
 
     def __init__(self, g: nx.DiGraph, pos_mm: np.ndarray, radius_mm: np.ndarray,
                  params: CenterlineParams):
         self.g, self.pos, self.rad, self.p = g, pos_mm, radius_mm, params
+        self._lengths: dict = {}
+
+    def _set_path(self, b, path) -> None:
+        self.g.nodes[b]["path"] = path
+        self._lengths.pop(b, None)
 
     def length(self, b) -> float:
         """Length (mm) of branch ``b``'s smoothed centerline, as it will be in the tree."""
-        return _length(_smooth(self.pos[self.g.nodes[b]["path"]], self.p.smooth_window))
+        if b not in self._lengths:
+            self._lengths[b] = _length(_smooth(self.pos[self.g.nodes[b]["path"]],
+                                               self.p.smooth_window))
+        return self._lengths[b]
 
     def start_radius(self, b) -> float:
         return float(self.rad[self.g.nodes[b]["path"][0]])
@@ -167,9 +180,10 @@ class _Simplifier:
             kids = list(self.g.successors(b))
             while len(kids) == 1:
                 c = kids[0]
-                self.g.nodes[b]["path"] = self.g.nodes[b]["path"] + self.g.nodes[c]["path"][1:]
+                self._set_path(b, self.g.nodes[b]["path"] + self.g.nodes[c]["path"][1:])
                 grandkids = list(self.g.successors(c))
                 self.g.remove_node(c)
+                self._lengths.pop(c, None)
                 self.g.add_edges_from((b, k) for k in grandkids)
                 kids = grandkids
                 changed = True
@@ -190,12 +204,22 @@ class _Simplifier:
                 spurs.remove(max(spurs, key=self.length))
             for c in spurs:
                 self.g.remove_node(c)
+                self._lengths.pop(c, None)
                 changed = True
         return changed
 
     def collapse_short(self) -> bool:
-        """Collapse internal branches shorter than ``merge_k`` times their start radius."""
+        """Collapse internal branches shorter than ``merge_k`` times their start radius.
+
+        In one pass over the branches in id order; a branch whose parent or children changed
+        in this pass waits for the next pass (so the result is the same as collapsing one
+        branch at a time in id order whenever collapses do not touch each other).
+        """
+        changed = False
+        touched = set()
         for b in sorted(self.g.nodes):
+            if b not in self.g or b in touched:
+                continue
             preds = list(self.g.predecessors(b))
             kids = list(self.g.successors(b))
             if not preds or not kids:
@@ -203,11 +227,15 @@ class _Simplifier:
             if self.length(b) < self.p.merge_k * self.start_radius(b):
                 path = self.g.nodes[b]["path"]
                 for c in kids:
-                    self.g.nodes[c]["path"] = path + self.g.nodes[c]["path"][1:]
+                    self._set_path(c, path + self.g.nodes[c]["path"][1:])
                     self.g.add_edge(preds[0], c)
                 self.g.remove_node(b)
-                return True
-        return False
+                self._lengths.pop(b, None)
+                touched.update(kids)
+                touched.update(preds)
+                touched.update(self.g.successors(preds[0]))
+                changed = True
+        return changed
 
     def run(self) -> nx.DiGraph:
         self.merge_chains()

@@ -2,8 +2,13 @@
 
 Rules (CT frame, LPS: +x patient left, +y posterior, +z head):
 
-* The trachea's two largest children are the main bronchi; the one whose subtree lies further
-  to +x is the left main bronchus (LMB), the other the right (RMB).
+* Splits are taken at *major* bifurcations only: from a branch, the walk goes down the child
+  holding most of the subtree's centerline length until a bifurcation gives two children at
+  least ``MAJOR_FRACTION`` of that length each (a small side branch or a skeleton artefact
+  before the carina does not make a main bronchus).
+* At the carina the two largest children are the main bronchi; the one whose subtree lies
+  further to +x (patient left in LPS, whatever the file's array order) is the left main
+  bronchus (LMB), the other the right (RMB).
 * Right: of the RMB's children, the one whose subtree is the most superior is the right upper
   lobe bronchus (RUL); the rest is the bronchus intermedius (BI). Of the BI's children the most
   anterior subtree (smallest y) is the right middle lobe (RML), the others the right lower lobe
@@ -45,8 +50,28 @@ def _centroid(tree: AirwayTree, branch_id: int) -> np.ndarray:
     return (pts * w[:, None]).sum(axis=0) / max(w.sum(), 1e-12)
 
 
-def _size(tree: AirwayTree, branch_id: int) -> int:
-    return len(_subtree(tree, branch_id))
+MAJOR_FRACTION = 0.1
+"""A bifurcation is major when its two largest children each hold this fraction of the
+subtree's centerline length."""
+
+
+def _size(tree: AirwayTree, branch_id: int) -> float:
+    """Total centerline length (m) of a subtree."""
+    return float(sum(tree[b].length for b in _subtree(tree, branch_id)))
+
+
+def _major(tree: AirwayTree, branch_id: int) -> int:
+    """The branch at or below ``branch_id`` (following the dominant child) whose end is the
+    first major bifurcation; the last branch of the walk when there is none."""
+    b = branch_id
+    while True:
+        kids = sorted(tree[b].children, key=lambda c: _size(tree, c), reverse=True)
+        if not kids:
+            return b
+        total = sum(_size(tree, c) for c in kids)
+        if len(kids) >= 2 and _size(tree, kids[1]) >= MAJOR_FRACTION * total:
+            return b
+        b = kids[0]
 
 
 def _label(tree: AirwayTree, branch_id: int, lobe: str, name: str) -> None:
@@ -56,8 +81,9 @@ def _label(tree: AirwayTree, branch_id: int, lobe: str, name: str) -> None:
 
 
 def _split(tree: AirwayTree, branch_id: int, axis: int, sign: float) -> tuple[int | None, list[int]]:
-    """The child whose subtree centroid is extreme along ``sign * axis``, and the other children."""
-    kids = list(tree[branch_id].children)
+    """The child of the first major bifurcation at or below ``branch_id`` whose subtree
+    centroid is extreme along ``sign * axis``, and the other children."""
+    kids = list(tree[_major(tree, branch_id)].children)
     if len(kids) < 2:
         return None, kids
     first = max(kids, key=lambda c: sign * _centroid(tree, c)[axis])
@@ -74,7 +100,8 @@ def label_lobes(tree: AirwayTree) -> AirwayTree:
         b.lobe = None
     trachea = tree.trachea
     trachea.name = "trachea"
-    kids = sorted(trachea.children, key=lambda c: _size(tree, c), reverse=True)[:2]
+    kids = sorted(tree[_major(tree, trachea.id)].children, key=lambda c: _size(tree, c),
+                  reverse=True)[:2]
     if len(kids) < 2:
         return tree
     lmb, rmb = sorted(kids, key=lambda c: _centroid(tree, c)[0], reverse=True)

@@ -168,3 +168,23 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
                          branches_detected=detected, branches_gt=len(branch_ids),
                          radius_error_median_m=r_med, radius_error_p10_m=r_p10,
                          radius_error_p90_m=r_p90)
+
+
+def lobe_agreement(pred: AirwayTree, gt: AirwayTree) -> float:
+    """Fraction of the extracted branches whose lobe label is the ground truth's.
+
+    Each extracted branch is matched to the ground-truth branch nearest to the middle of its
+    centerline (CT frame); branches whose match has a lobe (lobar bronchi and below) are
+    counted, and agree when their own label is the same. NaN when none is counted.
+    """
+    g = gt.samples()
+    agree, counted = 0, 0
+    for b in pred:
+        mid = b.points[len(b.points) // 2]
+        _, i = gt.nearest(mid[None])
+        truth = gt[int(g.branch_ids[int(np.atleast_1d(i)[0])])].lobe
+        if truth is None:
+            continue
+        counted += 1
+        agree += b.lobe == truth
+    return agree / counted if counted else float("nan")

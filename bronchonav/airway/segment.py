@@ -78,6 +78,35 @@ class SegmentationParams:
     solid_hu: float = -500.0
     thick_radius_mm: float = 3.0
     exclusion_mm: float = 3.0
+    adaptive: bool = True
+    """Adapt the thresholds to the scan (:func:`adapt_to_scan`): start the growing above the
+    trachea's air plus noise, and ask the refinement for more contrast on noisier scans."""
+    noise_sigmas: float = 3.0
+    """On a scan noisier than ``tophat_min_hu / noise_sigmas``, refinement candidates need a
+    top-hat of at least this many noise stds and may be at most this many noise stds above
+    the parenchyma level."""
+    max_volume_m3: float = 0.5e-3
+    """An airway segmentation above this volume (m^3; the conducting airways of an adult hold
+    about 0.15 L) has leaked into the lungs: it is refused."""
+
+
+@dataclass
+class ScanLevels:
+    """Intensity levels of one scan, measured on the smoothed CT (HU).
+
+    Attributes
+    ----------
+    air_hu : float
+        Median of the trachea's air within 2 mm of the seed.
+    noise_hu : float
+        Robust std (1.4826 × MAD) of the trachea's air: the noise after smoothing.
+    lung_hu : float
+        Median of the voxels between -950 and -650 HU (the parenchyma).
+    """
+
+    air_hu: float
+    noise_hu: float
+    lung_hu: float
 
 
 @dataclass
@@ -99,6 +128,8 @@ class Segmentation:
         the last entry is the exploding threshold with a lower bound of its volume.
     refined_volume : float
         Volume added by the small-airway refinement (m^3).
+    scan_levels : ScanLevels or None
+        Air, noise and parenchyma levels measured on the scan (``None`` without adaptation).
     """
 
     mask: sitk.Image
@@ -107,6 +138,7 @@ class Segmentation:
     threshold_hu: float
     volume_curve: list[tuple[float, float]] = field(default_factory=list)
     refined_volume: float = 0.0
+    scan_levels: ScanLevels | None = None
 
     def array(self) -> np.ndarray:
         """The mask as a boolean array indexed ``[k, j, i]``."""
@@ -124,7 +156,7 @@ def _bbox(mask: np.ndarray, pad: int, shape) -> tuple[slice, slice, slice]:
                  for i, n in zip(idx, shape))
 
 
-def _outside_air(dark: np.ndarray) -> np.ndarray:
+def outside_air(dark: np.ndarray) -> np.ndarray:
     """Dark voxels connected to the volume's lateral or anterior/posterior faces (air around the
     patient), as a boolean mask."""
     labels = cc3d.connected_components(dark, connectivity=6)
@@ -170,7 +202,7 @@ def find_trachea_seed(hu: np.ndarray, spacing_mm, params: SegmentationParams) ->
     lo = max(top - n_slab + 1, 0)
     slab = hu[lo:top + 1]
     dark = slab < params.seed_air_hu
-    dark &= ~_outside_air(dark)
+    dark &= ~outside_air(dark)
     labels = cc3d.connected_components(dark, connectivity=6)
     if labels.max() == 0:
         raise CTError("no trachea found: no air region inside the body in the top "
@@ -379,12 +411,57 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     return out
 
 
+def measure_levels(hu: np.ndarray, seed_kji, spacing_mm) -> ScanLevels:
+    """Air and noise in a 2 mm ball at the trachea seed, and the parenchyma level (HU)."""
+    r = [max(int(round(2.0 / s)), 1) for s in spacing_mm[::-1]]
+    lo = [max(c - q, 0) for c, q in zip(seed_kji, r)]
+    ball = hu[lo[0]:seed_kji[0] + r[0] + 1, lo[1]:seed_kji[1] + r[1] + 1,
+              lo[2]:seed_kji[2] + r[2] + 1]
+    air = ball[ball < -500]
+    if air.size < 5:
+        raise CTError("no air around the trachea seed")
+    med = float(np.median(air))
+    noise = 1.4826 * float(np.median(np.abs(air - med)))
+    sample = hu[::2, ::2, ::2]
+    lung = sample[(sample > -950.0) & (sample < -650.0)]
+    lung_hu = float(np.median(lung)) if lung.size >= 1000 else -850.0
+    return ScanLevels(med, noise, lung_hu)
+
+
+def adapt_to_scan(params: SegmentationParams, levels: ScanLevels) -> SegmentationParams:
+    """Thresholds for this scan: never looser than ``params``.
+
+    * growing starts at ``max(threshold_start_hu, min(air + 2 noise, (air + lung) / 2))``,
+      rounded up to the grid of thresholds (on a noisy scan or brighter
+      air the trachea itself is not complete at -960 HU, and its filling would look like an
+      explosion);
+    * on a scan noisier than the defaults were set for (``noise_sigmas × noise`` above
+      ``tophat_min_hu``), refinement candidates need a top-hat of ``noise_sigmas × noise`` and
+      must be darker than ``min(refine_max_hu, lung + noise_sigmas × noise)``: noise makes dark
+      pockets in the parenchyma, and between vessels the parenchyma is darker than its
+      surroundings by about the vessels' contrast.
+    """
+    out = SegmentationParams(**{k: getattr(params, k) for k in params.__dataclass_fields__})
+    k = params.noise_sigmas * levels.noise_hu
+    fine = params.threshold_step_hu / 4.0  # stay on the grid of thresholds of ``params``
+    start = min(levels.air_hu + 2.0 * levels.noise_hu, 0.5 * (levels.air_hu + levels.lung_hu))
+    above = max(start - params.threshold_start_hu, 0.0)
+    out.threshold_start_hu = min(params.threshold_start_hu + np.ceil(above / fine) * fine,
+                                 params.threshold_stop_hu)
+    if k > params.tophat_min_hu:
+        out.tophat_min_hu = k
+        out.refine_max_hu = min(params.refine_max_hu, levels.lung_hu + k)
+    return out
+
+
 def segment_airways(image: sitk.Image, params: SegmentationParams | None = None) -> Segmentation:
     """Segment the airway lumen of a chest CT.
 
     Steps: reorient to LPS index order (lossless), crop to the body (bounding box of the
-    voxels above -400 HU), smooth, find the trachea seed, explosion-controlled region growing, optional small-airway refinement, keep the
-    component of the seed and fill internal holes.
+    voxels above -400 HU), smooth, find the trachea seed, measure the scan's air, noise and
+    parenchyma levels and adapt the thresholds (:func:`adapt_to_scan`), explosion-controlled
+    region growing, optional small-airway refinement, keep the component of the seed and fill
+    internal holes. A result larger than ``max_volume_m3`` is a leak and is refused.
 
     Parameters
     ----------
@@ -405,6 +482,10 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     sigma_vox = [params.smoothing_sigma_mm / s for s in spacing[::-1]]
     hu_box = ndimage.gaussian_filter(raw[box].astype(np.float32), sigma_vox, truncate=3.0)
     seed_box = find_trachea_seed(hu_box, spacing, params)
+    levels = None
+    if params.adaptive:
+        levels = measure_levels(hu_box, seed_box, spacing)
+        params = adapt_to_scan(params, levels)
     voxel_volume = float(np.prod(spacing)) * 1e-9
     mask_box, threshold, curve = explosion_controlled_growing(hu_box, seed_box, params, voxel_volume)
     grown = int(mask_box.sum())
@@ -412,6 +493,12 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
         mask_box = refine_small_airways(hu_box, mask_box, spacing, params)
     refined = float((mask_box.sum() - grown) * voxel_volume)
     mask_box = _fill_holes(mask_box)
+    volume = float(mask_box.sum() * voxel_volume)
+    if volume > params.max_volume_m3:
+        raise CTError(f"the airway segmentation leaked into the lungs ({volume * 1e3:.2f} L "
+                      f"segmented, at most {params.max_volume_m3 * 1e3:.2f} L expected) and the "
+                      "leak could not be contained; the scan may be too noisy or the airway "
+                      "walls too faint")
     full = np.zeros(raw.shape, dtype=np.uint8)
     full[box] = mask_box
     mask = sitk.GetImageFromArray(full)
@@ -420,4 +507,4 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     seed_lps = tuple(int(s + b.start) for s, b in zip(seed_box, box))
     seed_ct = index_to_ct(lps, seed_lps)[0]
     seed_index = tuple(int(round(v)) for v in ct_to_index(image, seed_ct)[0])
-    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined)
+    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, levels)

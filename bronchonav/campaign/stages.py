@@ -187,7 +187,7 @@ def subject_map(subject: Subject, nodules: NoduleSelection, nodule_seed: int) ->
 def cache_map(airway_map: AirwayMap, folder: str | Path) -> AirwayMap:
     """Save a map into the cache folder and return it as loaded back, so that a first run and a
     resumed run see exactly the same map."""
-    save_map(airway_map, folder)
+    save_map(airway_map, folder, force=True)
     return load_map(folder)
 
 

@@ -36,6 +36,13 @@ class CatheterCommand:
     distributed_force : sequence of 3 float
         Uniform external force per unit length along the inserted part (N/m), same frame (added to
         gravity).
+    point_loads : sequence of PointLoad
+        Point forces and moments at any arc length of the inserted part (added to the tip loads).
+    gravity : sequence of 3 float or None
+        Gravitational acceleration for this step (m/s², output frame); ``None`` keeps the model's.
+    output_arc_lengths : sequence of float
+        Increasing arc lengths from the base (m, within the insertion) at which the state also
+        reports positions and rotations (``CatheterState.sample_*``).
     """
 
     insertion: float
@@ -45,6 +52,9 @@ class CatheterCommand:
     tip_force: object = field(default_factory=lambda: np.zeros(3))
     tip_moment: object = field(default_factory=lambda: np.zeros(3))
     distributed_force: object = field(default_factory=lambda: np.zeros(3))
+    point_loads: object = ()
+    gravity: object = None
+    output_arc_lengths: object = ()
 
     @property
     def mode(self) -> str:
@@ -59,7 +69,36 @@ class CatheterCommand:
                 "tendon_tension": conv(self.tendon_tension),
                 "tendon_displacement": conv(self.tendon_displacement),
                 "tip_force": conv(self.tip_force), "tip_moment": conv(self.tip_moment),
-                "distributed_force": conv(self.distributed_force)}
+                "distributed_force": conv(self.distributed_force),
+                "point_loads": [p.to_dict() for p in self.point_loads],
+                "gravity": conv(self.gravity),
+                "output_arc_lengths": conv(self.output_arc_lengths)}
+
+
+@dataclass
+class PointLoad:
+    """A point force and moment on the backbone at one arc length.
+
+    Attributes
+    ----------
+    arc_length : float
+        Reference arc length from the base (insertion point) (m), in ``[0, insertion]``; a load
+        at 0 is carried by the base clamp.
+    force : sequence of 3 float
+        Force (N), in the model's output frame.
+    moment : sequence of 3 float
+        Moment (N·m), same frame.
+    """
+
+    arc_length: float
+    force: object = field(default_factory=lambda: np.zeros(3))
+    moment: object = field(default_factory=lambda: np.zeros(3))
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return {"arc_length": float(self.arc_length),
+                "force": np.asarray(self.force, float).tolist(),
+                "moment": np.asarray(self.moment, float).tolist()}
 
 
 @dataclass
@@ -73,6 +112,47 @@ class ValidCommand:
     tip_force: np.ndarray
     tip_moment: np.ndarray
     distributed_force: np.ndarray
+    load_arc: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Point-load arc lengths (m), distinct, increasing."""
+    load_force: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """Point forces (N), one row per ``load_arc`` (coincident loads summed)."""
+    load_moment: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """Point moments (N·m), one row per ``load_arc``."""
+    gravity: np.ndarray | None = None
+    """Gravity for this step (m/s², output frame), or ``None`` for the model's."""
+    output_arc_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Arc lengths (m) of the sampled outputs."""
+
+
+def interpolate_commands(a: ValidCommand, b: ValidCommand, w: float,
+                         tension_a: np.ndarray | None = None,
+                         displacement_a: np.ndarray | None = None) -> ValidCommand:
+    """The command a fraction ``w`` (0..1) of the way from ``a`` to ``b`` (continuation).
+
+    Tensions or displacements follow ``b``'s mode; ``tension_a`` / ``displacement_a`` (default
+    zero) stand in for ``a``'s when ``a`` was given in the other mode. Point loads ramp from zero (``a``'s are
+    dropped) to ``b``'s at ``b``'s arc lengths; gravity ramps from ``a``'s to ``b``'s; the
+    sampled arc lengths are ``b``'s.
+    """
+    def lerp(u, v):
+        return (1 - w) * u + w * v
+    if b.displacement is not None:
+        da = a.displacement if a.displacement is not None else displacement_a
+        da = np.zeros_like(b.displacement) if da is None else da
+        tension, disp = None, lerp(da, b.displacement)
+    else:
+        ta = a.tension if a.tension is not None else tension_a
+        ta = np.zeros_like(b.tension) if ta is None else ta
+        tension, disp = lerp(ta, b.tension), None
+    gravity = None
+    if b.gravity is not None or a.gravity is not None:
+        ga = a.gravity if a.gravity is not None else np.zeros(3)
+        gravity = lerp(ga, b.gravity if b.gravity is not None else np.zeros(3))
+    return ValidCommand(lerp(a.insertion, b.insertion), lerp(a.roll, b.roll), tension, disp,
+                        lerp(a.tip_force, b.tip_force), lerp(a.tip_moment, b.tip_moment),
+                        lerp(a.distributed_force, b.distributed_force), b.load_arc.copy(),
+                        w * b.load_force, w * b.load_moment, gravity,
+                        b.output_arc_lengths.copy())
 
 
 def _finite_scalar(name: str, value) -> float:
@@ -133,7 +213,31 @@ def validate_command(cmd: CatheterCommand, params: CatheterParams) -> ValidComma
                     f"[{lim.displacement_min[k]}, {lim.displacement_max[k]}] m")
     if tension is None and displacement is None:
         tension = np.zeros(n_t)
+    loads: dict[float, np.ndarray] = {}
+    for k, load in enumerate(cmd.point_loads or ()):
+        if not isinstance(load, PointLoad):
+            raise CommandError(f"point_loads[{k}] must be a PointLoad, got {type(load).__name__}")
+        s = _finite_scalar(f"point_loads[{k}].arc_length", load.arc_length)
+        if s < 0 or s > ins:
+            raise CommandError(f"point_loads[{k}].arc_length {s} m is outside [0, {ins}] m "
+                               f"(the inserted length)")
+        fm = np.concatenate([_finite_vector(f"point_loads[{k}].force", load.force, 3),
+                             _finite_vector(f"point_loads[{k}].moment", load.moment, 3)])
+        loads[s] = loads.get(s, np.zeros(6)) + fm
+    extra = {}
+    if loads:
+        arcs = np.array(sorted(loads), dtype=float)
+        fm = np.array([loads[s] for s in arcs], dtype=float)
+        extra.update(load_arc=arcs, load_force=fm[:, :3].copy(), load_moment=fm[:, 3:].copy())
+    gravity = None if cmd.gravity is None else _finite_vector("gravity", cmd.gravity, 3)
+    if cmd.output_arc_lengths is not None and len(cmd.output_arc_lengths):
+        samples = _finite_vector("output_arc_lengths", cmd.output_arc_lengths,
+                                 len(cmd.output_arc_lengths))
+        if np.any(samples < 0) or np.any(samples > ins) or np.any(np.diff(samples) <= 0):
+            raise CommandError(f"output_arc_lengths must increase within [0, {ins}] m")
+        extra["output_arc_lengths"] = samples
     return ValidCommand(ins, roll, tension, displacement,
                         _finite_vector("tip_force", cmd.tip_force, 3),
                         _finite_vector("tip_moment", cmd.tip_moment, 3),
-                        _finite_vector("distributed_force", cmd.distributed_force, 3))
+                        _finite_vector("distributed_force", cmd.distributed_force, 3),
+                        gravity=gravity, **extra)

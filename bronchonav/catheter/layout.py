@@ -4,7 +4,8 @@ Only the inserted length ``L`` (the distal ``L`` metres of the catheter, pushed 
 base at the top of the trachea) is simulated. Its reference arc length ``s`` runs from 0 at the
 base to ``L`` at the tip. Output nodes are uniform in ``s``; segment boundaries that fall between
 nodes become extra integration breakpoints so that stiffness jumps and tendon terminations never
-fall inside an RK4 step.
+fall inside an RK4 step. Point loads and sampled outputs at other arc lengths add breakpoints
+per solve (:func:`grid_with_points`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bronchonav.catheter.params import CatheterParams
+from bronchonav.catheter.rod import Grid
 
 
 @dataclass
@@ -44,9 +46,18 @@ class Layout:
         Shortening of tendon i's span outside the patient per newton of tension in tendon j (m/N):
         the un-inserted shaft, held straight by the robot, is compressed by the tendons it carries.
     wire_compliance : ndarray (T,)
-        Elastic stretch of each wire per newton (m/N): wire length / wire EA.
+        Elastic stretch of each whole wire per newton (m/N): wire length / wire EA, or
+        1 / wire stiffness.
+    wire_length : ndarray (T,)
+        Length of each wire from the catheter's proximal end to its crimp (m).
+    friction, pretension, zero_offset : ndarray (T,)
+        Per-tendon friction coefficient, pretension (N) and zero offset (m).
+    track_friction : bool
+        Some tendon has friction.
     min_EI : float
         Smallest bending stiffness on the inserted part (N·m²), for scaling.
+    grid : Grid
+        Breakpoints without point loads or samples (``load_of``, ``sample_of`` all -1).
     """
 
     length: float
@@ -62,7 +73,13 @@ class Layout:
     ref_span: np.ndarray
     out_compression: np.ndarray
     wire_compliance: np.ndarray
+    wire_length: np.ndarray
+    friction: np.ndarray
+    pretension: np.ndarray
+    zero_offset: np.ndarray
+    track_friction: bool
     min_EI: float
+    grid: Grid
 
 
 def build_layout(params: CatheterParams, insertion: float, n_nodes: int) -> Layout:
@@ -102,7 +119,7 @@ def build_layout(params: CatheterParams, insertion: float, n_nodes: int) -> Layo
     for i, t in enumerate(params.tendons):
         lo, hi = bounds[t.start_segment], bounds[t.end_segment + 1]
         ref_span[i] = max(0.0, hi - max(lo, offset))
-        wire[i] = hi / t.stiffness_EA
+        wire[i] = hi / t.stiffness_EA if t.wire_stiffness is None else 1.0 / t.wire_stiffness
         for s in range(t.start_segment, t.end_segment + 1):
             out_len = max(0.0, min(bounds[s + 1], offset) - bounds[s])
             if out_len <= 0:
@@ -110,5 +127,45 @@ def build_layout(params: CatheterParams, insertion: float, n_nodes: int) -> Layo
             for j, tj in enumerate(params.tendons):
                 if tj.start_segment <= s <= tj.end_segment:
                     out_comp[i, j] += out_len / segs[s].EA
+    tendon = np.array([[t.friction, t.pretension, t.zero_offset] for t in params.tendons],
+                      dtype=float).reshape(n_t, 3)
+    none = np.full(len(s_pts), -1, dtype=np.int64)
     return Layout(L, arc, s_pts, piece_of, node_of, kse, kbt, ustar, mass, act, ref_span,
-                  out_comp, wire, float(kbt[:, 0].min()))
+                  out_comp, wire, bounds[[t.end_segment + 1 for t in params.tendons]],
+                  tendon[:, 0].copy(), tendon[:, 1].copy(), tendon[:, 2].copy(),
+                  bool(np.any(tendon[:, 0] > 0)), float(kbt[:, 0].min()), Grid(s_pts, piece_of, node_of, none, none.copy()))
+
+
+def grid_with_points(layout: Layout, load_s: np.ndarray, sample_s: np.ndarray) -> Grid:
+    """The layout's grid with breakpoints added at point-load and sample arc lengths (m).
+
+    A point within 1e-9·L of an existing breakpoint reuses it. ``Grid.load_of`` / ``sample_of``
+    give the row of ``load_s`` / ``sample_s`` at each breakpoint (``load_s`` must be distinct).
+    """
+    base = layout.grid
+    if len(load_s) == 0 and len(sample_s) == 0:
+        return base
+    tol = 1e-9 * max(layout.length, 1e-9)
+    s_pts = base.s_pts
+    extra = np.concatenate([np.asarray(load_s, float), np.asarray(sample_s, float)])
+    near = np.abs(extra[:, None] - s_pts[None, :]).min(axis=1) <= tol
+    new = np.unique(extra[~near])
+    # keep only one of new points closer than tol to each other
+    if len(new) > 1:
+        new = new[np.concatenate([[True], np.diff(new) > tol])]
+    all_s = np.concatenate([s_pts, new])
+    order = np.argsort(all_s, kind="stable")
+    all_s = all_s[order]
+    node_of = np.concatenate([base.node_of, np.full(len(new), -1)])[order].astype(np.int64)
+    # an added point splits the interval it falls in; both halves keep that interval's piece
+    interval = np.clip(np.searchsorted(s_pts, 0.5 * (all_s[:-1] + all_s[1:])) - 1, 0,
+                       len(base.piece_of) - 1)
+    piece_of = base.piece_of[interval].astype(np.int64)
+
+    def rows(values):
+        out = np.full(len(all_s), -1, dtype=np.int64)
+        for k, v in enumerate(values):
+            out[int(np.argmin(np.abs(all_s - v)))] = k
+        return out
+
+    return Grid(all_s, piece_of, node_of, rows(load_s), rows(sample_s))

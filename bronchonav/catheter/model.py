@@ -22,16 +22,18 @@ airway tree the states are reported in the CT frame via :attr:`CatheterModel.bas
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from bronchonav.airway.tree import AirwayTree, resample_polyline
-from bronchonav.catheter.command import CatheterCommand, ValidCommand, validate_command
+from bronchonav.catheter.command import (CatheterCommand, ValidCommand, interpolate_commands,
+                                         validate_command)
 from bronchonav.catheter.contact import WallModel
-from bronchonav.catheter.layout import Layout, build_layout
+from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
-from bronchonav.catheter.rod import integrate
+from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
 from bronchonav.catheter.solver import newton_broyden
 from bronchonav.catheter.state import CatheterState
 from bronchonav.errors import InputError
@@ -84,6 +86,11 @@ def _quat_to_rot(q: np.ndarray) -> np.ndarray:
 
 _KERNELS_READY = False
 
+_NO_LOADS = PointLoads(np.zeros((0, 3)), np.zeros((0, 3)))
+_NO_SAMPLES_POS, _NO_SAMPLES_QUAT = np.zeros((0, 3)), np.zeros((0, 4))
+_EMPTY_1D, _EMPTY_2D = np.zeros(0), np.zeros((0, 0))
+"""Read-only placeholders for kernel outputs and inputs a solve does not use."""
+
 
 def _warm_up_kernels() -> None:
     """Compile (or load from numba's cache) the kernels once per process, outside any deadline."""
@@ -100,50 +107,71 @@ def _warm_up_kernels() -> None:
 
 
 class _Problem:
-    """One shooting problem: a validated command on a layout, with frozen contact tracking."""
+    """One shooting problem: a validated command on a layout, with frozen contact tracking.
+
+    Tendon friction memory (the previous state's tension profiles) is read from ``model.state``;
+    see :meth:`_previous_profile`.
+    """
 
     def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking,
                  ref=None):
         self.vc = vc
         self.layout = layout
-        p = model.params
-        self.n_t = len(p.tendons)
+        n_t = self.n_t = len(model.params.tendons)
         R_bo = model._R_base_out
-        g = R_bo @ model.gravity
-        self.fdist = np.ascontiguousarray(layout.mass[:, None] * g[None, :]
-                                          + (R_bo @ vc.distributed_force)[None, :])
-        self.f_tip = R_bo @ vc.tip_force
-        self.l_tip = R_bo @ vc.tip_moment
-        self.q0 = _quat_z(vc.roll)
+        g = R_bo @ (model.gravity if vc.gravity is None else vc.gravity)
+        fdist = np.ascontiguousarray(layout.mass[:, None] * g[None, :]
+                                     + (R_bo @ vc.distributed_force)[None, :])
+        self.pieces = Pieces(layout.kse, layout.kbt, layout.ustar, fdist, layout.act)
         L = layout.length
+        if len(vc.load_arc) == 0:
+            self.f_tip, self.l_tip = R_bo @ vc.tip_force, R_bo @ vc.tip_moment
+            self.loads = _NO_LOADS
+            self.grid = grid_with_points(layout, vc.load_arc, vc.output_arc_lengths) \
+                if len(vc.output_arc_lengths) else layout.grid
+        else:
+            tol = 1e-9 * max(L, 1e-9)
+            at_tip = vc.load_arc >= L - tol
+            inside = (vc.load_arc > tol) & ~at_tip
+            self.f_tip = R_bo @ (vc.tip_force + vc.load_force[at_tip].sum(axis=0))
+            self.l_tip = R_bo @ (vc.tip_moment + vc.load_moment[at_tip].sum(axis=0))
+            self.loads = PointLoads(np.ascontiguousarray(vc.load_force[inside] @ R_bo.T),
+                                    np.ascontiguousarray(vc.load_moment[inside] @ R_bo.T))
+            self.grid = grid_with_points(layout, vc.load_arc[inside], vc.output_arc_lengths)
+        self.q0 = _quat_z(vc.roll)
         self.F_s = layout.min_EI / L ** 2
         self.M_s = self.F_s * L
         self.disp = vc.displacement is not None
-        self.tau = np.zeros(self.n_t) if self.disp else vc.tension.copy()
-        self.r = model._tendon_r
-        n = len(layout.arc)
-        self.pos = np.empty((n, 3))
-        self.quat = np.empty((n, 4))
-        self.Nn = np.empty((n, 3))
-        self.Mn = np.empty((n, 3))
-        self.VU = np.zeros((n, 6))
-        self.Fc = np.zeros((n, 3))
-        self.tlen = np.zeros(self.n_t)
-        self.res = np.zeros(6)
+        self.tau = np.zeros(n_t) if self.disp else vc.tension + layout.pretension
+        self.mu = layout.friction
+        self.track = layout.track_friction
+        self.td = TendonLoads(model._tendon_r, self.tau, self.mu,
+                              self._previous_profile(model.state, L), self.track)
+        n, n_s = len(layout.arc), len(vc.output_arc_lengths)
+        if self.track:
+            friction = (np.zeros((n, n_t)), np.zeros(n_t), np.zeros(n_t), np.zeros(n_t))
+        else:  # not written by the kernel
+            friction = (_EMPTY_2D, _EMPTY_1D, _EMPTY_1D, _EMPTY_1D)
+        samples = (np.empty((n_s, 3)), np.empty((n_s, 4))) if n_s else (_NO_SAMPLES_POS,
+                                                                         _NO_SAMPLES_QUAT)
+        self.out = Outputs(np.empty((n, 3)), np.empty((n, 4)), np.empty((n, 3)), np.empty((n, 3)),
+                           np.zeros((n, 6)), np.zeros((n, 3)), *samples, np.zeros(n_t),
+                           friction[0], friction[1], friction[2], friction[3], np.zeros(6))
+        self.pos, self.quat, self.VU, self.Fc = self.out.pos, self.out.quat, self.out.VU, \
+            self.out.Fc
         wall = model._wall
+        window = int(model.contact_window)
+        ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
+        fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
         if wall is None or tracking is None:
-            self.cand = np.zeros((n, 0), dtype=np.int64)
-            self.win = np.zeros((n, 0), dtype=np.int64)
-            self.wall_args = (np.zeros(1, dtype=np.int64), np.zeros((1, 3)), np.zeros(1), 0.0, 0.0,
-                              1.0)
+            none = np.zeros((n, 0), dtype=np.int64)
+            self.wall = Wall(none, none, window, np.zeros(1, dtype=np.int64), np.zeros((1, 3)),
+                             np.zeros(1), 0.0, 0.0, 1.0, ref, fric)
         else:
-            self.cand, self.win = tracking[0], tracking[1]
             h = L / (n - 1)
-            self.wall_args = (wall.b_off, wall.bp, wall.br, wall.r_cath,
-                              model.contact_stiffness * h, model.contact_smoothing)
-        self.window = model.contact_window
-        self.ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
-        self.fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
+            self.wall = Wall(tracking[0], tracking[1], window, wall.b_off, wall.bp, wall.br,
+                             float(wall.r_cath), float(model.contact_stiffness * h),
+                             float(model.contact_smoothing), ref, fric)
 
     # unknowns: z = [N0/F_s, M0/M_s, tau_disp/1 N]
     def unpack(self, z: np.ndarray):
@@ -163,26 +191,45 @@ class _Problem:
         x = self.unpack(z)
         return np.concatenate([x, z[6:]]) if self.disp else x
 
+    def _previous_profile(self, prev, L: float) -> np.ndarray:
+        """The tendons' tension profiles of the previous state at this grid's breakpoints (N).
+
+        Tendon friction memory: a tendon's material points are fixed relative to the tip, so the
+        profile is carried over at equal distance from the tip (the newly inserted proximal part
+        takes the most proximal value). No previous profile: zero (the first pull slips).
+        """
+        if not self.track:
+            return _EMPTY_2D
+        if prev is None or prev.tendon_tension_profile is None:
+            return np.zeros((len(self.grid.s_pts), self.n_t))
+        d_prev = (prev.insertion - prev.arc_length)[::-1]
+        d_new = L - self.grid.s_pts
+        values = prev.tendon_tension_profile[::-1]
+        return np.ascontiguousarray(np.column_stack(
+            [np.interp(d_new, d_prev, values[:, i]) for i in range(self.n_t)]))
+
     def run(self, z: np.ndarray, full: bool) -> None:
         x = self.unpack(z)
-        lay = self.layout
-        b_off, bp, br, r_c, k_node, eps = self.wall_args
-        integrate(x, self.q0, lay.s_pts, lay.piece_of, lay.node_of, lay.kse, lay.kbt, lay.ustar,
-                  self.fdist, lay.act, self.r, self.tau, self.cand, self.win, self.window,
-                  b_off, bp, br, r_c, k_node, eps, self.ref, self.fric, self.pos, self.quat,
-                  self.Nn, self.Mn, self.VU, self.Fc, self.tlen, self.res, full)
+        integrate(x, self.q0, self.grid, self.pieces, self.td, self.loads, self.wall, self.out,
+                  full)
 
     def displacements(self) -> np.ndarray:
-        """Tendon pulls (m) of the last run (see :class:`CatheterState`)."""
+        """Tendon pulls (m) of the last run, relative to each tendon's zero offset (see
+        :class:`CatheterState`)."""
         lay = self.layout
-        return (lay.ref_span - self.tlen) + lay.out_compression @ self.tau \
-            + lay.wire_compliance * self.tau
+        if self.track:  # the wire stretches by the local tension along its acting span
+            mean = (self.tau * (lay.wire_length - lay.ref_span) + self.out.tint) / lay.wire_length
+        else:
+            mean = self.tau
+        return (lay.ref_span - self.out.tlen) + lay.out_compression @ self.tau \
+            + lay.wire_compliance * mean - lay.zero_offset
 
     def residual(self, z: np.ndarray) -> np.ndarray:
         self.run(z, False)
+        res = self.out.res
         out = np.empty(6 + (self.n_t if self.disp else 0))
-        out[:3] = (self.res[:3] - self.f_tip) / self.F_s
-        out[3:6] = (self.res[3:] - self.l_tip) / self.M_s
+        out[:3] = (res[:3] - self.f_tip) / self.F_s
+        out[3:6] = (res[3:] - self.l_tip) / self.M_s
         if self.disp:
             gap = self.displacements() - self.vc.displacement
             out[6:] = np.minimum(self.tau * COMPLEMENTARITY_SCALE, gap) / COMPLEMENTARITY_SCALE
@@ -236,7 +283,7 @@ class CatheterModel:
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 2.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 max_jump_m: float | None = 5e-3) -> None:
+                 max_jump_m: float | None = 15e-3) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -246,6 +293,7 @@ class CatheterModel:
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
+        self._jumped = False
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
         self.contact_smoothing = float(contact_smoothing)
@@ -302,13 +350,19 @@ class CatheterModel:
         deadline = np.inf if self.deadline_s is None else t0 + self.deadline_s
         if vc.insertion < MIN_INSERTION:
             return self._accept(self._retracted_state(vc), vc, None, None, t0)
+        self._jumped = False
         if self._x is None and vc.displacement is not None:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
             self._cold_start(vc, deadline, t0)
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
+        snap = ""
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
+            if not res.converged and self._jumped:
+                # the move persists at the smallest sub-step: a genuine snap-through
+                res, prob, iters, evals = self._snap(vc, deadline, iters, evals)
+                snap = res.reason if res.converged else ""
         if not res.converged:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
@@ -316,7 +370,20 @@ class CatheterModel:
         problem = self._unphysical(state)
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
+        if snap:
+            state.message = f"snap-through: {snap}"
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
+
+    def _snap(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
+        """Solve ``vc`` from the last valid state without the jump bound (a snap-through)."""
+        bound, self.max_jump_m = self.max_jump_m, None
+        try:
+            res, prob, it, ev = self._solve_tracked(vc, self._x, self._J, deadline)
+        finally:
+            self.max_jump_m = bound
+        if res.converged:
+            res.reason = "the backbone moved more than the jump bound at the smallest sub-step"
+        return res, prob, iters + it, evals + ev
 
     def predict(self, command: CatheterCommand) -> CatheterState:
         """The state :meth:`step` would return for ``command``, without changing the model.
@@ -333,8 +400,7 @@ class CatheterModel:
     def _cold_start(self, vc: ValidCommand, deadline: float, t0: float) -> None:
         """Accept the all-slack state at ``vc``'s insertion and roll as the warm start."""
         n_t = len(self.params.tendons)
-        slack = ValidCommand(vc.insertion, vc.roll, np.zeros(n_t), None, vc.tip_force,
-                             vc.tip_moment, vc.distributed_force)
+        slack = dataclasses.replace(vc, tension=np.zeros(n_t), displacement=None)
         res, prob, iters, evals = self._solve_tracked(slack, None, None, deadline)
         if res.converged:
             prob.run(res.x, True)
@@ -430,6 +496,7 @@ class CatheterModel:
                 jump = float(np.max(np.linalg.norm(prob.pos - reference, axis=1)))
                 if jump > self.max_jump_m:
                     res.converged, res.reason = False, f"jump of {jump * 1e3:.1f} mm"
+                    self._jumped = True
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
@@ -471,19 +538,12 @@ class CatheterModel:
         return res, prob, iters, evals
 
     def _interpolate(self, a: ValidCommand, b: ValidCommand, w: float) -> ValidCommand:
-        def lerp(u, v):
-            return (1 - w) * u + w * v
-        if b.displacement is not None:
-            da = a.displacement if a.displacement is not None else (
-                self._state.tendon_displacements if self._state is not None
-                else np.zeros_like(b.displacement))
-            tension, disp = None, lerp(da, b.displacement)
-        else:
-            ta = a.tension if a.tension is not None else self._state.tendon_tensions
-            tension, disp = lerp(ta, b.tension), None
-        return ValidCommand(lerp(a.insertion, b.insertion), lerp(a.roll, b.roll), tension, disp,
-                            lerp(a.tip_force, b.tip_force), lerp(a.tip_moment, b.tip_moment),
-                            lerp(a.distributed_force, b.distributed_force))
+        st = self._state
+        tension_a = None
+        if st is not None:
+            tension_a = st.tendon_tensions - np.array([t.pretension for t in self.params.tendons])
+        return interpolate_commands(a, b, w, tension_a=tension_a,
+                                    displacement_a=None if st is None else st.tendon_displacements)
 
     # -- states -----------------------------------------------------------------------------
     def _to_out(self, p_base: np.ndarray) -> np.ndarray:
@@ -518,7 +578,26 @@ class CatheterModel:
             contact_forces=prob.Fc @ Ro.T, arc_length=lay.arc.copy(), residual=float(residual),
             iterations=int(iters), converged=True, solve_time_s=0.0,
             insertion=float(prob.vc.insertion), roll=float(prob.vc.roll), frame=self.frame,
-            branch_ids=branch_ids, evaluations=int(evals))
+            branch_ids=branch_ids, evaluations=int(evals), **self._friction_and_samples(prob))
+
+    def _friction_and_samples(self, prob: _Problem) -> dict:
+        """State fields for the tendon friction memory and the sampled outputs."""
+        tau = np.maximum(prob.tau, 0.0)
+        out = dict(tendon_distal_tensions=tau, tendon_wrap_angles=None,
+                   tendon_slip=np.zeros(prob.n_t), tendon_tension_profile=None)
+        if prob.track:
+            wrap, dist = prob.out.wrap, prob.out.tdist
+            pulled = np.isclose(dist, tau * np.exp(-prob.mu * wrap), rtol=1e-9, atol=1e-12)
+            released = np.isclose(dist, tau * np.exp(prob.mu * wrap), rtol=1e-9, atol=1e-12)
+            out.update(tendon_distal_tensions=dist.copy(), tendon_wrap_angles=wrap.copy(),
+                       tendon_slip=pulled.astype(float) - released.astype(float),
+                       tendon_tension_profile=prob.out.node_tension.copy())
+        if len(prob.vc.output_arc_lengths):
+            out.update(sample_arc_length=prob.vc.output_arc_lengths.copy(),
+                       sample_positions=self._to_out(prob.out.sample_pos),
+                       sample_rotations=self.base_pose_ct[None, :3, :3]
+                       @ _quat_to_rot(prob.out.sample_quat))
+        return out
 
     def _retracted_state(self, vc: ValidCommand) -> CatheterState:
         n, n_t = self.n_nodes, len(self.params.tendons)

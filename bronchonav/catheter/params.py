@@ -87,7 +87,20 @@ class Tendon:
         Index of the segment at whose proximal end the tendon's coil sheath ends; proximal to it the
         tendon load does not act on the backbone.
     stiffness_EA : float
-        Axial stiffness of the wire (N), for its elastic stretch in displacement control.
+        Axial stiffness of the wire (N), for its elastic stretch in displacement control; the
+        stretch of the whole wire (from the catheter's proximal end to the crimp) per newton is
+        ``length / stiffness_EA``.
+    wire_stiffness : float or None
+        Stiffness of the whole wire (N/m) as a datasheet gives it; when set it replaces
+        ``stiffness_EA`` (stretch ``1 / wire_stiffness`` per newton).
+    friction : float
+        Coulomb friction coefficient between the tendon and its routing where it acts on the
+        backbone (capstan: tension falls as ``exp(-friction·θ)`` along the wrapped angle θ).
+    pretension : float
+        Tension (N) the wire carries at a zero tension command (added to the commanded tension).
+    zero_offset : float
+        Actuator pull (m) at a zero displacement command (added to the commanded displacement;
+        negative: initial slack).
     """
 
     name: str
@@ -96,6 +109,28 @@ class Tendon:
     end_segment: int
     start_segment: int = 0
     stiffness_EA: float = 6.0e3
+    wire_stiffness: float | None = None
+    friction: float = 0.0
+    pretension: float = 0.0
+    zero_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("offset", "angle", "stiffness_EA", "friction", "pretension", "zero_offset"):
+            value = float(getattr(self, key))
+            if not np.isfinite(value):
+                raise InputError(f"tendon {self.name!r}: {key} must be finite, got {value}")
+            setattr(self, key, value)
+        for key in ("offset", "friction", "pretension"):
+            if getattr(self, key) < 0:
+                raise InputError(f"tendon {self.name!r}: {key} must be >= 0")
+        if self.stiffness_EA <= 0:
+            raise InputError(f"tendon {self.name!r}: stiffness_EA must be > 0 (N)")
+        if self.wire_stiffness is not None:
+            self.wire_stiffness = float(self.wire_stiffness)
+            if not (np.isfinite(self.wire_stiffness) and self.wire_stiffness > 0):
+                raise InputError(f"tendon {self.name!r}: wire_stiffness must be finite and > 0 "
+                                 f"(N/m)")
+        self.start_segment, self.end_segment = int(self.start_segment), int(self.end_segment)
 
     @property
     def offset_body(self) -> np.ndarray:
@@ -156,6 +191,10 @@ class CatheterParams:
     channel_diameter: float = 0.0
     articulation_segment: int = field(default=-1)
     """Index of the articulating segment (used for :attr:`max_articulation`); -1 is the last."""
+    name: str = "catheter"
+    """Device name (from the device file)."""
+    base_pose: np.ndarray = field(default_factory=lambda: np.eye(4))
+    """Pose of ``catheter_base`` in the frame the device was measured in (4×4; calibration)."""
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -170,6 +209,9 @@ class CatheterParams:
                                  f"{n_seg}, got {t.start_segment}, {t.end_segment}")
             if not (np.isfinite(t.offset) and t.offset >= 0 and np.isfinite(t.angle)):
                 raise InputError(f"tendon {t.name!r}: offset must be finite and >= 0 (m)")
+        self.base_pose = np.asarray(self.base_pose, dtype=float)
+        if self.base_pose.shape != (4, 4) or not np.all(np.isfinite(self.base_pose)):
+            raise InputError("base_pose must be a finite 4x4 transform")
         n_t = len(self.tendons)
         if self.limits.displacement_min.shape != (n_t,) or self.limits.displacement_max.shape != (n_t,):
             raise InputError(f"limits: displacement_min/max need one entry per tendon ({n_t})")
@@ -213,26 +255,29 @@ class CatheterParams:
     # -- constructors ---------------------------------------------------------------------
     @classmethod
     def default(cls) -> "CatheterParams":
-        """A realistic robotic bronchoscope (in the range of the Ion/Monarch class devices).
+        """The shipped robotic bronchoscope, ``config/devices/bronchoscope_3p5.yaml``.
 
         3.5 mm outer diameter, 2.0 mm working channel, 0.6 m long: a 0.56 m passive shaft
         (EI 2e-3 N·m²) and a 40 mm soft articulating tip (EI 2.5e-4 N·m²) with four tendons at
         90° spacing, 1.4 mm from the axis, crimped at the tip and sheathed through the shaft.
-        The tension limit (14 N) bends the tip through 180°, a 12.7 mm bend radius. Axial
-        stiffnesses are those of a coil-reinforced tube (compression-resistant).
+        The tension limit (14 N) bends the tip through 180°, a 12.7 mm bend radius.
         """
-        shaft = Segment("shaft", 0.56, EI=2.0e-3, GJ=1.5e-3, EA=1.5e4, GA=5.0e3,
-                        mass_per_length=0.012)
-        tip = Segment("articulating", 0.04, EI=2.5e-4, GJ=1.9e-4, EA=4.0e3, GA=1.5e3,
-                      mass_per_length=0.010)
-        r = 1.4e-3
-        tendons = [Tendon(f"tendon_{k}", r, k * np.pi / 2, end_segment=1, start_segment=1)
-                   for k in range(4)]
-        tension_max = np.pi / tip.length * tip.EI / r  # one tendon at the limit bends 180°
-        limits = Limits(max_insertion=0.35, tension_max=float(tension_max),
-                        displacement_min=np.full(4, -5e-3), displacement_max=np.full(4, 8e-3))
-        return cls([shaft, tip], tendons, outer_diameter=3.5e-3, limits=limits,
-                   channel_diameter=2.0e-3, articulation_segment=1)
+        from bronchonav.catheter.device import default_device_path, load_device
+
+        return load_device(default_device_path())
+
+    @classmethod
+    def from_file(cls, path) -> "CatheterParams":
+        """Parameters from a device file (YAML, see :mod:`bronchonav.catheter.device`).
+
+        Raises
+        ------
+        InputError
+            Naming the file and the offending key when the file is missing or invalid.
+        """
+        from bronchonav.catheter.device import load_device
+
+        return load_device(path)
 
     @classmethod
     def uniform_rod(cls, length: float, EI: float, GJ: float, EA: float, GA: float,

@@ -11,10 +11,11 @@ about the backbone point ``p``) and tendon ``i`` of tension ``τ_i`` crossing th
     Ñ = n + Σ τ_i t_i,          M̃ = m + Σ τ_i (R r_i) × t_i,
     Ñ' = -f,                    M̃' = -p' × Ñ - l,
 
-where ``f, l`` are the external loads per unit length (gravity, distributed loads). Point loads at
-nodes (contact) make ``Ñ`` jump. A tendon termination is internal to the composite, so ``Ñ, M̃``
-stay continuous there; the point force and moment the tendon applies to the rod appear through the
-constitutive law below, which loses that tendon's terms distal to its termination. This is exactly
+where ``f, l`` are the external loads per unit length (gravity, distributed loads). Point loads
+(contact at nodes, point forces and moments at any arc length) make ``Ñ`` and ``M̃`` jump. A
+tendon termination is internal to the composite, so ``Ñ, M̃`` stay continuous there; the point
+force and moment the tendon applies to the rod appear through the constitutive law below, which
+loses that tendon's terms distal to its termination. This is exactly
 Rucker & Webster's model with its termination point loads, written without the 6×6 implicit ODE.
 
 Constitutive law, body frame (``v = Rᵀp'``, ``u`` from ``R' = R û``)::
@@ -26,9 +27,26 @@ It is solved for ``(v, u)`` by Newton's method (its Jacobian is Rucker & Webster
 matrices), warm-started from the previous evaluation; without loaded tendons it is linear.
 
 State along ``s`` (reference arc length, from the base at 0 to the tip at ``L``): position ``p``,
-unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon path lengths. Integration
-is classic RK4 between consecutive breakpoints (output nodes, segment boundaries, tendon ends), so
-property jumps never fall inside a step. All quantities are in the ``catheter_base`` frame.
+unit quaternion ``q`` (scalar first) of ``R``, ``Ñ``, ``M̃`` and the tendon path lengths (with
+friction also their wrapped angles and tension integrals). Integration is classic RK4 between
+consecutive breakpoints (output nodes, segment boundaries, tendon ends, point loads, sampled
+outputs), so property and load jumps never fall inside a step. All quantities are in the
+``catheter_base`` frame.
+
+Tendon friction (capstan). Friction between a tendon and its routing is internal to the
+composite, so the equations above are unchanged; only the tension varies along the tendon. A
+massless string pressed against a curved routing has ``|dτ/dθ| <= μ τ``, θ the angle its tangent
+has turned through from the proximal end of its acting span (actuator tension ``τ_a``), with
+equality where it slides. Quasi-static memory: the new profile is the previous state's profile
+clamped between the slip envelopes ``τ_a exp(-μθ)`` (sliding while pulled) and ``τ_a exp(+μθ)``
+(sliding while released); where the previous profile lies between them the tendon sticks and
+keeps its tension. The wrap rate is taken as ``|u × w|/|w|``, the turning of the tendon tangent
+``R w/|w|`` with the material frame (exact for constant strains), and ``θ`` and ``∫τ ds`` are
+integrated with the state.
+
+Interface: :func:`integrate` takes a few named structs (:class:`Grid`, :class:`Pieces`,
+:class:`TendonLoads`, :class:`PointLoads`, :class:`Wall`, :class:`Outputs`) and passes their
+fields to the compiled kernel.
 
 The kernels use numba's ``error_model="numpy"``: a degenerate iterate gives inf/NaN (which the
 solver rejects) instead of raising inside the loop.
@@ -40,10 +58,12 @@ positions inside the integration, so Newton sees it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-NQ = 13  # p(3) q(4) N(3) M(3); tendon lengths follow
+NQ = 13  # p(3) q(4) N(3) M(3); then per tendon: path length, wrapped angle, ∫τ ds
 
 
 @njit(cache=True, error_model="numpy")
@@ -208,8 +228,45 @@ def constitutive(nb, mb, kse, kbt, ustar, act, r, tau, vu, J, F):
 
 
 @njit(cache=True, error_model="numpy")
-def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
-    """dy/ds of the composite state (see module docstring); fills ``vu`` with (v, u)."""
+def _tensions(y, tau, mu, pa, pb, frac, tau_s):
+    """Local tensions ``tau_s`` (N): the previous profile (``pa + frac (pb - pa)``, linear
+    between the interval's ends) clamped between the slip envelopes ``tau·exp(∓μθ)`` of the
+    actuator tensions ``tau`` at the wrapped angles θ in ``y``."""
+    T = tau.shape[0]
+    for i in range(T):
+        if mu[i] > 0.0:
+            e = np.exp(mu[i] * y[NQ + T + i])
+            prev = pa[i] + frac * (pb[i] - pa[i])
+            tau_s[i] = min(max(prev, tau[i] / e), tau[i] * e)
+        else:
+            tau_s[i] = tau[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _record_tensions(y, tau, mu, p, act, acting_only, tau_s, out):
+    """Local tensions at ``y`` (previous profile ``p`` there) into ``out``; with
+    ``acting_only`` only for the tendons acting on the piece (``act > 0``)."""
+    _tensions(y, tau, mu, p, p, 0.0, tau_s)
+    for i in range(tau.shape[0]):
+        if not acting_only or act[i] > 0.0:
+            out[i] = tau_s[i]
+
+
+@njit(cache=True, error_model="numpy")
+def _deriv_friction(y, dy, kse, kbt, ustar, fdist, act, r, tau, mu, pa, pb, frac, tau_s, vu, R,
+                    J, F, nb, mb):
+    """:func:`_deriv_rod` with tensions varying along the tendons (capstan, :func:`_tensions`),
+    also integrating the wrapped angles and tension integrals (:func:`_wrap_rates`)."""
+    _tensions(y, tau, mu, pa, pb, frac, tau_s)
+    _deriv_rod(y, dy, kse, kbt, ustar, fdist, act, r, tau_s, vu, R, J, F, nb, mb)
+    _wrap_rates(dy, tau.shape[0], act, r, vu, tau_s)
+
+
+@njit(cache=True, error_model="numpy")
+def _deriv_rod(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
+    """dy/ds of the composite state (see module docstring) at tendon tensions ``tau``; fills
+    ``vu`` with (v, u)."""
+    T = tau.shape[0]
     quat_to_rot(y[3:7], R)
     for a in range(3):
         nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
@@ -235,7 +292,7 @@ def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
     dy[10] = -(py * Nz - pz * Ny)
     dy[11] = -(pz * Nx - px * Nz)
     dy[12] = -(px * Ny - py * Nx)
-    for i in range(tau.shape[0]):
+    for i in range(T):
         if act[i] > 0.0:
             rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
             wx = v0 + u1 * rz - u2 * ry
@@ -244,6 +301,26 @@ def _deriv(y, dy, kse, kbt, ustar, fdist, act, r, tau, vu, R, J, F, nb, mb):
             dy[NQ + i] = np.sqrt(wx * wx + wy * wy + wz * wz)
         else:
             dy[NQ + i] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _wrap_rates(dy, T, act, r, vu, tau_s):
+    """Per tendon: wrap rate ``|u × w|/|w|`` (the turning of its tangent ``R w/|w|`` with the
+    frame; rad per unit reference length) and local tension, into ``dy`` after the lengths."""
+    v0, v1, v2, u0, u1, u2 = vu[0], vu[1], vu[2], vu[3], vu[4], vu[5]
+    for i in range(T):
+        dy[NQ + T + i] = 0.0
+        dy[NQ + 2 * T + i] = 0.0
+        if act[i] > 0.0:
+            rx, ry, rz = r[i, 0], r[i, 1], r[i, 2]
+            wx = v0 + u1 * rz - u2 * ry
+            wy = v1 + u2 * rx - u0 * rz
+            wz = v2 + u0 * ry - u1 * rx
+            cx = u1 * wz - u2 * wy
+            cy = u2 * wx - u0 * wz
+            cz = u0 * wy - u1 * wx
+            dy[NQ + T + i] = np.sqrt((cx * cx + cy * cy + cz * cz) / (wx * wx + wy * wy + wz * wz))
+            dy[NQ + 2 * T + i] = tau_s[i]
 
 
 @njit(cache=True, error_model="numpy")
@@ -360,11 +437,131 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, r
             out[2] -= f * dz
 
 
-@njit(cache=True, error_model="numpy")
-def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-              cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric,
-              pos, quat, Nn, Mn, VU, Fc, tlen, res, full):
-    """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill the node outputs.
+class Grid(NamedTuple):
+    """Integration breakpoints of one solve (see :class:`bronchonav.catheter.layout.Layout`).
+
+    Attributes
+    ----------
+    s_pts : ndarray (P,)
+        Breakpoints in reference arc length from the base (m), increasing from 0 to L.
+    piece_of : ndarray of int (P-1,)
+        Material piece (row of :class:`Pieces`) of each interval.
+    node_of : ndarray of int (P,)
+        Output node index of each breakpoint, -1 if none.
+    load_of : ndarray of int (P,)
+        Row of :class:`PointLoads` applied at each breakpoint, -1 if none.
+    sample_of : ndarray of int (P,)
+        Row of the sample outputs (:class:`Outputs` ``sample_pos``) recorded there, -1 if none.
+    """
+
+    s_pts: np.ndarray
+    piece_of: np.ndarray
+    node_of: np.ndarray
+    load_of: np.ndarray
+    sample_of: np.ndarray
+
+
+class Pieces(NamedTuple):
+    """Per-piece properties: ``kse`` (GA, GA, EA; N), ``kbt`` (EI, EI, GJ; N·m²), ``ustar``
+    precurvature (1/m), ``fdist`` distributed external force (N/m, base frame), all (K, 3), and
+    ``act`` (K, T): 1.0 where the tendon acts on the piece."""
+
+    kse: np.ndarray
+    kbt: np.ndarray
+    ustar: np.ndarray
+    fdist: np.ndarray
+    act: np.ndarray
+
+
+class TendonLoads(NamedTuple):
+    """Tendon routing and tensions of one solve.
+
+    Attributes
+    ----------
+    r : ndarray (T, 3)
+        Offsets in the body frame (m).
+    tau : ndarray (T,)
+        Tension at the proximal end of the acting span (the actuator side) (N).
+    mu : ndarray (T,)
+        Friction coefficients.
+    prev : ndarray (P, T)
+        Each tendon's tension profile of the previous state at the breakpoints (N): the new
+        profile is this one clamped between ``tau·exp(∓μθ)`` (stuck where it lies between, slipping
+        where an envelope binds).
+    track : bool
+        Friction on: integrate each tendon's wrapped angle and tension integral.
+    """
+
+    r: np.ndarray
+    tau: np.ndarray
+    mu: np.ndarray
+    prev: np.ndarray
+    track: bool
+
+
+class PointLoads(NamedTuple):
+    """Point forces (N) and moments (N·m), rows (M, 3) in the base frame, applied at the
+    breakpoints whose ``Grid.load_of`` names the row."""
+
+    force: np.ndarray
+    moment: np.ndarray
+
+
+class Wall(NamedTuple):
+    """Wall contact inputs (see :func:`contact_force`); ``cand`` with 0 columns disables it.
+
+    ``cand, win`` (Nn, C) int: candidate branches and window centres per node; ``window`` the
+    search half width (segments); ``b_off, bp, br`` the contact polylines
+    (:class:`bronchonav.catheter.contact.WallModel`); ``r_cath`` (m), ``k_node`` (N/m), ``eps``
+    (m); ``ref`` (Nn, 3) previous positions of the nodes' material points (m); ``fric`` (2,)
+    ``(mu, slip)``.
+    """
+
+    cand: np.ndarray
+    win: np.ndarray
+    window: int
+    b_off: np.ndarray
+    bp: np.ndarray
+    br: np.ndarray
+    r_cath: float
+    k_node: float
+    eps: float
+    ref: np.ndarray
+    fric: np.ndarray
+
+
+class Outputs(NamedTuple):
+    """Arrays :func:`integrate` fills.
+
+    Per output node (Nn rows): ``pos`` (3) position, ``quat`` (4), ``Nn``, ``Mn`` (3) composite
+    force and moment, ``VU`` (6) strains (v, u) (exact at the node when ``full``), ``Fc`` (3)
+    contact force, ``node_tension`` (T) the tendons' local tensions (with friction only). Per
+    sample (S rows): ``sample_pos`` (3), ``sample_quat`` (4). Per tendon (T):
+    ``tlen`` path length along its routing, ``wrap`` wrapped angle (rad), ``tdist`` tension at
+    its distal end (N) and ``tint`` ∫τ ds over
+    its acting span (N·m; only with ``TendonLoads.track``). ``res`` (6): composite force and
+    moment just beyond the tip, after the tip node's point loads.
+    """
+
+    pos: np.ndarray
+    quat: np.ndarray
+    Nn: np.ndarray
+    Mn: np.ndarray
+    VU: np.ndarray
+    Fc: np.ndarray
+    sample_pos: np.ndarray
+    sample_quat: np.ndarray
+    tlen: np.ndarray
+    node_tension: np.ndarray
+    wrap: np.ndarray
+    tdist: np.ndarray
+    tint: np.ndarray
+    res: np.ndarray
+
+
+def integrate(x, q0, grid: Grid, pieces: Pieces, td: TendonLoads, loads: PointLoads, wall: Wall,
+              out: Outputs, full: bool) -> None:
+    """Shoot from the base with composite loads ``x = (Ñ(0), M̃(0))``; fill ``out``.
 
     Parameters
     ----------
@@ -372,68 +569,66 @@ def integrate(x, q0, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
         Composite force (N) and moment (N·m) at the base, base frame.
     q0 : ndarray (4,)
         Base orientation quaternion (roll about z).
-    s_pts : ndarray (P,)
-        Integration breakpoints in reference arc length (m), increasing from 0 to L.
-    piece_of : ndarray of int (P-1,)
-        Material piece of each interval (row of ``kse, kbt, ustar, fdist, act``).
-    node_of : ndarray of int (P,)
-        Output node index of each breakpoint, -1 if it is not an output node.
-    kse, kbt, ustar, fdist : ndarray (K, 3)
-        Per piece stiffness diagonals, precurvature, distributed external force (N/m, base frame).
-    act : ndarray (K, T)
-        Tendon acts on the piece (1.0) or not (0.0).
-    r, tau : ndarray (T, 3), (T,)
-        Tendon offsets (m, body frame) and tensions (N).
-    cand : ndarray of int (Nn, C)
-        Contact candidate branches per node (-1 padding); C = 0 disables contact.
-    win : ndarray of int (Nn, C)
-        Window centres (segment indices) for the candidate search; ``window`` half width.
-    b_off, bp, br : contact polylines (see :class:`bronchonav.catheter.contact.WallModel`).
-    r_cath, k_node, eps : float
-        Catheter radius (m), nodal penalty stiffness (N/m), penalty smoothing (m).
-    ref, fric : ndarray (Nn, 3), ndarray (2,)
-        Previous positions of the nodes' material points (m) and friction ``(mu, slip)``
-        (see :func:`contact_force`).
-    pos, quat, Nn, Mn, VU, Fc : ndarray
-        Outputs per node: position, quaternion, composite force, composite moment, strains (v, u)
-        (exact at the node when ``full``), contact force.
-    tlen : ndarray (T,)
-        Output: tendon path length between base and tip along its routing (m).
-    res : ndarray (6,)
-        Output: composite force and moment just beyond the tip, after the tip node's point load.
+    grid : Grid
+    pieces : Pieces
+    td : TendonLoads
+    loads : PointLoads
+    wall : Wall
+    out : Outputs
     full : bool
         Also compute exact node strains (for output; not needed inside Newton).
+
+    Notes
+    -----
+    The structs are unpacked here into the compiled kernel's flat arguments: numba types flat
+    arrays at the call in C, but tuples in Python (several µs per call).
     """
+    _shoot(x, q0, *grid, *pieces, *td, *loads, *wall, *out, full)
+
+
+@njit(cache=True, error_model="numpy")
+def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act, r,
+           tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
+           k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen,
+           node_tension, wrap, tdist, tint, res, full):
+    """:func:`integrate` on the flat fields of its structs (in their declaration order)."""
     T = tau.shape[0]
-    y = np.zeros(NQ + T)
+    y = np.zeros(NQ + (3 * T if track else T))
     for a in range(4):
         y[3 + a] = q0[a]
     for a in range(6):
         y[7 + a] = x[a]
-    _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
-          Fc, full)
+    _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt,
+          ustar, fdist, act, r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off,
+          bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos,
+          sample_quat, node_tension, tdist, full)
     for a in range(6):
         res[a] = y[7 + a]
     for i in range(T):
         tlen[i] = y[NQ + i]
+        if track:
+            wrap[i] = y[NQ + T + i]
+            tint[i] = y[NQ + 2 * T + i]
 
 
 @njit(cache=True, error_model="numpy")
-def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, tau,
-          cand, win, window, b_off, bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU,
-          Fc, full):
+def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act,
+          r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
+          k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
+          node_tension, tdist, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
-    Contact loads are applied at the output nodes after ``j0`` (the base node never takes one).
+    Contact and point loads are applied at the breakpoints after ``j0`` (a load at the base is
+    carried by the clamp).
     """
     T = tau.shape[0]
-    ny = NQ + T
+    ny = y.shape[0]
     yt = np.empty(ny)
     k1 = np.empty(ny)
     k2 = np.empty(ny)
     k3 = np.empty(ny)
     k4 = np.empty(ny)
+    tau_s = np.empty(T)
     vu = np.zeros(6)
     vu[2] = 1.0
     R = np.empty((3, 3))
@@ -444,16 +639,25 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
     fc = np.zeros(3)
     ncontact = cand.shape[1]
     for j in range(j0, j1 + 1):
+        kl = load_of[j]
+        if kl >= 0 and j > j0:
+            for a in range(3):
+                y[7 + a] -= l_force[kl, a]
+                y[10 + a] -= l_moment[kl, a]
+        ks = sample_of[j]
+        if ks >= 0:
+            for a in range(3):
+                sample_pos[ks, a] = y[a]
+            for a in range(4):
+                sample_quat[ks, a] = y[3 + a]
         kn = node_of[j]
         if kn >= 0:
-            loaded = False
             if ncontact > 0 and kn >= 1 and j > j0:
                 contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps,
                               ref, fric, fc)
                 for a in range(3):
                     y[7 + a] -= fc[a]
                     Fc[kn, a] = fc[a]
-                loaded = True
             else:
                 for a in range(3):
                     Fc[kn, a] = 0.0
@@ -463,34 +667,73 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, kse, kbt, ustar, fdist, act, r, t
                 Mn[kn, a] = y[10 + a]
             for a in range(4):
                 quat[kn, a] = y[3 + a]
+            if track:
+                _record_tensions(y, tau, mu, prev[j], act[0], False, tau_s, node_tension[kn])
             if full:
                 pc = piece_of[j - 1] if j > 0 else piece_of[0]
                 quat_to_rot(y[3:7], R)
+                # strain just proximal to the node's point loads
+                fx, fy, fz = y[7], y[8], y[9]
+                mx, my, mz = y[10], y[11], y[12]
+                if kn >= 1 and ncontact > 0:
+                    fx += Fc[kn, 0]
+                    fy += Fc[kn, 1]
+                    fz += Fc[kn, 2]
+                if kl >= 0 and j > j0:
+                    fx += l_force[kl, 0]
+                    fy += l_force[kl, 1]
+                    fz += l_force[kl, 2]
+                    mx += l_moment[kl, 0]
+                    my += l_moment[kl, 1]
+                    mz += l_moment[kl, 2]
                 for a in range(3):
-                    nb[a] = R[0, a] * y[7] + R[1, a] * y[8] + R[2, a] * y[9]
-                    mb[a] = R[0, a] * y[10] + R[1, a] * y[11] + R[2, a] * y[12]
-                if kn >= 1 and ncontact > 0:  # strain just proximal to the node's point load
-                    for a in range(3):
-                        nb[a] += R[0, a] * Fc[kn, 0] + R[1, a] * Fc[kn, 1] + R[2, a] * Fc[kn, 2]
-                constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau, vu, J, F)
+                    nb[a] = R[0, a] * fx + R[1, a] * fy + R[2, a] * fz
+                    mb[a] = R[0, a] * mx + R[1, a] * my + R[2, a] * mz
+                if track:
+                    _tensions(y, tau, mu, prev[j], prev[j], 0.0, tau_s)
+                else:
+                    tau_s[:] = tau
+                constitutive(nb, mb, kse[pc], kbt[pc], ustar[pc], act[pc], r, tau_s, vu, J, F)
                 for a in range(6):
                     VU[kn, a] = vu[a]
         if j == j1:
             break
         h = s_pts[j + 1] - s_pts[j]
         pc = piece_of[j]
-        _deriv(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.0, tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(y, k1, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k1[a]
-        _deriv(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.5, tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k2, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + 0.5 * h * k2[a]
-        _deriv(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 0.5, tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k3, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             yt[a] = y[a] + h * k3[a]
-        _deriv(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F, nb, mb)
+        if track:
+            _deriv_friction(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, mu,
+                            prev[j], prev[j + 1], 1.0, tau_s, vu, R, J, F, nb, mb)
+        else:
+            _deriv_rod(yt, k4, kse[pc], kbt[pc], ustar[pc], fdist[pc], act[pc], r, tau, vu, R, J, F,
+                       nb, mb)
         for a in range(ny):
             y[a] += h / 6.0 * (k1[a] + 2.0 * k2[a] + 2.0 * k3[a] + k4[a])
         qn = np.sqrt(y[3] * y[3] + y[4] * y[4] + y[5] * y[5] + y[6] * y[6])
         for a in range(3, 7):
             y[a] /= qn
+        if track:  # tension at the end of the interval: the distal one if the tendon ends here
+            _record_tensions(y, tau, mu, prev[j + 1], act[pc], True, tau_s, tdist)

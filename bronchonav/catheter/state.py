@@ -29,7 +29,8 @@ class CatheterState:
     internal_moment : ndarray (N, 3)
         Internal moment of the backbone about the node (N·m), same convention.
     tendon_tensions : ndarray (T,)
-        Tension of each tendon (N).
+        Tension of each tendon at the actuator (N) (with friction: at the proximal end of the
+        span where it acts on the backbone; pretension included).
     tendon_displacements : ndarray (T,)
         Pull of each tendon at the actuator (m): shortening of its path along the bent backbone
         plus the compression of the un-inserted shaft plus the wire's elastic stretch.
@@ -55,6 +56,24 @@ class CatheterState:
         Airway branch each node is in (from contact tracking), ``None`` without a tree.
     message : str
         Why a step failed (empty when converged).
+    tendon_distal_tensions : ndarray (T,) or None
+        Tension of each tendon at its crimp (N); below ``tendon_tensions`` by the capstan factor
+        while it slips being pulled, above while released.
+    tendon_wrap_angles : ndarray (T,) or None
+        Total angle each tendon wraps around its routing on the inserted part (rad) (computed
+        only when the device has tendon friction).
+    tendon_slip : ndarray (T,) or None
+        +1 where the whole tendon slips being pulled (its distal tension is on the pulling
+        envelope ``τ·exp(-μθ)``), -1 slipping being released, 0 (partly) stuck or no friction.
+    tendon_tension_profile : ndarray (N, T) or None
+        Each tendon's local tension at the nodes (N; with tendon friction only): the friction
+        memory the next step starts from.
+    sample_arc_length : ndarray (S,)
+        Arc lengths of the requested outputs (``CatheterCommand.output_arc_lengths``) (m).
+    sample_positions : ndarray (S, 3)
+        Backbone points there (m).
+    sample_rotations : ndarray (S, 3, 3)
+        Material frames there.
     """
 
     positions: np.ndarray
@@ -77,6 +96,13 @@ class CatheterState:
     message: str = ""
     evaluations: int = field(default=0)
     """Residual evaluations (shooting integrations) taken for this step."""
+    tendon_distal_tensions: np.ndarray | None = None
+    tendon_wrap_angles: np.ndarray | None = None
+    tendon_slip: np.ndarray | None = None
+    tendon_tension_profile: np.ndarray | None = None
+    sample_arc_length: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sample_positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    sample_rotations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3)))
 
     @property
     def tip_position(self) -> np.ndarray:
@@ -107,4 +133,12 @@ class CatheterState:
             "residual": self.residual, "iterations": self.iterations,
             "converged": self.converged, "solve_time_s": self.solve_time_s,
             "message": self.message,
+            "tendon_distal_tensions": _list(self.tendon_distal_tensions),
+            "tendon_slip": _list(self.tendon_slip),
+            "sample_arc_length": self.sample_arc_length.tolist(),
+            "sample_positions": self.sample_positions.tolist(),
         }
+
+
+def _list(value):
+    return None if value is None else np.asarray(value).tolist()

@@ -13,33 +13,62 @@ from pathlib import Path
 from bronchonav.errors import InputError
 
 
-def _out_folder(path: str) -> Path:
+def _out_folder(path: str, force: bool = True, create: bool = True) -> Path:
+    """The ``--out`` folder, checked before any work: a file is refused, and so is a non-empty
+    folder unless ``force``."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--out {folder} exists and is not a folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    if not force and folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"--out {folder} already exists and is not empty (use --force to "
+                         "replace it)")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _phantom_config_from_args(name: str, args):
+    """The phantom preset ``name`` with the ``--slice-mm`` / ``--pixel-mm`` options applied."""
+    import math
+
+    from bronchonav.ct.phantom import phantom_config
+
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
+    slice_mm = getattr(args, "slice_mm", None)
+    pixel_mm = getattr(args, "pixel_mm", None)
+    if name != "clinical" and (slice_mm is not None or pixel_mm is not None):
+        raise InputError("--slice-mm and --pixel-mm apply to the clinical preset only")
+    config = phantom_config(name, args.seed,
+                            None if slice_mm is None else float(slice_mm) * 1e-3)
+    if pixel_mm is not None:
+        if not (math.isfinite(pixel_mm) and 0.4 <= pixel_mm <= 2.0):
+            raise InputError(f"--pixel-mm must be within 0.4-2 mm, got {pixel_mm}")
+        config.spacing_m = float(pixel_mm) * 1e-3
+    return config
 
 
 def cmd_phantom(args) -> int:
     """Write a phantom CT (NIfTI) and its ground truth into ``args.out``."""
     import SimpleITK as sitk
 
-    from bronchonav.ct.phantom import make_phantom, phantom_config
+    from bronchonav.ct.phantom import make_phantom
+    from bronchonav.fileio import atomic_folder
     from bronchonav.maps import nodules_to_list, tree_to_dict
     from bronchonav.progress import step
 
-    folder = _out_folder(args.out)
+    config = _phantom_config_from_args(args.name, args)
+    folder = _out_folder(args.out, force=args.force, create=False)
     with step(f"generating the {args.name!r} phantom (seed {args.seed})"):
-        phantom = make_phantom(phantom_config(args.name, args.seed))
-    with step(f"writing {folder}"):
-        sitk.WriteImage(phantom.image, str(folder / "ct.nii.gz"), True)
+        phantom = make_phantom(config)
+    with step(f"writing {folder}"), atomic_folder(folder, force=args.force) as tmp:
+        sitk.WriteImage(phantom.image, str(tmp / "ct.nii.gz"), True)
         mask = sitk.GetImageFromArray(phantom.lumen_mask.astype("uint8"))
         mask.CopyInformation(phantom.image)
-        sitk.WriteImage(mask, str(folder / "gt_lumen_mask.nii.gz"), True)
-        sitk.WriteImage(phantom.lung_labels, str(folder / "lung_labels.nii.gz"), True)
-        (folder / "gt_tree.json").write_text(json.dumps(tree_to_dict(phantom.tree)))
-        (folder / "nodules.json").write_text(json.dumps(nodules_to_list(phantom.nodules), indent=1))
+        sitk.WriteImage(mask, str(tmp / "gt_lumen_mask.nii.gz"), True)
+        sitk.WriteImage(phantom.lung_labels, str(tmp / "lung_labels.nii.gz"), True)
+        (tmp / "gt_tree.json").write_text(json.dumps(tree_to_dict(phantom.tree)))
+        (tmp / "nodules.json").write_text(json.dumps(nodules_to_list(phantom.nodules), indent=1))
     print(f"phantom {args.name!r} seed {args.seed}: {len(phantom.tree)} branches, generations "
           f"0–{phantom.tree.max_generation}, {len(phantom.nodules)} nodules, CT size "
           f"{phantom.image.GetSize()} → {folder}")
@@ -53,15 +82,16 @@ def cmd_build_map(args) -> int:
     from bronchonav.progress import step
 
     t0 = time.perf_counter()
-    folder = _out_folder(args.out)
+    folder = _out_folder(args.out, force=args.force, create=False)
     if args.ct:
         result = build_map_from_ct(args.ct, name=args.name or folder.name)
     else:
-        result = build_map_from_phantom(args.phantom, args.seed)
+        result = build_map_from_phantom(args.phantom, args.seed,
+                                        config=_phantom_config_from_args(args.phantom, args))
         if args.name:
             result.airway_map.name = args.name
     with step(f"saving the map to {folder}"):
-        save_map(result.airway_map, folder)
+        save_map(result.airway_map, folder, force=args.force)
     tree = result.airway_map.tree
     summary = {
         "map": str(folder),
@@ -150,22 +180,37 @@ def cmd_render_map(args) -> int:
     return 0
 
 
+def _phantom_options(p) -> None:
+    p.add_argument("--slice-mm", type=float, help="clinical preset: slice thickness in mm "
+                   "(0.5-3, default 1)")
+    p.add_argument("--pixel-mm", type=float, help="clinical preset: in-plane pixel in mm "
+                   "(default 0.7)")
+
+
 def register(subparsers) -> None:
     """Add the ``phantom``, ``build-map``, ``map-info`` and ``render-map`` sub-commands."""
     p = subparsers.add_parser("phantom", help="write a synthetic phantom CT and its ground truth")
-    p.add_argument("--name", default="default", choices=("default", "full"),
-                   help="phantom preset (default: 1 mm voxels; full: 0.7 mm, 512x512x450)")
+    p.add_argument("--name", "--preset", dest="name", default="default",
+                   choices=("default", "full", "clinical"),
+                   help="phantom preset (default: 1 mm voxels; full: 0.7 mm, 512x512x450; "
+                        "clinical: the default anatomy as a clinical scan)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
+    _phantom_options(p)
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty folder")
     p.set_defaults(func=cmd_phantom)
 
     p = subparsers.add_parser("build-map", help="build an airway map from a CT or a phantom")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ct", help="CT: DICOM series folder, .nii/.nii.gz, .nrrd, .mha/.mhd")
-    src.add_argument("--phantom", choices=("default", "full"), help="built-in phantom preset")
+    src.add_argument("--phantom", choices=("default", "full", "clinical"),
+                     help="built-in phantom preset")
     p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    _phantom_options(p)
     p.add_argument("--out", required=True, help="output map folder")
     p.add_argument("--name", help="map name (default: the folder name / phantom_NAME)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing map folder (it is kept if the build fails)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_build_map)
 

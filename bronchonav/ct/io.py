@@ -17,6 +17,8 @@ Intensities are Hounsfield units: SimpleITK (GDCM) applies DICOM rescale slope a
 
 from __future__ import annotations
 
+import contextlib
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +33,102 @@ AIR_HU = -800.0
 """A CT in HU of a chest must contain voxels below this value (air in the lungs and airways)."""
 
 
+@contextlib.contextmanager
+def _keep_locale():
+    """Restore the process locale after GDCM (SimpleITK's DICOM I/O), which sets it to "C" and
+    so turns Python's default text encoding into ASCII for the rest of the process."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _series_summary(reader, folder: Path, sid: str, files) -> str:
+    """One line naming a DICOM series: its id, file count and description."""
+    info = sitk.ImageFileReader()
+    info.SetFileName(files[0])
+    description = ""
+    try:
+        info.ReadImageInformation()
+        if info.HasMetaDataKey("0008|103e"):
+            description = info.GetMetaData("0008|103e").strip()
+    except RuntimeError:
+        pass
+    return f"{sid} ({len(files)} files{', ' + description if description else ''})"
+
+
+def _slice_positions(files) -> np.ndarray:
+    """Position (mm) of every slice along the series' slice normal, in file order."""
+    pos, normal = [], None
+    for f in files:
+        info = sitk.ImageFileReader()
+        info.SetFileName(f)
+        try:
+            info.ReadImageInformation()
+            ipp = [float(v) for v in info.GetMetaData("0020|0032").split("\\")]
+            iop = [float(v) for v in info.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            raise CTError(f"DICOM file {Path(f).name} has no readable image position or "
+                          "orientation") from None
+        if normal is None:
+            normal = np.cross(iop[:3], iop[3:])
+        pos.append(float(np.dot(ipp, normal)))
+    return np.asarray(pos)
+
+
+def _check_dicom_files(folder: Path, files) -> None:
+    """Refuse gaps in the slice positions and slices whose pixel data are cut short."""
+    import pydicom
+
+    pos = np.sort(_slice_positions(files))
+    if len(pos) >= 3:
+        steps = np.diff(pos)
+        step = float(np.median(steps))
+        if step <= 0:
+            raise CTError(f"the DICOM series in {folder} has several slices at one position")
+        bad = np.flatnonzero((steps > 1.5 * step) | (steps < 0.5 * step))
+        if len(bad):
+            i = int(bad[0])
+            raise CTError(f"the DICOM series in {folder} misses slices: {len(bad)} gap(s) in "
+                          f"the slice positions, the first from {pos[i]:.2f} to "
+                          f"{pos[i + 1]:.2f} mm where the spacing is {step:.2f} mm")
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=False)
+            need = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * \
+                int(getattr(ds, "SamplesPerPixel", 1))
+            have = len(ds.PixelData)
+        except Exception as exc:  # noqa: BLE001 - any failure is a broken slice
+            raise CTError(f"DICOM file {Path(f).name} in {folder} is unreadable or truncated "
+                          f"({type(exc).__name__})") from None
+        compressed = ds.file_meta.TransferSyntaxUID.is_compressed
+        if not compressed and have < need:
+            raise CTError(f"DICOM file {Path(f).name} in {folder} is truncated: {have} bytes of "
+                          f"pixel data for {need} expected")
+
+
 def _read_dicom_folder(folder: Path) -> sitk.Image:
-    """Read the largest DICOM series in ``folder`` (HU, LPS)."""
+    """Read the one DICOM series in ``folder`` (HU, LPS); several series are refused."""
     reader = sitk.ImageSeriesReader()
     series_ids = reader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
         if not any(folder.iterdir()):
             raise CTError(f"CT folder {folder} is empty")
         raise CTError(f"CT folder {folder} holds no readable DICOM series")
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids), key=len)
+    if len(series_ids) > 1:
+        listed = "; ".join(_series_summary(reader, folder, sid,
+                                           reader.GetGDCMSeriesFileNames(str(folder), sid))
+                           for sid in series_ids)
+        raise CTError(f"CT folder {folder} holds {len(series_ids)} DICOM series; put the one to "
+                      f"use in a folder of its own: {listed}")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
+    others = sorted({p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+                    - {Path(f).name for f in files})
+    if others:
+        raise CTError(f"{len(others)} file(s) in {folder} are not readable slices of its DICOM "
+                      f"series (truncated or corrupt?): {', '.join(others[:5])}")
+    _check_dicom_files(folder, files)
     reader.SetFileNames(files)
     try:
         return reader.Execute()
@@ -48,14 +137,51 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
                       f"{str(exc).strip().splitlines()[-1]}") from None
 
 
+def _check_nifti_stream(path: Path) -> None:
+    """Refuse a NIfTI file whose (gzip) stream is corrupt or shorter than its header says, or
+    whose floating-point voxels include NaN or infinity."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        nifti = nib.load(str(path))
+        header = nifti.header
+        need = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * \
+            int(header.get_data_dtype().itemsize)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on a bad header
+        raise CTError(f"cannot read {path}: not a valid NIfTI header ({type(exc).__name__})") \
+            from None
+    have = 0
+    if path.name.lower().endswith(".gz"):
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    have += len(chunk)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise CTError(f"cannot read {path}: the gzip stream is truncated or corrupt "
+                          f"({str(exc)[:80]})") from None
+    else:
+        have = path.stat().st_size
+    if have < need:
+        raise CTError(f"cannot read {path}: the file is truncated ({have} bytes of {need} the "
+                      "header announces)")
+    if header.get_data_dtype().kind == "f":  # ITK's reader turns NaN into 0: look ourselves
+        bad = int(np.count_nonzero(~np.isfinite(np.asanyarray(nifti.dataobj))))
+        if bad:
+            raise CTError(f"{path} has {bad} non-finite (NaN or infinite) voxels; a CT in "
+                          "Hounsfield units has a finite value everywhere")
+
+
 def read_ct(path: str | Path) -> sitk.Image:
     """Read and check a chest CT: a DICOM series folder, NIfTI, NRRD or MHA/MHD file.
 
     Parameters
     ----------
     path : str or Path
-        A folder holding one DICOM series (the largest series is read if there are several),
-        or an image file.
+        A folder holding one DICOM series (a folder with several series is refused, listing
+        them), or an image file.
 
     Returns
     -------
@@ -66,15 +192,19 @@ def read_ct(path: str | Path) -> sitk.Image:
     Raises
     ------
     CTError
-        Missing path, empty folder, unreadable or corrupt file, or an image that fails
+        Missing path, empty folder, several DICOM series, missing or truncated DICOM slices, a
+        truncated or corrupt (gzip) NIfTI, an unreadable file, or an image that fails
         :func:`check_ct`.
     """
     path = Path(path)
     if not path.exists():
         raise CTError(f"CT path not found: {path}")
     if path.is_dir():
-        image = _read_dicom_folder(path)
+        with _keep_locale():
+            image = _read_dicom_folder(path)
     else:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_stream(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
@@ -90,7 +220,7 @@ def check_ct(image: sitk.Image, name: str = "image") -> None:
     """Raise :class:`CTError` unless ``image`` looks like a 3D chest CT in Hounsfield units.
 
     Checks: one scalar component; 3 dimensions with at least 2 voxels along each (a single
-    slice is refused); every spacing positive and at most :data:`MAX_SPACING_MM`; intensities
+    slice is refused); finite values (no NaN); every spacing positive and at most :data:`MAX_SPACING_MM`; intensities
     that look like HU (some voxels below :data:`AIR_HU`, i.e. air, and not an 8-bit range).
     """
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -107,6 +237,11 @@ def check_ct(image: sitk.Image, name: str = "image") -> None:
     if np.any(spacing > MAX_SPACING_MM):
         raise CTError(f"{name} has voxel spacing {tuple(np.round(spacing, 3))} mm; at most "
                       f"{MAX_SPACING_MM} mm along every axis is supported (too coarse for airways)")
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(image))))
+        if bad:
+            raise CTError(f"{name} has {bad} non-finite (NaN or infinite) voxels; a CT in "
+                          "Hounsfield units has a finite value everywhere")
     stats = sitk.MinimumMaximumImageFilter()
     stats.Execute(image)
     lo, hi = stats.GetMinimum(), stats.GetMaximum()
@@ -158,3 +293,63 @@ def ct_to_index(image: sitk.Image, points_ct: np.ndarray) -> np.ndarray:
 def spacing_m(image: sitk.Image) -> tuple[float, float, float]:
     """Voxel spacing (x, y, z) in metres."""
     return tuple(float(s) / 1000.0 for s in image.GetSpacing())
+
+
+def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str | None = None,
+                       description: str = "BronchoNav CT") -> list[Path]:
+    """Write a CT (HU) as a DICOM series: one file per axial slice, int16 with rescale 1/0.
+
+    The image is reoriented to LPS index order first, so the slices are axial and the
+    Image Position/Orientation (Patient) tags carry its geometry (mm, LPS); reading the folder
+    back with :func:`read_ct` gives the same voxels at the same CT-frame points.
+
+    Parameters
+    ----------
+    image : SimpleITK.Image
+        3D CT in HU.
+    folder : str or Path
+        Output folder (created; files ``slice_0000.dcm`` ...).
+    series_uid : str, optional
+        Series Instance UID (a new one by default; pass one for reproducible files).
+
+    Returns
+    -------
+    list of Path
+        The files written, from inferior to superior.
+    """
+    import pydicom.uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = sitk.Cast(sitk.DICOMOrient(image, "LPS"), sitk.sitkInt16)
+    series_uid = series_uid or pydicom.uid.generate_uid()
+    study_uid = pydicom.uid.generate_uid(entropy_srcs=[series_uid, "study"])
+    direction = lps.GetDirection()
+    common = [("0008|0060", "CT"), ("0008|103e", description), ("0010|0010", "PHANTOM^CT"),
+              ("0010|0020", "BN0001"), ("0020|000d", study_uid), ("0020|000e", series_uid),
+              ("0020|0037", "\\".join(f"{v:.6f}" for v in direction[0::3] + direction[1::3])),
+              ("0028|1052", "0"), ("0028|1053", "1"), ("0018|0050", f"{lps.GetSpacing()[2]:.4f}")]
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    paths = []
+    with _keep_locale():
+        _write_slices(lps, folder, writer, common, series_uid, paths)
+    return paths
+
+
+def _write_slices(lps, folder: Path, writer, common, series_uid: str, paths: list) -> None:
+    """Write each axial slice of ``lps`` as a DICOM file (see :func:`write_dicom_series`)."""
+    import pydicom.uid
+
+    for k in range(lps.GetDepth()):
+        sl = lps[:, :, k]
+        for key, value in common:
+            sl.SetMetaData(key, value)
+        position = lps.TransformIndexToPhysicalPoint((0, 0, k))
+        sl.SetMetaData("0020|0032", "\\".join(f"{v:.4f}" for v in position))
+        sl.SetMetaData("0020|0013", str(k + 1))
+        sl.SetMetaData("0008|0018", pydicom.uid.generate_uid(entropy_srcs=[series_uid, str(k)]))
+        path = folder / f"slice_{k:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(sl)
+        paths.append(path)

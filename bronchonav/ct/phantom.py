@@ -39,12 +39,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bronchonav.airway.tree import LOBES, AirwayTree, Branch, Nodule
+from bronchonav.ct.clinical import ClinicalAppearance, render_clinical
 from bronchonav.ct.lungs import LungModel
 from bronchonav.ct.render import (VolumeGrid, compose_ct, lung_labels, rasterise_airways,
                                    rasterise_nodules)
 from bronchonav.errors import BronchoNavError, InputError
 
-PHANTOM_NAMES = ("default", "full")
+PHANTOM_NAMES = ("default", "full", "clinical")
 """Names accepted by :func:`phantom_config`."""
 
 
@@ -110,17 +111,25 @@ class PhantomConfig:
     far_distance_m: float = 0.035
     """A far nodule's centre is at least this far from every airway lumen (m)."""
     lungs: LungModel = field(default_factory=LungModel)
+    clinical: ClinicalAppearance | None = None
+    """How a clinical scan looks (slices, correlated noise, vessels, ...); ``None`` renders the
+    ideal isotropic phantom."""
 
     def wall_thickness(self, diameter_m):
         """Airway wall thickness (m) for a lumen diameter (m)."""
         return np.maximum(self.wall_fraction * np.asarray(diameter_m, float), self.min_wall_m)
 
 
-def phantom_config(name: str = "default", seed: int = 0) -> PhantomConfig:
+def phantom_config(name: str = "default", seed: int = 0,
+                   slice_thickness_m: float | None = None) -> PhantomConfig:
     """The named phantom preset.
 
     ``default``: 1 mm voxels, cropped to the body (fast). ``full``: 0.7 mm voxels,
-    512 × 512 × 450, a finer tree (airways down to 2 mm).
+    512 × 512 × 450, a finer tree (airways down to 2 mm). ``clinical``: the default anatomy
+    rendered as a clinical scan (:mod:`bronchonav.ct.clinical`): 0.7 mm pixels, slices of
+    ``slice_thickness_m`` (default 1 mm), 40 HU correlated noise, air at -960 HU, a dependent
+    density gradient, thin walls (a tenth of the lumen diameter, at least 0.3 mm), arteries and
+    veins beside the bronchi, a mucus-plugged branch, a body outline and a table.
 
     Raises
     ------
@@ -133,6 +142,14 @@ def phantom_config(name: str = "default", seed: int = 0) -> PhantomConfig:
         return PhantomConfig(name=name, seed=int(seed), spacing_m=0.7e-3, min_diameter_m=2.0e-3,
                              max_generation=16, volume_shape=(512, 512, 450),
                              n_seed_points=80_000)
+    if name == "clinical":
+        look = ClinicalAppearance()
+        if slice_thickness_m is not None:
+            look.slice_thickness_m = float(slice_thickness_m)
+        look.check()
+        return PhantomConfig(name=name, seed=int(seed), spacing_m=0.7e-3, wall_fraction=0.10,
+                             min_wall_m=0.3e-3, hu_air=-960.0, hu_lung=-840.0, noise_hu=40.0,
+                             blur_sigma_vox=0.8, margin_m=0.010, clinical=look)
     raise InputError(f"unknown phantom {name!r}; choose one of: {', '.join(PHANTOM_NAMES)}")
 
 
@@ -490,6 +507,8 @@ class Phantom:
         Voxels whose centre lies inside the ground-truth lumen (same grid as ``image``).
     lung_labels : SimpleITK.Image
         uint8: 0 outside the lungs, 1 right lung, 2 left lung (same geometry as ``image``).
+    plugged : list of Branch
+        Mucus-plugged branches (clinical preset): not visible, so not in ``tree``.
     """
 
     config: PhantomConfig
@@ -500,6 +519,7 @@ class Phantom:
     image: object
     lumen_mask: np.ndarray
     lung_labels: object
+    plugged: list = field(default_factory=list)
 
 
 def phantom_grid(config: PhantomConfig, tree: AirwayTree, lungs: LungModel) -> VolumeGrid:
@@ -530,8 +550,14 @@ def make_phantom(config: PhantomConfig) -> Phantom:
     """Generate the ground truth and render the CT (HU, int16) of a phantom.
 
     Deterministic: the tree, nodules and the CT noise depend only on ``config`` (and its seed).
+    With ``config.clinical`` the CT is rendered by :func:`bronchonav.ct.clinical.render_clinical`
+    and ``tree`` is the visible ground truth (without the mucus-plugged branches).
     """
     tree, nodules, lungs = generate_phantom_tree(config)
+    if config.clinical is not None:
+        r = render_clinical(config, tree, nodules, lungs, np.random.default_rng([config.seed, 3]))
+        return Phantom(config, r.truth_tree, nodules, lungs, r.grid, r.grid.to_sitk(r.hu),
+                       r.lumen_mask, r.grid.to_sitk(r.labels), r.plugged)
     grid = phantom_grid(config, tree, lungs)
     lumen, tissue, mask = rasterise_airways(tree, grid, config.wall_thickness)
     rasterise_nodules(nodules, grid, tissue)

@@ -30,7 +30,11 @@ class NavigationConfig:
         Heading error at which insertion slows to a quarter of ``step_m`` (rad).
     max_mismatch_m : float
         Follow-the-leader bound: the insertion may exceed the tip's progress along the route by
-        at most this (m); beyond it the insertion holds (the shaft would buckle).
+        at most this plus ``mismatch_per_m`` of the progress (m); beyond it the insertion holds
+        (the shaft would buckle).
+    mismatch_per_m : float
+        Growth of the follow-the-leader bound per metre of progress (m/m): in curved airways the
+        catheter lies along the outer walls and is a few per cent longer than the centerline.
     stall_steps : int
         Steps without ``progress_eps_m`` of progress that count as a stall.
     progress_eps_m : float
@@ -61,9 +65,10 @@ class NavigationConfig:
     lookahead_m: float = 8.0e-3
     steer_gain: float = 0.6
     probe_tension_n: float = 0.5
-    max_bend_step_n: float = 2.0
+    max_bend_step_n: float = 0.75
     slow_angle_rad: float = 0.5
     max_mismatch_m: float = 6.0e-3
+    mismatch_per_m: float = 0.06
     stall_steps: int = 25
     progress_eps_m: float = 0.5e-3
     off_route_m: float = 5.0e-3

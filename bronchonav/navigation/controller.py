@@ -15,7 +15,8 @@ One call of :meth:`NavigationController.update` is one control step:
    one plane is rolled so that the error lies in its bending plane.
 3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
    large), but only while the insertion exceeds the tip's progress by less than
-   ``max_mismatch_m`` — a shaft pushed further would buckle.
+   ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
+   buckle.
 4. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
@@ -117,6 +118,7 @@ class NavigationController:
         self._stalled = 0
         self._recover_to = 0.0
         self._recover_reason = ""
+        self._recover_steps = 0
         self._aim_steps = 0
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
@@ -212,8 +214,8 @@ class NavigationController:
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
         self._steer(T, aim)
         speed = float(np.clip(1.0 - self.heading_error / c.slow_angle_rad, 0.25, 1.0))
-        limit = min(self.max_insertion, self.target.length + c.max_mismatch_m,
-                    self.s_tip + c.max_mismatch_m)
+        slack = c.max_mismatch_m + c.mismatch_per_m * max(self.s_tip, 0.0)
+        limit = min(self.max_insertion, self.target.length + slack, self.s_tip + slack)
         if self.insertion < limit:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
 
@@ -227,12 +229,18 @@ class NavigationController:
             return
         self.retries += 1
         self.phase = "recover"
+        self._recover_steps = 0
         self._recover_reason = reason
         self._recover_to = max(self.insertion - c.retract_m, 0.0)
         self.bend *= 0.5
 
     def _recover(self, T: np.ndarray) -> None:
         c = self.config
+        self._recover_steps += 1
+        if self._recover_steps > 4 * c.retract_m / c.step_m + c.stall_steps:
+            # the catheter cannot back out as commanded: drive on (a stall ends it)
+            self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            return
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
         self._steer(T, aim)
         if self.insertion > self._recover_to:

@@ -191,6 +191,15 @@ def survey_point(tree, target_ct: np.ndarray, same_side: bool = False) -> np.nda
     return np.array([np.interp(at, s, main.points[:, k]) for k in range(3)])
 
 
+def survey_length(tree, target_ct: np.ndarray, margin: float = 5e-3) -> float:
+    """Route arc length (m) from the top of the trachea to ``margin`` before the end of the main
+    bronchus on the target's side: the EM survey's second arm."""
+    side = np.sign(target_ct[0] - tree.trachea.end[0]) or 1.0
+    mains = [tree[c] for c in tree.trachea.children]
+    main = max(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
+    return tree.trachea.length + main.length - margin
+
+
 def _drive(client, timeout_s: float) -> dict:
     """Wait until the navigator has finished the current route; its last status."""
     time.sleep(0.5)  # let the navigator take the new route
@@ -312,33 +321,38 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         target = np.asarray(status["target_m"])
         tree = load_airway_map(map_spec).tree
 
-        # -- survey and registration (before steering on the registered pose) ----------------
+        # -- survey, registration, drive to the nodule ------------------------------------------
         t_nav = time.monotonic()
         if pose_source == "registered":
-            for same_side in (False, True):
-                point = survey_point(tree, target, same_side)
-                progress(f"survey (ground-truth pose): into the main bronchus on the "
-                         f"{'target' if same_side else 'other'} side")
-                _drive_to_point(client, point, timeout_s)
+            point = survey_point(tree, target)
+            progress("survey (ground-truth pose): into the main bronchus on the other side")
+            _drive_to_point(client, point, timeout_s)
+        client.pub_goal.publish(String(data=chosen))
+        client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
+        route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
+                                    and np.allclose(conv.path_points(m)[-1],
+                                                    status["exit_point_m"], atol=1e-9))
+        route = conv.path_points(route_msg)
+        if pose_source == "registered":
+            # approach on the ground truth through the target side's main bronchus (the second
+            # arm of the EM survey), then register and steer on the registered pose
+            switch_s = survey_length(tree, target)
+            progress(f"navigating to {chosen}: survey of its main bronchus (ground-truth pose, "
+                     f"first {switch_s * 1e3:.0f} mm)")
+            time.sleep(0.5)
+            client.wait_for("/navigator/status", lambda m: _json(m)["phase"] == "done" or (
+                _json(m).get("s_tip_m") or 0.0) >= switch_s, timeout=timeout_s)
             response = client.call_trigger()
             progress(f"registration: {response.message}")
             if response.success:
                 graph.nodes["navigator"].set_parameters(
                     [Parameter("pose_source", value="registered")])
-
-        # -- drive to the nodule -------------------------------------------------------------
-        nav = {"phase": "not driven", "outcome": None}
-        route = None
-        if response is None or response.success:
-            client.pub_goal.publish(String(data=chosen))
-            client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
-            progress(f"navigating to {chosen} on the "
-                     f"{'registered EM' if pose_source == 'registered' else 'ground-truth'} pose")
-            route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
-                                        and np.allclose(conv.path_points(m)[-1],
-                                                        status["exit_point_m"], atol=1e-9))
-            route = conv.path_points(route_msg)
-            nav = _drive(client, timeout_s)
+                progress("navigating on the registered EM pose")
+            else:
+                graph.nodes["navigator"].cancel("registration failed")
+        else:
+            progress(f"navigating to {chosen} on the ground-truth pose")
+        nav = _drive(client, timeout_s)
         nav_s = time.monotonic() - t_nav
         time.sleep(0.3)  # let the last commands settle
         exit_point = np.asarray(status["exit_point_m"])

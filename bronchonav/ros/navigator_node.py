@@ -7,12 +7,14 @@ core, also used by rehearsals and ``bronchonav catheter --demo``); this node tra
   controller for that route (the node's catheter model carries over); when ``route/status``
   names the route's nodule, the tip is finally aimed at the lesion centre;
 - the observed tip pose → :meth:`~bronchonav.navigation.NavigationController.update` once per
-  control period: ``catheter/tip_pose`` (the simulator's ground truth, ``pose_source: truth``) or
+  control period, once ``joint_states`` shows that the simulator has carried out the previous
+  command's insertion (else the pose would be older than the command): ``catheter/tip_pose`` (the simulator's ground truth, ``pose_source: truth``) or
   ``registration/tip_pose`` (the EM pose mapped to ``ct`` by the registration,
   ``pose_source: registered``; the navigator waits while no registered pose arrives);
 - the command → ``catheter/joint_command`` (``sensor_msgs/JointState``: ``position`` insertion m
   and roll rad, ``effort`` tendon tensions N; unused entries NaN), the interface a real
   controller uses;
+- ``navigator/cancel`` (``std_srvs/Trigger``) stops following the route;
 - progress → ``navigator/status`` (``std_msgs/String``, JSON: phase ``waiting``, ``drive``,
   ``recover``, ``aim``, ``done``; the outcome once done: reached, stuck, wrong_branch, timeout).
 
@@ -25,6 +27,7 @@ registration).
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -37,6 +40,12 @@ from std_msgs.msg import String
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
 from bronchonav.ros.params import Param, declare
+
+PLANT_TOLERANCE_M = 2e-4
+"""The simulator has carried out a command when its insertion is this close to it (m)."""
+
+PLANT_WAIT_S = 0.5
+"""Longest wait for the simulator to carry out a command before steering on anyway (s)."""
 
 POSE_TOPICS = {"truth": "catheter/tip_pose", "registered": "registration/tip_pose"}
 
@@ -95,10 +104,18 @@ class NavigatorNode(Node):
         self._route_status: dict = {}
         self.create_subscription(String, "route/status", self._on_route_status, qos.LATCHED)
         self.create_subscription(Path, "route", self._on_route, qos.LATCHED)
+        self._plant_insertion: float | None = None
+        self._awaiting: tuple[float, float] | None = None  # (commanded insertion m, time s)
+        self.create_subscription(JointState, "joint_states", self._on_joint_states,
+                                 qos.STATE_SUB)
         for source, topic in POSE_TOPICS.items():
             self.create_subscription(PoseStamped, topic,
                                      lambda msg, source=source: self._on_pose(source, msg),
                                      qos.STATE_SUB)
+        from std_srvs.srv import Trigger
+
+        self._cancelled = ""
+        self.create_service(Trigger, "navigator/cancel", self._on_cancel)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(period, self._control)
         self.create_timer(0.2, self._publish_status)
@@ -128,18 +145,37 @@ class NavigatorNode(Node):
             self.get_logger().info("empty route: waiting for a feasible one")
             return
         lesion = self._lesion_for(pts[-1])
+        tree = self.airway_map.tree
+        branches = dict.fromkeys(int(b) for b in tree.samples().branch_ids[tree.nearest(pts)[1]])
         try:
             target = RouteTarget.from_points(
-                pts, lesion_center=lesion,
+                pts, list(branches), lesion_center=lesion,
                 tool_length=0.0 if lesion is None else float(np.linalg.norm(lesion - pts[-1])))
         except (InputError, ValueError) as exc:
             self.controller = None
             self.get_logger().error(f"route refused: {exc}")
             return
         self.controller = NavigationController(target, self.model, self.config)
+        self._cancelled = ""
         self.get_logger().info(f"following a route of {target.length * 1e3:.1f} mm "
                                f"({len(pts)} waypoints), steering on the {self.pose_source} pose")
         self._publish_status()
+
+    def cancel(self, reason: str) -> None:
+        """Stop following the current route (the catheter holds its last command)."""
+        if self.controller is not None:
+            self._cancelled = reason
+            self.controller = None
+            self.get_logger().warn(f"navigation cancelled: {reason}")
+            self._publish_status()
+
+    def _on_cancel(self, request, response):
+        if self.controller is None:
+            response.success, response.message = False, "no route is being followed"
+        else:
+            self.cancel("requested on navigator/cancel")
+            response.success, response.message = True, "navigation cancelled"
+        return response
 
     def _on_route_status(self, msg: String) -> None:
         import dataclasses
@@ -165,15 +201,31 @@ class NavigatorNode(Node):
             return None
         return np.asarray(st["target_m"], dtype=float)
 
+    def _on_joint_states(self, msg: JointState) -> None:
+        if "insertion" in msg.name and len(msg.position) == len(msg.name):
+            self._plant_insertion = float(msg.position[list(msg.name).index("insertion")])
+
+    def _plant_behind(self) -> bool:
+        """Whether the simulator has not yet carried out the last command's insertion (then the
+        observed pose is older than the command, and steering on it would overshoot); gives up
+        waiting after ``PLANT_WAIT_S``."""
+        if self._awaiting is None or self._plant_insertion is None:
+            return False
+        commanded, t = self._awaiting
+        if abs(self._plant_insertion - commanded) <= PLANT_TOLERANCE_M:
+            return False
+        return time.monotonic() - t < PLANT_WAIT_S
+
     def _on_pose(self, source: str, msg: PoseStamped) -> None:
         self._poses[source] = conv.pose_to_matrix(msg.pose)
 
     def _control(self) -> None:
         c = self.controller
         T = self._poses.get(self.pose_source)
-        if c is None or T is None or c.outcome is not None:
+        if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
         command = c.update(T)
+        self._awaiting = (float(command.insertion), time.monotonic())
         if c.outcome is not None:
             self.get_logger().info(f"navigation {c.outcome.reason}")
             self._publish_status()
@@ -187,6 +239,9 @@ class NavigatorNode(Node):
     def status(self) -> dict:
         """The JSON status published on ``navigator/status``."""
         if self.controller is None:
+            if self._cancelled:
+                return {"phase": "done", "pose_source": self.pose_source,
+                        "outcome": {"status": "cancelled", "reason": self._cancelled}}
             return {"phase": "waiting", "pose_source": self.pose_source}
         return {**self.controller.status(), "pose_source": self.pose_source}
 

@@ -54,6 +54,15 @@ class ChainSpec:
         """Chain length = insertion range (m)."""
         return self.n_links * self.link_length
 
+    @classmethod
+    def from_catheter(cls, params, link_length: float = 0.005) -> "ChainSpec":
+        """The chain for a device (``CatheterParams``, e.g. from a device file): enough links
+        of ``link_length`` (m) to cover its maximum insertion, its outer diameter."""
+        import math
+
+        n = math.ceil(params.limits.max_insertion / link_length - 1e-9)
+        return cls(n_links=n, link_length=link_length, outer_diameter=params.outer_diameter)
+
 
 DEFAULT_CHAIN = ChainSpec()
 """The chain of the committed URDF; ``catheter_sim`` publishes joint angles for it."""
@@ -164,12 +173,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ros2-control", action="store_true",
                         help="add the <ros2_control> block (topic-based system interface)")
+    parser.add_argument("--device", type=Path, help="device file (YAML): chain for that device")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    spec = DEFAULT_CHAIN
+    if args.device:
+        from bronchonav.catheter.params import CatheterParams
+
+        spec = ChainSpec.from_catheter(CatheterParams.from_file(args.device))
     out = args.out or SOURCE_ROOT / "urdf" / ("bronchoscope_ros2_control.urdf" if args.ros2_control
                                               else "bronchoscope.urdf")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, generate_ros2_control() if args.ros2_control else generate())
+    write_text(out, generate_ros2_control(spec) if args.ros2_control else generate(spec))
     print(out)
 
 

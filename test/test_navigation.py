@@ -1,0 +1,190 @@
+"""The navigation controller and the in-process rehearsal: routes followed to their end in
+airways whose geometry is known, recoveries, structured outcomes, determinism.
+
+Expectations come from the geometry of hand-built trees (which child a route enters, how long a
+straight tube is) and from the map's ground truth, never from the controller itself.
+"""
+
+import numpy as np
+import pytest
+
+from bronchonav.airway.tree import AirwayTree, Branch
+from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
+
+
+def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
+    """Trachea 100 mm along -z (CT), children 50 mm long at ±angle in the x-z plane."""
+    a, L = np.radians(angle_deg), 0.05
+    trachea = Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.1]], [0.009, 0.009], name="trachea")
+    left = Branch(1, 0, 1, [[0, 0, -0.1], [L * np.sin(a), 0, -0.1 - L * np.cos(a)]], [r_left] * 2)
+    right = Branch(2, 0, 1, [[0, 0, -0.1], [-L * np.sin(a), 0, -0.1 - L * np.cos(a)]],
+                   [r_right] * 2)
+    return AirwayTree([trachea, left, right])
+
+
+def route_into(tree, child, stop_before=0.01):
+    """Trachea centerline, then ``child``'s up to ``stop_before`` (m) before its end."""
+    end = tree[child].end - stop_before * tree[child].direction
+    return RouteTarget.from_points(np.vstack([tree[0].points, end]), [0, child])
+
+
+def drive(controller, model, check=None):
+    """Run the controller on the model's own tip pose until it ends; call ``check`` each step."""
+    while controller.outcome is None:
+        controller.update(model.state.tip_pose)
+        if check is not None:
+            check(controller)
+    return controller.outcome
+
+
+def test_a_straight_tube_is_driven_to_its_end_without_bending():
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.08]], [0.006, 0.006])])
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    controller = NavigationController(RouteTarget.from_points(tree[0].points, [0]), model)
+    outcome = drive(controller, model)
+    assert outcome.status == "reached" and outcome.retries == 0
+    assert controller.failed_steps == 0
+    # a straight catheter in a straight tube: the tip is at the insertion depth, on the axis
+    tip = model.state.tip_position
+    assert abs(-tip[2] - model.state.insertion) < 1e-4
+    assert np.hypot(tip[0], tip[1]) < 1e-4
+    assert np.linalg.norm(tip - [0, 0, -0.08]) <= controller.config.goal_tolerance_m
+    assert np.abs(model.state.tendon_tensions).max() < 1e-6  # nothing to steer
+
+
+@pytest.mark.parametrize("child", [1, 2])
+def test_the_controller_turns_into_the_child_of_its_route(child):
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    target = route_into(tree, child)
+    controller = NavigationController(target, model)
+    slack = []
+
+    def follow_the_leader(c):
+        cfg = c.config
+        slack.append(c.insertion - (c.s_tip + cfg.max_mismatch_m + cfg.mismatch_per_m * c.s_tip))
+
+    outcome = drive(controller, model, follow_the_leader)
+    assert outcome.status == "reached", outcome.reason
+    state = model.state
+    assert state.branch_ids[-1] == child
+    assert np.linalg.norm(state.tip_position - target.exit_point) < 5e-3
+    # the tip is on the child's side of the trachea axis (x > 0 for the left child)
+    assert np.sign(state.tip_position[0]) == (1 if child == 1 else -1)
+    # follow-the-leader: the insertion never ran ahead of the tip's progress by more than the
+    # bound (plus the one step that was already under way)
+    assert max(slack) <= controller.config.step_m + 1e-9
+    assert controller.failed_steps / controller.steps <= 0.01
+
+
+def test_a_wrong_branch_is_left_and_the_route_resumed():
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    assert drive(NavigationController(route_into(tree, 1), model), model).status == "reached"
+    assert model.state.branch_ids[-1] == 1  # deep in the left child
+    controller = NavigationController(route_into(tree, 2), model)
+    phases = []
+    outcome = drive(controller, model, lambda c: phases.append(c.phase))
+    assert "recover" in phases  # it backed out of the wrong child first
+    assert outcome.status == "reached" and 1 <= outcome.retries <= 4
+    assert model.state.branch_ids[-1] == 2
+
+
+def test_a_child_narrower_than_the_catheter_ends_stuck_with_a_reason():
+    tree = y_tree(r_right=0.0015)  # 3 mm airway, 3.5 mm catheter
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    config = NavigationConfig(max_retries=1, stall_steps=15)
+    outcome = drive(NavigationController(route_into(tree, 2), model, config), model)
+    assert outcome.status in ("stuck", "wrong_branch")
+    assert outcome.retries == 1
+    assert 2 not in model.state.branch_ids
+    assert outcome.branch_id in (0, 1) and outcome.generation in (0, 1)
+    assert f"generation {outcome.generation}" in outcome.reason and "N" in outcome.reason
+    assert outcome.tip_to_exit_m > 0.02
+
+
+def test_a_timeout_is_an_outcome():
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    config = NavigationConfig(max_steps=10)
+    outcome = drive(NavigationController(route_into(tree, 1), model, config), model)
+    assert outcome.status == "timeout" and outcome.steps == 11
+    assert outcome.sim_time_s == pytest.approx(11 * config.control_period_s)
+
+
+def test_a_pose_that_is_not_finite_is_refused():
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    controller = NavigationController(route_into(tree, 1), model)
+    T = np.eye(4)
+    T[0, 3] = np.nan
+    from bronchonav.errors import InputError
+
+    with pytest.raises(InputError):
+        controller.update(T)
+
+
+def test_cold_starts_with_displacement_commands_converge():
+    """From reset, small pulls put every tendon at the slack/taut boundary: each converges, and
+    the state is a catheter of the commanded length, not the base state."""
+    params = CatheterParams.default()
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        model = CatheterModel(params, n_nodes=20)
+        q = float(rng.uniform(0.03, 0.12))
+        pull = rng.uniform(-3e-4, 6e-4, 4)
+        state = model.step(CatheterCommand(insertion=q, tendon_displacement=pull))
+        assert state.converged, state.message
+        assert state.insertion == pytest.approx(q)
+        chord = np.linalg.norm(np.diff(state.positions, axis=0), axis=1).sum()
+        assert chord == pytest.approx(q, rel=0.02)
+
+
+def test_offline_solves_have_no_wall_clock_deadline():
+    assert CatheterModel(CatheterParams.default(), n_nodes=10).deadline_s is None
+
+
+@pytest.fixture(scope="module")
+def phantom_map():
+    from bronchonav.maps import load_map
+
+    return load_map("maps/phantom_default")
+
+
+@pytest.fixture(scope="module")
+def gentle_route(phantom_map):
+    """The planned route with the smallest bifurcation bend on the shipped phantom map."""
+    from bronchonav.planning import DeviceConstraints, RoutePlanner
+
+    planner = RoutePlanner(phantom_map, DeviceConstraints.from_catheter(CatheterParams.default()))
+    routes = [planner.plan(n.id)[0] for n in phantom_map.nodules]
+    return min((r for r in routes if r.feasible), key=lambda r: r.max_bend)
+
+
+def test_a_rehearsal_reaches_a_nodule_of_the_default_phantom(phantom_map, gentle_route):
+    from bronchonav.scenarios import rehearse
+
+    result = rehearse(phantom_map, gentle_route, CatheterParams.default(), pose="truth",
+                      keep_trajectory=True)
+    assert result.outcome.status == "reached", result.outcome.reason
+    assert result.reached
+    # the true tip against the planned exit point (the route's, not the controller's view)
+    assert result.tip_to_exit_m <= 5e-3
+    assert result.failed_fraction <= 0.01
+    # the tip's airway at the end is the route's exit airway or its parent
+    tree = phantom_map.tree
+    _, idx = tree.nearest(np.asarray(result.trajectory[-1]))
+    assert int(tree.samples().branch_ids[idx[0]]) in gentle_route.branch_ids[-2:]
+
+
+def test_rehearsals_are_deterministic(phantom_map, gentle_route):
+    """Same inputs, same trajectory: nothing depends on the wall clock or machine load."""
+    from bronchonav.navigation import NavigationConfig
+    from bronchonav.scenarios import rehearse
+
+    config = NavigationConfig(max_steps=60)
+    runs = [rehearse(phantom_map, gentle_route, CatheterParams.default(), config=config,
+                     keep_trajectory=True) for _ in range(2)]
+    assert np.array_equal(np.array(runs[0].trajectory), np.array(runs[1].trajectory))
+    assert runs[0].outcome == runs[1].outcome
