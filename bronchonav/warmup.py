@@ -43,7 +43,7 @@ def warm_up(map_spec: str = "maps/phantom_default") -> WarmupReport:
     """Run the simulator's start-up computations once (see the module docstring)."""
     from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
     from bronchonav.catheter import base_pose_from_tree
-    from bronchonav.ros.kinematics import chain_joint_angles
+    from bronchonav.catheter.kinematics import chain_joint_angles
     from bronchonav.ros.resources import load_airway_map
 
     t0 = time.perf_counter()

@@ -1,11 +1,11 @@
 """CatheterModel behaviour: displacement control, rigid motions, command validation, failure
-handling, parameters and the rigid-link chain."""
+handling and parameters (the rigid-link URDF chain is tested against the URDF in
+test_ros_units.py)."""
 
 import numpy as np
 import pytest
 
-from bronchonav.catheter import (CatheterCommand, CatheterModel, CatheterParams,
-                                 forward_kinematics, joint_angles)
+from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.errors import CommandError
 
 
@@ -125,21 +125,3 @@ def test_a_step_that_misses_its_deadline_keeps_the_previous_state(params):
 def test_zero_insertion_puts_every_node_at_the_base(params):
     state = CatheterModel(params, n_nodes=10).step(CatheterCommand(insertion=0.0))
     assert state.converged and np.allclose(state.positions, 0.0)
-
-
-@pytest.mark.parametrize("n_links, active", [(12, None), (6, 0.04)])
-def test_joint_chain_reproduces_the_backbone(params, n_links, active):
-    model = CatheterModel(params, n_nodes=50)
-    state = model.step(CatheterCommand(insertion=0.1, tendon_tension=[8.0, 3.0, 0.0, 0.0]))
-    chain = joint_angles(state, n_links, active_length=active)
-    frames = forward_kinematics(chain)
-    assert len(chain.joint_names) == 2 * n_links
-    # joint i sits at the backbone point i link lengths along the chain, within 1 mm
-    p = state.positions
-    cum = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
-    s = cum[-1] - n_links * chain.link_length + chain.link_length * np.arange(n_links + 1)
-    expected = np.column_stack([np.interp(s, cum, p[:, k]) for k in range(3)])
-    assert np.linalg.norm(frames[:, :3, 3] - expected, axis=1).max() < 1e-3
-    assert np.linalg.norm(frames[-1, :3, 3] - state.tip_pose[:3, 3]) < 1e-3
-    # the last link points along the tip axis (within the chord angle of one link)
-    assert np.degrees(np.arccos(frames[-1, :3, 2] @ state.tip_pose[:3, 2])) < 15.0

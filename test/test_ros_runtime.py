@@ -107,39 +107,41 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
     """A 10 us budget cannot solve a 40 mm insertion: the child reports the failed attempts
     (converged False) and retries the same command by itself, its budget doubling up to the
     recovery budget (2 s), until the step converges at the commanded insertion — at most
-    log2(2 s / 10 us) + 1 = 19 failures. A bad command is rejected with a reason.
+    log2(2 s / 10 us) + 1 = 19 failures. A bad command is rejected with a reason."""
+    from functools import partial
 
-    (The import path may move to bronchonav.catheter.runtime with the ROS-free runtime.)"""
-    from bronchonav.ros.solver_process import SolverProcess
+    from bronchonav.catheter.runtime import SolverConfig, SolverProcess
+    from bronchonav.ros.resources import load_tree
 
     messages = []
     lock = threading.Lock()
 
-    def on_message(message):
+    def on_message(process, kind, seq, value):
         with lock:
-            messages.append(message)
+            messages.append((kind, seq, value))
 
-    solver = SolverProcess(str(y_map_folder), n_nodes=20, deadline_s=1e-5,
-                           recovery_deadline_s=2.0, on_message=on_message)
+    config = SolverConfig(load_tree=partial(load_tree, str(y_map_folder)), n_nodes=20,
+                          deadline_s=1e-5, recovery_deadline_s=2.0)
+    solver = SolverProcess(config, on_message)
     try:
         assert _wait(lambda: len(messages) >= 1, 60), "the solver process did not start"
-        kind, ready = messages[0]
-        assert kind == "state" and ready.converged and ready.insertion == 0.0
-        solver.send(CatheterCommand(insertion=0.04))
-        assert _wait(lambda: any(k == "state" and s.converged for k, s in messages[1:]), 30)
+        kind, _, ready = messages[0]
+        assert kind == "ready" and ready.converged and ready.insertion == 0.0
+        solver.send(1, CatheterCommand(insertion=0.04))
+        assert _wait(lambda: any(k == "state" and s.converged for k, _, s in messages[1:]), 30)
         with lock:
             after = list(messages[1:])
-        first_ok = next(i for i, (k, s) in enumerate(after) if k == "state" and s.converged)
+        first_ok = next(i for i, (k, _, s) in enumerate(after) if k == "state" and s.converged)
         failed = after[:first_ok]
         assert 1 <= len(failed) <= 19
-        assert all(k == "state" and not s.converged for k, s in failed)
-        assert after[first_ok][1].insertion == pytest.approx(0.04)
-        assert np.allclose(after[first_ok][1].tip_position, [0, 0, 0.06], atol=1e-6)
+        assert all(k == "state" and q == 1 and not s.converged for k, q, s in failed)
+        assert after[first_ok][2].insertion == pytest.approx(0.04)
+        assert np.allclose(after[first_ok][2].tip_position, [0, 0, 0.06], atol=1e-6)
         n = len(messages)
-        solver.send(CatheterCommand(insertion=float("nan")))
+        solver.send(2, CatheterCommand(insertion=float("nan")))
         assert _wait(lambda: len(messages) > n, 10)
-        kind, reason = messages[n]
-        assert kind == "rejected" and "insertion" in reason
+        kind, seq, reason = messages[n]
+        assert kind == "rejected" and seq == 2 and "insertion" in reason
         assert solver.alive
     finally:
         solver.close()

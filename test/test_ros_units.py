@@ -117,22 +117,90 @@ def test_command_parsing_rejects_bad_commands():
 
     from bronchonav.ros import conversions as conv
 
-    assert conv.forward_command_values([0.1, 0.2, 1e-3, 0, 0, 0], 4) == (0.1, 0.2, [1e-3, 0, 0, 0])
+    nan = math.nan
+    assert conv.forward_command_values([0.1, 0.2, 1e-3, 0, 0, 0], 4) == conv.JointCommand(
+        0.1, 0.2, [1e-3, 0, 0, 0], None)
     with pytest.raises(CommandError, match="needs 6 values"):
         conv.forward_command_values([0.1, 0.2], 4)
     with pytest.raises(CommandError, match="non-finite"):
         conv.forward_command_values([0.1, math.nan, 0, 0, 0, 0], 4)
+    with pytest.raises(CommandError, match="roll 1e\\+06 rad is outside"):
+        conv.forward_command_values([0.1, 1e6, 0, 0, 0, 0], 4)
     names = ["t0", "t1"]
-    ins, roll, disp, tens = conv.joint_command_values(
-        JointState(name=["insertion", "t0", "t1"], position=[0.05, 0.0, 0.0],
-                   effort=[0.0, 2.0, 0.5]), names)
-    assert ins == 0.05 and roll is None and disp is None and tens == [2.0, 0.5]
-    with pytest.raises(CommandError, match="unknown joints"):
-        conv.joint_command_values(JointState(name=["elbow"], position=[1.0]), names)
-    with pytest.raises(CommandError, match="all tendons"):
-        conv.joint_command_values(JointState(name=["t0"], position=[1e-3]), names)
-    with pytest.raises(CommandError, match="must match"):
-        conv.joint_command_values(JointState(name=["insertion", "roll"], position=[1.0]), names)
+    # ros2_control convention: NaN = this field is not set
+    cmd = conv.joint_command_values(
+        JointState(name=["insertion", "t0", "t1"], position=[0.05, nan, nan],
+                   effort=[nan, 2.0, 0.5]), names)
+    assert cmd == conv.JointCommand(insertion=0.05, tensions=[2.0, 0.5])
+    cmd = conv.joint_command_values(JointState(name=["roll"], position=[-0.5]), names)
+    assert cmd == conv.JointCommand(roll=-0.5)
+    cases = [
+        (JointState(), "names no joint"),
+        (JointState(name=["insertion", "insertion"], position=[0.1, 0.2]), "more than once"),
+        (JointState(name=["elbow"], position=[1.0]), "unknown joints"),
+        (JointState(name=["t0"], position=[1e-3]), "all tendons"),
+        (JointState(name=["insertion", "roll"], position=[1.0]), "1 position values for 2"),
+        (JointState(name=["insertion"], position=[0.1], effort=[2.0]), "both a position"),
+        (JointState(name=["insertion"], effort=[2.0]), "position-controlled"),
+        (JointState(name=["insertion"], position=[nan]), "neither"),
+        (JointState(name=["insertion"], position=[math.inf]), "infinite"),
+        (JointState(name=["roll"], position=[1e300]), "roll .* outside"),
+        (JointState(name=["t0", "t1"], position=[1e-3, nan], effort=[nan, 1.0]), "all by"),
+    ]
+    for msg, pattern in cases:
+        with pytest.raises(CommandError, match=pattern):
+            conv.joint_command_values(msg, names)
+
+
+def test_command_guard_rate_charge_estop_and_counts(tmp_path):
+    """The guard with a hand-driven clock: per-source token bucket, first accepted source in
+    charge until its lease runs out or it is released, emergency stop, exact refusal counts and
+    the audit log's records."""
+    import json
+
+    from bronchonav.catheter.runtime import AuditLog, CommandGuard
+
+    now = [0.0]
+    audit = AuditLog(tmp_path / "audit" / "a.jsonl")
+    guard = CommandGuard(max_rate_hz=100.0, burst=5, lease_s=1.0, audit=audit,
+                         clock=lambda: now[0])
+    # a flood of 1000 commands at t = 0 from A: 5 pass (the burst), 995 refused
+    results = [guard.admit("A") for _ in range(1000)]
+    assert sum(r is None for r in results) == 5
+    assert [r.log_now for r in results if r is not None].count(True) == 1  # logged once now
+    guard.accepted("A")
+    assert guard.controller == "A"
+    now[0] = 0.1  # 10 tokens refilled (capped at the burst of 5) for A; B is refused
+    assert guard.admit("B").kind == "not_in_charge"
+    assert sum(guard.admit("A") is None for _ in range(10)) == 5
+    lines = guard.report()
+    # 995 + 5 refused: the first logged at once, the other 999 summed up in the report
+    assert any(line.startswith("refused 999 more command(s) from A (rate_limit") for line in lines)
+    assert guard.counts()["refused_rate_limit"] == 1000
+    # the lease: A sends nothing for more than 1 s, B takes charge
+    now[0] = 1.2
+    assert guard.admit("B") is None
+    guard.accepted("B")
+    assert guard.controller == "B"
+    # emergency stop refuses everyone; released, nobody is in charge
+    guard.engage_estop("test")
+    now[0] = 2.0
+    assert guard.admit("B").kind == "emergency_stop"
+    guard.release_estop("test")
+    assert guard.controller is None and guard.admit("A") is None
+    # the operator frees the slot
+    guard.accepted("A")
+    assert guard.release_control("operator") == "A" and guard.controller is None
+    guard.report()
+    audit.close()
+    records = [json.loads(line) for line in (tmp_path / "audit" / "a.jsonl").read_text()
+               .splitlines()]
+    events = [r["event"] for r in records]
+    assert events.count("source_seen") == 2
+    assert [r["source"] for r in records if r["event"] == "control_taken"] == ["A", "B", "A"]
+    assert "estop_engaged" in events and "estop_released" in events
+    period = [r for r in records if r["event"] == "period" and r["source"] == "A"][0]
+    assert period["refused"] == {"rate_limit": 1000} and period["accepted"] == 1
 
 
 def test_markers_of_a_map(small_map):
@@ -173,7 +241,7 @@ def test_urdf_forward_kinematics_matches_backbone(small_map):
     import yourdfpy
 
     from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
-    from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
+    from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
     from bronchonav.ros.urdf_gen import DEFAULT_CHAIN as chain
 
     robot = yourdfpy.URDF.load(str(ROOT / "urdf" / "bronchoscope.urdf"), load_meshes=False)
@@ -199,6 +267,31 @@ def test_urdf_forward_kinematics_matches_backbone(small_map):
         assert np.linalg.norm(pts[-1] - state.tip_pose[:3, 3]) < 1e-3
         checked += 1
     assert checked == 3
+
+
+def test_chain_forward_is_the_urdf_and_the_other_axis_order_is_not():
+    """The chain written out in catheter.kinematics (Rx(pitch)·Ry(yaw) per link) equals the
+    committed URDF's forward kinematics (yourdfpy) for random joint values; the opposite order
+    Ry·Rx (the fit this project used to have twice) does not."""
+    import yourdfpy
+
+    from bronchonav.catheter.kinematics import chain_forward, link_joint_names
+    from bronchonav.ros.urdf_gen import DEFAULT_CHAIN as chain
+
+    robot = yourdfpy.URDF.load(str(ROOT / "urdf" / "bronchoscope.urdf"), load_meshes=False)
+    rng = np.random.default_rng(7)
+    names = ["insertion", "roll"] + link_joint_names(chain.n_links)
+    for _ in range(3):
+        ins, roll = rng.uniform(0, chain.length), rng.uniform(-np.pi, np.pi)
+        angles = rng.uniform(-0.3, 0.3, 2 * chain.n_links)
+        T_base = np.eye(4)
+        T_base[:3, 3] = rng.normal(0, 0.05, 3)
+        ours = chain_forward(T_base, ins, roll, angles, chain.link_length)
+        urdf = _urdf_points(robot, names, [ins, roll, *angles], T_base, chain.n_links)
+        assert np.abs(ours - urdf).max() < 1e-9
+        swapped = angles.reshape(-1, 2)[:, ::-1].reshape(-1)  # yaw first = Ry·Rx
+        urdf_swapped = _urdf_points(robot, names, [ins, roll, *swapped], T_base, chain.n_links)
+        assert np.abs(ours - urdf_swapped).max() > 1e-3
 
 
 def _densify(points, step=1e-4):
@@ -245,7 +338,7 @@ def test_message_definitions_parse(type_name):
 # -- the loop -------------------------------------------------------------------------------------
 
 def test_fixed_rate_loop_counts_ticks_and_misses():
-    from bronchonav.ros.loop import FixedRateLoop
+    from bronchonav.catheter.runtime.loop import FixedRateLoop
 
     calls = []
     loop = FixedRateLoop(100.0, lambda t: calls.append(t), switch_interval_s=None).start()
@@ -273,51 +366,3 @@ def test_fixed_rate_loop_counts_ticks_and_misses():
     assert loop.running
     loop.stop()
     assert loop.errors > 0 and "bad tick" in loop.last_error
-
-
-# -- the navigator's steering law -----------------------------------------------------------------
-
-def _follower(**over):
-    from bronchonav.ros.navigator_node import PARAMS, RouteFollower
-    from bronchonav.ros.params import defaults
-
-    p = {**defaults(PARAMS), **over}
-    route = np.column_stack([np.zeros(101), np.zeros(101), np.linspace(0.0, 0.1, 101)])
-    angles = [0.0, np.pi / 2, np.pi, 3 * np.pi / 2]
-    return RouteFollower(route, angles, max_insertion=0.35, params=p, insertion=0.02), p
-
-
-def _pose(position, R=np.eye(3)):
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = position
-    return T
-
-
-def test_follower_inserts_when_aligned_and_stops_at_the_exit():
-    f, p = _follower()
-    f.update(_pose([0, 0, 0.02]), 0.02)
-    assert f.state == "driving" and f.insertion == pytest.approx(0.02 + p["insertion_speed_mps"] * 0.02)
-    assert np.allclose(f.tensions(), 0.0)
-    f.update(_pose([0, 0, 0.1 - 0.5 * p["goal_tolerance_m"]]), 0.02)
-    assert f.state == "reached"
-
-
-def test_follower_bends_towards_the_route_and_retracts_off_route():
-    f, p = _follower()
-    # tip pointing along world +x (tip x axis = world -z): the route ahead is at body -x
-    R = np.column_stack([[0, 0, -1], [0, 1, 0], [1, 0, 0]])
-    f.update(_pose([0, 0, 0.03], R), 0.02)
-    t = f.tensions()
-    assert t[2] > 0 and np.allclose(t[[0, 1, 3]], 0.0, atol=1e-9)  # the tendon at 180°
-    f, p = _follower()
-    f.update(_pose([p["off_route_m"] * 1.5, 0, 0.05]), 0.02)
-    assert f.state == "retracting" and f.insertion < 0.02
-
-
-def test_follower_never_inserts_beyond_the_slack_limit():
-    f, p = _follower(max_slack_m=0.005, stuck_timeout_s=1.0, backoff_m=0.004)
-    for _ in range(100):  # the tip does not move
-        f.update(_pose([0, 0, 0.02]), 0.02)
-        assert f.insertion <= 0.02 + 0.005 + 1e-12
-    assert f.backoffs >= 1

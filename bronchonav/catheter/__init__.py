@@ -8,15 +8,16 @@ True
 
 See :mod:`bronchonav.catheter.model` for frames and the solver, :mod:`bronchonav.catheter.rod`
 for the mechanics, :mod:`bronchonav.catheter.contact` for the wall contact and
-:mod:`bronchonav.catheter.kinematics` for the rigid-link (URDF) approximation.
+:mod:`bronchonav.catheter.kinematics` for the rigid-link (URDF) chain and
+:mod:`bronchonav.catheter.runtime` for the solver process and the fixed-rate loop.
 """
 
 from bronchonav.catheter.command import CatheterCommand, validate_command
-from bronchonav.catheter.kinematics import JointChain, forward_kinematics, joint_angles
+from bronchonav.catheter.kinematics import chain_forward, chain_joint_angles, link_joint_names
 from bronchonav.catheter.model import CatheterModel, base_pose_from_tree
 from bronchonav.catheter.params import CatheterParams, Limits, Segment, Tendon
 from bronchonav.catheter.state import CatheterState
 
 __all__ = ["CatheterParams", "Segment", "Tendon", "Limits", "CatheterCommand", "CatheterState",
-           "CatheterModel", "validate_command", "base_pose_from_tree", "JointChain",
-           "joint_angles", "forward_kinematics"]
+           "CatheterModel", "validate_command", "base_pose_from_tree", "chain_joint_angles",
+           "chain_forward", "link_joint_names"]

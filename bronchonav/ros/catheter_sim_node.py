@@ -1,49 +1,73 @@
 """``catheter_sim``: the Cosserat catheter inside the airway map, in a fixed-rate loop.
 
-Command interface (ros2_control style; frames: ``ct`` = CT/LPS, metres):
+Topic and service names are relative (a namespace, ``__ns:=/cath2``, runs a second catheter);
+``/diagnostics`` and ``/tf_static`` stay absolute, as ROS tools expect. Frames: ``ct`` = CT/LPS,
+metres.
 
-- ``/catheter/command`` (``std_msgs/Float64MultiArray``, forward command):
+Commands (ros2_control style):
+
+- ``catheter/command`` (``std_msgs/Float64MultiArray``, forward command, sets everything):
   ``[insertion m, roll rad, displacement_1 m, …, displacement_T m]`` (tendons in
   ``tendon_names`` order).
-- ``/catheter/joint_command`` (``sensor_msgs/JointState``): names among ``insertion``, ``roll``
-  and the tendon names; position = insertion (m) / roll (rad) / tendon displacement (m), or
-  effort = tendon tension (N). Joints not named keep their previous set-point.
+- ``catheter/joint_command`` (``sensor_msgs/JointState``): names among ``insertion``, ``roll``
+  and the tendon names, each once; each named joint sets exactly one of position and effort (the
+  other NaN or the array empty, as ros2_control does): insertion (m) and roll (rad) by position,
+  the tendons all by position (displacement, m) or all by effort (tension, N). Joints not named
+  keep their set-point. A non-zero ``header.stamp`` more than ``command_max_age_s`` old or
+  ``command_future_tolerance_s`` ahead of the node's clock is refused (zero = unstamped, refused
+  only with ``require_command_stamp``).
 
-State (``/joint_states`` and tip pose every loop period from the loop thread, and with
-``publish_on_update`` also as soon as a new state is solved; the slower streams from executor
-timers; publishing never waits for subscribers):
+The command contract (see :mod:`bronchonav.catheter.runtime.guard`): a rate limit per source
+(``max_command_rate_hz``); one controller in charge (the first publisher whose command is
+accepted; others are refused until it sends nothing for ``controller_lease_s``, the operator calls
+``catheter/release_control`` (``std_srvs/Trigger``) or the emergency stop is released); every
+value finite and within the device limits, roll within ``±max_abs_roll_rad``; a message that sets
+nothing refused. A refused command changes nothing and does not feed the watchdog; it is counted
+by kind in ``/diagnostics``, logged (the first of a kind per source and second at once, the rest
+summed up with their exact count every second) and written to the audit log (``audit_log``, JSON
+lines: sources seen, controller changes, emergency stops, per-second counts per source).
+``catheter/emergency_stop`` (``std_srvs/SetBool``): true holds the catheter where it is and
+refuses every command (diagnostics ERROR) until false.
 
-- ``/joint_states``: ``insertion``, ``roll``, the URDF link joints (``link_i_pitch/yaw``, see
-  :mod:`bronchonav.ros.kinematics`) and the tendons (position = displacement m, effort = N).
-- ``/catheter/tip_pose`` (``PoseStamped``, ``ct``), ``/catheter/backbone`` (``nav_msgs/Path``,
-  ``ct``, at ``viz_rate_hz``), ``/catheter/contact_wrench`` (``WrenchStamped``, ``ct``: total
-  wall contact force, N), ``/catheter/em_pose`` (``PoseStamped`` in ``patient``: a simulated
+State (from the loop thread every period, and with ``publish_on_update`` also as soon as a new
+state is solved; publishing never waits for subscribers):
+
+- ``joint_states``: ``insertion``, ``roll`` and the URDF link joints (``link_i_pitch/yaw``, see
+  :mod:`bronchonav.catheter.kinematics`) — only joints of the URDF.
+- ``tendon_states`` (``sensor_msgs/JointState``): the tendons (position = displacement m,
+  effort = tension N).
+- ``catheter/tip_pose`` (``PoseStamped``, ``ct``), ``catheter/backbone`` (``nav_msgs/Path``,
+  ``ct``, at ``viz_rate_hz``), ``catheter/contact_wrench`` (``WrenchStamped``, ``ct``: total
+  wall contact force, N), ``catheter/em_pose`` (``PoseStamped`` in ``patient``: a simulated
   EM tip sensor with breathing motion and noise, at ``em_rate_hz``; the patient→CT transform
-  is hidden, drawn from ``patient_seed``), ``/diagnostics`` (loop rate, step time, jitter,
-  deadline misses, command age, rejections, watchdog state).
+  is hidden, drawn from ``patient_seed``), ``/diagnostics``.
 
-Threads and processes: subscriber callbacks (on a single-threaded executor) validate a command and
-pass it to the solver, which runs in a child process (:mod:`bronchonav.ros.solver_process`: the
-numba solver holds the GIL) and solves the newest command as soon as it is free (warm-started,
-per-step budget ``solver_deadline_s``; a failed step is retried with a budget doubling up to
-``solver_recovery_deadline_s``). The solver's receiver thread turns each solved state into
-ready-to-publish messages once; the fixed-rate loop thread only stamps and publishes the newest
-ones every period, so a slow solve or a slow subscriber never delays the loop. ``/diagnostics``
-reports loop timing (``step_*`` = one loop period's work) and solver timing (``solve_*``)
-separately.
+Stamps say how fresh a state is: while the newest accepted command is solved (or being solved
+for less than ``stale_after_s``) states carry the current time; otherwise — the solver dead,
+restarting, failing or behind — they carry the time their state was solved, and
+``/diagnostics`` says ERROR with the reason (``state_stale`` true, ``state_age_s``).
 
-Safety: a command that is non-finite, malformed or outside the device limits is rejected with a
-logged reason and the last valid command stays in force; the loop keeps running. If no command
-arrives within ``watchdog_timeout_s`` the catheter holds its last valid set-point and the
-diagnostics turn WARN ("holding") until commands resume.
+Threads and processes: subscriber callbacks (on a single-threaded executor) check a command and
+pass it to the solver, which runs in a supervised child process
+(:mod:`bronchonav.catheter.runtime.solver_process`: the numba solver holds the GIL; a warmed-up
+standby child takes over with the last good command when the active one dies or hangs). The
+solver's receiver thread turns each solved state into ready-to-publish messages once; the
+fixed-rate loop thread only stamps and publishes the newest ones every period, so a slow solve or
+a slow subscriber never delays the loop.
+
+Exit code (console script): 0 when the node ended healthy, 1 when it ended on an error (the
+solver gave up restarting or is down, or the loop raised), 2 for a bad parameter or map.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -53,6 +77,7 @@ from nav_msgs.msg import Path
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header
+from std_srvs.srv import SetBool, Trigger
 
 from bronchonav.errors import CommandError
 from bronchonav.ros import conversions as conv
@@ -70,6 +95,18 @@ PARAMS = [
     Param("solver_recovery_deadline_s", 0.2,
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
+    Param("solver_standby", True,
+          "Keep a warmed-up standby solver process that takes over at once when the active one "
+          "dies (otherwise a fresh one starts, which takes seconds)"),
+    Param("solver_max_restarts", 5,
+          "Solver deaths tolerated within a minute before the node gives up (holds, ERROR, "
+          "exit code 1)", minimum=0, maximum=1000),
+    Param("solver_hang_timeout_s", 1.0,
+          "A solver process that sends nothing this long beyond solver_recovery_deadline_s while "
+          "a command waits is killed and replaced (s)", minimum=0.05, maximum=60.0),
+    Param("stale_after_s", 0.1,
+          "A state is stale once the newest accepted command has waited this long to be solved "
+          "(s): stamps stop advancing and /diagnostics say ERROR", minimum=0.005, maximum=10.0),
     Param("realtime_priority", 50,
           "SCHED_FIFO priority of the loop thread (Linux; 0 = normal scheduling), as "
           "ros2_control's controller manager does. Other threads and the solver process stay at "
@@ -78,8 +115,29 @@ PARAMS = [
     Param("watchdog_timeout_s", 0.5,
           "Hold the last set-point and report WARN when no command arrives for this long (s)",
           minimum=0.01, maximum=3600.0),
+    Param("max_command_rate_hz", 1000.0,
+          "Largest sustained command rate of one source (Hz); the excess is refused and counted",
+          minimum=1.0, maximum=100000.0),
+    Param("command_burst", 20, "Commands a source may send at once above that rate",
+          minimum=1, maximum=100000),
+    Param("controller_lease_s", 2.0,
+          "The controller in charge loses charge after this long without an accepted command "
+          "(s)", minimum=0.01, maximum=3600.0),
+    Param("max_abs_roll_rad", 3.141592653589793, "Largest commanded |roll| (rad)",
+          minimum=0.0, maximum=100.0),
+    Param("command_max_age_s", 0.5,
+          "A stamped joint command older than this (node clock) is refused (s)",
+          minimum=1e-3, maximum=3600.0),
+    Param("command_future_tolerance_s", 0.05,
+          "A stamped joint command more than this ahead of the node clock is refused (s)",
+          minimum=0.0, maximum=60.0),
+    Param("require_command_stamp", False,
+          "Refuse joint commands with a zero (unset) header stamp"),
+    Param("audit_log", "",
+          "JSON-lines audit log of command sources and safety events ('' = "
+          "<ROS log dir>/catheter_sim_audit_<pid>.jsonl)"),
     Param("publish_on_update", True,
-          "Also publish /joint_states and the tip pose as soon as a new state is solved "
+          "Also publish joint_states and the tip pose as soon as a new state is solved "
           "(lower command→state latency; the loop still publishes every period)"),
     Param("viz_rate_hz", 30.0, "Rate of the backbone path and contact wrench (Hz)",
           minimum=0.1, maximum=1000.0),
@@ -107,6 +165,11 @@ PARAMS = [
           minimum=1e-4, maximum=0.1),
 ]
 
+SOURCE_LOOKUP_S = 1.0
+"""Longest wait (s) for a new publisher's node name to reach the graph (once per publisher)."""
+FLOOD_READ_PAUSE_S = 2e-3
+"""Pause after a rate-limited command (s): under a flood the node reads at most ~500 commands/s."""
+
 
 @dataclass
 class _Setpoint:
@@ -124,22 +187,38 @@ class _Setpoint:
                                tendon_tension=self.tension,
                                tendon_displacement=self.displacement)
 
+    def updated(self, cmd: conv.JointCommand) -> "_Setpoint":
+        """This set-point with what ``cmd`` sets."""
+        sp = _Setpoint(self.insertion if cmd.insertion is None else cmd.insertion,
+                       self.roll if cmd.roll is None else cmd.roll,
+                       self.displacement, self.tension)
+        if cmd.displacements is not None:
+            sp.displacement, sp.tension = cmd.displacements, None
+        if cmd.tensions is not None:
+            sp.displacement, sp.tension = None, cmd.tensions
+        return sp
+
 
 @dataclass
 class _StateMessages:
-    """A solved state and its ``/joint_states`` and tip pose messages, built once per solve (on
-    the solver's receiver thread) so a loop period only stamps and publishes them."""
+    """A solved state and its ``joint_states``, ``tendon_states`` and tip pose messages, built
+    once per solve (on the solver's receiver thread) so a loop period only stamps and publishes
+    them."""
 
     state: object
     """The :class:`~bronchonav.catheter.CatheterState`."""
     T_ct_tip: np.ndarray
     """Tip pose in the CT frame (4×4, m)."""
     joints: JointState
+    tendons: JointState
     tip: PoseStamped
+    solved_stamp: Time
+    """ROS time at which the state was solved (the stamp it carries once stale)."""
 
     def stamp(self, stamp) -> None:
         """Set every header's stamp."""
         self.joints.header.stamp = stamp
+        self.tendons.header.stamp = stamp
         self.tip.header.stamp = stamp
 
 
@@ -156,10 +235,12 @@ class CatheterSimNode(Node):
         super().__init__("catheter_sim", **kwargs)
         self.params = p = declare(self, PARAMS)
         from bronchonav.catheter import CatheterParams, base_pose_from_tree
+        from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
+        from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
+                                                 SolverConfig, SolverSupervisor,
+                                                 freeze_startup_heap)
+        from bronchonav.ros.resources import load_airway_map, load_tree
         from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
-        from bronchonav.ros.kinematics import chain_joint_angles, link_joint_names
-        from bronchonav.ros.loop import FixedRateLoop, freeze_startup_heap
-        from bronchonav.ros.resources import load_airway_map
 
         self.airway_map = load_airway_map(p["map"])
         self.catheter = CatheterParams.default()
@@ -172,8 +253,7 @@ class CatheterSimNode(Node):
         self.tendon_names = list(self.catheter.tendon_names)
         self.T_ct_base = np.asarray(base_pose_from_tree(self.airway_map.tree), dtype=float)
         self._joint_angles = chain_joint_angles
-        self.joint_names = (["insertion", "roll"] + link_joint_names(p["n_links"])
-                            + self.tendon_names)
+        self.joint_names = ["insertion", "roll"] + link_joint_names(p["n_links"])
         self.T_ct_patient = patient_transform(p["patient_seed"], p["patient_max_translation_m"],
                                               p["patient_max_rotation_rad"])
         self.em_sensor = EMSensor(
@@ -186,57 +266,83 @@ class CatheterSimNode(Node):
         self._lock = threading.Lock()
         self._valid = _Setpoint()
         self._last_command_time: float | None = None
-        self.commands_received = 0
-        self.commands_rejected = 0
-        self.last_rejection = ""
+        self._seq = 0
+        self._unsolved: deque = deque()
+        """(seq, monotonic accept time) of accepted commands not yet solved, oldest first."""
         self.holding = False
         self.solver_failures = 0
+        self.consecutive_failures = 0
+        self.last_solver_failure = ""
+        self.solver_event = ""
         self._solve_times = deque(maxlen=20000)
         self._latest: _StateMessages | None = None
+        self._stale = False
         self._pub_lock = threading.Lock()
         """Held while choosing and publishing the newest state, so that with depth-1 QoS an
-        older state never overwrites a newer one on ``/joint_states``. The loop thread never
+        older state never overwrites a newer one on ``joint_states``. The loop thread never
         waits for it: when the receiver holds it, that tick's state is being published."""
-        self._first_state = threading.Event()
-        from bronchonav.ros.solver_process import SolverProcess
+        self._sources: dict[bytes, str] = {}
+        self._last_seq: dict[bytes, int] = {}
+        """publisher gid → DDS sequence number of its latest command (gaps = commands lost
+        unread)."""
+        audit_path = p["audit_log"] or os.path.join(_ros_log_dir(),
+                                                    f"catheter_sim_audit_{os.getpid()}.jsonl")
+        self.guard = CommandGuard(p["max_command_rate_hz"], p["command_burst"],
+                                  p["controller_lease_s"], AuditLog(audit_path))
+        self.guard.audit.write("start", node=self.get_fully_qualified_name(), map=p["map"])
 
-        self.pub_joints = self.create_publisher(JointState, "/joint_states", qos.STATE)
-        self.pub_tip = self.create_publisher(PoseStamped, "/catheter/tip_pose", qos.STATE)
-        self.pub_path = self.create_publisher(Path, "/catheter/backbone", qos.STATE)
-        self.pub_wrench = self.create_publisher(WrenchStamped, "/catheter/contact_wrench", qos.STATE)
-        self.pub_em = self.create_publisher(PoseStamped, "/catheter/em_pose", qos.STATE)
+        self.pub_joints = self.create_publisher(JointState, "joint_states", qos.STATE)
+        self.pub_tendons = self.create_publisher(JointState, "tendon_states", qos.STATE)
+        self.pub_tip = self.create_publisher(PoseStamped, "catheter/tip_pose", qos.STATE)
+        self.pub_path = self.create_publisher(Path, "catheter/backbone", qos.STATE)
+        self.pub_wrench = self.create_publisher(WrenchStamped, "catheter/contact_wrench",
+                                                qos.STATE)
+        self.pub_em = self.create_publisher(PoseStamped, "catheter/em_pose", qos.STATE)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
         self._publish_static_tf()
 
-        self.solver = SolverProcess(p["map"], p["n_nodes"], p["solver_deadline_s"],
-                                    p["solver_recovery_deadline_s"], self._on_solver)
-        if not self._first_state.wait(120.0):
+        config = SolverConfig(load_tree=partial(load_tree, p["map"]), n_nodes=p["n_nodes"],
+                              deadline_s=p["solver_deadline_s"],
+                              recovery_deadline_s=p["solver_recovery_deadline_s"],
+                              params=self.catheter)
+        self.solver = SolverSupervisor(config, self._on_solver_state, self._on_solver_event,
+                                       standby=p["solver_standby"],
+                                       max_restarts=p["solver_max_restarts"],
+                                       hang_timeout_s=p["solver_hang_timeout_s"])
+        if not self.solver.start(120.0) or self._latest is None:
+            reason = self.solver.health.last_death or "no answer within 120 s"
             self.solver.close()
-            raise RuntimeError("the catheter solver process did not start")
+            raise RuntimeError(f"the catheter solver process did not start ({reason})")
         self._t0 = time.monotonic()
         self.create_timer(1.0 / p["viz_rate_hz"], self._publish_backbone)
         self.create_timer(1.0 / p["em_rate_hz"], self._publish_em)
         self.create_timer(1.0 / p["diagnostics_rate_hz"], self._publish_diagnostics)
-        self.create_subscription(Float64MultiArray, "/catheter/command", self._on_forward,
-                                 qos.COMMAND)
-        self.create_subscription(JointState, "/catheter/joint_command", self._on_joint_command,
-                                 qos.COMMAND)
+        self.create_timer(1.0, self._report_refusals)
+        self.sub_forward = self.create_subscription(
+            Float64MultiArray, "catheter/command",
+            lambda msg, info: self._on_command(msg, info, self.sub_forward), qos.COMMAND)
+        self.sub_joint = self.create_subscription(
+            JointState, "catheter/joint_command",
+            lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND)
+        self.create_service(SetBool, "catheter/emergency_stop", self._on_emergency_stop)
+        self.create_service(Trigger, "catheter/release_control", self._on_release_control)
         self.holding = True
         freeze_startup_heap()
         self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop",
                                   realtime_priority=p["realtime_priority"]).start()
         if p["realtime_priority"] and not self.loop.realtime:
-            self.get_logger().warn("real-time scheduling not permitted: running the loop at "
+            self.get_logger().warning("real-time scheduling not permitted: running the loop at "
                                    "normal priority (expect more jitter on a busy machine)")
         self.get_logger().info(
             f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
-            f"{self.tendon_names}, command /catheter/command [insertion, roll, "
-            f"{len(self.tendon_names)} displacements] or /catheter/joint_command")
+            f"{self.tendon_names}, command {self.sub_forward.topic_name} [insertion, roll, "
+            f"{len(self.tendon_names)} displacements] or {self.sub_joint.topic_name}; "
+            f"audit log {audit_path}")
 
     # -- TF (only where tf2_msgs exists) ----------------------------------------------------------
     def _publish_static_tf(self) -> None:
         """``/tf_static``: ``ct`` → ``base`` (the robot's base at the airway entry), which joins
-        the robot's TF tree (robot_state_publisher, from ``/joint_states`` and the URDF, down to
+        the robot's TF tree (robot_state_publisher, from ``joint_states`` and the URDF, down to
         ``catheter_tip``) to the map's frame."""
         try:
             from tf2_msgs.msg import TFMessage
@@ -247,61 +353,165 @@ class CatheterSimNode(Node):
         static.publish(TFMessage(transforms=[conv.matrix_to_transform(self.T_ct_base, "ct", "base",
                                                                       stamp)]))
 
-    # -- commands (executor threads) ------------------------------------------------------------
-    def _reject(self, reason: str) -> None:
-        with self._lock:
-            self.commands_rejected += 1
-            self.last_rejection = reason
-        self.get_logger().warn(f"command rejected: {reason}", throttle_duration_sec=1.0)
+    # -- commands (executor thread) -------------------------------------------------------------
+    def _source(self, info, subscription) -> str:
+        """Who sent a message: the fully qualified name of its publisher's node (so one
+        controller may use both command topics), looked up in the graph once per publisher;
+        ``publisher <gid> (topic)`` when the graph does not know it yet."""
+        gid = bytes((info or {}).get("publisher_gid", {}).get("data", b""))
+        name = self._sources.get(gid)
+        if name is None:
+            topic = subscription.topic_name
+            name = f"publisher {gid.hex()} ({topic})"
+            # the node's name may reach the graph a little after its first message (once per
+            # publisher, wait up to SOURCE_LOOKUP_S for it: the identity must not change later)
+            deadline = time.monotonic() + SOURCE_LOOKUP_S
+            while True:
+                found = [e for e in self.get_publishers_info_by_topic(topic)
+                         if bytes(e.endpoint_gid)[:len(gid)] == gid
+                         and e.node_name != "_NODE_NAME_UNKNOWN_"]
+                if found or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            if found:
+                name = f"{found[0].node_namespace.rstrip('/')}/{found[0].node_name}"
+            self._sources[gid] = name
+            self.guard.audit.write("publisher", source=name, topic=topic, gid=gid.hex())
+        return name
 
-    def _accept(self, sp: _Setpoint) -> None:
-        """Validate a set-point against the device limits and hand it to the solver."""
+    def _refused(self, refusal) -> None:
+        if refusal.log_now:
+            self.get_logger().warning(f"command refused ({refusal.kind}) from {refusal.source}: "
+                                   f"{refusal.reason}")
+
+    def _report_refusals(self) -> None:
+        for line in self.guard.report():
+            self.get_logger().warning(line)
+
+    def _check_stamp(self, stamp) -> None:
+        """Raise :class:`CommandError` for a stale or future stamp (zero = unstamped)."""
+        p = self.params
+        t = conv.stamp_seconds(stamp)
+        if t == 0.0:
+            if p["require_command_stamp"]:
+                raise CommandError("joint command has no header stamp (require_command_stamp)")
+            return
+        age = self.get_clock().now().nanoseconds * 1e-9 - t
+        if age > p["command_max_age_s"]:
+            raise CommandError(f"joint command stamp is {age:.3f} s old (limit "
+                               f"{p['command_max_age_s']} s)")
+        if -age > p["command_future_tolerance_s"]:
+            raise CommandError(f"joint command stamp is {-age:.3f} s in the future (tolerance "
+                               f"{p['command_future_tolerance_s']} s)")
+
+    def _on_command(self, msg, info, subscription) -> None:
+        """Check a command (guard, format, stamp, limits) and hand it to the solver."""
         from bronchonav.catheter import validate_command
 
+        source = self._source(info, subscription)
+        seq = info.get("publication_sequence_number") if info else None
+        if seq is not None:
+            gid = bytes(info["publisher_gid"]["data"])
+            last = self._last_seq.get(gid)
+            self._last_seq[gid] = seq
+            if last is not None and seq > last + 1:
+                self._refused(self.guard.lost(
+                    source, seq - last - 1, f"{seq - last - 1} command(s) overwritten in the "
+                                            f"node's queue by newer ones before it read them"))
+        refusal = self.guard.admit(source)
+        if refusal is not None:
+            self._refused(refusal)
+            if refusal.kind == "rate_limit":
+                # a flood: read it no faster than this (the rest is dropped by the queue and
+                # counted from the sequence numbers), so the executor thread cannot hold the
+                # GIL and a core and starve the loop thread
+                time.sleep(FLOOD_READ_PAUSE_S)
+            return
+        max_roll = self.params["max_abs_roll_rad"]
+        try:
+            if isinstance(msg, JointState):
+                cmd = conv.joint_command_values(msg, self.tendon_names, max_roll)
+            else:
+                cmd = conv.forward_command_values(msg.data, len(self.tendon_names), max_roll)
+        except CommandError as exc:
+            self._refused(self.guard.refuse(source, "invalid", str(exc)))
+            return
+        if isinstance(msg, JointState):
+            try:
+                self._check_stamp(msg.header.stamp)
+            except CommandError as exc:
+                self._refused(self.guard.refuse(source, "stamp", str(exc)))
+                return
+        with self._lock:
+            sp = self._valid.updated(cmd)
         command = sp.command()
         try:
             validate_command(command, self.catheter)
         except CommandError as exc:
-            self._reject(str(exc))
+            self._refused(self.guard.refuse(source, "invalid", str(exc)))
             return
+        if not self._send(sp, command):
+            self._refused(self.guard.refuse(
+                source, "solver_down", f"no solver is running ({self.solver.health.status}); "
+                                       f"the catheter holds its last solved state"))
+            return
+        self.guard.accepted(source)
+
+    def _send(self, sp: _Setpoint, command) -> bool:
+        """Make ``sp`` the set-point in force and give it to the solver (False: no solver)."""
+        if self.solver.health.status != "running":
+            return False
         with self._lock:
+            self._seq += 1
+            seq = self._seq
             self._valid = sp
-            self._last_command_time = time.monotonic()
-            self.commands_received += 1
-        self.solver.send(command)
+            now = time.monotonic()
+            self._last_command_time = now
+            self._unsolved.append((seq, now))
+        return self.solver.send(seq, command)
 
-    def _on_forward(self, msg: Float64MultiArray) -> None:
-        try:
-            ins, roll, disp = conv.forward_command_values(msg.data, len(self.tendon_names))
-        except CommandError as exc:
-            self._reject(str(exc))
-            return
-        self._accept(_Setpoint(ins, roll, disp, None))
+    def _on_emergency_stop(self, request: SetBool.Request, response: SetBool.Response):
+        """True: hold the catheter where it is and refuse commands; false: accept again."""
+        if request.data:
+            self.guard.engage_estop("catheter/emergency_stop service")
+            st = self._latest.state
+            hold = _Setpoint(float(st.insertion), float(st.roll),
+                             [float(d) for d in st.tendon_displacements], None)
+            held = self._send(hold, hold.command())
+            response.success = True
+            response.message = ("emergency stop engaged: holding insertion "
+                                f"{hold.insertion:.4f} m" + ("" if held else
+                                                             " (no solver running)"))
+            self.get_logger().error(response.message)
+        else:
+            self.guard.release_estop("catheter/emergency_stop service")
+            response.success = True
+            response.message = "emergency stop released; the next controller takes charge"
+            self.get_logger().warning(response.message)
+        self._publish_diagnostics()
+        return response
 
-    def _on_joint_command(self, msg: JointState) -> None:
-        try:
-            ins, roll, disp, tens = conv.joint_command_values(msg, self.tendon_names)
-        except CommandError as exc:
-            self._reject(str(exc))
-            return
-        with self._lock:
-            base = self._valid
-        sp = _Setpoint(base.insertion if ins is None else ins, base.roll if roll is None else roll,
-                       base.displacement, base.tension)
-        if disp is not None:
-            sp.displacement, sp.tension = disp, None
-        if tens is not None:
-            sp.displacement, sp.tension = None, tens
-        self._accept(sp)
+    def _on_release_control(self, request: Trigger.Request, response: Trigger.Response):
+        """Free the controller-in-charge slot (an operator action)."""
+        previous = self.guard.release_control("catheter/release_control service")
+        response.success = True
+        response.message = (f"released control from {previous}" if previous else
+                            "no controller was in charge")
+        self.get_logger().warning(response.message)
+        return response
 
     # -- the loop (its own thread) --------------------------------------------------------------
     def _tick(self, now: float) -> None:
-        """One loop period: watchdog, and the newest state stamped and published."""
+        """One loop period: watchdog, staleness, and the newest state stamped and published."""
         age = self.command_age(now)
         self.holding = age is None or age > self.params["watchdog_timeout_s"]
         if self._pub_lock.acquire(blocking=False):  # else the receiver is publishing a newer one
             try:
-                self._publish_state(self._latest, self.get_clock().now().to_msg())
+                self._publish_state(self._latest, now)
+            except Exception:
+                if self.context.ok():
+                    raise  # a loop error (counted, ERROR on /diagnostics, exit code 1)
+                # else a signal shut the context down: the node is stopping, not failing
             finally:
                 self._pub_lock.release()
 
@@ -311,27 +521,68 @@ class CatheterSimNode(Node):
             last = self._last_command_time
         return None if last is None else (time.monotonic() if now is None else now) - last
 
-    def _on_solver(self, message) -> None:
-        """Solver process output (receiver thread): keep converged states, count failures."""
-        kind, value = message
-        if kind == "rejected":
-            self._reject(value)
-            return
-        self._solve_times.append(value.solve_time_s)
-        if not value.converged:
+    def unsolved_age(self, now: float | None = None) -> float:
+        """Seconds the oldest accepted, not yet solved command has waited (0 if none)."""
+        with self._lock:
+            first = self._unsolved[0][1] if self._unsolved else None
+        return 0.0 if first is None else (time.monotonic() if now is None else now) - first
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """Whether the newest state no longer answers the set-point in force: no solver runs,
+        or an accepted command has waited longer than ``stale_after_s``."""
+        return (self.solver.health.status != "running"
+                or self.unsolved_age(now) > self.params["stale_after_s"])
+
+    # -- solver output (receiver threads) -------------------------------------------------------
+    def _on_solver_state(self, seq: int, state) -> None:
+        """A solved (or failed) state: keep converged ones, count and report failures."""
+        self._solve_times.append(state.solve_time_s)
+        if not state.converged:
             self.solver_failures += 1
+            self.consecutive_failures += 1
+            self.last_solver_failure = state.message
             return
-        messages = self._state_messages(value)
+        self.consecutive_failures = 0
+        if seq >= 0:
+            self.solver.good(seq)
+            with self._lock:
+                while self._unsolved and self._unsolved[0][0] <= seq:
+                    self._unsolved.popleft()
+        messages = self._state_messages(state)
         with self._pub_lock:
+            first = self._latest is None
             self._latest = messages
-            if self._first_state.is_set() and self.params["publish_on_update"]:
+            if not first and self.params["publish_on_update"]:
                 from rclpy._rclpy_pybind11 import RCLError
 
                 try:
-                    self._publish_state(messages, self.get_clock().now().to_msg())
+                    self._publish_state(messages, time.monotonic())
                 except RCLError:  # the context is shutting down (SIGINT/SIGTERM)
                     pass
-        self._first_state.set()
+
+    def _on_solver_event(self, kind: str, detail) -> None:
+        """Solver deaths, takeovers, give-ups and refusals: logged and reported at once."""
+        if kind == "rejected":
+            seq, reason = detail
+            with self._lock:
+                while self._unsolved and self._unsolved[0][0] <= seq:
+                    self._unsolved.popleft()
+            self.guard.refuse("solver", "solver_rejected", reason)
+            self.get_logger().warning(f"solver refused command {seq}: {reason}")
+            return
+        self.solver_event = f"{kind}: {detail}"
+        self.guard.audit.write(f"solver_{kind}", detail=str(detail))
+        if kind == "restarted":
+            with self._lock:  # the new child re-solves the last good command, then the newest
+                if self._valid is not None and self._last_command_time is not None:
+                    self._unsolved.appendleft((-1, time.monotonic()))
+            self.get_logger().warning(f"solver {detail}")
+        else:
+            self.get_logger().error(f"solver {kind}: {detail}")
+        try:
+            self._publish_diagnostics()
+        except Exception:  # noqa: BLE001 — the context may be shutting down
+            pass
 
     @property
     def state(self):
@@ -347,29 +598,31 @@ class CatheterSimNode(Node):
         return out
 
     def _state_messages(self, st) -> _StateMessages:
-        """The ``/joint_states`` and tip pose messages of a state (stamps set on publish)."""
+        """The ``joint_states``, ``tendon_states`` and tip pose messages of a state (stamps set
+        on publish)."""
         p = self.params
         ins, roll = float(st.insertion), float(st.roll)
         angles = self._joint_angles(st.positions, self.T_ct_base, ins, roll, p["n_links"],
                                     p["link_length_m"])
-        disp = np.asarray(st.tendon_displacements, dtype=float)
-        tens = np.asarray(st.tendon_tensions, dtype=float)
-        positions = np.concatenate([[ins, roll], angles, disp])
-        efforts = np.concatenate([[0.0, 0.0], np.zeros(len(angles)), tens])
         T_tip = np.asarray(st.tip_pose, dtype=float)
-        return _StateMessages(st, T_tip, conv.joint_state(self.joint_names, positions, Time(),
-                                                          efforts),
-                              conv.pose_stamped(T_tip, "ct", Time()))
+        return _StateMessages(
+            st, T_tip, conv.joint_state(self.joint_names, np.concatenate([[ins, roll], angles]),
+                                        Time()),
+            conv.joint_state(self.tendon_names, st.tendon_displacements, Time(),
+                             st.tendon_tensions),
+            conv.pose_stamped(T_tip, "ct", Time()), self.get_clock().now().to_msg())
 
-    def _publish_state(self, messages: _StateMessages, stamp) -> None:
-        """Stamp and publish ``/joint_states`` and ``/catheter/tip_pose``."""
-        messages.stamp(stamp)
+    def _publish_state(self, messages: _StateMessages, now: float) -> None:
+        """Stamp (now, or the solve time when stale) and publish the state messages."""
+        self._stale = stale = self.is_stale(now)
+        messages.stamp(messages.solved_stamp if stale else self.get_clock().now().to_msg())
         self.pub_joints.publish(messages.joints)
+        self.pub_tendons.publish(messages.tendons)
         self.pub_tip.publish(messages.tip)
 
     # -- slower streams (executor timers, off the loop thread) -------------------------------------
     def _publish_backbone(self) -> None:
-        """``/catheter/backbone`` and ``/catheter/contact_wrench`` (CT frame)."""
+        """``catheter/backbone`` and ``catheter/contact_wrench`` (CT frame)."""
         st = self._latest.state
         stamp = self.get_clock().now().to_msg()
         self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,
@@ -395,25 +648,51 @@ class CatheterSimNode(Node):
         return self.em_sensor.read(T_ct_tip, t).T_patient_sensor
 
     def loop_stats(self) -> dict:
-        """Loop timing statistics (see :class:`bronchonav.ros.loop.FixedRateLoop`)."""
+        """Loop timing statistics (see :class:`bronchonav.catheter.runtime.FixedRateLoop`)."""
         return self.loop.stats()
 
+    def health(self) -> tuple[int, str]:
+        """The node's ``(level, message)``: ERROR when the solver is down, failed or behind
+        (state stale), the emergency stop is engaged or the loop raised; WARN while solves fail
+        or the watchdog holds; else OK."""
+        h = self.solver.health
+        age = self.command_age()
+        if h.status == "failed":
+            return DiagnosticStatus.ERROR, f"solver failed, holding: {h.last_death}"
+        if h.status != "running":
+            return (DiagnosticStatus.ERROR,
+                    f"solver {h.status}, holding the last solved state: {h.last_death}")
+        if self.loop.errors:
+            return DiagnosticStatus.ERROR, f"loop errors: {self.loop.last_error}"
+        if self.guard.estop:
+            return DiagnosticStatus.ERROR, "emergency stop engaged: holding"
+        if self.is_stale():
+            return (DiagnosticStatus.ERROR,
+                    f"solver behind: the set-point has waited {self.unsolved_age():.2f} s "
+                    f"({self.consecutive_failures} failed solves in a row"
+                    + (f": {self.last_solver_failure}" if self.consecutive_failures else "")
+                    + "); state stale")
+        if self.consecutive_failures:
+            return (DiagnosticStatus.WARN,
+                    f"solver failing: {self.consecutive_failures} failed solves in a row "
+                    f"({self.last_solver_failure})")
+        if self.holding:
+            return DiagnosticStatus.WARN, (
+                "holding: no command received yet" if age is None else
+                f"holding: no command for {age:.2f} s (watchdog "
+                f"{self.params['watchdog_timeout_s']} s)")
+        return DiagnosticStatus.OK, "running"
+
     def diagnostic_status(self) -> DiagnosticStatus:
-        """The loop's ``diagnostic_msgs/DiagnosticStatus``."""
+        """The node's ``diagnostic_msgs/DiagnosticStatus``."""
         age = self.command_age()
         s = self.loop.stats()
         solver = self.solver_stats()
-        with self._lock:
-            received, rejected, reason = (self.commands_received, self.commands_rejected,
-                                          self.last_rejection)
-        level, message = DiagnosticStatus.OK, "running"
-        if self.holding:
-            level = DiagnosticStatus.WARN
-            message = ("holding: no command received yet" if age is None else
-                       f"holding: no command for {age:.2f} s (watchdog "
-                       f"{self.params['watchdog_timeout_s']} s)")
-        if self.loop.errors:
-            level, message = DiagnosticStatus.ERROR, f"loop errors: {self.loop.last_error}"
+        h = self.solver.health
+        level, message = self.health()
+        latest = self._latest
+        state_age = (self.get_clock().now().nanoseconds
+                     - (latest.solved_stamp.sec * 10**9 + latest.solved_stamp.nanosec)) * 1e-9
         values = {
             "rate_hz": f"{s['rate_hz']:.2f}", "target_rate_hz": f"{s['target_rate_hz']:.2f}",
             "step_median_ms": f"{s['step_median_ms']:.3f}", "step_p99_ms": f"{s['step_p99_ms']:.3f}",
@@ -421,37 +700,85 @@ class CatheterSimNode(Node):
             "deadline_misses": str(s["deadline_misses"]), "ticks": str(s["ticks"]),
             "recent_misses_unix_s": " ".join(f"{t:.3f}" for t in s["recent_misses_unix_s"]),
             "command_age_s": "none" if age is None else f"{age:.3f}",
-            "commands_received": str(received), "commands_rejected": str(rejected),
-            "last_rejection": reason, "holding": str(self.holding).lower(),
+            "holding": str(self.holding).lower(),
+            **{k: str(v).lower() if isinstance(v, bool) else str(v)
+               for k, v in self.guard.counts().items()},
+            "state_stale": str(self.is_stale()).lower(), "state_age_s": f"{state_age:.3f}",
+            "solver_status": h.status, "solver_pid": str(self.solver.active_pid),
+            "solver_deaths": str(h.deaths), "solver_restarts": str(h.restarts),
+            "solver_standby": str(h.standby).lower(), "solver_last_death": h.last_death,
             "solver_failures": str(self.solver_failures),
+            "solver_consecutive_failures": str(self.consecutive_failures),
             "solves": str(solver["solves"]),
             "solve_median_ms": f"{solver['solve_median_ms']:.3f}",
             "solve_p99_ms": f"{solver['solve_p99_ms']:.3f}",
             "solve_max_ms": f"{solver['solve_max_ms']:.3f}",
             "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
             "insertion_m": f"{float(self.state.insertion):.4f}",
+            "setpoint_insertion_m": f"{float(self._valid.insertion):.4f}",
             "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.loop.realtime
                         else "normal",
         }
-        return DiagnosticStatus(level=level, name="catheter_sim: loop", message=message,
+        name = self.get_fully_qualified_name().lstrip("/")
+        return DiagnosticStatus(level=level, name=f"{name}: loop", message=message,
                                 hardware_id="bronchonav_simulated_catheter",
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
+    @property
+    def exit_code(self) -> int:
+        """1 when the node is in an error it cannot leave by itself (solver given up or not
+        running, loop errors), else 0."""
+        if getattr(self, "loop", None) is None:
+            return 0  # stopped during start-up: spin_node reports that
+        return int(self.solver.health.status != "running" or self.loop.errors > 0)
+
     def destroy_node(self):
-        """Stop the loop and solver threads, then destroy the node (also a half-built one: a
-        signal during start-up ends ``__init__`` early and rclpy still destroys the node)."""
-        if getattr(self, "loop", None) is not None:
-            self.loop.stop()
+        """Stop the loop and the solver processes, close the audit log, then destroy the node
+        (also a half-built one: a signal during start-up ends ``__init__`` early and rclpy still
+        destroys the node)."""
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop()
         if getattr(self, "solver", None) is not None:
             self.solver.close()
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.report()
+            if loop is not None:
+                level, message = self.health()
+                guard.audit.write("stop", message=message,
+                                  level=ord(level) if isinstance(level, bytes) else int(level))
+            guard.audit.close()
         return super().destroy_node()
 
 
+def _ros_log_dir() -> str:
+    """The ROS log folder (``ROS_LOG_DIR``, else ``$ROS_HOME/log``, else ``~/.ros/log``)."""
+    if os.environ.get("ROS_LOG_DIR"):
+        return os.environ["ROS_LOG_DIR"]
+    home = os.environ.get("ROS_HOME") or os.path.join(os.path.expanduser("~"), ".ros")
+    return os.path.join(home, "log")
+
+
 def main(args=None) -> None:
-    """Console script ``catheter_sim``."""
+    """Console script ``catheter_sim`` (exit codes: see the module docstring)."""
     from bronchonav.ros.runner import spin_node
 
-    spin_node(CatheterSimNode, args)
+    nodes = []
+
+    def factory():
+        nodes.append(CatheterSimNode())
+        return nodes[-1]
+    factory.__name__ = "catheter_sim"
+    try:
+        spin_node(factory, args)
+    except SystemExit as exc:
+        code = exc.code or 0
+        if code == 0 and nodes and nodes[-1].exit_code:
+            level, message = nodes[-1].health()
+            print(f"catheter_sim: ended on an error: {message}", file=sys.stderr)
+            code = nodes[-1].exit_code
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ Poses are 4×4 homogeneous matrices ``T_parent_child`` (metres); quaternions fol
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
@@ -189,10 +191,42 @@ def joint_state(names: list[str], positions, stamp: Time, efforts=None) -> Joint
     return msg
 
 
-def forward_command_values(data, n_tendons: int) -> tuple[float, float, list[float]]:
-    """Split a forward command ``[insertion m, roll rad, displacement_1 m, …]``.
+@dataclass
+class JointCommand:
+    """What one command message sets; ``None`` = keep the value in force.
 
-    Raises :class:`CommandError` if the length is wrong or a value is not finite.
+    Attributes
+    ----------
+    insertion : float or None
+        Insertion (m).
+    roll : float or None
+        Roll (rad).
+    displacements : list of float or None
+        Tendon displacements (m), in tendon order.
+    tensions : list of float or None
+        Tendon tensions (N), in tendon order.
+    """
+
+    insertion: float | None = None
+    roll: float | None = None
+    displacements: list | None = None
+    tensions: list | None = None
+
+
+def _check_roll(roll: float, max_abs_roll: float) -> float:
+    if abs(roll) > max_abs_roll:
+        raise CommandError(f"roll {roll:.6g} rad is outside [-{max_abs_roll:.6g}, "
+                           f"{max_abs_roll:.6g}] rad")
+    return roll
+
+
+def forward_command_values(data, n_tendons: int, max_abs_roll: float = np.pi) -> JointCommand:
+    """Read a forward command ``[insertion m, roll rad, displacement_1 m, …]`` (sets all).
+
+    Raises
+    ------
+    CommandError
+        Wrong length, a non-finite value, or roll beyond ``±max_abs_roll`` (rad).
     """
     values = np.asarray(list(data), dtype=float)
     if values.shape != (2 + n_tendons,):
@@ -200,50 +234,78 @@ def forward_command_values(data, n_tendons: int) -> tuple[float, float, list[flo
                            f"{n_tendons} tendon displacements], got {values.size}")
     if not np.all(np.isfinite(values)):
         raise CommandError(f"forward command has non-finite values: {values.tolist()}")
-    return float(values[0]), float(values[1]), values[2:].tolist()
+    return JointCommand(float(values[0]), _check_roll(float(values[1]), max_abs_roll),
+                        values[2:].tolist(), None)
 
 
-def joint_command_values(msg: JointState, tendon_names: list[str]):
-    """Read a ``JointState`` command: insertion/roll positions and per-tendon position or effort.
+def joint_command_values(msg: JointState, tendon_names: list[str],
+                         max_abs_roll: float = np.pi) -> JointCommand:
+    """Read a ``JointState`` command strictly (the ros2_control convention: NaN = not set).
 
-    Returns ``(insertion m | None, roll rad | None, displacements m | None, tensions N | None)``;
-    joints not named keep their previous value (``None``). Tendons are commanded either all by
-    position (displacement) or all by effort (tension).
+    Each named joint sets exactly one field: ``insertion`` (m) and ``roll`` (rad) a position;
+    a tendon a position (displacement, m) or an effort (tension, N), all tendons the same one.
+    ``position`` and ``effort`` are empty or as long as ``name``; a field a joint does not set
+    is NaN (or the array is empty).
 
     Raises
     ------
     CommandError
-        Unknown joint names, mismatched array lengths, mixed or partial tendon commands,
-        non-finite values.
+        No names (the message sets nothing), duplicate or unknown names, array lengths that do
+        not match the names, a joint with both or neither of position and effort, an effort for
+        insertion or roll, an infinite value, mixed or partial tendon commands, roll beyond
+        ``±max_abs_roll`` (rad).
     """
     names = list(msg.name)
-    pos, eff = list(msg.position), list(msg.effort)
-    if pos and len(pos) != len(names) or eff and len(eff) != len(names):
-        raise CommandError("joint command: position/effort arrays must match the names")
-    known = {"insertion", "roll", *tendon_names}
+    if not names:
+        raise CommandError("joint command names no joint (it sets nothing)")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CommandError(f"joint command names {duplicates} more than once")
+    known = ["insertion", "roll", *tendon_names]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise CommandError(f"joint command: unknown joints {unknown} (known: {sorted(known)})")
-    # NaN marks an interface a joint is not commanded through (e.g. tendon positions when
-    # the tendons are driven by effort); infinities are errors
-    values = {n: (None if not pos or np.isnan(pos[i]) else pos[i],
-                  None if not eff or np.isnan(eff[i]) else eff[i]) for i, n in enumerate(names)}
-    for n, (p, e) in values.items():
-        for v in (p, e):
-            if v is not None and not np.isfinite(v):
-                raise CommandError(f"joint command: {n} has a non-finite value {v}")
-    insertion = values["insertion"][0] if "insertion" in values else None
-    roll = values["roll"][0] if "roll" in values else None
-    tendons = [n for n in tendon_names if n in values]
-    displacements = tensions = None
+        raise CommandError(f"joint command: unknown joints {unknown} (known: {known})")
+    arrays = {}
+    for field_name in ("position", "effort"):
+        values = np.asarray(list(getattr(msg, field_name)), dtype=float)
+        if len(values) not in (0, len(names)):
+            raise CommandError(f"joint command: {len(values)} {field_name} values for "
+                               f"{len(names)} names (give one per name, NaN = not set)")
+        if np.any(np.isinf(values)):
+            raise CommandError(f"joint command: infinite {field_name} {values.tolist()}")
+        arrays[field_name] = values if len(values) else np.full(len(names), np.nan)
+    set_pos = ~np.isnan(arrays["position"])
+    set_eff = ~np.isnan(arrays["effort"])
+    for i, n in enumerate(names):
+        if set_pos[i] and set_eff[i]:
+            raise CommandError(f"joint command: {n} has both a position and an effort "
+                               f"(set the other to NaN)")
+        if not (set_pos[i] or set_eff[i]):
+            raise CommandError(f"joint command: {n} is named but has neither a position nor "
+                               f"an effort")
+        if n in ("insertion", "roll") and set_eff[i]:
+            raise CommandError(f"joint command: {n} is position-controlled; an effort was given")
+    index = {n: i for i, n in enumerate(names)}
+    out = JointCommand()
+    if "insertion" in index:
+        out.insertion = float(arrays["position"][index["insertion"]])
+    if "roll" in index:
+        out.roll = _check_roll(float(arrays["position"][index["roll"]]), max_abs_roll)
+    tendons = [n for n in tendon_names if n in index]
     if tendons:
         if len(tendons) != len(tendon_names):
             raise CommandError(f"joint command: give all tendons {tendon_names} or none")
-        if all(values[n][1] is not None for n in tendon_names):
-            tensions = [float(values[n][1]) for n in tendon_names]
-        elif all(values[n][0] is not None for n in tendon_names):
-            displacements = [float(values[n][0]) for n in tendon_names]
+        by_effort = [bool(set_eff[index[n]]) for n in tendon_names]
+        if all(by_effort):
+            out.tensions = [float(arrays["effort"][index[n]]) for n in tendon_names]
+        elif not any(by_effort):
+            out.displacements = [float(arrays["position"][index[n]]) for n in tendon_names]
         else:
-            raise CommandError("joint command: give every tendon a position (displacement) or "
-                               "every tendon an effort (tension)")
-    return insertion, roll, displacements, tensions
+            raise CommandError("joint command: tendons must all be given by position "
+                               "(displacement) or all by effort (tension)")
+    return out
+
+
+def stamp_seconds(stamp: Time) -> float:
+    """A ``builtin_interfaces/Time`` in seconds."""
+    return stamp.sec + 1e-9 * stamp.nanosec

@@ -12,7 +12,9 @@
 - :data:`SAMPLES`: best-effort, keep-last 100 — for subscribing to a stream in which every
   sample counts (EM samples for the registration): a burst waits in the queue instead of
   overwriting the sample before it.
-- :data:`COMMAND`: reliable, keep-last 1 — for controller commands: only the newest counts.
+- :data:`COMMAND`: reliable, keep-last 1 — for controller commands: only the newest counts (the
+  simulator counts the ones a newer command overwrote before it read them from the gaps in the
+  sender's sequence numbers).
 - :data:`DEFAULT`: reliable, keep-last 10 (the ROS default) for status and diagnostics.
 """
 

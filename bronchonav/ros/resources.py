@@ -85,3 +85,9 @@ def load_airway_map(spec: str, fresh: bool = False):
 
                 _cache[key] = load_map(key)
         return _cache[key]
+
+
+def load_tree(spec: str):
+    """The :class:`~bronchonav.airway.tree.AirwayTree` of the map named by ``spec`` (a
+    module-level function, so it can be handed to a solver process)."""
+    return load_airway_map(spec).tree

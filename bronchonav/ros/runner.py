@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
+from bronchonav.catheter.runtime.loop import freeze_startup_heap
 from bronchonav.ros import launch_spec
 from bronchonav.ros.launch_spec import NODES, resolve_arguments
-from bronchonav.ros.loop import freeze_startup_heap
 
 NODE_CLASSES = {name: spec.node_class for name, spec in NODES.items()}
 """Node name (= console script = YAML section) → ``"module:Class"`` (from the launch table)."""

@@ -1,6 +1,6 @@
 """Generate ``urdf/bronchoscope.urdf``: the robotic bronchoscope as a plain (xacro-free) URDF.
 
-The kinematic convention is documented in :mod:`bronchonav.ros.kinematics`: ``base`` (entry
+The kinematic convention is documented in :mod:`bronchonav.catheter.kinematics`: ``base`` (entry
 point, z = insertion axis) → ``insertion`` (prismatic z) → ``insertion_carriage`` → ``roll``
 (revolute z) → ``catheter_base`` → ``n_links`` links, each with ``link_i_pitch`` (x) and
 ``link_i_yaw`` (y) joints → ``catheter_tip``. The committed file is produced by::

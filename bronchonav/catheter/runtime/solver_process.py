@@ -1,0 +1,428 @@
+"""The catheter model in a supervised child process, fed with the newest command (no ROS).
+
+The Cosserat solver is numba code that holds Python's global interpreter lock while it runs; in
+its own process it cannot delay the simulation loop's publishing thread. The parent sends
+``(seq, CatheterCommand)`` pairs through a pipe; the child drains the pipe to the newest command,
+solves it (warm-started) and answers ``("state", seq, CatheterState)`` or
+``("rejected", seq, reason)``. A step that fails (budget exceeded, no convergence) is retried
+with the same command and a budget doubling up to ``recovery_deadline_s`` until it converges or a
+newer command arrives; failed states are sent too (``converged`` False) so the parent can count
+and report them.
+
+:class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
+the active child dies (a crash, SIGKILL, out of memory) or stops answering, the standby takes
+over at once and is given the last command that was solved, so the catheter comes back to its
+last good state; a new standby starts in the background. Without a standby a fresh child is
+started (a few seconds: interpreter, map, numba cache). After ``max_restarts`` deaths within
+``restart_window_s`` the supervisor gives up and reports ``failed`` (the node then holds and
+reports ERROR). Every event reaches the owner through ``on_event`` at once.
+
+Children ignore SIGINT and SIGTERM from birth (a Ctrl-C to the process group is for the parent,
+which kills them when it closes) and exit quietly when the parent's end of the pipe closes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+_PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""Signals meant for the parent (a terminal's Ctrl-C reaches the whole process group)."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """What a solver child needs (picklable: it is sent to a spawned process).
+
+    Attributes
+    ----------
+    load_tree : callable
+        Module-level function (or :func:`functools.partial` of one) returning the
+        :class:`~bronchonav.airway.tree.AirwayTree` to solve in, or None for free space.
+    n_nodes : int
+        Solver nodes.
+    deadline_s, recovery_deadline_s : float
+        Per-step budget, and the largest budget while retrying a failed step (s).
+    params : CatheterParams or None
+        The device (None: :meth:`~bronchonav.catheter.CatheterParams.default`).
+    """
+
+    load_tree: Callable
+    n_nodes: int = 40
+    deadline_s: float = 0.004
+    recovery_deadline_s: float = 0.2
+    params: object = None
+
+
+def _serve(conn, config: SolverConfig) -> None:
+    """The child's main: warm up, say ``ready``, then solve the newest command until ``None``."""
+    import os
+
+    for s in _PARENT_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_SIGNALS)
+    if hasattr(os, "sched_setscheduler"):  # do not inherit the loop's real-time priority
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+    try:
+        _solve_forever(conn, config)
+    except (EOFError, OSError, BrokenPipeError):  # the parent went away
+        pass
+    finally:
+        conn.close()
+
+
+def _solve_forever(conn, config: SolverConfig) -> None:
+    from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+    from bronchonav.errors import CommandError
+
+    params = config.params or CatheterParams.default()
+    model = CatheterModel(params, tree=config.load_tree(), n_nodes=config.n_nodes,
+                          deadline_s=config.recovery_deadline_s)
+    # warm-up: compile the numba kernels (bent, inserted, then back) before taking commands
+    model.step(CatheterCommand(insertion=0.03, tendon_tension=[1.0] + [0.0] * (len(params.tendons) - 1)))
+    model.step(CatheterCommand(insertion=0.0))
+    model.deadline_s = config.deadline_s
+    conn.send(("ready", -1, model.state))
+    retry = None
+    while True:
+        if retry is None or conn.poll():
+            item = conn.recv()
+            while conn.poll():
+                item = conn.recv()
+        else:
+            item = retry
+        if item is None:
+            return
+        seq, command = item
+        try:
+            state = model.step(command)
+        except CommandError as exc:
+            retry = None
+            conn.send(("rejected", seq, str(exc)))
+            continue
+        if state.converged:
+            retry = None
+            model.deadline_s = config.deadline_s
+        else:
+            retry = item
+            model.deadline_s = min(2.0 * model.deadline_s, config.recovery_deadline_s)
+        conn.send(("state", seq, state))
+
+
+class SolverProcess:
+    """One solver child process and the thread that receives its messages.
+
+    Parameters
+    ----------
+    config : SolverConfig
+    on_message : callable
+        Called from the receiver thread with ``(process, kind, seq, value)`` for each message
+        (``kind`` ``"ready"``, ``"state"`` or ``"rejected"``) and with
+        ``(process, "died", -1, reason)`` once when the child ends without being closed.
+    """
+
+    def __init__(self, config: SolverConfig, on_message) -> None:
+        ctx = mp.get_context("spawn")  # never fork a process that runs ROS threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, config), name="catheter-solver",
+                                 daemon=True)
+        # the child is born with SIGINT/SIGTERM blocked (the mask is inherited): a Ctrl-C to the
+        # process group while it starts cannot kill it; _serve then ignores and unblocks them
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENT_SIGNALS)
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        child.close()
+        self._on_message = on_message
+        self._send_lock = threading.Lock()
+        self._closing = False
+        self.ready = threading.Event()
+        self.last_message_time = time.monotonic()
+        """Monotonic time (s) of the child's latest message (or of the start)."""
+        self._thread = threading.Thread(target=self._receive, name="catheter-solver-rx",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._proc.pid
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                kind, seq, value = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            self.last_message_time = time.monotonic()
+            if kind == "ready":
+                self.ready.set()
+            self._on_message(self, kind, seq, value)
+        if not self._closing:
+            self._proc.join(1.0)
+            code = self._proc.exitcode
+            how = ("still running" if code is None else
+                   f"killed by signal {-code}" if code < 0 else f"exit code {code}")
+            self._on_message(self, "died", -1, f"solver process {self.pid} ended ({how})")
+
+    def send(self, seq: int, command) -> bool:
+        """Queue a command (the child solves the newest one when it is free); False if the
+        child is gone."""
+        try:
+            with self._send_lock:
+                self._conn.send((seq, command))
+        except (OSError, BrokenPipeError, ValueError):
+            return False
+        return True
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child process runs."""
+        return self._proc.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL the child (for a hung child; the receiver then reports ``died``)."""
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the child process (no ``died`` event). It is killed: it holds nothing that
+        needs a graceful end, and a numba process's interpreter teardown takes most of a
+        second."""
+        self._closing = True
+        self.kill()
+        self._proc.join(timeout)
+        self._conn.close()
+
+
+@dataclass
+class SolverHealth:
+    """The supervisor's account of the solver, for diagnostics.
+
+    Attributes
+    ----------
+    status : str
+        ``starting``, ``running``, ``restarting`` (no child answers yet) or ``failed``
+        (gave up after too many deaths).
+    deaths, restarts : int
+        Children that died, and takeovers/restarts done.
+    last_death : str
+        Why the latest child ended (empty if none did).
+    standby : bool
+        Whether a warmed-up standby child is ready.
+    """
+
+    status: str = "starting"
+    deaths: int = 0
+    restarts: int = 0
+    last_death: str = ""
+    standby: bool = False
+    death_times: list = field(default_factory=list)
+
+
+class SolverSupervisor:
+    """Keep a solver child running; restart it with the last good command when it dies.
+
+    Parameters
+    ----------
+    config : SolverConfig
+    on_state : callable
+        ``on_state(seq, CatheterState)`` for every solved (or failed, ``converged`` False) state
+        of the active child; ``seq`` is the sequence number given to :meth:`send` (-1 for the
+        first state after start-up).
+    on_event : callable
+        ``on_event(kind, detail)`` with ``kind`` in ``"rejected"`` (detail ``(seq, reason)``),
+        ``"died"``, ``"restarted"``, ``"failed"`` (detail a sentence).
+    standby : bool
+        Keep a warmed-up second child to take over at once.
+    max_restarts : int
+        Deaths tolerated within ``restart_window_s`` before giving up.
+    restart_window_s : float
+        See ``max_restarts`` (s).
+    hang_timeout_s : float
+        A child that has an unanswered command and sends nothing for this long beyond its
+        longest legitimate attempt (``recovery_deadline_s``) is killed, and so replaced (s).
+    standby_delay_s : float
+        The first standby starts this long after the first child is ready (s); later ones at
+        once.
+    """
+
+    def __init__(self, config: SolverConfig, on_state, on_event, standby: bool = True,
+                 max_restarts: int = 5, restart_window_s: float = 60.0,
+                 hang_timeout_s: float = 1.0, standby_delay_s: float = 5.0) -> None:
+        self.config = config
+        self._on_state = on_state
+        self._on_event = on_event
+        self._use_standby = bool(standby)
+        self.max_restarts = int(max_restarts)
+        self.restart_window_s = float(restart_window_s)
+        self.hang_timeout_s = float(hang_timeout_s) + config.recovery_deadline_s
+        self.standby_delay_s = float(standby_delay_s)
+        self.health = SolverHealth()
+        self._lock = threading.RLock()
+        self._closing = False
+        self._active: SolverProcess | None = None
+        self._standby: SolverProcess | None = None
+        self._last_sent: tuple[int, object] | None = None
+        self._last_good: tuple[int, object] | None = None
+        self._sent_at: float | None = None
+        self._active = SolverProcess(config, self._on_message)
+        self._stop = threading.Event()
+        self._monitor = threading.Thread(target=self._watch, name="catheter-solver-watch",
+                                         daemon=True)
+
+    def start(self, timeout: float = 120.0) -> bool:
+        """Wait until a child runs (returns whether one does: False after ``timeout`` or when
+        the children kept dying), then start the hang monitor; the standby starts once the
+        first child runs."""
+        deadline = time.monotonic() + timeout
+        while self.health.status not in ("running", "failed") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._monitor.start()
+        return self.health.status == "running"
+
+    # -- commands ---------------------------------------------------------------------------
+    def send(self, seq: int, command) -> bool:
+        """Give the active child a command; False when no child can take it now."""
+        with self._lock:
+            self._last_sent = (seq, command)
+            self._sent_at = time.monotonic()
+            active = self._active if self.health.status == "running" else None
+        return active is not None and active.send(seq, command)
+
+    def good(self, seq: int) -> None:
+        """Record that the command ``seq`` was solved (the owner calls this on a converged
+        state): it is the one a restarted child is given."""
+        with self._lock:
+            if self._last_sent is not None and self._last_sent[0] == seq:
+                self._last_good = self._last_sent
+                self._sent_at = None
+
+    # -- messages from children (receiver threads) ------------------------------------------
+    def _on_message(self, proc: SolverProcess, kind: str, seq: int, value) -> None:
+        with self._lock:
+            role = ("active" if proc is self._active else
+                    "standby" if proc is self._standby else "old")
+        if kind == "died":
+            self._died(proc, role, value)
+        elif role != "active":
+            if role == "standby" and kind == "ready":
+                with self._lock:
+                    self.health.standby = True
+        elif kind == "rejected":
+            with self._lock:
+                if self._last_sent is not None and self._last_sent[0] == seq:
+                    self._sent_at = None
+            self._on_event("rejected", (seq, value))
+        elif kind == "ready":
+            with self._lock:
+                status = self.health.status
+                if status == "restarting":
+                    self._resume(proc)
+                fresh = self._last_sent is None  # no command yet: its state at rest is current
+            if fresh:
+                self._on_state(seq, value)
+            if status == "starting":
+                with self._lock:
+                    self.health.status = "running"
+                # the first standby waits a little: its warm-up (seconds of CPU) should not
+                # compete with the start-up of the rest of the graph
+                timer = threading.Timer(self.standby_delay_s, self._start_standby)
+                timer.daemon = True
+                timer.start()
+        else:
+            self._on_state(seq, value)
+
+    def _died(self, proc: SolverProcess, role: str, reason: str) -> None:
+        if self._closing:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self.health.deaths += 1
+            self.health.last_death = reason
+            if role == "standby":
+                self._standby = None
+                self.health.standby = False
+            if role != "active":
+                give_up = False
+            else:
+                self.health.death_times = [t for t in self.health.death_times
+                                           if now - t < self.restart_window_s] + [now]
+                give_up = len(self.health.death_times) > self.max_restarts
+                self._active = None
+                self.health.status = "failed" if give_up else "restarting"
+        if role != "active":
+            if role == "standby":
+                self._start_standby()
+            return
+        self._on_event("died", reason)
+        if give_up:
+            self._on_event("failed", f"{self.health.deaths} solver deaths, the last within "
+                                     f"{self.restart_window_s:.0f} s of {self.max_restarts} "
+                                     f"others; giving up ({reason})")
+            return
+        with self._lock:
+            standby, self._standby = self._standby, None
+            self.health.standby = False
+            if standby is not None and standby.alive:
+                self._active = standby
+                if standby.ready.is_set():
+                    self._resume(standby)
+                # else _resume runs when it says "ready" (it is already warming up)
+            else:
+                self._active = SolverProcess(self.config, self._on_message)
+        if self._use_standby:
+            self._start_standby()
+
+    def _resume(self, proc: SolverProcess) -> None:
+        """Make ``proc`` the running child: give it the last good command, then the newest."""
+        self.health.status = "running"
+        self.health.restarts += 1
+        for item in (self._last_good, self._last_sent):
+            if item is not None:
+                proc.send(*item)
+        if self._last_sent is not None:
+            self._sent_at = time.monotonic()
+        self._on_event("restarted", f"solver process {proc.pid} took over "
+                                    f"(restart {self.health.restarts})")
+
+    def _start_standby(self) -> None:
+        if not self._use_standby or self._closing:
+            return
+        with self._lock:
+            if self._standby is None:
+                self._standby = SolverProcess(self.config, self._on_message)
+
+    def _watch(self) -> None:
+        """Kill an active child that has an unanswered command and says nothing."""
+        while not self._stop.wait(0.1):
+            with self._lock:
+                active, sent_at = self._active, self._sent_at
+            if (active is not None and sent_at is not None and active.ready.is_set()
+                    and time.monotonic() - max(sent_at, active.last_message_time)
+                    > self.hang_timeout_s):
+                active.kill()
+
+    @property
+    def active_pid(self) -> int | None:
+        """Process id of the active child (None while restarting)."""
+        with self._lock:
+            return None if self._active is None else self._active.pid
+
+    def close(self) -> None:
+        """Stop every child (no further events)."""
+        self._closing = True
+        self._stop.set()
+        with self._lock:
+            procs = [p for p in (self._active, self._standby) if p is not None]
+        for p in procs:
+            p.close()
