@@ -1,0 +1,189 @@
+"""Navigation in the twin over a phantom cohort: does the catheter reach what the planner approves?
+
+Usage::
+
+    .venv/bin/python bench/navigation_bench.py [--seeds 0-7] [--poses truth,registered]
+                                               [--workers 2] [--out out/navigation_bench]
+                                               [--json-out FILE]
+
+Runs the campaign of ``config/campaign_navigation.yaml`` (stages ``map, plan, rehearse``; every
+nodule; the 2.8 mm and 3.5 mm catheters) on the phantom seeds and poses asked for, through the
+campaign runner (Ray when ``--workers`` > 1). The campaign file actually run is written to
+``OUT/NAME.yaml`` and its results to ``OUT/NAME/`` (NAME from the seeds and poses), so a rerun
+resumes and ``bronchonav campaign run OUT/NAME.yaml --out DIR`` gives the same table and the
+same figures; the campaign report (``OUT/NAME/report/report.md``) is written too.
+
+Prints one JSON object: the cohort size (subjects, cases, routes, planner-feasible routes), per
+pose (``truth``: steering on the model's tip pose; ``registered``: on the registered EM pose
+under breathing) the reach rate over feasible routes, the planner–rehearsal agreement, the
+tool-in-lesion rate, the fraction of failed (non-converged) steps, the median simulated time to
+target and the median wall time per route, with per-catheter breakdowns; the bars of issue 12
+(reach >= 0.95, agreement >= 0.95, failed steps <= 0.01) with pass/fail per pose; the machine.
+The figures come from :func:`bronchonav.campaign.rehearsal_summary.summarize_rehearsals`, the
+function the campaign report uses. Everything but wall times is deterministic (seeded); wall
+times depend on the load of the machine (recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from machine import emit, machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+CAMPAIGN = REPO / "config" / "campaign_navigation.yaml"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"``, ``"0,3,5"`` or a mix (``"0-3,9"``) → sorted unique seeds."""
+    seeds: set[int] = set()
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            lo_i, hi_i = int(lo), int(hi or lo)
+            if lo_i < 0 or hi_i < lo_i:
+                raise ValueError(part)
+            seeds.update(range(lo_i, hi_i + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must look like 0-7 or 0,2,5, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return sorted(seeds)
+
+
+def parse_poses(text: str) -> list[str]:
+    """``"truth,registered"`` → the poses, checked against the rehearsal's."""
+    from bronchonav.campaign.rehearsal_summary import POSES
+
+    poses = [p.strip() for p in text.split(",") if p.strip()]
+    if not poses or any(p not in POSES for p in poses) or len(set(poses)) != len(poses):
+        raise argparse.ArgumentTypeError(f"poses must be a comma-separated subset of "
+                                         f"{','.join(POSES)}, got {text!r}")
+    return poses
+
+
+def campaign_file(seeds: list[int], poses: list[str], out: Path) -> Path:
+    """Write the navigation campaign with these seeds and poses as ``OUT/NAME.yaml``."""
+    from bronchonav.fileio import write_text
+
+    data = yaml.safe_load(CAMPAIGN.read_text())
+    data["cohort"]["phantoms"]["seeds"] = seeds
+    data["stage_options"]["rehearse"]["poses"] = ",".join(poses)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        span = f"{seeds[0]}-{seeds[-1]}"
+    else:
+        span = "_".join(map(str, seeds))
+    data["name"] = f"navigation_s{span}_{'+'.join(poses)}"
+    path = out / f"{data['name']}.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(path, f"# written by bench/navigation_bench.py from {CAMPAIGN.name}\n"
+               + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def figures(summary) -> dict:
+    """The JSON figures of one :class:`RehearsalSummary`."""
+    c = summary.confusion
+    return {"routes": summary.routes, "feasible_routes": summary.feasible,
+            "reached": summary.reached, "reach_rate": summary.reach_rate,
+            "agreement": summary.agreement,
+            "confusion": {"feasible_reached": c.feasible_reached,
+                          "feasible_not_reached": c.feasible_not_reached,
+                          "infeasible_reached": c.infeasible_reached,
+                          "infeasible_not_reached": c.infeasible_not_reached},
+            "tool_in_lesion_rate": summary.tool_in_lesion_rate,
+            "failed_step_fraction": summary.failed_step_fraction,
+            "steps": summary.steps, "failed_steps": summary.failed_steps,
+            "median_sim_time_to_target_s": summary.median_sim_time_s,
+            "median_wall_s_per_route": summary.median_wall_s,
+            "median_tip_error_m": summary.median_tip_error_m,
+            "median_tre_m": summary.median_tre_m,
+            "outcomes": summary.outcomes, "not_rehearsed": summary.not_rehearsed}
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: NaN (no data) becomes null, recursively."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-7"),
+                        help="phantom seeds, e.g. 0-7 or 0,3 (default 0-7)")
+    parser.add_argument("--poses", type=parse_poses, default=parse_poses("truth,registered"),
+                        help="what the controller steers on (default truth,registered)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "navigation_bench",
+                        help="folder of the campaign file and results (default "
+                             "out/navigation_bench); a rerun resumes")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+
+    from bronchonav.campaign.rehearsal_summary import BARS, routes, summarize_rehearsals
+    from bronchonav.campaign.report import write_report
+    from bronchonav.campaign.runner import THREAD_ENV, run_campaign
+    from bronchonav.campaign.spec import load_spec
+    from bronchonav.campaign.store import ResultStore
+    from bronchonav.errors import BronchoNavError
+
+    for name, value in THREAD_ENV.items():  # in-process cases: one compute thread, like workers
+        os.environ.setdefault(name, value)
+    path = campaign_file(args.seeds, args.poses, args.out)
+    spec = load_spec(path)
+    folder = args.out / spec.name
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    try:
+        run = run_campaign(spec, folder, workers=args.workers, progress=False)
+        report = write_report(folder)
+    except BronchoNavError as exc:
+        print(f"navigation_bench: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    rows = ResultStore(folder).rows()
+    plans = routes(rows)
+    catheters = [c.name for c in spec.catheters]
+    result = {
+        "benchmark": "navigation",
+        "campaign_file": str(path),
+        "campaign_dir": str(folder),
+        "report": str(report),
+        "command": f"bronchonav campaign run {path} --out {folder}_cli --workers {args.workers}",
+        "seeds": args.seeds,
+        "catheters": {c.name: c.diameter_m for c in spec.catheters},
+        "poses": args.poses,
+        "cohort": {"subjects": len(spec.subjects), "cases": run.cases,
+                   "cases_with_errors": run.errors, "cases_lost": len(run.lost),
+                   "routes": len(plans),
+                   "feasible_routes": sum(1 for r in plans if r.get("plan_feasible"))},
+        "bars": BARS,
+    }
+    passes = {}
+    for pose in args.poses:
+        summary = summarize_rehearsals(rows, pose)
+        result[pose] = {**figures(summary), "by_catheter": {
+            c: figures(summarize_rehearsals(rows, pose, c)) for c in catheters}}
+        passes[pose] = summary.bars()
+    result["pass"] = passes
+    result["all_bars_pass"] = all(all(p.values()) for p in passes.values())
+    result.update({"workers": args.workers, "run_seconds": round(seconds, 1),
+                   "cases_run_now": run.ran, "cases_resumed": run.skipped,
+                   "load_average_before": round(load_before, 2),
+                   "load_average_after": round(os.getloadavg()[0], 2),
+                   "machine": machine_info("scipy", "ray")})
+    emit(_finite_or_none(result), args.json_out, allow_nan=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
