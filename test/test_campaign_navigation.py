@@ -4,11 +4,13 @@ report's rehearsal section, on a hand-made results table whose counts are writte
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from bronchonav.campaign.rehearsal_summary import summarize_rehearsals
 from bronchonav.campaign.report import write_report
+from bronchonav.campaign.spec import load_spec
 from bronchonav.campaign.store import ResultStore
 
 
@@ -118,3 +120,12 @@ def test_report_shows_the_confusion_tables_and_the_pose_comparison(tmp_path):
     assert ("| truth | A | 2 | 1/2 (50%) | 1/2 (50%) | 4/300 (1.33%) | 10.0 | 3.5 | "
             "1 | 1 | 0 | 0 | 0 |") in md
     assert (tmp_path / "report" / "navigation.png").stat().st_size > 5_000
+
+
+def test_shipped_navigation_campaign_is_the_issue_cohort():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "config" / "campaign_navigation.yaml")
+    assert [s.seed for s in spec.subjects] == list(range(8))
+    assert spec.nodules.select == "all" and not spec.nodules.ids
+    assert sorted(c.diameter_m for c in spec.catheters) == [0.0028, 0.0035]
+    assert spec.stages == ("map", "plan", "rehearse")
+    assert spec.stage_options["rehearse"]["poses"] == "truth,registered"
