@@ -13,14 +13,16 @@ campaign runner (Ray when ``--workers`` > 1). The campaign file actually run is 
 resumes and ``bronchonav campaign run OUT/NAME.yaml --out DIR`` gives the same table and the
 same figures; the campaign report (``OUT/NAME/report/report.md``) is written too.
 
-Prints one JSON object: the cohort size (subjects, cases, routes, planner-feasible routes), per
-pose (``truth``: steering on the model's tip pose; ``registered``: on the registered EM pose
-under breathing) the reach rate over feasible routes, the planner–rehearsal agreement, the
-tool-in-lesion rate, the fraction of failed (non-converged) steps, the median simulated time to
-target and the median wall time per route, with per-catheter breakdowns; the bars of issue 12
-(reach >= 0.95, agreement >= 0.95, failed steps <= 0.01) with pass/fail per pose; the machine.
-The figures come from :func:`bronchonav.campaign.rehearsal_summary.summarize_rehearsals`, the
-function the campaign report uses. Everything but wall times is deterministic (seeded); wall
+Prints one JSON object: ``cohort`` (subjects, cases, routes, planner-feasible routes); per pose
+(``truth``: steering on the model's tip pose; ``registered``: on the registered EM pose under
+breathing) the fields of :class:`~bronchonav.campaign.rehearsal_summary.RehearsalSummary` —
+``reach_rate`` over feasible routes, ``agreement`` (planner–rehearsal, with its ``confusion``
+counts), ``tool_in_lesion_rate``, ``failed_step_fraction``, ``median_sim_time_s`` (simulated
+time to target), ``median_wall_s`` (per route), ``outcomes`` — also ``by_catheter``; ``bars``
+(reach >= 0.95, agreement >= 0.95, failed steps <= 0.01) and ``pass`` per pose; the machine.
+NaN (no route to count) is written as null. The figures come from
+:func:`bronchonav.campaign.rehearsal_summary.summarize_rehearsals`, the function the campaign
+report uses. Everything but wall times is deterministic (seeded); wall
 times depend on the load of the machine (recorded).
 """
 
@@ -87,26 +89,6 @@ def campaign_file(seeds: list[int], poses: list[str], out: Path) -> Path:
     return path
 
 
-def figures(summary) -> dict:
-    """The JSON figures of one :class:`RehearsalSummary`."""
-    c = summary.confusion
-    return {"routes": summary.routes, "feasible_routes": summary.feasible,
-            "reached": summary.reached, "reach_rate": summary.reach_rate,
-            "agreement": summary.agreement,
-            "confusion": {"feasible_reached": c.feasible_reached,
-                          "feasible_not_reached": c.feasible_not_reached,
-                          "infeasible_reached": c.infeasible_reached,
-                          "infeasible_not_reached": c.infeasible_not_reached},
-            "tool_in_lesion_rate": summary.tool_in_lesion_rate,
-            "failed_step_fraction": summary.failed_step_fraction,
-            "steps": summary.steps, "failed_steps": summary.failed_steps,
-            "median_sim_time_to_target_s": summary.median_sim_time_s,
-            "median_wall_s_per_route": summary.median_wall_s,
-            "median_tip_error_m": summary.median_tip_error_m,
-            "median_tre_m": summary.median_tre_m,
-            "outcomes": summary.outcomes, "not_rehearsed": summary.not_rehearsed}
-
-
 def _finite_or_none(value):
     """JSON has no NaN: NaN (no data) becomes null, recursively."""
     if isinstance(value, dict):
@@ -131,13 +113,11 @@ def main() -> int:
 
     from bronchonav.campaign.rehearsal_summary import BARS, routes, summarize_rehearsals
     from bronchonav.campaign.report import write_report
-    from bronchonav.campaign.runner import THREAD_ENV, run_campaign
+    from bronchonav.campaign.runner import run_campaign
     from bronchonav.campaign.spec import load_spec
     from bronchonav.campaign.store import ResultStore
     from bronchonav.errors import BronchoNavError
 
-    for name, value in THREAD_ENV.items():  # in-process cases: one compute thread, like workers
-        os.environ.setdefault(name, value)
     path = campaign_file(args.seeds, args.poses, args.out)
     spec = load_spec(path)
     folder = args.out / spec.name
@@ -171,8 +151,8 @@ def main() -> int:
     passes = {}
     for pose in args.poses:
         summary = summarize_rehearsals(rows, pose)
-        result[pose] = {**figures(summary), "by_catheter": {
-            c: figures(summarize_rehearsals(rows, pose, c)) for c in catheters}}
+        result[pose] = {**summary.to_dict(), "by_catheter": {
+            c: summarize_rehearsals(rows, pose, c).to_dict() for c in catheters}}
         passes[pose] = summary.bars()
     result["pass"] = passes
     result["all_bars_pass"] = all(all(p.values()) for p in passes.values())

@@ -162,9 +162,9 @@ def _rehearsal(rows: list[dict], catheters: list[str], folder: Path) -> list[str
              "One route per subject × nodule × catheter. *Feasible*: the planner calls the "
              "target reachable and the catheter is driven along the planned route; a target the "
              "planner rejects is driven along an unconstrained airway route, to check the "
-             "planner's \"no\". Reach, tool-in-lesion, outcomes and simulated time are over "
-             "feasible routes; failed steps (non-converged solves) and wall time over every "
-             "rehearsed route.", "",
+             "planner's \"no\". Reach, tool-in-lesion and outcomes are over feasible routes, "
+             "the simulated time to target over the reached ones, failed steps (non-converged "
+             "solves) and wall time over every rehearsed route.", "",
              "| pose | catheter | feasible routes | reached | tool in lesion | failed steps | "
              "median simulated time to target (s) | median wall time per route (s) | "
              + " | ".join(OUTCOMES) + " |", "|---" * (8 + len(OUTCOMES)) + "|"]
