@@ -5,13 +5,15 @@ Usage::
     .venv/bin/python bench/navigation_bench.py [--seeds 0-7] [--poses truth,registered]
                                                [--workers 2] [--out out/navigation_bench]
                                                [--json-out FILE]
+    .venv/bin/python bench/navigation_bench.py --summarize DIR   # an existing campaign folder
 
 Runs the campaign of ``config/campaign_navigation.yaml`` (stages ``map, plan, rehearse``; every
 nodule; the 2.8 mm and 3.5 mm catheters) on the phantom seeds and poses asked for, through the
 campaign runner (Ray when ``--workers`` > 1). The campaign file actually run is written to
 ``OUT/NAME.yaml`` and its results to ``OUT/NAME/`` (NAME from the seeds and poses), so a rerun
 resumes and ``bronchonav campaign run OUT/NAME.yaml --out DIR`` gives the same table and the
-same figures; the campaign report (``OUT/NAME/report/report.md``) is written too.
+same figures (``--summarize DIR`` prints them from that folder without running anything); the
+campaign report (``OUT/NAME/report/report.md``) is written too.
 
 Prints one JSON object: ``cohort`` (subjects, cases, routes, planner-feasible routes); per pose
 (``truth``: steering on the model's tip pose; ``registered``: on the registered EM pose under
@@ -22,8 +24,8 @@ time to target), ``median_wall_s`` (per route), ``outcomes`` — also ``by_cathe
 (reach >= 0.95, agreement >= 0.95, failed steps <= 0.01) and ``pass`` per pose; the machine.
 NaN (no route to count) is written as null. The figures come from
 :func:`bronchonav.campaign.rehearsal_summary.summarize_rehearsals`, the function the campaign
-report uses. Everything but wall times is deterministic (seeded); wall
-times depend on the load of the machine (recorded).
+report uses. Everything but wall times is deterministic (seeded); wall times depend on the load
+of the machine (recorded).
 """
 
 from __future__ import annotations
@@ -98,6 +100,39 @@ def _finite_or_none(value):
     return value
 
 
+def figures_of(folder: Path) -> dict:
+    """The JSON figures of the campaign table in ``folder``: cohort, per pose (all catheters and
+    per catheter), bars and pass/fail per pose."""
+    from bronchonav.campaign.rehearsal_summary import (BARS, poses_in, routes,
+                                                       summarize_rehearsals)
+    from bronchonav.campaign.store import ResultStore
+
+    store = ResultStore(folder)
+    campaign, rows = store.campaign(), store.rows()
+    plans = routes(rows)
+    catheters = {c["name"]: c["diameter_m"] for c in campaign["catheters"]}
+    result = {
+        "campaign_dir": str(folder),
+        "seeds": [s for p in campaign["cohort"].get("phantoms", []) for s in p["seeds"]],
+        "catheters": catheters,
+        "poses": poses_in(rows),
+        "cohort": {"subjects": len({r["subject"] for r in rows}), "cases": len(rows),
+                   "cases_with_errors": sum(1 for r in rows if r.get("status") != "ok"),
+                   "routes": len(plans),
+                   "feasible_routes": sum(1 for r in plans if r.get("plan_feasible"))},
+        "bars": BARS,
+    }
+    passes = {}
+    for pose in result["poses"]:
+        summary = summarize_rehearsals(rows, pose)
+        result[pose] = {**summary.to_dict(), "by_catheter": {
+            c: summarize_rehearsals(rows, pose, c).to_dict() for c in catheters}}
+        passes[pose] = summary.bars()
+    result["pass"] = passes
+    result["all_bars_pass"] = bool(passes) and all(all(p.values()) for p in passes.values())
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-7"),
@@ -108,59 +143,41 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "out" / "navigation_bench",
                         help="folder of the campaign file and results (default "
                              "out/navigation_bench); a rerun resumes")
+    parser.add_argument("--summarize", type=Path, metavar="DIR",
+                        help="run nothing: the figures of the campaign folder DIR (e.g. of "
+                             "bronchonav campaign run config/campaign_navigation.yaml --out DIR)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
-    from bronchonav.campaign.rehearsal_summary import BARS, routes, summarize_rehearsals
     from bronchonav.campaign.report import write_report
     from bronchonav.campaign.runner import run_campaign
     from bronchonav.campaign.spec import load_spec
-    from bronchonav.campaign.store import ResultStore
     from bronchonav.errors import BronchoNavError
 
-    path = campaign_file(args.seeds, args.poses, args.out)
-    spec = load_spec(path)
-    folder = args.out / spec.name
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    run_info = {}
     try:
-        run = run_campaign(spec, folder, workers=args.workers, progress=False)
+        if args.summarize:
+            folder = args.summarize
+        else:
+            path = campaign_file(args.seeds, args.poses, args.out)
+            folder = args.out / load_spec(path).name
+            load_before = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            run = run_campaign(load_spec(path), folder, workers=args.workers, progress=False)
+            run_info = {"campaign_file": str(path),
+                        "command": f"bronchonav campaign run {path} --out DIR",
+                        "workers": args.workers,
+                        "run_seconds": round(time.perf_counter() - t0, 1),
+                        "cases_run_now": run.ran, "cases_resumed": run.skipped,
+                        "cases_lost": len(run.lost),
+                        "load_average_before": round(load_before, 2),
+                        "load_average_after": round(os.getloadavg()[0], 2)}
         report = write_report(folder)
+        result = {"benchmark": "navigation", **figures_of(folder), "report": str(report),
+                  **run_info, "machine": machine_info("scipy", "ray")}
     except BronchoNavError as exc:
         print(f"navigation_bench: {exc}", file=sys.stderr)
         return 2
-    seconds = time.perf_counter() - t0
-    rows = ResultStore(folder).rows()
-    plans = routes(rows)
-    catheters = [c.name for c in spec.catheters]
-    result = {
-        "benchmark": "navigation",
-        "campaign_file": str(path),
-        "campaign_dir": str(folder),
-        "report": str(report),
-        "command": f"bronchonav campaign run {path} --out {folder}_cli --workers {args.workers}",
-        "seeds": args.seeds,
-        "catheters": {c.name: c.diameter_m for c in spec.catheters},
-        "poses": args.poses,
-        "cohort": {"subjects": len(spec.subjects), "cases": run.cases,
-                   "cases_with_errors": run.errors, "cases_lost": len(run.lost),
-                   "routes": len(plans),
-                   "feasible_routes": sum(1 for r in plans if r.get("plan_feasible"))},
-        "bars": BARS,
-    }
-    passes = {}
-    for pose in args.poses:
-        summary = summarize_rehearsals(rows, pose)
-        result[pose] = {**summary.to_dict(), "by_catheter": {
-            c: summarize_rehearsals(rows, pose, c).to_dict() for c in catheters}}
-        passes[pose] = summary.bars()
-    result["pass"] = passes
-    result["all_bars_pass"] = all(all(p.values()) for p in passes.values())
-    result.update({"workers": args.workers, "run_seconds": round(seconds, 1),
-                   "cases_run_now": run.ran, "cases_resumed": run.skipped,
-                   "load_average_before": round(load_before, 2),
-                   "load_average_after": round(os.getloadavg()[0], 2),
-                   "machine": machine_info("scipy", "ray")})
     emit(_finite_or_none(result), args.json_out, allow_nan=False)
     return 0
 

@@ -164,7 +164,9 @@ def _rehearsal(rows: list[dict], catheters: list[str], folder: Path) -> list[str
              "planner rejects is driven along an unconstrained airway route, to check the "
              "planner's \"no\". Reach, tool-in-lesion and outcomes are over feasible routes, "
              "the simulated time to target over the reached ones, failed steps (non-converged "
-             "solves) and wall time over every rehearsed route.", "",
+             "solves) and wall time over every rehearsed route. *Reached*: the controller "
+             "reported it and the true tip ended within the reach tolerance of the exit point; "
+             "the outcome columns are the controller's own verdict.", "",
              "| pose | catheter | feasible routes | reached | tool in lesion | failed steps | "
              "median simulated time to target (s) | median wall time per route (s) | "
              + " | ".join(OUTCOMES) + " |", "|---" * (8 + len(OUTCOMES)) + "|"]
