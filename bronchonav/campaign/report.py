@@ -246,7 +246,7 @@ def _navigation_plot(summaries: dict, poses: list[str], catheters: list[str],
         ax.bar(np.arange(len(measures)) + i * width,
                [np.nan_to_num(getattr(s, m)) for m in measures.values()], width,
                label=f"{c}, {p}", hatch="//" if p == "registered" else None)
-    ax.axhline(BARS["reach_rate"], color="k", ls="--", lw=1, label="0.95 bar")
+    ax.axhline(BARS["reach_rate"], color="k", ls="--", lw=1, label="bar: reach, agreement")
     ax.set_xticks(np.arange(len(measures)) + width * (len(groups) - 1) / 2, list(measures))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction")
