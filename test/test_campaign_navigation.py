@@ -113,8 +113,8 @@ def test_report_shows_the_confusion_tables_and_the_pose_comparison(tmp_path):
     assert "| feasible | 1 | 2 |\n| infeasible | 1 | 1 |" in md[registered:]
     assert "| reached, all | 2/3 (67%) | 1/3 (33%) |" in md
     assert "| registration failed | 0 | 1 |" in md
-    assert ("Of 3 feasible routes driven both ways, 1 were reached only on the ground truth and "
-            "0 only on the registered pose.") in md
+    assert ("Feasible routes driven both ways: 3; reached only on the ground truth: 1; reached "
+            "only on the registered pose: 0.") in md
     # per pose and catheter: feasible routes, reached, tool in lesion, failed steps, medians,
     # outcome counts (reached, stuck, wrong_branch, timeout, registration_failed)
     assert ("| truth | A | 2 | 1/2 (50%) | 1/2 (50%) | 4/300 (1.33%) | 10.0 | 3.5 | "

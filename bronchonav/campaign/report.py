@@ -226,8 +226,8 @@ def _pose_comparison(rows: list[dict], summaries: dict, catheters: list[str]) ->
                      if r["rehearse_truth_reached"] and not r["rehearse_registered_reached"])
     only_reg = sum(1 for r in both
                    if r["rehearse_registered_reached"] and not r["rehearse_truth_reached"])
-    lines += ["", f"Of {len(both)} feasible routes driven both ways, {only_truth} were reached "
-              f"only on the ground truth and {only_reg} only on the registered pose.", ""]
+    lines += ["", f"Feasible routes driven both ways: {len(both)}; reached only on the ground "
+              f"truth: {only_truth}; reached only on the registered pose: {only_reg}.", ""]
     return lines
 
 
