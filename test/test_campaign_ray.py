@@ -114,7 +114,7 @@ def test_core_stages_give_the_same_rows_on_ray(tmp_path):
             "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035}],
             "registration": {"scenarios": ["breathing"], "trials": 2},
             "stages": ["map", "plan", "rehearse", "register", "camera"],
-            "stage_options": {"rehearse": {"step_m": 0.02}}}
+            "stage_options": {"rehearse": {"poses": "truth"}}}
     spec = parse_spec(data, tmp_path)
     one = run_campaign(spec, tmp_path / "one", workers=1, progress=False)
     two = run_campaign(spec, tmp_path / "two", workers=2, progress=False)

@@ -1,11 +1,13 @@
-"""The built-in campaign stages on the default phantom (ground-truth map): planning,
-rehearsal with the catheter, registration trials and the camera, checked against the phantom's
-construction and the stages' own definitions."""
+"""The built-in campaign stages: planning, registration trials and the camera on the default
+phantom (ground-truth map), the rehearsal with the navigation controller on a small hand-built
+map; checked against the maps' construction and the stages' own definitions."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,9 @@ from bronchonav.campaign.report import write_report
 from bronchonav.campaign.runner import run_campaign
 from bronchonav.campaign.spec import CatheterVariant, parse_spec
 from bronchonav.campaign.store import ResultStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_campaign_helpers import write_small_map  # noqa: E402
 
 
 def test_catheter_variant_parameters():
@@ -43,12 +48,28 @@ def phantom_run(tmp_path_factory):
             "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035},
                           {"name": "wide", "diameter_m": 0.025}],
             "registration": {"scenarios": ["breathing"], "trials": 3},
-            "stages": ["map", "plan", "rehearse", "register", "camera"],
-            "stage_options": {"rehearse": {"step_m": 0.01}}}
+            "stages": ["map", "plan", "register", "camera"]}
     spec = parse_spec(data, tmp)
     summary = run_campaign(spec, tmp / "out", progress=False)
     rows = {(r["nodule"], r["catheter"]): r for r in ResultStore(tmp / "out").rows()}
     return summary, rows, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def rehearse_run(tmp_path_factory):
+    """One route of the small hand-built map (wide airways, 30° branchings) rehearsed steering on
+    the ground truth (a phantom route takes minutes on a loaded machine, this one seconds)."""
+    tmp = tmp_path_factory.mktemp("rehearse_campaign")
+    data = {"name": "rehearse", "seed": 5,
+            "cohort": {"maps": [str(write_small_map(tmp / "toymap", depth=2))]},
+            "nodules": {"select": "all", "ids": ["N1"]},
+            "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035}],
+            "stages": ["map", "plan", "rehearse"],
+            "stage_options": {"rehearse": {"poses": "truth"}}}
+    summary = run_campaign(parse_spec(data, tmp), tmp / "out", progress=False)
+    assert summary.errors == 0, [r["error"] for r in ResultStore(tmp / "out").rows()]
+    (row,) = ResultStore(tmp / "out").rows()
+    return row, tmp / "out"
 
 
 def test_phantom_campaign_runs_every_stage(phantom_run):
@@ -68,22 +89,40 @@ def test_plan_columns_follow_the_phantom(phantom_run):
     assert far["nodule_airway_distance_m"] > 0.035 - 0.02  # far nodule: centre >= 35 mm from lumen
     # a 25 mm catheter is wider than the 18 mm trachea
     assert not wide["plan_feasible"] and "diameter" in wide["plan_reasons"]
-    assert wide["rehearse_reached"] is None and wide["camera_open_fraction"] is None
+    assert wide["camera_open_fraction"] is None
 
 
-def test_rehearse_columns(phantom_run):
-    _, rows, _ = phantom_run
-    r = rows[("N2", "d3.5mm")]
-    assert r["rehearse_reached"] == (r["rehearse_tip_error_m"] <= 5e-3)
-    target = min(r["plan_length_m"], 0.35)  # the default catheter inserts at most 0.35 m
-    assert r["rehearse_target_insertion_m"] == pytest.approx(target)
-    assert r["rehearse_steps"] == math.ceil(target / 0.01 - 1e-9)
-    assert 0 <= r["rehearse_failed_steps"] <= r["rehearse_steps"]
-    # a failed step keeps the last converged state: full insertion only without failures
-    assert r["rehearse_insertion_m"] <= target + 1e-12
-    if r["rehearse_failed_steps"] == 0:
-        assert r["rehearse_insertion_m"] == pytest.approx(target)
-    assert np.isfinite(r["rehearse_tip_error_m"]) and r["rehearse_max_contact_N"] >= 0
+def test_rehearse_columns(rehearse_run):
+    r, _ = rehearse_run
+    assert r["plan_feasible"] and r["rehearse_route"] == "planned"
+    assert "rehearse_registered_reached" not in r  # only the pose asked for
+    # wide airways and 30° branchings: the catheter gets there, converging on (almost) every step
+    assert r["rehearse_truth_reached"] and r["rehearse_truth_outcome"] == "reached"
+    assert r["rehearse_truth_tip_error_m"] <= 5e-3
+    assert r["rehearse_truth_failed_steps"] <= 0.01 * r["rehearse_truth_steps"]
+    # at most 1 mm of insertion per step: at least the route length less the 5 mm tolerance
+    assert r["rehearse_truth_steps"] >= (r["plan_length_m"] - 5e-3) / 1e-3
+    # on the truth there is no survey: every step is the drive, 0.05 s of simulated time each
+    assert r["rehearse_truth_sim_time_s"] == pytest.approx(0.05 * r["rehearse_truth_steps"])
+    # the nodule sits 10 mm beyond the leaf airway on its axis: the tool ends inside it, and
+    # the tool-in-lesion flag is the miss distance against the nodule's radius
+    assert r["rehearse_truth_tool_in_lesion"]
+    assert r["rehearse_truth_tool_miss_m"] <= r["nodule_diameter_m"] / 2
+    assert 0 <= r["rehearse_truth_retries"] <= 4 and r["rehearse_truth_max_contact_N"] >= 0
+    assert r["rehearse_truth_tre_m"] is None
+
+
+def test_report_on_the_rehearsal(rehearse_run):
+    r, out = rehearse_run
+    md = write_report(out).read_text()
+    assert r["rehearse_truth_reached"]
+    assert "## Rehearsal with the navigation controller" in md
+    assert ("### Planner vs rehearsal (truth pose)\n\n"
+            "| planner | rehearsal reached | rehearsal not reached |\n|---|---|---|\n"
+            "| feasible | 1 | 0 |\n| infeasible | 0 | 0 |\n\n"
+            "Agreement: 1/1 (100%) of rehearsed routes.") in md
+    assert "registered pose" not in md  # the comparison needs both poses
+    assert (out / "report" / "navigation.png").is_file()
 
 
 def test_register_columns_agree_with_the_trials(phantom_run):
@@ -116,8 +155,7 @@ def test_camera_sees_the_approach_to_the_exit(phantom_run):
 def test_report_on_the_phantom_campaign(phantom_run):
     _, _, out = phantom_run
     md = write_report(out).read_text()
-    for section in ("## Reachability (plan)", "## Rehearsal with the catheter",
-                    "## Registration (TRE at the nodule)", "## Camera at the exit point"):
+    for section in ("## Reachability (plan)", "## Registration (TRE at the nodule)", "## Camera at the exit point"):
         assert section in md
     assert "| wide | 25.00 | 2 | 0/2 (0%)" in md
     # one histogram panel per registration scenario (here one: breathing), 5 x 4 in at 100 dpi

@@ -2,8 +2,10 @@
 
 Sections appear when the table has their columns: reachability per catheter variant, against
 nodule size and against the generation of the airway nearest the nodule (``plan`` stage),
-rehearsal success (``rehearse``), TRE distributions per scenario and catheter (``register``),
-camera frames (``camera``), infeasibility reasons, and the cases that failed.
+navigation in rehearsal per pose, with the planner-versus-rehearsal confusion table and the
+ground-truth-versus-registered comparison (``rehearse``, figures from
+:mod:`~bronchonav.campaign.rehearsal_summary`), TRE distributions per scenario and catheter
+(``register``), camera frames (``camera``), infeasibility reasons, and the cases that failed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bronchonav.campaign.rehearsal_summary import (BARS, OUTCOMES, RehearsalSummary, poses_in,
+                                                   routes, summarize_rehearsals)
 from bronchonav.campaign.store import ResultStore
 from bronchonav.errors import InputError
 from bronchonav.fileio import atomic_open, write_text
@@ -62,8 +66,8 @@ def _write(folder: Path, campaign: dict, rows: list[dict]) -> Path:
               "(sum over cases)", ""]
     if ok and "plan_feasible" in ok[0]:
         lines += _reachability(ok, catheters, folder)
-    if ok and "rehearse_reached" in ok[0]:
-        lines += _rehearsal(ok, catheters)
+    if ok and poses_in(ok):
+        lines += _rehearsal(ok, catheters, folder)
     if ok and "register_tre_json" in ok[0]:
         lines += _registration(ok, catheters, folder)
     if ok and "camera_open_fraction" in ok[0]:
@@ -86,7 +90,7 @@ def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[
     import matplotlib.pyplot as plt
 
     # one row per subject × nodule × catheter (scenarios repeat the same plan)
-    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
+    plans = routes(rows)
     by_cath = defaultdict(list)
     for r in plans:
         by_cath[r["catheter"]].append(r)
@@ -150,19 +154,109 @@ def _reachability(rows: list[dict], catheters: list[str], folder: Path) -> list[
     return lines
 
 
-def _rehearsal(rows: list[dict], catheters: list[str]) -> list[str]:
-    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
-    lines = ["## Rehearsal with the catheter", "",
-             "| catheter | feasible routes driven | tip reached the exit point | "
-             "median tip error (mm) | median non-converged steps |", "|---|---|---|---|---|"]
-    for c in catheters:
-        rs = [r for r in plans if r["catheter"] == c and r.get("rehearse_reached") is not None]
-        reached = [r for r in rs if r["rehearse_reached"]]
-        lines.append(f"| {c} | {len(rs)} | {_pct(len(reached), len(rs))} | "
-                     f"{_median([r['rehearse_tip_error_m'] for r in rs], 1e3)} | "
-                     f"{_median([r['rehearse_failed_steps'] for r in rs])} |")
+def _rehearsal(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
+    """Navigation figures per pose and catheter, the planner-versus-rehearsal confusion table
+    per pose and the ground-truth-versus-registered comparison (:mod:`.rehearsal_summary`)."""
+    poses = poses_in(rows)
+    lines = ["## Rehearsal with the navigation controller", "",
+             "One route per subject × nodule × catheter. *Feasible*: the planner calls the "
+             "target reachable and the catheter is driven along the planned route; a target the "
+             "planner rejects is driven along an unconstrained airway route, to check the "
+             "planner's \"no\". Reach, tool-in-lesion and outcomes are over feasible routes, "
+             "the simulated time to target over the reached ones, failed steps (non-converged "
+             "solves) and wall time over every rehearsed route. *Reached*: the controller "
+             "reported it and the true tip ended within the reach tolerance of the exit point; "
+             "the outcome columns are the controller's own verdict.", "",
+             "| pose | catheter | feasible routes | reached | tool in lesion | failed steps | "
+             "median simulated time to target (s) | median wall time per route (s) | "
+             + " | ".join(OUTCOMES) + " |", "|---" * (8 + len(OUTCOMES)) + "|"]
+    summaries = {(p, c): summarize_rehearsals(rows, p, c) for p in poses
+                 for c in [*catheters, None]}
+    for (pose, c), s in summaries.items():
+        lines.append(" | ".join([
+            f"| {pose}", c or "**all**", str(s.feasible), _pct(s.reached, s.feasible),
+            _pct(s.tool_in_lesion, s.feasible),
+            f"{s.failed_steps}/{s.steps} ({_fraction(s.failed_step_fraction, 2)})",
+            _num(s.median_sim_time_s, 1), _num(s.median_wall_s, 1),
+            *(str(s.outcomes[o]) for o in OUTCOMES)]) + " |")
     lines.append("")
+    for pose in poses:
+        lines += confusion_table(summaries[pose, None])
+    if len(poses) > 1:
+        lines += _pose_comparison(rows, summaries, catheters)
+    lines += _navigation_plot(summaries, poses, catheters, folder)
     return lines
+
+
+def confusion_table(summary: RehearsalSummary) -> list[str]:
+    """Markdown lines: planner verdict × rehearsal result of ``summary``, with the agreement."""
+    c = summary.confusion
+    agree = c.feasible_reached + c.infeasible_not_reached
+    not_rehearsed = (f" ({summary.not_rehearsed} routes not rehearsed)"
+                     if summary.not_rehearsed else "")
+    return [f"### Planner vs rehearsal ({summary.pose} pose)", "",
+            "| planner | rehearsal reached | rehearsal not reached |", "|---|---|---|",
+            f"| feasible | {c.feasible_reached} | {c.feasible_not_reached} |",
+            f"| infeasible | {c.infeasible_reached} | {c.infeasible_not_reached} |", "",
+            f"Agreement: {_pct(agree, c.total)} of rehearsed routes{not_rehearsed}.", ""]
+
+
+def _pose_comparison(rows: list[dict], summaries: dict, catheters: list[str]) -> list[str]:
+    """Markdown lines: the same figures steering on the ground truth and on the registered pose,
+    and the feasible routes one pose reached and the other did not."""
+    measures = [(f"reached, {c or 'all'}", c, lambda s: _pct(s.reached, s.feasible))
+                for c in [*catheters, None]]
+    measures += [(name, None, f) for name, f in [
+        ("tool in lesion", lambda s: _pct(s.tool_in_lesion, s.feasible)),
+        ("planner–rehearsal agreement", lambda s: _fraction(s.agreement)),
+        ("failed steps", lambda s: _fraction(s.failed_step_fraction, 2)),
+        ("median tip-to-exit distance (mm)", lambda s: _num(s.median_tip_error_m * 1e3, 1)),
+        ("median simulated time to target (s)", lambda s: _num(s.median_sim_time_s, 1)),
+        ("median registration error at the lesion (mm)", lambda s: _num(s.median_tre_m * 1e3, 1)),
+        ("registration failed", lambda s: str(s.outcomes["registration_failed"]))]]
+    lines = ["### Ground truth vs registered pose", "",
+             "| measure | truth | registered |", "|---|---|---|"]
+    lines += [f"| {name} | {f(summaries['truth', c])} | {f(summaries['registered', c])} |"
+              for name, c, f in measures]
+    both = [r for r in routes(rows) if r.get("plan_feasible")
+            and r.get("rehearse_route") == "planned"
+            and r.get("rehearse_truth_reached") is not None
+            and r.get("rehearse_registered_reached") is not None]
+    only_truth = sum(1 for r in both
+                     if r["rehearse_truth_reached"] and not r["rehearse_registered_reached"])
+    only_reg = sum(1 for r in both
+                   if r["rehearse_registered_reached"] and not r["rehearse_truth_reached"])
+    lines += ["", f"Feasible routes driven both ways: {len(both)}; reached only on the ground "
+              f"truth: {only_truth}; reached only on the registered pose: {only_reg}.", ""]
+    return lines
+
+
+def _navigation_plot(summaries: dict, poses: list[str], catheters: list[str],
+                     folder: Path) -> list[str]:
+    """Bar chart of reach, tool-in-lesion and agreement per pose and catheter, with the 0.95 bar."""
+    import matplotlib.pyplot as plt
+
+    measures = {"reached (feasible)": "reach_rate", "tool in lesion": "tool_in_lesion_rate",
+                "planner agreement": "agreement"}
+    groups = [(p, c) for p in poses for c in catheters]
+    fig, ax = plt.subplots(figsize=(5 + 2.5 * len(measures), 4))
+    width = 0.8 / max(len(groups), 1)
+    for i, (p, c) in enumerate(groups):
+        s = summaries[p, c]
+        ax.bar(np.arange(len(measures)) + i * width,
+               [np.nan_to_num(getattr(s, m)) for m in measures.values()], width,
+               label=f"{c}, {p}", hatch="//" if p == "registered" else None)
+    ax.axhline(BARS["reach_rate"], color="k", ls="--", lw=1, label="bar: reach, agreement")
+    ax.set_xticks(np.arange(len(measures)) + width * (len(groups) - 1) / 2, list(measures))
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction")
+    ax.legend(title="catheter, pose", loc="center left", bbox_to_anchor=(1.0, 0.5),
+              fontsize="small")
+    ax.set_title("Navigation in the twin")
+    fig.tight_layout()
+    _save(fig, folder / "navigation.png")
+    plt.close(fig)
+    return ["![navigation figures per catheter and pose](navigation.png)", ""]
 
 
 def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[str]:
@@ -215,7 +309,7 @@ def _registration(rows: list[dict], catheters: list[str], folder: Path) -> list[
 
 
 def _camera(rows: list[dict], catheters: list[str]) -> list[str]:
-    plans = {(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values()
+    plans = routes(rows)
     lines = ["## Camera at the exit point", "", "| catheter | frames | median open-lumen fraction |",
              "|---|---|---|"]
     for c in catheters:
@@ -236,16 +330,14 @@ def _catheter_comparison(rows: list[dict], catheters: list[str], folder: Path) -
     registration trials that succeeded (the measures the campaign has)."""
     import matplotlib.pyplot as plt
 
-    plans = list({(r["subject"], r["nodule"], r["catheter"]): r for r in rows}.values())
+    plans = routes(rows)
     measures = {}
     if "plan_feasible" in rows[0]:
         measures["reachable (plan)"] = {
             c: _frac([r["plan_feasible"] for r in plans if r["catheter"] == c]) for c in catheters}
-    if "rehearse_reached" in rows[0]:
-        measures["reached in rehearsal"] = {
-            c: _frac([r["rehearse_reached"] for r in plans
-                      if r["catheter"] == c and r.get("rehearse_reached") is not None])
-            for c in catheters}
+    for pose in poses_in(rows):
+        measures[f"reached in rehearsal ({pose})"] = {
+            c: summarize_rehearsals(rows, pose, c).reach_rate for c in catheters}
     if "register_trials" in rows[0]:
         def success(c):
             rs = [r for r in rows if r["catheter"] == c and r.get("register_trials")]
@@ -287,6 +379,16 @@ def _frac(values: list) -> float:
 
 def _pct(n: int, total: int) -> str:
     return f"{n}/{total} ({100 * n / total:.0f}%)" if total else "–"
+
+
+def _fraction(value: float, digits: int = 0) -> str:
+    """A fraction as a percentage (``–`` when NaN)."""
+    return "–" if np.isnan(value) else f"{100 * value:.{digits}f}%"
+
+
+def _num(value: float, digits: int) -> str:
+    """A number (``–`` when NaN)."""
+    return "–" if np.isnan(value) else f"{value:.{digits}f}"
 
 
 def _median(values: list, scale: float = 1.0) -> str:

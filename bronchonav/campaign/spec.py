@@ -175,7 +175,7 @@ class CampaignSpec:
     retries : int
         Ray task retries when a worker process dies.
     stage_options : dict
-        Per-stage keyword options (``{"rehearse": {"step_m": 0.002}}``).
+        Per-stage keyword options (``{"rehearse": {"poses": "truth"}}``).
     base_dir : str
         Folder relative paths in the file are resolved against.
     """

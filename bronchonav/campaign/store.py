@@ -40,8 +40,8 @@ from bronchonav.fileio import write_bytes
 KEY = "case_key"
 """The column that identifies a case."""
 
-TIMING_SUFFIX = "_seconds"
-"""Columns whose names end with this hold wall times; they differ between runs."""
+TIMING_SUFFIX = ("_seconds", "_wall_s")
+"""Columns whose names end with one of these hold wall times; they differ between runs."""
 
 
 def have_pyarrow() -> bool:

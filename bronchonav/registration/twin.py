@@ -114,8 +114,10 @@ class Twin:
         another branch's lumen.
         """
         if self.mesh_vertices is not None:
-            mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(self.mesh_vertices),
-                                             o3d.utility.Vector3iVector(self.mesh_triangles))
+            # copies: open3d needs writable arrays, maps shared through Ray are read-only
+            mesh = o3d.geometry.TriangleMesh(
+                o3d.utility.Vector3dVector(np.array(self.mesh_vertices)),
+                o3d.utility.Vector3iVector(np.array(self.mesh_triangles)))
             mesh.compute_vertex_normals()
             cloud = o3d.geometry.PointCloud(mesh.vertices)
             cloud.normals = mesh.vertex_normals
