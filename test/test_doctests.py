@@ -31,6 +31,7 @@ def _modules_with_examples() -> list[str]:
 MODULES = _modules_with_examples()
 
 SKIPPED_ONLY = {
+    "bronchonav.calibration": "fits a recording file (a CSV and a device in scope)",
     "bronchonav.imaging.camera": "renders a map's lumen mesh (an airway_map in scope)",
     "bronchonav.planning.planner": "plans on a map's tree (an airway_map in scope)",
 }

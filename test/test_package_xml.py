@@ -63,7 +63,7 @@ def _imports(folder: str) -> dict[str, set[str]]:
             for name in names:
                 top = name.split(".")[0]
                 if top in sys.stdlib_module_names or top in ("bronchonav", "test", "machine") \
-                        or top.startswith("test_"):
+                        or top.startswith("test_") or (ROOT / folder / f"{top}.py").is_file():
                     continue
                 found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
                 for dotted in IMPLIED:

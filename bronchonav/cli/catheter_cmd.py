@@ -118,7 +118,7 @@ def run(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(args.out, json.dumps(out))
     if args.png:
-        from bronchonav.catheter.plot import render_catheter_png
+        from bronchonav.viz.catheter_plot import render_catheter_png
 
         render_catheter_png(airway_map.tree, [s for _, s in recorded], args.png,
                             title=f"catheter in map {airway_map.name!r}")
