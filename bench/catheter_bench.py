@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
-from bronchonav.catheter.steering import PathFollower, straight_path
+from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,35 +180,60 @@ def phantom_tree():
         "ground-truth phantom tree: generate_phantom_tree(phantom_config('default'))"
 
 
+def guide_commands(tree, params, generation: int, step_m: float = 1e-3) -> tuple:
+    """The commands the navigation controller sends (its own 30-node model as the plant) down
+    the straightest path the catheter fits to ``generation``; and that route."""
+    target = RouteTarget.straightest(tree, params.radius, max_generation=generation)
+    model = CatheterModel(params, tree=tree, n_nodes=30)
+    controller = NavigationController(target, model, NavigationConfig(step_m=step_m))
+    commands = []
+    while controller.outcome is None:
+        commands.append(controller.update(model.state.tip_pose))
+    return commands, target
+
+
+def refine(commands, step_m: float, start: float):
+    """The command stream from insertion ``start`` on, with each move cut into pieces of at
+    most ``step_m`` of insertion (insertion and tensions interpolated linearly)."""
+    out = []
+    for a, b in zip(commands[:-1], commands[1:]):
+        if b.insertion < start:
+            continue
+        n = max(int(np.ceil(abs(b.insertion - a.insertion) / step_m)), 1)
+        ta, tb = np.asarray(a.tendon_tension), np.asarray(b.tendon_tension)
+        for w in np.arange(1, n + 1) / n:
+            out.append(CatheterCommand(insertion=float((1 - w) * a.insertion + w * b.insertion),
+                                       roll=float((1 - w) * a.roll + w * b.roll),
+                                       tendon_tension=((1 - w) * ta + w * tb).tolist()))
+    return out
+
+
 def contact(n_nodes: int, step_m: float) -> dict:
-    """Steer down a path of the phantom (trachea to a lobar bronchus, generation 3) at 1 kHz and
-    ``step_m`` per step; the timed stream starts 10 mm above the main carina."""
+    """Replay the navigation controller's commands down a path of the phantom (trachea to a
+    lobar bronchus, generation 3) at ``step_m`` per step (1 kHz of a slow insertion); the timed
+    stream starts 10 mm above the main carina."""
     tree, source = phantom_tree()
     params = CatheterParams.default()
-    path = straight_path(tree, params.radius, max_generation=3)
-    follower = PathFollower(tree, path, params, gain=2.0 * step_m / 5e-4)
-    coarse = PathFollower(tree, path, params)
-    model = CatheterModel(params, tree=tree, n_nodes=n_nodes, deadline_s=DEADLINE_S)
+    commands, target = guide_commands(tree, params, generation=3)
     start = tree.trachea.length - 0.01
-    state = None
-    for q in np.arange(0.002, start, 0.001):
-        s = model.step(coarse.command(state, q))
-        state = s if s.converged else state
-    follower.bend = coarse.bend.copy()
-    end = follower.length - 0.003
-    wall, cpu, fails, states = [], [], 0, []
-    active = []
-    for q in np.arange(start, end, step_m):
+    model = CatheterModel(params, tree=tree, n_nodes=n_nodes, deadline_s=DEADLINE_S)
+    for cmd in commands:  # untimed approach
+        if cmd.insertion >= start:
+            break
+        model.step(cmd)
+    wall, cpu, fails, states, active = [], [], 0, [], []
+    for cmd in refine(commands, step_m, start):
         c0 = time.process_time()
-        s = model.step(follower.command(state, q))
+        s = model.step(cmd)
         cpu.append(time.process_time() - c0)
         wall.append(s.solve_time_s)
         fails += not s.converged
         states.append(s)
-        state = s if s.converged else state
-        active.append(state.total_contact_force > 0)
+        active.append(model.state.total_contact_force > 0)
+    state = model.state
     wall, cpu, active = np.array(wall) * 1e3, np.array(cpu) * 1e3, np.array(active)
-    out = {"contact_map": source, "contact_path": path, "contact_steps": int(len(wall)),
+    out = {"contact_map": source, "contact_path": list(target.branch_ids),
+           "contact_steps": int(len(wall)),
            "contact_insertion_step_m": step_m, "contact_failures": fails,
            "contact_failure_reasons": failure_reasons(states),
            "contact_active_fraction": float(active.mean()),
@@ -222,24 +247,26 @@ def contact(n_nodes: int, step_m: float) -> dict:
 
 def deep_coarse(n_nodes: int = 30, step_m: float = 2e-3, generation: int = 5,
                 prefix: str = "deep") -> dict:
-    """A coarse stream (mm per step, as a route rehearsal would send) down to a 5th-generation
-    bronchus; each step may need the adaptive continuation inside it."""
+    """The navigation controller driving a coarse stream (mm per step, as a rehearsal sends)
+    down to a 5th-generation bronchus; each step may need the adaptive continuation."""
     tree, _ = phantom_tree()
     params = CatheterParams.default()
-    path = straight_path(tree, params.radius, max_generation=generation)
-    follower = PathFollower(tree, path, params)
-    model = CatheterModel(params, tree=tree, n_nodes=n_nodes, deadline_s=5.0)
+    target = RouteTarget.straightest(tree, params.radius, max_generation=generation)
+    model = CatheterModel(params, tree=tree, n_nodes=n_nodes)
+    controller = NavigationController(target, model, NavigationConfig(step_m=step_m))
     wall, states = [], []
-    for q in np.arange(step_m, follower.length, step_m):
-        s = model.step(follower.command(model.state, q))
-        wall.append(s.solve_time_s)
-        states.append(s)
+    while controller.outcome is None:
+        controller.update(model.state.tip_pose)
+        if controller.last_step is not None and controller.outcome is None:
+            wall.append(controller.last_step.solve_time_s)
+            states.append(controller.last_step)
     state = model.state
-    out = {"path": path, "steps": len(states), "insertion_step_m": step_m, "n_nodes": n_nodes,
+    out = {"path": list(target.branch_ids), "steps": len(states), "insertion_step_m": step_m,
+           "n_nodes": n_nodes, "outcome": controller.outcome.status,
            "failures": sum(not s.converged for s in states),
            "failure_reasons": failure_reasons(states),
            "final_insertion_m": float(state.insertion),
-           "tip_to_path_end_m": float(np.linalg.norm(state.tip_position - tree[path[-1]].end)),
+           "tip_to_path_end_m": float(np.linalg.norm(state.tip_position - target.exit_point)),
            "tip_branch": int(state.branch_ids[-1])}
     out.update(stats(np.array(wall) * 1e3, ""))
     return {f"{prefix}_{k.lstrip('_')}": v for k, v in out.items()}

@@ -267,6 +267,10 @@ class NavigationController:
     def _finish(self, status: str, reason: str) -> None:
         state = self.model.state
         tree = self.model.tree
+        if state is not None and state.branch_ids is not None and state.insertion > 0:
+            # the airway the model's contact tracking puts the tip in (the nearest centerline
+            # sample can belong to the other child near a carina)
+            self.branch_id = int(state.branch_ids[-1])
         generation = None if self.branch_id is None else int(tree[self.branch_id].generation)
         branch_name = "" if self.branch_id is None else f" in branch {self.branch_id} " \
                                                         f"(generation {generation})"

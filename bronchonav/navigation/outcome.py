@@ -22,7 +22,7 @@ class NavigationOutcome:
     tip_to_exit_m : float
         Distance from the observed tip to the exit point when driving ended (m).
     branch_id : int or None
-        Airway of the observed tip when it ended.
+        Airway the tip is in when it ended (the contact tracking of the controller's model).
     generation : int or None
         That airway's generation.
     wall_force_n : float
