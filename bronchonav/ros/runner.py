@@ -198,13 +198,23 @@ class InProcessGraph:
         self.stop()
 
 
+GROUP_SIGINT_GRACE_S = 1.5
+"""After a Ctrl-C, how long the runner lets its children stop on their own before SIGTERM (s)."""
+
+
 class _StopOnSignal:
     """Context manager: SIGINT/SIGTERM set :attr:`event` instead of killing the process."""
 
     def __enter__(self) -> threading.Event:
         self.event = threading.Event()
-        self._previous = {s: signal.signal(s, lambda *_: self.event.set())
-                          for s in (signal.SIGINT, signal.SIGTERM)}
+        self.event.signal = None  # the first signal received
+
+        def handler(signum, _frame):
+            if self.event.signal is None:
+                self.event.signal = signum
+            self.event.set()
+
+        self._previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         return self.event
 
     def __exit__(self, *exc) -> None:
@@ -338,8 +348,17 @@ def spawn_processes(node_names, config=None, launch_args=None, extra=None,
     return procs
 
 
-def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
-    """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``."""
+def stop_processes(procs: dict, timeout: float = 10.0, grace: float = 0.0) -> dict:
+    """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``.
+
+    ``grace`` (s): first let children that were already signalled (a terminal's Ctrl-C reaches
+    the whole process group) end by themselves; a second signal during a node's start-up or
+    teardown is what would make it end untidily.
+    """
+    deadline = time.monotonic() + grace
+    while grace > 0 and time.monotonic() < deadline and any(p.poll() is None
+                                                            for p in procs.values()):
+        time.sleep(0.02)
     for p in procs.values():
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -386,8 +405,13 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
                           file=sys.stderr, flush=True)
                     break
         finally:
-            codes = stop_processes({**procs, **tools})
-    return 1 if failed or any(codes[n] != 0 for n in procs) else 0
+            codes = stop_processes({**procs, **tools},
+                                   grace=GROUP_SIGINT_GRACE_S if stop.signal == signal.SIGINT
+                                   else 0.0)
+    bad = {n: codes[n] for n in procs if codes[n] != 0}
+    for name, code in bad.items():
+        print(f"{name} ended with exit code {code}", file=sys.stderr, flush=True)
+    return 1 if failed or bad else 0
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -444,10 +468,11 @@ def spin_node(factory, args=None) -> None:
     except RCLError:  # a signal shut the context down while the executor was waiting
         pass
     except BronchoNavError as exc:
-        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        code = 2
+        if rclpy.ok():  # not an error a shutdown signal caused during start-up
+            print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            code = 2
     except Exception as exc:
-        if not _interrupted(exc):
+        if not (_interrupted(exc) or not rclpy.ok()):
             raise
     finally:
         for s in (signal.SIGINT, signal.SIGTERM):
