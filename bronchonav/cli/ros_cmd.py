@@ -98,8 +98,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON summary on stdout")
     p.add_argument("--map", help="map folder or phantom:NAME (default maps/phantom_default)")
     p.add_argument("--nodule", help="nodule id (default: the feasible route with the gentlest bends)")
-    p.add_argument("--timeout", type=float, default=120.0,
-                   help="time limit of each drive (s, default 120)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="time limit of each drive (s, default 300)")
     p.add_argument("--rate", type=float, help="catheter_sim loop rate (Hz)")
     p.add_argument("--pose", choices=["registered", "truth"], default="registered",
                    help="steer to the nodule on the registered EM pose (after surveying both "

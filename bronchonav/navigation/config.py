@@ -24,6 +24,12 @@ class NavigationConfig:
         Fraction of the heading error the bend update corrects per step (0 < g <= 1).
     probe_tension_n : float
         Tension increment of the finite-difference probes of the tip's sensitivity (N).
+    jacobian_reuse_steps : int
+        The probed sensitivity is reused for at most this many steps...
+    jacobian_reuse_m : float
+        ...while the insertion moved less than this (m)...
+    jacobian_reuse_rad : float
+        ...and the aim direction in the tip frame turned less than this (rad).
     max_bend_step_n : float
         Largest change of the bend vector (tendon tension) per step (N).
     slow_angle_rad : float
@@ -65,6 +71,9 @@ class NavigationConfig:
     lookahead_m: float = 8.0e-3
     steer_gain: float = 0.6
     probe_tension_n: float = 0.5
+    jacobian_reuse_steps: int = 4
+    jacobian_reuse_m: float = 3.0e-3
+    jacobian_reuse_rad: float = 0.5
     max_bend_step_n: float = 0.75
     slow_angle_rad: float = 0.5
     max_mismatch_m: float = 6.0e-3

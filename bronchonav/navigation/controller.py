@@ -120,6 +120,7 @@ class NavigationController:
         self._recover_reason = ""
         self._recover_steps = 0
         self._aim_steps = 0
+        self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
         if self.steps_model and state is None:
@@ -322,11 +323,22 @@ class NavigationController:
 
     def _sensitivity(self, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
         """Heading change (tip-frame x, y components, expressed in the (u1, u2) basis) per N of
-        bend along u1 and u2, from probe solves of the model at its current state."""
+        bend along u1 and u2, from probe solves of the model at its current state; reused while
+        the aim direction and the insertion change little (``jacobian_reuse_*``)."""
         state = self.model.state
         free = self._free_gain * np.eye(2)
         if state is None or state.insertion <= 0:
             return free
+        c = self.config
+        cached = self._jacobian
+        if cached is not None and self.steps - cached[3] < c.jacobian_reuse_steps and \
+                abs(state.insertion - cached[2]) < c.jacobian_reuse_m and \
+                float(u1 @ cached[0]) > np.cos(c.jacobian_reuse_rad):
+            # the cached J is in the cached basis: express it in the new one
+            B_old = np.column_stack([cached[0], [-cached[0][1], cached[0][0]]])
+            B_new = np.column_stack([u1, u2])
+            R = B_new.T @ B_old
+            return R @ cached[1] @ R.T
         R0 = state.tip_pose[:3, :3]
         z0 = R0[:, 2]
         basis = np.column_stack([u1, u2])
@@ -340,6 +352,7 @@ class NavigationController:
                 continue
             dz = R0.T @ (probe.tip_pose[:3, 2] - z0)
             J[:, k] = basis.T @ dz[:2] / delta
+        self._jacobian = (u1.copy(), J.copy(), float(state.insertion), self.steps)
         return J
 
     def _roll_into_plane(self, u: np.ndarray) -> None:

@@ -234,7 +234,7 @@ def tool_check(T_ct_tip: np.ndarray, exit_point: np.ndarray, target: np.ndarray,
 
 
 def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
-             nodule: str | None = None, timeout_s: float = 120.0, rate_hz: float | None = None,
+             nodule: str | None = None, timeout_s: float = 300.0, rate_hz: float | None = None,
              pose_source: str = "registered", progress=print) -> dict:
     """Run the closed-loop scenario; return the summary dict (also written to ``summary.json``).
 
