@@ -20,8 +20,9 @@ One call of :meth:`NavigationController.update` is one control step:
 4. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
-5. **End**: within ``goal_tolerance_m`` of the exit point, articulate towards the lesion (hold
-   the insertion) and end ``reached``; ``timeout`` after ``max_steps``.
+5. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
+   ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) and end
+   ``reached``; ``timeout`` after ``max_steps``.
 """
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ class NavigationController:
             self._start_recovery("wrong_branch")
             return
         if self._stalled >= c.stall_steps:
+            if self.tip_to_exit <= c.reach_tolerance_m:  # as close as it gets, and close enough
+                self._drive_end_error = self.tip_to_exit
+                self.phase = "aim"
+                self._aim(T)
+                return
             self._start_recovery("stuck")
             return
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)

@@ -198,7 +198,7 @@ class InProcessGraph:
         self.stop()
 
 
-GROUP_SIGINT_GRACE_S = 1.5
+GROUP_SIGINT_GRACE_S = 1.0
 """After a Ctrl-C, how long the runner lets its children stop on their own before SIGTERM (s)."""
 
 
