@@ -30,6 +30,10 @@ BENCHMARKS = {
     "camera": ["camera_bench.py"],
     "ros_loop": ["ros_loop_bench.py", "--seconds", "60"],
     "campaign": ["campaign_bench.py"],
+    "airway_clinical": ["airway_bench.py", "--preset", "clinical", "--slice-mm", "1.0"],
+    "fidelity": ["fidelity_bench.py"],
+    "faults": ["fault_bench.py"],
+    "navigation": ["navigation_bench.py"],
 }
 
 
