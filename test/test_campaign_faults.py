@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import sys
 from pathlib import Path
 

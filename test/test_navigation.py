@@ -11,16 +11,7 @@ import pytest
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
-
-
-def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
-    """Trachea 100 mm along -z (CT), children 50 mm long at ±angle in the x-z plane."""
-    a, L = np.radians(angle_deg), 0.05
-    trachea = Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.1]], [0.009, 0.009], name="trachea")
-    left = Branch(1, 0, 1, [[0, 0, -0.1], [L * np.sin(a), 0, -0.1 - L * np.cos(a)]], [r_left] * 2)
-    right = Branch(2, 0, 1, [[0, 0, -0.1], [-L * np.sin(a), 0, -0.1 - L * np.cos(a)]],
-                   [r_right] * 2)
-    return AirwayTree([trachea, left, right])
+from trees import y_tree
 
 
 def route_into(tree, child, stop_before=0.01):

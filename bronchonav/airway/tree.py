@@ -220,6 +220,16 @@ class AirwayTree:
         """Ids of the terminal branches."""
         return [b.id for b in self.branches.values() if not b.children]
 
+    def main_bronchus(self, point_ct, same_side: bool = True) -> "Branch":
+        """The main bronchus on the side of ``point_ct`` (CT frame; LPS: +x is patient left,
+        decided against the end of the trachea), or the other one with ``same_side=False``."""
+        end = self.trachea.end
+        side = float(np.sign(np.asarray(point_ct, dtype=float)[0] - end[0])) or 1.0
+        if not same_side:
+            side = -side
+        return max((self[c] for c in self.trachea.children),
+                   key=lambda b: side * (b.end[0] - end[0]))
+
     def path_from_root(self, branch_id: int) -> list[int]:
         """Branch ids from the trachea down to ``branch_id`` (inclusive)."""
         path = [branch_id]

@@ -627,7 +627,7 @@ class CatheterModel:
     def _failed(self, reason, residual, iters, evals, t0) -> CatheterState:
         msg = f"solve failed ({reason}, residual {residual:.2e}); previous state kept"
         if self._state is None:
-            n, n_t = self.n_nodes, len(self.params.tendons)
+            n_t = len(self.params.tendons)
             base = self._retracted_state(ValidCommand(0.0, 0.0, np.zeros(n_t), None,
                                                       np.zeros(3), np.zeros(3), np.zeros(3)))
             self._pending_base = None

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.errors import InputError
+from bronchonav.geometry import Polyline
 
 REACHED_TOLERANCE_M = 5e-3
 """The demo counts the exit point as reached when the tip is this close (m)."""
@@ -92,10 +93,7 @@ class DemoClient:
         from geometry_msgs.msg import PointStamped, PoseStamped, TransformStamped
         from nav_msgs.msg import Path as PathMsg
         from rclpy.node import Node
-        from geometry_msgs.msg import Point, PointStamped
-        from std_msgs.msg import Header, String
-
-        from bronchonav.ros.resources import load_airway_map
+        from std_msgs.msg import String
         from std_srvs.srv import Trigger
 
         from bronchonav.ros import qos
@@ -181,23 +179,14 @@ def survey_point(tree, target_ct: np.ndarray, same_side: bool = False) -> np.nda
     Driving into both makes the EM sweep a Y (trachea and both main bronchi) rather than a
     single path, which a rigid registration cannot pin down.
     """
-    side = np.sign(target_ct[0] - tree.trachea.end[0]) or 1.0
-    if not same_side:
-        side = -side
-    mains = [tree[c] for c in tree.trachea.children]
-    main = max(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
-    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(main.points, axis=0), axis=1))])
-    at = max(s[-1] - 5e-3, 0.5 * s[-1])
-    return np.array([np.interp(at, s, main.points[:, k]) for k in range(3)])
+    line = Polyline(tree.main_bronchus(target_ct, same_side).points)
+    return line.point_at(max(line.length - 5e-3, 0.5 * line.length))
 
 
 def survey_length(tree, target_ct: np.ndarray, margin: float = 5e-3) -> float:
     """Route arc length (m) from the top of the trachea to ``margin`` before the end of the main
     bronchus on the target's side: the EM survey's second arm."""
-    side = np.sign(target_ct[0] - tree.trachea.end[0]) or 1.0
-    mains = [tree[c] for c in tree.trachea.children]
-    main = max(mains, key=lambda b: side * (b.end[0] - tree.trachea.end[0]))
-    return tree.trachea.length + main.length - margin
+    return tree.trachea.length + tree.main_bronchus(target_ct).length - margin
 
 
 def _drive(client, timeout_s: float) -> dict:

@@ -168,12 +168,9 @@ class _Run:
         return controller.outcome
 
 
-def _survey_target(tree, side: float, margin: float) -> RouteTarget:
-    """Trachea and the main bronchus on ``side`` (sign of CT x, LPS: + is patient left), to
-    ``margin`` before its end."""
+def _survey_target(tree, main, margin: float) -> RouteTarget:
+    """Trachea and the main bronchus ``main``, to ``margin`` before its end."""
     trachea = tree.trachea
-    mains = [tree[c] for c in trachea.children]
-    main = max(mains, key=lambda b: side * (b.end[0] - trachea.end[0]))
     line = Polyline(main.points)
     stop = max(line.length - margin, 0.5 * line.length)
     keep = line.s < stop
@@ -229,13 +226,12 @@ def rehearse(airway_map, route, params, pose: str = "truth",
     observe = truth
     reg_success = reg_tre = None
     if pose == "registered":
-        side = np.sign(route.target_center[0] - tree.trachea.end[0]) or 1.0
-        for survey_side in (-side, side):  # the other main bronchus first, then this one
-            surveyor = NavigationController(_survey_target(tree, survey_side,
-                                                           sensing.survey_margin_m),
+        for same_side in (False, True):  # the other main bronchus first, then this one
+            main = tree.main_bronchus(route.target_center, same_side)
+            surveyor = NavigationController(_survey_target(tree, main, sensing.survey_margin_m),
                                             model, config, steps_model=False)
             run.drive(surveyor, truth)
-            if survey_side == -side:  # back into the trachea
+            if not same_side:  # back into the trachea
                 back = max(tree.trachea.length - 0.015, 0.0)
                 while model.state.insertion > back + 1e-9:
                     run.apply(CatheterCommand(
@@ -253,9 +249,10 @@ def rehearse(airway_map, route, params, pose: str = "truth",
             return _result(pose, outcome, run, route, sensor, model, target, t_wall,
                            reg_success, reg_tre)
 
-        def observe(T_ct_tip):
-            reading = sensor.read(T_ct_tip, run.t)
-            return T_est @ reading.T_patient_sensor
+        def registered(T_ct_tip):
+            return T_est @ sensor.read(T_ct_tip, run.t).T_patient_sensor
+
+        observe = registered
 
     controller = NavigationController(target, model, config, steps_model=False)
     steps_before = run.steps
