@@ -28,7 +28,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from bronchonav.airway.tubular import dark_tubeness
 from bronchonav.ct.io import ct_to_index, index_to_ct
+from bronchonav.ct.resample import slice_factor, upsample_slices
 from bronchonav.errors import CTError
 
 
@@ -88,6 +90,22 @@ class SegmentationParams:
     max_volume_m3: float = 0.5e-3
     """An airway segmentation above this volume (m^3; the conducting airways of an adult hold
     about 0.15 L) has leaked into the lungs: it is refused."""
+    max_anisotropy: float = 1.5
+    """Slices thicker than this many in-plane pixels are interpolated to near-isotropic voxels
+    before segmentation (:func:`bronchonav.ct.resample.upsample_slices`); the mask is returned
+    on the scan's own slices."""
+    tubular: bool = True
+    """Run the tubular refinement (:func:`refine_tubular`) after the top-hat refinement."""
+    tube_scales_mm: tuple = (0.7, 1.0, 1.4)
+    """Gaussian scales (mm) of the dark-tube measure (lumen radii of about 1–2.5 mm)."""
+    tube_noise_factor: float = 2.0
+    """Tube candidates need a measure above this many times its 99th percentile in the
+    trachea's air (where it is pure noise)."""
+    tube_lung_percentile: float = 99.5
+    """... and above this percentile of the measure over the parenchyma."""
+    tube_max_growth: float = 1.0
+    """The tubular refinement may add at most this fraction of the segmented volume; more is a
+    leak, and its additions are dropped."""
 
 
 @dataclass
@@ -110,6 +128,32 @@ class ScanLevels:
 
 
 @dataclass
+class TubularRefinement:
+    """Outcome of :func:`refine_tubular`.
+
+    Attributes
+    ----------
+    threshold_hu : float
+        Dark-tube measure a candidate needed (HU).
+    noise_hu : float
+        99th percentile of the measure in the trachea's air (HU).
+    max_hu : float
+        Candidates were darker than this (HU).
+    added_volume : float
+        Volume the stage added (m^3); 0 when it was rejected.
+    rejected : bool
+        The candidates connected to the airways exceeded ``tube_max_growth`` of the segmented
+        volume (a leak) and were dropped.
+    """
+
+    threshold_hu: float
+    noise_hu: float
+    max_hu: float
+    added_volume: float
+    rejected: bool
+
+
+@dataclass
 class Segmentation:
     """Result of :func:`segment_airways`.
 
@@ -128,6 +172,8 @@ class Segmentation:
         the last entry is the exploding threshold with a lower bound of its volume.
     refined_volume : float
         Volume added by the small-airway refinement (m^3).
+    tubular : TubularRefinement or None
+        What the tubular refinement did (``None`` when it did not run).
     scan_levels : ScanLevels or None
         Air, noise and parenchyma levels measured on the scan (``None`` without adaptation).
     """
@@ -139,6 +185,7 @@ class Segmentation:
     volume_curve: list[tuple[float, float]] = field(default_factory=list)
     refined_volume: float = 0.0
     scan_levels: ScanLevels | None = None
+    tubular: TubularRefinement | None = None
 
     def array(self) -> np.ndarray:
         """The mask as a boolean array indexed ``[k, j, i]``."""
@@ -411,6 +458,57 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     return out
 
 
+def refine_tubular(hu: np.ndarray, mask: np.ndarray, seed_kji, spacing_mm,
+                   params: SegmentationParams, levels: ScanLevels | None,
+                   voxel_volume: float) -> tuple[np.ndarray, TubularRefinement]:
+    """Add small airways seen as dark tubes (:func:`bronchonav.airway.tubular.dark_tubeness`)
+    and connected to ``mask``.
+
+    The threshold comes from the scan: ``tube_noise_factor`` times the 99th percentile of the
+    measure within 3 mm of the trachea seed, where the lumen is wide and the measure is noise
+    alone. Candidates must also be darker than half-way between the parenchyma and
+    ``solid_hu`` (thick tissue and vessels are not lumen). Only candidates 26-connected to
+    ``mask``, within 40 mm of it, join; if they would add more than ``tube_max_growth`` times
+    the mask's volume the stage is a leak and adds nothing.
+
+    Returns
+    -------
+    mask : ndarray of bool
+        The refined mask (a superset of ``mask``).
+    outcome : TubularRefinement
+    """
+    lung_hu = levels.lung_hu if levels is not None else -850.0
+    max_hu = 0.5 * (lung_hu + params.solid_hu)
+    pad = max(int(np.ceil(40.0 / min(spacing_mm))), 1)
+    box = _bbox(mask, pad, mask.shape)
+    sub = hu[box]
+    measure = dark_tubeness(sub, spacing_mm, params.tube_scales_mm, max_hu)
+    r = [max(int(round(3.0 / sp)), 1) for sp in spacing_mm[::-1]]
+    c = [int(v) - b.start for v, b in zip(seed_kji, box)]
+    near_seed = measure[max(c[0] - r[0], 0):c[0] + r[0] + 1, max(c[1] - r[1], 0):c[1] + r[1] + 1,
+                        max(c[2] - r[2], 0):c[2] + r[2] + 1]
+    noise = float(np.percentile(near_seed, 99))
+    # the parenchyma's own structure (gaps between vessels) also looks tubular: a candidate
+    # must stand out among the lung voxels too (airways are a small fraction of them)
+    lung = sub[::2, ::2, ::2]
+    lung = (lung < max_hu) & (lung > lung_hu - 3.0 * (levels.noise_hu if levels else 20.0)) \
+        & ~mask[box][::2, ::2, ::2]
+    structure = float(np.percentile(measure[::2, ::2, ::2][lung], params.tube_lung_percentile)) \
+        if lung.sum() >= 1000 else 0.0
+    threshold = max(params.tube_noise_factor * noise, structure)
+    cand = (measure > threshold) | mask[box]
+    del measure
+    labels = cc3d.connected_components(cand, connectivity=26)
+    grown = _labels_in(labels, np.unique(labels[mask[box]]))
+    added = int(grown.sum() - mask[box].sum())
+    rejected = added > params.tube_max_growth * mask.sum()
+    out = mask.copy()
+    if not rejected:
+        out[box] |= grown
+    return out, TubularRefinement(float(threshold), noise, float(max_hu),
+                                  0.0 if rejected else added * voxel_volume, bool(rejected))
+
+
 def measure_levels(hu: np.ndarray, seed_kji, spacing_mm) -> ScanLevels:
     """Air and noise in a 2 mm ball at the trachea seed, and the parenchyma level (HU)."""
     r = [max(int(round(2.0 / s)), 1) for s in spacing_mm[::-1]]
@@ -458,10 +556,13 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     """Segment the airway lumen of a chest CT.
 
     Steps: reorient to LPS index order (lossless), crop to the body (bounding box of the
-    voxels above -400 HU), smooth, find the trachea seed, measure the scan's air, noise and
-    parenchyma levels and adapt the thresholds (:func:`adapt_to_scan`), explosion-controlled
-    region growing, optional small-airway refinement, keep the component of the seed and fill
-    internal holes. A result larger than ``max_volume_m3`` is a leak and is refused.
+    voxels above -400 HU), smooth, interpolate thick slices to near-isotropic voxels
+    (``max_anisotropy``), find the trachea seed, measure the scan's air, noise and parenchyma
+    levels and adapt the thresholds (:func:`adapt_to_scan`), explosion-controlled region
+    growing, optional small-airway refinements (:func:`refine_small_airways`,
+    :func:`refine_tubular`), keep the component of the seed and fill internal holes, and take
+    the mask back to the scan's slices. A result larger than ``max_volume_m3`` is a leak and is
+    refused.
 
     Parameters
     ----------
@@ -481,6 +582,10 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     box = _bbox(raw > -400, 3, raw.shape)  # the body
     sigma_vox = [params.smoothing_sigma_mm / s for s in spacing[::-1]]
     hu_box = ndimage.gaussian_filter(raw[box].astype(np.float32), sigma_vox, truncate=3.0)
+    factor = slice_factor(spacing, params.max_anisotropy)
+    if factor > 1:
+        hu_box = upsample_slices(hu_box, factor)
+        spacing = (spacing[0], spacing[1], spacing[2] / factor)
     seed_box = find_trachea_seed(hu_box, spacing, params)
     levels = None
     if params.adaptive:
@@ -492,6 +597,10 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     if params.refine:
         mask_box = refine_small_airways(hu_box, mask_box, spacing, params)
     refined = float((mask_box.sum() - grown) * voxel_volume)
+    tubular = None
+    if params.tubular:
+        mask_box, tubular = refine_tubular(hu_box, mask_box, seed_box, spacing, params, levels,
+                                           voxel_volume)
     mask_box = _fill_holes(mask_box)
     volume = float(mask_box.sum() * voxel_volume)
     if volume > params.max_volume_m3:
@@ -499,6 +608,11 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
                       f"segmented, at most {params.max_volume_m3 * 1e3:.2f} L expected) and the "
                       "leak could not be contained; the scan may be too noisy or the airway "
                       "walls too faint")
+    del hu_box
+    mask_box = mask_box[::factor]  # back to the scan's slices (slice k is sub-slice k * factor)
+    seed_box = (int(round(seed_box[0] / factor)), seed_box[1], seed_box[2])
+    if not mask_box[seed_box]:
+        mask_box[seed_box] = True  # the seed lay between two slices; keep it in its component
     full = np.zeros(raw.shape, dtype=np.uint8)
     full[box] = mask_box
     mask = sitk.GetImageFromArray(full)
@@ -507,4 +621,5 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     seed_lps = tuple(int(s + b.start) for s, b in zip(seed_box, box))
     seed_ct = index_to_ct(lps, seed_lps)[0]
     seed_index = tuple(int(round(v)) for v in ct_to_index(image, seed_ct)[0])
-    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, levels)
+    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, levels,
+                        tubular)
