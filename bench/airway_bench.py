@@ -67,7 +67,7 @@ def child(folder: Path) -> dict:
     import SimpleITK as sitk
 
     from bronchonav.airway.build import build_map
-    from bronchonav.airway.metrics import airway_metrics, lobe_agreement
+    from bronchonav.airway.metrics import airway_metrics, label_agreement, lobe_agreement
     from bronchonav.ct.io import read_ct
     from bronchonav.maps import tree_from_dict
 
@@ -92,7 +92,9 @@ def child(folder: Path) -> dict:
         "tree": {"branches": len(tree), "max_generation": tree.max_generation,
                  "lobes": tree.lobes(), "gt_branches": len(gt_tree),
                  "gt_max_generation": gt_tree.max_generation,
-                 "lobe_agreement": lobe_agreement(tree, gt_tree)},
+                 "lobe_agreement": lobe_agreement(tree, gt_tree),
+                 "segment_agreement": label_agreement(tree, gt_tree, "segment"),
+                 "segments": len({b.segment for b in tree if b.segment})},
         "metrics": metrics.to_dict(),
         "mesh_triangles": int(len(result.airway_map.mesh_triangles)),
         "_voxels": int(np.prod(image.GetSize())),
@@ -198,6 +200,7 @@ def degradation(tmp: Path, seed: int, row_timeout: float) -> list[dict]:
             row.update(td=round(m["td"], 3), bd=round(m["bd"], 3), fpr=round(m["fpr"], 4),
                        branches=tr["branches"], max_generation=tr["max_generation"],
                        lobe_agreement=round(tr["lobe_agreement"], 3),
+                       segment_agreement=round(tr["segment_agreement"], 3),
                        extraction_seconds=out["extraction"]["seconds"],
                        peak_rss_gb=out["extraction"]["peak_rss_gb"])
         table.append(row)

@@ -97,7 +97,7 @@ def tree_to_dict(tree: AirwayTree) -> dict:
         "root": tree.root,
         "branches": [
             {"id": b.id, "parent": b.parent, "generation": b.generation, "lobe": b.lobe,
-             "name": b.name, "points": b.points.tolist(), "radii": b.radii.tolist()}
+             "name": b.name, "segment": b.segment, "points": b.points.tolist(), "radii": b.radii.tolist()}
             for b in sorted(tree, key=lambda b: b.id)
         ],
     }
@@ -115,7 +115,7 @@ def tree_from_dict(data: dict) -> AirwayTree:
     try:
         branches = [Branch(int(b["id"]), None if b["parent"] is None else int(b["parent"]),
                            int(b["generation"]), b["points"], b["radii"], lobe=b.get("lobe"),
-                           name=b.get("name")) for b in data["branches"]]
+                           name=b.get("name"), segment=b.get("segment")) for b in data["branches"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise MapError(f"malformed branch record in tree: {exc}") from None
     ids = [b.id for b in branches]

@@ -1,4 +1,5 @@
-"""The map-building pipeline: CT (or phantom) → segmentation → tree → lobes → mesh → AirwayMap.
+"""The map-building pipeline: CT (or phantom) → segmentation → tree → lobes and segments → mesh
+→ AirwayMap.
 
 All outputs are in the CT frame (LPS, metres). For a phantom the extraction is scored against
 the phantom's ground truth (:mod:`bronchonav.airway.metrics`) and the phantom's nodules and lung
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 from bronchonav.airway.centerline import CenterlineParams, extract_tree
 from bronchonav.airway.lobes import label_lobes
 from bronchonav.airway.lungs import segment_lungs
+from bronchonav.airway.segments import label_segments
 from bronchonav.airway.mesh import lumen_mesh
 from bronchonav.airway.metrics import AirwayMetrics, airway_metrics
 from bronchonav.airway.segment import Segmentation, SegmentationParams, segment_airways
@@ -100,6 +102,7 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
     tree = timed("centerlines", "extracting centerlines and the tree", extract_tree, seg.mask,
                  params.centerline, image)
     label_lobes(tree)
+    label_segments(tree)
     if lung_mask is None:
         lung_mask = timed("lungs", "segmenting the lungs", segment_lungs, image, seg.mask)
     vertices, triangles = timed("mesh", "meshing the lumen surface", lumen_mesh, seg.mask,

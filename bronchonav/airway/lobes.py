@@ -38,10 +38,11 @@ def _subtree(tree: AirwayTree, branch_id: int) -> list[int]:
     return out
 
 
-def _centroid(tree: AirwayTree, branch_id: int) -> np.ndarray:
-    """Length-weighted centroid of a subtree's centerlines (CT frame, m)."""
+def subtree_centroid(tree: AirwayTree, roots) -> np.ndarray:
+    """Length-weighted centroid of the centerlines of the subtrees below ``roots`` (a branch
+    id or a list of them), CT frame (m)."""
     pts, w = [], []
-    for b in _subtree(tree, branch_id):
+    for b in (b for r in np.atleast_1d(roots) for b in _subtree(tree, int(r))):
         p = tree[b].points
         seg = np.linalg.norm(np.diff(p, axis=0), axis=1)
         pts.append(0.5 * (p[1:] + p[:-1]))
@@ -86,7 +87,7 @@ def _split(tree: AirwayTree, branch_id: int, axis: int, sign: float) -> tuple[in
     kids = list(tree[_major(tree, branch_id)].children)
     if len(kids) < 2:
         return None, kids
-    first = max(kids, key=lambda c: sign * _centroid(tree, c)[axis])
+    first = max(kids, key=lambda c: sign * subtree_centroid(tree, c)[axis])
     return first, [c for c in kids if c != first]
 
 
@@ -104,7 +105,7 @@ def label_lobes(tree: AirwayTree) -> AirwayTree:
                   reverse=True)[:2]
     if len(kids) < 2:
         return tree
-    lmb, rmb = sorted(kids, key=lambda c: _centroid(tree, c)[0], reverse=True)
+    lmb, rmb = sorted(kids, key=lambda c: subtree_centroid(tree, c)[0], reverse=True)
     tree[lmb].name, tree[rmb].name = "LMB", "RMB"
     rul, rest = _split(tree, rmb, axis=2, sign=+1.0)
     if rul is not None:

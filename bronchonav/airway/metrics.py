@@ -170,21 +170,28 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
                          radius_error_p90_m=r_p90)
 
 
-def lobe_agreement(pred: AirwayTree, gt: AirwayTree) -> float:
-    """Fraction of the extracted branches whose lobe label is the ground truth's.
+def label_agreement(pred: AirwayTree, gt: AirwayTree, attribute: str = "lobe") -> float:
+    """Fraction of the extracted branches whose label (``attribute``: ``"lobe"`` or
+    ``"segment"``) is the ground truth's.
 
     Each extracted branch is matched to the ground-truth branch nearest to the middle of its
-    centerline (CT frame); branches whose match has a lobe (lobar bronchi and below) are
-    counted, and agree when their own label is the same. NaN when none is counted.
+    centerline (CT frame); branches whose match has the label (for lobes: lobar bronchi and
+    below; for segments: branches whose territory lies in one segment) are counted, and agree
+    when their own label is the same. NaN when none is counted.
     """
     g = gt.samples()
     agree, counted = 0, 0
     for b in pred:
         mid = b.points[len(b.points) // 2]
         _, i = gt.nearest(mid[None])
-        truth = gt[int(g.branch_ids[int(np.atleast_1d(i)[0])])].lobe
+        truth = getattr(gt[int(g.branch_ids[int(np.atleast_1d(i)[0])])], attribute)
         if truth is None:
             continue
         counted += 1
-        agree += b.lobe == truth
+        agree += getattr(b, attribute) == truth
     return agree / counted if counted else float("nan")
+
+
+def lobe_agreement(pred: AirwayTree, gt: AirwayTree) -> float:
+    """:func:`label_agreement` of the lobe labels."""
+    return label_agreement(pred, gt, "lobe")

@@ -26,6 +26,18 @@ from bronchonav.geometry import inside_tubes, resample_polyline, tangents
 LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
 """Lobe labels: right upper/middle/lower, left upper/lower."""
 
+SEGMENTS = {
+    "RUL": ("RB1", "RB2", "RB3"),
+    "RML": ("RB4", "RB5"),
+    "RLL": ("RB6", "RB7", "RB8", "RB9", "RB10"),
+    "LUL": ("LB1+2", "LB3", "LB4", "LB5"),
+    "LLL": ("LB6", "LB8", "LB9", "LB10"),
+}
+"""Segmental bronchi of each lobe (Boyden): right B1 apical, B2 posterior, B3 anterior; B4
+lateral, B5 medial (middle lobe); B6 superior, B7 medial basal, B8 anterior basal, B9 lateral
+basal, B10 posterior basal. Left: B1+2 apicoposterior, B3 anterior, B4 superior and B5 inferior
+lingula; B6 superior, B8 anterior(-medial) basal, B9 lateral basal, B10 posterior basal."""
+
 
 @dataclass
 class Branch:
@@ -51,6 +63,9 @@ class Branch:
         Ids of the child branches.
     name : str or None
         Anatomical name where known (``"trachea"``, ``"RMB"``, ...).
+    segment : str or None
+        Bronchopulmonary segment the branch supplies (one of :data:`SEGMENTS`), ``None``
+        above the segmental bronchi or where unknown.
     """
 
     id: int
@@ -61,6 +76,7 @@ class Branch:
     lobe: str | None = None
     children: list[int] = field(default_factory=list)
     name: str | None = None
+    segment: str | None = None
 
     def __post_init__(self) -> None:
         self.points = np.asarray(self.points, dtype=float).reshape(-1, 3)
@@ -246,7 +262,7 @@ class AirwayTree:
         """
         g = nx.DiGraph(root=self.root, frame="ct")
         for b in self.branches.values():
-            g.add_node(b.id, generation=b.generation, lobe=b.lobe, name=b.name, length=b.length,
+            g.add_node(b.id, generation=b.generation, lobe=b.lobe, segment=b.segment, name=b.name, length=b.length,
                        radius=b.mean_radius, points=b.points, radii=b.radii)
         for b in self.branches.values():
             if b.parent is not None:

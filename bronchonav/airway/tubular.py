@@ -44,13 +44,13 @@ def _eigenvalues(a, b, c, d, e, f):
     return lo, 3.0 * q - lo - hi, hi
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _accumulate(smooth, hu, spacing_kji, scale2, max_hu, out):
     """``out = max(out, measure)`` at every interior voxel with ``hu < max_hu`` (finite
     differences of ``smooth``)."""
     nz, ny, nx = smooth.shape
     hz, hy, hx = spacing_kji[0], spacing_kji[1], spacing_kji[2]
-    for k in numba.prange(1, nz - 1):
+    for k in range(1, nz - 1):
         for j in range(1, ny - 1):
             for i in range(1, nx - 1):
                 if hu[k, j, i] >= max_hu:

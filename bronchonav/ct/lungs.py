@@ -114,6 +114,40 @@ class LungModel:
         code[left & lower_l] = 1 + LOBES.index("LLL")
         return code
 
+    def segment_of(self, points_ct) -> np.ndarray:
+        """Bronchopulmonary segment of each point (N, 3), CT frame (m): object array of names
+        from :data:`~bronchonav.airway.tree.SEGMENTS`, ``None`` outside the lungs.
+
+        The phantom's segments are parts of its lobes cut by planes of the patient frame
+        (heights z, depths y, lateral x, in m, LPS), laid out after the usual anatomy:
+
+        * RUL: apical B1 above z = 0.035; below it posterior B2 (y > 0) and anterior B3;
+        * RML: lateral B4 (x < -0.075) and medial B5;
+        * RLL: superior B6 above z = -0.045; below it medial basal B7 (x > -0.050), then
+          anterior B8 (y < 0.005), posterior B10 (y > 0.045) and lateral B9 between;
+        * LUL: upper division above z = -0.03 (apicoposterior B1+2 above z = 0.03 or behind
+          y = 0, anterior B3 in front), lingula below (superior B4 above z = -0.055, inferior
+          B5);
+        * LLL: superior B6 above z = -0.05; below it anterior B8 (y < 0.005), posterior B10
+          (y > 0.04) and lateral B9 between.
+        """
+        lobe = self.lobe_of(points_ct)
+        x, y, z = self._xyz(points_ct)
+        out = np.full(len(lobe), None, dtype=object)
+        rules = {
+            "RUL": np.select([z > 0.035, y > 0.0], ["RB1", "RB2"], "RB3"),
+            "RML": np.where(x < -0.075, "RB4", "RB5"),
+            "RLL": np.select([z > -0.045, x > -0.050, y < 0.005, y > 0.045],
+                             ["RB6", "RB7", "RB8", "RB10"], "RB9"),
+            "LUL": np.select([(z >= -0.03) & ((z > 0.03) | (y > 0.0)), z >= -0.03, z > -0.055],
+                             ["LB1+2", "LB3", "LB4"], "LB5"),
+            "LLL": np.select([z > -0.05, y < 0.005, y > 0.04], ["LB6", "LB8", "LB10"], "LB9"),
+        }
+        for name, seg in rules.items():
+            here = lobe == name
+            out[here] = seg[here]
+        return out
+
     # -- point queries ------------------------------------------------------------------------
     @staticmethod
     def _xyz(points_ct):

@@ -367,6 +367,23 @@ def _split(g: _Grow, config: PhantomConfig, lungs: LungModel, occupancy: _Occupa
     return None
 
 
+SEGMENT_PURITY = 0.75
+"""A phantom branch supplies a segment when this fraction of the lung points it was grown to
+fill lie in that segment."""
+
+
+def _supplied_segment(points: np.ndarray, lungs: LungModel) -> str | None:
+    """The segment (:meth:`LungModel.segment_of`) holding at least :data:`SEGMENT_PURITY` of
+    ``points`` (the territory a branch was grown to fill), else ``None``."""
+    if len(points) == 0:
+        return None
+    names, counts = np.unique(lungs.segment_of(points).astype(str), return_counts=True)
+    best = int(np.argmax(counts))
+    if names[best] == "None" or counts[best] < SEGMENT_PURITY * len(points):
+        return None
+    return str(names[best])
+
+
 def generate_phantom_tree(config: PhantomConfig) -> tuple[AirwayTree, list[Nodule], LungModel]:
     """Grow the phantom's ground-truth airway tree and place its nodules (no CT rendering).
 
@@ -379,7 +396,9 @@ def generate_phantom_tree(config: PhantomConfig) -> tuple[AirwayTree, list[Nodul
     -------
     tree : AirwayTree
         Ground truth in the CT frame (m): trachea id 0 generation 0, named central airways,
-        lobe labels from the lobar bronchi down.
+        lobe labels from the lobar bronchi down, and the segment of each branch whose
+        territory (the lung points it was grown to fill) lies mostly in one segment
+        (:func:`_supplied_segment`).
     nodules : list of Nodule
         Solid spherical nodules ``N1``, ``N2``, ...; ``note`` is ``"near airway"`` or
         ``"far from airways"``.
@@ -408,6 +427,8 @@ def generate_phantom_tree(config: PhantomConfig) -> tuple[AirwayTree, list[Nodul
             occupancy.add(dg.branch)
             queue.append(dg)
         next_id += 2
+    for g in queue:
+        g.branch.segment = _supplied_segment(g.points, lungs)
     tree = AirwayTree(branches)
     nodules = place_nodules(tree, lungs, config, np.random.default_rng([config.seed, 1]))
     return tree, nodules, lungs
