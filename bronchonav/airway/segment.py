@@ -98,11 +98,12 @@ class SegmentationParams:
     """Run the tubular refinement (:func:`refine_tubular`) after the top-hat refinement."""
     tube_scales_mm: tuple = (0.7, 1.0, 1.4)
     """Gaussian scales (mm) of the dark-tube measure (lumen radii of about 1–2.5 mm)."""
-    tube_noise_factor: float = 2.0
-    """Tube candidates need a measure above this many times its 99th percentile in the
-    trachea's air (where it is pure noise)."""
-    tube_lung_percentile: float = 99.5
-    """... and above this percentile of the measure over the parenchyma."""
+    tophat_lung_percentile: float = 99.0
+    """Tubular-refinement candidates need a top-hat above this percentile of the top-hat over
+    the parenchyma ..."""
+    tube_lung_percentile: float = 90.0
+    """... and a dark-tube measure above this percentile of the measure over the
+    parenchyma."""
     tube_max_growth: float = 1.0
     """The tubular refinement may add at most this fraction of the segmented volume; more is a
     leak, and its additions are dropped."""
@@ -133,10 +134,10 @@ class TubularRefinement:
 
     Attributes
     ----------
-    threshold_hu : float
+    tophat_threshold_hu : float
+        Top-hat a candidate needed (HU).
+    tube_threshold_hu : float
         Dark-tube measure a candidate needed (HU).
-    noise_hu : float
-        99th percentile of the measure in the trachea's air (HU).
     max_hu : float
         Candidates were darker than this (HU).
     added_volume : float
@@ -146,8 +147,8 @@ class TubularRefinement:
         volume (a leak) and were dropped.
     """
 
-    threshold_hu: float
-    noise_hu: float
+    tophat_threshold_hu: float
+    tube_threshold_hu: float
     max_hu: float
     added_volume: float
     rejected: bool
@@ -428,6 +429,14 @@ def near_thick_tissue(hu: np.ndarray, spacing_mm, params: SegmentationParams) ->
                                                                  + params.exclusion_mm)
 
 
+def _ball(radius_mm: float, spacing_mm) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` on a grid of ``spacing_mm`` (x, y, z), indexed [k, j, i]."""
+    sx, sy, sz = spacing_mm
+    rad = [max(int(round(radius_mm / s)), 1) for s in (sz, sy, sx)]
+    zz, yy, xx = np.ogrid[-rad[0]:rad[0] + 1, -rad[1]:rad[1] + 1, -rad[2]:rad[2] + 1]
+    return (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm ** 2
+
+
 def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
                          params: SegmentationParams) -> np.ndarray:
     """Add thin airways darker than their surroundings and connected to ``mask``.
@@ -442,11 +451,8 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     ndarray of bool
         The refined mask (a superset of ``mask``).
     """
-    sx, sy, sz = spacing_mm
-    rad = [max(int(round(params.tophat_radius_mm / s)), 1) for s in (sz, sy, sx)]
-    zz, yy, xx = np.ogrid[-rad[0]:rad[0] + 1, -rad[1]:rad[1] + 1, -rad[2]:rad[2] + 1]
-    ball = (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= params.tophat_radius_mm ** 2
-    box = _bbox(mask, 2 * max(rad), mask.shape)
+    ball = _ball(params.tophat_radius_mm, spacing_mm)
+    box = _bbox(mask, max(ball.shape) - 1, mask.shape)
     sub = hu[box]
     tophat = ndimage.grey_closing(sub, footprint=ball) - sub
     cand = (tophat > params.tophat_min_hu) & (sub < params.refine_max_hu)
@@ -458,18 +464,22 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     return out
 
 
-def refine_tubular(hu: np.ndarray, mask: np.ndarray, seed_kji, spacing_mm,
-                   params: SegmentationParams, levels: ScanLevels | None,
+def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: SegmentationParams,
+                   levels: ScanLevels | None,
                    voxel_volume: float) -> tuple[np.ndarray, TubularRefinement]:
-    """Add small airways seen as dark tubes (:func:`bronchonav.airway.tubular.dark_tubeness`)
-    and connected to ``mask``.
+    """Add small airways that are dark tubes among the parenchyma, connected to ``mask``.
 
-    The threshold comes from the scan: ``tube_noise_factor`` times the 99th percentile of the
-    measure within 3 mm of the trachea seed, where the lumen is wide and the measure is noise
-    alone. Candidates must also be darker than half-way between the parenchyma and
-    ``solid_hu`` (thick tissue and vessels are not lumen). Only candidates 26-connected to
-    ``mask``, within 40 mm of it, join; if they would add more than ``tube_max_growth`` times
-    the mask's volume the stage is a leak and adds nothing.
+    On thick slices a small airway lying in the slice plane reads brighter than the
+    parenchyma (partial volume with its walls and vessels): it is only darker than its
+    immediate surroundings and tube-shaped. Candidates are darker than half-way between the
+    parenchyma and ``solid_hu`` and stand out among the parenchyma of the same scan on two
+    measures: the grey-level black top-hat (ball of ``tophat_radius_mm``) above its
+    ``tophat_lung_percentile`` over the parenchyma, and the dark-tube measure
+    (:func:`bronchonav.airway.tubular.dark_tubeness`) above its ``tube_lung_percentile`` (the
+    airways are a small fraction of the parenchyma, so the thresholds follow the scan's noise
+    and vessel clutter). Only candidates 26-connected to ``mask``, within 40 mm of it, join;
+    if they would add more than ``tube_max_growth`` times the mask's volume the stage is a leak
+    and adds nothing.
 
     Returns
     -------
@@ -478,34 +488,30 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, seed_kji, spacing_mm,
     outcome : TubularRefinement
     """
     lung_hu = levels.lung_hu if levels is not None else -850.0
+    noise = levels.noise_hu if levels is not None else 20.0
     max_hu = 0.5 * (lung_hu + params.solid_hu)
     pad = max(int(np.ceil(40.0 / min(spacing_mm))), 1)
     box = _bbox(mask, pad, mask.shape)
     sub = hu[box]
-    measure = dark_tubeness(sub, spacing_mm, params.tube_scales_mm, max_hu)
-    r = [max(int(round(3.0 / sp)), 1) for sp in spacing_mm[::-1]]
-    c = [int(v) - b.start for v, b in zip(seed_kji, box)]
-    near_seed = measure[max(c[0] - r[0], 0):c[0] + r[0] + 1, max(c[1] - r[1], 0):c[1] + r[1] + 1,
-                        max(c[2] - r[2], 0):c[2] + r[2] + 1]
-    noise = float(np.percentile(near_seed, 99))
-    # the parenchyma's own structure (gaps between vessels) also looks tubular: a candidate
-    # must stand out among the lung voxels too (airways are a small fraction of them)
-    lung = sub[::2, ::2, ::2]
-    lung = (lung < max_hu) & (lung > lung_hu - 3.0 * (levels.noise_hu if levels else 20.0)) \
-        & ~mask[box][::2, ::2, ::2]
-    structure = float(np.percentile(measure[::2, ::2, ::2][lung], params.tube_lung_percentile)) \
-        if lung.sum() >= 1000 else 0.0
-    threshold = max(params.tube_noise_factor * noise, structure)
-    cand = (measure > threshold) | mask[box]
-    del measure
+    inside = mask[box]
+    dark = sub < max_hu
+    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm)) - sub
+    tube = dark_tubeness(sub, spacing_mm, params.tube_scales_mm, max_hu)
+    lung = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
+    if lung.sum() < 1000:
+        return mask, TubularRefinement(np.inf, np.inf, float(max_hu), 0.0, False)
+    t_tophat = float(np.percentile(tophat[::2, ::2, ::2][lung], params.tophat_lung_percentile))
+    t_tube = float(np.percentile(tube[::2, ::2, ::2][lung], params.tube_lung_percentile))
+    cand = (dark & (tophat > t_tophat) & (tube > t_tube)) | inside
+    del tophat, tube
     labels = cc3d.connected_components(cand, connectivity=26)
-    grown = _labels_in(labels, np.unique(labels[mask[box]]))
-    added = int(grown.sum() - mask[box].sum())
+    grown = _labels_in(labels, np.unique(labels[inside]))
+    added = int(grown.sum() - inside.sum())
     rejected = added > params.tube_max_growth * mask.sum()
     out = mask.copy()
     if not rejected:
         out[box] |= grown
-    return out, TubularRefinement(float(threshold), noise, float(max_hu),
+    return out, TubularRefinement(t_tophat, t_tube, float(max_hu),
                                   0.0 if rejected else added * voxel_volume, bool(rejected))
 
 
@@ -599,7 +605,7 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     refined = float((mask_box.sum() - grown) * voxel_volume)
     tubular = None
     if params.tubular:
-        mask_box, tubular = refine_tubular(hu_box, mask_box, seed_box, spacing, params, levels,
+        mask_box, tubular = refine_tubular(hu_box, mask_box, spacing, params, levels,
                                            voxel_volume)
     mask_box = _fill_holes(mask_box)
     volume = float(mask_box.sum() * voxel_volume)
