@@ -42,8 +42,11 @@ def test_dark_tube_stands_out_and_a_dark_sheet_does_not():
     # on the axis the measure is a good part of the 200 HU contrast; a sheet has l2 ~ 0
     assert 40.0 < t_tube[c, c, c] < 200.0
     assert t_sheet[c, c, c] < 0.05 * t_tube[c, c, c]
-    # a brighter-than-threshold voxel is not evaluated
-    assert dark_tubeness(tube, (0.5, 0.5, 0.5), (1.0,), max_hu=-1100.0).max() == 0.0
+    # only the voxels asked for are evaluated, with the same value
+    where = np.zeros(tube.shape, bool)
+    where[c, c, c] = True
+    only = dark_tubeness(tube, (0.5, 0.5, 0.5), (0.7, 1.0, 1.4), where=where)
+    assert only[c, c, c] == t_tube[c, c, c] and np.count_nonzero(only) == 1
 
 
 def test_anisotropic_spacing_is_taken_in_mm():

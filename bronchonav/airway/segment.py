@@ -495,15 +495,20 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     sub = hu[box]
     inside = mask[box]
     dark = sub < max_hu
-    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm)) - sub
-    tube = dark_tubeness(sub, spacing_mm, params.tube_scales_mm, max_hu)
-    lung = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
+    lung = np.zeros(sub.shape, bool)  # a sample of the parenchyma: every other voxel
+    lung[::2, ::2, ::2] = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
     if lung.sum() < 1000:
         return mask, TubularRefinement(np.inf, np.inf, float(max_hu), 0.0, False)
-    t_tophat = float(np.percentile(tophat[::2, ::2, ::2][lung], params.tophat_lung_percentile))
-    t_tube = float(np.percentile(tube[::2, ::2, ::2][lung], params.tube_lung_percentile))
-    cand = (dark & (tophat > t_tophat) & (tube > t_tube)) | inside
-    del tophat, tube
+    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm))
+    tophat -= sub
+    t_tophat = float(np.percentile(tophat[lung], params.tophat_lung_percentile))
+    cand = dark & (tophat > t_tophat)
+    del tophat
+    tube = dark_tubeness(sub, spacing_mm, params.tube_scales_mm, where=cand | lung)
+    t_tube = float(np.percentile(tube[lung], params.tube_lung_percentile))
+    cand &= tube > t_tube
+    del tube, lung
+    cand |= inside
     labels = cc3d.connected_components(cand, connectivity=26)
     grown = _labels_in(labels, np.unique(labels[inside]))
     added = int(grown.sum() - inside.sum())

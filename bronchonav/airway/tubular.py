@@ -45,15 +45,15 @@ def _eigenvalues(a, b, c, d, e, f):
 
 
 @numba.njit(cache=True)
-def _accumulate(smooth, hu, spacing_kji, scale2, max_hu, out):
-    """``out = max(out, measure)`` at every interior voxel with ``hu < max_hu`` (finite
+def _accumulate(smooth, where, spacing_kji, scale2, out):
+    """``out = max(out, measure)`` at every interior voxel where ``where`` is set (finite
     differences of ``smooth``)."""
     nz, ny, nx = smooth.shape
     hz, hy, hx = spacing_kji[0], spacing_kji[1], spacing_kji[2]
     for k in range(1, nz - 1):
         for j in range(1, ny - 1):
             for i in range(1, nx - 1):
-                if hu[k, j, i] >= max_hu:
+                if not where[k, j, i]:
                     continue
                 c = smooth[k, j, i]
                 dxx = (smooth[k, j, i + 1] - 2.0 * c + smooth[k, j, i - 1]) / (hx * hx)
@@ -74,7 +74,7 @@ def _accumulate(smooth, hu, spacing_kji, scale2, max_hu, out):
                     out[k, j, i] = t
 
 
-def dark_tubeness(hu: np.ndarray, spacing_mm, scales_mm, max_hu: float = np.inf) -> np.ndarray:
+def dark_tubeness(hu: np.ndarray, spacing_mm, scales_mm, where: np.ndarray | None = None) -> np.ndarray:
     """Multi-scale dark-tube measure (HU) of a volume (module docstring).
 
     Parameters
@@ -85,22 +85,24 @@ def dark_tubeness(hu: np.ndarray, spacing_mm, scales_mm, max_hu: float = np.inf)
         Voxel spacing ``(x, y, z)`` in mm.
     scales_mm : sequence of float
         Gaussian scales (mm), about the lumen radii to enhance.
-    max_hu : float
-        Voxels at or above this intensity are not evaluated (measure 0): they cannot be lumen.
+    where : ndarray of bool, shape (K, J, I), optional
+        Evaluate the measure only at these voxels (the Gaussian smoothing is done everywhere;
+        the Hessian and its eigenvalues, the costly part, only here). All voxels by default.
 
     Returns
     -------
     ndarray of float32, shape (K, J, I)
-        0 on the border voxels, where the measure is not defined, and where ``hu >= max_hu``.
+        0 on the border voxels, where the measure is not defined, and outside ``where``.
     """
     vol = np.ascontiguousarray(hu, dtype=np.float32)
     spacing_kji = np.asarray(spacing_mm, dtype=np.float64)[::-1].copy()
     out = np.zeros(vol.shape, np.float32)
     if min(vol.shape) < 3:
         return out
+    where = np.ones(vol.shape, bool) if where is None else np.ascontiguousarray(where, bool)
     smooth = np.empty_like(vol)
     for s in scales_mm:
         ndimage.gaussian_filter(vol, [float(s) / h for h in spacing_kji], output=smooth,
                                 truncate=3.0)
-        _accumulate(smooth, vol, spacing_kji, float(s) ** 2, float(max_hu), out)
+        _accumulate(smooth, where, spacing_kji, float(s) ** 2, out)
     return out
