@@ -6,7 +6,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter1d
 
 from bronchonav.airway.metrics import airway_metrics
-from bronchonav.airway.segment import segment_airways
+from bronchonav.airway.segment import SegmentationParams, segment_airways
 from bronchonav.airway.tubular import dark_tubeness
 from bronchonav.ct.resample import slice_factor, upsample_slices
 from test_segmentation import binary_tree, synthetic_ct
@@ -76,3 +76,16 @@ def test_thick_slice_scan_is_segmented_on_its_own_slices():
     m = airway_metrics(seg.array(), lumen, tree, thick)
     assert m.td > 0.85 and m.fpr < 0.05
     assert seg.tubular is not None and not seg.tubular.rejected
+
+
+def test_a_tubular_refinement_that_grows_too_much_is_dropped():
+    """The stage adds a few voxels to this tree; allowed no growth it is a leak, adds nothing
+    and says so."""
+    tree = binary_tree(depth=2)
+    img, _ = synthetic_ct(tree, spacing=1.0, noise=25.0)
+    free = segment_airways(img)
+    assert free.tubular.added_volume > 0 and not free.tubular.rejected
+    without = segment_airways(img, SegmentationParams(tubular=False)).array()
+    seg = segment_airways(img, SegmentationParams(tube_max_growth=0.0))
+    assert seg.tubular.rejected and seg.tubular.added_volume == 0.0
+    assert np.array_equal(seg.array(), without)

@@ -116,6 +116,7 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
             "seed_ct_m": [float(v) for v in seg.seed_ct],
             "threshold_hu": seg.threshold_hu,
             "refined_volume_m3": seg.refined_volume,
+            "tubular_refinement": asdict(seg.tubular) if seg.tubular is not None else None,
             "segmentation_params": asdict(params.segmentation),
             "centerline_params": asdict(params.centerline),
             "max_triangles": params.max_triangles,

@@ -174,7 +174,8 @@ class Segmentation:
     refined_volume : float
         Volume added by the small-airway refinement (m^3).
     tubular : TubularRefinement or None
-        What the tubular refinement did (``None`` when it did not run).
+        What the tubular refinement did (``None`` when it did not run or found too little
+        parenchyma to set its thresholds).
     scan_levels : ScanLevels or None
         Air, noise and parenchyma levels measured on the scan (``None`` without adaptation).
     """
@@ -466,7 +467,7 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
 
 def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: SegmentationParams,
                    levels: ScanLevels | None,
-                   voxel_volume: float) -> tuple[np.ndarray, TubularRefinement]:
+                   voxel_volume: float) -> tuple[np.ndarray, TubularRefinement | None]:
     """Add small airways that are dark tubes among the parenchyma, connected to ``mask``.
 
     On thick slices a small airway lying in the slice plane reads brighter than the
@@ -485,7 +486,9 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     -------
     mask : ndarray of bool
         The refined mask (a superset of ``mask``).
-    outcome : TubularRefinement
+    outcome : TubularRefinement or None
+        ``None`` when the box holds too little parenchyma (under 1000 sampled voxels) to set
+        the thresholds; nothing is added then.
     """
     lung_hu = levels.lung_hu if levels is not None else -850.0
     noise = levels.noise_hu if levels is not None else 20.0
@@ -498,7 +501,7 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     lung = np.zeros(sub.shape, bool)  # a sample of the parenchyma: every other voxel
     lung[::2, ::2, ::2] = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
     if lung.sum() < 1000:
-        return mask, TubularRefinement(np.inf, np.inf, float(max_hu), 0.0, False)
+        return mask, None  # too little parenchyma to set thresholds on
     tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm))
     tophat -= sub
     t_tophat = float(np.percentile(tophat[lung], params.tophat_lung_percentile))
