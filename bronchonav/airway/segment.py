@@ -430,29 +430,37 @@ def near_thick_tissue(hu: np.ndarray, spacing_mm, params: SegmentationParams) ->
                                                                  + params.exclusion_mm)
 
 
-def _ball(radius_mm: float, spacing_mm) -> np.ndarray:
-    """Boolean ball of ``radius_mm`` on a grid of ``spacing_mm`` (x, y, z), indexed [k, j, i]."""
+def _ball(radius_mm: float, spacing_mm, in_plane: bool = False) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` on a grid of ``spacing_mm`` (x, y, z), indexed [k, j, i];
+    with ``in_plane`` only its central disk (one slice thick)."""
     sx, sy, sz = spacing_mm
     rad = [max(int(round(radius_mm / s)), 1) for s in (sz, sy, sx)]
     zz, yy, xx = np.ogrid[-rad[0]:rad[0] + 1, -rad[1]:rad[1] + 1, -rad[2]:rad[2] + 1]
-    return (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm ** 2
+    ball = (zz * sz) ** 2 + (yy * sy) ** 2 + (xx * sx) ** 2 <= radius_mm ** 2
+    if in_plane:
+        ball[zz[:, 0, 0] != 0] = False
+    return ball
 
 
 def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
-                         params: SegmentationParams) -> np.ndarray:
+                         params: SegmentationParams, in_plane: bool = False) -> np.ndarray:
     """Add thin airways darker than their surroundings and connected to ``mask``.
 
     Candidates are voxels whose grey-level black top-hat (closing minus image, with a ball of
     ``tophat_radius_mm``) exceeds ``tophat_min_hu`` and that are darker than ``refine_max_hu``.
     Candidates next to thick tissue are dropped (:func:`near_thick_tissue`), and only those
-    connected (26-neighbours) to ``mask`` are added.
+    connected (26-neighbours) to ``mask`` are added. With ``in_plane`` the structuring element
+    is the ball's central disk: on interpolated thick slices the z direction has no detail
+    finer than the slice profile, and a ball reaching into the neighbouring (interpolated)
+    slices fills in-plane airways less (measured on the clinical and default phantoms at
+    2.5 mm slices).
 
     Returns
     -------
     ndarray of bool
         The refined mask (a superset of ``mask``).
     """
-    ball = _ball(params.tophat_radius_mm, spacing_mm)
+    ball = _ball(params.tophat_radius_mm, spacing_mm, in_plane)
     box = _bbox(mask, max(ball.shape) - 1, mask.shape)
     sub = hu[box]
     tophat = ndimage.grey_closing(sub, footprint=ball) - sub
@@ -466,15 +474,16 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
 
 
 def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: SegmentationParams,
-                   levels: ScanLevels | None,
-                   voxel_volume: float) -> tuple[np.ndarray, TubularRefinement | None]:
+                   levels: ScanLevels | None, voxel_volume: float,
+                   in_plane: bool = False) -> tuple[np.ndarray, TubularRefinement | None]:
     """Add small airways that are dark tubes among the parenchyma, connected to ``mask``.
 
     On thick slices a small airway lying in the slice plane reads brighter than the
     parenchyma (partial volume with its walls and vessels): it is only darker than its
     immediate surroundings and tube-shaped. Candidates are darker than half-way between the
     parenchyma and ``solid_hu`` and stand out among the parenchyma of the same scan on two
-    measures: the grey-level black top-hat (ball of ``tophat_radius_mm``) above its
+    measures: the grey-level black top-hat (ball of ``tophat_radius_mm``, its central disk
+    with ``in_plane`` as in :func:`refine_small_airways`) above its
     ``tophat_lung_percentile`` over the parenchyma, and the dark-tube measure
     (:func:`bronchonav.airway.tubular.dark_tubeness`) above its ``tube_lung_percentile`` (the
     airways are a small fraction of the parenchyma, so the thresholds follow the scan's noise
@@ -502,7 +511,8 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     lung[::2, ::2, ::2] = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
     if lung.sum() < 1000:
         return mask, None  # too little parenchyma to set thresholds on
-    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm))
+    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm,
+                                                       in_plane))
     tophat -= sub
     t_tophat = float(np.percentile(tophat[lung], params.tophat_lung_percentile))
     cand = dark & (tophat > t_tophat)
@@ -609,12 +619,12 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     mask_box, threshold, curve = explosion_controlled_growing(hu_box, seed_box, params, voxel_volume)
     grown = int(mask_box.sum())
     if params.refine:
-        mask_box = refine_small_airways(hu_box, mask_box, spacing, params)
+        mask_box = refine_small_airways(hu_box, mask_box, spacing, params, factor > 1)
     refined = float((mask_box.sum() - grown) * voxel_volume)
     tubular = None
     if params.tubular:
         mask_box, tubular = refine_tubular(hu_box, mask_box, spacing, params, levels,
-                                           voxel_volume)
+                                           voxel_volume, factor > 1)
     mask_box = _fill_holes(mask_box)
     volume = float(mask_box.sum() * voxel_volume)
     if volume > params.max_volume_m3:
