@@ -205,6 +205,68 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
         graph.stop()
 
 
+# -- catheter_sim while its solver warms up -------------------------------------------------------
+
+def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
+    """The node spins before its solver's first state: parameter requests are answered,
+    /diagnostics says it is starting (WARN), commands are refused with that reason, and no state
+    is published; the first state is published as soon as the solver sends it. The solver child
+    is held (SIGSTOP) right after the node is built, which takes a fraction of the child's
+    start-up (a fresh interpreter, imports, the map, numba's cache)."""
+    from rcl_interfaces.srv import GetParameters
+
+    from bronchonav.ros.catheter_sim_node import CatheterSimNode
+    from bronchonav.ros.params import overrides
+    from bronchonav.ros.runner import node_executor, node_parameters
+
+    values = node_parameters("catheter_sim", extra={"map": map_dir, "solver_standby": False,
+                                                     "diagnostics_rate_hz": 10.0},
+                             namespace="/warm")
+    node = CatheterSimNode(context=context, namespace="/warm",
+                           parameter_overrides=overrides(values))
+    child = node.solver.active_pid
+    os.kill(child, signal.SIGSTOP)
+    stopped = node.state is None  # checked after the SIGSTOP: nothing can arrive meanwhile
+    executor = node_executor(node, context)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+    probe = Probe(context, "warm_probe")
+    try:
+        assert stopped, "the solver sent its first state before the node was built"
+        probe.listen(JointState, "/warm/joint_states", qos.STATE_SUB)
+        probe.listen(DiagnosticArray, "/diagnostics", qos.DEFAULT)
+        reply = probe.call(GetParameters, "/warm/catheter_sim/get_parameters",
+                           GetParameters.Request(names=["rate_hz", "n_nodes"]))
+        assert [reply.values[0].double_value, reply.values[1].integer_value] == \
+            [values["rate_hz"], values["n_nodes"]]
+        diag = probe.wait("/diagnostics", lambda m: any(
+            st.name.startswith("warm/catheter_sim") for st in m.status))
+        status = next(st for st in diag.status if st.name.startswith("warm/catheter_sim"))
+        fields = {kv.key: kv.value for kv in status.values}
+        assert status.level == DiagnosticStatus.WARN and "warming up" in status.message
+        assert fields["solver_status"] == "starting" and fields["insertion_m"] == "nan"
+        pub = probe.node.create_publisher(Float64MultiArray, "/warm/catheter/command",
+                                          qos.COMMAND)
+        deadline = time.monotonic() + 10.0
+        while node.guard.counts()["refused_solver_down"] == 0:
+            assert time.monotonic() < deadline, "the command was not refused"
+            pub.publish(Float64MultiArray(data=[0.05, 0.0, 0.0, 0.0, 0.0, 0.0]))
+            time.sleep(0.1)
+        assert "starting" in node.guard.counts()["last_refusal"]
+        assert probe.msgs["/warm/joint_states"] == [] and node.state is None
+        t_cont = time.monotonic()
+        os.kill(child, signal.SIGCONT)
+        first = probe.wait("/warm/joint_states", timeout=60.0)
+        print(f"first state {time.monotonic() - t_cont:.2f} s after the solver resumed")
+        assert first.position[0] == 0.0 and node.solver.health.status == "running"
+    finally:
+        os.kill(child, signal.SIGCONT)
+        probe.close()
+        executor.shutdown()
+        spinning.join(timeout=5.0)
+        node.destroy_node()
+
+
 # -- catheter_sim as its own process, driven by an external controller ----------------------------
 
 @pytest.fixture(scope="module")

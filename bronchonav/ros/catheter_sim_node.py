@@ -468,9 +468,12 @@ class CatheterSimNode(Node):
             self._refused(self.guard.refuse(source, "invalid", str(exc)))
             return
         if not self._send(sp, command):
+            status = self.solver.health.status
             self._refused(self.guard.refuse(
-                source, "solver_down", f"no solver is running ({self.solver.health.status}); "
-                                       f"the catheter holds its last solved state"))
+                source, "solver_down",
+                "the solver is starting (warming up): commands are taken once the first state "
+                "is published" if status == "starting" else
+                f"no solver is running ({status}); the catheter holds its last solved state"))
             return
         self.guard.accepted(source)
 
