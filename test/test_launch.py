@@ -382,6 +382,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=20)
         elapsed = time.monotonic() - t0
+        print(f"hil stopped in {elapsed:.2f} s after Ctrl-C (load {os.getloadavg()})")
         output = proc.stdout.read()
     finally:
         for sub in subs:

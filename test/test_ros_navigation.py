@@ -95,8 +95,7 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
     target = line.point_at(line.length - 5e-3)
     context = Context()
     rclpy.init(context=context)
-    procs = spawn_processes(["catheter_sim"], launch_args={"map": DEFAULT_MAP},
-)
+    procs = spawn_processes(["catheter_sim"], launch_args={"map": DEFAULT_MAP})
     graph = watcher = None
     try:
         graph = InProcessGraph(["airway_map_server", "route_planner", "navigator"],
