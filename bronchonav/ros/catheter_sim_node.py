@@ -285,7 +285,15 @@ class CatheterSimNode(Node):
                                        max_restarts=p["solver_max_restarts"],
                                        hang_timeout_s=p["solver_hang_timeout_s"])
         self.solver.start(timeout=0.0)  # the hang monitor; the first state comes when it comes
+        try:
+            self._build(p)
+        except BaseException:  # a bad map or parameter, or a signal: no node, so no solver
+            self.solver.close()
+            raise
 
+    def _build(self, p: dict) -> None:
+        """The rest of start-up, while the solver warms up: map, sensors, guard, publishers,
+        timers, subscriptions, services, the loop."""
         from bronchonav.catheter import base_pose_from_tree
         from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
         from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
