@@ -55,6 +55,11 @@ solver's receiver thread turns each solved state into ready-to-publish messages 
 fixed-rate loop thread only stamps and publishes the newest ones every period, so a slow solve or
 a slow subscriber never delays the loop.
 
+Start-up: the solver child is started first and the node spins while it warms up (parameter
+services answer; ``/diagnostics`` says WARN "starting"; commands are refused as ``solver_down``);
+the first state is published as soon as the child sends it. No state after
+``SOLVER_START_TIMEOUT_S`` is an ERROR.
+
 Exit code (console script): 0 when the node ended healthy, 1 when it ended on an error (the
 solver gave up restarting or is down, or the loop raised), 2 for a bad parameter or map.
 """

@@ -108,14 +108,17 @@ def node_executor(node, context=None):
     return executor
 
 
-def _spin(executor) -> None:
-    from rclpy._rclpy_pybind11 import RCLError
+def _spin(executor, stopping: threading.Event) -> None:
+    from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
     from rclpy.executors import ExternalShutdownException
 
     try:
         executor.spin()
     except (ExternalShutdownException, RCLError):  # the context was shut down under us
         pass
+    except InvalidHandle:  # a callback finished while stop() destroyed the executor's guard
+        if not stopping.is_set():
+            raise
 
 
 class InProcessGraph:
@@ -151,11 +154,13 @@ class InProcessGraph:
         self.nodes: dict = {}
         self._executors: list = []
         self._spinning: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     def start(self) -> "InProcessGraph":
         """Create the nodes (in order) and start spinning them in background threads."""
         from bronchonav.ros.params import overrides
 
+        self._stopping.clear()
         try:
             for name in self.node_names:
                 values = node_parameters(name, self.config, self.launch_args,
@@ -177,7 +182,7 @@ class InProcessGraph:
         """Spin ``node`` (one of the graph's, or another node of the same context) on an
         executor of its own until :meth:`stop`; the caller still owns a node it added."""
         executor = node_executor(node, self.context)
-        thread = threading.Thread(target=_spin, args=(executor,), daemon=True,
+        thread = threading.Thread(target=_spin, args=(executor, self._stopping), daemon=True,
                                   name=f"executor-{node.get_name()}")
         thread.start()
         self._executors.append(executor)
@@ -190,6 +195,7 @@ class InProcessGraph:
 
     def stop(self) -> None:
         """Stop spinning and destroy the nodes (idempotent)."""
+        self._stopping.set()
         for executor in self._executors:
             executor.shutdown(timeout_sec=2.0)
         for thread in self._spinning:
