@@ -29,6 +29,7 @@ BENCHMARKS = {
     "registration": ["registration_bench.py", "--trials", "100"],
     "camera": ["camera_bench.py"],
     "ros_loop": ["ros_loop_bench.py", "--seconds", "60"],
+    "ros_cold_start": ["ros_cold_start_bench.py", "--no-warmup-run"],
     "campaign": ["campaign_bench.py"],
     "airway_clinical": ["airway_bench.py", "--preset", "clinical", "--slice-mm", "1.0"],
     "fidelity": ["fidelity_bench.py"],

@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE = 200.0
 MAX_RATE = 100.0
 BURST = 10
-N_LINKS = 70
 
 
 @pytest.fixture(scope="module")
@@ -199,13 +198,9 @@ def _joint(node, **fields):
 
 # -- the command contract -------------------------------------------------------------------------
 
-def test_state_topics_and_the_command_contract(bench):
+def test_the_command_contract(bench):
     b, nan = bench, math.nan
-    b.probe.wait("/joint_states", timeout=120.0)
-    js = b.probe.msgs["/joint_states"][-1][1]
-    assert js.name[:2] == ["insertion", "roll"] and len(js.name) == 2 + 2 * N_LINKS
-    assert not any(n.startswith("tendon") for n in js.name)  # only URDF joints
-    assert b.probe.wait("/tendon_states")[1].name == [f"tendon_{i}" for i in range(4)]
+    b.probe.wait("/joint_states", timeout=120.0)  # (its joint names: test_ros_graph.py)
     b.diag(timeout=30.0)  # the executor spins (commands before that wait in the queue)
 
     # controller A takes charge with a stamped joint command
@@ -213,7 +208,6 @@ def test_state_topics_and_the_command_contract(bench):
     b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.05) < 1e-9)
     _, status, v = b.diag(lambda s, v: v["controller"].startswith("/ctl_a"))
     assert v["commands_accepted"] == "1"
-    _, status, v = b.diag(lambda s, v: v["holding"] == "true")  # watchdog 0.3 s
 
     now = b.a.node.get_clock().now().to_msg()
     bad = [  # (message, refusal kind)
@@ -375,14 +369,18 @@ def test_command_flood_is_refused_and_counted_and_the_loop_holds(bench):
     b = bench
     b.diag(lambda s, v: v["solver_standby"] == "true", timeout=90.0)  # not warming up meanwhile
     _, _, before = b.diag(after=time.monotonic() + 1.0)
-    sent, t0 = 0, time.monotonic()
-    while time.monotonic() - t0 < 2.0:
-        target = int((time.monotonic() - t0) * 10000.0)
+    # 20000 commands paced at 10 kHz against the clock (a pause of this process is made up at
+    # once, as a real flood would be); the flood lasts until the last one is sent
+    flood = [_forward(0.10), _forward(0.10 + 1e-6)]
+    sent, total, t0 = 0, 20000, time.monotonic()
+    while sent < total:
+        target = min(total, int((time.monotonic() - t0) * 10000.0) + 1)
         while sent < target:
-            b.b_fwd.publish(_forward(0.10 + 1e-6 * (sent % 2)))
+            b.b_fwd.publish(flood[sent % 2])
             sent += 1
+        t_last = time.monotonic()
         time.sleep(2e-4)
-    elapsed = time.monotonic() - t0
+    elapsed = t_last - t0
     _, status, during = b.diag()
     keys = ("commands_accepted", "refused_rate_limit", "refused_queue_overflow")
     # once the queue is drained and the once-a-second report is out

@@ -382,6 +382,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=20)
         elapsed = time.monotonic() - t0
+        print(f"hil stopped in {elapsed:.2f} s after Ctrl-C (load {os.getloadavg()})")
         output = proc.stdout.read()
     finally:
         for sub in subs:
@@ -416,8 +417,7 @@ def test_runner_ends_when_a_required_node_dies(probe):
 def test_runner_sim_in_one_process_starts_the_table_nodes(context, probe):
     from bronchonav.ros.runner import InProcessGraph
 
-    with InProcessGraph(LAUNCH_CONFIGS["sim"].nodes, context=context, namespace="/sim1",
-                        extra={"tip_camera": {"nice": 0}}):
+    with InProcessGraph(LAUNCH_CONFIGS["sim"].nodes, context=context, namespace="/sim1"):
         _wait_graph(probe, LAUNCH_CONFIGS["sim"].nodes, "/sim1",
                     topics=["/sim1/airway_map/markers", "/sim1/tip_camera/image_raw",
                             "/sim1/registration/transform"])
@@ -476,27 +476,42 @@ def test_default_params_file_goes_first_so_later_arguments_win():
     assert with_default_params_file(given) == given
 
 
-def test_a_node_started_alone_reads_the_parameter_file(probe, tmp_path):
-    """``ros2 run bronchonav tip_camera`` (here its module): the YAML's values, not the code
-    defaults (tip_camera's ``nice`` is 10 in the code, 0 in config/bronchonav.yaml), and a
-    ``-p`` on the command line still wins; also in a namespace (``/**/tip_camera`` section)."""
+def test_a_node_started_alone_reads_the_installed_parameter_file(probe, tmp_path):
+    """``ros2 run bronchonav tip_camera`` (here its module): the parameter file of the installed
+    package (found through the ament index, as after ``colcon build``) is its default parameter
+    file — here an installed copy whose ``width`` and ``nice`` differ from the node's declared
+    defaults — and a ``-p`` on the command line still wins; also in a namespace (``/**/tip_camera``
+    section)."""
+    import yaml
     from rcl_interfaces.srv import GetParameters
 
     from bronchonav.ros.tip_camera_node import PARAMS
 
-    code_default = next(p.default for p in PARAMS if p.name == "nice")
-    yaml_text = (ROOT / "config" / "bronchonav.yaml").read_text()
-    assert code_default == 10 and re.search(r"^    nice: 0\b", yaml_text, re.MULTILINE)
-    cases = [(["-p", "width:=64", "-r", "__ns:=/cam2"], "/cam2/tip_camera", 0, 64)]
-    for extra, name, nice, width in cases:
+    prefix = tmp_path / "install"
+    share = prefix / "share" / "bronchonav"
+    (share / "config").mkdir(parents=True)
+    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / "bronchonav").write_text("")
+    sections = yaml.safe_load((ROOT / "config" / "bronchonav.yaml").read_text())
+    camera = sections["/**/tip_camera"]["ros__parameters"]
+    declared = {p.name: p.default for p in PARAMS}
+    camera.update(width=96, nice=3)
+    assert (declared["width"], declared["nice"]) != (96, 3)
+    (share / "config" / "bronchonav.yaml").write_text(yaml.safe_dump(sections))
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix))
+    cases = [(["-p", "height:=64", "-r", "__ns:=/cam2"], "/cam2/tip_camera", [3, 96, 64])]
+    for extra, name, expected in cases:
         proc = subprocess.Popen([sys.executable, "-m", "bronchonav.ros.tip_camera_node",
                                  "--ros-args", *extra], cwd=tmp_path, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         try:
             reply = _call(probe, GetParameters, f"{name}/get_parameters",
-                          GetParameters.Request(names=["nice", "width"]), timeout=90.0)
+                          GetParameters.Request(names=["nice", "width", "height"]),
+                          timeout=90.0)
         finally:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=20)
-        assert [v.integer_value for v in reply.values] == [nice, width]
+        assert [v.integer_value for v in reply.values] == expected
         assert code == 0, proc.stdout.read()[-2000:]

@@ -205,6 +205,68 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
         graph.stop()
 
 
+# -- catheter_sim while its solver warms up -------------------------------------------------------
+
+def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
+    """The node spins before its solver's first state: parameter requests are answered,
+    /diagnostics says it is starting (WARN), commands are refused with that reason, and no state
+    is published; the first state is published as soon as the solver sends it. The solver child
+    is held (SIGSTOP) right after the node is built, which takes a fraction of the child's
+    start-up (a fresh interpreter, imports, the map, numba's cache)."""
+    from rcl_interfaces.srv import GetParameters
+
+    from bronchonav.ros.catheter_sim_node import CatheterSimNode
+    from bronchonav.ros.params import overrides
+    from bronchonav.ros.runner import node_executor, node_parameters
+
+    values = node_parameters("catheter_sim", extra={"map": map_dir, "solver_standby": False,
+                                                     "diagnostics_rate_hz": 10.0},
+                             namespace="/warm")
+    node = CatheterSimNode(context=context, namespace="/warm",
+                           parameter_overrides=overrides(values))
+    child = node.solver.active_pid
+    os.kill(child, signal.SIGSTOP)
+    stopped = node.state is None  # checked after the SIGSTOP: nothing can arrive meanwhile
+    executor = node_executor(node, context)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+    probe = Probe(context, "warm_probe")
+    try:
+        assert stopped, "the solver sent its first state before the node was built"
+        probe.listen(JointState, "/warm/joint_states", qos.STATE_SUB)
+        probe.listen(DiagnosticArray, "/diagnostics", qos.DEFAULT)
+        reply = probe.call(GetParameters, "/warm/catheter_sim/get_parameters",
+                           GetParameters.Request(names=["rate_hz", "n_nodes"]))
+        assert [reply.values[0].double_value, reply.values[1].integer_value] == \
+            [values["rate_hz"], values["n_nodes"]]
+        diag = probe.wait("/diagnostics", lambda m: any(
+            st.name.startswith("warm/catheter_sim") for st in m.status))
+        status = next(st for st in diag.status if st.name.startswith("warm/catheter_sim"))
+        fields = {kv.key: kv.value for kv in status.values}
+        assert status.level == DiagnosticStatus.WARN and "warming up" in status.message
+        assert fields["solver_status"] == "starting" and fields["insertion_m"] == "nan"
+        pub = probe.node.create_publisher(Float64MultiArray, "/warm/catheter/command",
+                                          qos.COMMAND)
+        deadline = time.monotonic() + 10.0
+        while node.guard.counts()["refused_solver_down"] == 0:
+            assert time.monotonic() < deadline, "the command was not refused"
+            pub.publish(Float64MultiArray(data=[0.05, 0.0, 0.0, 0.0, 0.0, 0.0]))
+            time.sleep(0.1)
+        assert "starting" in node.guard.counts()["last_refusal"]
+        assert probe.msgs["/warm/joint_states"] == [] and node.state is None
+        t_cont = time.monotonic()
+        os.kill(child, signal.SIGCONT)
+        first = probe.wait("/warm/joint_states", timeout=60.0)
+        print(f"first state {time.monotonic() - t_cont:.2f} s after the solver resumed")
+        assert first.position[0] == 0.0 and node.solver.health.status == "running"
+    finally:
+        os.kill(child, signal.SIGCONT)
+        probe.close()
+        executor.shutdown()
+        spinning.join(timeout=5.0)
+        node.destroy_node()
+
+
 # -- catheter_sim as its own process, driven by an external controller ----------------------------
 
 @pytest.fixture(scope="module")
@@ -249,30 +311,38 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
         assert abs(loop_rate - SIM_RATE) < 0.25 * SIM_RATE, (loop_rate, os.getloadavg())
         assert received > 0.1 * SIM_RATE, received  # a Python subscriber may drop some
 
-        # an external controller at 100 Hz: command → /joint_states latency
+        # an external controller at 100 Hz: command → /joint_states latency, once the standby
+        # solver has warmed up (its start-up, seconds of CPU, is not the steady state)
+        probe.wait("/diagnostics", lambda m: _sim_status(m)[1].get("solver_standby") == "true",
+                   timeout=90.0)
         pub = probe.node.create_publisher(Float64MultiArray, "/catheter/command", qos.COMMAND)
+        jpub = probe.node.create_publisher(JointState, "/catheter/joint_command", qos.COMMAND)
         time.sleep(0.5)
-        sent, latencies = {}, []
-        seen = threading.Event()
+        sent, published, to_probe = {}, [], []
 
         def on_state(msg):
             t = sent.pop(round(msg.position[0], 9), None)
-            if t is not None:
-                latencies.append(time.monotonic() - t)
-                seen.set()
+            if t is not None:  # latency (ms) to the simulator's publication and to this probe
+                published.append((conv.stamp_seconds(msg.header.stamp) - t[1]) * 1e3)
+                to_probe.append((time.monotonic() - t[0]) * 1e3)
         deep = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)  # drop nothing
         probe.node.create_subscription(JointState, "/joint_states", on_state, deep)
         next_t = time.monotonic()
-        for k in range(400):
+        for k in range(400):  # stamped joint commands at 100 Hz, insertion 20 → 120 mm
             q = round(0.02 + 0.1 * k / 400 + 1e-7, 9)
-            sent[q] = time.monotonic()
-            pub.publish(Float64MultiArray(data=[q, 0.0, 0.0, 0.0, 0.0, 0.0]))
+            cmd = JointState(name=["insertion"], position=[q])
+            cmd.header.stamp = probe.node.get_clock().now().to_msg()
+            sent[q] = (time.monotonic(), conv.stamp_seconds(cmd.header.stamp))
+            jpub.publish(cmd)
             next_t += 0.01
             time.sleep(max(0.0, next_t - time.monotonic()))
         time.sleep(0.3)
-        assert len(latencies) > 100, len(latencies)  # superseded commands (solver busy) are skipped
-        p99 = float(np.percentile(latencies, 99)) * 1e3  # asserted at the end
-        last_q = round(0.02 + 0.1 * 399 / 400 + 1e-7, 9)
+        last_q = q
+        assert len(published) > 100, len(published)  # superseded commands (solver busy) skipped
+        max_ms = max(to_probe)
+        print(f"command→state latency p99 {np.percentile(published, 99):.1f} ms to the "
+              f"simulator's publication (issue #6: ≤ 10 ms), {np.percentile(to_probe, 99):.1f} ms "
+              f"to this subscriber, max {max_ms:.0f} ms (load {os.getloadavg()})")
         assert abs(probe.last("/joint_states").position[0] - last_q) < 1e-9
 
         # bad commands are rejected with a reason; the loop keeps running at the same set-point
@@ -291,8 +361,6 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
         assert abs(probe.last("/joint_states").position[0] - last_q) < 1e-9
 
         # tension commands through the JointState interface (effort = N)
-        jpub = probe.node.create_publisher(JointState, "/catheter/joint_command", qos.COMMAND)
-        time.sleep(0.3)
         nan = math.nan  # not set (the ros2_control convention)
         jpub.publish(JointState(name=["insertion", "tendon_0", "tendon_1", "tendon_2",
                                       "tendon_3"],
@@ -313,10 +381,11 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
     # SIGTERM: a clean exit
     sim_process.send_signal(signal.SIGTERM)
     assert sim_process.wait(timeout=15) == 0, sim_process.stdout.read()[-3000:]
-    # Liveness, not speed: every command is answered within a quarter second even on a loaded
-    # machine. The latency figure itself (issue: p99 <= 10 ms) is measured by
-    # bench/ros_loop_bench.py (latency_p99_ms), as speed is measured by benchmarks.
-    assert p99 <= 250.0, f"p99 command→state latency {p99:.1f} ms (load {os.getloadavg()})"
+    # Liveness: every command is answered within a quarter of a second, also on a loaded
+    # machine. Issue #6's p99 ≤ 10 ms (printed above) is a wall-clock figure that other work on
+    # the two cores pushes to 10-16 ms (measured with load 3); bench/ros_loop_bench.py
+    # (latency_p99_ms) measures it with the machine to itself.
+    assert max_ms <= 250.0, (max_ms, os.getloadavg())
 
 
 # -- the CLI runner as a child process ------------------------------------------------------------

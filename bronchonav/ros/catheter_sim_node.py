@@ -55,12 +55,18 @@ solver's receiver thread turns each solved state into ready-to-publish messages 
 fixed-rate loop thread only stamps and publishes the newest ones every period, so a slow solve or
 a slow subscriber never delays the loop.
 
+Start-up: the solver child is started first and the node spins while it warms up (parameter
+services answer; ``/diagnostics`` says WARN "starting"; commands are refused as ``solver_down``);
+the first state is published as soon as the child sends it. No state after
+``SOLVER_START_TIMEOUT_S`` is an ERROR.
+
 Exit code (console script): 0 when the node ended healthy, 1 when it ended on an error (the
 solver gave up restarting or is down, or the loop raised), 2 for a bad parameter or map.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -87,12 +93,12 @@ from bronchonav.ros.params import Param, declare
 PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
     Param("rate_hz", 200.0, "Simulation loop rate (Hz)", minimum=1.0, maximum=2000.0),
-    Param("n_nodes", 40, "Backbone discretisation of the Cosserat solver (nodes)",
+    Param("n_nodes", 30, "Backbone discretisation of the Cosserat solver (nodes)",
           minimum=5, maximum=400),
-    Param("solver_deadline_s", 0.004,
+    Param("solver_deadline_s", 0.05,
           "Per-step solver time budget (s); a step over budget keeps the previous state",
           minimum=1e-4, maximum=1.0),
-    Param("solver_recovery_deadline_s", 0.2,
+    Param("solver_recovery_deadline_s", 2.0,
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
     Param("solver_standby", True,
@@ -165,6 +171,8 @@ PARAMS = [
           minimum=1e-4, maximum=0.1),
 ]
 
+SOLVER_START_TIMEOUT_S = 120.0
+"""A solver that has sent no state this long after start-up is reported as ERROR (s)."""
 SOURCE_LOOKUP_S = 1.0
 """Longest wait (s) for a new publisher's node name to reach the graph (once per publisher)."""
 FLOOD_READ_PAUSE_S = 2e-3
@@ -233,16 +241,12 @@ class CatheterSimNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("catheter_sim", **kwargs)
+        self._t_start = time.monotonic()
         self.params = p = declare(self, PARAMS)
-        from bronchonav.catheter import CatheterParams, base_pose_from_tree
-        from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
-        from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
-                                                 SolverConfig, SolverSupervisor,
-                                                 freeze_startup_heap)
-        from bronchonav.ros.resources import load_airway_map, load_tree
-        from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
+        from bronchonav.catheter import CatheterParams
+        from bronchonav.catheter.runtime import SolverConfig, SolverSupervisor
+        from bronchonav.ros.resources import load_tree
 
-        self.airway_map = load_airway_map(p["map"])
         self.catheter = CatheterParams.default()
         if p["n_links"] * p["link_length_m"] < self.catheter.limits.max_insertion - 1e-9:
             from bronchonav.errors import InputError
@@ -250,6 +254,59 @@ class CatheterSimNode(Node):
             raise InputError(f"the URDF chain (n_links × link_length_m = "
                              f"{p['n_links'] * p['link_length_m']} m) is shorter than the "
                              f"maximum insertion {self.catheter.limits.max_insertion} m")
+        # state slots, written by the solver's receiver thread from now on
+        self._lock = threading.Lock()
+        self._valid = _Setpoint()
+        self._last_command_time: float | None = None
+        self._seq = 0
+        self._unsolved: deque = deque()
+        """(seq, monotonic accept time) of accepted commands not yet solved, oldest first."""
+        self.holding = True
+        self.solver_failures = 0
+        self.consecutive_failures = 0
+        self.last_solver_failure = ""
+        self.solver_event = ""
+        self._solve_times = deque(maxlen=20000)
+        self._latest: _StateMessages | None = None
+        self._built = False
+        """Whether the node can turn states into messages (set at the end of start-up)."""
+        self._early_state = None
+        """The solver's first state when it arrived before the node was built."""
+        self._stale = False
+        self._pub_lock = threading.Lock()
+        """Held while choosing and publishing the newest state, so that with depth-1 QoS an
+        older state never overwrites a newer one on ``joint_states``. The loop thread never
+        waits for it: when the receiver holds it, that tick's state is being published."""
+        # The solver child starts first: its start-up (interpreter, imports, map, numba cache,
+        # warm-up solves) is the longest part of the node's and runs while the node builds
+        # itself and spins (parameter services answer meanwhile); the first state is published
+        # as soon as it arrives.
+        config = SolverConfig(load_tree=partial(load_tree, p["map"]), n_nodes=p["n_nodes"],
+                              deadline_s=p["solver_deadline_s"],
+                              recovery_deadline_s=p["solver_recovery_deadline_s"],
+                              params=self.catheter)
+        self.solver = SolverSupervisor(config, self._on_solver_state, self._on_solver_event,
+                                       standby=p["solver_standby"],
+                                       max_restarts=p["solver_max_restarts"],
+                                       hang_timeout_s=p["solver_hang_timeout_s"])
+        self.solver.start(timeout=0.0)  # the hang monitor; the first state comes when it comes
+        try:
+            self._build(p)
+        except BaseException:  # a bad map or parameter, or a signal: no node, so no solver
+            self.solver.close()
+            raise
+
+    def _build(self, p: dict) -> None:
+        """The rest of start-up, while the solver warms up: map, sensors, guard, publishers,
+        timers, subscriptions, services, the loop."""
+        from bronchonav.catheter import base_pose_from_tree
+        from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
+        from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
+                                                 freeze_startup_heap)
+        from bronchonav.ros.resources import load_airway_map
+        from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
+
+        self.airway_map = load_airway_map(p["map"])
         self.tendon_names = list(self.catheter.tendon_names)
         self.T_ct_base = np.asarray(base_pose_from_tree(self.airway_map.tree), dtype=float)
         self._joint_angles = chain_joint_angles
@@ -261,26 +318,6 @@ class CatheterSimNode(Node):
                                                        p["breathing_amplitude_m"],
                                                        period=p["breathing_period_s"]),
             noise_m=p["em_noise_m"], angle_noise_rad=p["em_angle_noise_rad"], seed=p["em_seed"])
-
-        # command slot, written by subscriber callbacks, read by the loop thread
-        self._lock = threading.Lock()
-        self._valid = _Setpoint()
-        self._last_command_time: float | None = None
-        self._seq = 0
-        self._unsolved: deque = deque()
-        """(seq, monotonic accept time) of accepted commands not yet solved, oldest first."""
-        self.holding = False
-        self.solver_failures = 0
-        self.consecutive_failures = 0
-        self.last_solver_failure = ""
-        self.solver_event = ""
-        self._solve_times = deque(maxlen=20000)
-        self._latest: _StateMessages | None = None
-        self._stale = False
-        self._pub_lock = threading.Lock()
-        """Held while choosing and publishing the newest state, so that with depth-1 QoS an
-        older state never overwrites a newer one on ``joint_states``. The loop thread never
-        waits for it: when the receiver holds it, that tick's state is being published."""
         self._sources: dict[bytes, str] = {}
         self._last_seq: dict[bytes, int] = {}
         """publisher gid → DDS sequence number of its latest command (gaps = commands lost
@@ -301,18 +338,6 @@ class CatheterSimNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", qos.DEFAULT)
         self._publish_static_tf()
 
-        config = SolverConfig(load_tree=partial(load_tree, p["map"]), n_nodes=p["n_nodes"],
-                              deadline_s=p["solver_deadline_s"],
-                              recovery_deadline_s=p["solver_recovery_deadline_s"],
-                              params=self.catheter)
-        self.solver = SolverSupervisor(config, self._on_solver_state, self._on_solver_event,
-                                       standby=p["solver_standby"],
-                                       max_restarts=p["solver_max_restarts"],
-                                       hang_timeout_s=p["solver_hang_timeout_s"])
-        if not self.solver.start(120.0) or self._latest is None:
-            reason = self.solver.health.last_death or "no answer within 120 s"
-            self.solver.close()
-            raise RuntimeError(f"the catheter solver process did not start ({reason})")
         self._t0 = time.monotonic()
         self.create_timer(1.0 / p["viz_rate_hz"], self._publish_backbone)
         self.create_timer(1.0 / p["em_rate_hz"], self._publish_em)
@@ -326,7 +351,11 @@ class CatheterSimNode(Node):
             lambda msg, info: self._on_command(msg, info, self.sub_joint), qos.COMMAND)
         self.create_service(SetBool, "catheter/emergency_stop", self._on_emergency_stop)
         self.create_service(Trigger, "catheter/release_control", self._on_release_control)
-        self.holding = True
+        with self._lock:
+            self._built = True
+            early, self._early_state = self._early_state, None
+        if early is not None:
+            self._on_solver_state(-1, early)
         freeze_startup_heap()
         self.loop = FixedRateLoop(p["rate_hz"], self._tick, name="catheter-sim-loop",
                                   realtime_priority=p["realtime_priority"]).start()
@@ -337,7 +366,8 @@ class CatheterSimNode(Node):
             f"catheter_sim at {p['rate_hz']:.0f} Hz on map {self.airway_map.name!r}: tendons "
             f"{self.tendon_names}, command {self.sub_forward.topic_name} [insertion, roll, "
             f"{len(self.tendon_names)} displacements] or {self.sub_joint.topic_name}; "
-            f"audit log {audit_path}")
+            f"audit log {audit_path}; the solver is "
+            + ("running" if self._latest is not None else "warming up (states follow)"))
 
     # -- TF (only where tf2_msgs exists) ----------------------------------------------------------
     def _publish_static_tf(self) -> None:
@@ -451,9 +481,12 @@ class CatheterSimNode(Node):
             self._refused(self.guard.refuse(source, "invalid", str(exc)))
             return
         if not self._send(sp, command):
+            status = self.solver.health.status
             self._refused(self.guard.refuse(
-                source, "solver_down", f"no solver is running ({self.solver.health.status}); "
-                                       f"the catheter holds its last solved state"))
+                source, "solver_down",
+                "the solver is starting (warming up): commands are taken once the first state "
+                "is published" if status == "starting" else
+                f"no solver is running ({status}); the catheter holds its last solved state"))
             return
         self.guard.accepted(source)
 
@@ -474,14 +507,18 @@ class CatheterSimNode(Node):
         """True: hold the catheter where it is and refuse commands; false: accept again."""
         if request.data:
             self.guard.engage_estop("catheter/emergency_stop service")
-            st = self._latest.state
-            hold = _Setpoint(float(st.insertion), float(st.roll),
-                             [float(d) for d in st.tendon_displacements], None)
-            held = self._send(hold, hold.command())
             response.success = True
-            response.message = ("emergency stop engaged: holding insertion "
-                                f"{hold.insertion:.4f} m" + ("" if held else
-                                                             " (no solver running)"))
+            latest = self._latest
+            if latest is None:  # nothing was commanded yet: the catheter stays at rest
+                response.message = "emergency stop engaged before the first state: at rest"
+            else:
+                st = latest.state
+                hold = _Setpoint(float(st.insertion), float(st.roll),
+                                 [float(d) for d in st.tendon_displacements], None)
+                held = self._send(hold, hold.command())
+                response.message = ("emergency stop engaged: holding insertion "
+                                    f"{hold.insertion:.4f} m" + ("" if held else
+                                                                 " (no solver running)"))
             self.get_logger().error(response.message)
         else:
             self.guard.release_estop("catheter/emergency_stop service")
@@ -505,6 +542,8 @@ class CatheterSimNode(Node):
         """One loop period: watchdog, staleness, and the newest state stamped and published."""
         age = self.command_age(now)
         self.holding = age is None or age > self.params["watchdog_timeout_s"]
+        if self._latest is None:  # the solver is still warming up
+            return
         if self._pub_lock.acquire(blocking=False):  # else the receiver is publishing a newer one
             try:
                 self._publish_state(self._latest, now)
@@ -548,11 +587,18 @@ class CatheterSimNode(Node):
             with self._lock:
                 while self._unsolved and self._unsolved[0][0] <= seq:
                     self._unsolved.popleft()
+        with self._lock:
+            if not self._built:  # the node is still building itself: publish it once built
+                self._early_state = state
+                return
         messages = self._state_messages(state)
         with self._pub_lock:
             first = self._latest is None
             self._latest = messages
-            if not first and self.params["publish_on_update"]:
+            if first:
+                self.get_logger().info(f"first state after {time.monotonic() - self._t_start:.2f} s"
+                                       " (publishing)")
+            if first or self.params["publish_on_update"]:
                 from rclpy._rclpy_pybind11 import RCLError
 
                 try:
@@ -571,6 +617,9 @@ class CatheterSimNode(Node):
             self.get_logger().warning(f"solver refused command {seq}: {reason}")
             return
         self.solver_event = f"{kind}: {detail}"
+        if not self._built:  # during start-up: the supervisor restarts it; say so
+            self.get_logger().error(f"solver {kind} during start-up: {detail}")
+            return
         self.guard.audit.write(f"solver_{kind}", detail=str(detail))
         if kind == "restarted":
             with self._lock:  # the new child re-solves the last good command, then the newest
@@ -586,8 +635,10 @@ class CatheterSimNode(Node):
 
     @property
     def state(self):
-        """The latest converged :class:`~bronchonav.catheter.CatheterState`."""
-        return self._latest.state
+        """The latest converged :class:`~bronchonav.catheter.CatheterState` (None until the
+        solver's first state)."""
+        latest = self._latest
+        return None if latest is None else latest.state
 
     def solver_stats(self) -> dict:
         """Solve-time statistics over the recent solves (ms) and the failure count."""
@@ -623,6 +674,8 @@ class CatheterSimNode(Node):
     # -- slower streams (executor timers, off the loop thread) -------------------------------------
     def _publish_backbone(self) -> None:
         """``catheter/backbone`` and ``catheter/contact_wrench`` (CT frame)."""
+        if self._latest is None:
+            return
         st = self._latest.state
         stamp = self.get_clock().now().to_msg()
         self.pub_path.publish(conv.path_message(st.positions, "ct", stamp,
@@ -634,6 +687,8 @@ class CatheterSimNode(Node):
 
     def _publish_em(self) -> None:
         """``/catheter/em_pose``: the simulated EM sensor (patient frame)."""
+        if self._latest is None:
+            return
         T_tip = self._latest.T_ct_tip
         self.pub_em.publish(conv.pose_stamped(self.em_pose(T_tip, time.monotonic() - self._t0),
                                               "patient", self.get_clock().now().to_msg()))
@@ -657,6 +712,12 @@ class CatheterSimNode(Node):
         or the watchdog holds; else OK."""
         h = self.solver.health
         age = self.command_age()
+        if h.status == "starting":
+            waited = time.monotonic() - self._t_start
+            if waited > SOLVER_START_TIMEOUT_S:
+                return (DiagnosticStatus.ERROR, f"the solver has not started after {waited:.0f} s"
+                        + (f" ({h.last_death})" if h.last_death else ""))
+            return DiagnosticStatus.WARN, f"starting: the solver is warming up ({waited:.1f} s)"
         if h.status == "failed":
             return DiagnosticStatus.ERROR, f"solver failed, holding: {h.last_death}"
         if h.status != "running":
@@ -691,8 +752,10 @@ class CatheterSimNode(Node):
         h = self.solver.health
         level, message = self.health()
         latest = self._latest
-        state_age = (self.get_clock().now().nanoseconds
-                     - (latest.solved_stamp.sec * 10**9 + latest.solved_stamp.nanosec)) * 1e-9
+        state_age = math.nan if latest is None else (
+            self.get_clock().now().nanoseconds
+            - (latest.solved_stamp.sec * 10**9 + latest.solved_stamp.nanosec)) * 1e-9
+        state = None if latest is None else latest.state
         values = {
             "rate_hz": f"{s['rate_hz']:.2f}", "target_rate_hz": f"{s['target_rate_hz']:.2f}",
             "step_median_ms": f"{s['step_median_ms']:.3f}", "step_p99_ms": f"{s['step_p99_ms']:.3f}",
@@ -713,8 +776,8 @@ class CatheterSimNode(Node):
             "solve_median_ms": f"{solver['solve_median_ms']:.3f}",
             "solve_p99_ms": f"{solver['solve_p99_ms']:.3f}",
             "solve_max_ms": f"{solver['solve_max_ms']:.3f}",
-            "solver_residual": f"{float(getattr(self.state, 'residual', 0.0)):.3e}",
-            "insertion_m": f"{float(self.state.insertion):.4f}",
+            "solver_residual": f"{float(getattr(state, 'residual', math.nan)):.3e}",
+            "insertion_m": f"{float(getattr(state, 'insertion', math.nan)):.4f}",
             "setpoint_insertion_m": f"{float(self._valid.insertion):.4f}",
             "realtime": f"SCHED_FIFO {self.params['realtime_priority']}" if self.loop.realtime
                         else "normal",
@@ -730,7 +793,10 @@ class CatheterSimNode(Node):
         running, loop errors), else 0."""
         if getattr(self, "loop", None) is None:
             return 0  # stopped during start-up: spin_node reports that
-        return int(self.solver.health.status != "running" or self.loop.errors > 0)
+        status = self.solver.health.status
+        if status == "starting":  # stopped while the solver warmed up: an error only if late
+            return int(time.monotonic() - self._t_start > SOLVER_START_TIMEOUT_S)
+        return int(status != "running" or self.loop.errors > 0)
 
     def destroy_node(self):
         """Stop the loop and the solver processes, close the audit log, then destroy the node

@@ -40,6 +40,11 @@ LAUNCH_CONFIGS = {name: list(c.nodes) for name, c in launch_spec.LAUNCH_CONFIGS.
 """Launch configuration → node names, as ``launch/<name>.launch.py`` starts them."""
 
 
+IN_PROCESS_OVERRIDES = {"tip_camera": {"nice": 0}}
+"""Parameters that differ when nodes share one process: niceness is per process, and the
+camera's would slow the catheter loop beside it."""
+
+
 def default_config() -> Path:
     """``config/bronchonav.yaml`` from the package share directory or the source tree."""
     from bronchonav.ros.resources import data_file
@@ -103,14 +108,17 @@ def node_executor(node, context=None):
     return executor
 
 
-def _spin(executor) -> None:
-    from rclpy._rclpy_pybind11 import RCLError
+def _spin(executor, stopping: threading.Event) -> None:
+    from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
     from rclpy.executors import ExternalShutdownException
 
     try:
         executor.spin()
     except (ExternalShutdownException, RCLError):  # the context was shut down under us
         pass
+    except InvalidHandle:  # a callback finished while stop() destroyed the executor's guard
+        if not stopping.is_set():
+            raise
 
 
 class InProcessGraph:
@@ -146,15 +154,18 @@ class InProcessGraph:
         self.nodes: dict = {}
         self._executors: list = []
         self._spinning: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     def start(self) -> "InProcessGraph":
         """Create the nodes (in order) and start spinning them in background threads."""
         from bronchonav.ros.params import overrides
 
+        self._stopping.clear()
         try:
             for name in self.node_names:
-                values = node_parameters(name, self.config, self.launch_args, self.extra.get(name),
-                                         self.namespace)
+                values = node_parameters(name, self.config, self.launch_args,
+                                         {**IN_PROCESS_OVERRIDES.get(name, {}),
+                                          **self.extra.get(name, {})}, self.namespace)
                 kwargs = {"parameter_overrides": overrides(values), "namespace": self.namespace}
                 if self.context is not None:
                     kwargs["context"] = self.context
@@ -171,7 +182,7 @@ class InProcessGraph:
         """Spin ``node`` (one of the graph's, or another node of the same context) on an
         executor of its own until :meth:`stop`; the caller still owns a node it added."""
         executor = node_executor(node, self.context)
-        thread = threading.Thread(target=_spin, args=(executor,), daemon=True,
+        thread = threading.Thread(target=_spin, args=(executor, self._stopping), daemon=True,
                                   name=f"executor-{node.get_name()}")
         thread.start()
         self._executors.append(executor)
@@ -184,6 +195,7 @@ class InProcessGraph:
 
     def stop(self) -> None:
         """Stop spinning and destroy the nodes (idempotent)."""
+        self._stopping.set()
         for executor in self._executors:
             executor.shutdown(timeout_sec=2.0)
         for thread in self._spinning:
@@ -198,23 +210,13 @@ class InProcessGraph:
         self.stop()
 
 
-GROUP_SIGINT_GRACE_S = 1.0
-"""After a Ctrl-C, how long the runner lets its children stop on their own before SIGTERM (s)."""
-
-
 class _StopOnSignal:
     """Context manager: SIGINT/SIGTERM set :attr:`event` instead of killing the process."""
 
     def __enter__(self) -> threading.Event:
         self.event = threading.Event()
-        self.event.signal = None  # the first signal received
-
-        def handler(signum, _frame):
-            if self.event.signal is None:
-                self.event.signal = signum
-            self.event.set()
-
-        self._previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, lambda *_: self.event.set())
+                          for s in (signal.SIGINT, signal.SIGTERM)}
         return self.event
 
     def __exit__(self, *exc) -> None:
@@ -348,17 +350,14 @@ def spawn_processes(node_names, config=None, launch_args=None, extra=None,
     return procs
 
 
-def stop_processes(procs: dict, timeout: float = 10.0, grace: float = 0.0) -> dict:
+def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
     """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``.
 
-    ``grace`` (s): first let children that were already signalled (a terminal's Ctrl-C reaches
-    the whole process group) end by themselves; a second signal during a node's start-up or
-    teardown is what would make it end untidily.
+    Each child runs in a session of its own (:func:`spawn_processes`): a terminal's Ctrl-C
+    reaches the runner only, and this SIGTERM is the one signal a child gets (a second one
+    during a node's start-up or teardown would end it untidily). Nothing waits for a child to
+    stop by itself first: none was signalled.
     """
-    deadline = time.monotonic() + grace
-    while grace > 0 and time.monotonic() < deadline and any(p.poll() is None
-                                                            for p in procs.values()):
-        time.sleep(0.02)
     for p in procs.values():
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -405,9 +404,7 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
                           file=sys.stderr, flush=True)
                     break
         finally:
-            codes = stop_processes({**procs, **tools},
-                                   grace=GROUP_SIGINT_GRACE_S if stop.signal == signal.SIGINT
-                                   else 0.0)
+            codes = stop_processes({**procs, **tools})
     bad = {n: codes[n] for n in procs if codes[n] != 0}
     for name, code in bad.items():
         print(f"{name} ended with exit code {code}", file=sys.stderr, flush=True)

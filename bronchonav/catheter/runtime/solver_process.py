@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -117,6 +119,21 @@ def _solve_forever(conn, config: SolverConfig) -> None:
         conn.send(("state", seq, state))
 
 
+@contextmanager
+def _main_not_rerun():
+    """Keep a spawned child from importing the parent's ``__main__`` (multiprocessing does, to
+    find functions defined there): :func:`_serve` lives here, and a node's main module would
+    cost the child's start-up its ROS imports."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__.pop(k) for k in ("__spec__", "__file__") if k in main.__dict__}
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        del main.__spec__
+        main.__dict__.update(saved)
+
+
 class SolverProcess:
     """One solver child process and the thread that receives its messages.
 
@@ -138,7 +155,8 @@ class SolverProcess:
         # process group while it starts cannot kill it; _serve then ignores and unblocks them
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENT_SIGNALS)
         try:
-            self._proc.start()
+            with _main_not_rerun():
+                self._proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()

@@ -1,0 +1,178 @@
+"""The navigator in a ROS graph, and the demo's ROS path, checked against the simulator's ground
+truth (not against what the navigator or the demo say about themselves).
+
+- The navigator drives a short route on the default phantom (into a main bronchus) in a graph
+  started through the project's runner: catheter_sim as its own process, the map server, the
+  route planner and the navigator in this process. It must report ``reached`` within 60 s, and
+  the simulator's ground-truth tip must then be at the route's exit point, inside the lumen of
+  the target branch.
+- ``bronchonav demo --pose truth`` to one nodule (the shortened scenario: no survey) must
+  succeed, and its MCAP recording must show the ground-truth tip at the planned exit point at
+  the end; the picture and the EM sample file must hold what the summary says.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() * 11) % 99)
+
+import rclpy  # noqa: E402  (fails, not skips, without ROS 2)
+from geometry_msgs.msg import Point, PointStamped, PoseStamped  # noqa: E402
+from nav_msgs.msg import Path as PathMsg  # noqa: E402
+from std_msgs.msg import Header, String  # noqa: E402
+
+from bronchonav.ros import conversions as conv  # noqa: E402
+from bronchonav.ros import qos  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MAP = str(ROOT / "maps" / "phantom_default")
+REACHED_M = 5e-3
+"""Ground-truth tip to exit point when a drive counts as reached (m): the demo's tolerance."""
+
+
+@pytest.fixture(scope="module")
+def tree():
+    from bronchonav.ros.resources import load_airway_map
+
+    return load_airway_map(DEFAULT_MAP).tree
+
+
+class Watcher:
+    """A node on its own executor thread keeping the latest message per topic."""
+
+    def __init__(self, context):
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.node = rclpy.create_node("navigation_watcher", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.latest: dict = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def listen(self, cls, topic, profile):
+        def keep(msg):
+            with self.lock:
+                self.latest[topic] = msg
+        self.node.create_subscription(cls, topic, keep, profile)
+
+    def wait(self, topic, predicate=lambda m: True, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                msg = self.latest.get(topic)
+            if msg is not None and predicate(msg):
+                return msg
+            time.sleep(0.05)
+        raise AssertionError(f"nothing suitable on {topic} within {timeout} s "
+                             f"(latest: {self.latest.get(topic)})")
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
+    from rclpy.context import Context
+
+    from bronchonav.geometry import Polyline
+    from bronchonav.ros.runner import InProcessGraph, spawn_processes, stop_processes
+
+    # the longer main bronchus (the left one), 5 mm before its end: inside the lung mask
+    branch = max((b for b in tree if b.generation == 1), key=lambda b: Polyline(b.points).length)
+    line = Polyline(branch.points)
+    target = line.point_at(line.length - 5e-3)
+    context = Context()
+    rclpy.init(context=context)
+    procs = spawn_processes(["catheter_sim"], launch_args={"map": DEFAULT_MAP})
+    graph = watcher = None
+    try:
+        graph = InProcessGraph(["airway_map_server", "route_planner", "navigator"],
+                               launch_args={"map": DEFAULT_MAP}, context=context).start()
+        watcher = Watcher(context)
+        for cls, topic, profile in [(PoseStamped, "/catheter/tip_pose", qos.STATE_SUB),
+                                    (String, "/route/status", qos.LATCHED),
+                                    (PathMsg, "/route", qos.LATCHED),
+                                    (String, "/navigator/status", qos.LATCHED)]:
+            watcher.listen(cls, topic, profile)
+        watcher.wait("/catheter/tip_pose", timeout=90.0)  # the simulator runs
+        goal = watcher.node.create_publisher(PointStamped, "/route_planner/goal_point",
+                                             qos.DEFAULT)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        goal.publish(PointStamped(header=Header(frame_id="ct"), point=Point(
+            x=float(target[0]), y=float(target[1]), z=float(target[2]))))
+        status = json.loads(watcher.wait("/route/status", lambda m: json.loads(m.data).get(
+            "target_m") is not None and np.allclose(json.loads(m.data)["target_m"], target,
+                                                    atol=1e-9) or "input:" in m.data).data)
+        assert status["feasible"], status
+        exit_point = np.asarray(status["exit_point_m"])
+        route = conv.path_points(watcher.wait(
+            "/route", lambda m: len(m.poses) > 1 and np.allclose(
+                conv.path_points(m)[-1], exit_point, atol=1e-9)))
+        done = json.loads(watcher.wait("/navigator/status", lambda m: json.loads(m.data)[
+            "phase"] == "done", timeout=max(1.0, 60.0 - (time.monotonic() - t0))).data)
+        elapsed = time.monotonic() - t0
+        time.sleep(0.3)  # the simulator carries out the last command
+        tip = conv.pose_to_matrix(watcher.latest["/catheter/tip_pose"].pose)[:3, 3]
+    finally:
+        if watcher is not None:
+            watcher.close()
+        codes = stop_processes(procs)
+        if graph is not None:
+            graph.stop()
+        rclpy.try_shutdown(context=context)
+    print(f"navigator: {done['outcome']} after {elapsed:.1f} s; route "
+          f"{np.linalg.norm(np.diff(route, axis=0), axis=1).sum() * 1e3:.0f} mm")
+    assert done["outcome"]["status"] == "reached", done
+    assert elapsed < 60.0
+    # the ground truth agrees: the tip is at the exit point, inside the target branch's lumen
+    assert np.linalg.norm(tip - exit_point) <= REACHED_M, np.linalg.norm(tip - exit_point)
+    assert tree.inside_lumen(tip[None])[0]
+    _, index = tree.nearest(tip)
+    assert tree.samples().branch_ids[index[0]] == branch.id
+    assert codes == {"catheter_sim": 0}
+
+
+def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
+    """The demo's ROS driver on its short scenario (``--pose truth``: no survey, one nodule)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from figure_checks import assert_png_figure
+
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    out = tmp_path / "demo"
+    proc = subprocess.run([cli, "demo", "--pose", "truth", "--nodule", "N3", "--timeout", "60",
+                           "--json", "--out", str(out), "--map", DEFAULT_MAP],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["nodule"] == "N3" and summary["reached"], summary
+    assert summary["catheter_sim_exit_code"] == 0
+
+    # the recording: the ground-truth tip at the end of the drive against the planned route
+    last: dict = {}
+    with open(summary["mcap"], "rb") as f:
+        for _, channel, _, msg in make_reader(f, decoder_factories=[DecoderFactory()]) \
+                .iter_decoded_messages(topics=["/catheter/tip_pose", "/route"]):
+            last[channel.topic] = msg
+    route = conv.path_points(last["/route"])
+    tip = conv.pose_to_matrix(last["/catheter/tip_pose"].pose)[:3, 3]
+    assert np.allclose(route[-1], summary["exit_point_m"], atol=1e-9)
+    assert np.linalg.norm(tip - route[-1]) <= REACHED_M
+
+    assert_png_figure(summary["png"], (1430, 770), panels=2)
+    em = np.loadtxt(summary["em_samples_csv"], delimiter=",", ndmin=2)
+    assert em.shape == (summary["em_samples"], 3) and summary["em_samples"] > 100
