@@ -69,16 +69,24 @@ def test_the_controller_turns_into_the_child_of_its_route(child):
     assert controller.failed_steps / controller.steps <= 0.01
 
 
-def test_a_wrong_branch_is_left_and_the_route_resumed():
+def test_a_new_route_from_another_branch_withdraws_first_and_spends_no_retry():
     tree = y_tree()
     model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
     assert drive(NavigationController(route_into(tree, 1), model), model).status == "reached"
     assert model.state.branch_ids[-1] == 1  # deep in the left child
     controller = NavigationController(route_into(tree, 2), model)
-    phases = []
-    outcome = drive(controller, model, lambda c: phases.append(c.phase))
-    assert "recover" in phases  # it backed out of the wrong child first
-    assert outcome.status == "reached" and 1 <= outcome.retries <= 4
+    trace = []
+    outcome = drive(controller, model, lambda c: trace.append(
+        (c.phase, c.insertion, model.state.tip_position.copy())))
+    withdraw = [t for t in trace if t[0] == "withdraw"]
+    assert withdraw and trace[0][0] == "withdraw"  # it backed out of the other child first
+    insertions = [t[1] for t in withdraw]
+    assert np.all(np.diff(insertions) < 0)  # straight back, no pushing
+    # it withdrew only as far as needed: the tip left the left child (x > 0) but the catheter
+    # did not come out of the trachea (which is 100 mm long)
+    first_drive = next(t for t in trace if t[0] != "withdraw")
+    assert first_drive[2][0] < 2.5e-3 + 1e-3 and first_drive[1] > 0.08
+    assert outcome.status == "reached" and outcome.retries == 0
     assert model.state.branch_ids[-1] == 2
 
 

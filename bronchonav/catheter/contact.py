@@ -6,7 +6,10 @@ centerline where the lumen radius is ``r`` penetrates the wall by ``pen = d - (r
 node's candidate branches are combined by a smooth minimum (width ``eps``) of their penetrations
 and gradients, and the node feels the penalty force ``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to
 ``eps``, then linear with slope ``k``, the nodal stiffness = stiffness per length × node spacing);
-``∇pen`` points away from the nearest centerline point. The smooth minimum keeps the force
+``∇pen`` points away from the nearest centerline point, taken on the C¹ cubic Hermite curve
+through the centerline samples (:func:`bronchonav.catheter.rod.wall_penetration`): with the
+polyline's own nearest point the force direction jumps by the polyline's vertex angle where two
+segments are equally near (inside a bend), and Newton stalls at the jump. The smooth minimum keeps the force
 continuous where two tubes meet (carinas, corners). (A lumen that narrows along a branch only
 squeezes radially; the axial push-back of a taper was left out because its segment-wise slope
 made the force jump at polyline vertices, which stalls Newton.)
@@ -188,8 +191,8 @@ def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
             cb = cand[k, c]
             if cb < 0:
                 continue
-            pen, seg, qx, qy, qz = wall_penetration(pos[k], b_off[cb], b_off[cb + 1] - 1, bp, br,
-                                                    r_cath)
+            pen, seg, qx, qy, qz = wall_penetration(pos[k], b_off[cb], b_off[cb + 1] - 1,
+                                                    b_off[cb], b_off[cb + 1] - 1, bp, br, r_cath)
             win[k, c] = seg
             if pen < best - 1e-12:
                 best = pen

@@ -7,7 +7,11 @@ solution and Jacobian (:mod:`bronchonav.catheter.solver`) and has a bounded iter
 step that fails keeps the previous valid state, returned with ``converged=False`` and a
 ``message``. Before giving up, a failed step is retried as an adaptive continuation from the last
 valid command (sub-steps halved on failure, grown on success, contact tracking carried from
-sub-step to sub-step).
+sub-step to sub-step). Offline (no deadline) two more fallbacks run: a trust-region solve when
+Newton's line search stalls (:func:`bronchonav.catheter.solver.solve`), and, where the
+quasi-static path folds (no equilibrium near the last one: the tip slips off a wall), a
+pseudo-transient relaxation to the equilibrium beyond (:meth:`CatheterModel._relax`); the state
+then says ``snap-through`` in its ``message``.
 
 Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
 same commands give the same states whatever the machine load. A real-time loop passes
@@ -34,7 +38,7 @@ from bronchonav.catheter.contact import WallModel
 from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
 from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
-from bronchonav.catheter.solver import newton_broyden
+from bronchonav.catheter.solver import solve
 from bronchonav.catheter.state import CatheterState
 from bronchonav.errors import InputError
 
@@ -43,6 +47,22 @@ MIN_INSERTION = 1e-4
 
 MAX_SUBSTEPS = 24
 """Most sub-step solves of one continuation (bounds the work of a failing step, not by time)."""
+
+RELAX_DRAG = 1.0
+"""Initial relaxation spring per node, in units of the rod's stiffness scale EI_min/L³."""
+
+RELAX_STEPS = 40
+"""Most pseudo-steps of one relaxation (bounds the work of a step through a fold)."""
+
+RELAX_STIFFEN = 4
+"""Most times the relaxation springs are stiffened (×4) after a failed pseudo-step."""
+
+RELAX_SETTLED_M = 1e-5
+"""A relaxation has settled once a pseudo-step moves no node by more than this (m)."""
+
+RELAX_EVALUATIONS = 4000
+"""Most residual evaluations one relaxation may spend (a deterministic bound on its work; the
+real-time loop, which has a wall-clock deadline, does not relax)."""
 
 COMPLEMENTARITY_SCALE = 1e-3
 """m per N: weighs tension against displacement in the slack-wire complementarity residual."""
@@ -114,7 +134,7 @@ class _Problem:
     """
 
     def __init__(self, model: "CatheterModel", vc: ValidCommand, layout: Layout, tracking,
-                 ref=None):
+                 ref=None, drag: float = 0.0):
         self.vc = vc
         self.layout = layout
         n_t = self.n_t = len(model.params.tendons)
@@ -161,17 +181,17 @@ class _Problem:
             self.out.Fc
         wall = model._wall
         window = int(model.contact_window)
-        ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
         fric = np.array([model.friction if ref is not None else 0.0, model.friction_slip])
+        ref = np.zeros((n, 3)) if ref is None else np.ascontiguousarray(ref, dtype=float)
         if wall is None or tracking is None:
             none = np.zeros((n, 0), dtype=np.int64)
             self.wall = Wall(none, none, window, np.zeros(1, dtype=np.int64), np.zeros((1, 3)),
-                             np.zeros(1), 0.0, 0.0, 1.0, ref, fric)
+                             np.zeros(1), 0.0, 0.0, 1.0, ref, fric, float(drag))
         else:
             h = L / (n - 1)
             self.wall = Wall(tracking[0], tracking[1], window, wall.b_off, wall.bp, wall.br,
                              float(wall.r_cath), float(model.contact_stiffness * h),
-                             float(model.contact_smoothing), ref, fric)
+                             float(model.contact_smoothing), ref, fric, float(drag))
 
     # unknowns: z = [N0/F_s, M0/M_s, tau_disp/1 N]
     def unpack(self, z: np.ndarray):
@@ -363,6 +383,11 @@ class CatheterModel:
                 # the move persists at the smallest sub-step: a genuine snap-through
                 res, prob, iters, evals = self._snap(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
+            if not res.converged and self._state is not None and self.deadline_s is None:
+                # no equilibrium near the last one (a fold of the quasi-static path): relax
+                # from the last sub-step the continuation reached
+                res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
+                snap = res.reason if res.converged else ""
         if not res.converged:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
@@ -384,6 +409,61 @@ class CatheterModel:
         if res.converged:
             res.reason = "the backbone moved more than the jump bound at the smallest sub-step"
         return res, prob, iters + it, evals + ev
+
+    def _relax(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
+        """Solve ``vc`` past a fold of the quasi-static path by relaxation.
+
+        Where the path folds (the tip slips off a wall, the shaft snaps to another shape) there
+        is no equilibrium near the last one and continuation stops short. Pseudo-transient
+        relaxation walks to the equilibrium beyond: every node is held by a spring of stiffness
+        ``drag`` to where it was at the previous pseudo-step (a regularised problem near the
+        fold); after each pseudo-step the springs are re-anchored, so their force vanishes as
+        the catheter settles. Once a pseudo-step moves no node by more than
+        :data:`RELAX_SETTLED_M`, ``vc`` is solved plainly from there. It starts from the last
+        valid state. The drag starts at :data:`RELAX_DRAG` × the rod's bending stiffness scale
+        ``EI_min / L³`` and is stiffened (×4, :data:`RELAX_STIFFEN` times at most) when a
+        pseudo-step fails. At most :data:`RELAX_STEPS` pseudo-steps and
+        :data:`RELAX_EVALUATIONS` residual evaluations; offline use only (no deadline).
+        """
+        lay = self._layout(vc.insertion)
+        drag = RELAX_DRAG * lay.min_EI / lay.length ** 3
+        bound, self.max_jump_m = self.max_jump_m, None
+        x, J = self._x, self._J
+        shape = prefer = None
+        res = prob = None
+        stiffened = 0
+        try:
+            budget = evals + RELAX_EVALUATIONS
+            for _ in range(RELAX_STEPS):
+                if evals > budget:
+                    break
+                r, p, it, ev = self._solve_tracked(vc, x, J, deadline, shape, prefer, drag)
+                iters += it
+                evals += ev
+                if not r.converged:
+                    if stiffened == RELAX_STIFFEN:
+                        break
+                    stiffened += 1
+                    drag *= 4.0
+                    continue
+                moved = float(np.max(np.linalg.norm(p.pos - p.wall.ref, axis=1)))
+                x, J = p.physical(r.x), r.jacobian
+                shape = (p.pos.copy(), p.layout.arc.copy())
+                prefer = np.unique(self._wall.track(p.pos, p.prefer)[2]) \
+                    if self._wall is not None else None
+                if moved <= RELAX_SETTLED_M:
+                    res, prob, it, ev = self._solve_tracked(vc, x, J, deadline, shape, prefer)
+                    iters += it
+                    evals += ev
+                    break
+        finally:
+            self.max_jump_m = bound
+        if res is None:
+            res, prob = r, p
+            res.converged, res.reason = False, "relaxation did not settle"
+        elif res.converged:
+            res.reason = "relaxed through a fold of the quasi-static path"
+        return res, prob, iters, evals
 
     def predict(self, command: CatheterCommand) -> CatheterState:
         """The state :meth:`step` would return for ``command``, without changing the model.
@@ -441,10 +521,11 @@ class CatheterModel:
             out[beyond] = p[-1] + (arc[beyond] - s[-1])[:, None] * d
         return out
 
-    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking, ref=None):
+    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking, ref=None, drag=0.0):
         """One Newton–Broyden solve from physical base loads ``x_prev`` (or zero); ``ref``:
-        previous positions of the nodes' material points (friction), base frame."""
-        prob = _Problem(self, vc, self._layout(vc.insertion), tracking, ref)
+        previous positions of the nodes' material points (friction, relaxation drag ``drag``
+        in N/m), base frame."""
+        prob = _Problem(self, vc, self._layout(vc.insertion), tracking, ref, drag)
         n_t = len(self.params.tendons)
         x0 = np.zeros(6) if x_prev is None else x_prev[:6]
         if x_prev is not None and x_prev.size == 6 + n_t:
@@ -453,30 +534,32 @@ class CatheterModel:
             tau0 = self._state.tendon_tensions
         else:
             tau0 = np.zeros(n_t)
-        res = newton_broyden(prob.residual, prob.pack(x0, tau0), self.tol, self.max_iter,
+        res = solve(prob.residual, prob.pack(x0, tau0), self.tol, self.max_iter,
                              deadline, J_prev)
         return res, prob
 
-    def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None):
+    def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None, drag=0.0):
         """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed.
 
         ``shape`` (positions, arc; base frame) and ``prefer`` (occupied branch ids) default to
-        the last valid state's.
+        the last valid state's. ``drag`` (N/m): nodes are held by springs to where their
+        material points were in ``shape`` (relaxation, :meth:`_relax`).
         """
         iters = evals = 0
         tracking = ref = None
+        arc = np.linspace(0.0, vc.insertion, self.n_nodes)
         if self._wall is not None:
-            arc = np.linspace(0.0, vc.insertion, self.n_nodes)
             if prefer is None and self._state is not None and self._state.branch_ids is not None:
                 prefer = np.unique(self._state.branch_ids)
             tracking = self._wall.track(self._guess_positions(arc, shape), prefer)
-            if self.friction > 0 and (shape is not None or self._pos_base is not None):
-                # material now at arc s was at s - Δ (it slid in through the base)
-                previous = shape if shape is not None else (self._pos_base, self._arc)
-                moved_in = vc.insertion - previous[1][-1]
-                ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
+        if ((self.friction > 0 and self._wall is not None) or drag > 0) and \
+                (shape is not None or self._pos_base is not None):
+            # material now at arc s was at s - Δ (it slid in through the base)
+            previous = shape if shape is not None else (self._pos_base, self._arc)
+            moved_in = vc.insertion - previous[1][-1]
+            ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
         for _ in range(4):
-            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref)
+            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref, drag)
             prob.tracking, prob.prefer = tracking, prefer
             iters += res.iterations
             evals += res.evaluations

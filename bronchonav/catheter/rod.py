@@ -334,31 +334,96 @@ def _smooth_penalty(pen, k, eps):
 
 
 @njit(cache=True, error_model="numpy")
-def wall_penetration(p, lo, hi, bp, br, r_cath):
-    """Smallest penetration of point ``p`` into the wall along polyline segments [lo, hi).
+def _chord_tangent(bp, i, blo, bhi):
+    """Unit-speed tangent estimate at vertex ``i`` of the polyline rows ``[blo, bhi]``: the
+    chord through its neighbours (one-sided at the ends), divided by the chords' length."""
+    a = max(i - 1, blo)
+    b = min(i + 1, bhi)
+    tx, ty, tz = bp[b, 0] - bp[a, 0], bp[b, 1] - bp[a, 1], bp[b, 2] - bp[a, 2]
+    n = 0.0
+    for j in range(a, b):
+        n += np.sqrt((bp[j + 1, 0] - bp[j, 0]) ** 2 + (bp[j + 1, 1] - bp[j, 1]) ** 2
+                     + (bp[j + 1, 2] - bp[j, 2]) ** 2)
+    return tx / n, ty / n, tz / n
 
-    Returns ``(pen, seg, qx, qy, qz)``: ``pen = distance - (lumen radius - r_cath)`` (m) for the
-    segment where it is smallest, that segment's index and the nearest centerline point ``q``
-    on it (radius interpolated linearly along the segment).
+
+@njit(cache=True, error_model="numpy")
+def _hermite(bp, j, t, blo, bhi, out):
+    """Point, first and second derivative (per unit ``t``) of the cubic Hermite curve on segment
+    ``j`` at ``t`` in [0, 1], into ``out`` (3, 3); vertex tangents from :func:`_chord_tangent`
+    scaled by the segment's length."""
+    ll = np.sqrt((bp[j + 1, 0] - bp[j, 0]) ** 2 + (bp[j + 1, 1] - bp[j, 1]) ** 2
+                 + (bp[j + 1, 2] - bp[j, 2]) ** 2)
+    m0 = _chord_tangent(bp, j, blo, bhi)
+    m1 = _chord_tangent(bp, j + 1, blo, bhi)
+    t2, t3 = t * t, t * t * t
+    h = ((2 * t3 - 3 * t2 + 1, t3 - 2 * t2 + t, -2 * t3 + 3 * t2, t3 - t2),
+         (6 * t2 - 6 * t, 3 * t2 - 4 * t + 1, -6 * t2 + 6 * t, 3 * t2 - 2 * t),
+         (12 * t - 6, 6 * t - 4, -12 * t + 6, 6 * t - 2))
+    for d in range(3):
+        for a in range(3):
+            out[d, a] = h[d][0] * bp[j, a] + h[d][1] * ll * m0[a] + h[d][2] * bp[j + 1, a] \
+                + h[d][3] * ll * m1[a]
+
+
+@njit(cache=True, error_model="numpy")
+def wall_penetration(p, lo, hi, blo, bhi, bp, br, r_cath):
+    """Smallest penetration of point ``p`` into the wall of one branch's tube.
+
+    The branch's centerline is the polyline rows ``[blo, bhi]`` of ``bp`` (lumen radii ``br``);
+    the search starts on its segments ``[lo, hi)`` (a window, or the whole branch). The nearest
+    segment is refined to the nearest point on the C¹ cubic Hermite curve through the vertices
+    (Newton on the curve parameter, free to move along the whole branch): the distance to a
+    polyline has a gradient that jumps where two segments are equally near (inside a bend), which
+    makes the wall force jump and stalls the shooting solver; the distance to a C¹ curve does
+    not (within the curve's focal radius). The curve stays within the sagitta (about
+    ``spacing² · curvature / 8``, micrometres) of the polyline.
+
+    Returns ``(pen, seg, qx, qy, qz)``: ``pen = distance - (lumen radius - r_cath)`` (m), the
+    segment holding the nearest point ``q`` (radius interpolated linearly along it).
     """
     best = 1e300
     bs = lo
-    bqx = bqy = bqz = 0.0
+    bt = 0.0
+    if hi <= lo or bhi <= blo:
+        return best, lo, 0.0, 0.0, 0.0
     for j in range(lo, hi):
         ax, ay, az = bp[j, 0], bp[j, 1], bp[j, 2]
         ex, ey, ez = bp[j + 1, 0] - ax, bp[j + 1, 1] - ay, bp[j + 1, 2] - az
         ll = ex * ex + ey * ey + ez * ez
         t = ((p[0] - ax) * ex + (p[1] - ay) * ey + (p[2] - az) * ez) / ll
         t = min(max(t, 0.0), 1.0)
-        qx, qy, qz = ax + t * ex, ay + t * ey, az + t * ez
-        dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
-        d = np.sqrt(dx * dx + dy * dy + dz * dz)
-        pen = d - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
+        dx, dy, dz = p[0] - ax - t * ex, p[1] - ay - t * ey, p[2] - az - t * ez
+        pen = np.sqrt(dx * dx + dy * dy + dz * dz) - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
         if pen < best:
             best = pen
             bs = j
-            bqx, bqy, bqz = qx, qy, qz
-    return best, bs, bqx, bqy, bqz
+            bt = t
+    # Newton on g(u) = c'(u)·(c(u) - p), u = segment + t, within the branch
+    c = np.empty((3, 3))
+    j, t = bs, bt
+    for _ in range(12):
+        _hermite(bp, j, t, blo, bhi, c)
+        g = 0.0
+        gp = 0.0
+        for a in range(3):
+            r = c[0, a] - p[a]
+            g += c[1, a] * r
+            gp += c[2, a] * r + c[1, a] * c[1, a]
+        if not gp > 0.0:
+            break  # outside the focal radius (or a non-finite iterate): keep the current point
+        u = j + t - g / gp
+        u = min(max(u, float(blo)), float(bhi))
+        j_new = min(int(np.floor(u)), bhi - 1)
+        t_new = u - j_new
+        done = abs(u - (j + t)) < 1e-13
+        j, t = j_new, t_new
+        if done:
+            break
+    _hermite(bp, j, t, blo, bhi, c)
+    dx, dy, dz = p[0] - c[0, 0], p[1] - c[0, 1], p[2] - c[0, 2]
+    pen = np.sqrt(dx * dx + dy * dy + dz * dz) - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
+    return pen, j, c[0, 0], c[0, 1], c[0, 2]
 
 
 @njit(cache=True, error_model="numpy")
@@ -384,14 +449,15 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, r
         b = cand[k, c]
         if b < 0:
             continue
-        lo = b_off[b]
-        hi = b_off[b + 1] - 1  # last segment start index + 1
+        blo = b_off[b]
+        bhi = b_off[b + 1] - 1  # last vertex of the branch
+        lo, hi = blo, bhi
         if window > 0:
             lo = max(lo, win[k, c] - window)
             hi = min(hi, win[k, c] + window + 1)
         if hi <= lo:
             continue
-        pen, seg, qx, qy, qz = wall_penetration(p, lo, hi, bp, br, r_cath)
+        pen, seg, qx, qy, qz = wall_penetration(p, lo, hi, blo, bhi, bp, br, r_cath)
         pens[c] = pen
         dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
         d = np.sqrt(dx * dx + dy * dy + dz * dz)
@@ -514,7 +580,10 @@ class Wall(NamedTuple):
     search half width (segments); ``b_off, bp, br`` the contact polylines
     (:class:`bronchonav.catheter.contact.WallModel`); ``r_cath`` (m), ``k_node`` (N/m), ``eps``
     (m); ``ref`` (Nn, 3) previous positions of the nodes' material points (m); ``fric`` (2,)
-    ``(mu, slip)``.
+    ``(mu, slip)``; ``drag`` (N/m) a spring pulling every node ``k >= 1`` back to ``ref[k]``
+    (0 in an equilibrium; a relaxation through a snap-through uses it, see
+    :meth:`bronchonav.catheter.model.CatheterModel.step`). Its force is reported with the
+    contact forces.
     """
 
     cand: np.ndarray
@@ -528,6 +597,7 @@ class Wall(NamedTuple):
     eps: float
     ref: np.ndarray
     fric: np.ndarray
+    drag: float
 
 
 class Outputs(NamedTuple):
@@ -589,7 +659,7 @@ def integrate(x, q0, grid: Grid, pieces: Pieces, td: TendonLoads, loads: PointLo
 @njit(cache=True, error_model="numpy")
 def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act, r,
            tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
-           k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen,
+           k_node, eps, ref, fric, drag, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat, tlen,
            node_tension, wrap, tdist, tint, res, full):
     """:func:`integrate` on the flat fields of its structs (in their declaration order)."""
     T = tau.shape[0]
@@ -600,7 +670,7 @@ def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar,
         y[7 + a] = x[a]
     _span(y, 0, s_pts.shape[0] - 1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt,
           ustar, fdist, act, r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off,
-          bp, br, r_cath, k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos,
+          bp, br, r_cath, k_node, eps, ref, fric, drag, pos, quat, Nn, Mn, VU, Fc, sample_pos,
           sample_quat, node_tension, tdist, full)
     for a in range(6):
         res[a] = y[7 + a]
@@ -614,7 +684,7 @@ def _shoot(x, q0, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar,
 @njit(cache=True, error_model="numpy")
 def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ustar, fdist, act,
           r, tau, mu, prev, track, l_force, l_moment, cand, win, window, b_off, bp, br, r_cath,
-          k_node, eps, ref, fric, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
+          k_node, eps, ref, fric, drag, pos, quat, Nn, Mn, VU, Fc, sample_pos, sample_quat,
           node_tension, tdist, full):
     """Integrate ``y`` in place from breakpoint ``j0`` to ``j1``, writing node outputs.
 
@@ -652,10 +722,14 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
                 sample_quat[ks, a] = y[3 + a]
         kn = node_of[j]
         if kn >= 0:
-            if ncontact > 0 and kn >= 1 and j > j0:
-                contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node, eps,
-                              ref, fric, fc)
+            if (ncontact > 0 or drag > 0.0) and kn >= 1 and j > j0:
+                if ncontact > 0:
+                    contact_force(y[0:3], kn, cand, win, window, b_off, bp, br, r_cath, k_node,
+                                  eps, ref, fric, fc)
+                else:
+                    fc[:] = 0.0
                 for a in range(3):
+                    fc[a] -= drag * (y[a] - ref[kn, a])
                     y[7 + a] -= fc[a]
                     Fc[kn, a] = fc[a]
             else:
@@ -675,7 +749,7 @@ def _span(y, j0, j1, s_pts, piece_of, node_of, load_of, sample_of, kse, kbt, ust
                 # strain just proximal to the node's point loads
                 fx, fy, fz = y[7], y[8], y[9]
                 mx, my, mz = y[10], y[11], y[12]
-                if kn >= 1 and ncontact > 0:
+                if kn >= 1 and (ncontact > 0 or drag > 0.0):
                     fx += Fc[kn, 0]
                     fy += Fc[kn, 1]
                     fz += Fc[kn, 2]

@@ -5,6 +5,12 @@ tendon tensions); the residual is the tip boundary condition. A stream of slowly
 converges in one or two residual evaluations by reusing the previous step's solution and Jacobian
 (Broyden's rank-one updates keep it current); a finite-difference Jacobian is rebuilt only when the
 updated one stops reducing the residual.
+
+Where the catheter presses on the wall the residual is strongly nonlinear and a line search along
+the Newton direction can stall in a local minimum of the residual norm that is not a root (the
+Jacobian nearly singular there). :func:`solve` then retries from the same start with a trust-region
+least-squares method (scipy's ``trf``), which moves between the Newton and the steepest-descent
+directions and gets out of such valleys.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
 
 
 @dataclass
@@ -144,3 +151,28 @@ def newton_broyden(fun, x0, tol, max_iter, deadline, jacobian=None, fd_rel=1e-7)
             n_eval += extra
             is_fresh = True
     return SolveResult(x, J, norm, max_iter, n_eval, False, "max_iterations")
+
+
+def solve(fun, x0, tol, max_iter, deadline, jacobian=None) -> SolveResult:
+    """:func:`newton_broyden`, then — if it stalled or ran out of iterations — a trust-region
+    least-squares solve from the same start (at most ``4 · max_iter`` residual evaluations,
+    plus those of its finite-difference Jacobians). The fallback cannot be interrupted, so it
+    runs only without a deadline (``deadline = inf``: offline use); a real-time solve ends with
+    Newton's answer. The result counts the work of both."""
+    first = newton_broyden(fun, x0, tol, max_iter, deadline, jacobian)
+    if first.converged or first.reason in ("deadline", "singular") or np.isfinite(deadline):
+        return first
+    x_start = np.array(x0, dtype=float)
+    try:
+        fit = least_squares(fun, x_start, method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                            max_nfev=4 * max_iter)
+    except ValueError:  # a residual that is not finite at the start
+        return first
+    norm = float(np.max(np.abs(fit.fun)))
+    evaluations = first.evaluations + int(fit.nfev) + x_start.size * int(fit.njev or 0)
+    iterations = first.iterations + int(fit.nfev)
+    if norm <= tol and np.all(np.isfinite(fit.x)):
+        return SolveResult(fit.x, np.asarray(fit.jac), norm, iterations, evaluations, True,
+                           "converged")
+    return SolveResult(first.x, first.jacobian, first.residual, iterations, evaluations, False,
+                       first.reason)

@@ -17,10 +17,14 @@ One call of :meth:`NavigationController.update` is one control step:
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
    buckle.
-4. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
+4. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
+   after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
+   relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then
+   drives. This is not a recovery and spends no retry.
+5. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
-5. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
+6. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
    ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) and end
    ``reached``; ``timeout`` after ``max_steps``.
 """
@@ -156,11 +160,15 @@ class NavigationController:
             self._scale = max(self._scale / 2.0, MIN_SCALE)
         self.steps += 1
         self._observe(T)
+        if self.steps == 1 and self._off_route():
+            self.phase = "withdraw"
         if self.steps > self.config.max_steps:
             self._finish("timeout", f"{self.config.max_steps} steps spent "
                          f"{self.tip_to_exit * 1e3:.1f} mm from the exit point")
         elif self.phase == "drive":
             self._drive(T)
+        elif self.phase == "withdraw":
+            self._withdraw(T)
         elif self.phase == "recover":
             self._recover(T)
         else:
@@ -201,8 +209,7 @@ class NavigationController:
             self.phase = "aim"
             self._aim(T)
             return
-        off_route = self.lateral > c.off_route_m and (
-            not self._route_branches or self.branch_id not in self._route_branches)
+        off_route = self._off_route()
         if self.s_tip > self._best + c.progress_eps_m:
             self._best, self._stalled = self.s_tip, 0
         else:
@@ -225,6 +232,20 @@ class NavigationController:
         limit = min(self.max_insertion, self.target.length + slack, self.s_tip + slack)
         if self.insertion < limit:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
+
+    def _off_route(self) -> bool:
+        """The tip is farther than ``off_route_m`` from the route, in an airway not on it."""
+        return self.lateral > self.config.off_route_m and (
+            not self._route_branches or self.branch_id not in self._route_branches)
+
+    def _withdraw(self, T: np.ndarray) -> None:
+        c = self.config
+        if self.lateral <= c.back_on_route_m or self.insertion <= 0.0:
+            self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            self._drive(T)
+            return
+        self.bend *= 0.5
+        self.insertion = max(0.0, self.insertion - 2.0 * c.step_m * self._scale)
 
     def _start_recovery(self, reason: str) -> None:
         c = self.config

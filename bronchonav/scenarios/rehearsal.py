@@ -230,12 +230,7 @@ def rehearse(airway_map, route, params, pose: str = "truth",
             main = tree.main_bronchus(route.target_center, same_side)
             surveyor = NavigationController(_survey_target(tree, main, sensing.survey_margin_m),
                                             model, config, steps_model=False)
-            run.drive(surveyor, truth)
-            if not same_side:  # back into the trachea
-                back = max(tree.trachea.length - 0.015, 0.0)
-                while model.state.insertion > back + 1e-9:
-                    run.apply(CatheterCommand(
-                        insertion=max(back, model.state.insertion - 2 * config.step_m)))
+            run.drive(surveyor, truth)  # the second arm withdraws from the first on its own
         result = register_em(np.array(run.em_patient), Twin.of(airway_map).prepare())
         reg_success = bool(result.success)
         T_est = result.T_ct_patient
