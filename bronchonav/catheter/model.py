@@ -60,7 +60,7 @@ RELAX_STIFFEN = 4
 RELAX_SETTLED_M = 1e-5
 """A relaxation has settled once a pseudo-step moves no node by more than this (m)."""
 
-RELAX_EVALUATIONS = 4000
+RELAX_EVALUATIONS = 2000
 """Most residual evaluations one relaxation may spend (a deterministic bound on its work; the
 real-time loop, which has a wall-clock deadline, does not relax)."""
 
@@ -286,6 +286,11 @@ class CatheterModel:
         folded back); such a solve is retried in continuation sub-steps, each held to this
         bound, so the model follows the quasi-static path. A move that persists at the
         smallest sub-step (a genuine snap-through) fails the step. ``None`` disables the check.
+    fallbacks : bool
+        Without a deadline, retry a failed step with a trust-region solve and relax through
+        folds of the quasi-static path (see the module docstring): more steps converge, at a
+        cost of up to a few thousand residual evaluations for a hard one. ``False``: Newton
+        and continuation only.
     friction : float
         Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
         friction opposes the move of its material point since the previous state (or sub-step),
@@ -303,7 +308,7 @@ class CatheterModel:
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 max_jump_m: float | None = 15e-3) -> None:
+                 max_jump_m: float | None = 15e-3, fallbacks: bool = True) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -314,6 +319,8 @@ class CatheterModel:
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
         self._jumped = False
+        self.fallbacks = bool(fallbacks)
+        self._probing = False  # inside predict(): no offline fallbacks (a probe may fail)
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
         self.contact_smoothing = float(contact_smoothing)
@@ -375,7 +382,9 @@ class CatheterModel:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
             self._cold_start(vc, deadline, t0)
-        res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline)
+        offline = self.fallbacks and self.deadline_s is None and not self._probing
+        res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline,
+                                                      fallback=offline)
         snap = ""
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
@@ -383,7 +392,7 @@ class CatheterModel:
                 # the move persists at the smallest sub-step: a genuine snap-through
                 res, prob, iters, evals = self._snap(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
-            if not res.converged and self._state is not None and self.deadline_s is None:
+            if not res.converged and self._state is not None and offline:
                 # no equilibrium near the last one (a fold of the quasi-static path): relax
                 # from the last sub-step the continuation reached
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
@@ -469,12 +478,15 @@ class CatheterModel:
         """The state :meth:`step` would return for ``command``, without changing the model.
 
         Warm-started from the current state like :meth:`step`; used by controllers to probe the
-        sensitivity of the tip to a command.
+        sensitivity of the tip to a command. A probe does not use the offline fallbacks
+        (trust-region solve, relaxation): it costs at most a continuation.
         """
         saved = (self._state, self._vc, self._x, self._J, self._pos_base, self._arc)
+        self._probing = True
         try:
             return self.step(command)
         finally:
+            self._probing = False
             self._state, self._vc, self._x, self._J, self._pos_base, self._arc = saved
 
     def _cold_start(self, vc: ValidCommand, deadline: float, t0: float) -> None:
@@ -521,7 +533,8 @@ class CatheterModel:
             out[beyond] = p[-1] + (arc[beyond] - s[-1])[:, None] * d
         return out
 
-    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking, ref=None, drag=0.0):
+    def _solve_once(self, vc, x_prev, J_prev, deadline, tracking, ref=None, drag=0.0,
+                    fallback=False):
         """One Newton–Broyden solve from physical base loads ``x_prev`` (or zero); ``ref``:
         previous positions of the nodes' material points (friction, relaxation drag ``drag``
         in N/m), base frame."""
@@ -534,16 +547,18 @@ class CatheterModel:
             tau0 = self._state.tendon_tensions
         else:
             tau0 = np.zeros(n_t)
-        res = solve(prob.residual, prob.pack(x0, tau0), self.tol, self.max_iter,
-                             deadline, J_prev)
+        res = solve(prob.residual, prob.pack(x0, tau0), self.tol, self.max_iter, deadline, J_prev,
+                    fallback)
         return res, prob
 
-    def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None, drag=0.0):
+    def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None, drag=0.0,
+                       fallback=False):
         """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed.
 
         ``shape`` (positions, arc; base frame) and ``prefer`` (occupied branch ids) default to
         the last valid state's. ``drag`` (N/m): nodes are held by springs to where their
-        material points were in ``shape`` (relaxation, :meth:`_relax`).
+        material points were in ``shape`` (relaxation, :meth:`_relax`). ``fallback``: try the
+        trust-region solve when Newton stalls (:func:`bronchonav.catheter.solver.solve`).
         """
         iters = evals = 0
         tracking = ref = None
@@ -559,7 +574,8 @@ class CatheterModel:
             moved_in = vc.insertion - previous[1][-1]
             ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
         for _ in range(4):
-            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref, drag)
+            res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref, drag,
+                                         fallback)
             prob.tracking, prob.prefer = tracking, prefer
             iters += res.iterations
             evals += res.evaluations

@@ -153,19 +153,20 @@ def newton_broyden(fun, x0, tol, max_iter, deadline, jacobian=None, fd_rel=1e-7)
     return SolveResult(x, J, norm, max_iter, n_eval, False, "max_iterations")
 
 
-def solve(fun, x0, tol, max_iter, deadline, jacobian=None) -> SolveResult:
-    """:func:`newton_broyden`, then — if it stalled or ran out of iterations — a trust-region
-    least-squares solve from the same start (at most ``4 · max_iter`` residual evaluations,
-    plus those of its finite-difference Jacobians). The fallback cannot be interrupted, so it
-    runs only without a deadline (``deadline = inf``: offline use); a real-time solve ends with
-    Newton's answer. The result counts the work of both."""
+def solve(fun, x0, tol, max_iter, deadline, jacobian=None, fallback=True) -> SolveResult:
+    """:func:`newton_broyden`, then — with ``fallback``, if it stalled or ran out of iterations
+    — a trust-region least-squares solve from the same start (at most ``2 · max_iter`` residual
+    evaluations, plus those of its finite-difference Jacobians). The fallback cannot be
+    interrupted, so it runs only without a deadline (``deadline = inf``: offline use); a
+    real-time solve ends with Newton's answer. The result counts the work of both."""
     first = newton_broyden(fun, x0, tol, max_iter, deadline, jacobian)
-    if first.converged or first.reason in ("deadline", "singular") or np.isfinite(deadline):
+    if not fallback or first.converged or first.reason in ("deadline", "singular") or \
+            np.isfinite(deadline):
         return first
     x_start = np.array(x0, dtype=float)
     try:
         fit = least_squares(fun, x_start, method="trf", xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                            max_nfev=4 * max_iter)
+                            max_nfev=2 * max_iter)
     except ValueError:  # a residual that is not finite at the start
         return first
     norm = float(np.max(np.abs(fit.fun)))

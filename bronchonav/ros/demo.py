@@ -329,8 +329,11 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             progress(f"navigating to {chosen}: survey of its main bronchus (ground-truth pose, "
                      f"first {switch_s * 1e3:.0f} mm)")
             time.sleep(0.5)
+            # (not while it withdraws from the first arm: projected on this route, the tip in
+            # the other main bronchus can already be that far along)
             client.wait_for("/navigator/status", lambda m: _json(m)["phase"] == "done" or (
-                _json(m).get("s_tip_m") or 0.0) >= switch_s, timeout=timeout_s)
+                _json(m)["phase"] == "drive" and (_json(m).get("s_tip_m") or 0.0) >= switch_s),
+                timeout=timeout_s)
             response = client.call_trigger()
             progress(f"registration: {response.message}")
             if response.success:
