@@ -9,7 +9,7 @@ import pytest
 import rclpy  # fails, not skips, without ROS 2 (source its setup first)
 
 from bronchonav.airway.tree import AirwayTree, Branch
-from bronchonav.catheter import CatheterCommand
+from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.maps import AirwayMap, save_map
 
 
@@ -104,10 +104,13 @@ def y_map_folder(tmp_path_factory):
 
 
 def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folder):
-    """A 10 us budget cannot solve a 40 mm insertion: the child reports the failed attempts
-    (converged False) and retries the same command by itself, its budget doubling up to the
-    recovery budget (2 s), until the step converges at the commanded insertion — at most
-    log2(2 s / 10 us) + 1 = 19 failures. A bad command is rejected with a reason."""
+    """A 10 us budget cannot solve a 40 mm insertion with a lateral tip load (unloaded, the
+    catheter is solved by the zero base load guess itself, with no iteration to time out): the
+    child reports the failed attempts (converged False) and retries the same command
+    by itself, its budget doubling up to the recovery budget (2 s), until the step converges at
+    the commanded insertion — at most log2(2 s / 10 us) + 1 = 19 failures — in the state an
+    offline model (no deadline) gives for that command. A bad command is rejected with a
+    reason."""
     from functools import partial
 
     from bronchonav.catheter.runtime import SolverConfig, SolverProcess
@@ -127,7 +130,8 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
         assert _wait(lambda: len(messages) >= 1, 60), "the solver process did not start"
         kind, _, ready = messages[0]
         assert kind == "ready" and ready.converged and ready.insertion == 0.0
-        solver.send(1, CatheterCommand(insertion=0.04))
+        command = CatheterCommand(insertion=0.04, tip_force=[0.05, 0.0, 0.0])
+        solver.send(1, command)
         assert _wait(lambda: any(k == "state" and s.converged for k, _, s in messages[1:]), 30)
         with lock:
             after = list(messages[1:])
@@ -136,7 +140,12 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
         assert 1 <= len(failed) <= 19
         assert all(k == "state" and q == 1 and not s.converged for k, q, s in failed)
         assert after[first_ok][2].insertion == pytest.approx(0.04)
-        assert np.allclose(after[first_ok][2].tip_position, [0, 0, 0.06], atol=1e-6)
+        offline = CatheterModel(CatheterParams.default(), load_tree(str(y_map_folder)),
+                                n_nodes=20)
+        offline.step(CatheterCommand(insertion=0.0))
+        expected = offline.step(command)
+        assert expected.converged and expected.tip_position[0] != pytest.approx(0.0, abs=1e-3)
+        assert np.allclose(after[first_ok][2].tip_position, expected.tip_position, atol=1e-6)
         n = len(messages)
         solver.send(2, CatheterCommand(insertion=float("nan")))
         assert _wait(lambda: len(messages) > n, 10)
