@@ -14,19 +14,18 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from nav_msgs.srv import GetPlan
 from rcl_interfaces.srv import GetParameters
 from rclpy.qos import QoSProfile
+from ros_probe import Probe, sim_status
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import SetBool, Trigger
@@ -43,91 +42,9 @@ MAX_RATE = 100.0
 BURST = 10
 
 
-@pytest.fixture(scope="module")
-def airway_map():
-    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
-
-    return phantom_ground_truth_map(phantom_config("default"))
-
-
-@pytest.fixture(scope="module")
-def map_dir(airway_map, tmp_path_factory):
-    from bronchonav.maps import save_map
-
-    return str(save_map(airway_map, tmp_path_factory.mktemp("map") / "phantom"))
-
-
-@pytest.fixture(scope="module")
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-class Probe:
-    """A node on its own executor thread, recording (receive time, message) per topic."""
-
-    def __init__(self, context, name):
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.node = rclpy.create_node(name, context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.msgs: dict[str, list] = {}
-        self.lock = threading.Lock()
-        threading.Thread(target=self.executor.spin, daemon=True).start()
-
-    def listen(self, cls, topic, profile):
-        self.msgs[topic] = []
-
-        def cb(msg):
-            with self.lock:
-                self.msgs[topic].append((time.monotonic(), msg))
-        self.node.create_subscription(cls, topic, cb, profile)
-
-    def since(self, topic, t0):
-        with self.lock:
-            return [(t, m) for t, m in self.msgs[topic] if t >= t0]
-
-    def wait(self, topic, predicate=lambda m: True, timeout=10.0, after=0.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for t, m in self.msgs[topic]:
-                    if t >= after and predicate(m):
-                        return t, m
-            time.sleep(0.01)
-        raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
-
-    def call(self, srv, name, request, timeout=10.0):
-        client = self.node.create_client(srv, name)
-        assert client.wait_for_service(timeout_sec=timeout), name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"{name} did not answer"
-            time.sleep(0.005)
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-
-
 def refused_total(values):
     """Sum of catheter_sim's refusal counters in a /diagnostics status."""
     return sum(int(v) for k, v in values.items() if k.startswith("refused_"))
-
-
-def sim_values(msg):
-    """(status, {key: value}) of catheter_sim in a DiagnosticArray, or (None, {})."""
-    for s in msg.status:
-        if s.name.startswith("catheter_sim"):
-            return s, {kv.key: kv.value for kv in s.values}
-    return None, {}
 
 
 class Bench:
@@ -161,10 +78,10 @@ class Bench:
         """The first catheter_sim status received after ``after`` (default: now) that
         satisfies ``predicate(status, values)``: (receive time, status, values)."""
         after = time.monotonic() if after is None else after
-        t, m = self.probe.wait("/diagnostics",
-                               lambda m: sim_values(m)[0] is not None
-                               and predicate(*sim_values(m)), timeout, after)
-        return (t, *sim_values(m))
+        t, m = self.probe.wait_after("/diagnostics", after,
+                                     lambda m: sim_status(m)[0] is not None
+                                     and predicate(*sim_status(m)), timeout)
+        return (t, *sim_status(m))
 
     def insertion(self):
         return self.probe.msgs["/joint_states"][-1][1].position[0]
@@ -205,7 +122,7 @@ def test_the_command_contract(bench):
 
     # controller A takes charge with a stamped joint command
     b.a_joint.publish(_joint(b.a.node, name=["insertion"], position=[0.05]))
-    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.05) < 1e-9)
+    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.05) < 1e-9, timeout=10.0)
     _, status, v = b.diag(lambda s, v: v["controller"].startswith("/ctl_a"))
     assert v["commands_accepted"] == "1"
 
@@ -262,13 +179,15 @@ def test_the_command_contract(bench):
     _, status, v = b.diag(lambda s, v: v["refused_not_in_charge"] == "5")
     assert v["controller"].startswith("/ctl_a") and abs(b.insertion() - 0.05) < 1e-9
     # the operator releases control: B takes charge with its next command
-    assert b.probe.call(Trigger, "/catheter/release_control", Trigger.Request()).success
+    assert b.probe.call(Trigger, "/catheter/release_control", Trigger.Request(),
+                        timeout=10.0).success
     b.b_fwd.publish(_forward(0.08))
-    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.08) < 1e-9)
+    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.08) < 1e-9, timeout=10.0)
     _, status, v = b.diag(lambda s, v: v["controller"].startswith("/ctl_b"))
 
     # emergency stop: ERROR, the catheter holds, every command refused until released
-    reply = b.probe.call(SetBool, "/catheter/emergency_stop", SetBool.Request(data=True))
+    reply = b.probe.call(SetBool, "/catheter/emergency_stop", SetBool.Request(data=True),
+                         timeout=10.0)
     assert reply.success and "holding insertion 0.0800" in reply.message
     _, status, v = b.diag(lambda s, v: s.level == DiagnosticStatus.ERROR)
     assert "emergency stop" in status.message
@@ -276,9 +195,9 @@ def test_the_command_contract(bench):
     _, status, v = b.diag(lambda s, v: v["refused_emergency_stop"] == "1")
     time.sleep(0.3)
     assert abs(b.insertion() - 0.08) < 1e-9
-    b.probe.call(SetBool, "/catheter/emergency_stop", SetBool.Request(data=False))
+    b.probe.call(SetBool, "/catheter/emergency_stop", SetBool.Request(data=False), timeout=10.0)
     b.b_fwd.publish(_forward(0.10))
-    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.10) < 1e-9)
+    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.10) < 1e-9, timeout=10.0)
 
     # every refusal is in the log: one line each, or counted in a once-a-second summary
     time.sleep(1.3)
@@ -438,7 +357,7 @@ def test_solver_sigkill_error_within_1s_recovery_within_2s(bench):
     b = bench
     _, status, v = b.diag(lambda s, v: v["solver_standby"] == "true", timeout=90.0)
     b.b_fwd.publish(_forward(0.12))
-    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.12) < 1e-9)
+    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.12) < 1e-9, timeout=10.0)
     _, status, v = b.diag()
     pid = int(v["solver_pid"])
     t_kill = time.monotonic()
@@ -456,7 +375,7 @@ def test_solver_sigkill_error_within_1s_recovery_within_2s(bench):
     held = [m.position[0] for t, m in b.probe.since("/joint_states", t_kill) if t <= t_ok + 0.05]
     assert held and all(abs(q - 0.12) < 1e-9 for q in held)
     b.b_fwd.publish(_forward(0.13))
-    b.probe.wait("/joint_states", lambda m: abs(m.position[0] - 0.13) < 1e-9, after=t_ok)
+    b.probe.wait_after("/joint_states", t_ok, lambda m: abs(m.position[0] - 0.13) < 1e-9)
 
 
 def test_second_death_gives_up_holds_and_exits_1(bench):
@@ -514,7 +433,7 @@ def test_plan_route_answers_a_burst_and_refuses_unknown_frames(context, map_dir,
         params = probe.node.create_client(GetParameters, "/route_planner/get_parameters")
         t_param = time.monotonic()
         reply = probe.call(GetParameters, "/route_planner/get_parameters",
-                           GetParameters.Request(names=["alternatives"]))
+                           GetParameters.Request(names=["alternatives"]), timeout=10.0)
         param_latency = time.monotonic() - t_param
         while not all(f.done() for f in futures) and time.monotonic() - t0 < 60.0:
             time.sleep(0.02)
@@ -531,10 +450,10 @@ def test_plan_route_answers_a_burst_and_refuses_unknown_frames(context, map_dir,
         T_ct_patient = random_transform(np.random.default_rng(5), 0.03, 0.3)
         in_patient = (np.linalg.inv(T_ct_patient) @ np.append(near[0].center, 1.0))[:3]
         for frame in ("map", "patient"):
-            reply = probe.call(GetPlan, "/plan_route", request(in_patient, frame))
+            reply = probe.call(GetPlan, "/plan_route", request(in_patient, frame), timeout=10.0)
             assert len(reply.plan.poses) == 0
             probe.wait("/route/status", lambda m: f"frame {frame!r}" in m.data
-                       and '"feasible": false' in m.data)
+                       and '"feasible": false' in m.data, timeout=10.0)
         pub = probe.node.create_publisher(TransformStamped, "/registration/transform",
                                           qos.LATCHED)
         pub.publish(conv.matrix_to_transform(T_ct_patient, "ct", "patient", conv.Time()))
@@ -542,7 +461,7 @@ def test_plan_route_answers_a_burst_and_refuses_unknown_frames(context, map_dir,
         while graph.nodes["route_planner"].T_ct_patient is None:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        reply = probe.call(GetPlan, "/plan_route", request(in_patient, "patient"))
+        reply = probe.call(GetPlan, "/plan_route", request(in_patient, "patient"), timeout=10.0)
         assert np.allclose(conv.path_points(reply.plan), ref_pts, atol=1e-9)
     finally:
         probe.close()

@@ -31,91 +31,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from bronchonav.ros import conversions as conv  # noqa: E402
 from bronchonav.ros import qos  # noqa: E402
+from ros_probe import Probe, sim_status  # noqa: E402
 
 SIM_RATE = 200.0
-
-
-@pytest.fixture(scope="module")
-def airway_map():
-    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
-
-    return phantom_ground_truth_map(phantom_config("default"))
-
-
-@pytest.fixture(scope="module")
-def map_dir(airway_map, tmp_path_factory):
-    from bronchonav.maps import save_map
-
-    return str(save_map(airway_map, tmp_path_factory.mktemp("map") / "phantom"))
-
-
-@pytest.fixture(scope="module")
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-class Probe:
-    """A test node on its own executor thread, recording what arrives."""
-
-    def __init__(self, context, name="probe"):
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.node = rclpy.create_node(name, context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.msgs: dict[str, list] = {}
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def listen(self, cls, topic, profile):
-        self.msgs[topic] = []
-
-        def cb(msg):
-            with self.lock:
-                self.msgs[topic].append((time.monotonic(), msg))
-        self.node.create_subscription(cls, topic, cb, profile)
-
-    def last(self, topic):
-        with self.lock:
-            return self.msgs[topic][-1][1] if self.msgs[topic] else None
-
-    def wait(self, topic, predicate=lambda m: True, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for _, m in reversed(self.msgs[topic]):
-                    if predicate(m):
-                        return m
-            time.sleep(0.02)
-        raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
-
-    def call(self, srv, name, request, timeout=20.0):
-        client = self.node.create_client(srv, name)
-        assert client.wait_for_service(timeout_sec=timeout), name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"{name} did not answer"
-            time.sleep(0.01)
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
-        self.node.destroy_node()
-
-
-def _sim_status(msg):
-    for s in msg.status:
-        if s.name.startswith("catheter_sim"):
-            return s, {kv.key: kv.value for kv in s.values}
-    return None, {}
 
 
 # -- in-process: map server, planner, registration ------------------------------------------------
@@ -306,14 +224,14 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
         n0, t0 = len(probe.msgs["/joint_states"]), time.monotonic()
         time.sleep(2.0)
         received = (len(probe.msgs["/joint_states"]) - n0) / (time.monotonic() - t0)
-        diag = probe.wait("/diagnostics", lambda m: _sim_status(m)[0] is not None)
-        loop_rate = float(_sim_status(diag)[1]["rate_hz"])
+        diag = probe.wait("/diagnostics", lambda m: sim_status(m)[0] is not None)
+        loop_rate = float(sim_status(diag)[1]["rate_hz"])
         assert abs(loop_rate - SIM_RATE) < 0.25 * SIM_RATE, (loop_rate, os.getloadavg())
         assert received > 0.1 * SIM_RATE, received  # a Python subscriber may drop some
 
         # an external controller at 100 Hz: command → /joint_states latency, once the standby
         # solver has warmed up (its start-up, seconds of CPU, is not the steady state)
-        probe.wait("/diagnostics", lambda m: _sim_status(m)[1].get("solver_standby") == "true",
+        probe.wait("/diagnostics", lambda m: sim_status(m)[1].get("solver_standby") == "true",
                    timeout=90.0)
         pub = probe.node.create_publisher(Float64MultiArray, "/catheter/command", qos.COMMAND)
         jpub = probe.node.create_publisher(JointState, "/catheter/joint_command", qos.COMMAND)
@@ -351,13 +269,13 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
             pub.publish(Float64MultiArray(data=bad))
             time.sleep(0.05)
         diag = probe.wait("/diagnostics",
-                          lambda m: int(_sim_status(m)[1].get("refused_invalid", 0)) >= 4)
-        values = _sim_status(diag)[1]
+                          lambda m: int(sim_status(m)[1].get("refused_invalid", 0)) >= 4)
+        values = sim_status(diag)[1]
         assert "tendon_displacement" in values["last_refusal"]
         ticks0 = int(values["ticks"])
-        later = probe.wait("/diagnostics", lambda m: int(_sim_status(m)[1].get("ticks", 0))
+        later = probe.wait("/diagnostics", lambda m: int(sim_status(m)[1].get("ticks", 0))
                            > ticks0 + 0.5 * SIM_RATE, timeout=5.0)  # the loop keeps running
-        assert _sim_status(later)[1]["insertion_m"] == f"{last_q:.4f}"
+        assert sim_status(later)[1]["insertion_m"] == f"{last_q:.4f}"
         assert abs(probe.last("/joint_states").position[0] - last_q) < 1e-9
 
         # tension commands through the JointState interface (effort = N)
@@ -371,9 +289,9 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
         assert ts.effort[1:] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
 
         # watchdog: no command for longer than 0.3 s → hold and WARN
-        diag = probe.wait("/diagnostics", lambda m: _sim_status(m)[0] is not None
-                          and _sim_status(m)[0].level == DiagnosticStatus.WARN, timeout=5.0)
-        status, values = _sim_status(diag)
+        diag = probe.wait("/diagnostics", lambda m: sim_status(m)[0] is not None
+                          and sim_status(m)[0].level == DiagnosticStatus.WARN, timeout=5.0)
+        status, values = sim_status(diag)
         assert "holding" in status.message and values["holding"] == "true"
         assert abs(probe.last("/joint_states").position[0] - 0.05) < 1e-9
     finally:

@@ -1,0 +1,89 @@
+"""A test node that records what arrives on topics and calls services, shared by the ROS tests.
+
+It spins on its own executor thread; messages are kept per topic with their receive time
+(``time.monotonic()``).
+"""
+
+import threading
+import time
+
+import rclpy
+
+
+class Probe:
+    """A test node on its own executor thread, recording (receive time, message) per topic."""
+
+    def __init__(self, context, name="probe"):
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.node = rclpy.create_node(name, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.msgs: dict[str, list] = {}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def listen(self, cls, topic, profile):
+        self.msgs[topic] = []
+
+        def cb(msg):
+            with self.lock:
+                self.msgs[topic].append((time.monotonic(), msg))
+        self.node.create_subscription(cls, topic, cb, profile)
+
+    def since(self, topic, t0):
+        """(receive time, message) of everything received on ``topic`` at or after ``t0``."""
+        with self.lock:
+            return [(t, m) for t, m in self.msgs[topic] if t >= t0]
+
+    def last(self, topic):
+        """The latest message on ``topic`` (``None`` before the first)."""
+        with self.lock:
+            return self.msgs[topic][-1][1] if self.msgs[topic] else None
+
+    def wait(self, topic, predicate=lambda m: True, timeout=20.0):
+        """The latest message on ``topic`` that satisfies ``predicate``, waiting for one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for _, m in reversed(self.msgs[topic]):
+                    if predicate(m):
+                        return m
+            time.sleep(0.01)
+        raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
+
+    def wait_after(self, topic, after, predicate=lambda m: True, timeout=10.0):
+        """(receive time, message) of the first message on ``topic`` received at or after
+        ``after`` that satisfies ``predicate``, waiting for one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for t, m in self.msgs[topic]:
+                    if t >= after and predicate(m):
+                        return t, m
+            time.sleep(0.01)
+        raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
+
+    def call(self, srv, name, request, timeout=20.0):
+        client = self.node.create_client(srv, name)
+        assert client.wait_for_service(timeout_sec=timeout), name
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f"{name} did not answer"
+            time.sleep(0.005)
+        return future.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
+        self.node.destroy_node()
+
+
+def sim_status(msg):
+    """(status, {key: value}) of catheter_sim in a DiagnosticArray, or (None, {})."""
+    for s in msg.status:
+        if s.name.startswith("catheter_sim"):
+            return s, {kv.key: kv.value for kv in s.values}
+    return None, {}
