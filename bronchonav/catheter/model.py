@@ -286,11 +286,6 @@ class CatheterModel:
         folded back); such a solve is retried in continuation sub-steps, each held to this
         bound, so the model follows the quasi-static path. A move that persists at the
         smallest sub-step (a genuine snap-through) fails the step. ``None`` disables the check.
-    fallbacks : bool
-        Without a deadline, retry a failed step with a trust-region solve and relax through
-        folds of the quasi-static path (see the module docstring): more steps converge, at a
-        cost of up to a few thousand residual evaluations for a hard one. ``False``: Newton
-        and continuation only.
     friction : float
         Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
         friction opposes the move of its material point since the previous state (or sub-step),
@@ -308,7 +303,7 @@ class CatheterModel:
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 max_jump_m: float | None = 15e-3, fallbacks: bool = True) -> None:
+                 max_jump_m: float | None = 15e-3) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -319,7 +314,6 @@ class CatheterModel:
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
         self._jumped = False
-        self.fallbacks = bool(fallbacks)
         self._probing = False  # inside predict(): no offline fallbacks (a probe may fail)
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
@@ -382,7 +376,7 @@ class CatheterModel:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
             self._cold_start(vc, deadline, t0)
-        offline = self.fallbacks and self.deadline_s is None and not self._probing
+        offline = self.deadline_s is None and not self._probing
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline,
                                                       fallback=offline)
         snap = ""
