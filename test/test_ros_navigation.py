@@ -176,3 +176,33 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
     assert_png_figure(summary["png"], (1430, 770), panels=2)
     em = np.loadtxt(summary["em_samples_csv"], delimiter=",", ndmin=2)
     assert em.shape == (summary["em_samples"], 3) and summary["em_samples"] > 100
+
+
+def test_navigator_switches_to_the_registered_pose_at_run_time():
+    """The demo's switch after registration: ``pose_source`` is the one parameter the navigator
+    accepts at run time; a value other than truth/registered, or another parameter, is refused
+    with a reason (the navigator keeps steering on what it had)."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from bronchonav.ros.navigator_node import NavigatorNode
+
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = NavigatorNode(context=context, parameter_overrides=[
+            Parameter("map", value=DEFAULT_MAP)])
+        assert node.status()["pose_source"] == "truth"
+        [result] = node.set_parameters([Parameter("pose_source", value="registered")])
+        assert result.successful, result.reason
+        assert node.status()["pose_source"] == "registered"
+        [bad] = node.set_parameters([Parameter("pose_source", value="em")])
+        assert not bad.successful and "truth" in bad.reason
+        [other] = node.set_parameters([Parameter("lookahead_m", value=0.01)])
+        assert not other.successful and "read-only" in other.reason
+        assert node.status()["pose_source"] == "registered"
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -117,6 +117,7 @@ class NavigationController:
         self.s_tip = 0.0
         self.lateral = 0.0
         self.tip_to_exit = float("nan")
+        self.model_offset = float("nan")
         self.heading_error = 0.0
         self.branch_id: int | None = None
         self._best = -np.inf
@@ -180,13 +181,17 @@ class NavigationController:
         return command
 
     def status(self) -> dict:
-        """Progress as a JSON-serialisable dict (m, rad, N)."""
+        """Progress as a JSON-serialisable dict (m, rad, N); ``model_offset_m`` is the distance
+        from the observed tip to the tip of the controller's own model (how far the model the
+        steering relies on has drifted from what the sensors see)."""
         return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
                 "insertion_m": self.insertion, "roll_rad": self.roll,
                 "s_tip_m": self.s_tip, "lateral_m": self.lateral,
                 "tip_to_exit_m": None if not np.isfinite(self.tip_to_exit) else self.tip_to_exit,
                 "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
                 "bend_n": self.bend.tolist(), "retries": self.retries,
+                "model_offset_m": None if not np.isfinite(self.model_offset)
+                else self.model_offset,
                 "branch_id": self.branch_id,
                 "outcome": None if self.outcome is None else self.outcome.to_dict()}
 
@@ -196,6 +201,9 @@ class NavigationController:
         proj = self.target.path.project(p)
         self.s_tip, self.lateral = proj.s, proj.distance
         self.tip_to_exit = float(np.linalg.norm(p - self.target.exit_point))
+        state = self.model.state
+        if state is not None:
+            self.model_offset = float(np.linalg.norm(p - state.tip_position))
         tree = self.model.tree
         _, index = tree.nearest(p)
         self.branch_id = int(tree.samples().branch_ids[int(index[0])])

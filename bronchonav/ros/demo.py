@@ -337,9 +337,13 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             response = client.call_trigger()
             progress(f"registration: {response.message}")
             if response.success:
-                graph.nodes["navigator"].set_parameters(
-                    [Parameter("pose_source", value="registered")])
-                progress("navigating on the registered EM pose")
+                refused = [r.reason for r in graph.nodes["navigator"].set_parameters(
+                    [Parameter("pose_source", value="registered")]) if not r.successful]
+                if refused:
+                    graph.nodes["navigator"].cancel("the registered pose was refused: "
+                                                    + "; ".join(refused))
+                else:
+                    progress("navigating on the registered EM pose")
             else:
                 graph.nodes["navigator"].cancel("registration failed")
         else:
@@ -397,8 +401,12 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         rclpy.try_shutdown(context=context)
 
     failure = ""
+    steered_on = nav.get("pose_source", "none")
     if not response.success:
         failure = f"registration failed: {response.message}"
+    elif steered_on != pose_source:
+        failure = (f"the navigator steered on the {steered_on} pose, not the {pose_source} one: "
+                   f"{outcome.get('reason', nav['phase'])}")
     elif not reached:
         failure = (f"exit point not reached: {outcome.get('reason', nav['phase'])}; tip "
                    f"{tip_to_exit * 1e3:.1f} mm from it")
@@ -406,7 +414,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "ok": not failure,
         "failure": failure,
         "nodule": status["nodule"],
-        "pose_source": pose_source,
+        "pose_source": steered_on,
         "reached": bool(reached),
         "tip_to_exit_mm": round(tip_to_exit * 1e3, 3),
         "tool_in_lesion": bool(in_lesion),

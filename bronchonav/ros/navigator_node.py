@@ -53,7 +53,8 @@ PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
     Param("control_rate_hz", 20.0, "Control steps per second (Hz)", minimum=1.0, maximum=200.0),
     Param("pose_source", "truth", "Tip pose steered on: 'truth' (catheter/tip_pose) or "
-          "'registered' (registration/tip_pose)", choices=tuple(POSE_TOPICS)),
+          "'registered' (registration/tip_pose); may be changed at run time",
+          choices=tuple(POSE_TOPICS), dynamic=True),
     Param("n_nodes", 30, "Nodes of the controller's catheter model", minimum=5, maximum=200),
     Param("insertion_speed_mps", 0.02, "Insertion speed when aimed along the route (m/s)",
           minimum=1e-4, maximum=0.1),
