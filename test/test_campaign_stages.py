@@ -119,7 +119,7 @@ def test_report_on_the_rehearsal(rehearse_run):
     assert "## Rehearsal with the navigation controller" in md
     assert ("### Planner vs rehearsal (truth pose)\n\n"
             "| planner | rehearsal reached | rehearsal not reached |\n|---|---|---|\n"
-            "| feasible | 1 | 0 |\n| infeasible | 0 | 0 |\n\n"
+            "| feasible | 1 | 0 |\n| infeasible (catheter) | 0 | 0 |\n\n"
             "Agreement: 1/1 (100%) of rehearsed routes.") in md
     assert "registered pose" not in md  # the comparison needs both poses
     assert (out / "report" / "navigation.png").is_file()

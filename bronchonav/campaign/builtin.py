@@ -77,7 +77,7 @@ def catheter_params(variant: CatheterVariant):
     return params
 
 
-def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int | None = None) -> dict:
+def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int = 30) -> dict:
     """Drive the catheter along the route with the navigation controller and score it
     (:func:`bronchonav.scenarios.rehearse`).
 
@@ -90,9 +90,8 @@ def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int | None = N
     poses : str
         Comma-separated: ``truth`` (steer on the model's tip pose) and/or ``registered`` (survey,
         EM registration, steer on the registered EM pose under breathing).
-    n_nodes : int, optional
-        Catheter discretisation (default: from the route's length,
-        :func:`bronchonav.scenarios.rehearsal.nodes_for`).
+    n_nodes : int
+        Catheter discretisation.
 
     Columns, per pose ``P``: ``rehearse_P_reached`` (true tip within the reach tolerance of
     the exit point), ``rehearse_P_outcome`` (reached, stuck, wrong_branch, timeout,

@@ -27,6 +27,9 @@ POSES = ("truth", "registered")
 OUTCOMES = ("reached", "stuck", "wrong_branch", "timeout", "registration_failed")
 """Navigation outcomes, in report order (``rehearse_P_outcome``)."""
 
+MECHANICAL_REASONS = frozenset({"diameter", "bend", "curvature"})
+"""Planner constraints about the catheter itself, which a rehearsal tests (``plan_reasons``)."""
+
 BARS = {"reach_rate": 0.95, "agreement": 0.95, "failed_step_fraction": 0.01}
 """Acceptance bars of issue 12: reach rate and agreement at least, failed steps at most."""
 
@@ -40,17 +43,23 @@ class Confusion:
     feasible_reached, feasible_not_reached : int
         Planner-feasible routes the rehearsal reached / did not reach.
     infeasible_reached, infeasible_not_reached : int
-        Planner-infeasible targets whose unconstrained route the rehearsal reached / did not.
+        Planner-infeasible targets, refused for the catheter's mechanics only (airway diameter,
+        bend), whose unconstrained route the rehearsal reached / did not.
+    untested : int
+        Planner-infeasible targets refused (also) because the tool cannot reach the lesion from
+        any airway point (``exit_distance``, ``tool_angle``, ``pleura``): the catheter reaching
+        the end of an airway does not test that verdict, so they are left out of the agreement.
     """
 
     feasible_reached: int = 0
     feasible_not_reached: int = 0
     infeasible_reached: int = 0
     infeasible_not_reached: int = 0
+    untested: int = 0
 
     @property
     def total(self) -> int:
-        """Routes in the table."""
+        """Routes in the table (not the untested ones)."""
         return (self.feasible_reached + self.feasible_not_reached + self.infeasible_reached
                 + self.infeasible_not_reached)
 
@@ -177,6 +186,10 @@ def summarize_rehearsals(rows: list[dict], pose: str,
     reached = [r for r in feasible if r[key + "reached"]]
     confusion = Confusion()
     for r in driven:
+        reasons = {x for x in (r.get("plan_reasons") or "").split(",") if x}
+        if not r.get("plan_feasible") and reasons - MECHANICAL_REASONS:
+            confusion.untested += 1
+            continue
         name = (("feasible" if r.get("plan_feasible") else "infeasible") + "_"
                 + ("reached" if r[key + "reached"] else "not_reached"))
         setattr(confusion, name, getattr(confusion, name) + 1)

@@ -194,11 +194,15 @@ def confusion_table(summary: RehearsalSummary) -> list[str]:
     agree = c.feasible_reached + c.infeasible_not_reached
     not_rehearsed = (f" ({summary.not_rehearsed} routes not rehearsed)"
                      if summary.not_rehearsed else "")
+    untested = (f" Not counted: {c.untested} routes the planner refused because the tool cannot "
+                "reach the lesion from any airway point (exit distance, tool angle, pleura); the "
+                "catheter reaching an airway's end does not test that." if c.untested else "")
     return [f"### Planner vs rehearsal ({summary.pose} pose)", "",
             "| planner | rehearsal reached | rehearsal not reached |", "|---|---|---|",
             f"| feasible | {c.feasible_reached} | {c.feasible_not_reached} |",
-            f"| infeasible | {c.infeasible_reached} | {c.infeasible_not_reached} |", "",
-            f"Agreement: {_pct(agree, c.total)} of rehearsed routes{not_rehearsed}.", ""]
+            f"| infeasible (catheter) | {c.infeasible_reached} | {c.infeasible_not_reached} |",
+            "", f"Agreement: {_pct(agree, c.total)} of rehearsed routes{not_rehearsed}."
+            + untested, ""]
 
 
 def _pose_comparison(rows: list[dict], summaries: dict, catheters: list[str]) -> list[str]:

@@ -35,21 +35,6 @@ from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
 
 POSES = ("truth", "registered")
 
-NODE_SPACING_M = 5e-3
-"""Largest spacing of the catheter's backbone nodes at full insertion (m) when the rehearsal
-chooses the discretisation. Wall contact acts at the nodes only; at 7 mm (30 nodes on a 210 mm
-route) the nodes straddle the 5–7 mm lumens of generations 4–6, and the solver failed at folds
-(on phantom seeds 0–1: 3 routes stuck with 126–439 failed steps that converge at 45 nodes)."""
-
-MIN_NODES = 30
-"""Fewest backbone nodes of a rehearsal's catheter."""
-
-
-def nodes_for(route_length_m: float) -> int:
-    """Backbone nodes for a route of ``route_length_m`` (m): spacing at most
-    :data:`NODE_SPACING_M` at full insertion, at least :data:`MIN_NODES`."""
-    return max(MIN_NODES, int(np.ceil(route_length_m / NODE_SPACING_M)) + 1)
-
 
 @dataclass(frozen=True)
 class SensingConfig:
@@ -204,7 +189,7 @@ def _survey_target(tree, main, margin: float) -> RouteTarget:
 
 def rehearse(airway_map, route, params, pose: str = "truth",
              config: NavigationConfig | None = None, sensing: SensingConfig | None = None,
-             n_nodes: int | None = None, seed: int = 0, keep_trajectory: bool = False
+             n_nodes: int = 30, seed: int = 0, keep_trajectory: bool = False
              ) -> RehearsalResult:
     """Drive the catheter along ``route`` in ``airway_map`` and score it.
 
@@ -222,8 +207,8 @@ def rehearse(airway_map, route, params, pose: str = "truth",
     sensing : SensingConfig, optional
         Patient, EM sensor and breathing (both poses: the tool is scored against the breathing
         lesion either way).
-    n_nodes : int, optional
-        Catheter discretisation; by default :func:`nodes_for` the route's length.
+    n_nodes : int
+        Catheter discretisation.
     seed : int
         Seed of the EM noise.
     keep_trajectory : bool
@@ -241,7 +226,7 @@ def rehearse(airway_map, route, params, pose: str = "truth",
     T_ct_patient = patient_transform(sensing.patient_seed)
     sensor = EMSensor(T_ct_patient, breathing, sensing.em_noise_m, sensing.em_angle_noise_rad,
                       seed=seed)
-    model = CatheterModel(params, tree, n_nodes=n_nodes or nodes_for(target.length))
+    model = CatheterModel(params, tree, n_nodes=n_nodes)
     run = _Run(model, config, sensor if pose == "registered" else None, keep_trajectory)
 
     def truth(T_ct_tip):
