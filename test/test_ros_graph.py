@@ -334,9 +334,10 @@ def test_map_server_lifecycle_refuses_a_bad_map_with_its_reason(context, map_dir
     from bronchonav.ros.params import overrides
 
     with pytest.raises(MapError, match="map folder not found: /no/such/map"):
-        MapServerNode(context=context, parameter_overrides=overrides({"map": "/no/such/map"}))
+        MapServerNode(context=context, parameter_overrides=overrides({"map": "/no/such/map",
+                                                                      "nice": 0}))
     node = MapServerNode(context=context, parameter_overrides=overrides(
-        {"map": "/no/such/map", "autostart": False}))
+        {"map": "/no/such/map", "autostart": False, "nice": 0}))
     try:
         assert node.airway_map is None  # nothing loaded before configure
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
-from bronchonav.catheter.runtime.loop import freeze_startup_heap
 from bronchonav.ros import launch_spec
 from bronchonav.ros.launch_spec import NODES, resolve_arguments
 
@@ -40,9 +39,14 @@ LAUNCH_CONFIGS = {name: list(c.nodes) for name, c in launch_spec.LAUNCH_CONFIGS.
 """Launch configuration → node names, as ``launch/<name>.launch.py`` starts them."""
 
 
-IN_PROCESS_OVERRIDES = {"tip_camera": {"nice": 0}}
-"""Parameters that differ when nodes share one process: niceness is per process, and the
-camera's would slow the catheter loop beside it."""
+_OWN_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
+                      else {"preexec_fn": os.setpgrp})
+"""Popen arguments that start a child in a process group of its own, in this session."""
+
+IN_PROCESS_OVERRIDES = {name: {"nice": 0} for name in
+                        ("airway_map_server", "route_planner", "registration", "tip_camera")}
+"""Parameters that differ when nodes share one process: niceness is per process, and a
+best-effort node's would slow the catheter loop beside it."""
 
 
 def default_config() -> Path:
@@ -173,6 +177,10 @@ class InProcessGraph:
         except BaseException:
             self._destroy_nodes()
             raise
+        # a fixed-rate loop in this process (catheter_sim's) must not see a full collection
+        # walk every node's start-up objects: move them out of the collector's reach
+        from bronchonav.catheter.runtime.loop import freeze_startup_heap
+
         freeze_startup_heap()
         for node in self.nodes.values():
             self.spin(node)
@@ -303,7 +311,7 @@ def start_tools(values) -> dict:
             continue
         if values.namespace != "/":
             args = args + ["-r", f"__ns:={values.namespace}"]
-        procs[package] = subprocess.Popen([str(path), *args], start_new_session=True)
+        procs[package] = subprocess.Popen([str(path), *args], **_OWN_PROCESS_GROUP)
     return procs
 
 
@@ -339,24 +347,33 @@ def _ros_arg(value) -> str:
 
 
 def spawn_processes(node_names, config=None, launch_args=None, extra=None,
-                    namespace: str = "/") -> dict:
-    """Start each node as a child process (own process group); return ``{name: Popen}``."""
+                    namespace: str = "/", own_session: bool = True) -> dict:
+    """Start each node as a child process; return ``{name: Popen}``.
+
+    A terminal's Ctrl-C reaches the runner only (see :func:`stop_processes`): each child runs in
+    a session of its own, or with ``own_session`` false in a process group of its own in the
+    runner's session, as ``ros2 launch`` keeps its nodes together. Where the kernel shares the
+    CPU between sessions (autogroup, most desktop Linux) that decides the nodes' shares: a
+    session per node gives each node the same share whatever its ``nice``; in one session the
+    best-effort nodes' ``nice`` (map server, planner, registration, camera) lets the simulator
+    go first.
+    """
     ensure_local_ros_env()
     procs = {}
     for name in node_names:
-        procs[name] = subprocess.Popen(node_command(name, config, launch_args,
-                                                    (extra or {}).get(name), namespace),
-                                       start_new_session=True)
+        procs[name] = subprocess.Popen(
+            node_command(name, config, launch_args, (extra or {}).get(name), namespace),
+            **({"start_new_session": True} if own_session else _OWN_PROCESS_GROUP))
     return procs
 
 
 def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
     """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``.
 
-    Each child runs in a session of its own (:func:`spawn_processes`): a terminal's Ctrl-C
-    reaches the runner only, and this SIGTERM is the one signal a child gets (a second one
-    during a node's start-up or teardown would end it untidily). Nothing waits for a child to
-    stop by itself first: none was signalled.
+    Each child runs in a session or process group of its own (:func:`spawn_processes`): a
+    terminal's Ctrl-C reaches the runner only, and this SIGTERM is the one signal a child gets
+    (a second one during a node's start-up or teardown would end it untidily). Nothing waits
+    for a child to stop by itself first: none was signalled.
     """
     for p in procs.values():
         if p.poll() is None:
@@ -383,7 +400,7 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
     names = list(values.config.nodes)
     with _StopOnSignal() as stop:
         procs = spawn_processes(names, values.params_file, _node_args(values),
-                                namespace=values.namespace)
+                                namespace=values.namespace, own_session=False)
         tools = start_tools(values)
         print(f"bronchonav {config_name}: started {', '.join(names)} as processes (domain "
               f"{os.environ['ROS_DOMAIN_ID']}, namespace {values.namespace}); Ctrl-C to stop",
@@ -445,6 +462,9 @@ def spin_node(factory, args=None) -> None:
     too, so a signal during a long start-up also ends it). A second signal during teardown (a
     terminal's Ctrl-C reaches the whole process group) is ignored. Exit code 0 then; errors a
     user can cause (bad parameter, missing map) print one line and exit with code 2.
+
+    Nothing heavy is imported here, so a node's process loads only what its node uses (a node
+    with a fixed-rate loop freezes its start-up heap itself, as catheter_sim does).
     """
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
@@ -458,7 +478,6 @@ def spin_node(factory, args=None) -> None:
     try:
         rclpy.init(args=argv)
         node = factory()
-        freeze_startup_heap()
         node_executor(node).spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
