@@ -351,10 +351,22 @@ def _start_cli(*args):
                             stderr=subprocess.STDOUT, text=True)
 
 
+def _scheduling(pid: int) -> tuple[int, int, int]:
+    """(process group, session, nice) of a process, from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[2]), int(fields[3]), int(fields[16])
+
+
 def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
-    """hil as processes under /cath2: the table's nodes with namespaced topics; a terminal
-    Ctrl-C (SIGINT to the runner's process group; each node has its own, the runner stops them)
-    stops every node and the solver child in < 2 s, exit code 0, no traceback."""
+    """hil as processes under /cath2: the table's nodes with namespaced topics, each in a
+    process group of its own inside the runner's session (as ros2 launch keeps them: one
+    scheduling group where the kernel groups by session), the best-effort nodes at the
+    parameter file's niceness and the simulator at the runner's; a terminal Ctrl-C (SIGINT to
+    the runner's process group; the runner stops the nodes) stops every node and the solver
+    child in < 2 s, exit code 0, no traceback."""
+    import yaml
+
+    from bronchonav.ros.runner import default_config
     from sensor_msgs.msg import JointState
 
     from bronchonav.ros import qos
@@ -378,6 +390,20 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
             time.sleep(0.1)
         processes = _descendants(proc.pid)
         assert len(processes) >= len(LAUNCH_CONFIGS["hil"].nodes) + 1  # + the solver child
+        nodes = {}
+        for pid in processes:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            module = cmdline[cmdline.index("-m") + 1] if "-m" in cmdline else ""
+            names = [n for n in LAUNCH_CONFIGS["hil"].nodes if NODES[n].module == module]
+            if names:
+                nodes[names[0]] = _scheduling(pid) + (pid,)
+        runner_nice = _scheduling(proc.pid)[2]
+        config = yaml.safe_load(default_config().read_text())
+        assert sorted(nodes) == sorted(LAUNCH_CONFIGS["hil"].nodes)
+        for name, (group, session, nice, pid) in nodes.items():
+            expected = config[f"/**/{name}"]["ros__parameters"].get("nice", 0)
+            assert (group, session, nice) == (pid, proc.pid, runner_nice + expected), name
+        assert nodes["catheter_sim"][2] == runner_nice and nodes["registration"][2] > runner_nice
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=20)

@@ -832,21 +832,17 @@ def main(args=None) -> None:
     """Console script ``catheter_sim`` (exit codes: see the module docstring)."""
     from bronchonav.ros.runner import spin_node
 
-    nodes = []
-
     def factory():
-        nodes.append(CatheterSimNode())
-        return nodes[-1]
+        return CatheterSimNode()
     factory.__name__ = "catheter_sim"
-    try:
-        spin_node(factory, args)
-    except SystemExit as exc:
-        code = exc.code or 0
-        if code == 0 and nodes and nodes[-1].exit_code:
-            level, message = nodes[-1].health()
+
+    def exit_code(node: CatheterSimNode) -> int:
+        if node.exit_code:
+            level, message = node.health()
             print(f"catheter_sim: ended on an error: {message}", file=sys.stderr)
-            code = nodes[-1].exit_code
-        sys.exit(code)
+        return node.exit_code
+
+    spin_node(factory, args, exit_code)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,13 @@ class MapServerNode(LifecycleNode):
         self.info_pub = self.create_lifecycle_publisher(String, INFO_TOPIC, qos.LATCHED)
         self.create_service(Trigger, "~/load_map", self._on_load_map)
         if self.params["autostart"]:
-            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise MapError(self.last_error)
-            self.trigger_activate()
+            try:
+                if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    raise MapError(self.last_error)
+                self.trigger_activate()
+            except BaseException:  # a bad map, or a stop signal during start-up: no node
+                self.destroy_node()
+                raise
 
     @property
     def airway_map(self):
