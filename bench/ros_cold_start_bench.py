@@ -7,8 +7,10 @@ Each start runs the simulator as ``ros2 run`` does (``catheter_sim``: the consol
 with the shared YAML) or as ``ros2 launch`` does (``sim``: ``bronchonav launch sim
 --processes``, one process per node in the launcher's session), while a probe node in this
 process waits for the first ``/joint_states`` and calls ``/catheter_sim/get_parameters`` until
-it is answered. Times are from the process's start (``Popen``) to the probe receiving each; then
-the simulator is stopped (SIGTERM) and the stop timed, with its exit code.
+it is answered. Times are from the process's start (``Popen``) to the probe receiving each; the
+CPU time the started processes used by the first state is recorded too (in total and by
+catheter_sim with its solver: on a shared machine it does not depend on the other load as the
+wall time does); then the simulator is stopped (SIGTERM) and the stop timed, with its exit code.
 
 - ``cold``: numba's cache (``NUMBA_CACHE_DIR``) is a fresh, empty folder that
   ``python -m bronchonav.warmup`` then fills, as an install does (``make install``,
@@ -100,9 +102,46 @@ def command(launch: str | None) -> list[str]:
     return [sys.executable, "-m", "bronchonav.cli", "launch", launch, "--processes"]
 
 
+def _process_tree_cpu(root: int) -> dict:
+    """CPU time (user + system, s) used so far by ``root`` and its descendants: in total and
+    by ``catheter_sim`` with its solver processes (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[float, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            cmdline = (stat.parent / "cmdline").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(pid)
+        stats[pid] = ((int(fields[11]) + int(fields[12])) / tick, cmdline)
+
+    def tree(pid: int) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo += children.get(p, [])
+        return out
+
+    pids = [p for p in tree(root) if p in stats]
+    sim = [p for p in pids if "catheter_sim" in stats[p][1]]
+    sim_tree = {q for p in sim for q in tree(p) if q in stats}
+    return {"total": round(sum(stats[p][0] for p in pids), 2),
+            "catheter_sim": round(sum(stats[p][0] for p in sim_tree), 2),
+            "processes": len(pids)}
+
+
 def start_once(node, cache_dir: Path, launch: str | None = None) -> dict:
     """Start the simulator (see :func:`command`) with numba's cache in ``cache_dir``; time its
     first state and its first answered parameter request; stop it (SIGTERM) and time that too."""
+    deadline = time.monotonic() + 15.0
+    while node.count_publishers("/joint_states"):  # a previous start's simulator, leaving
+        if time.monotonic() > deadline:
+            raise RuntimeError("another simulator publishes /joint_states on this domain")
+        time.sleep(0.1)
     probe = Probe(node)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
     log = tempfile.TemporaryFile("w+")
@@ -117,6 +156,7 @@ def start_once(node, cache_dir: Path, launch: str | None = None) -> dict:
                 raise RuntimeError(f"the simulator did not start: {log.read()[-2000:]}")
             probe.poll_parameters()
             time.sleep(0.005)
+        cpu = _process_tree_cpu(proc.pid)
         t_stop = time.monotonic()
         proc.terminate()
         code = proc.wait(30)
@@ -132,8 +172,8 @@ def start_once(node, cache_dir: Path, launch: str | None = None) -> dict:
     return {"first_joint_states_s": round(probe.first_state - t0, 3),
             "first_parameter_answer_s": round(probe.first_param - t0, 3),
             "parameter_answered_before_first_state": probe.first_param < probe.first_state,
-            "stop_s": round(t_end - t_stop, 3), "exit_code": code, "tracebacks": tracebacks,
-            "load_average_1min_before": load}
+            "cpu_s_at_first_state": cpu, "stop_s": round(t_end - t_stop, 3),
+            "exit_code": code, "tracebacks": tracebacks, "load_average_1min_before": load}
 
 
 def warm_up(cache_dir: Path) -> float:
@@ -174,6 +214,7 @@ def condition(node, root: Path, launch: str | None, repeats: int, busy: bool) ->
         "warm_first_joint_states_s": warm,
         "first_parameter_answer_s": sorted(r["first_parameter_answer_s"]
                                            for r in [out["cold"], *out["warm"]]),
+        "cpu_s_at_first_state": [r["cpu_s_at_first_state"] for r in [out["cold"], *out["warm"]]],
         "stop_s_max": max(r["stop_s"] for r in [out["cold"], *out["warm"]]),
         "exit_codes": sorted({r["exit_code"] for r in [out["cold"], *out["warm"]]}),
         "tracebacks": sum(r["tracebacks"] for r in [out["cold"], *out["warm"]]),

@@ -351,6 +351,18 @@ def _start_cli(*args):
                             stderr=subprocess.STDOUT, text=True)
 
 
+def test_node_processes_import_only_what_their_node_uses():
+    """Every node's main runs through the runner: importing it loads neither the catheter
+    solver (numba) nor open3d, so a best-effort node's process does not pay for them at start
+    and the simulator's start-up is not slowed by six processes loading them."""
+    probe = ("import sys, bronchonav.ros.runner, bronchonav.ros.map_server_node; "
+             "print(sorted(m for m in ('numba', 'open3d', 'bronchonav.catheter') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
 def _scheduling(pid: int) -> tuple[int, int, int]:
     """(process group, session, nice) of a process, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
