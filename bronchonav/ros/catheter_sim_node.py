@@ -56,9 +56,9 @@ fixed-rate loop thread only stamps and publishes the newest ones every period, s
 a slow subscriber never delays the loop.
 
 Start-up: the map is read (once: the solver processes are given its tree), the solver child is
-started, and the node spins while the child warms up (parameter services answer;
-``/diagnostics`` says WARN "starting"; commands are refused as ``solver_down``); the first state
-(the catheter at rest, solved by the child) is published as soon as the child sends it. No state after
+started, and the node spins while the child warms up (parameter services answer; ``/diagnostics``
+says WARN "starting"; commands are refused as ``solver_down``); the first state (the catheter at
+rest, solved by the child) is published as soon as the child sends it. No state after
 ``SOLVER_START_TIMEOUT_S`` is an ERROR.
 
 Exit code (console script): 0 when the node ended healthy, 1 when it ended on an error (the
