@@ -324,7 +324,7 @@ def node_command(node_name: str, config=None, launch_args=None, extra=None,
     """
     if node_name not in NODES:
         raise InputError(f"unknown node {node_name!r} (known: {', '.join(NODES)})")
-    cmd = [sys.executable, "-m", NODES[node_name].module, "--ros-args",
+    cmd = [sys.executable, "-m", "bronchonav.ros.node_main", node_name, "--ros-args",
            "--params-file", str(config or default_config())]
     if namespace != "/":
         cmd += ["-r", f"__ns:={namespace}"]
@@ -477,13 +477,13 @@ def spin_node(factory, args=None, exit_code=None) -> None:
         ``exit_code(node) -> int``, called when the node stopped cleanly and before it is
         destroyed: non-zero when the node ended on an error of its own (it says why).
     """
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # rclpy chains to it
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
     argv = with_default_params_file(sys.argv if args is None else list(args))
     name = getattr(factory, "__name__", "node")
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # rclpy chains to it
     node = None
     code = 0
     try:
