@@ -41,13 +41,16 @@ ROS_REQUIRES = [
 ]
 
 NODES = {
-    "airway_map_server": "bronchonav.ros.map_server_node:main",
-    "catheter_sim": "bronchonav.ros.catheter_sim_node:main",
-    "route_planner": "bronchonav.ros.route_planner_node:main",
-    "registration": "bronchonav.ros.registration_node:main",
-    "navigator": "bronchonav.ros.navigator_node:main",
-    "tip_camera": "bronchonav.ros.tip_camera_node:main",
+    "airway_map_server": "bronchonav.ros.node_main:airway_map_server",
+    "catheter_sim": "bronchonav.ros.node_main:catheter_sim",
+    "route_planner": "bronchonav.ros.node_main:route_planner",
+    "registration": "bronchonav.ros.node_main:registration",
+    "navigator": "bronchonav.ros.node_main:navigator",
+    "tip_camera": "bronchonav.ros.node_main:tip_camera",
 }
+"""Console scripts (``ros2 run bronchonav NAME``): every node starts through
+bronchonav.ros.node_main, which stops quietly on a signal while the node's module imports."""
+
 
 class InstallAndWarmUp(install):
     """``install``, then ``python -m bronchonav.warmup`` against the installed package."""

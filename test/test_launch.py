@@ -190,8 +190,14 @@ def test_launch_files_are_installed_by_setup():
     assert 'data_tree("launch")' in text and 'data_tree("config")' in text
     assert {p.name for p in (ROOT / "launch").iterdir()} >= {
         "plan.launch.py", "hil.launch.py", "sim.launch.py", "sim.launch.xml"}
-    scripts = dict(re.findall(r'^\s+"(\w+)": "(bronchonav\.ros\.\w+):main",$', text, re.MULTILINE))
-    assert scripts == {name: spec.module for name, spec in NODES.items()}  # ros2 run NAME
+    scripts = dict(re.findall(r'^\s+"(\w+)": "bronchonav\.ros\.node_main:(\w+)",$', text,
+                              re.MULTILINE))
+    assert scripts == {name: name for name in NODES}  # ros2 run NAME
+    from bronchonav.ros import node_main
+
+    for name, spec in NODES.items():  # each script runs its node's main
+        assert callable(getattr(node_main, name)) and callable(
+            importlib.import_module(spec.module).main)
 
 
 # -- the project's own runner ---------------------------------------------------------------------
@@ -351,10 +357,74 @@ def _start_cli(*args):
                             stderr=subprocess.STDOUT, text=True)
 
 
+def test_node_processes_import_only_what_their_node_uses():
+    """Every node's main runs through the runner: importing it loads neither the catheter
+    solver (numba) nor open3d, so a best-effort node's process does not pay for them at start
+    and the simulator's start-up is not slowed by six processes loading them."""
+    probe = ("import sys, bronchonav.ros.runner, bronchonav.ros.map_server_node; "
+             "print(sorted(m for m in ('numba', 'open3d', 'bronchonav.catheter') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_a_node_imports_ends_it_quietly(signum):
+    """A node process signalled while it still imports its module (it handles SIGTERM already,
+    rclpy's extension is not loaded yet: before the node's own signal handling) ends at once
+    with exit code 0 and no traceback (not killed by SIGTERM, no KeyboardInterrupt traceback).
+    A start signalled only after rclpy was loaded (a slow poll) is tried again, up to 3."""
+    from bronchonav.ros.runner import node_command
+
+    for _ in range(3):
+        proc = subprocess.Popen(node_command("route_planner"), start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30.0
+            while not _catches(proc.pid, signal.SIGTERM):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.002)
+            importing = "_rclpy_pybind11" not in Path(f"/proc/{proc.pid}/maps").read_text()
+            t0 = time.monotonic()
+            proc.send_signal(signum)
+            output, _ = proc.communicate(timeout=20)
+            elapsed = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, output[-2000:]
+        assert "Traceback" not in output and elapsed < 2.0, output[-2000:]
+        if importing:
+            break
+    assert importing, "never signalled during the imports"
+
+
+def _scheduling(pid: int) -> tuple[int, int, int]:
+    """(process group, session, nice) of a process, from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[2]), int(fields[3]), int(fields[16])
+
+
 def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
-    """hil as processes under /cath2: the table's nodes with namespaced topics; a terminal
-    Ctrl-C (SIGINT to the runner's process group; each node has its own, the runner stops them)
-    stops every node and the solver child in < 2 s, exit code 0, no traceback."""
+    """hil as processes under /cath2: the table's nodes with namespaced topics, each in a
+    process group of its own inside the runner's session (as ros2 launch keeps them: one
+    scheduling group where the kernel groups by session), the best-effort nodes at the
+    parameter file's niceness and the simulator at the runner's; a terminal Ctrl-C (SIGINT to
+    the runner's process group; the runner stops the nodes) stops every node and the solver
+    child in < 2 s, exit code 0, no traceback."""
+    import yaml
+
+    from bronchonav.ros.runner import default_config
     from sensor_msgs.msg import JointState
 
     from bronchonav.ros import qos
@@ -378,6 +448,19 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
             time.sleep(0.1)
         processes = _descendants(proc.pid)
         assert len(processes) >= len(LAUNCH_CONFIGS["hil"].nodes) + 1  # + the solver child
+        nodes = {}
+        for pid in processes:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            if "bronchonav.ros.node_main" in cmdline:
+                nodes[cmdline[cmdline.index("bronchonav.ros.node_main") + 1]] = \
+                    _scheduling(pid) + (pid,)
+        runner_nice = _scheduling(proc.pid)[2]
+        config = yaml.safe_load(default_config().read_text())
+        assert sorted(nodes) == sorted(LAUNCH_CONFIGS["hil"].nodes)
+        for name, (group, session, nice, pid) in nodes.items():
+            expected = config[f"/**/{name}"]["ros__parameters"].get("nice", 0)
+            assert (group, session, nice) == (pid, proc.pid, runner_nice + expected), name
+        assert nodes["catheter_sim"][2] == runner_nice and nodes["registration"][2] > runner_nice
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=20)
@@ -402,8 +485,8 @@ def test_runner_ends_when_a_required_node_dies(probe):
     try:
         _wait_graph(probe, LAUNCH_CONFIGS["plan"].nodes, "/", timeout=90.0)
         processes = _descendants(proc.pid)
-        server = next(p for p in processes if "map_server_node" in
-                      Path(f"/proc/{p}/cmdline").read_text())
+        server = next(p for p in processes if "airway_map_server" in
+                      Path(f"/proc/{p}/cmdline").read_text().split("\0"))
         os.kill(server, signal.SIGKILL)
         code = proc.wait(timeout=20)
         output = proc.stdout.read()

@@ -185,6 +185,22 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
         node.destroy_node()
 
 
+def test_catheter_sim_refuses_a_bad_map_before_starting_a_solver(context):
+    """The simulator reads its map once, before its solver processes start (they are handed
+    the tree): a bad map ends start-up with the reason and leaves no solver process behind."""
+    import multiprocessing
+
+    from bronchonav.errors import MapError
+    from bronchonav.ros.catheter_sim_node import CatheterSimNode
+    from bronchonav.ros.params import overrides
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    with pytest.raises(MapError, match="map folder not found: /no/such/map"):
+        CatheterSimNode(context=context, namespace="/badmap",
+                        parameter_overrides=overrides({"map": "/no/such/map"}))
+    assert {p.pid for p in multiprocessing.active_children()} == before
+
+
 # -- catheter_sim as its own process, driven by an external controller ----------------------------
 
 @pytest.fixture(scope="module")
@@ -334,9 +350,10 @@ def test_map_server_lifecycle_refuses_a_bad_map_with_its_reason(context, map_dir
     from bronchonav.ros.params import overrides
 
     with pytest.raises(MapError, match="map folder not found: /no/such/map"):
-        MapServerNode(context=context, parameter_overrides=overrides({"map": "/no/such/map"}))
+        MapServerNode(context=context, parameter_overrides=overrides({"map": "/no/such/map",
+                                                                      "nice": 0}))
     node = MapServerNode(context=context, parameter_overrides=overrides(
-        {"map": "/no/such/map", "autostart": False}))
+        {"map": "/no/such/map", "autostart": False, "nice": 0}))
     try:
         assert node.airway_map is None  # nothing loaded before configure
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE

@@ -55,9 +55,10 @@ solver's receiver thread turns each solved state into ready-to-publish messages 
 fixed-rate loop thread only stamps and publishes the newest ones every period, so a slow solve or
 a slow subscriber never delays the loop.
 
-Start-up: the solver child is started first and the node spins while it warms up (parameter
-services answer; ``/diagnostics`` says WARN "starting"; commands are refused as ``solver_down``);
-the first state is published as soon as the child sends it. No state after
+Start-up: the map is read (once: the solver processes are given its tree), the solver child is
+started, and the node spins while the child warms up (parameter services answer; ``/diagnostics``
+says WARN "starting"; commands are refused as ``solver_down``); the first state (the catheter at
+rest, solved by the child) is published as soon as the child sends it. No state after
 ``SOLVER_START_TIMEOUT_S`` is an ERROR.
 
 Exit code (console script): 0 when the node ended healthy, 1 when it ended on an error (the
@@ -245,7 +246,7 @@ class CatheterSimNode(Node):
         self.params = p = declare(self, PARAMS)
         from bronchonav.catheter import CatheterParams
         from bronchonav.catheter.runtime import SolverConfig, SolverSupervisor
-        from bronchonav.ros.resources import load_tree
+        from bronchonav.ros.resources import load_airway_map, loaded_tree
 
         self.catheter = CatheterParams.default()
         if p["n_links"] * p["link_length_m"] < self.catheter.limits.max_insertion - 1e-9:
@@ -277,11 +278,14 @@ class CatheterSimNode(Node):
         """Held while choosing and publishing the newest state, so that with depth-1 QoS an
         older state never overwrites a newer one on ``joint_states``. The loop thread never
         waits for it: when the receiver holds it, that tick's state is being published."""
-        # The solver child starts first: its start-up (interpreter, imports, map, numba cache,
-        # warm-up solves) is the longest part of the node's and runs while the node builds
-        # itself and spins (parameter services answer meanwhile); the first state is published
-        # as soon as it arrives.
-        config = SolverConfig(load_tree=partial(load_tree, p["map"]), n_nodes=p["n_nodes"],
+        # The map is read once, here (a bad one ends start-up before any solver process
+        # starts); the solver processes get its tree with their configuration. The solver child
+        # starts next: its start-up (interpreter, imports, numba cache, warm-up solves) is the
+        # longest part of the node's and runs while the node builds itself and spins (parameter
+        # services answer meanwhile); the first state is published as soon as it arrives.
+        self.airway_map = load_airway_map(p["map"])
+        config = SolverConfig(load_tree=partial(loaded_tree, self.airway_map.tree),
+                              n_nodes=p["n_nodes"],
                               deadline_s=p["solver_deadline_s"],
                               recovery_deadline_s=p["solver_recovery_deadline_s"],
                               params=self.catheter)
@@ -297,16 +301,14 @@ class CatheterSimNode(Node):
             raise
 
     def _build(self, p: dict) -> None:
-        """The rest of start-up, while the solver warms up: map, sensors, guard, publishers,
+        """The rest of start-up, while the solver warms up: sensors, guard, publishers,
         timers, subscriptions, services, the loop."""
         from bronchonav.catheter import base_pose_from_tree
         from bronchonav.catheter.kinematics import chain_joint_angles, link_joint_names
         from bronchonav.catheter.runtime import (AuditLog, CommandGuard, FixedRateLoop,
                                                  freeze_startup_heap)
-        from bronchonav.ros.resources import load_airway_map
         from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
 
-        self.airway_map = load_airway_map(p["map"])
         self.tendon_names = list(self.catheter.tendon_names)
         self.T_ct_base = np.asarray(base_pose_from_tree(self.airway_map.tree), dtype=float)
         self._joint_angles = chain_joint_angles
@@ -830,21 +832,17 @@ def main(args=None) -> None:
     """Console script ``catheter_sim`` (exit codes: see the module docstring)."""
     from bronchonav.ros.runner import spin_node
 
-    nodes = []
-
     def factory():
-        nodes.append(CatheterSimNode())
-        return nodes[-1]
+        return CatheterSimNode()
     factory.__name__ = "catheter_sim"
-    try:
-        spin_node(factory, args)
-    except SystemExit as exc:
-        code = exc.code or 0
-        if code == 0 and nodes and nodes[-1].exit_code:
-            level, message = nodes[-1].health()
+
+    def exit_code(node: CatheterSimNode) -> int:
+        if node.exit_code:
+            level, message = node.health()
             print(f"catheter_sim: ended on an error: {message}", file=sys.stderr)
-            code = nodes[-1].exit_code
-        sys.exit(code)
+        return node.exit_code
+
+    spin_node(factory, args, exit_code)
 
 
 if __name__ == "__main__":

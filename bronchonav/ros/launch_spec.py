@@ -52,7 +52,8 @@ class NodeSpec:
 
     @property
     def module(self) -> str:
-        """The node's module (``python -m MODULE`` starts it)."""
+        """The node's module; its ``main`` runs the node (started through
+        :mod:`bronchonav.ros.node_main`)."""
         return self.node_class.split(":")[0]
 
 

@@ -41,7 +41,7 @@ from visualization_msgs.msg import MarkerArray
 from bronchonav.errors import BronchoNavError, MapError
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
-from bronchonav.ros.params import Param, declare
+from bronchonav.ros.params import Param, declare, give_way, nice_param
 
 PARAMS = [
     Param("map", "maps/phantom_default",
@@ -57,6 +57,7 @@ PARAMS = [
           minimum=0.0, maximum=3600.0),
     Param("autostart", True,
           "Configure and activate on start (false: wait for lifecycle transitions)"),
+    nice_param(),
 ]
 
 MARKERS_TOPIC = "airway_map/markers"
@@ -104,6 +105,7 @@ class MapServerNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("airway_map_server", **kwargs)
         self.params = declare(self, PARAMS)
+        give_way(self.params["nice"])  # before the start-up work (map, markers)
         self.served: ServedMap | None = None
         self.last_error = ""
         self._timer = None
@@ -112,9 +114,13 @@ class MapServerNode(LifecycleNode):
         self.info_pub = self.create_lifecycle_publisher(String, INFO_TOPIC, qos.LATCHED)
         self.create_service(Trigger, "~/load_map", self._on_load_map)
         if self.params["autostart"]:
-            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise MapError(self.last_error)
-            self.trigger_activate()
+            try:
+                if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    raise MapError(self.last_error)
+                self.trigger_activate()
+            except BaseException:  # a bad map, or a stop signal during start-up: no node
+                self.destroy_node()
+                raise
 
     @property
     def airway_map(self):

@@ -14,6 +14,7 @@ The one parameter file ``config/bronchonav.yaml`` uses the ROS 2 layout
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,23 @@ class Param:
         if self.choices:
             text += f" [one of {', '.join(map(str, self.choices))}]"
         return text
+
+
+def nice_param(default: int = 10) -> Param:
+    """The ``nice`` parameter of a best-effort node (map server, route planner, registration,
+    tip camera): see :func:`give_way`."""
+    return Param("nice", default,
+                 "Raise the process's niceness by this much on start, before the start-up work "
+                 "(0 = unchanged), so the scheduler serves the catheter simulator and its solver "
+                 "first; the in-process runner sets 0 (niceness applies to the whole process)",
+                 minimum=0, maximum=19)
+
+
+def give_way(increment: int) -> None:
+    """Raise this process's niceness by ``increment`` (0: unchanged; it cannot be lowered again
+    without privileges): a best-effort node gives way to the catheter simulator."""
+    if increment > 0:
+        os.nice(increment)
 
 
 def declare(node, specs: list[Param]) -> dict:

@@ -31,7 +31,7 @@ from std_srvs.srv import Trigger
 from bronchonav.errors import BronchoNavError
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
-from bronchonav.ros.params import Param, declare
+from bronchonav.ros.params import Param, declare, give_way, nice_param
 
 PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
@@ -48,6 +48,7 @@ PARAMS = [
           maximum=10_000_000),
     Param("use_route_target", True,
           "Refine locally around the target of the feasible route on route/status"),
+    nice_param(),
 ]
 
 QUALITY_LABELS = ("fitness", "fre_m", "n_points", "success", "target_sigma_m")
@@ -65,6 +66,7 @@ class RegistrationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("registration", **kwargs)
         self.params = p = declare(self, PARAMS)
+        give_way(p["nice"])  # before the start-up work (imports, map)
         from bronchonav.registration.samples import EMSampleAccumulator
         from bronchonav.registration.twin import Twin
         from bronchonav.ros.resources import load_airway_map

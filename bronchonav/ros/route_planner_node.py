@@ -41,7 +41,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from bronchonav.errors import BronchoNavError
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
-from bronchonav.ros.params import Param, declare
+from bronchonav.ros.params import Param, declare, give_way, nice_param
 
 PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
@@ -60,6 +60,7 @@ PARAMS = [
     Param("frame_id", "ct", "Frame of targets and routes (the CT frame)"),
     Param("max_pending", 1000, "plan_route requests queued at most; beyond, refused at once",
           minimum=1, maximum=100000),
+    nice_param(),
 ]
 
 SERVICE_QOS = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_LAST,
@@ -92,6 +93,7 @@ class RoutePlannerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("route_planner", **kwargs)
         self.params = p = declare(self, PARAMS)
+        give_way(p["nice"])  # before the start-up work (imports, map)
         from bronchonav.planning.constraints import DeviceConstraints
         from bronchonav.planning.planner import RoutePlanner
         from bronchonav.ros.resources import load_airway_map

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 from bronchonav.errors import BronchoNavError, InputError
-from bronchonav.catheter.runtime.loop import freeze_startup_heap
 from bronchonav.ros import launch_spec
 from bronchonav.ros.launch_spec import NODES, resolve_arguments
 
@@ -40,9 +39,14 @@ LAUNCH_CONFIGS = {name: list(c.nodes) for name, c in launch_spec.LAUNCH_CONFIGS.
 """Launch configuration → node names, as ``launch/<name>.launch.py`` starts them."""
 
 
-IN_PROCESS_OVERRIDES = {"tip_camera": {"nice": 0}}
-"""Parameters that differ when nodes share one process: niceness is per process, and the
-camera's would slow the catheter loop beside it."""
+_OWN_PROCESS_GROUP = ({"process_group": 0} if sys.version_info >= (3, 11)
+                      else {"preexec_fn": os.setpgrp})
+"""Popen arguments that start a child in a process group of its own, in this session."""
+
+IN_PROCESS_OVERRIDES = {name: {"nice": 0} for name in
+                        ("airway_map_server", "route_planner", "registration", "tip_camera")}
+"""Parameters that differ when nodes share one process: niceness is per process, and a
+best-effort node's would slow the catheter loop beside it."""
 
 
 def default_config() -> Path:
@@ -173,6 +177,10 @@ class InProcessGraph:
         except BaseException:
             self._destroy_nodes()
             raise
+        # a fixed-rate loop in this process (catheter_sim's) must not see a full collection
+        # walk every node's start-up objects: move them out of the collector's reach
+        from bronchonav.catheter.runtime.loop import freeze_startup_heap
+
         freeze_startup_heap()
         for node in self.nodes.values():
             self.spin(node)
@@ -303,7 +311,7 @@ def start_tools(values) -> dict:
             continue
         if values.namespace != "/":
             args = args + ["-r", f"__ns:={values.namespace}"]
-        procs[package] = subprocess.Popen([str(path), *args], start_new_session=True)
+        procs[package] = subprocess.Popen([str(path), *args], **_OWN_PROCESS_GROUP)
     return procs
 
 
@@ -316,7 +324,7 @@ def node_command(node_name: str, config=None, launch_args=None, extra=None,
     """
     if node_name not in NODES:
         raise InputError(f"unknown node {node_name!r} (known: {', '.join(NODES)})")
-    cmd = [sys.executable, "-m", NODES[node_name].module, "--ros-args",
+    cmd = [sys.executable, "-m", "bronchonav.ros.node_main", node_name, "--ros-args",
            "--params-file", str(config or default_config())]
     if namespace != "/":
         cmd += ["-r", f"__ns:={namespace}"]
@@ -339,24 +347,33 @@ def _ros_arg(value) -> str:
 
 
 def spawn_processes(node_names, config=None, launch_args=None, extra=None,
-                    namespace: str = "/") -> dict:
-    """Start each node as a child process (own process group); return ``{name: Popen}``."""
+                    namespace: str = "/", own_session: bool = True) -> dict:
+    """Start each node as a child process; return ``{name: Popen}``.
+
+    A terminal's Ctrl-C reaches the runner only (see :func:`stop_processes`): each child runs in
+    a session of its own, or with ``own_session`` false in a process group of its own in the
+    runner's session, as ``ros2 launch`` keeps its nodes together. Where the kernel shares the
+    CPU between sessions (autogroup, most desktop Linux) that decides the nodes' shares: a
+    session per node gives each node the same share whatever its ``nice``; in one session the
+    best-effort nodes' ``nice`` (map server, planner, registration, camera) lets the simulator
+    go first.
+    """
     ensure_local_ros_env()
     procs = {}
     for name in node_names:
-        procs[name] = subprocess.Popen(node_command(name, config, launch_args,
-                                                    (extra or {}).get(name), namespace),
-                                       start_new_session=True)
+        procs[name] = subprocess.Popen(
+            node_command(name, config, launch_args, (extra or {}).get(name), namespace),
+            **({"start_new_session": True} if own_session else _OWN_PROCESS_GROUP))
     return procs
 
 
 def stop_processes(procs: dict, timeout: float = 10.0) -> dict:
     """SIGTERM every child, wait, SIGKILL stragglers; return ``{name: exit code}``.
 
-    Each child runs in a session of its own (:func:`spawn_processes`): a terminal's Ctrl-C
-    reaches the runner only, and this SIGTERM is the one signal a child gets (a second one
-    during a node's start-up or teardown would end it untidily). Nothing waits for a child to
-    stop by itself first: none was signalled.
+    Each child runs in a session or process group of its own (:func:`spawn_processes`): a
+    terminal's Ctrl-C reaches the runner only, and this SIGTERM is the one signal a child gets
+    (a second one during a node's start-up or teardown would end it untidily). Nothing waits
+    for a child to stop by itself first: none was signalled.
     """
     for p in procs.values():
         if p.poll() is None:
@@ -383,7 +400,7 @@ def run_processes(config_name: str, config=None, launch_args=None) -> int:
     names = list(values.config.nodes)
     with _StopOnSignal() as stop:
         procs = spawn_processes(names, values.params_file, _node_args(values),
-                                namespace=values.namespace)
+                                namespace=values.namespace, own_session=False)
         tools = start_tools(values)
         print(f"bronchonav {config_name}: started {', '.join(names)} as processes (domain "
               f"{os.environ['ROS_DOMAIN_ID']}, namespace {values.namespace}); Ctrl-C to stop",
@@ -437,28 +454,41 @@ def with_default_params_file(argv: list[str]) -> list[str]:
     return [argv[0], "--ros-args", "--params-file", str(default_config()), "--", *argv[1:]]
 
 
-def spin_node(factory, args=None) -> None:
+def spin_node(factory, args=None, exit_code=None) -> None:
     """``main()`` body of a node console script: init, spin, clean shutdown on SIGINT/SIGTERM.
 
     As in ros2/examples: rclpy's signal handlers shut the context down and wake the executor,
     which ends with ExternalShutdownException (or KeyboardInterrupt: SIGTERM is made to raise it
     too, so a signal during a long start-up also ends it). A second signal during teardown (a
     terminal's Ctrl-C reaches the whole process group) is ignored. Exit code 0 then; errors a
-    user can cause (bad parameter, missing map) print one line and exit with code 2.
+    user can cause (bad parameter, missing map) print one line and exit with code 2. Once the
+    node is destroyed and rclpy shut down the process ends at once (:func:`_exit_now`).
+
+    Nothing heavy is imported here, so a node's process loads only what its node uses (a node
+    with a fixed-rate loop freezes its start-up heap itself, as catheter_sim does).
+
+    Parameters
+    ----------
+    factory : callable
+        Builds the node (after ``rclpy.init``); its ``__name__`` names the node in messages.
+    args : list of str, optional
+        Command line (default ``sys.argv``).
+    exit_code : callable, optional
+        ``exit_code(node) -> int``, called when the node stopped cleanly and before it is
+        destroyed: non-zero when the node ended on an error of its own (it says why).
     """
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # rclpy chains to it
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
 
     argv = with_default_params_file(sys.argv if args is None else list(args))
     name = getattr(factory, "__name__", "node")
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # rclpy chains to it
     node = None
     code = 0
     try:
         rclpy.init(args=argv)
         node = factory()
-        freeze_startup_heap()
         node_executor(node).spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -476,7 +506,26 @@ def spin_node(factory, args=None) -> None:
             signal.signal(s, signal.SIG_IGN)
         try:
             if node is not None:
+                if code == 0 and exit_code is not None:
+                    code = exit_code(node)
                 node.destroy_node()
         finally:
             rclpy.try_shutdown()
-    sys.exit(code)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` after flushing Python's logging and standard streams,
+    without the interpreter's finalization. The node and rclpy are shut down by then; what
+    finalization would add is extension modules' teardown: open3d's C++ destructors print
+    allocation statistics and, after a stop signal interrupted open3d during start-up, were seen
+    to end the process with status 1 instead of 0."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

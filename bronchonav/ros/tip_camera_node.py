@@ -26,7 +26,6 @@ Parameters
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -37,7 +36,7 @@ from std_msgs.msg import Header
 
 from bronchonav.ros import qos
 from bronchonav.ros.conversions import pose_to_matrix
-from bronchonav.ros.params import Param, declare
+from bronchonav.ros.params import Param, declare, give_way, nice_param
 
 PARAMS = [
     Param("map", "maps/phantom_default",
@@ -56,8 +55,7 @@ PARAMS = [
     Param("seed", 0, "Seed of the noise generator", minimum=0),
     Param("render_threads", 1, "Ray-casting threads (0 = all cores); 1 leaves the other cores "
           "to the catheter loop", minimum=0, maximum=256),
-    Param("nice", 10, "Raise the process's niceness by this much on start (0 = unchanged), so "
-          "the scheduler prefers the catheter loop over rendering", minimum=0, maximum=19),
+    nice_param(),
     Param("pose_topic", "catheter/tip_pose",
           "Tip pose topic (geometry_msgs/PoseStamped, ct frame; relative to the namespace)"),
     Param("frame_id", "catheter_tip_camera", "Optical frame of the published images"),
@@ -99,6 +97,7 @@ class TipCameraNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("tip_camera", **kwargs)
         self.params = p = declare(self, PARAMS)
+        give_way(p["nice"])  # before the start-up work too (open3d, the ray-casting scene)
         from bronchonav.imaging.camera import CameraIntrinsics, CameraNoise, Shading, TipCamera
         from bronchonav.ros.resources import load_airway_map
 
@@ -110,8 +109,6 @@ class TipCameraNode(Node):
             noise=CameraNoise(depth_std=p["depth_noise_std"], color_std=p["color_noise_std"]),
             seed=p["seed"], nthreads=p["render_threads"])
         self.camera.intrinsics.rays  # validate the distortion now, not in the first frame
-        if p["nice"] > 0:
-            os.nice(p["nice"])
         self.T_ct_cam: np.ndarray | None = None
         self.frames = 0
         self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos.STATE)
