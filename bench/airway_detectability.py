@@ -86,7 +86,8 @@ class Template:
         u = self.dirs[which]
         starts = np.broadcast_to(np.asarray(starts, float), u.shape)
         axis = starts[:, None] + s[None, :, None] * u[:, None]
-        ring = self.cos[:, None, None] * self.e1[which][None] + self.sin[:, None, None] * self.e2[which][None]
+        ring = (self.cos[:, None, None] * self.e1[which][None]
+                + self.sin[:, None, None] * self.e2[which][None])
         shell = axis[None] + (radius + 0.2) * ring[:, :, None]
         a_hu = self._sample(axis).mean(axis=1)
         s_hu = self._sample(shell).mean(axis=2)
@@ -132,7 +133,8 @@ def main() -> int:
     from bronchonav.ct.phantom import make_phantom, phantom_config
 
     t0 = time.perf_counter()
-    print("  rendering the clinical phantom, with and without noise …", file=sys.stderr, flush=True)
+    print("  rendering the clinical phantom, with and without noise …", file=sys.stderr,
+          flush=True)
     config = phantom_config("clinical", args.seed, slice_thickness_m=args.slice_mm * 1e-3)
     phantom = make_phantom(config)
     clean_config = phantom_config("clinical", args.seed, slice_thickness_m=args.slice_mm * 1e-3)
@@ -237,8 +239,8 @@ def main() -> int:
         if np.isfinite(z).any():
             clutter_z.append(float(z.max()))
     child_z, clutter_z = np.array(child_z), np.array(clutter_z)
-    auc = float(np.mean(child_z[:, None] > clutter_z[None, :])) if len(child_z) and len(clutter_z) \
-        else float("nan")
+    auc = (float(np.mean(child_z[:, None] > clutter_z[None, :]))
+           if len(child_z) and len(clutter_z) else float("nan"))
 
     def pct(a, q):
         return [round(float(v), 2) for v in np.percentile(a, q)] if len(a) else []
@@ -252,13 +254,14 @@ def main() -> int:
         "noise_hu": round(noise_hu, 1),
         "classes": classes,
         "template": {
-            "missed_children": len(child_z), "missed_children_z_p25_p50_p75": pct(child_z, [25, 50, 75]),
-            "clutter_ends": len(clutter_z), "clutter_z_p50_p90_p95": pct(clutter_z, [50, 90, 95]),
+            "missed_children": len(child_z),
+            "missed_children_z_p25_p50_p75": pct(child_z, [25, 50, 75]),
+            "clutter_ends": len(clutter_z),
+            "clutter_z_p50_p90_p95": pct(clutter_z, [50, 90, 95]),
             "auc": round(auc, 3),
-            "missed_children_above_clutter_p90": round(float(np.mean(child_z > np.percentile(clutter_z, 90))), 3)
-            if len(clutter_z) else None,
-            "missed_children_above_clutter_p95": round(float(np.mean(child_z > np.percentile(clutter_z, 95))), 3)
-            if len(clutter_z) else None,
+            **{f"missed_children_above_clutter_p{q}":
+               round(float(np.mean(child_z > np.percentile(clutter_z, q))), 3)
+               if len(clutter_z) else None for q in (90, 95)},
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }
