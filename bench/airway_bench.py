@@ -5,6 +5,7 @@ One command, JSON on stdout (progress on stderr)::
     .venv/bin/python bench/airway_bench.py            # the 'full' phantom (0.7 mm, 512x512x450)
     .venv/bin/python bench/airway_bench.py --phantom default --seed 1
     .venv/bin/python bench/airway_bench.py --preset clinical --slice-mm 2.5
+    .venv/bin/python bench/airway_bench.py --preset clinical --slice-mm 2.5 --noise-hu 25
     .venv/bin/python bench/airway_bench.py --degradation   # the table of issue 13
 
 The clinical preset (:mod:`bronchonav.ct.clinical`: 0.7 mm pixels, 1 or 2.5 mm slices,
@@ -150,6 +151,26 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     return ct, sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
+def _write_noisier(folder: Path, args) -> None:
+    """The phantom of ``args`` with the noise std ``args.noise_hu`` (HU), written as the
+    ``phantom`` command writes it (CT and truth)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from bronchonav.ct.phantom import make_phantom, phantom_config
+    from bronchonav.maps import tree_to_dict
+
+    config = phantom_config(args.phantom, args.seed,
+                            None if args.slice_mm is None else args.slice_mm * 1e-3)
+    if args.pixel_mm is not None:
+        config.spacing_m = args.pixel_mm * 1e-3
+    config.noise_hu = float(args.noise_hu)
+    phantom = make_phantom(config)
+    mask = sitk.GetImageFromArray(phantom.lumen_mask.astype(np.uint8))
+    mask.CopyInformation(phantom.image)
+    _write_case(folder, phantom.image, mask, json.dumps(tree_to_dict(phantom.tree)))
+
+
 def degradation(tmp: Path, seed: int, row_timeout: float) -> list[dict]:
     """The degradation table of issue 13 on the default phantom (one subprocess per row)."""
     import numpy as np
@@ -214,6 +235,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slice-mm", type=float, help="clinical preset: slice thickness (mm)")
     parser.add_argument("--pixel-mm", type=float, help="clinical preset: in-plane pixel (mm)")
+    parser.add_argument("--noise-hu", type=float,
+                        help="replace the preset's noise std (HU), e.g. 25 for a 2.5 mm "
+                             "reconstruction of the dose that gives 40 HU at 1 mm")
     parser.add_argument("--degradation", action="store_true",
                         help="run the degradation table of issue 13 instead")
     parser.add_argument("--row-timeout", type=float, default=300.0,
@@ -241,14 +265,17 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="airway_bench_") as tmp:
         t0 = time.perf_counter()
-        argv = ["phantom", "--name", args.phantom, "--seed", str(args.seed), "--out", tmp]
-        for opt, value in (("--slice-mm", args.slice_mm), ("--pixel-mm", args.pixel_mm)):
-            if value is not None:
-                argv += [opt, str(value)]
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON report only
-            code = cli_main(argv)
-        if code:
-            return code
+        if args.noise_hu is None:
+            argv = ["phantom", "--name", args.phantom, "--seed", str(args.seed), "--out", tmp]
+            for opt, value in (("--slice-mm", args.slice_mm), ("--pixel-mm", args.pixel_mm)):
+                if value is not None:
+                    argv += [opt, str(value)]
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON report only
+                code = cli_main(argv)
+            if code:
+                return code
+        else:
+            _write_noisier(Path(tmp), args)
         t_phantom = time.perf_counter() - t0
         print("  extracting in a subprocess …", file=sys.stderr, flush=True)
         out = _extract(tmp)
@@ -283,7 +310,7 @@ def main() -> int:
         "benchmark": "airway_extraction",
         "machine": machine_info("SimpleITK"),
         "phantom": {"name": args.phantom, "seed": args.seed, "slice_mm": args.slice_mm,
-                    "pixel_mm": args.pixel_mm, "voxels": voxels,
+                    "pixel_mm": args.pixel_mm, "noise_hu": args.noise_hu, "voxels": voxels,
                     "generation_and_write_seconds": round(t_phantom, 3),
                     "generation_peak_rss_gb": round(_peak_rss_bytes() / 1e9, 3)},
         **out,
