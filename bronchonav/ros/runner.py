@@ -293,13 +293,19 @@ def start_tools(values) -> dict:
 
     wanted = []
     if values.config.robot_model and values.robot_state_publisher:
-        params = Path(tempfile.mkdtemp(prefix="bronchonav_rsp_")) / "robot_description.yaml"
-        import yaml
+        args = []  # not installed: the loop below says so
+        if _ros_executable("robot_state_publisher", "robot_state_publisher") is not None:
+            import yaml
 
-        params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
-            "robot_description": data_file("urdf/bronchoscope.urdf").read_text()}}}))
-        wanted.append(("robot_state_publisher", "robot_state_publisher",
-                       ["--ros-args", "--params-file", str(params)]))
+            from bronchonav.fileio import write_text
+
+            # one file per user, rewritten atomically (the same content every time)
+            params = Path(tempfile.gettempdir()) / \
+                f"bronchonav_{os.getuid()}_robot_description.yaml"
+            write_text(params, yaml.safe_dump({"/**": {"ros__parameters": {
+                "robot_description": data_file("urdf/bronchoscope.urdf").read_text()}}}))
+            args = ["--ros-args", "--params-file", str(params)]
+        wanted.append(("robot_state_publisher", "robot_state_publisher", args))
     if values.rviz:
         wanted.append(("rviz2", "rviz2", ["-d", str(data_file("config/bronchonav.rviz")),
                                            "--ros-args"]))
