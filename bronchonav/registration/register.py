@@ -77,13 +77,22 @@ class RegistrationConfig:
     max_fre : float
         A registration with a larger FRE (m) fails.
     min_rival_ratio, rival_inside_margin : float
-        Without a given initial transform, the registration fails as ambiguous when a different
-        pose (the initial alignment's runner-up, refined by the same centerline ICP, still more
-        than 10 degrees or 10 mm away) fits with a median distance less than
-        ``min_rival_ratio`` times the best one's *and* a fraction of samples inside the airways
-        (see ``min_inside``) at most ``rival_inside_margin`` below it. A wrong pose that lies
-        close to the airways along most of a single path still leaves part of it outside them;
-        1 mm EM noise alone blurs the median distances, not that fraction.
+        Without a given initial transform, every pose the initial alignment polished is refined
+        by the same centerline ICP, and the fit with the most samples inside the airways (see
+        ``min_inside``; within ``rival_inside_margin`` of the most, the smallest median
+        distance) is taken. The registration fails as ambiguous when a different pose (still
+        more than 10 degrees or 10 mm away) fits with a median distance less than
+        ``min_rival_ratio`` times the best one's, a fraction inside at most
+        ``rival_inside_margin`` below it, *and* distances not significantly larger (see
+        ``rival_p_value``). A wrong pose that lies close to the airways along most of a single
+        path still leaves part of it outside them; 1 mm EM noise alone blurs the median
+        distances, not that fraction.
+    rival_p_value : float
+        A rival is significantly worse when a one-sided Wilcoxon signed-rank test of its
+        per-sample distances against the best fit's, sample by sample, gives a p-value below
+        this. (On surveys of the trachea and both main bronchi, poses turned about the sweep
+        came within the ratio — median 2.1–2.3 against 1.5–1.7 mm — and were rejected as
+        ambiguous although the best fit was right; their distances were larger at p < 1e-5.)
     cbct_radius : float
         Without an initial transform, the twin surface within this distance (m) of the target is
         registered to the cone-beam CT; with one, the radius covers the mapped cloud (its 98th
@@ -107,6 +116,7 @@ class RegistrationConfig:
     max_fre: float = 0.004
     min_rival_ratio: float = 1.5
     rival_inside_margin: float = 0.03
+    rival_p_value: float = 1e-3
     cbct_radius: float = 0.05
     cbct_voxel: float = 1.5e-3
 
@@ -279,7 +289,7 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
                                   method + "+centerline")
     ambiguity = None
     if start is not None:
-        glob, ambiguity = _settle_rival(g_pts, g_dirs, tw, glob, start, cfg)
+        glob, ambiguity = _choose(g_pts, g_dirs, tw, glob, start, cfg)
     ok, msg = _judge(glob.fitness, glob.rmse, cfg,
                      inside=inside_fraction(apply(glob.T, g_pts), tw, cfg.lumen_margin))
     if ok and ambiguity is not None:
@@ -312,38 +322,63 @@ def register_em(samples_patient: np.ndarray, twin, target_ct: np.ndarray | None 
                               method + "+centerline+local", global_result)
 
 
-def _settle_rival(pts: np.ndarray, dirs: np.ndarray | None, tw: Twin, best: IcpOutcome,
-                  start: InitialAlignment, cfg: RegistrationConfig
-                  ) -> tuple[IcpOutcome, str | None]:
-    """Refine the initial alignment's runner-up too when its coarse score came close; return the
-    better of the two refined fits and, if the other is a different pose that fits almost as
-    well, why the result is ambiguous (see :attr:`RegistrationConfig.min_rival_ratio`).
+@dataclass
+class _Fit:
+    """A refined pose and how it fits: per-sample distances (m), their median, the fraction of
+    samples inside the airways."""
 
-    Fits are compared by the fraction of samples inside the airways first (a margin of
-    ``rival_inside_margin``), then by median distance.
-    """
-    if start.rival is None or start.rival_score >= cfg.min_rival_ratio * start.score:
-        return best, None
-    try:
-        rival = centerline_icp(pts, tw, start.rival, directions=dirs, schedule=cfg.schedule,
-                               min_cos=cfg.min_cos)
-    except RegistrationError:  # the runner-up does not even overlap the twin
-        return best, None
-    if not distinct(rival.T, best.T, pts.mean(axis=0)):
-        return best, None  # both starts lead to the same pose
-    d_best = float(np.median(_residuals(pts, tw, best)))
-    d_rival = float(np.median(_residuals(pts, tw, rival)))
-    in_best = inside_fraction(apply(best.T, pts), tw, cfg.lumen_margin)
-    in_rival = inside_fraction(apply(rival.T, pts), tw, cfg.lumen_margin)
+    outcome: IcpOutcome
+    distances: np.ndarray
+    median: float
+    inside: float
+
+
+def _choose(pts: np.ndarray, dirs: np.ndarray | None, tw: Twin, first: IcpOutcome,
+            start: InitialAlignment, cfg: RegistrationConfig) -> tuple[IcpOutcome, str | None]:
+    """Refine the initial alignment's alternatives that fit nearly as well as its best (coarse
+    score under ``min_rival_ratio`` times the best's), take the best refined fit and, if a
+    different pose fits about as well, say why the result is ambiguous (see
+    :attr:`RegistrationConfig.min_rival_ratio`)."""
+    outcomes = [first]
+    for T, score in start.alternatives:
+        if score >= cfg.min_rival_ratio * start.score:
+            break  # this one and the rest fit clearly worse even before refining
+        try:
+            outcomes.append(centerline_icp(pts, tw, T, directions=dirs, schedule=cfg.schedule,
+                                           min_cos=cfg.min_cos))
+        except RegistrationError:  # it does not even overlap the twin
+            continue
+    fits = []
+    for o in outcomes:
+        d = _residuals(pts, tw, o)
+        fits.append(_Fit(o, d, float(np.median(d)),
+                         inside_fraction(apply(o.T, pts), tw, cfg.lumen_margin)))
     margin = cfg.rival_inside_margin
-    if in_rival > in_best + margin or (in_rival >= in_best - margin and d_rival < d_best):
-        best, rival, d_best, d_rival, in_best, in_rival = (rival, best, d_rival, d_best,
-                                                            in_rival, in_best)
-    if d_rival >= cfg.min_rival_ratio * d_best or in_rival < in_best - margin:
-        return best, None
-    return best, (f"ambiguous: another pose fits the samples almost as well (median distance "
-                  f"{d_rival * 1e3:.2f} vs {d_best * 1e3:.2f} mm, inside the airways "
-                  f"{in_rival:.0%} vs {in_best:.0%}); sweep more airways")
+    top = max(f.inside for f in fits)
+    best = min((f for f in fits if f.inside >= top - margin), key=lambda f: f.median)
+    centre = pts.mean(axis=0)
+    rivals = [f for f in fits if f.inside >= best.inside - margin
+              and f.median < cfg.min_rival_ratio * best.median
+              and distinct(f.outcome.T, best.outcome.T, centre)
+              and not _significantly_worse(f, best, cfg.rival_p_value)]
+    if not rivals:
+        return best.outcome, None
+    rival = min(rivals, key=lambda f: f.median)
+    return best.outcome, (f"ambiguous: another pose fits the samples almost as well (median "
+                          f"distance {rival.median * 1e3:.2f} vs {best.median * 1e3:.2f} mm, "
+                          f"inside the airways {rival.inside:.0%} vs {best.inside:.0%}); sweep "
+                          f"more airways")
+
+
+def _significantly_worse(fit: _Fit, best: _Fit, p_value: float) -> bool:
+    """Whether ``fit``'s per-sample distances are larger than ``best``'s (one-sided Wilcoxon
+    signed-rank test on the paired samples, p < ``p_value``)."""
+    from scipy.stats import wilcoxon
+
+    diff = fit.distances - best.distances
+    if not np.any(diff):
+        return False
+    return bool(wilcoxon(diff, alternative="greater").pvalue < p_value)
 
 
 def _residuals(pts: np.ndarray, tw: Twin, outcome) -> np.ndarray:

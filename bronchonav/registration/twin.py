@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 
 from bronchonav.airway.tree import AirwayTree
 from bronchonav.errors import RegistrationError
-from bronchonav.geometry import VoxelGrid, perpendicular
+from bronchonav.geometry import perpendicular
 from bronchonav.maps import AirwayMap
 
 
@@ -54,9 +54,9 @@ class Twin:
         self.mesh_triangles = mesh_triangles
 
     def prepare(self) -> "Twin":
-        """Build every lazily computed structure now (the surface, the coarse clouds and the
-        distance grid), so that the first registration is as fast as the next; returns self."""
-        _ = self.central_cloud, self.coarse_cloud, self.surface, self._distance_grid
+        """Build every lazily computed structure now (the surface and the coarse clouds), so that
+        the first registration is as fast as the next; returns self."""
+        _ = self.central_cloud, self.coarse_cloud, self.coarse_kdtree, self.surface
         return self
 
     @classmethod
@@ -79,31 +79,14 @@ class Twin:
         return cloud.voxel_down_sample(2e-3)
 
     @cached_property
-    def _distance_grid(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """Distance (m) from every 2 mm voxel of the bounding box (+ 60 mm) to the nearest
-        centerline point: (grid (float32), origin (3,) m, voxel size m)."""
-        from scipy.ndimage import distance_transform_edt
-
-        voxel, margin = 2e-3, 0.06
-        origin = self.points.min(axis=0) - margin
-        shape = np.ceil((self.points.max(axis=0) + margin - origin) / voxel).astype(int) + 1
-        occupied = np.ones(shape, dtype=bool)
-        idx = np.round((self.points - origin) / voxel).astype(int)
-        occupied[idx[:, 0], idx[:, 1], idx[:, 2]] = False
-        grid = (distance_transform_edt(occupied) * voxel).astype(np.float32)
-        return grid, origin, voxel
-
-    def approximate_distance(self, points_ct: np.ndarray, cap: float = 0.05) -> np.ndarray:
-        """Distance (m) of points (N, 3) to the nearest centerline, from a 2 mm distance grid
-        (error up to about 2 mm; ``cap`` outside the grid and beyond), for fast scoring."""
-        grid, origin, voxel = self._distance_grid
-        d = VoxelGrid(origin, [voxel] * 3).lookup(grid.transpose(2, 1, 0), points_ct, fill=np.inf)
-        return np.minimum(d.astype(float), cap)
-
-    @cached_property
     def coarse_cloud(self) -> o3d.geometry.PointCloud:
         """All centerline points thinned to 2 mm voxels, for coarse ICP."""
         return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.points)).voxel_down_sample(2e-3)
+
+    @cached_property
+    def coarse_kdtree(self) -> cKDTree:
+        """KD-tree of :attr:`coarse_cloud`'s points, for scoring many candidate poses fast."""
+        return cKDTree(np.asarray(self.coarse_cloud.points))
 
     @cached_property
     def surface(self) -> o3d.geometry.PointCloud:
