@@ -77,8 +77,9 @@ class RegistrationConfig:
     max_fre : float
         A registration with a larger FRE (m) fails.
     min_rival_ratio, rival_inside_margin : float
-        Without a given initial transform, every pose the initial alignment polished is refined
-        by the same centerline ICP, and the fit with the most samples inside the airways (see
+        Without a given initial transform, every pose the initial alignment polished with a
+        coarse score under ``min_rival_ratio`` times the best one's is refined by the same
+        centerline ICP, and the fit with the most samples inside the airways (see
         ``min_inside``; within ``rival_inside_margin`` of the most, the smallest median
         distance) is taken. The registration fails as ambiguous when a different pose (still
         more than 10 degrees or 10 mm away) fits with a median distance less than
