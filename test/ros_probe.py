@@ -67,13 +67,16 @@ class Probe:
 
     def call(self, srv, name, request, timeout=20.0):
         client = self.node.create_client(srv, name)
-        assert client.wait_for_service(timeout_sec=timeout), name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"{name} did not answer"
-            time.sleep(0.005)
-        return future.result()
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), name
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done():
+                assert time.monotonic() < deadline, f"{name} did not answer"
+                time.sleep(0.005)
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
 
     def close(self):
         self.executor.shutdown()

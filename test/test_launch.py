@@ -224,49 +224,26 @@ def context():
 
 @pytest.fixture(scope="module")
 def probe(context):
-    import threading
+    from ros_probe import Probe
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    node = rclpy.create_node("launch_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown()
-    thread.join(timeout=5.0)  # the spin thread ends before the node goes
-    node.destroy_node()
+    probe = Probe(context, "launch_probe")
+    yield probe
+    probe.close()
 
 
 def _wait_graph(probe, names, namespace, topics=(), services=(), timeout=90.0):
     """Wait until every node of ``names`` is in ``namespace`` and the names exist."""
     deadline = time.monotonic() + timeout
     while True:
-        nodes = set(probe.get_node_names_and_namespaces())
-        have_topics = {t for t, _ in probe.get_topic_names_and_types()}
-        have_services = {s for s, _ in probe.get_service_names_and_types()}
+        nodes = set(probe.node.get_node_names_and_namespaces())
+        have_topics = {t for t, _ in probe.node.get_topic_names_and_types()}
+        have_services = {s for s, _ in probe.node.get_service_names_and_types()}
         missing = ({(n, namespace) for n in names} - nodes, set(topics) - have_topics,
                    set(services) - have_services)
         if not any(missing):
             return nodes
         assert time.monotonic() < deadline, f"missing from the graph: {missing}"
         time.sleep(0.2)
-
-
-def _call(probe, srv_type, name, request, timeout=20.0):
-    client = probe.create_client(srv_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), name
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f"{name} did not answer"
-            time.sleep(0.01)
-        return future.result()
-    finally:
-        probe.destroy_client(client)
 
 
 def test_runner_plan_in_one_process_namespaced_lifecycle_map_server(context, probe):
@@ -287,23 +264,23 @@ def test_runner_plan_in_one_process_namespaced_lifecycle_map_server(context, pro
                     topics=["/cath2/airway_map/markers", "/cath2/airway_map/info"],
                     services=[f"{server}/get_state", f"{server}/change_state",
                               f"{server}/load_map"])
-        state = _call(probe, GetState, f"{server}/get_state", GetState.Request())
+        state = probe.call(GetState, f"{server}/get_state", GetState.Request())
         assert state.current_state.label == "active"
 
         def set_map(value):
             p = Parameter(name="map", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                            string_value=value))
-            reply = _call(probe, SetParameters, f"{server}/set_parameters",
-                          SetParameters.Request(parameters=[p]))
+            reply = probe.call(SetParameters, f"{server}/set_parameters",
+                               SetParameters.Request(parameters=[p]))
             assert reply.results[0].successful, reply.results[0].reason
 
         served = graph.nodes["airway_map_server"].map_path
         set_map("/no/such/map")
-        reply = _call(probe, Trigger, f"{server}/load_map", Trigger.Request())
+        reply = probe.call(Trigger, f"{server}/load_map", Trigger.Request())
         assert not reply.success and "/no/such/map" in reply.message
         assert graph.nodes["airway_map_server"].map_path == served  # the old map stays
         set_map("maps/phantom_default")
-        reply = _call(probe, Trigger, f"{server}/load_map", Trigger.Request())
+        reply = probe.call(Trigger, f"{server}/load_map", Trigger.Request())
         assert reply.success and "205 branches" in reply.message, reply.message
 
 
@@ -432,7 +409,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
     states = []
     # the simulator's first state: catheter/joint_states relative to the namespace (or at the
     # root while the simulator still publishes an absolute /joint_states)
-    subs = [probe.create_subscription(JointState, topic, states.append, qos.STATE_SUB)
+    subs = [probe.node.create_subscription(JointState, topic, states.append, qos.STATE_SUB)
             for topic in ("/cath2/joint_states", "/joint_states")]
     proc = _start_cli("hil", "namespace:=cath2")
     processes = []
@@ -469,7 +446,7 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
         output = proc.stdout.read()
     finally:
         for sub in subs:
-            probe.destroy_subscription(sub)
+            probe.node.destroy_subscription(sub)
         _stop(proc, processes)
     assert code == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
@@ -590,9 +567,9 @@ def test_a_node_started_alone_reads_the_installed_parameter_file(probe, tmp_path
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         try:
-            reply = _call(probe, GetParameters, f"{name}/get_parameters",
-                          GetParameters.Request(names=["nice", "width", "height"]),
-                          timeout=90.0)
+            reply = probe.call(GetParameters, f"{name}/get_parameters",
+                               GetParameters.Request(names=["nice", "width", "height"]),
+                               timeout=90.0)
         finally:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=20)
