@@ -111,10 +111,8 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
     the commanded insertion — at most log2(2 s / 10 us) + 1 = 19 failures — in the state an
     offline model (no deadline) gives for that command. A bad command is rejected with a
     reason."""
-    from functools import partial
-
     from bronchonav.catheter.runtime import SolverConfig, SolverProcess
-    from bronchonav.ros.resources import load_tree
+    from bronchonav.ros.resources import load_airway_map
 
     messages = []
     lock = threading.Lock()
@@ -123,8 +121,8 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
         with lock:
             messages.append((kind, seq, value))
 
-    config = SolverConfig(load_tree=partial(load_tree, str(y_map_folder)), n_nodes=20,
-                          deadline_s=1e-5, recovery_deadline_s=2.0)
+    tree = load_airway_map(str(y_map_folder)).tree
+    config = SolverConfig(tree=tree, n_nodes=20, deadline_s=1e-5, recovery_deadline_s=2.0)
     solver = SolverProcess(config, on_message)
     try:
         assert _wait(lambda: len(messages) >= 1, 60), "the solver process did not start"
@@ -140,8 +138,7 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
         assert 1 <= len(failed) <= 19
         assert all(k == "state" and q == 1 and not s.converged for k, q, s in failed)
         assert after[first_ok][2].insertion == pytest.approx(0.04)
-        offline = CatheterModel(CatheterParams.default(), load_tree(str(y_map_folder)),
-                                n_nodes=20)
+        offline = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
         offline.step(CatheterCommand(insertion=0.0))
         expected = offline.step(command)
         assert expected.converged and expected.tip_position[0] != pytest.approx(0.0, abs=1e-3)

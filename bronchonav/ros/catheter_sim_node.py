@@ -74,7 +74,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -246,7 +245,7 @@ class CatheterSimNode(Node):
         self.params = p = declare(self, PARAMS)
         from bronchonav.catheter import CatheterParams
         from bronchonav.catheter.runtime import SolverConfig, SolverSupervisor
-        from bronchonav.ros.resources import load_airway_map, loaded_tree
+        from bronchonav.ros.resources import load_airway_map
 
         self.catheter = CatheterParams.default()
         if p["n_links"] * p["link_length_m"] < self.catheter.limits.max_insertion - 1e-9:
@@ -284,8 +283,7 @@ class CatheterSimNode(Node):
         # longest part of the node's and runs while the node builds itself and spins (parameter
         # services answer meanwhile); the first state is published as soon as it arrives.
         self.airway_map = load_airway_map(p["map"])
-        config = SolverConfig(load_tree=partial(loaded_tree, self.airway_map.tree),
-                              n_nodes=p["n_nodes"],
+        config = SolverConfig(tree=self.airway_map.tree, n_nodes=p["n_nodes"],
                               deadline_s=p["solver_deadline_s"],
                               recovery_deadline_s=p["solver_recovery_deadline_s"],
                               params=self.catheter)

@@ -85,15 +85,3 @@ def load_airway_map(spec: str, fresh: bool = False):
 
                 _cache[key] = load_map(key)
         return _cache[key]
-
-
-def loaded_tree(tree):
-    """``tree`` itself: ``functools.partial(loaded_tree, tree)`` hands a tree already loaded to
-    a solver process (pickled with its configuration), which then reads no map folder."""
-    return tree
-
-
-def load_tree(spec: str):
-    """The :class:`~bronchonav.airway.tree.AirwayTree` of the map named by ``spec`` (a
-    module-level function, so it can be handed to a solver process)."""
-    return load_airway_map(spec).tree

@@ -30,7 +30,6 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 _PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -43,9 +42,9 @@ class SolverConfig:
 
     Attributes
     ----------
-    load_tree : callable
-        Module-level function (or :func:`functools.partial` of one) returning the
-        :class:`~bronchonav.airway.tree.AirwayTree` to solve in, or None for free space.
+    tree : AirwayTree or None
+        The airways to solve in (pickled with the configuration: the child reads no map
+        folder), or None for free space.
     n_nodes : int
         Solver nodes.
     deadline_s, recovery_deadline_s : float
@@ -54,7 +53,7 @@ class SolverConfig:
         The device (None: :meth:`~bronchonav.catheter.CatheterParams.default`).
     """
 
-    load_tree: Callable
+    tree: object
     n_nodes: int = 40
     deadline_s: float = 0.004
     recovery_deadline_s: float = 0.2
@@ -86,7 +85,7 @@ def _solve_forever(conn, config: SolverConfig) -> None:
     from bronchonav.errors import CommandError
 
     params = config.params or CatheterParams.default()
-    model = CatheterModel(params, tree=config.load_tree(), n_nodes=config.n_nodes,
+    model = CatheterModel(params, tree=config.tree, n_nodes=config.n_nodes,
                           deadline_s=config.recovery_deadline_s)
     # warm-up: compile the numba kernels (bent, inserted, then back) before taking commands
     model.step(CatheterCommand(insertion=0.03, tendon_tension=[1.0] + [0.0] * (len(params.tendons) - 1)))
