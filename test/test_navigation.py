@@ -124,6 +124,48 @@ def test_a_pose_that_is_not_finite_is_refused():
         controller.update(T)
 
 
+def _mirrored_drive(steps):
+    """A controller with a model of its own (a mirror) driving a separate plant into the left
+    child of the Y tree, on the plant's tip pose, for ``steps`` control steps."""
+    tree = y_tree()
+    plant = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    mirror = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    controller = NavigationController(route_into(tree, 1), mirror)
+    plant.step(controller.command())
+    for _ in range(steps):
+        plant.step(controller.update(plant.state.tip_pose))
+    return controller, mirror, plant
+
+
+def test_a_model_jump_the_sensors_do_not_see_is_undone():
+    """The mirror jumps 20 mm deeper (as through a fold) while the plant stays: the next update
+    undoes the mirror's last step, and the command counts as not carried out."""
+    controller, mirror, plant = _mirrored_drive(40)
+    before = mirror.snapshot()[0].tip_position.copy()  # after the last command it was given
+    command = controller.command()
+    controller.last_step = mirror.step(CatheterCommand(
+        insertion=command.insertion + 0.02, roll=command.roll,
+        tendon_tension=command.tendon_tension))
+    assert np.linalg.norm(mirror.state.tip_position - before) > 0.015
+    controller.update(plant.state.tip_pose)
+    assert controller.model_vetoes == 1
+    assert controller.status()["model_vetoes"] == 1
+    # the mirror is back before its last step: within a control step of the plant again
+    assert np.linalg.norm(mirror.state.tip_position - plant.state.tip_position) < 3e-3
+
+
+def test_a_model_jump_the_sensors_see_stands():
+    """The same 20 mm jump, carried out by the plant too: nothing is undone."""
+    controller, mirror, plant = _mirrored_drive(40)
+    command = controller.command()
+    deeper = CatheterCommand(insertion=command.insertion + 0.02, roll=command.roll,
+                             tendon_tension=command.tendon_tension)
+    controller.last_step = mirror.step(deeper)
+    plant.step(deeper)
+    controller.update(plant.state.tip_pose)
+    assert controller.model_vetoes == 0
+
+
 def test_cold_starts_with_displacement_commands_converge():
     """From reset, small pulls put every tendon at the slack/taut boundary: each converges, and
     the state is a catheter of the commanded length, not the base state."""

@@ -7,11 +7,12 @@ solution and Jacobian (:mod:`bronchonav.catheter.solver`) and has a bounded iter
 step that fails keeps the previous valid state, returned with ``converged=False`` and a
 ``message``. Before giving up, a failed step is retried as an adaptive continuation from the last
 valid command (sub-steps halved on failure, grown on success, contact tracking carried from
-sub-step to sub-step). Offline (no deadline) two more fallbacks run: a trust-region solve when
-Newton's line search stalls (:func:`bronchonav.catheter.solver.solve`), and, where the
-quasi-static path folds (no equilibrium near the last one: the tip slips off a wall), a
-pseudo-transient relaxation to the equilibrium beyond (:meth:`CatheterModel._relax`); the state
-then says ``snap-through`` in its ``message``.
+sub-step to sub-step). Offline (no deadline, unless ``offline_fallbacks`` says otherwise)
+two more fallbacks run: a trust-region solve when Newton's line search stalls
+(:func:`bronchonav.catheter.solver.solve`), and, where the quasi-static path folds (no
+equilibrium near the last one: the tip slips off a wall), a pseudo-transient relaxation to
+the equilibrium beyond (:meth:`CatheterModel._relax`); the state then says ``snap-through``
+in its ``message``.
 
 Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
 same commands give the same states whatever the machine load. A real-time loop passes
@@ -270,6 +271,12 @@ class CatheterModel:
     deadline_s : float or None
         Wall-clock budget per step (s) for real-time use; a step that overruns it fails (previous
         state kept). ``None`` (default): no deadline, results independent of machine load.
+    offline_fallbacks : bool or None
+        Whether a failed step may try the trust-region solve and the relaxation through a fold
+        (see the module docstring). ``None`` (default): only without a deadline (offline use).
+        ``True``: under a deadline too, each fallback still stopping at it — the real-time
+        simulator retries a failed step with growing budgets, and so passes folds as the
+        offline model does instead of stalling at them. ``False``: never.
     max_iter : int
         Newton/Broyden iteration bound per solve.
     gravity : sequence of 3 float or None
@@ -303,13 +310,15 @@ class CatheterModel:
                  deadline_s: float | None = None, max_iter: int = 30, gravity=None,
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
-                 max_jump_m: float | None = 15e-3) -> None:
+                 max_jump_m: float | None = 15e-3,
+                 offline_fallbacks: bool | None = None) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
         self.tree = tree
         self.n_nodes = int(n_nodes)
         self.deadline_s = None if deadline_s is None else float(deadline_s)
+        self.offline_fallbacks = offline_fallbacks
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
@@ -376,7 +385,8 @@ class CatheterModel:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
             self._cold_start(vc, deadline, t0)
-        offline = self.deadline_s is None and not self._probing
+        offline = (self.deadline_s is None if self.offline_fallbacks is None
+                   else bool(self.offline_fallbacks)) and not self._probing
         res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline,
                                                       fallback=offline)
         snap = ""
@@ -475,13 +485,23 @@ class CatheterModel:
         sensitivity of the tip to a command. A probe does not use the offline fallbacks
         (trust-region solve, relaxation): it costs at most a continuation.
         """
-        saved = (self._state, self._vc, self._x, self._J, self._pos_base, self._arc)
+        saved = self.snapshot()
         self._probing = True
         try:
             return self.step(command)
         finally:
             self._probing = False
-            self._state, self._vc, self._x, self._J, self._pos_base, self._arc = saved
+            self.restore(saved)
+
+    def snapshot(self) -> tuple:
+        """What the next step starts from (last valid state, command, solution, Jacobian and
+        shape), for :meth:`restore`: a controller undoes a step of its own model that the
+        sensors contradict."""
+        return (self._state, self._vc, self._x, self._J, self._pos_base, self._arc)
+
+    def restore(self, snapshot: tuple) -> None:
+        """Go back to a :meth:`snapshot` of this model."""
+        self._state, self._vc, self._x, self._J, self._pos_base, self._arc = snapshot
 
     def _cold_start(self, vc: ValidCommand, deadline: float, t0: float) -> None:
         """Accept the all-slack state at ``vc``'s insertion and roll as the warm start."""

@@ -45,6 +45,11 @@ class NavigationConfig:
         Steps without ``progress_eps_m`` of progress that count as a stall.
     progress_eps_m : float
         Progress along the route that resets the stall counter (m).
+    model_jump_m : float
+        A step of the controller's own model that moves its tip farther than this, while the
+        observed tip stays with the model's tip before the step, is undone (m): the model went
+        through a fold (a snap-through) that the catheter did not take, and steering on it
+        would use the sensitivity of a shape the catheter does not have.
     off_route_m : float
         A tip farther than this from the route, in an airway not on the route, took a wrong
         branch (m).
@@ -80,6 +85,7 @@ class NavigationConfig:
     mismatch_per_m: float = 0.06
     stall_steps: int = 25
     progress_eps_m: float = 0.5e-3
+    model_jump_m: float = 8.0e-3
     off_route_m: float = 5.0e-3
     back_on_route_m: float = 2.5e-3
     retract_m: float = 12.0e-3

@@ -114,6 +114,8 @@ class NavigationController:
         self._good = (self.insertion, self.bend.copy(), self.roll)  # last command carried out
         self._scale = 1.0  # step-size factor, halved after a command the catheter did not take
         self.failed_steps = 0  # model steps that did not converge (steps_model only)
+        self.model_vetoes = 0  # model steps undone because the observed tip did not follow
+        self._model_before = None  # the model's snapshot before its last step
         self.s_tip = 0.0
         self.lateral = 0.0
         self.tip_to_exit = float("nan")
@@ -151,7 +153,7 @@ class NavigationController:
         if self.outcome is not None:
             return self.command()
         if self.steps_model and self.last_step is not None:
-            accepted = bool(self.last_step.converged)
+            accepted = bool(self.last_step.converged) and not self._model_contradicted(T)
         if accepted:
             self._good = (self.insertion, self.bend.copy(), self.roll)
             self._scale = min(1.0, 2.0 * self._scale)
@@ -176,6 +178,7 @@ class NavigationController:
             self._aim(T)
         command = self.command()
         if self.steps_model and self.outcome is None:
+            self._model_before = self.model.snapshot()
             self.last_step = self.model.step(command)
             self.failed_steps += not self.last_step.converged
         return command
@@ -183,19 +186,42 @@ class NavigationController:
     def status(self) -> dict:
         """Progress as a JSON-serialisable dict (m, rad, N); ``model_offset_m`` is the distance
         from the observed tip to the tip of the controller's own model (how far the model the
-        steering relies on has drifted from what the sensors see)."""
+        steering relies on has drifted from what the sensors see), ``model_vetoes`` how many
+        steps of that model were undone because the observed tip did not follow them."""
         return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
                 "insertion_m": self.insertion, "roll_rad": self.roll,
                 "s_tip_m": self.s_tip, "lateral_m": self.lateral,
                 "tip_to_exit_m": None if not np.isfinite(self.tip_to_exit) else self.tip_to_exit,
                 "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
                 "bend_n": self.bend.tolist(), "retries": self.retries,
+                "model_vetoes": self.model_vetoes,
                 "model_offset_m": None if not np.isfinite(self.model_offset)
                 else self.model_offset,
                 "branch_id": self.branch_id,
                 "outcome": None if self.outcome is None else self.outcome.to_dict()}
 
     # -- phases ------------------------------------------------------------------------------
+    def _model_contradicted(self, T: np.ndarray) -> bool:
+        """Undo the model's last step when it moved the model's tip more than ``model_jump_m``
+        and the observed tip stayed with the model's tip before the step (nearer to it than to
+        the new one by half the move): the model went through a fold the catheter did not
+        take. The command then counts as not carried out. (Where the model is the plant, as in
+        a rehearsal, the observation follows every move and nothing is undone.)"""
+        before, self._model_before = self._model_before, None
+        state = self.model.state
+        if before is None or before[0] is None or state is None:
+            return False
+        tip_before, tip_now = before[0].tip_position, state.tip_position
+        moved = float(np.linalg.norm(tip_now - tip_before))
+        if moved <= self.config.model_jump_m:
+            return False
+        p = T[:3, 3]
+        if np.linalg.norm(p - tip_now) <= np.linalg.norm(p - tip_before) + 0.5 * moved:
+            return False
+        self.model.restore(before)
+        self.model_vetoes += 1
+        return True
+
     def _observe(self, T: np.ndarray) -> None:
         p = T[:3, 3]
         proj = self.target.path.project(p)

@@ -5,8 +5,8 @@ its own process it cannot delay the simulation loop's publishing thread. The par
 ``(seq, CatheterCommand)`` pairs through a pipe; the child drains the pipe to the newest command,
 solves it (warm-started) and answers ``("state", seq, CatheterState)`` or
 ``("rejected", seq, reason)``. A step that fails (budget exceeded, no convergence) is retried
-with the same command and a budget doubling up to ``recovery_deadline_s`` until it converges or a
-newer command arrives; failed states are sent too (``converged`` False) so the parent can count
+with the same command and a budget doubling up to ``recovery_deadline_s`` (and the model's
+offline fallbacks, within that budget) until it converges or a newer command arrives; failed states are sent too (``converged`` False) so the parent can count
 and report them.
 
 :class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
@@ -51,6 +51,12 @@ class SolverConfig:
         Per-step budget, and the largest budget while retrying a failed step (s).
     params : CatheterParams or None
         The device (None: :meth:`~bronchonav.catheter.CatheterParams.default`).
+    offline_fallbacks : bool
+        Let a failed step's retries use the model's offline fallbacks (trust-region solve,
+        relaxation through a fold; see ``CatheterModel``), each attempt still bounded by its
+        budget: with a budget that has grown to a second or so, the catheter passes a fold as
+        in a rehearsal, instead of stalling there while a controller's own model (offline)
+        walks on.
     """
 
     tree: object
@@ -58,6 +64,7 @@ class SolverConfig:
     deadline_s: float = 0.004
     recovery_deadline_s: float = 0.2
     params: object = None
+    offline_fallbacks: bool = True
 
 
 def _serve(conn, config: SolverConfig) -> None:
@@ -86,7 +93,8 @@ def _solve_forever(conn, config: SolverConfig) -> None:
 
     params = config.params or CatheterParams.default()
     model = CatheterModel(params, tree=config.tree, n_nodes=config.n_nodes,
-                          deadline_s=config.recovery_deadline_s)
+                          deadline_s=config.recovery_deadline_s,
+                          offline_fallbacks=config.offline_fallbacks)
     # warm-up: compile the numba kernels (bent, inserted, then back) before taking commands
     model.step(CatheterCommand(insertion=0.03, tendon_tension=[1.0] + [0.0] * (len(params.tendons) - 1)))
     model.step(CatheterCommand(insertion=0.0))
