@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import rclpy  # noqa: E402  (fails, not skips, without ROS 2)
 from geometry_msgs.msg import Point, PointStamped, PoseStamped  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
+from ros_probe import Probe  # noqa: E402
 
 from bronchonav.ros import conversions as conv  # noqa: E402
 from bronchonav.ros import qos  # noqa: E402
@@ -44,43 +44,6 @@ def tree():
     from bronchonav.ros.resources import load_airway_map
 
     return load_airway_map(DEFAULT_MAP).tree
-
-
-class Watcher:
-    """A node on its own executor thread keeping the latest message per topic."""
-
-    def __init__(self, context):
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.node = rclpy.create_node("navigation_watcher", context=context)
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self.latest: dict = {}
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def listen(self, cls, topic, profile):
-        def keep(msg):
-            with self.lock:
-                self.latest[topic] = msg
-        self.node.create_subscription(cls, topic, keep, profile)
-
-    def wait(self, topic, predicate=lambda m: True, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                msg = self.latest.get(topic)
-            if msg is not None and predicate(msg):
-                return msg
-            time.sleep(0.05)
-        raise AssertionError(f"nothing suitable on {topic} within {timeout} s "
-                             f"(latest: {self.latest.get(topic)})")
-
-    def close(self):
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)
-        self.node.destroy_node()
 
 
 def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
@@ -100,7 +63,7 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
     try:
         graph = InProcessGraph(["airway_map_server", "route_planner", "navigator"],
                                launch_args={"map": DEFAULT_MAP}, context=context).start()
-        watcher = Watcher(context)
+        watcher = Probe(context, "navigation_watcher")
         for cls, topic, profile in [(PoseStamped, "/catheter/tip_pose", qos.STATE_SUB),
                                     (String, "/route/status", qos.LATCHED),
                                     (PathMsg, "/route", qos.LATCHED),
@@ -125,7 +88,7 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
             "phase"] == "done", timeout=max(1.0, 60.0 - (time.monotonic() - t0))).data)
         elapsed = time.monotonic() - t0
         time.sleep(0.3)  # the simulator carries out the last command
-        tip = conv.pose_to_matrix(watcher.latest["/catheter/tip_pose"].pose)[:3, 3]
+        tip = conv.pose_to_matrix(watcher.last("/catheter/tip_pose").pose)[:3, 3]
     finally:
         if watcher is not None:
             watcher.close()
