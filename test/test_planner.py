@@ -6,13 +6,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize_scalar
 from figure_checks import assert_png_figure, plotly_traces
 
 from bronchonav.airway.tree import AirwayTree, Branch, Nodule
 from bronchonav.errors import InputError, MapError
 from bronchonav.maps import AirwayMap
-from bronchonav.planning import CostWeights, DeviceConstraints, Route, RoutePlanner, plan_route
+from bronchonav.planning import DeviceConstraints, Route, RoutePlanner, plan_route
 
 MM = 1e-3
 DEG = math.pi / 180
@@ -85,24 +84,19 @@ def planner(tree):
     return RoutePlanner(make_map(tree, nod), LOOSE)
 
 
-def test_best_exit_balances_tool_length_and_angle_beside_a_straight_branch(planner, tree):
-    # Lesion d = 12 mm beside branch 3, 20 mm along it. For an exit a before the foot the cost is
-    # J(a) = (160 mm - a) + 3 sqrt(d^2 + a^2) + 0.01 atan(d / a)^2 (route, tool path, tool
-    # angle), with the angle limit atan(d / a) <= 60°. Its minimum, found here by a bounded
-    # scalar search on that formula, lies inside the limit (about 51°, a = 9.8 mm).
-    d = 0.012
-    w = CostWeights()
-    best = minimize_scalar(
-        lambda a: -w.length * a + w.exit * math.hypot(d, a) + w.tool_angle * math.atan2(d, a) ** 2,
-        bounds=(d / math.tan(60 * DEG), 0.02), method="bounded", options={"xatol": 1e-7})
-    a = best.x
+def test_best_exit_is_at_the_tool_angle_limit_beside_a_straight_branch(planner, tree):
+    # Lesion 12 mm beside branch 3, 20 mm along it. Cost J = L - a + 3*sqrt(d^2 + a^2) for an exit
+    # a before the foot would be least at cos(angle) = 1/3 (70.5°) > 60°, so the angle limit
+    # binds: a = d / tan(60°), tool length 2d/sqrt(3), route length 100 + 40 + 20 - a mm.
     route = planner.plan("A")[0]
+    d = 0.012
+    a = d / math.tan(60 * DEG)
     assert route.feasible and route.reasons == []
     assert route.branch_ids == [0, 1, 3]
     assert route.generations == [0, 1, 2] and route.lobes == [None, None, "RLL"]
-    assert route.tool_angle == pytest.approx(math.atan2(d, a), abs=1.5 * DEG)
-    assert route.tool_angle < 55 * DEG  # well inside the 60° limit
-    assert route.tool_length == pytest.approx(math.hypot(d, a), abs=0.6 * MM)
+    assert route.tool_angle <= 60 * DEG + 1e-9
+    assert route.tool_angle == pytest.approx(60 * DEG, abs=3 * DEG)
+    assert route.tool_length == pytest.approx(2 * d / math.sqrt(3), abs=0.6 * MM)
     assert route.length == pytest.approx(0.1 + 0.04 + 0.02 - a, abs=1.0 * MM)
     assert route.exit_distance_surface == pytest.approx(route.tool_length - 4 * MM)
     np.testing.assert_allclose(route.tool_end, beside(tree, 3, 0.02, 0.012))

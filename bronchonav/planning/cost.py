@@ -8,16 +8,11 @@ Among the feasible exit points, the planner picks the one of least cost::
       + w_exit * d_exit                             tool path length, exit point -> lesion centre (m)
       + w_bend * sum_i theta_i**2                   bend at each bifurcation on the route (rad)
       + w_clearance * max(0, c_ref - c_min)         shortfall of the smallest clearance (m)
-      + w_tool_angle * phi**2                       tool angle at the exit point (rad)
 
 ``J`` is in metres of "equivalent route length". The default weights make one millimetre of
 needle through lung parenchyma cost as much as three millimetres of airway travel, a 90 degree
 bend (2.47 rad^2) cost about 25 mm, and each millimetre of clearance below 1 mm cost 10 mm.
-The tool angle ``phi`` (between the airway at the exit point and the tool path) is a hard limit
-(``DeviceConstraints.tool_max_angle``) and a cost: aiming the tool is one more turn of the
-articulating tip, in the narrowest airway of the route, so it is weighted like a bifurcation
-bend. Without it the cheapest exit is the one nearest the lesion, which in practice sees the
-lesion at the angle limit, sideways through the airway wall.
+The tool angle is a hard constraint only (it does not enter ``J``).
 
 Turning model
 -------------
@@ -55,8 +50,6 @@ class CostWeights:
         Per metre of clearance below ``clearance_ref`` (dimensionless).
     clearance_ref : float
         Clearance below which the cost grows (m).
-    tool_angle : float
-        Per rad^2 of tool angle at the exit point (m / rad^2); the same as ``bend`` by default.
     """
 
     length: float = 1.0
@@ -64,14 +57,13 @@ class CostWeights:
     bend: float = 0.01
     clearance: float = 10.0
     clearance_ref: float = 1.0e-3
-    tool_angle: float = 0.01
 
     def to_dict(self) -> dict:
         """The weights as a JSON-serialisable dict."""
         return asdict(self)
 
 
-def route_cost(length, exit_distance, bend_sq_sum, min_clearance, tool_angle,
+def route_cost(length, exit_distance, bend_sq_sum, min_clearance,
                weights: CostWeights = CostWeights()) -> np.ndarray:
     """The cost ``J`` (m) of routes; every argument may be an array (broadcast).
 
@@ -85,8 +77,6 @@ def route_cost(length, exit_distance, bend_sq_sum, min_clearance, tool_angle,
         Sum of the squared bifurcation bends along the route (rad^2).
     min_clearance : float or ndarray
         Smallest clearance (airway radius minus catheter radius) along the route (m).
-    tool_angle : float or ndarray
-        Angle between the airway direction at the exit point and the tool path (rad).
     weights : CostWeights
         The weights.
     """
@@ -94,8 +84,7 @@ def route_cost(length, exit_distance, bend_sq_sum, min_clearance, tool_angle,
     return (weights.length * np.asarray(length, dtype=float)
             + weights.exit * np.asarray(exit_distance, dtype=float)
             + weights.bend * np.asarray(bend_sq_sum, dtype=float)
-            + weights.clearance * shortfall
-            + weights.tool_angle * np.asarray(tool_angle, dtype=float) ** 2)
+            + weights.clearance * shortfall)
 
 
 def turn_deviation(angle, min_bend_radius: float) -> np.ndarray:

@@ -336,10 +336,10 @@ class RoutePlanner:
         """Best exit sample per branch, best ``k`` branches: [(global index, cost)]."""
         g, length, angle = self._candidates(center)
         ok = angle <= self.constraints.tool_max_angle + 1e-12
-        g, length, angle = g[ok], length[ok], angle[ok]
+        g, length = g[ok], length[ok]
         if not g.size:
             return []
-        cost = route_cost(self.arclength[g], length, self.bend_sq[g], self.min_clear[g], angle,
+        cost = route_cost(self.arclength[g], length, self.bend_sq[g], self.min_clear[g],
                           self.weights)
         order = np.argsort(cost, kind="stable")
         chosen: list[tuple[int, float]] = []
@@ -447,9 +447,9 @@ class RoutePlanner:
             length, angle = tool_geometry(self.points[idx], self.tangents[idx], center)
             sel = (angle <= c.tool_max_angle + 1e-12) & ~self.reachable[idx]
             if sel.any():
-                cand, length, angle = idx[sel], length[sel], angle[sel]
+                cand, length = idx[sel], length[sel]
                 cost = route_cost(self.arclength[cand], length, self.bend_sq[cand],
-                                  self.min_clear[cand], angle, self.weights)
+                                  self.min_clear[cand], self.weights)
                 j = int(np.argmin(cost))
                 return self._block_of(int(cand[j])), float(length[j])
         d, j = self._all_kd.query(center)
