@@ -5,6 +5,8 @@ Expectations come from the geometry of hand-built trees (which child a route ent
 straight tube is) and from the map's ground truth, never from the controller itself.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -143,9 +145,7 @@ def test_a_model_jump_the_sensors_do_not_see_is_undone():
     controller, mirror, plant = _mirrored_drive(40)
     before = mirror.snapshot()[0].tip_position.copy()  # after the last command it was given
     command = controller.command()
-    controller.last_step = mirror.step(CatheterCommand(
-        insertion=command.insertion + 0.02, roll=command.roll,
-        tendon_tension=command.tendon_tension))
+    controller.last_step = mirror.step(replace(command, insertion=command.insertion + 0.02))
     assert np.linalg.norm(mirror.state.tip_position - before) > 0.015
     controller.update(plant.state.tip_pose)
     assert controller.model_vetoes == 1
@@ -158,8 +158,7 @@ def test_a_model_jump_the_sensors_see_stands():
     """The same 20 mm jump, carried out by the plant too: nothing is undone."""
     controller, mirror, plant = _mirrored_drive(40)
     command = controller.command()
-    deeper = CatheterCommand(insertion=command.insertion + 0.02, roll=command.roll,
-                             tendon_tension=command.tendon_tension)
+    deeper = replace(command, insertion=command.insertion + 0.02)
     controller.last_step = mirror.step(deeper)
     plant.step(deeper)
     controller.update(plant.state.tip_pose)

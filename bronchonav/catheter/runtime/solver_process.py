@@ -6,8 +6,8 @@ its own process it cannot delay the simulation loop's publishing thread. The par
 solves it (warm-started) and answers ``("state", seq, CatheterState)`` or
 ``("rejected", seq, reason)``. A step that fails (budget exceeded, no convergence) is retried
 with the same command and a budget doubling up to ``recovery_deadline_s`` (and the model's
-offline fallbacks, within that budget) until it converges or a newer command arrives; failed states are sent too (``converged`` False) so the parent can count
-and report them.
+offline fallbacks, within that budget) until it converges or a newer command arrives; failed
+states are sent too (``converged`` False) so the parent can count and report them.
 
 :class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
 the active child dies (a crash, SIGKILL, out of memory) or stops answering, the standby takes
