@@ -65,16 +65,28 @@ class Probe:
             time.sleep(0.01)
         raise AssertionError(f"nothing suitable on {topic} within {timeout} s")
 
-    def call(self, srv, name, request, timeout=20.0):
+    def call(self, srv, name, request, timeout=20.0, resend_s=None):
+        """The reply of service ``name`` to ``request``, waiting up to ``timeout`` seconds.
+
+        With ``resend_s``, a request not answered within that many seconds is sent again (for
+        idempotent requests only, such as parameter reads): a request sent just after the
+        service was discovered can be lost while the reply's reader is not matched yet. The
+        first reply to arrive is returned.
+        """
         client = self.node.create_client(srv, name)
         try:
             assert client.wait_for_service(timeout_sec=timeout), name
-            future = client.call_async(request)
+            futures = [client.call_async(request)]
             deadline = time.monotonic() + timeout
-            while not future.done():
-                assert time.monotonic() < deadline, f"{name} did not answer"
+            sent = time.monotonic()
+            while not any(f.done() for f in futures):
+                now = time.monotonic()
+                assert now < deadline, f"{name} did not answer ({len(futures)} requests)"
+                if resend_s is not None and now - sent > resend_s:
+                    futures.append(client.call_async(request))
+                    sent = now
                 time.sleep(0.005)
-            return future.result()
+            return next(f for f in futures if f.done()).result()
         finally:
             self.node.destroy_client(client)
 

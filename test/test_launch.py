@@ -569,9 +569,13 @@ def test_a_node_started_alone_reads_the_installed_parameter_file(probe, tmp_path
         try:
             reply = probe.call(GetParameters, f"{name}/get_parameters",
                                GetParameters.Request(names=["nice", "width", "height"]),
-                               timeout=90.0)
+                               timeout=90.0, resend_s=5.0)
+        except AssertionError as exc:
+            reply, failure = None, str(exc)
         finally:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=20)
-        assert [v.integer_value for v in reply.values] == expected
-        assert code == 0, proc.stdout.read()[-2000:]
+            output = proc.stdout.read()[-2000:]
+        assert reply is not None, f"{failure}; the node printed:\n{output}"
+        assert [v.integer_value for v in reply.values] == expected, output
+        assert code == 0, output

@@ -154,7 +154,7 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
         probe.listen(JointState, "/warm/joint_states", qos.STATE_SUB)
         probe.listen(DiagnosticArray, "/diagnostics", qos.DEFAULT)
         reply = probe.call(GetParameters, "/warm/catheter_sim/get_parameters",
-                           GetParameters.Request(names=["rate_hz", "n_nodes"]))
+                           GetParameters.Request(names=["rate_hz", "n_nodes"]), resend_s=5.0)
         assert [reply.values[0].double_value, reply.values[1].integer_value] == \
             [values["rate_hz"], values["n_nodes"]]
         diag = probe.wait("/diagnostics", lambda m: any(

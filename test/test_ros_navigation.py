@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAP = str(ROOT / "maps" / "phantom_default")
 REACHED_M = 5e-3
 """Ground-truth tip to exit point when a drive counts as reached (m): the demo's tolerance."""
+DRIVE_LIMIT_S = 150.0
+"""Time limit of a drive (s): a bound for a stuck loop, not a speed figure. The simulator runs in
+real time, so a drive takes longer on a loaded machine (the demo's drive to N3: 23 s quiet,
+35-40 s with three other processes spinning on the two cores)."""
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
             "/route", lambda m: len(m.poses) > 1 and np.allclose(
                 conv.path_points(m)[-1], exit_point, atol=1e-9)))
         done = json.loads(watcher.wait("/navigator/status", lambda m: json.loads(m.data)[
-            "phase"] == "done", timeout=max(1.0, 60.0 - (time.monotonic() - t0))).data)
+            "phase"] == "done", timeout=max(1.0, DRIVE_LIMIT_S - (time.monotonic() - t0))).data)
         elapsed = time.monotonic() - t0
         time.sleep(0.3)  # the simulator carries out the last command
         tip = conv.pose_to_matrix(watcher.last("/catheter/tip_pose").pose)[:3, 3]
@@ -99,7 +103,6 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
     print(f"navigator: {done['outcome']} after {elapsed:.1f} s; route "
           f"{np.linalg.norm(np.diff(route, axis=0), axis=1).sum() * 1e3:.0f} mm")
     assert done["outcome"]["status"] == "reached", done
-    assert elapsed < 60.0
     # the ground truth agrees: the tip is at the exit point, inside the target branch's lumen
     assert np.linalg.norm(tip - exit_point) <= REACHED_M, np.linalg.norm(tip - exit_point)
     assert tree.inside_lumen(tip[None])[0]
@@ -117,9 +120,10 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
 
     cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
     out = tmp_path / "demo"
-    proc = subprocess.run([cli, "demo", "--pose", "truth", "--nodule", "N3", "--timeout", "60",
-                           "--json", "--out", str(out), "--map", DEFAULT_MAP],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([cli, "demo", "--pose", "truth", "--nodule", "N3",
+                           "--timeout", str(DRIVE_LIMIT_S), "--json", "--out", str(out),
+                           "--map", DEFAULT_MAP],
+                          capture_output=True, text=True, timeout=DRIVE_LIMIT_S + 180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["ok"] and summary["nodule"] == "N3" and summary["reached"], summary
