@@ -165,6 +165,41 @@ def test_a_model_jump_the_sensors_see_stands():
     assert controller.model_vetoes == 0
 
 
+def test_a_command_the_catheter_reports_not_carried_out_steps_the_model_back():
+    """The plant keeps its state (as a simulator does when its solve fails) and says so through
+    its joint feedback: the mirror's step is undone, so the mirror stays with the plant, and
+    the controller goes on from the last command carried out."""
+    controller, mirror, plant = _mirrored_drive(40)
+    starts = []  # the mirror's state when it is given each command
+    step = mirror.step
+    mirror.step = lambda command: (starts.append(mirror.state), step(command))[1]
+    good, before = controller.command(), mirror.state
+    deeper = controller.update(plant.state.tip_pose)  # the plant does not carry this one out
+    assert deeper.insertion > good.insertion and starts[-1] is before
+    assert not np.allclose(mirror.state.tip_position, before.tip_position)
+    again = controller.update(plant.state.tip_pose, carried_out=False)
+    assert controller.not_carried_out == 1 and controller.status()["not_carried_out"] == 1
+    assert controller.model_vetoes == 0
+    # the mirror went back to its state before that step and took the next command from
+    # there: the last command carried out plus a half-size step
+    assert starts[-1] is before
+    assert again.insertion - good.insertion == pytest.approx(
+        0.5 * (deeper.insertion - good.insertion), rel=0.2)
+    assert np.linalg.norm(mirror.state.tip_position - plant.state.tip_position) < 2e-3
+
+
+def test_a_command_the_catheter_reports_carried_out_stands():
+    controller, mirror, plant = _mirrored_drive(40)
+    command = controller.update(plant.state.tip_pose)
+    plant.step(command)
+    stepped = mirror.state
+    starts = []
+    step = mirror.step
+    mirror.step = lambda command: (starts.append(mirror.state), step(command))[1]
+    controller.update(plant.state.tip_pose, carried_out=True)
+    assert controller.not_carried_out == 0 and starts == [stepped]
+
+
 def test_cold_starts_with_displacement_commands_converge():
     """From reset, small pulls put every tendon at the slack/taut boundary: each converges, and
     the state is a catheter of the commanded length, not the base state."""

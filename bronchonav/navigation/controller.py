@@ -115,6 +115,7 @@ class NavigationController:
         self._scale = 1.0  # step-size factor, halved after a command the catheter did not take
         self.failed_steps = 0  # model steps that did not converge (steps_model only)
         self.model_vetoes = 0  # model steps undone because the observed tip did not follow
+        self.not_carried_out = 0  # commands the catheter reported it did not carry out
         self._model_before = None  # the model's snapshot before its last step
         self.s_tip = 0.0
         self.lateral = 0.0
@@ -139,13 +140,19 @@ class NavigationController:
         """The command in force: insertion (m), roll (rad), tendon tensions (N)."""
         return self._command(self.insertion, self.bend)
 
-    def update(self, T_ct_tip: np.ndarray, accepted: bool = True) -> CatheterCommand:
+    def update(self, T_ct_tip: np.ndarray, accepted: bool = True,
+               carried_out: bool | None = None) -> CatheterCommand:
         """One control step from the observed tip pose (4×4, CT frame); the next command.
 
         ``accepted=False`` says the catheter did not carry out the last command (its solve
         failed and it kept the previous state): the controller goes back to the last command that
         was carried out and moves on in half-size steps (growing back after successes). With
         ``steps_model`` the controller knows this from its own model.
+
+        ``carried_out`` is the catheter's own report on the last command where it gives one
+        (joint feedback, e.g. a simulator's or a robot's joint states); ``False`` counts the
+        command as not carried out, and with ``steps_model`` undoes the model's step, so that
+        the model stays with the catheter instead of going on where the catheter did not.
         """
         T = np.asarray(T_ct_tip, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -153,7 +160,18 @@ class NavigationController:
         if self.outcome is not None:
             return self.command()
         if self.steps_model and self.last_step is not None:
-            accepted = bool(self.last_step.converged) and not self._model_contradicted(T)
+            before, self._model_before = self._model_before, None
+            accepted = bool(self.last_step.converged)
+            if accepted and carried_out is False:
+                self._undo_model_step(before)
+                self.not_carried_out += 1
+                accepted = False
+            elif accepted and self._model_contradicted(T, before):
+                self._undo_model_step(before)
+                self.model_vetoes += 1
+                accepted = False
+        elif carried_out is False:
+            accepted = False
         if accepted:
             self._good = (self.insertion, self.bend.copy(), self.roll)
             self._scale = min(1.0, 2.0 * self._scale)
@@ -187,27 +205,27 @@ class NavigationController:
         """Progress as a JSON-serialisable dict (m, rad, N); ``model_offset_m`` is the distance
         from the observed tip to the tip of the controller's own model (how far the model the
         steering relies on has drifted from what the sensors see), ``model_vetoes`` how many
-        steps of that model were undone because the observed tip did not follow them."""
+        steps of that model were undone because the observed tip did not follow them,
+        ``not_carried_out`` how many commands the catheter reported it did not carry out."""
         return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
                 "insertion_m": self.insertion, "roll_rad": self.roll,
                 "s_tip_m": self.s_tip, "lateral_m": self.lateral,
                 "tip_to_exit_m": None if not np.isfinite(self.tip_to_exit) else self.tip_to_exit,
                 "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
                 "bend_n": self.bend.tolist(), "retries": self.retries,
-                "model_vetoes": self.model_vetoes,
+                "model_vetoes": self.model_vetoes, "not_carried_out": self.not_carried_out,
                 "model_offset_m": None if not np.isfinite(self.model_offset)
                 else self.model_offset,
                 "branch_id": self.branch_id,
                 "outcome": None if self.outcome is None else self.outcome.to_dict()}
 
     # -- phases ------------------------------------------------------------------------------
-    def _model_contradicted(self, T: np.ndarray) -> bool:
-        """Undo the model's last step when it moved the model's tip more than ``model_jump_m``
-        and the observed tip stayed with the model's tip before the step (nearer to it than to
-        the new one by half the move): the model went through a fold the catheter did not
-        take. The command then counts as not carried out. (Where the model is the plant, as in
-        a rehearsal, the observation follows every move and nothing is undone.)"""
-        before, self._model_before = self._model_before, None
+    def _model_contradicted(self, T: np.ndarray, before) -> bool:
+        """Whether the model's last step (from the snapshot ``before``) moved the model's tip
+        more than ``model_jump_m`` while the observed tip stayed with the model's tip before
+        the step (nearer to it than to the new one by half the move): the model went through a
+        fold the catheter did not take. (Where the model is the plant, as in a rehearsal, the
+        observation follows every move.)"""
         state = self.model.state
         if before is None or before[0] is None or state is None:
             return False
@@ -216,11 +234,12 @@ class NavigationController:
         if moved <= self.config.model_jump_m:
             return False
         p = T[:3, 3]
-        if np.linalg.norm(p - tip_now) <= np.linalg.norm(p - tip_before) + 0.5 * moved:
-            return False
-        self.model.restore(before)
-        self.model_vetoes += 1
-        return True
+        return bool(np.linalg.norm(p - tip_now) > np.linalg.norm(p - tip_before) + 0.5 * moved)
+
+    def _undo_model_step(self, before) -> None:
+        """Put the model back to its snapshot ``before`` its last step (when there is one)."""
+        if before is not None:
+            self.model.restore(before)
 
     def _observe(self, T: np.ndarray) -> None:
         p = T[:3, 3]

@@ -7,8 +7,11 @@ core, also used by rehearsals and ``bronchonav catheter --demo``); this node tra
   controller for that route (the node's catheter model carries over); when ``route/status``
   names the route's nodule, the tip is finally aimed at the lesion centre;
 - the observed tip pose → :meth:`~bronchonav.navigation.NavigationController.update` once per
-  control period, once ``joint_states`` shows that the simulator has carried out the previous
-  command's insertion (else the pose would be older than the command): ``catheter/tip_pose`` (the simulator's ground truth, ``pose_source: truth``) or
+  control period, once ``joint_states`` and ``tendon_states`` show that the simulator has
+  carried out the previous command (else the pose would be older than the command), or after
+  ``PLANT_WAIT_S`` with the report that it did not (the controller's model then steps back with
+  the simulator instead of going on alone): ``catheter/tip_pose`` (the simulator's ground
+  truth, ``pose_source: truth``) or
   ``registration/tip_pose`` (the EM pose mapped to ``ct`` by the registration,
   ``pose_source: registered``; the navigator waits while no registered pose arrives);
 - the command → ``catheter/joint_command`` (``sensor_msgs/JointState``: ``position`` insertion m
@@ -42,10 +45,18 @@ from bronchonav.ros import qos
 from bronchonav.ros.params import Param, declare
 
 PLANT_TOLERANCE_M = 2e-4
-"""The simulator has carried out a command when its insertion is this close to it (m)."""
+"""The simulator has carried out a command when its insertion is this close to it (m)..."""
+
+PLANT_TOLERANCE_RAD = 1e-4
+"""... its roll this close (rad) ..."""
+
+PLANT_TOLERANCE_N = 1e-3
+"""... and every tendon tension this close to the command's plus the tendon's pretension (N)."""
 
 PLANT_WAIT_S = 0.5
-"""Longest wait for the simulator to carry out a command before steering on anyway (s)."""
+"""Longest wait for the simulator to carry out a command (s); after it the command counts as
+not carried out (the simulator kept its previous state) and the controller's model steps back
+with it."""
 
 POSE_TOPICS = {"truth": "catheter/tip_pose", "registered": "registration/tip_pose"}
 
@@ -105,9 +116,13 @@ class NavigatorNode(Node):
         self._route_status: dict = {}
         self.create_subscription(String, "route/status", self._on_route_status, qos.LATCHED)
         self.create_subscription(Path, "route", self._on_route, qos.LATCHED)
-        self._plant_insertion: float | None = None
-        self._awaiting: tuple[float, float] | None = None  # (commanded insertion m, time s)
+        self._pretension = np.array([t.pretension for t in device.tendons], dtype=float)
+        self._plant_joints: np.ndarray | None = None  # insertion m, roll rad
+        self._plant_tensions: np.ndarray | None = None  # N, tendon_names order
+        self._awaiting: tuple[np.ndarray, float] | None = None  # (expected joints, sent at s)
         self.create_subscription(JointState, "joint_states", self._on_joint_states,
+                                 qos.STATE_SUB)
+        self.create_subscription(JointState, "tendon_states", self._on_tendon_states,
                                  qos.STATE_SUB)
         for source, topic in POSE_TOPICS.items():
             self.create_subscription(PoseStamped, topic,
@@ -203,19 +218,36 @@ class NavigatorNode(Node):
         return np.asarray(st["target_m"], dtype=float)
 
     def _on_joint_states(self, msg: JointState) -> None:
-        if "insertion" in msg.name and len(msg.position) == len(msg.name):
-            self._plant_insertion = float(msg.position[list(msg.name).index("insertion")])
+        names = list(msg.name)
+        if {"insertion", "roll"} <= set(names) and len(msg.position) == len(names):
+            self._plant_joints = np.array([msg.position[names.index("insertion")],
+                                           msg.position[names.index("roll")]])
+
+    def _on_tendon_states(self, msg: JointState) -> None:
+        names = list(msg.name)
+        if set(self.tendon_names) <= set(names) and len(msg.effort) == len(names):
+            self._plant_tensions = np.array([msg.effort[names.index(n)]
+                                             for n in self.tendon_names])
+
+    def _plant_matches(self) -> bool | None:
+        """Whether the simulator's last reported state is that of the last command sent
+        (insertion, roll and tendon tensions within ``PLANT_TOLERANCE_*``); None before the
+        first command or the first joint and tendon states."""
+        if self._awaiting is None or self._plant_joints is None or self._plant_tensions is None:
+            return None
+        expected, _ = self._awaiting
+        joints, tensions = expected[:2], expected[2:]
+        return bool(abs(self._plant_joints[0] - joints[0]) <= PLANT_TOLERANCE_M
+                    and abs(self._plant_joints[1] - joints[1]) <= PLANT_TOLERANCE_RAD
+                    and np.all(np.abs(self._plant_tensions - tensions) <= PLANT_TOLERANCE_N))
 
     def _plant_behind(self) -> bool:
-        """Whether the simulator has not yet carried out the last command's insertion (then the
-        observed pose is older than the command, and steering on it would overshoot); gives up
-        waiting after ``PLANT_WAIT_S``."""
-        if self._awaiting is None or self._plant_insertion is None:
+        """Whether the simulator has not yet carried out the last command (then the observed
+        pose is older than the command, and steering on it would overshoot) and may still:
+        waiting ends after ``PLANT_WAIT_S``."""
+        if self._plant_matches() is not False:
             return False
-        commanded, t = self._awaiting
-        if abs(self._plant_insertion - commanded) <= PLANT_TOLERANCE_M:
-            return False
-        return time.monotonic() - t < PLANT_WAIT_S
+        return time.monotonic() - self._awaiting[1] < PLANT_WAIT_S
 
     def _on_pose(self, source: str, msg: PoseStamped) -> None:
         self._poses[source] = conv.pose_to_matrix(msg.pose)
@@ -225,8 +257,10 @@ class NavigatorNode(Node):
         T = self._poses.get(self.pose_source)
         if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
-        command = c.update(T)
-        self._awaiting = (float(command.insertion), time.monotonic())
+        command = c.update(T, carried_out=self._plant_matches())
+        self._awaiting = (np.concatenate([[command.insertion, command.roll],
+                                          np.asarray(command.tendon_tension) + self._pretension]),
+                          time.monotonic())
         if c.outcome is not None:
             self.get_logger().info(f"navigation {c.outcome.reason}")
             self._publish_status()
