@@ -231,15 +231,16 @@ class NavigatorNode(Node):
 
     def _plant_matches(self) -> bool | None:
         """Whether the simulator's last reported state is that of the last command sent
-        (insertion, roll and tendon tensions within ``PLANT_TOLERANCE_*``); None before the
-        first command or the first joint and tendon states."""
-        if self._awaiting is None or self._plant_joints is None or self._plant_tensions is None:
+        (insertion, roll and — once ``tendon_states`` arrive — tendon tensions within
+        ``PLANT_TOLERANCE_*``); None before the first command or the first joint states."""
+        if self._awaiting is None or self._plant_joints is None:
             return None
         expected, _ = self._awaiting
         joints, tensions = expected[:2], expected[2:]
         return bool(abs(self._plant_joints[0] - joints[0]) <= PLANT_TOLERANCE_M
                     and abs(self._plant_joints[1] - joints[1]) <= PLANT_TOLERANCE_RAD
-                    and np.all(np.abs(self._plant_tensions - tensions) <= PLANT_TOLERANCE_N))
+                    and (self._plant_tensions is None or
+                         np.all(np.abs(self._plant_tensions - tensions) <= PLANT_TOLERANCE_N)))
 
     def _plant_behind(self) -> bool:
         """Whether the simulator has not yet carried out the last command (then the observed
