@@ -270,6 +270,11 @@ def test_sros2_policy_covers_the_running_simulator(bench):
     """Every topic and service catheter_sim has in the graph is allowed for it in the policy."""
     allowed = _policy_allowed("catheter_sim")
     node = bench.probe.node
+    deadline = time.monotonic() + 90.0  # discovered (when this test runs first)
+    while ("catheter_sim", "/") not in node.get_node_names_and_namespaces():
+        assert time.monotonic() < deadline, "catheter_sim never appeared in the graph"
+        time.sleep(0.1)
+    bench.diag(timeout=90.0)  # it runs (publishes its diagnostics)
     pubs = {n for n, _ in node.get_publisher_names_and_types_by_node("catheter_sim", "/")}
     subs = {n for n, _ in node.get_subscriber_names_and_types_by_node("catheter_sim", "/")}
     srvs = {n for n, _ in node.get_service_names_and_types_by_node("catheter_sim", "/")}

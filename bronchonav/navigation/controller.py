@@ -170,7 +170,7 @@ class NavigationController:
                 self._undo_model_step(before)
                 self.model_vetoes += 1
                 accepted = False
-        elif carried_out is False:
+        elif carried_out is False and not self.steps_model:
             accepted = False
         if accepted:
             self._good = (self.insertion, self.bend.copy(), self.roll)

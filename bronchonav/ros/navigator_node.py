@@ -172,6 +172,7 @@ class NavigatorNode(Node):
             self.get_logger().error(f"route refused: {exc}")
             return
         self.controller = NavigationController(target, self.model, self.config)
+        self._awaiting = None  # the new controller has sent nothing yet
         self._cancelled = ""
         self.get_logger().info(f"following a route of {target.length * 1e3:.1f} mm "
                                f"({len(pts)} waypoints), steering on the {self.pose_source} pose")
