@@ -119,7 +119,9 @@ class NavigatorNode(Node):
         self._pretension = np.array([t.pretension for t in device.tendons], dtype=float)
         self._plant_joints: np.ndarray | None = None  # insertion m, roll rad
         self._plant_tensions: np.ndarray | None = None  # N, tendon_names order
-        self._awaiting: tuple[np.ndarray, float] | None = None  # (expected joints, sent at s)
+        # the last command sent, as the simulator will report it once carried out:
+        # (insertion m and roll rad, tendon tensions N, sent at s monotonic)
+        self._awaiting: tuple[np.ndarray, np.ndarray, float] | None = None
         self.create_subscription(JointState, "joint_states", self._on_joint_states,
                                  qos.STATE_SUB)
         self.create_subscription(JointState, "tendon_states", self._on_tendon_states,
@@ -236,10 +238,9 @@ class NavigatorNode(Node):
         ``PLANT_TOLERANCE_*``); None before the first command or the first joint states."""
         if self._awaiting is None or self._plant_joints is None:
             return None
-        expected, _ = self._awaiting
-        joints, tensions = expected[:2], expected[2:]
-        return bool(abs(self._plant_joints[0] - joints[0]) <= PLANT_TOLERANCE_M
-                    and abs(self._plant_joints[1] - joints[1]) <= PLANT_TOLERANCE_RAD
+        joints, tensions, _ = self._awaiting
+        return bool(np.all(np.abs(self._plant_joints - joints)
+                           <= (PLANT_TOLERANCE_M, PLANT_TOLERANCE_RAD))
                     and (self._plant_tensions is None or
                          np.all(np.abs(self._plant_tensions - tensions) <= PLANT_TOLERANCE_N)))
 
@@ -249,7 +250,7 @@ class NavigatorNode(Node):
         waiting ends after ``PLANT_WAIT_S``."""
         if self._plant_matches() is not False:
             return False
-        return time.monotonic() - self._awaiting[1] < PLANT_WAIT_S
+        return time.monotonic() - self._awaiting[2] < PLANT_WAIT_S
 
     def _on_pose(self, source: str, msg: PoseStamped) -> None:
         self._poses[source] = conv.pose_to_matrix(msg.pose)
@@ -260,9 +261,8 @@ class NavigatorNode(Node):
         if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
         command = c.update(T, carried_out=self._plant_matches())
-        self._awaiting = (np.concatenate([[command.insertion, command.roll],
-                                          np.asarray(command.tendon_tension) + self._pretension]),
-                          time.monotonic())
+        self._awaiting = (np.array([command.insertion, command.roll]),
+                          np.asarray(command.tendon_tension) + self._pretension, time.monotonic())
         if c.outcome is not None:
             self.get_logger().info(f"navigation {c.outcome.reason}")
             self._publish_status()
