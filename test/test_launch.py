@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bronchonav.errors import InputError
 from bronchonav.ros import launch_spec
@@ -91,8 +92,13 @@ def test_launch_file_declares_its_arguments_and_starts_the_table_nodes(name, fak
     assert [n["name"] for n in ours] == list(LAUNCH_CONFIGS[name].nodes)
     # relative, so that it nests under an including launch file's push-ros-namespace
     assert all(n["executable"] == n["name"] and n["namespace"] == "cath2" for n in ours)
+    config = yaml.safe_load((ROOT / "config" / "bronchonav.yaml").read_text())
     for n in ours:  # empty map/rate keep the parameter file's values: no overrides
         assert [Path(p) for p in n["parameters"]] == [ROOT / "config" / "bronchonav.yaml"]
+        # a best-effort node starts at the file's niceness, the simulator and navigator at ours
+        nice = config[f"/**/{n['name']}"]["ros__parameters"].get("nice", 0)
+        assert n["prefix"] == (f"nice -n {nice}" if nice else None), n["name"]
+        assert (n["prefix"] is None) == (n["name"] in ("catheter_sim", "navigator"))
         if NODES[n["name"]].required:
             assert type(n["on_exit"]).__name__ == "Shutdown"
         else:
@@ -126,6 +132,7 @@ def test_launch_arguments_reach_the_nodes(fake_launch, monkeypatch, tmp_path):
             expected["rate_hz"] = 500.0
         assert n["parameters"][1:] == ([expected] if expected else [])
         assert n["namespace"] is None  # the root, or the including file's namespace
+        assert n["prefix"] is None  # this parameter file sets no niceness
 
 
 def test_missing_tools_give_a_message_not_an_abort(fake_launch, monkeypatch):
@@ -392,6 +399,49 @@ def _scheduling(pid: int) -> tuple[int, int, int]:
     return int(fields[2]), int(fields[3]), int(fields[16])
 
 
+def test_a_best_effort_node_process_starts_niced_before_its_imports():
+    """The runner starts a best-effort node under ``nice -n`` (its parameter file's ``nice``):
+    the Python process already runs at that niceness when it begins importing (rclpy, numpy,
+    scipy), seconds before the node reads its parameters — on two cores the simulator then
+    gets the CPU during the whole graph's start-up. The simulator starts at the runner's."""
+    from bronchonav.ros.runner import spawn_processes, stop_processes
+
+    config = yaml.safe_load((ROOT / "config" / "bronchonav.yaml").read_text())
+    expected = config["/**/route_planner"]["ros__parameters"]["nice"]
+    assert expected > 0
+    own = os.nice(0)
+    procs = spawn_processes(["route_planner"])
+    try:
+        pid = procs["route_planner"].pid
+        deadline = time.monotonic() + 30.0
+        # the pid is `nice` until it execs Python with the node's command line
+        while Path(f"/proc/{pid}/cmdline").read_text().split("\0")[0] != sys.executable:
+            assert time.monotonic() < deadline, "the node process never started"
+            time.sleep(0.001)
+        importing = "_rclpy_pybind11" not in Path(f"/proc/{pid}/maps").read_text()
+        nice = _scheduling(pid)[2]
+        while not _catches(pid, signal.SIGTERM):  # stopped before that, Python dies of it
+            assert time.monotonic() < deadline, "the node never handled SIGTERM"
+            time.sleep(0.002)
+    finally:
+        codes = stop_processes(procs)
+    assert importing, "sampled only after rclpy was loaded"
+    assert nice == min(19, own + expected)
+    assert codes == {"route_planner": 0}
+
+
+@pytest.mark.parametrize("started_at, target", [(0, 5), (7, 5), (3, 0)])
+def test_give_way_raises_the_niceness_to_its_parameter_only(started_at, target):
+    """``give_way(n)``: a process below niceness n is raised to it, one started at or above it
+    (by a launcher's ``nice -n``) keeps its niceness; called twice, it does not add up."""
+    code = ("import os; from bronchonav.ros.params import give_way; "
+            f"give_way({target}); give_way({target}); print(os.nice(0))")
+    own = os.nice(0)
+    out = subprocess.run(["nice", "-n", str(started_at), sys.executable, "-c", code],
+                         capture_output=True, text=True, check=True, timeout=60)
+    assert int(out.stdout) == min(19, max(own + started_at, target))
+
+
 def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
     """hil as processes under /cath2: the table's nodes with namespaced topics, each in a
     process group of its own inside the runner's session (as ros2 launch keeps them: one
@@ -399,7 +449,6 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
     parameter file's niceness and the simulator at the runner's; a terminal Ctrl-C (SIGINT to
     the runner's process group; the runner stops the nodes) stops every node and the solver
     child in < 2 s, exit code 0, no traceback."""
-    import yaml
 
     from bronchonav.ros.runner import default_config
     from sensor_msgs.msg import JointState
@@ -511,8 +560,6 @@ def test_ros2_control_urdf_is_generated_and_names_urdf_joints():
 
 
 def test_ros2_control_controllers_use_the_commanded_joints():
-    import yaml
-
     from bronchonav.ros.urdf_gen import COMMANDED_JOINTS
 
     config = yaml.safe_load((ROOT / "config" / "ros2_control_controllers.yaml").read_text())
@@ -542,7 +589,6 @@ def test_a_node_started_alone_reads_the_installed_parameter_file(probe, tmp_path
     file — here an installed copy whose ``width`` and ``nice`` differ from the node's declared
     defaults — and a ``-p`` on the command line still wins; also in a namespace (``/**/tip_camera``
     section)."""
-    import yaml
     from rcl_interfaces.srv import GetParameters
 
     from bronchonav.ros.tip_camera_node import PARAMS

@@ -268,6 +268,13 @@ def check_rate(value) -> float:
     return _rate(str(value))
 
 
+def niceness_prefix(niceness: int) -> list[str]:
+    """The command prefix that starts a node's process at ``niceness`` (relative to the
+    launcher's; none for 0): ``nice -n N``, as ``launch_ros`` ``Node(prefix=...)`` and the
+    project's runner both use it (:func:`bronchonav.ros.params.start_niceness`)."""
+    return ["nice", "-n", str(int(niceness))] if niceness > 0 else []
+
+
 def missing_tool_message(package: str) -> str:
     """What a launch says when an optional tool (robot_state_publisher, rviz2) is missing."""
     argument = "rviz" if package == "rviz2" else package
@@ -334,6 +341,8 @@ def _launch_actions(context, config_name: str) -> list:
     from launch.actions import LogInfo, Shutdown
     from launch_ros.actions import Node
 
+    from bronchonav.ros.params import load_yaml_params, start_niceness
+
     config = LAUNCH_CONFIGS[config_name]
     given = {name: context.launch_configurations.get(name) for name in config.arguments}
     values = resolve_arguments(config_name, given)  # raises before any process starts
@@ -343,9 +352,12 @@ def _launch_actions(context, config_name: str) -> list:
     for name in config.nodes:
         spec = NODES[name]
         overrides = values.node_overrides(name)
+        niceness = start_niceness({**load_yaml_params(values.params_file, name,
+                                                      values.namespace), **overrides})
         actions.append(Node(
             package=PACKAGE, executable=name, name=name, namespace=namespace, output="screen",
             parameters=[str(values.params_file)] + ([overrides] if overrides else []),
+            prefix=" ".join(niceness_prefix(niceness)) or None,
             on_exit=Shutdown(reason=f"{name} exited (a required node)") if spec.required
             else None))
     from bronchonav.ros.resources import data_file

@@ -102,17 +102,33 @@ def nice_param(default: int = 10) -> Param:
     """The ``nice`` parameter of a best-effort node (map server, route planner, registration,
     tip camera): see :func:`give_way`."""
     return Param("nice", default,
-                 "Raise the process's niceness by this much on start, before the start-up work "
-                 "(0 = unchanged), so the scheduler serves the catheter simulator and its solver "
-                 "first; the in-process runner sets 0 (niceness applies to the whole process)",
+                 "Niceness the process runs at, so that the scheduler serves the catheter "
+                 "simulator and its solver first (0 = unchanged): the launchers start the "
+                 "process at it (before its imports); started otherwise, the node raises its "
+                 "niceness to it before the start-up work. The in-process runner sets 0 "
+                 "(niceness applies to the whole process)",
                  minimum=0, maximum=19)
 
 
-def give_way(increment: int) -> None:
-    """Raise this process's niceness by ``increment`` (0: unchanged; it cannot be lowered again
-    without privileges): a best-effort node gives way to the catheter simulator."""
-    if increment > 0:
-        os.nice(increment)
+def give_way(niceness: int) -> None:
+    """Run this process at niceness ``niceness`` or above: raise it when it is lower (it cannot
+    be lowered again without privileges), leave it when a launcher started the process there
+    already (:func:`start_niceness`): a best-effort node gives way to the catheter simulator."""
+    current = os.nice(0)
+    if niceness > current:
+        os.nice(niceness - current)
+
+
+def start_niceness(parameters: dict) -> int:
+    """The niceness a launcher starts a node's process at, from the node's parameters (its
+    ``nice``; 0 for a node without one): a best-effort node then gives way from its first
+    instruction, while it imports rclpy, numpy and scipy, not only once its parameters are
+    read (on two cores, five nodes importing beside the simulator delay its first state by
+    seconds)."""
+    value = parameters.get("nice", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise InputError(f"parameter nice must be an integer from 0 to 19, got {value!r}")
+    return value
 
 
 def declare(node, specs: list[Param]) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 from bronchonav.errors import BronchoNavError, InputError
 from bronchonav.ros import launch_spec
 from bronchonav.ros.launch_spec import NODES, resolve_arguments
+from bronchonav.ros.params import start_niceness
 
 NODE_CLASSES = {name: spec.node_class for name, spec in NODES.items()}
 """Node name (= console script = YAML section) → ``"module:Class"`` (from the launch table)."""
@@ -362,13 +363,18 @@ def spawn_processes(node_names, config=None, launch_args=None, extra=None,
     CPU between sessions (autogroup, most desktop Linux) that decides the nodes' shares: a
     session per node gives each node the same share whatever its ``nice``; in one session the
     best-effort nodes' ``nice`` (map server, planner, registration, camera) lets the simulator
-    go first.
+    go first. A node with a ``nice`` parameter starts at that niceness (``nice -n``, as the
+    launch files start it), so it gives way while it imports too.
     """
     ensure_local_ros_env()
     procs = {}
     for name in node_names:
+        node_extra = (extra or {}).get(name)
+        niceness = start_niceness(node_parameters(name, config, launch_args, node_extra,
+                                                  namespace))
         procs[name] = subprocess.Popen(
-            node_command(name, config, launch_args, (extra or {}).get(name), namespace),
+            launch_spec.niceness_prefix(niceness)
+            + node_command(name, config, launch_args, node_extra, namespace),
             **({"start_new_session": True} if own_session else _OWN_PROCESS_GROUP))
     return procs
 
