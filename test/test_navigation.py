@@ -105,6 +105,62 @@ def test_a_child_narrower_than_the_catheter_ends_stuck_with_a_reason():
     assert outcome.tip_to_exit_m > 0.02
 
 
+def _aim_case(tube_radius, lesion_angle, params=None):
+    """A straight tube 120 mm long along -z, a route to 70 mm deep (the articulation stays in
+    the tube), a lesion 20 mm from the exit point at ``lesion_angle`` (rad) from the axis;
+    drive and aim. Returns (controller, model, lesion, the tip axis's angle to the lesion at
+    each aiming step)."""
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.12]],
+                             [tube_radius, tube_radius])])
+    exit_point = np.array([0, 0, -0.07])
+    lesion = exit_point + 0.02 * np.array([np.sin(lesion_angle), 0.0, -np.cos(lesion_angle)])
+    model = CatheterModel(params or CatheterParams.default(), tree, n_nodes=20)
+    controller = NavigationController(
+        RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion,
+                                tool_length=0.02), model)
+    errors = []
+
+    def record(c):
+        if c.phase == "aim" or (c.outcome is not None and errors):
+            errors.append(_axis_to(model, lesion))
+
+    drive(controller, model, record)
+    return controller, model, lesion, np.array(errors)
+
+
+def _axis_to(model, point):
+    """Angle between the tip axis and the direction from the tip to ``point`` (rad)."""
+    T = model.state.tip_pose
+    d = (point - T[:3, 3]) / np.linalg.norm(point - T[:3, 3])
+    return float(np.arccos(np.clip(T[:3, 2] @ d, -1, 1)))
+
+
+def test_the_final_aim_points_the_tip_at_a_lesion_it_can_turn_to():
+    """A wide tube: the articulation turns the tip axis 30° onto the lesion centre (within the
+    aiming tolerance, measured on the tip pose)."""
+    controller, model, lesion, _ = _aim_case(0.015, np.radians(30))
+    assert controller.outcome.status == "reached", controller.outcome.reason
+    assert _axis_to(model, lesion) <= controller.config.aim_tolerance_rad + 0.01
+
+
+def test_the_final_aim_ends_when_the_tip_stops_turning():
+    """A tube 5 mm across, a lesion at 90° and half the default tendon tension limit: the tip
+    turns towards the lesion until the limit and the wall hold it, short of pointing at it;
+    aiming then ends within ``aim_patience_steps`` (+1) of the first step from which the angle
+    (measured on the tip pose) no longer shrinks by ``aim_progress_rad``, still ``reached``."""
+    params = CatheterParams.default()
+    params.limits.tension_max *= 0.5
+    controller, model, lesion, errors = _aim_case(0.0025, np.radians(90), params)
+    c = controller.config
+    assert controller.outcome.status == "reached", controller.outcome.reason
+    assert errors[0] > np.radians(60) and errors[-1] < errors[0] - np.radians(20)  # it turned
+    assert errors[-1] > c.aim_tolerance_rad  # but not onto the lesion
+    best = np.minimum.accumulate(errors)
+    stopped = next(k for k in range(len(errors))
+                   if np.all(errors[k:] > best[k] - c.aim_progress_rad))
+    assert len(errors) - 1 - stopped <= c.aim_patience_steps + 1
+
+
 def test_a_timeout_is_an_outcome():
     tree = y_tree()
     model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)

@@ -64,9 +64,14 @@ class NavigationConfig:
     reach_tolerance_m : float
         The exit point counts as reached when the tip ends within this distance of it (m).
     aim_steps : int
-        Steps of the final articulation towards the lesion (0: no aiming).
+        Most steps of the final articulation towards the lesion (0: no aiming).
     aim_tolerance_rad : float
-        Aiming ends when the tip axis points within this angle of the lesion centre (rad).
+        Aiming ends when the tip axis points within this angle of the lesion centre (rad)...
+    aim_progress_rad : float
+        ...or when the angle has not shrunk by this much (rad)...
+    aim_patience_steps : int
+        ...for this many steps: the tip has stopped turning (the airway wall or the tendon
+        tension limit holds it).
     max_steps : int
         Control steps before the outcome is ``timeout``.
     """
@@ -92,8 +97,10 @@ class NavigationConfig:
     max_retries: int = 4
     goal_tolerance_m: float = 2.0e-3
     reach_tolerance_m: float = 5.0e-3
-    aim_steps: int = 30
+    aim_steps: int = 150
     aim_tolerance_rad: float = 0.05
+    aim_progress_rad: float = 0.01
+    aim_patience_steps: int = 10
     max_steps: int = 3000
 
     def __post_init__(self) -> None:

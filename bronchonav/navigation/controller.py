@@ -25,8 +25,9 @@ One call of :meth:`NavigationController.update` is one control step:
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
 6. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
-   ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) and end
-   ``reached``; ``timeout`` after ``max_steps``.
+   ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) until the
+   tip axis points at it or stops turning (or the catheter does not carry out an aiming
+   command), and end ``reached``; ``timeout`` after ``max_steps``.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class NavigationController:
         self._recover_reason = ""
         self._recover_steps = 0
         self._aim_steps = 0
+        self._refused = False  # the last command was not carried out
+        self._aim_best = np.inf  # smallest heading error to the lesion while aiming (rad)
+        self._aim_since_best = 0
         self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
@@ -172,6 +176,7 @@ class NavigationController:
                 accepted = False
         elif carried_out is False and not self.steps_model:
             accepted = False
+        self._refused = not accepted
         if accepted:
             self._good = (self.insertion, self.bend.copy(), self.roll)
             self._scale = min(1.0, 2.0 * self._scale)
@@ -336,12 +341,21 @@ class NavigationController:
             self._recover_to = max(self.insertion - c.step_m, 0.0)
 
     def _aim(self, T: np.ndarray) -> None:
+        """Articulate towards the lesion (insertion held) until the tip axis points at it, the
+        tip stops turning (``aim_patience_steps`` steps without ``aim_progress_rad`` of
+        improvement: the wall or the tendon limit holds it; or the catheter did not carry out
+        the last aiming command), or ``aim_steps`` steps."""
         c = self.config
         lesion = self.target.lesion_center
-        if lesion is not None and c.aim_steps > 0:
+        if lesion is not None and c.aim_steps > 0 and not (self._aim_steps and self._refused):
             self._steer(T, lesion)
             self._aim_steps += 1
-            if self.heading_error > c.aim_tolerance_rad and self._aim_steps < c.aim_steps:
+            if self.heading_error < self._aim_best - c.aim_progress_rad:
+                self._aim_best, self._aim_since_best = self.heading_error, 0
+            else:
+                self._aim_since_best += 1
+            if self.heading_error > c.aim_tolerance_rad and self._aim_steps < c.aim_steps \
+                    and self._aim_since_best < c.aim_patience_steps:
                 return
         self._finish("reached", f"tip {self._drive_end_error * 1e3:.1f} mm from the exit point")
 

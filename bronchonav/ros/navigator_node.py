@@ -77,7 +77,8 @@ PARAMS = [
           minimum=0, maximum=20),
     Param("goal_tolerance_m", 0.002, "Driving ends within this distance of the exit point (m)",
           minimum=1e-4, maximum=0.02),
-    Param("aim_steps", 30, "Control steps of the final articulation towards the lesion",
+    Param("aim_steps", 150, "Most control steps of the final articulation towards the lesion "
+          "(it ends sooner once the tip points at the lesion or stops turning)",
           minimum=0, maximum=1000),
 ]
 
