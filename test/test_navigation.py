@@ -161,6 +161,25 @@ def test_the_final_aim_ends_when_the_tip_stops_turning():
     assert len(errors) - 1 - stopped <= c.aim_patience_steps + 1
 
 
+def test_the_final_aim_ends_after_two_aiming_commands_in_a_row_are_not_carried_out():
+    """A lesion the tip can turn to (wide tube, 30°): one aiming command the catheter reports
+    not carried out is retried at half size, aiming goes on; a second in a row ends it."""
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.12]], [0.015, 0.015])])
+    exit_point = np.array([0, 0, -0.07])
+    lesion = exit_point + 0.02 * np.array([np.sin(0.5), 0.0, -np.cos(0.5)])
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    controller = NavigationController(
+        RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion,
+                                tool_length=0.02), model)
+    while controller.phase != "aim":
+        controller.update(model.state.tip_pose)
+    controller.update(model.state.tip_pose, carried_out=False)
+    assert controller.outcome is None and controller.phase == "aim"
+    controller.update(model.state.tip_pose, carried_out=False)
+    assert controller.outcome is not None and controller.outcome.status == "reached"
+    assert controller.not_carried_out == 2
+
+
 def test_a_timeout_is_an_outcome():
     tree = y_tree()
     model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
@@ -254,6 +273,40 @@ def test_a_command_the_catheter_reports_carried_out_stands():
     mirror.step = lambda command: (starts.append(mirror.state), step(command))[1]
     controller.update(plant.state.tip_pose, carried_out=True)
     assert controller.not_carried_out == 0 and starts == [stepped]
+
+
+def _failing_once(model):
+    """Make ``model``'s next step fail as a solve does: the state is kept, ``converged`` False."""
+    step = model.step
+
+    def fail(command):
+        model.step = step
+        return replace(model.state, converged=False, message="did not converge")
+
+    model.step = fail
+
+
+@pytest.mark.parametrize("carried_out", [True, None])
+def test_a_command_the_model_fails_stands_when_the_catheter_carried_it_out(carried_out):
+    """The mirror cannot solve a command the plant carries out: reported carried out, the
+    command stands and the next one goes on from it at full size (the mirror kept its state,
+    ``model_behind``); without a report the mirror's failure decides, as before: back to the
+    last command solved, half a step on."""
+    controller, mirror, plant = _mirrored_drive(40)
+    good = controller.command()
+    _failing_once(mirror)
+    kept = mirror.state
+    taken = controller.update(plant.state.tip_pose)
+    assert taken.insertion > good.insertion and mirror.state is kept
+    plant.step(taken)
+    after = controller.update(plant.state.tip_pose, carried_out=carried_out)
+    if carried_out:
+        assert controller.model_behind == 1 and controller.status()["model_behind"] == 1
+        assert after.insertion > taken.insertion
+    else:
+        assert controller.model_behind == 0
+        assert good.insertion < after.insertion < taken.insertion
+    assert controller.not_carried_out == 0
 
 
 def test_cold_starts_with_displacement_commands_converge():

@@ -26,8 +26,8 @@ One call of :meth:`NavigationController.update` is one control step:
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
 6. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
    ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) until the
-   tip axis points at it or stops turning (or the catheter does not carry out an aiming
-   command), and end ``reached``; ``timeout`` after ``max_steps``.
+   tip axis points at it or stops turning (or the catheter does not carry out two aiming
+   commands in a row), and end ``reached``; ``timeout`` after ``max_steps``.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class NavigationController:
         self.failed_steps = 0  # model steps that did not converge (steps_model only)
         self.model_vetoes = 0  # model steps undone because the observed tip did not follow
         self.not_carried_out = 0  # commands the catheter reported it did not carry out
+        self.model_behind = 0  # commands the catheter carried out but the model did not solve
         self._model_before = None  # the model's snapshot before its last step
         self.s_tip = 0.0
         self.lateral = 0.0
@@ -130,7 +131,7 @@ class NavigationController:
         self._recover_reason = ""
         self._recover_steps = 0
         self._aim_steps = 0
-        self._refused = False  # the last command was not carried out
+        self._refusals = 0  # commands in a row not carried out
         self._aim_best = np.inf  # smallest heading error to the lesion while aiming (rad)
         self._aim_since_best = 0
         self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
@@ -154,9 +155,12 @@ class NavigationController:
         ``steps_model`` the controller knows this from its own model.
 
         ``carried_out`` is the catheter's own report on the last command where it gives one
-        (joint feedback, e.g. a simulator's or a robot's joint states); ``False`` counts the
-        command as not carried out, and with ``steps_model`` undoes the model's step, so that
-        the model stays with the catheter instead of going on where the catheter did not.
+        (joint feedback, e.g. a simulator's or a robot's joint states), and it decides:
+        ``False`` counts the command as not carried out, and with ``steps_model`` undoes the
+        model's step, so that the model stays with the catheter instead of going on where the
+        catheter did not; ``True`` keeps the command even where the model's step failed (the
+        model keeps its last state, ``model_behind`` in the status), instead of taking back a
+        command the catheter carried out.
         """
         T = np.asarray(T_ct_tip, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -174,9 +178,15 @@ class NavigationController:
                 self._undo_model_step(before)
                 self.model_vetoes += 1
                 accepted = False
+            elif not accepted and carried_out is True:
+                # the catheter took the command its model could not solve (a fold the plant
+                # passed on its own path): the command stands; the model kept its last state
+                # and catches up on a later step
+                self.model_behind += 1
+                accepted = True
         elif carried_out is False and not self.steps_model:
             accepted = False
-        self._refused = not accepted
+        self._refusals = 0 if accepted else self._refusals + 1
         if accepted:
             self._good = (self.insertion, self.bend.copy(), self.roll)
             self._scale = min(1.0, 2.0 * self._scale)
@@ -211,7 +221,8 @@ class NavigationController:
         from the observed tip to the tip of the controller's own model (how far the model the
         steering relies on has drifted from what the sensors see), ``model_vetoes`` how many
         steps of that model were undone because the observed tip did not follow them,
-        ``not_carried_out`` how many commands the catheter reported it did not carry out."""
+        ``not_carried_out`` how many commands the catheter reported it did not carry out,
+        ``model_behind`` how many it carried out that the model could not solve."""
         return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
                 "insertion_m": self.insertion, "roll_rad": self.roll,
                 "s_tip_m": self.s_tip, "lateral_m": self.lateral,
@@ -219,6 +230,7 @@ class NavigationController:
                 "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
                 "bend_n": self.bend.tolist(), "retries": self.retries,
                 "model_vetoes": self.model_vetoes, "not_carried_out": self.not_carried_out,
+                "model_behind": self.model_behind,
                 "model_offset_m": None if not np.isfinite(self.model_offset)
                 else self.model_offset,
                 "branch_id": self.branch_id,
@@ -344,10 +356,11 @@ class NavigationController:
         """Articulate towards the lesion (insertion held) until the tip axis points at it, the
         tip stops turning (``aim_patience_steps`` steps without ``aim_progress_rad`` of
         improvement: the wall or the tendon limit holds it; or the catheter did not carry out
-        the last aiming command), or ``aim_steps`` steps."""
+        two aiming commands in a row, the second half the size), or ``aim_steps`` steps."""
         c = self.config
         lesion = self.target.lesion_center
-        if lesion is not None and c.aim_steps > 0 and not (self._aim_steps and self._refused):
+        if lesion is not None and c.aim_steps > 0 and not (self._aim_steps and
+                                                           self._refusals >= 2):
             self._steer(T, lesion)
             self._aim_steps += 1
             if self.heading_error < self._aim_best - c.aim_progress_rad:
