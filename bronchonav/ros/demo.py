@@ -20,8 +20,10 @@ and writes ``summary.json``, ``demo.png`` and ``demo.mcap`` into the output fold
 ``ok`` is true only when registration succeeded and the exit point was reached; ``failure``
 says why not.
 
-Evaluation only (never fed back into the graph): the tip-to-exit distance and the tool-in-lesion
-check use the simulator's ground-truth tip pose; the registration TRE at the nodule compares the
+Evaluation only (never fed back into the graph): the tip-to-exit distance (when driving ended,
+before the final aim at the lesion swings the tip, as a rehearsal measures it) and the
+tool-in-lesion check (after the aim) use the simulator's ground-truth tip pose; the
+registration TRE at the nodule compares the
 estimated ``T_ct_patient`` with the simulator's hidden one, recomputed from ``patient_seed``.
 """
 
@@ -105,6 +107,8 @@ class DemoClient:
         self.latest: dict = {}
         self.em_samples: list[np.ndarray] = []
         self.loop_status: dict = {}
+        self.drive_end_tip = None  # ground-truth tip pose when the navigator last ended driving
+        self._nav_phase = None
 
         def keep(topic):
             def cb(msg):
@@ -116,11 +120,11 @@ class DemoClient:
         for topic, cls, profile in [("/airway_map/info", String, qos.LATCHED),
                                     ("/route/status", String, qos.LATCHED),
                                     ("/route", PathMsg, qos.LATCHED),
-                                    ("/navigator/status", String, qos.LATCHED),
                                     ("/registration/transform", TransformStamped, qos.LATCHED),
                                     ("/catheter/tip_pose", PoseStamped, qos.STATE_SUB),
                                     ("/catheter/backbone", PathMsg, qos.STATE_SUB)]:
             node.create_subscription(cls, topic, keep(topic), profile)
+        node.create_subscription(String, "/navigator/status", self._on_navigator, qos.LATCHED)
         node.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos.DEFAULT)
         self.pub_goal = node.create_publisher(String, "/route_planner/goal_nodule", qos.DEFAULT)
@@ -129,6 +133,19 @@ class DemoClient:
         self.pub_description = node.create_publisher(String, "/robot_description", qos.LATCHED)
         self.pub_description.publish(String(data=data_file("urdf/bronchoscope.urdf").read_text()))
         self.trigger = node.create_client(Trigger, "/registration/trigger")
+
+    def _on_navigator(self, msg) -> None:
+        """Keep the status; on the step driving ends (phase ``aim`` or ``done`` after another
+        phase), keep the ground-truth tip pose as ``drive_end_tip`` (None while driving)."""
+        phase = _json(msg)["phase"]
+        with self._cond:
+            if phase not in ("aim", "done"):
+                self.drive_end_tip = None  # driving (again)
+            elif self._nav_phase not in ("aim", "done"):
+                self.drive_end_tip = self.latest.get("/catheter/tip_pose")
+            self._nav_phase = phase
+            self.latest["/navigator/status"] = msg
+            self._cond.notify_all()
 
     def _on_em(self, msg) -> None:
         p = msg.pose.position
@@ -353,7 +370,9 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         time.sleep(0.3)  # let the last commands settle
         exit_point = np.asarray(status["exit_point_m"])
         T_tip = conv.pose_to_matrix(client.latest["/catheter/tip_pose"].pose)
-        tip_to_exit = float(np.linalg.norm(T_tip[:3, 3] - exit_point))
+        end = client.drive_end_tip
+        p_end = T_tip[:3, 3] if end is None else conv.pose_to_matrix(end.pose)[:3, 3]
+        tip_to_exit = float(np.linalg.norm(p_end - exit_point))
         outcome = nav.get("outcome") or {}
         reached = route is not None and outcome.get("status") == "reached" and \
             tip_to_exit <= REACHED_TOLERANCE_M
