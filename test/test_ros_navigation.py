@@ -129,14 +129,24 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
     assert summary["ok"] and summary["nodule"] == "N3" and summary["reached"], summary
     assert summary["catheter_sim_exit_code"] == 0
 
-    # the recording: the ground-truth tip at the end of the drive against the planned route
+    # the recording: the ground-truth tip when driving ended (the last tip pose recorded
+    # before the navigator's status left the drive for the final aim at the lesion, which
+    # swings the tip) against the planned route
     last: dict = {}
+    drive_end = None
     with open(summary["mcap"], "rb") as f:
         for _, channel, _, msg in make_reader(f, decoder_factories=[DecoderFactory()]) \
-                .iter_decoded_messages(topics=["/catheter/tip_pose", "/route"]):
+                .iter_decoded_messages(topics=["/catheter/tip_pose", "/route",
+                                               "/navigator/status"]):
+            if channel.topic == "/navigator/status":
+                phase = json.loads(msg.data)["phase"]
+                if phase in ("aim", "done") and drive_end is None:
+                    drive_end = last["/catheter/tip_pose"]
+                elif phase not in ("aim", "done"):
+                    drive_end = None
             last[channel.topic] = msg
     route = conv.path_points(last["/route"])
-    tip = conv.pose_to_matrix(last["/catheter/tip_pose"].pose)[:3, 3]
+    tip = conv.pose_to_matrix(drive_end.pose)[:3, 3]
     assert np.allclose(route[-1], summary["exit_point_m"], atol=1e-9)
     assert np.linalg.norm(tip - route[-1]) <= REACHED_M
 
