@@ -105,11 +105,10 @@ def test_a_child_narrower_than_the_catheter_ends_stuck_with_a_reason():
     assert outcome.tip_to_exit_m > 0.02
 
 
-def _aim_case(tube_radius, lesion_angle, params=None):
+def _aim_setup(tube_radius, lesion_angle, params=None):
     """A straight tube 120 mm long along -z, a route to 70 mm deep (the articulation stays in
-    the tube), a lesion 20 mm from the exit point at ``lesion_angle`` (rad) from the axis;
-    drive and aim. Returns (controller, model, lesion, the tip axis's angle to the lesion at
-    each aiming step)."""
+    the tube), a lesion 20 mm from the exit point at ``lesion_angle`` (rad) from the axis.
+    Returns (controller, model, lesion)."""
     tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.12]],
                              [tube_radius, tube_radius])])
     exit_point = np.array([0, 0, -0.07])
@@ -118,6 +117,13 @@ def _aim_case(tube_radius, lesion_angle, params=None):
     controller = NavigationController(
         RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion,
                                 tool_length=0.02), model)
+    return controller, model, lesion
+
+
+def _aim_case(tube_radius, lesion_angle, params=None):
+    """:func:`_aim_setup`, driven and aimed. Returns (controller, model, lesion, the tip axis's
+    angle to the lesion at each aiming step)."""
+    controller, model, lesion = _aim_setup(tube_radius, lesion_angle, params)
     errors = []
 
     def record(c):
@@ -164,13 +170,7 @@ def test_the_final_aim_ends_when_the_tip_stops_turning():
 def test_the_final_aim_ends_after_two_aiming_commands_in_a_row_are_not_carried_out():
     """A lesion the tip can turn to (wide tube, 30°): one aiming command the catheter reports
     not carried out is retried at half size, aiming goes on; a second in a row ends it."""
-    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.12]], [0.015, 0.015])])
-    exit_point = np.array([0, 0, -0.07])
-    lesion = exit_point + 0.02 * np.array([np.sin(0.5), 0.0, -np.cos(0.5)])
-    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
-    controller = NavigationController(
-        RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion,
-                                tool_length=0.02), model)
+    controller, model, _ = _aim_setup(0.015, 0.5)
     while controller.phase != "aim":
         controller.update(model.state.tip_pose)
     controller.update(model.state.tip_pose, carried_out=False)

@@ -111,11 +111,7 @@ class DemoClient:
         self._nav_phase = None
 
         def keep(topic):
-            def cb(msg):
-                with self._cond:
-                    self.latest[topic] = msg
-                    self._cond.notify_all()
-            return cb
+            return lambda msg: self._keep(topic, msg)
 
         for topic, cls, profile in [("/airway_map/info", String, qos.LATCHED),
                                     ("/route/status", String, qos.LATCHED),
@@ -144,7 +140,12 @@ class DemoClient:
             elif self._nav_phase not in ("aim", "done"):
                 self.drive_end_tip = self.latest.get("/catheter/tip_pose")
             self._nav_phase = phase
-            self.latest["/navigator/status"] = msg
+            self._keep("/navigator/status", msg)  # the condition's lock is re-entrant
+
+    def _keep(self, topic: str, msg) -> None:
+        """Keep ``msg`` as the latest on ``topic`` and wake :meth:`wait_for`."""
+        with self._cond:
+            self.latest[topic] = msg
             self._cond.notify_all()
 
     def _on_em(self, msg) -> None:
