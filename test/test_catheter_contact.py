@@ -6,26 +6,11 @@ import numpy as np
 import pytest
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+from bronchonav.errors import InputError
 from bronchonav.geometry import Polyline
 from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
+from catheters import catheters_in_both_children, insert_and_bend
 from trees import y_tree
-
-
-def insert_and_bend(model, tendon, final=0.14, max_tension=6.0, max_failed=0):
-    """Insert in 1 mm steps; from 70 mm on, pull one tendon progressively. Every step must
-    converge (a failed step keeps the previous state and could hide a solver fault), except up
-    to ``max_failed`` steps beyond the carina (100 mm) where a test says why. Returns the
-    model's state (its last converged one)."""
-    failed = []
-    for q in np.arange(0.005, final + 1e-9, 0.001):
-        tension = np.zeros(4)
-        if q > 0.07:
-            tension[tendon] = min(max_tension, (q - 0.07) * 300.0)
-        if not model.step(CatheterCommand(insertion=q, tendon_tension=tension)).converged:
-            failed.append(round(float(q), 4))
-    assert len(failed) <= max_failed and all(q > 0.1 for q in failed), \
-        f"solver steps failed at insertions {failed} m"
-    return model.state
 
 
 def lumen_clearance(tree, state, catheter_radius):
@@ -86,6 +71,41 @@ def test_a_catheter_wider_than_an_airway_cannot_enter_it():
     state = insert_and_bend(CatheterModel(CatheterParams.default(), tree=wide, n_nodes=50,
                                           deadline_s=0.5), tendon=2, max_failed=3)
     assert state.branch_ids[-1] == 2 and depth_along(wide[2], state.positions[-1]) > 0.02
+
+
+def test_resync_puts_the_model_on_the_observed_equilibrium():
+    """A model whose catheter went right, re-synchronised with the backbone of one that went
+    left (same command, another discretisation), is the left one: tip and every node at equal
+    arc length within 0.5 mm of it, and the two agree on the next commands; stepped plainly
+    instead, it stays right (the reason for a re-synchronisation)."""
+    (left, right), command = catheters_in_both_children()
+    assert left.state.branch_ids[-1] == 1 and right.state.branch_ids[-1] == 2
+    before = right.snapshot()
+    plain = right.step(command)
+    assert plain.branch_ids[-1] == 2
+    assert np.linalg.norm(plain.tip_position - left.state.tip_position) > 0.03
+    right.restore(before)
+    state = right.resync(command, left.state.positions)
+    assert state.converged and "re-synchronised" in state.message
+    assert state.branch_ids[-1] == 1
+    observed = Polyline(left.state.positions)
+    assert np.linalg.norm(state.positions - observed.point_at(state.arc_length), axis=1).max() \
+        < 5e-4
+    for q, t in [(0.142, 1.0), (0.145, 2.0)]:
+        next_command = CatheterCommand(insertion=q, tendon_tension=[t, 0.0, 0.0, 0.0])
+        a, b = left.step(next_command), right.step(next_command)
+        assert a.converged and b.converged
+        assert np.linalg.norm(a.tip_position - b.tip_position) < 5e-4
+
+
+def test_resync_refuses_a_backbone_that_is_not_one():
+    (left, right), command = catheters_in_both_children((20, 20))
+    kept = right.state
+    for bad in (left.state.positions[:, :2], left.state.positions[:1],
+                np.full((5, 3), np.nan)):
+        with pytest.raises(InputError):
+            right.resync(command, bad)
+    assert right.state is kept
 
 
 @pytest.fixture(scope="module")

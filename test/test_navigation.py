@@ -13,6 +13,7 @@ import pytest
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
+from catheters import catheters_in_both_children
 from trees import y_tree
 
 
@@ -273,6 +274,33 @@ def test_a_command_the_catheter_reports_carried_out_stands():
     mirror.step = lambda command: (starts.append(mirror.state), step(command))[1]
     controller.update(plant.state.tip_pose, carried_out=True)
     assert controller.not_carried_out == 0 and starts == [stepped]
+
+
+@pytest.mark.parametrize("shape_sensed", [True, False])
+def test_a_model_parted_from_the_observed_backbone_is_resynchronised(shape_sensed):
+    """The controller's model is in the right child, the catheter (a separate model, the same
+    command) in the left one, on the route. Given the catheter's backbone, the first update
+    re-solves the model from it: after the next command the model's tip is within 0.5 mm of
+    the catheter's, and the next update (the two together) does not re-solve again. Without
+    a backbone the model stays where it was, 40 mm away."""
+    (plant, mirror), _ = catheters_in_both_children((30, 30))
+    controller = NavigationController(route_into(plant.tree, 1), mirror)
+
+    def update():
+        backbone = plant.state.positions if shape_sensed else None
+        plant.step(controller.update(plant.state.tip_pose, carried_out=True,
+                                     backbone_ct=backbone))
+        return float(np.linalg.norm(mirror.state.tip_position - plant.state.tip_position))
+
+    apart = update()
+    if shape_sensed:
+        assert controller.model_resyncs == 1 and apart < 5e-4
+        assert controller.status()["model_resyncs"] == 1
+        assert update() < 5e-4 and controller.model_resyncs == 1
+        assert controller.status()["backbone_deviation_m"] < controller.config.resync_m
+    else:
+        assert controller.model_resyncs == 0 and apart > 0.03
+        assert controller.status()["backbone_deviation_m"] is None
 
 
 def _failing_once(model):

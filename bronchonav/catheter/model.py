@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,7 @@ from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wa
 from bronchonav.catheter.solver import solve
 from bronchonav.catheter.state import CatheterState
 from bronchonav.errors import InputError
+from bronchonav.geometry.polyline import arc_length
 
 MIN_INSERTION = 1e-4
 """Below this inserted length (m) the catheter is treated as not inserted (all nodes at the base)."""
@@ -60,6 +62,12 @@ RELAX_STIFFEN = 4
 
 RELAX_SETTLED_M = 1e-5
 """A relaxation has settled once a pseudo-step moves no node by more than this (m)."""
+
+RESYNC_DRAGS = (10.0, 100.0)
+"""Springs (units of EI_min/L³) holding the nodes to an observed backbone in the first solve of a
+re-synchronisation (:meth:`CatheterModel.resync`), tried in turn from the model's base loads
+and from none: stiff enough that the solve stays with the observed shape rather than the
+model's own, soft enough for the shooting to converge."""
 
 RELAX_EVALUATIONS = 2000
 """Most residual evaluations one relaxation may spend (a deterministic bound on its work; the
@@ -257,6 +265,18 @@ class _Problem:
         return out
 
 
+class _RelaxStart(NamedTuple):
+    """Where a relaxation starts (:meth:`CatheterModel._relax`): the shape (positions, arc;
+    base frame) its springs are anchored to, the occupied branch ids, base loads ``x`` and
+    Jacobian ``J`` of a solve held to it, and the spring stiffness ``drag`` (N/m per node)."""
+
+    shape: tuple
+    prefer: np.ndarray | None
+    x: np.ndarray
+    J: np.ndarray | None
+    drag: float
+
+
 class CatheterModel:
     """A tendon-driven catheter inserted through a fixed base, optionally inside an airway tree.
 
@@ -401,6 +421,74 @@ class CatheterModel:
                 # from the last sub-step the continuation reached
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
+        return self._conclude(vc, res, prob, iters, evals, t0,
+                              f"snap-through: {snap}" if snap else "")
+
+    def resync(self, command: CatheterCommand, positions_ct: np.ndarray) -> CatheterState:
+        """Solve ``command`` from an observed backbone instead of the model's last state.
+
+        A controller's model and the catheter it mirrors can settle on different equilibria for
+        the same commands where the quasi-static path folds (one snaps through, the other does
+        not: the shaft loops in a wide airway, the tip falls back into another branch); from
+        then on the model's predictions are of a catheter that is not there. This re-starts the
+        model from what a shape sensor sees: the contact is tracked from the observed shape (the
+        airways its nodes are in), and the rod is relaxed from it (every node held by a spring
+        to its observed position, re-anchored each pseudo-step until the shape settles, as the
+        relaxation through a fold), then ``command`` is solved plainly from there.
+
+        Parameters
+        ----------
+        command : CatheterCommand
+            The command the observed catheter holds.
+        positions_ct : ndarray (N, 3)
+            Observed backbone from the base to the tip, in the model's output frame (CT with a
+            tree; m); N >= 2, any spacing (arc lengths are taken from the polyline).
+
+        Returns
+        -------
+        CatheterState
+            The new state (``message`` says it was re-synchronised); if no equilibrium is found
+            from the observed shape, the previous state with ``converged=False`` (model
+            unchanged).
+        """
+        t0 = time.perf_counter()
+        vc = validate_command(command, self.params)
+        observed = np.asarray(positions_ct, dtype=float)
+        if observed.ndim != 2 or observed.shape[1] != 3 or len(observed) < 2 or \
+                not np.all(np.isfinite(observed)):
+            raise InputError("an observed backbone is an (N >= 2, 3) array of finite positions")
+        if vc.insertion < MIN_INSERTION:
+            return self.step(command)
+        T = self.base_pose_ct
+        p_base = (observed - T[:3, 3]) @ T[:3, :3]
+        shape = (p_base, arc_length(p_base))
+        prefer = None if self._wall is None else np.unique(self._wall.track(p_base, None)[2])
+        deadline = np.inf if self.deadline_s is None else t0 + self.deadline_s
+        lay = self._layout(vc.insertion)
+        iters = evals = 0
+        start = None
+        # held to the observed shape (a solve that ends farther than the jump bound from it
+        # has found the model's own equilibrium, or another, and does not count)
+        for x0, J0 in ((self._x, self._J), (None, None)):
+            for k in RESYNC_DRAGS:
+                drag = k * lay.min_EI / lay.length ** 3
+                r, p, it, ev = self._solve_tracked(vc, x0, J0, deadline, shape, prefer, drag)
+                iters, evals = iters + it, evals + ev
+                if r.converged:
+                    start = _RelaxStart(shape, prefer, p.physical(r.x), r.jacobian, drag)
+                    break
+            if start is not None:
+                break
+        if start is None:
+            return self._failed("no solve stays with the observed backbone", r.residual, iters,
+                                evals, t0)
+        res, prob, iters, evals = self._relax(vc, deadline, iters, evals, start)
+        return self._conclude(vc, res, prob, iters, evals, t0,
+                              "re-synchronised with an observed backbone")
+
+    def _conclude(self, vc: ValidCommand, res, prob: _Problem, iters: int, evals: int,
+                  t0: float, message: str) -> CatheterState:
+        """Accept a converged, physical solve as the new state (with ``message``); else fail."""
         if not res.converged:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
@@ -408,8 +496,8 @@ class CatheterModel:
         problem = self._unphysical(state)
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
-        if snap:
-            state.message = f"snap-through: {snap}"
+        if message:
+            state.message = message
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
 
     def _snap(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
@@ -423,7 +511,8 @@ class CatheterModel:
             res.reason = "the backbone moved more than the jump bound at the smallest sub-step"
         return res, prob, iters + it, evals + ev
 
-    def _relax(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
+    def _relax(self, vc: ValidCommand, deadline: float, iters: int, evals: int,
+               start: "_RelaxStart | None" = None):
         """Solve ``vc`` past a fold of the quasi-static path by relaxation.
 
         Where the path folds (the tip slips off a wall, the shaft snaps to another shape) there
@@ -433,8 +522,9 @@ class CatheterModel:
         fold); after each pseudo-step the springs are re-anchored, so their force vanishes as
         the catheter settles. Once a pseudo-step moves no node by more than
         :data:`RELAX_SETTLED_M`, ``vc`` is solved plainly from there. It starts from the last
-        valid state. The drag starts at :data:`RELAX_DRAG` × the rod's bending stiffness scale
-        ``EI_min / L³`` and is stiffened (×4, :data:`RELAX_STIFFEN` times at most) when a
+        valid state, or from ``start`` (:meth:`resync`: an observed shape, its contact, and the
+        base loads and drag of a solve held to it). The drag starts at :data:`RELAX_DRAG` × the
+        rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s) and is stiffened (×4, :data:`RELAX_STIFFEN` times at most) when a
         pseudo-step fails. At most :data:`RELAX_STEPS` pseudo-steps and
         :data:`RELAX_EVALUATIONS` residual evaluations; offline use only (no deadline).
         """
@@ -443,6 +533,8 @@ class CatheterModel:
         bound, self.max_jump_m = self.max_jump_m, None
         x, J = self._x, self._J
         shape = prefer = None
+        if start is not None:
+            shape, prefer, x, J, drag = start
         res = prob = None
         stiffened = 0
         try:

@@ -50,6 +50,11 @@ class NavigationConfig:
         observed tip stays with the model's tip before the step, is undone (m): the model went
         through a fold (a snap-through) that the catheter did not take, and steering on it
         would use the sensitivity of a shape the catheter does not have.
+    resync_m : float
+        Given an observed backbone (a shape sensor), a model backbone farther than this from it
+        at any node (at equal arc length from the base) is re-synchronised with it (m): the
+        model and the catheter have settled on different equilibria (one snapped through a fold
+        of the quasi-static path, the other did not).
     off_route_m : float
         A tip farther than this from the route, in an airway not on the route, took a wrong
         branch (m).
@@ -91,6 +96,7 @@ class NavigationConfig:
     stall_steps: int = 25
     progress_eps_m: float = 0.5e-3
     model_jump_m: float = 8.0e-3
+    resync_m: float = 3.0e-3
     off_route_m: float = 5.0e-3
     back_on_route_m: float = 2.5e-3
     retract_m: float = 12.0e-3

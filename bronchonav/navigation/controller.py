@@ -17,14 +17,18 @@ One call of :meth:`NavigationController.update` is one control step:
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
    buckle.
-4. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
+4. **Re-synchronise** (when the caller passes an observed backbone, e.g. from a shape
+   sensor): where the model's backbone departs from it by more than ``resync_m``, the model is
+   solved afresh from the observed shape (:meth:`CatheterModel.resync`) under the command the
+   catheter holds; the model then steers from the catheter's equilibrium, not its own.
+5. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
    after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
    relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then
    drives. This is not a recovery and spends no retry.
-5. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
+6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
-6. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
+7. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
    ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) until the
    tip axis points at it or stops turning (or the catheter does not carry out two aiming
    commands in a row), and end ``reached``; ``timeout`` after ``max_steps``.
@@ -37,12 +41,17 @@ import numpy as np
 from bronchonav.catheter.command import CatheterCommand
 from bronchonav.catheter.model import CatheterModel
 from bronchonav.errors import InputError
+from bronchonav.geometry.polyline import Polyline
 from bronchonav.navigation.config import NavigationConfig
 from bronchonav.navigation.outcome import NavigationOutcome
 from bronchonav.navigation.route_target import RouteTarget
 
 MIN_SCALE = 1.0 / 16
 """Smallest step-size factor after repeated commands the catheter did not carry out."""
+
+RESYNC_COOLDOWN_STEPS = 10
+"""Control steps after a re-synchronisation attempt before the next one (a failing attempt
+costs a relaxation of the model; the deviation is looked at again after this many steps)."""
 
 DAMPING = 1e-3
 """Levenberg damping of the bend update, relative to the largest singular value squared."""
@@ -118,6 +127,10 @@ class NavigationController:
         self.model_vetoes = 0  # model steps undone because the observed tip did not follow
         self.not_carried_out = 0  # commands the catheter reported it did not carry out
         self.model_behind = 0  # commands the catheter carried out but the model did not solve
+        self.model_resyncs = 0  # times the model was re-solved from an observed backbone
+        self.resync_failures = 0  # ... and times no equilibrium was found from it
+        self.backbone_deviation = float("nan")  # model to observed backbone, largest (m)
+        self._resync_after = 0  # no re-synchronisation attempt before this step
         self._model_before = None  # the model's snapshot before its last step
         self.s_tip = 0.0
         self.lateral = 0.0
@@ -146,7 +159,8 @@ class NavigationController:
         return self._command(self.insertion, self.bend)
 
     def update(self, T_ct_tip: np.ndarray, accepted: bool = True,
-               carried_out: bool | None = None) -> CatheterCommand:
+               carried_out: bool | None = None,
+               backbone_ct: np.ndarray | None = None) -> CatheterCommand:
         """One control step from the observed tip pose (4×4, CT frame); the next command.
 
         ``accepted=False`` says the catheter did not carry out the last command (its solve
@@ -161,6 +175,10 @@ class NavigationController:
         catheter did not; ``True`` keeps the command even where the model's step failed (the
         model keeps its last state, ``model_behind`` in the status), instead of taking back a
         command the catheter carried out.
+
+        ``backbone_ct`` (N, 3; CT frame, m; base to tip) is the catheter's observed shape where
+        a shape sensor gives one: with ``steps_model``, a model whose backbone departs from it
+        by more than ``resync_m`` is re-solved from it (``model_resyncs`` in the status).
         """
         T = np.asarray(T_ct_tip, dtype=float)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -195,6 +213,8 @@ class NavigationController:
             self.bend = bend.copy()
             self._scale = max(self._scale / 2.0, MIN_SCALE)
         self.steps += 1
+        if backbone_ct is not None and self.steps_model:
+            self._resync(np.asarray(backbone_ct, dtype=float))
         self._observe(T)
         if self.steps == 1 and self._off_route():
             self.phase = "withdraw"
@@ -222,7 +242,10 @@ class NavigationController:
         steering relies on has drifted from what the sensors see), ``model_vetoes`` how many
         steps of that model were undone because the observed tip did not follow them,
         ``not_carried_out`` how many commands the catheter reported it did not carry out,
-        ``model_behind`` how many it carried out that the model could not solve."""
+        ``model_behind`` how many it carried out that the model could not solve,
+        ``backbone_deviation_m`` how far the model's backbone was from an observed one and
+        ``model_resyncs`` / ``resync_failures`` how often the model was (or could not be)
+        re-solved from it."""
         return {"phase": "done" if self.outcome else self.phase, "steps": self.steps,
                 "insertion_m": self.insertion, "roll_rad": self.roll,
                 "s_tip_m": self.s_tip, "lateral_m": self.lateral,
@@ -230,7 +253,10 @@ class NavigationController:
                 "route_length_m": self.target.length, "heading_error_rad": self.heading_error,
                 "bend_n": self.bend.tolist(), "retries": self.retries,
                 "model_vetoes": self.model_vetoes, "not_carried_out": self.not_carried_out,
-                "model_behind": self.model_behind,
+                "model_behind": self.model_behind, "model_resyncs": self.model_resyncs,
+                "resync_failures": self.resync_failures,
+                "backbone_deviation_m": None if not np.isfinite(self.backbone_deviation)
+                else self.backbone_deviation,
                 "model_offset_m": None if not np.isfinite(self.model_offset)
                 else self.model_offset,
                 "branch_id": self.branch_id,
@@ -257,6 +283,28 @@ class NavigationController:
         """Put the model back to its snapshot ``before`` its last step (when there is one)."""
         if before is not None:
             self.model.restore(before)
+
+    def _resync(self, observed_ct: np.ndarray) -> None:
+        """Re-solve the model from the observed backbone (CT, m) under the command the catheter
+        holds, where the model's backbone departs from it by more than ``resync_m`` (at equal
+        arc length from the base, over the shorter of the two)."""
+        state = self.model.state
+        if state is None or state.insertion <= 0 or len(observed_ct) < 2:
+            return
+        observed = Polyline(observed_ct)
+        arc = np.minimum(state.arc_length, observed.length)
+        self.backbone_deviation = float(np.max(np.linalg.norm(
+            state.positions - observed.point_at(arc), axis=1)))
+        if self.backbone_deviation <= self.config.resync_m or self.steps < self._resync_after:
+            return
+        self._resync_after = self.steps + RESYNC_COOLDOWN_STEPS
+        insertion, bend, roll = self._good
+        result = self.model.resync(self._command(insertion, bend, roll), observed_ct)
+        if result.converged:
+            self.model_resyncs += 1
+            self._jacobian = None  # the sensitivity was of the model's old shape
+        else:
+            self.resync_failures += 1
 
     def _observe(self, T: np.ndarray) -> None:
         p = T[:3, 3]

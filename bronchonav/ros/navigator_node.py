@@ -14,6 +14,9 @@ core, also used by rehearsals and ``bronchonav catheter --demo``); this node tra
   truth, ``pose_source: truth``) or
   ``registration/tip_pose`` (the EM pose mapped to ``ct`` by the registration,
   ``pose_source: registered``; the navigator waits while no registered pose arrives);
+- ``catheter/backbone`` (``nav_msgs/Path`` in ``ct``: the catheter's shape, what a
+  shape-sensing fibre reports; ``shape_sensing``) → the controller re-solves its model from
+  the observed shape where the two have parted (one snapped through a fold, the other did not);
 - the command → ``catheter/joint_command`` (``sensor_msgs/JointState``: ``position`` insertion m
   and roll rad, ``effort`` tendon tensions N; unused entries NaN), the interface a real
   controller uses;
@@ -77,6 +80,8 @@ PARAMS = [
           minimum=0, maximum=20),
     Param("goal_tolerance_m", 0.002, "Driving ends within this distance of the exit point (m)",
           minimum=1e-4, maximum=0.02),
+    Param("shape_sensing", True, "Re-synchronise the controller's catheter model from the "
+          "observed shape on catheter/backbone where the two part (the navigation resync_m)"),
     Param("aim_steps", 150, "Most control steps of the final articulation towards the lesion "
           "(it ends sooner once the tip points at the lesion or stops turning)",
           minimum=0, maximum=1000),
@@ -112,6 +117,10 @@ class NavigatorNode(Node):
         self.controller = None
         self.pose_source = p["pose_source"]
         self._poses: dict[str, np.ndarray] = {}
+        self._backbone: np.ndarray | None = None  # observed shape (N, 3), CT, m
+        if p["shape_sensing"]:
+            self.create_subscription(Path, "catheter/backbone", self._on_backbone,
+                                     qos.STATE_SUB)
         self.pub_cmd = self.create_publisher(JointState, "catheter/joint_command", qos.COMMAND)
         self.pub_status = self.create_publisher(String, "navigator/status", qos.LATCHED)
         self._route_status: dict = {}
@@ -256,12 +265,16 @@ class NavigatorNode(Node):
     def _on_pose(self, source: str, msg: PoseStamped) -> None:
         self._poses[source] = conv.pose_to_matrix(msg.pose)
 
+    def _on_backbone(self, msg: Path) -> None:
+        if msg.header.frame_id == "ct" and len(msg.poses) >= 2:
+            self._backbone = conv.path_points(msg)
+
     def _control(self) -> None:
         c = self.controller
         T = self._poses.get(self.pose_source)
         if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
-        command = c.update(T, carried_out=self._plant_matches())
+        command = c.update(T, carried_out=self._plant_matches(), backbone_ct=self._backbone)
         self._awaiting = (np.array([command.insertion, command.roll]),
                           np.asarray(command.tendon_tension) + self._pretension, time.monotonic())
         if c.outcome is not None:
