@@ -22,7 +22,9 @@ core, also used by rehearsals and ``bronchonav catheter --demo``); this node tra
   controller uses;
 - ``navigator/cancel`` (``std_srvs/Trigger``) stops following the route;
 - progress → ``navigator/status`` (``std_msgs/String``, JSON: phase ``waiting``, ``drive``,
-  ``recover``, ``aim``, ``done``; the outcome once done: reached, stuck, wrong_branch, timeout).
+  ``recover``, ``aim``, ``done``; the outcome once done: reached, stuck, wrong_branch, timeout;
+  ``update_s``, ``update_max_s``, ``update_total_s``: wall time of the last, the longest and
+  all control steps on the route, mostly the controller's model solves).
 
 The controller's catheter model (:class:`~bronchonav.catheter.CatheterModel` in the map's
 airways) is stepped with the commands the node sends; its probe solves give the tip's
@@ -115,6 +117,7 @@ class NavigatorNode(Node):
             aim_steps=p["aim_steps"])
         self.model = CatheterModel(device, self.airway_map.tree, n_nodes=p["n_nodes"])
         self.controller = None
+        self._update_s: list[float] = []  # wall time of each control step on the route (s)
         self.pose_source = p["pose_source"]
         self._poses: dict[str, np.ndarray] = {}
         self._backbone: np.ndarray | None = None  # observed shape (N, 3), CT, m
@@ -184,6 +187,7 @@ class NavigatorNode(Node):
             self.get_logger().error(f"route refused: {exc}")
             return
         self.controller = NavigationController(target, self.model, self.config)
+        self._update_s = []
         self._awaiting = None  # the new controller has sent nothing yet
         self._cancelled = ""
         self.get_logger().info(f"following a route of {target.length * 1e3:.1f} mm "
@@ -274,7 +278,9 @@ class NavigatorNode(Node):
         T = self._poses.get(self.pose_source)
         if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
+        t0 = time.perf_counter()
         command = c.update(T, carried_out=self._plant_matches(), backbone_ct=self._backbone)
+        self._update_s.append(time.perf_counter() - t0)
         self._awaiting = (np.array([command.insertion, command.roll]),
                           np.asarray(command.tendon_tension) + self._pretension, time.monotonic())
         if c.outcome is not None:
@@ -294,7 +300,11 @@ class NavigatorNode(Node):
                 return {"phase": "done", "pose_source": self.pose_source,
                         "outcome": {"status": "cancelled", "reason": self._cancelled}}
             return {"phase": "waiting", "pose_source": self.pose_source}
-        return {**self.controller.status(), "pose_source": self.pose_source}
+        times = self._update_s
+        return {**self.controller.status(), "pose_source": self.pose_source,
+                "update_s": times[-1] if times else None,
+                "update_max_s": max(times) if times else None,
+                "update_total_s": sum(times)}
 
     def _publish_status(self) -> None:
         self.pub_status.publish(String(data=json.dumps(self.status())))
