@@ -393,6 +393,86 @@ def test_a_stop_signal_while_a_node_imports_ends_it_quietly(signum):
     assert importing, "never signalled during the imports"
 
 
+def _node_processes(runner_pid: int, names, timeout: float = 60.0) -> dict:
+    """``{node name: pid}`` of the runner's node processes once all of ``names`` run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {}
+        for pid in _descendants(runner_pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            except OSError:
+                continue
+            if "bronchonav.ros.node_main" in cmdline:
+                found[cmdline[cmdline.index("bronchonav.ros.node_main") + 1]] = pid
+        if set(names) <= set(found):
+            return found
+        assert time.monotonic() < deadline, f"node processes {sorted(found)} of {sorted(names)}"
+        time.sleep(0.05)
+
+
+def _gone_within(pids, seconds: float) -> list:
+    """Wait until none of ``pids`` lives, at most ``seconds``; those still alive."""
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _alive(pids)
+
+
+@pytest.mark.parametrize("when", ["importing", "running"])
+def test_node_processes_stop_when_their_runner_is_killed(when):
+    """A runner killed outright (SIGKILL: no clean-up of its own) takes the node processes it
+    started with it, whether they were still importing or already spinning: none is left
+    running (a simulator left behind would go on publishing). The runner here is a Python
+    process that spawns two nodes as ``bronchonav launch --processes`` does."""
+    code = ("import time; from bronchonav.ros.runner import spawn_processes; "
+            "spawn_processes(['airway_map_server', 'route_planner']); time.sleep(300)")
+    runner = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    nodes = {}
+    try:
+        nodes = _node_processes(runner.pid, ["airway_map_server", "route_planner"])
+        if when == "running":  # the map server spins once its node has created its services
+            deadline = time.monotonic() + 60.0
+            while "_rclpy_pybind11" not in Path(f"/proc/{nodes['route_planner']}/maps") \
+                    .read_text():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(2.0)
+        runner.kill()
+        runner.wait()
+        left = _gone_within(list(nodes.values()), 10.0)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        for pid in _alive(list(nodes.values())):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"node processes left running after their runner died: {left}"
+
+
+def test_demo_stops_cleanly_on_sigterm(tmp_path):
+    """``bronchonav demo`` sent SIGTERM (``kill``, ``timeout``) once its simulator runs stops
+    as on Ctrl-C: exit code 130 with one line saying so, no traceback, the simulator process
+    it started stopped by it."""
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    proc = subprocess.Popen([cli, "demo", "--pose", "truth", "--nodule", "N3",
+                             "--out", str(tmp_path / "demo")], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    nodes = {}
+    try:
+        nodes = _node_processes(proc.pid, ["catheter_sim"])
+        time.sleep(3.0)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        left = _gone_within(list(nodes.values()), 5.0)
+    finally:
+        _stop(proc, list(nodes.values()))
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
+        "bronchonav demo: interrupted", err[-3000:]
+    assert left == []
+
+
 def _scheduling(pid: int) -> tuple[int, int, int]:
     """(process group, session, nice) of a process, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -474,12 +554,8 @@ def test_runner_hil_processes_stop_cleanly_on_ctrl_c(probe):
             time.sleep(0.1)
         processes = _descendants(proc.pid)
         assert len(processes) >= len(LAUNCH_CONFIGS["hil"].nodes) + 1  # + the solver child
-        nodes = {}
-        for pid in processes:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-            if "bronchonav.ros.node_main" in cmdline:
-                nodes[cmdline[cmdline.index("bronchonav.ros.node_main") + 1]] = \
-                    _scheduling(pid) + (pid,)
+        nodes = {name: _scheduling(pid) + (pid,) for name, pid in
+                 _node_processes(proc.pid, LAUNCH_CONFIGS["hil"].nodes, timeout=0.0).items()}
         runner_nice = _scheduling(proc.pid)[2]
         config = yaml.safe_load(default_config().read_text())
         assert sorted(nodes) == sorted(LAUNCH_CONFIGS["hil"].nodes)

@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 
 from bronchonav.errors import BronchoNavError
@@ -78,5 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM (``kill``, ``timeout``, a service manager) stops a
+    command as Ctrl-C does: its clean-up runs (child processes stopped, files finished or left
+    as they were; a campaign keeps its rows, and a rerun resumes)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     sys.exit(main())

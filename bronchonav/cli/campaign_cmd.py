@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 
 from bronchonav.cli.options import (existing_file, existing_folder, output_folder, positive_int,
@@ -55,8 +54,6 @@ def _run(args) -> int:
     from bronchonav.campaign.spec import load_spec
 
     spec = load_spec(args.file)
-    # SIGTERM stops like Ctrl-C: rows written so far stay, Ray is shut down, a rerun resumes.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     summary = run_campaign(spec, args.out, workers=args.workers, address=args.address,
                            progress=not args.no_progress, allowed_stages=tuple(args.allow_stage),
                            allow_custom_stages=args.allow_custom_stages)

@@ -17,10 +17,11 @@ One call of :meth:`NavigationController.update` is one control step:
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
    buckle.
-4. **Re-synchronise** (when the caller passes an observed backbone, e.g. from a shape
-   sensor): where the model's backbone departs from it by more than ``resync_m``, the model is
-   solved afresh from the observed shape (:meth:`CatheterModel.resync`) under the command the
-   catheter holds; the model then steers from the catheter's equilibrium, not its own.
+4. **Re-synchronise** (before observing, when the caller passes an observed backbone, e.g. a
+   shape sensor's): where the model's backbone departs from it by more than ``resync_m``, the
+   model is solved afresh from the observed shape (:meth:`CatheterModel.resync`) under the
+   command the catheter holds; the model then steers from the catheter's equilibrium, not its
+   own.
 5. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
    after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
    relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then

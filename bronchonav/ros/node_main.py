@@ -7,6 +7,12 @@ handling (:func:`bronchonav.ros.runner.spin_node`): a second or more, several on
 while a whole graph starts. A SIGINT (a terminal's Ctrl-C) or SIGTERM in that time ends the
 process at once with exit code 0 — nothing has started yet: no ROS context, no file, no child
 process — instead of a KeyboardInterrupt traceback or a death by SIGTERM.
+
+A node started by the project's runner (:func:`bronchonav.ros.runner.spawn_processes`, whose
+pid is in ``BRONCHONAV_PARENT_PID``) also stops when the runner dies, however it dies (a
+SIGKILL, a crash): on Linux the kernel sends it SIGTERM then (``PR_SET_PDEATHSIG``), and a node
+whose runner is already gone when it starts exits at once. A simulator left running after its
+runner would go on publishing to whoever listens.
 """
 
 from __future__ import annotations
@@ -23,10 +29,31 @@ def _stop_while_importing(signum, frame) -> None:
     os._exit(0)
 
 
+PARENT_PID_ENV = "BRONCHONAV_PARENT_PID"
+"""Environment variable naming the runner process a node stops with."""
+
+_PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when its parent dies (Linux)."""
+
+
+def _stop_with_parent() -> None:
+    """SIGTERM when the runner in ``BRONCHONAV_PARENT_PID`` dies; exit now if it is gone."""
+    parent = os.environ.get(PARENT_PID_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(parent):  # it died before the request took effect
+        os._exit(0)
+
+
 def run(name: str) -> None:
     """Import node ``name``'s module (a stop signal meanwhile ends the process, exit code 0),
     then run its ``main``."""
     previous = {s: signal.signal(s, _stop_while_importing) for s in _STOP_SIGNALS}
+    _stop_with_parent()
     from bronchonav.ros.launch_spec import NODES
 
     module = importlib.import_module(NODES[name].module)

@@ -364,9 +364,14 @@ def spawn_processes(node_names, config=None, launch_args=None, extra=None,
     session per node gives each node the same share whatever its ``nice``; in one session the
     best-effort nodes' ``nice`` (map server, planner, registration, camera) lets the simulator
     go first. A node with a ``nice`` parameter starts at that niceness (``nice -n``, as the
-    launch files start it), so it gives way while it imports too.
+    launch files start it), so it gives way while it imports too. The children stop when this
+    process dies, by any signal (:mod:`bronchonav.ros.node_main`): call this from the thread
+    that lives as long as they should (the kernel ties them to the calling thread).
     """
+    from bronchonav.ros.node_main import PARENT_PID_ENV
+
     ensure_local_ros_env()
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
     procs = {}
     for name in node_names:
         node_extra = (extra or {}).get(name)
@@ -374,7 +379,7 @@ def spawn_processes(node_names, config=None, launch_args=None, extra=None,
                                                   namespace))
         procs[name] = subprocess.Popen(
             launch_spec.niceness_prefix(niceness)
-            + node_command(name, config, launch_args, node_extra, namespace),
+            + node_command(name, config, launch_args, node_extra, namespace), env=env,
             **({"start_new_session": True} if own_session else _OWN_PROCESS_GROUP))
     return procs
 
