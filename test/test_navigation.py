@@ -303,6 +303,34 @@ def test_a_model_parted_from_the_observed_backbone_is_resynchronised(shape_sense
         assert controller.status()["backbone_deviation_m"] is None
 
 
+@pytest.mark.parametrize("pose_sigma_m, phase", [(0.0, "recover"), (1e-3, "drive")])
+def test_the_off_route_test_allows_for_the_pose_error(pose_sigma_m, phase):
+    """Just past the carina of the Y tree, a tip seen 6 mm to the side of the route into the
+    left child, in the right child's lumen, has taken the wrong branch on a pose without an
+    error estimate (off_route_m 5 mm): the controller recovers. On a pose with a 1 mm error
+    estimate (3 σ widen the test to 8 mm) the same observation may be the pose's error: it
+    drives on."""
+    tree = y_tree()
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    target = route_into(tree, 1)
+    controller = NavigationController(target, model, steps_model=False,
+                                      pose_sigma_m=pose_sigma_m)
+    on_route = np.eye(4)
+    on_route[:3, 3] = [0.0, 0.0, -0.097]
+    on_route[:3, 2] = [0.0, 0.0, -1.0]
+    on_route[:3, 0] = [1.0, 0.0, 0.0]
+    on_route[:3, 1] = np.cross(on_route[:3, 2], on_route[:3, 0])
+    controller.update(on_route)
+    assert controller.phase == "drive"
+    seen = on_route.copy()
+    seen[:3, 3] = tree[2].points[0] + 0.008 * tree[2].direction  # 8 mm into the right child
+    lateral = float(target.path.project(seen[:3, 3]).distance)
+    assert 5e-3 < lateral < 8e-3  # off the route by the 5 mm test, not by 5 + 3 × 1 mm
+    controller.update(seen)
+    assert controller.branch_id == 2 and controller.phase == phase
+    assert controller.retries == (1 if phase == "recover" else 0)
+
+
 def _failing_once(model):
     """Make ``model``'s next step fail as a solve does: the state is kept, ``converged`` False."""
     step = model.step

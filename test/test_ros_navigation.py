@@ -183,3 +183,43 @@ def test_navigator_switches_to_the_registered_pose_at_run_time():
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_navigator_takes_the_pose_error_from_the_registration_quality():
+    """The registration's 1σ estimate at the target (``target_sigma_m`` on
+    ``registration/quality``, read by its layout labels) is the error of the registered pose the
+    navigator steers on; nothing on the ground truth, nor from a failed registration or one
+    without an estimate."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
+
+    from bronchonav.ros.navigator_node import NavigatorNode
+    from bronchonav.ros.registration_node import QUALITY_LABELS
+
+    def quality(success, sigma):
+        values = {"fitness": 0.95, "fre_m": 2.2e-3, "n_points": 180.0, "success": success,
+                  "target_sigma_m": sigma}
+        return Float64MultiArray(layout=MultiArrayLayout(dim=[MultiArrayDimension(
+            label=",".join(QUALITY_LABELS), size=len(QUALITY_LABELS), stride=1)]),
+            data=[float(values[k]) for k in QUALITY_LABELS])
+
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = NavigatorNode(context=context, parameter_overrides=[
+            Parameter("map", value=DEFAULT_MAP)])
+        node._on_registration_quality(quality(1.0, 1.5e-3))
+        assert node.pose_sigma() == 0.0  # steering on the ground truth
+        node.set_parameters([Parameter("pose_source", value="registered")])
+        assert node.pose_sigma() == pytest.approx(1.5e-3)
+        assert node.status()["pose_sigma_m"] == pytest.approx(1.5e-3)
+        for success, sigma in [(0.0, 1.5e-3), (1.0, float("nan"))]:
+            node._on_registration_quality(quality(success, sigma))
+            assert node.pose_sigma() == 0.0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+

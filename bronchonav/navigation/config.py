@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, fields
 from bronchonav.errors import InputError
 
 
+ZERO_ALLOWED = ("aim_steps", "max_retries", "pose_sigmas")
+"""Fields that may be 0 (no aiming, no recovery, no allowance for the pose's error)."""
+
+
 @dataclass(frozen=True)
 class NavigationConfig:
     """Parameters of :class:`~bronchonav.navigation.NavigationController`.
@@ -60,6 +64,11 @@ class NavigationConfig:
         branch (m).
     back_on_route_m : float
         A recovery ends when the tip is back within this distance of the route (m).
+    pose_sigmas : float
+        Where the observed tip pose has an error estimate (the controller's ``pose_sigma_m``,
+        e.g. a registration's 1σ error at the target), ``off_route_m`` and ``back_on_route_m``
+        are widened by this many σ: a registered tip that far off the route by the
+        registration's error alone has not taken a wrong branch.
     retract_m : float
         Retraction of a recovery (m).
     max_retries : int
@@ -99,6 +108,7 @@ class NavigationConfig:
     resync_m: float = 3.0e-3
     off_route_m: float = 5.0e-3
     back_on_route_m: float = 2.5e-3
+    pose_sigmas: float = 3.0
     retract_m: float = 12.0e-3
     max_retries: int = 4
     goal_tolerance_m: float = 2.0e-3
@@ -115,7 +125,7 @@ class NavigationConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                     value == value and abs(value) != float("inf")):
                 raise InputError(f"navigation {f.name} must be a finite number, got {value!r}")
-            if value < 0 or (value == 0 and f.name not in ("aim_steps", "max_retries")):
+            if value < 0 or (value == 0 and f.name not in ZERO_ALLOWED):
                 raise InputError(f"navigation {f.name} must be positive, got {value!r}")
         if self.steer_gain > 1:
             raise InputError(f"navigation steer_gain must be at most 1, got {self.steer_gain}")

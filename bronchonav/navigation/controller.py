@@ -25,7 +25,8 @@ One call of :meth:`NavigationController.update` is one control step:
 5. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
    after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
    relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then
-   drives. This is not a recovery and spends no retry.
+   drives. This is not a recovery and spends no retry. (On a pose with an error estimate,
+   ``pose_sigma_m``, the off-route distances are widened by ``pose_sigmas`` of it.)
 6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
@@ -76,6 +77,11 @@ class NavigationController:
     steps_model : bool
         Step ``model`` with every command issued (default). Pass ``False`` when ``model`` is the
         plant itself and the caller steps it (an in-process rehearsal).
+    pose_sigma_m : float
+        1σ error (m) of the observed tip pose where it is known (a registered pose: the
+        registration's estimate at the target), else 0 (the ground truth). Widens the off-route
+        tests by ``config.pose_sigmas`` of it; may be changed between steps (attribute of the
+        same name), e.g. once a registration succeeds.
 
     Examples
     --------
@@ -93,7 +99,8 @@ class NavigationController:
     """
 
     def __init__(self, target: RouteTarget, model: CatheterModel,
-                 config: NavigationConfig | None = None, steps_model: bool = True) -> None:
+                 config: NavigationConfig | None = None, steps_model: bool = True,
+                 pose_sigma_m: float = 0.0) -> None:
         if model.tree is None:
             raise InputError("the navigation controller needs a catheter model inside an "
                              "airway tree")
@@ -101,6 +108,9 @@ class NavigationController:
         self.model = model
         self.config = config or NavigationConfig()
         self.steps_model = steps_model
+        if not (np.isfinite(pose_sigma_m) and pose_sigma_m >= 0):
+            raise InputError(f"pose_sigma_m must be a finite number >= 0, got {pose_sigma_m!r}")
+        self.pose_sigma_m = float(pose_sigma_m)
         params = model.params
         angles = np.array([t.angle for t in params.tendons], dtype=float)
         if len(angles) == 0:
@@ -353,13 +363,18 @@ class NavigationController:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
 
     def _off_route(self) -> bool:
-        """The tip is farther than ``off_route_m`` from the route, in an airway not on it."""
-        return self.lateral > self.config.off_route_m and (
+        """The tip is farther than ``off_route_m`` (widened by the pose's error) from the
+        route, in an airway not on it."""
+        return self.lateral > self.config.off_route_m + self._pose_allowance() and (
             not self._route_branches or self.branch_id not in self._route_branches)
+
+    def _pose_allowance(self) -> float:
+        """How far off the route the observed tip may be by the pose's error alone (m)."""
+        return self.config.pose_sigmas * self.pose_sigma_m
 
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
-        if self.lateral <= c.back_on_route_m or self.insertion <= 0.0:
+        if self.lateral <= c.back_on_route_m + self._pose_allowance() or self.insertion <= 0.0:
             self.phase, self._stalled, self._best = "drive", 0, self.s_tip
             self._drive(T)
             return
@@ -393,7 +408,8 @@ class NavigationController:
         if self.insertion > self._recover_to:
             self.insertion = max(self._recover_to, self.insertion - 2.0 * c.step_m)
             return
-        if self._recover_reason == "stuck" or self.lateral <= c.back_on_route_m or \
+        if self._recover_reason == "stuck" or \
+                self.lateral <= c.back_on_route_m + self._pose_allowance() or \
                 self.insertion <= 0.0:
             self.phase = "drive"
             self._stalled = 0

@@ -13,7 +13,9 @@ core, also used by rehearsals and ``bronchonav catheter --demo``); this node tra
   the simulator instead of going on alone): ``catheter/tip_pose`` (the simulator's ground
   truth, ``pose_source: truth``) or
   ``registration/tip_pose`` (the EM pose mapped to ``ct`` by the registration,
-  ``pose_source: registered``; the navigator waits while no registered pose arrives);
+  ``pose_source: registered``; the navigator waits while no registered pose arrives; the
+  registration's own 1σ error estimate at the target, ``target_sigma_m`` on
+  ``registration/quality``, widens the controller's off-route tests on that pose);
 - ``catheter/backbone`` (``nav_msgs/Path`` in ``ct``: the catheter's shape, what a
   shape-sensing fibre reports; ``shape_sensing``) → the controller re-solves its model from
   the observed shape where the two have parted (one snapped through a fold, the other did not);
@@ -43,7 +45,7 @@ from nav_msgs.msg import Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
@@ -121,6 +123,9 @@ class NavigatorNode(Node):
         self.pose_source = p["pose_source"]
         self._poses: dict[str, np.ndarray] = {}
         self._backbone: np.ndarray | None = None  # observed shape (N, 3), CT, m
+        self._registration_sigma = 0.0  # the registration's 1σ error at the target (m)
+        self.create_subscription(Float64MultiArray, "registration/quality",
+                                 self._on_registration_quality, qos.LATCHED)
         if p["shape_sensing"]:
             self.create_subscription(Path, "catheter/backbone", self._on_backbone,
                                      qos.STATE_SUB)
@@ -269,6 +274,18 @@ class NavigatorNode(Node):
     def _on_pose(self, source: str, msg: PoseStamped) -> None:
         self._poses[source] = conv.pose_to_matrix(msg.pose)
 
+    def _on_registration_quality(self, msg: Float64MultiArray) -> None:
+        labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else []
+        values = dict(zip(labels, msg.data))
+        sigma = values.get("target_sigma_m", float("nan"))
+        self._registration_sigma = float(sigma) if values.get("success") and \
+            np.isfinite(sigma) and sigma >= 0 else 0.0
+
+    def pose_sigma(self) -> float:
+        """1σ error (m) of the pose steered on: the registration's estimate at the target on
+        the registered pose (0 before a successful registration), 0 on the ground truth."""
+        return self._registration_sigma if self.pose_source == "registered" else 0.0
+
     def _on_backbone(self, msg: Path) -> None:
         if msg.header.frame_id == "ct" and len(msg.poses) >= 2:
             self._backbone = conv.path_points(msg)
@@ -278,6 +295,7 @@ class NavigatorNode(Node):
         T = self._poses.get(self.pose_source)
         if c is None or T is None or c.outcome is not None or self._plant_behind():
             return
+        c.pose_sigma_m = self.pose_sigma()
         t0 = time.perf_counter()
         command = c.update(T, carried_out=self._plant_matches(), backbone_ct=self._backbone)
         self._update_s.append(time.perf_counter() - t0)
@@ -299,9 +317,11 @@ class NavigatorNode(Node):
             if self._cancelled:
                 return {"phase": "done", "pose_source": self.pose_source,
                         "outcome": {"status": "cancelled", "reason": self._cancelled}}
-            return {"phase": "waiting", "pose_source": self.pose_source}
+            return {"phase": "waiting", "pose_source": self.pose_source,
+                    "pose_sigma_m": self.pose_sigma()}
         times = self._update_s
         return {**self.controller.status(), "pose_source": self.pose_source,
+                "pose_sigma_m": self.pose_sigma(),
                 "update_s": times[-1] if times else None,
                 "update_max_s": max(times) if times else None,
                 "update_total_s": sum(times)}

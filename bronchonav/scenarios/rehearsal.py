@@ -10,8 +10,10 @@ sensitivity; what it observes depends on ``pose``:
   ``T_ct_patient``; an EM tip sensor reports the tip moved by breathing, in the patient frame,
   with noise. The catheter first surveys both main bronchi (steered on the truth, as a
   physician does under the camera), the EM sweep is registered to the map
-  (:func:`~bronchonav.registration.register_em`), and the drive to the target then steers on
-  ``T_ct_patient_estimated @ T_patient_sensor``.
+  (:func:`~bronchonav.registration.register_em`, refined near the target as the ROS
+  registration node does), and the drive to the target then steers on
+  ``T_ct_patient_estimated @ T_patient_sensor``, its off-route tests widened by the
+  registration's own error estimate at the target (``target_sigma``).
 
 At the end the tool is advanced from the final tip along its axis by the planned tool length and
 scored against the lesion displaced by breathing at that moment (tool-in-lesion).
@@ -234,13 +236,15 @@ def rehearse(airway_map, route, params, pose: str = "truth",
 
     observe = truth
     reg_success = reg_tre = None
+    pose_sigma = 0.0
     if pose == "registered":
         for same_side in (False, True):  # the other main bronchus first, then this one
             main = tree.main_bronchus(route.target_center, same_side)
             surveyor = NavigationController(_survey_target(tree, main, sensing.survey_margin_m),
                                             model, config, steps_model=False)
             run.drive(surveyor, truth)  # the second arm withdraws from the first on its own
-        result = register_em(np.array(run.em_patient), Twin.of(airway_map).prepare())
+        result = register_em(np.array(run.em_patient), Twin.of(airway_map).prepare(),
+                             target_ct=route.target_center)
         reg_success = bool(result.success)
         T_est = result.T_ct_patient
         c = np.append(route.target_center, 1.0)
@@ -258,8 +262,10 @@ def rehearse(airway_map, route, params, pose: str = "truth",
             return T_est @ sensor.read(T_ct_tip, run.t).T_patient_sensor
 
         observe = registered
+        pose_sigma = float(result.target_sigma or 0.0)
 
-    controller = NavigationController(target, model, config, steps_model=False)
+    controller = NavigationController(target, model, config, steps_model=False,
+                                      pose_sigma_m=pose_sigma)
     steps_before = run.steps
     outcome = run.drive(controller, observe)
     outcome.sim_time_s = (run.steps - steps_before) * config.control_period_s
