@@ -512,7 +512,7 @@ class CatheterModel:
         return res, prob, iters + it, evals + ev
 
     def _relax(self, vc: ValidCommand, deadline: float, iters: int, evals: int,
-               start: "_RelaxStart | None" = None):
+               start: _RelaxStart | None = None):
         """Solve ``vc`` past a fold of the quasi-static path by relaxation.
 
         Where the path folds (the tip slips off a wall, the shaft snaps to another shape) there
