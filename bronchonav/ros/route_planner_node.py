@@ -281,8 +281,12 @@ class RoutePlannerNode(Node):
         self._worker.submit(self.plan, target)
 
     def destroy_node(self):
-        """Stop the planning worker (queued plans are dropped), then destroy the node."""
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        """Stop the planning worker (queued plans are dropped), then destroy the node (also a
+        half-built one: a signal during start-up ends ``__init__`` early and rclpy still
+        destroys the node)."""
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
         return super().destroy_node()
 
 
