@@ -368,13 +368,17 @@ class NavigationController:
         return self.lateral > self.config.off_route_m + self._pose_allowance() and (
             not self._route_branches or self.branch_id not in self._route_branches)
 
+    def _back_on_route(self) -> bool:
+        """The tip is within ``back_on_route_m`` (widened by the pose's error) of the route."""
+        return self.lateral <= self.config.back_on_route_m + self._pose_allowance()
+
     def _pose_allowance(self) -> float:
         """How far off the route the observed tip may be by the pose's error alone (m)."""
         return self.config.pose_sigmas * self.pose_sigma_m
 
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
-        if self.lateral <= c.back_on_route_m + self._pose_allowance() or self.insertion <= 0.0:
+        if self._back_on_route() or self.insertion <= 0.0:
             self.phase, self._stalled, self._best = "drive", 0, self.s_tip
             self._drive(T)
             return
@@ -408,9 +412,7 @@ class NavigationController:
         if self.insertion > self._recover_to:
             self.insertion = max(self._recover_to, self.insertion - 2.0 * c.step_m)
             return
-        if self._recover_reason == "stuck" or \
-                self.lateral <= c.back_on_route_m + self._pose_allowance() or \
-                self.insertion <= 0.0:
+        if self._recover_reason == "stuck" or self._back_on_route() or self.insertion <= 0.0:
             self.phase = "drive"
             self._stalled = 0
             self._best = self.s_tip
