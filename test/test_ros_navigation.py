@@ -155,10 +155,9 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
     assert em.shape == (summary["em_samples"], 3) and summary["em_samples"] > 100
 
 
-def test_navigator_switches_to_the_registered_pose_at_run_time():
-    """The demo's switch after registration: ``pose_source`` is the one parameter the navigator
-    accepts at run time; a value other than truth/registered, or another parameter, is refused
-    with a reason (the navigator keeps steering on what it had)."""
+@pytest.fixture
+def navigator():
+    """A navigator node on the default map in a context of its own (nothing spun)."""
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
@@ -170,31 +169,39 @@ def test_navigator_switches_to_the_registered_pose_at_run_time():
     try:
         node = NavigatorNode(context=context, parameter_overrides=[
             Parameter("map", value=DEFAULT_MAP)])
-        assert node.status()["pose_source"] == "truth"
-        [result] = node.set_parameters([Parameter("pose_source", value="registered")])
-        assert result.successful, result.reason
-        assert node.status()["pose_source"] == "registered"
-        [bad] = node.set_parameters([Parameter("pose_source", value="em")])
-        assert not bad.successful and "truth" in bad.reason
-        [other] = node.set_parameters([Parameter("lookahead_m", value=0.01)])
-        assert not other.successful and "read-only" in other.reason
-        assert node.status()["pose_source"] == "registered"
+        yield node
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
 
 
-def test_navigator_takes_the_pose_error_from_the_registration_quality():
+def test_navigator_switches_to_the_registered_pose_at_run_time(navigator):
+    """The demo's switch after registration: ``pose_source`` is the one parameter the navigator
+    accepts at run time; a value other than truth/registered, or another parameter, is refused
+    with a reason (the navigator keeps steering on what it had)."""
+    from rclpy.parameter import Parameter
+
+    node = navigator
+    assert node.status()["pose_source"] == "truth"
+    [result] = node.set_parameters([Parameter("pose_source", value="registered")])
+    assert result.successful, result.reason
+    assert node.status()["pose_source"] == "registered"
+    [bad] = node.set_parameters([Parameter("pose_source", value="em")])
+    assert not bad.successful and "truth" in bad.reason
+    [other] = node.set_parameters([Parameter("lookahead_m", value=0.01)])
+    assert not other.successful and "read-only" in other.reason
+    assert node.status()["pose_source"] == "registered"
+
+
+def test_navigator_takes_the_pose_error_from_the_registration_quality(navigator):
     """The registration's 1σ estimate at the target (``target_sigma_m`` on
     ``registration/quality``, read by its layout labels) is the error of the registered pose the
     navigator steers on; nothing on the ground truth, nor from a failed registration or one
     without an estimate."""
-    from rclpy.context import Context
     from rclpy.parameter import Parameter
     from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
 
-    from bronchonav.ros.navigator_node import NavigatorNode
     from bronchonav.ros.registration_node import QUALITY_LABELS
 
     def quality(success, sigma):
@@ -204,22 +211,12 @@ def test_navigator_takes_the_pose_error_from_the_registration_quality():
             label=",".join(QUALITY_LABELS), size=len(QUALITY_LABELS), stride=1)]),
             data=[float(values[k]) for k in QUALITY_LABELS])
 
-    context = Context()
-    rclpy.init(context=context)
-    node = None
-    try:
-        node = NavigatorNode(context=context, parameter_overrides=[
-            Parameter("map", value=DEFAULT_MAP)])
-        node._on_registration_quality(quality(1.0, 1.5e-3))
-        assert node.pose_sigma() == 0.0  # steering on the ground truth
-        node.set_parameters([Parameter("pose_source", value="registered")])
-        assert node.pose_sigma() == pytest.approx(1.5e-3)
-        assert node.status()["pose_sigma_m"] == pytest.approx(1.5e-3)
-        for success, sigma in [(0.0, 1.5e-3), (1.0, float("nan"))]:
-            node._on_registration_quality(quality(success, sigma))
-            assert node.pose_sigma() == 0.0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
-
+    node = navigator
+    node._on_registration_quality(quality(1.0, 1.5e-3))
+    assert node.pose_sigma() == 0.0  # steering on the ground truth
+    node.set_parameters([Parameter("pose_source", value="registered")])
+    assert node.pose_sigma() == pytest.approx(1.5e-3)
+    assert node.status()["pose_sigma_m"] == pytest.approx(1.5e-3)
+    for success, sigma in [(0.0, 1.5e-3), (1.0, float("nan"))]:
+        node._on_registration_quality(quality(success, sigma))
+        assert node.pose_sigma() == 0.0
