@@ -6,7 +6,8 @@ truth (not against what the navigator or the demo say about themselves).
   route planner and the navigator in this process. It must report ``reached`` within 60 s, and
   the simulator's ground-truth tip must then be at the route's exit point, inside the lumen of
   the target branch.
-- ``bronchonav demo --pose truth`` to one nodule (the shortened scenario: no survey) must
+- ``bronchonav demo --pose truth`` to one nodule (steering on the ground truth after the survey
+  of the other main bronchus, registration of the whole sweep afterwards) must
   succeed, and its MCAP recording must show the ground-truth tip at the planned exit point at
   the end; the picture and the EM sample file must hold what the summary says.
 """
@@ -112,7 +113,7 @@ def test_navigator_in_a_graph_reaches_a_point_in_a_main_bronchus(tree):
 
 
 def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
-    """The demo's ROS driver on its short scenario (``--pose truth``: no survey, one nodule)."""
+    """The demo's ROS driver steering on the ground truth (``--pose truth``, one nodule)."""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 

@@ -258,8 +258,10 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
     rate_hz : float, optional
         catheter_sim loop rate (default: the YAML's).
     pose_source : {"registered", "truth"}
-        What the navigator steers on to the nodule: the registered EM pose (after a survey and
-        a registration) or the simulator's ground truth (no survey; registration afterwards).
+        What the navigator steers on to the nodule: the registered EM pose (after the survey
+        and a registration) or the simulator's ground truth (after the same survey of the other
+        main bronchus; the whole sweep is registered when driving has ended, so that it too is
+        a Y rather than a single path).
     progress : callable
         Receives one-line progress messages.
     """
@@ -330,10 +332,9 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
 
         # -- survey, registration, drive to the nodule ------------------------------------------
         t_nav = time.monotonic()
-        if pose_source == "registered":
-            point = survey_point(tree, target)
-            progress("survey (ground-truth pose): into the main bronchus on the other side")
-            _drive_to_point(client, point, timeout_s)
+        point = survey_point(tree, target)
+        progress("survey (ground-truth pose): into the main bronchus on the other side")
+        _drive_to_point(client, point, timeout_s)
         client.pub_goal.publish(String(data=chosen))
         client.wait_for("/route/status", lambda m: _json(m).get("nodule") == chosen)
         route_msg = client.wait_for("/route", lambda m: len(m.poses) > 1
@@ -384,7 +385,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                  f"{'in' if in_lesion else 'NOT in'} the lesion ({miss * 1e3:.1f} mm from its "
                  f"centre)")
 
-        if pose_source == "truth":  # register the sweep of the drive
+        if pose_source == "truth":  # register the survey and the drive, a Y like the other's
             response = client.call_trigger()
             progress(f"registration: {response.message}")
 
