@@ -181,6 +181,32 @@ def test_the_final_aim_ends_after_two_aiming_commands_in_a_row_are_not_carried_o
     assert controller.not_carried_out == 2
 
 
+def test_a_jammed_catheter_ends_stuck_without_repeating_refused_commands():
+    """A catheter that stops carrying out commands 30 mm down a straight tube (as a simulator
+    whose solver finds no equilibrium near its state): after ``jam_refusals`` refusals in a row
+    a recovery starts (not after ``stall_steps`` of the same refused command), a retraction
+    refused as often ends the recovery, and after ``max_retries`` recoveries the outcome is
+    ``stuck``, saying the catheter carried out none of the last commands."""
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.08]], [0.006, 0.006])])
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    config = NavigationConfig(max_retries=2, stall_steps=25, jam_refusals=5)
+    controller = NavigationController(RouteTarget.from_points(tree[0].points, [0]), model,
+                                      config)
+    while model.state.insertion < 0.03:
+        controller.update(model.state.tip_pose)
+    phases = []
+    while controller.outcome is None:
+        controller.update(model.state.tip_pose, carried_out=False)
+        phases.append(controller.phase)
+    # 5 refusals while driving, then per recovery 5 refused retractions and (driving on) 5
+    # refused insertions before the next: 5 + 2 * 10 updates, the last of which ends it
+    assert phases.index("recover") == config.jam_refusals - 1
+    assert len(phases) == config.jam_refusals * (1 + 2 * config.max_retries)
+    assert controller.outcome.status == "stuck" and controller.outcome.retries == 2
+    assert f"carried out none of the last {config.jam_refusals} commands" in \
+        controller.outcome.reason
+
+
 def test_a_timeout_is_an_outcome():
     tree = y_tree()
     model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)

@@ -47,6 +47,11 @@ class NavigationConfig:
         catheter lies along the outer walls and is a few per cent longer than the centerline.
     stall_steps : int
         Steps without ``progress_eps_m`` of progress that count as a stall.
+    jam_refusals : int
+        Commands in a row the catheter did not carry out (each retry smaller than the last, down
+        to 1/16 of a step) after which it counts as jammed: while driving, as a stall (a
+        recovery starts at once, instead of after ``stall_steps`` of the same refused
+        command); while a recovery retracts, as the end of the retraction.
     progress_eps_m : float
         Progress along the route that resets the stall counter (m).
     model_jump_m : float
@@ -103,6 +108,7 @@ class NavigationConfig:
     max_mismatch_m: float = 6.0e-3
     mismatch_per_m: float = 0.06
     stall_steps: int = 25
+    jam_refusals: int = 8
     progress_eps_m: float = 0.5e-3
     model_jump_m: float = 8.0e-3
     resync_m: float = 3.0e-3

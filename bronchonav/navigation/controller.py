@@ -27,7 +27,8 @@ One call of :meth:`NavigationController.update` is one control step:
    relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then
    drives. This is not a recovery and spends no retry. (On a pose with an error estimate,
    ``pose_sigma_m``, the off-route distances are widened by ``pose_sigmas`` of it.)
-6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), or the tip off the
+6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), a jam (the
+   catheter did not carry out ``jam_refusals`` commands in a row), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
    re-aim, retry; at most ``max_retries`` times, then end ``stuck`` or ``wrong_branch``.
 7. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
@@ -155,7 +156,7 @@ class NavigationController:
         self._recover_reason = ""
         self._recover_steps = 0
         self._aim_steps = 0
-        self._refusals = 0  # commands in a row not carried out
+        self._refusals = 0  # commands in a row not carried out (afresh when a recovery starts or ends)
         self._aim_best = np.inf  # smallest heading error to the lesion while aiming (rad)
         self._aim_since_best = 0
         self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
@@ -346,7 +347,7 @@ class NavigationController:
         if off_route:
             self._start_recovery("wrong_branch")
             return
-        if self._stalled >= c.stall_steps:
+        if self._stalled >= c.stall_steps or self._jammed():
             if self.tip_to_exit <= c.reach_tolerance_m:  # as close as it gets, and close enough
                 self._drive_end_error = self.tip_to_exit
                 self.phase = "aim"
@@ -372,6 +373,11 @@ class NavigationController:
         """The tip is within ``back_on_route_m`` (widened by the pose's error) of the route."""
         return self.lateral <= self.config.back_on_route_m + self._pose_allowance()
 
+    def _jammed(self) -> bool:
+        """The catheter did not carry out the last ``jam_refusals`` commands: repeating the
+        smallest of them would only be refused again."""
+        return self._refusals >= self.config.jam_refusals
+
     def _pose_allowance(self) -> float:
         """How far off the route the observed tip may be by the pose's error alone (m)."""
         return self.config.pose_sigmas * self.pose_sigma_m
@@ -388,13 +394,15 @@ class NavigationController:
     def _start_recovery(self, reason: str) -> None:
         c = self.config
         if self.retries >= c.max_retries:
-            what = ("no progress along the route" if reason == "stuck" else
-                    f"tip {self.lateral * 1e3:.1f} mm off the route")
+            what = (f"tip {self.lateral * 1e3:.1f} mm off the route" if reason != "stuck" else
+                    f"the catheter carried out none of the last {self._refusals} commands"
+                    if self._jammed() else "no progress along the route")
             self._finish(reason, f"{what} after {self.retries} recoveries, "
                          f"{self.tip_to_exit * 1e3:.1f} mm from the exit point")
             return
         self.retries += 1
         self.phase = "recover"
+        self._refusals = 0  # a retraction is a new command: its own refusals count
         self._recover_steps = 0
         self._recover_reason = reason
         self._recover_to = max(self.insertion - c.retract_m, 0.0)
@@ -403,9 +411,10 @@ class NavigationController:
     def _recover(self, T: np.ndarray) -> None:
         c = self.config
         self._recover_steps += 1
-        if self._recover_steps > 4 * c.retract_m / c.step_m + c.stall_steps:
-            # the catheter cannot back out as commanded: drive on (a stall ends it)
+        if self._recover_steps > 4 * c.retract_m / c.step_m + c.stall_steps or self._jammed():
+            # the catheter cannot back out as commanded: drive on (a stall or a jam ends it)
             self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            self._refusals = 0
             return
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
         self._steer(T, aim)
