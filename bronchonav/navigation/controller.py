@@ -156,7 +156,7 @@ class NavigationController:
         self._recover_reason = ""
         self._recover_steps = 0
         self._aim_steps = 0
-        self._refusals = 0  # commands in a row not carried out (afresh when a recovery starts or ends)
+        self._refusals = 0  # commands in a row not carried out (afresh as a recovery starts/ends)
         self._aim_best = np.inf  # smallest heading error to the lesion while aiming (rad)
         self._aim_since_best = 0
         self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
@@ -394,9 +394,12 @@ class NavigationController:
     def _start_recovery(self, reason: str) -> None:
         c = self.config
         if self.retries >= c.max_retries:
-            what = (f"tip {self.lateral * 1e3:.1f} mm off the route" if reason != "stuck" else
-                    f"the catheter carried out none of the last {self._refusals} commands"
-                    if self._jammed() else "no progress along the route")
+            if reason != "stuck":
+                what = f"tip {self.lateral * 1e3:.1f} mm off the route"
+            elif self._jammed():
+                what = f"the catheter carried out none of the last {self._refusals} commands"
+            else:
+                what = "no progress along the route"
             self._finish(reason, f"{what} after {self.retries} recoveries, "
                          f"{self.tip_to_exit * 1e3:.1f} mm from the exit point")
             return
