@@ -232,7 +232,7 @@ def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacin
         A superset of ``mask``.
     outcome : Tracking or None
         ``None`` when the mask has no terminal branch or the scan too little parenchyma
-        (under ``calibration_starts`` voxels); nothing is added then.
+        (under ``calibration_starts`` on every other voxel); nothing is added then.
     """
     params = params or TrackingParams()
     spacing_kji = np.asarray(spacing_mm, dtype=float)[::-1]
@@ -240,12 +240,15 @@ def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacin
     hu = np.ascontiguousarray(hu, dtype=np.float32)
     mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8)
     ends = _ends(mask, spacing_mm)
-    parenchyma = np.argwhere((hu > lung_hu - 3.0 * noise_hu) & (hu < max_hu) & ~mask)
+    # the parenchyma, sampled on every other voxel (bounded memory)
+    lung = ((hu > lung_hu - 3.0 * noise_hu) & (hu < max_hu) & ~mask)[::2, ::2, ::2]
+    parenchyma = np.flatnonzero(lung)
     if not ends or len(parenchyma) < params.calibration_starts:
         return mask, None
     tracker = _Tracker(tophat, hu, mask_u8, spacing_kji, max_hu, params)
     rng = np.random.default_rng(seed)
-    starts = parenchyma[rng.choice(len(parenchyma), params.calibration_starts, replace=False)]
+    chosen = parenchyma[rng.choice(len(parenchyma), params.calibration_starts, replace=False)]
+    starts = 2 * np.column_stack(np.unravel_index(chosen, lung.shape))
     dirs = rng.standard_normal((len(starts), 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     best = np.array([tracker.scores(p * spacing_kji, u)[0].max() for p, u in zip(starts, dirs)])
@@ -259,7 +262,7 @@ def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacin
         first.append(s[:2].mean() if len(s) >= 2 else -np.inf)
     t_accept = float(np.percentile(first, params.accept_percentile))
     if not np.isfinite(t_accept):
-        t_accept = t_step
+        t_accept = t_step  # random trackers rarely make two steps: two steps are evidence enough
     core = np.zeros(mask.shape, dtype=bool)
     kept, length = 0, 0.0
     for p, u in ends:
@@ -276,6 +279,10 @@ def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacin
     if kept:
         pixel = min(spacing_mm[:2])
         scale = (pixel / (0.5 * slice_mm), 1.0, 1.0)  # the ellipsoid mapped to a ball of `pixel`
-        near = edt.edt(~core, anisotropy=tuple(spacing_kji * scale), parallel=2) <= pixel
-        out |= near & (hu < max_hu)
+        pad = int(np.ceil(0.5 * slice_mm / spacing_kji.min())) + 1
+        idx = np.argwhere(core)
+        box = tuple(slice(max(int(a) - pad, 0), int(b) + pad + 1)
+                    for a, b in zip(idx.min(axis=0), idx.max(axis=0)))
+        near = edt.edt(~core[box], anisotropy=tuple(spacing_kji * scale), parallel=2) <= pixel
+        out[box] |= near & (hu[box] < max_hu)
     return out, Tracking(t_step, t_accept, len(ends), kept, length, int(out.sum() - mask.sum()))
