@@ -62,10 +62,29 @@ def test_small_airways_near_the_slice_plane_read_brighter_than_the_parenchyma():
     assert np.median(upright) < -100
 
 
-def test_thick_slices_with_standard_dose_noise_do_not_leak():
-    """2.5 mm slices with 25 HU noise: the refinement stays out of the parenchyma pockets."""
+@pytest.fixture(scope="module")
+def standard_dose():
+    """2.5 mm slices with the 25 HU noise of a standard-dose reconstruction, segmented."""
     p = _clinical(25.0)
-    seg = segment_airways(p.image)
+    return p, segment_airways(p.image)
+
+
+def test_thick_slices_with_standard_dose_noise_do_not_leak(standard_dose):
+    """2.5 mm slices with 25 HU noise: the refinement stays out of the parenchyma pockets."""
+    p, seg = standard_dose
     m = airway_metrics(seg.array(), p.lumen_mask, p.tree, p.image)
     assert m.fpr <= 0.02
     assert m.td >= 0.6
+
+
+def test_tracking_from_the_branch_ends_adds_airways(standard_dose):
+    """What the tracking from the terminal branches adds lies mostly in the truth lumen (or
+    one voxel beside it), and it adds truth centreline."""
+    p, seg = standard_dose
+    without = segment_airways(p.image, SegmentationParams(track=False)).array()
+    added = seg.array() & ~without
+    assert seg.tracking is not None and seg.tracking.tracks >= 5
+    assert added.sum() >= 100
+    assert ndimage.binary_dilation(p.lumen_mask)[added].mean() >= 0.5
+    gained = airway_metrics(seg.array(), p.lumen_mask, p.tree, p.image).td
+    assert gained > airway_metrics(without, p.lumen_mask, p.tree, p.image).td

@@ -117,6 +117,7 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
             "threshold_hu": seg.threshold_hu,
             "refined_volume_m3": seg.refined_volume,
             "tubular_refinement": asdict(seg.tubular) if seg.tubular is not None else None,
+            "tracking": asdict(seg.tracking) if seg.tracking is not None else None,
             "segmentation_params": asdict(params.segmentation),
             "centerline_params": asdict(params.centerline),
             "max_triangles": params.max_triangles,

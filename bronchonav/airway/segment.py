@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from bronchonav.airway.tracking import Tracking, TrackingParams, track_from_ends
 from bronchonav.airway.tubular import dark_tubeness
 from bronchonav.ct.io import ct_to_index, index_to_ct
 from bronchonav.ct.resample import slice_factor, upsample_slices
@@ -107,6 +108,12 @@ class SegmentationParams:
     tube_max_growth: float = 1.0
     """The tubular refinement may add at most this fraction of the segmented volume; more is a
     leak, and its additions are dropped."""
+    track: bool = True
+    """On thick slices (interpolated, see ``max_anisotropy``), continue the terminal branches
+    along their direction (:func:`bronchonav.airway.tracking.track_from_ends`) after the
+    refinements. On thinner slices small airways are dark tubes, which the refinements take."""
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+    """Parameters of the tracking."""
 
 
 @dataclass
@@ -178,6 +185,9 @@ class Segmentation:
         parenchyma to set its thresholds).
     scan_levels : ScanLevels or None
         Air, noise and parenchyma levels measured on the scan (``None`` without adaptation).
+    tracking : Tracking or None
+        What the tracking from the terminal branches did (``None`` when it did not run: thin
+        slices, no adaptation, or too little parenchyma).
     """
 
     mask: sitk.Image
@@ -188,6 +198,7 @@ class Segmentation:
     refined_volume: float = 0.0
     scan_levels: ScanLevels | None = None
     tubular: TubularRefinement | None = None
+    tracking: Tracking | None = None
 
     def array(self) -> np.ndarray:
         """The mask as a boolean array indexed ``[k, j, i]``."""
@@ -533,6 +544,31 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
                                   0.0 if rejected else added * voxel_volume, bool(rejected))
 
 
+def track_thick_slices(hu: np.ndarray, mask: np.ndarray, spacing_mm, slice_mm: float,
+                       params: SegmentationParams,
+                       levels: ScanLevels) -> tuple[np.ndarray, Tracking | None]:
+    """Continue the terminal branches of ``mask`` (:func:`bronchonav.airway.tracking.track_from_ends`)
+    within a box around it; ``hu`` is on sub-slices of ``spacing_mm`` interpolated from slices
+    ``slice_mm`` thick.
+
+    The tracker scores the black top-hat with the in-plane disk of ``tophat_radius_mm`` (as
+    :func:`refine_small_airways` on thick slices) and stays darker than half-way between the
+    parenchyma and ``solid_hu`` (as :func:`refine_tubular`); the box reaches one track length
+    and one scored segment beyond the mask.
+    """
+    reach = params.tracking.max_length_mm + params.tracking.segment_mm
+    box = _bbox(mask, max(int(np.ceil(reach / min(spacing_mm))), 1), mask.shape)
+    sub = hu[box]
+    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm, True))
+    tophat -= sub
+    max_hu = 0.5 * (levels.lung_hu + params.solid_hu)
+    grown, outcome = track_from_ends(sub, tophat, mask[box], spacing_mm, slice_mm,
+                                     levels.lung_hu, levels.noise_hu, max_hu, params.tracking)
+    out = mask.copy()
+    out[box] = grown
+    return out, outcome
+
+
 def measure_levels(hu: np.ndarray, seed_kji, spacing_mm) -> ScanLevels:
     """Air and noise in a 2 mm ball at the trachea seed, and the parenchyma level (HU)."""
     r = [max(int(round(2.0 / s)), 1) for s in spacing_mm[::-1]]
@@ -592,8 +628,9 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     (``max_anisotropy``), find the trachea seed, measure the scan's air, noise and parenchyma
     levels and adapt the thresholds (:func:`adapt_to_scan`), explosion-controlled region
     growing, optional small-airway refinements (:func:`refine_small_airways`,
-    :func:`refine_tubular`), keep the component of the seed and fill internal holes, and take
-    the mask back to the scan's slices. A result larger than ``max_volume_m3`` is a leak and is
+    :func:`refine_tubular`), on thick slices the tracking from the terminal branches
+    (:func:`track_thick_slices`), fill internal holes, and take the mask back to the scan's
+    slices. A result larger than ``max_volume_m3`` is a leak and is
     refused.
 
     Parameters
@@ -633,6 +670,10 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     if params.tubular:
         mask_box, tubular = refine_tubular(hu_box, mask_box, spacing, params, levels,
                                            voxel_volume, factor > 1)
+    tracking = None
+    if params.track and factor > 1 and levels is not None:
+        mask_box, tracking = track_thick_slices(hu_box, mask_box, spacing, spacing[2] * factor,
+                                                params, levels)
     mask_box = _fill_holes(mask_box)
     volume = float(mask_box.sum() * voxel_volume)
     if volume > params.max_volume_m3:
@@ -654,4 +695,4 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     seed_ct = index_to_ct(lps, seed_lps)[0]
     seed_index = tuple(int(round(v)) for v in ct_to_index(image, seed_ct)[0])
     return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, levels,
-                        tubular)
+                        tubular, tracking)
