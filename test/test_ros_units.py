@@ -112,6 +112,20 @@ def test_path_round_trip_and_transport_frames():
     assert np.abs(step[:, 2]).max() < 1e-9 and np.abs(step[:, :2]).max() > 0.05
 
 
+def test_labelled_array_round_trip_and_layout():
+    """Names ride in the layout's one dimension, comma-joined, values in the same order."""
+    from std_msgs.msg import Float64MultiArray
+
+    from bronchonav.ros import conversions as conv
+
+    values = {"fitness": 0.9, "fre_m": 2.2e-3, "success": 1.0}
+    msg = conv.labelled_array(values)
+    assert msg.layout.dim[0].label == "fitness,fre_m,success" and msg.layout.dim[0].size == 3
+    assert list(msg.data) == [0.9, 2.2e-3, 1.0]
+    assert conv.labelled_values(msg) == values
+    assert conv.labelled_values(Float64MultiArray(data=[1.0])) == {}
+
+
 def test_command_parsing_rejects_bad_commands():
     from sensor_msgs.msg import JointState
 

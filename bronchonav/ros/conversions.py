@@ -13,7 +13,8 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
 from nav_msgs.msg import Path
 from sensor_msgs.msg import JointState
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import (ColorRGBA, Float64MultiArray, Header, MultiArrayDimension,
+                          MultiArrayLayout)
 from visualization_msgs.msg import Marker
 
 from bronchonav.errors import CommandError
@@ -89,6 +90,23 @@ def path_points(path: Path) -> np.ndarray:
     """The positions of a ``nav_msgs/Path`` as an (N, 3) array (m, in the path's frame)."""
     return np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z]
                      for p in path.poses], dtype=float).reshape(-1, 3)
+
+
+# -- labelled arrays -------------------------------------------------------------------------------
+
+def labelled_array(values: dict) -> Float64MultiArray:
+    """A ``std_msgs/Float64MultiArray`` of ``values`` (name → number, in their order), the
+    names comma-joined in the label of its one layout dimension."""
+    names = list(values)
+    layout = MultiArrayLayout(dim=[MultiArrayDimension(label=",".join(names), size=len(names),
+                                                       stride=1)])
+    return Float64MultiArray(layout=layout, data=[float(values[k]) for k in names])
+
+
+def labelled_values(msg: Float64MultiArray) -> dict:
+    """Name → number of a :func:`labelled_array` message (empty without a layout)."""
+    names = msg.layout.dim[0].label.split(",") if msg.layout.dim else []
+    return dict(zip(names, msg.data))
 
 
 # -- markers --------------------------------------------------------------------------------------

@@ -275,8 +275,7 @@ class NavigatorNode(Node):
         self._poses[source] = conv.pose_to_matrix(msg.pose)
 
     def _on_registration_quality(self, msg: Float64MultiArray) -> None:
-        labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else []
-        values = dict(zip(labels, msg.data))
+        values = conv.labelled_values(msg)
         sigma = values.get("target_sigma_m", float("nan"))
         self._registration_sigma = float(sigma) if values.get("success") and \
             np.isfinite(sigma) and sigma >= 0 else 0.0

@@ -25,7 +25,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
-from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout, String
+from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
 from bronchonav.errors import BronchoNavError
@@ -143,10 +143,8 @@ class RegistrationNode(Node):
         stamp = self.get_clock().now().to_msg()
         self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
         sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
-        layout = MultiArrayLayout(dim=[MultiArrayDimension(label=",".join(QUALITY_LABELS),
-                                                           size=len(QUALITY_LABELS), stride=1)])
-        self.pub_quality.publish(Float64MultiArray(layout=layout, data=[
-            float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma]))
+        self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
+            float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
         self.pub_status.publish(String(data=json.dumps(r.to_dict())))
         level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
         self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
