@@ -453,6 +453,14 @@ def _ball(radius_mm: float, spacing_mm, in_plane: bool = False) -> np.ndarray:
     return ball
 
 
+def _black_tophat(hu: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Grey-level black top-hat of ``hu`` (HU): its closing with ``footprint`` minus itself,
+    large where a spot darker than its surroundings is narrower than the footprint."""
+    tophat = ndimage.grey_closing(hu, footprint=footprint)
+    tophat -= hu
+    return tophat
+
+
 def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
                          params: SegmentationParams, in_plane: bool = False) -> np.ndarray:
     """Add thin airways darker than their surroundings and connected to ``mask``.
@@ -474,7 +482,7 @@ def refine_small_airways(hu: np.ndarray, mask: np.ndarray, spacing_mm,
     ball = _ball(params.tophat_radius_mm, spacing_mm, in_plane)
     box = _bbox(mask, max(ball.shape) - 1, mask.shape)
     sub = hu[box]
-    tophat = ndimage.grey_closing(sub, footprint=ball) - sub
+    tophat = _black_tophat(sub, ball)
     cand = (tophat > params.tophat_min_hu) & (sub < params.refine_max_hu)
     cand &= ~near_thick_tissue(sub, spacing_mm, params)
     cand |= mask[box]
@@ -522,9 +530,7 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     lung[::2, ::2, ::2] = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
     if lung.sum() < 1000:
         return mask, None  # too little parenchyma to set thresholds on
-    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm,
-                                                       in_plane))
-    tophat -= sub
+    tophat = _black_tophat(sub, _ball(params.tophat_radius_mm, spacing_mm, in_plane))
     t_tophat = float(np.percentile(tophat[lung], params.tophat_lung_percentile))
     cand = dark & (tophat > t_tophat)
     del tophat
@@ -559,8 +565,7 @@ def track_thick_slices(hu: np.ndarray, mask: np.ndarray, spacing_mm, slice_mm: f
     reach = params.tracking.max_length_mm + params.tracking.segment_mm
     box = _bbox(mask, max(int(np.ceil(reach / min(spacing_mm))), 1), mask.shape)
     sub = hu[box]
-    tophat = ndimage.grey_closing(sub, footprint=_ball(params.tophat_radius_mm, spacing_mm, True))
-    tophat -= sub
+    tophat = _black_tophat(sub, _ball(params.tophat_radius_mm, spacing_mm, True))
     max_hu = 0.5 * (levels.lung_hu + params.solid_hu)
     grown, outcome = track_from_ends(sub, tophat, mask[box], spacing_mm, slice_mm,
                                      levels.lung_hu, levels.noise_hu, max_hu, params.tracking)
