@@ -221,3 +221,25 @@ def test_navigator_takes_the_pose_error_from_the_registration_quality(navigator)
     for success, sigma in [(0.0, 1.5e-3), (1.0, float("nan"))]:
         node._on_registration_quality(quality(success, sigma))
         assert node.pose_sigma() == 0.0
+
+
+def test_navigator_parameters_set_its_controller_config():
+    """The navigator's parameters reach the one controller's config: non-default values of the
+    recovery parameters (retries, the jam rule) given at start-up are what the controller uses."""
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+
+    from bronchonav.ros.navigator_node import NavigatorNode
+
+    context = Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = NavigatorNode(context=context, parameter_overrides=[
+            Parameter("map", value=DEFAULT_MAP), Parameter("jam_refusals", value=3),
+            Parameter("max_retries", value=2)])
+        assert (node.config.jam_refusals, node.config.max_retries) == (3, 2)
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)

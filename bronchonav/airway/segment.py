@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from bronchonav.airway.tracking import Tracking, TrackingParams, track_from_ends
+from bronchonav.airway.tracking import Tracking, TrackingParams, parenchyma_sample, track_from_ends
 from bronchonav.airway.tubular import dark_tubeness
 from bronchonav.ct.io import ct_to_index, index_to_ct
 from bronchonav.ct.resample import slice_factor, upsample_slices
@@ -526,8 +526,8 @@ def refine_tubular(hu: np.ndarray, mask: np.ndarray, spacing_mm, params: Segment
     sub = hu[box]
     inside = mask[box]
     dark = sub < max_hu
-    lung = np.zeros(sub.shape, bool)  # a sample of the parenchyma: every other voxel
-    lung[::2, ::2, ::2] = (dark & (sub > lung_hu - 3.0 * noise) & ~inside)[::2, ::2, ::2]
+    lung = np.zeros(sub.shape, bool)
+    lung[::2, ::2, ::2] = parenchyma_sample(sub, inside, lung_hu, noise, max_hu)
     if lung.sum() < 1000:
         return mask, None  # too little parenchyma to set thresholds on
     tophat = _black_tophat(sub, _ball(params.tophat_radius_mm, spacing_mm, in_plane))

@@ -188,6 +188,18 @@ def _ends(mask: np.ndarray, spacing_mm) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def parenchyma_sample(hu: np.ndarray, mask: np.ndarray, lung_hu: float, noise_hu: float,
+                      max_hu: float) -> np.ndarray:
+    """The parenchyma on every other voxel along each axis (a sample of bounded memory).
+
+    A voxel of ``hu[::2, ::2, ::2]`` is parenchyma when it is darker than ``max_hu``, brighter
+    than ``lung_hu - 3 noise_hu`` (not the airway lumen) and outside ``mask``; the result has
+    the shape of that sampled grid. The refinements and the tracker set their thresholds on it.
+    """
+    h = hu[::2, ::2, ::2]
+    return (h > lung_hu - 3.0 * noise_hu) & (h < max_hu) & ~mask[::2, ::2, ::2]
+
+
 def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacing_mm,
                     slice_mm: float, lung_hu: float, noise_hu: float, max_hu: float,
                     params: TrackingParams | None = None,
@@ -240,8 +252,7 @@ def track_from_ends(hu: np.ndarray, tophat: np.ndarray, mask: np.ndarray, spacin
     hu = np.ascontiguousarray(hu, dtype=np.float32)
     mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8)
     ends = _ends(mask, spacing_mm)
-    # the parenchyma, sampled on every other voxel (bounded memory)
-    lung = ((hu > lung_hu - 3.0 * noise_hu) & (hu < max_hu) & ~mask)[::2, ::2, ::2]
+    lung = parenchyma_sample(hu, mask, lung_hu, noise_hu, max_hu)
     parenchyma = np.flatnonzero(lung)
     if not ends or len(parenchyma) < params.calibration_starts:
         return mask, None

@@ -385,7 +385,7 @@ class NavigationController:
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
         if self._back_on_route() or self.insertion <= 0.0:
-            self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            self._drive_on()
             self._drive(T)
             return
         self.bend *= 0.5
@@ -416,7 +416,7 @@ class NavigationController:
         self._recover_steps += 1
         if self._recover_steps > 4 * c.retract_m / c.step_m + c.stall_steps or self._jammed():
             # the catheter cannot back out as commanded: drive on (a stall or a jam ends it)
-            self.phase, self._stalled, self._best = "drive", 0, self.s_tip
+            self._drive_on()
             self._refusals = 0
             return
         aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
@@ -425,11 +425,14 @@ class NavigationController:
             self.insertion = max(self._recover_to, self.insertion - 2.0 * c.step_m)
             return
         if self._recover_reason == "stuck" or self._back_on_route() or self.insertion <= 0.0:
-            self.phase = "drive"
-            self._stalled = 0
-            self._best = self.s_tip
+            self._drive_on()
         else:  # still off the route: keep backing out
             self._recover_to = max(self.insertion - c.step_m, 0.0)
+
+    def _drive_on(self) -> None:
+        """Back to driving with the stall count afresh, measured from the tip's progress now
+        (the refusal count is the caller's: it starts afresh only where a recovery gives up)."""
+        self.phase, self._stalled, self._best = "drive", 0, self.s_tip
 
     def _aim(self, T: np.ndarray) -> None:
         """Articulate towards the lesion (insertion held) until the tip axis points at it, the

@@ -82,6 +82,9 @@ PARAMS = [
           "progress along the route (m)", minimum=1e-3, maximum=0.05),
     Param("max_retries", 4, "Recoveries (retract, re-aim, retry) before giving up",
           minimum=0, maximum=20),
+    Param("jam_refusals", 8, "Commands in a row the simulator does not show carried out (its "
+          "joint states) after which the catheter counts as jammed: a recovery starts at once; "
+          "a retraction ends", minimum=1, maximum=1000),
     Param("goal_tolerance_m", 0.002, "Driving ends within this distance of the exit point (m)",
           minimum=1e-4, maximum=0.02),
     Param("shape_sensing", True, "Re-synchronise the controller's catheter model from the "
@@ -115,7 +118,8 @@ class NavigatorNode(Node):
         self.config = NavigationConfig(
             step_m=p["insertion_speed_mps"] * period, control_period_s=period,
             lookahead_m=p["lookahead_m"], max_mismatch_m=p["max_mismatch_m"],
-            max_retries=p["max_retries"], goal_tolerance_m=p["goal_tolerance_m"],
+            max_retries=p["max_retries"], jam_refusals=p["jam_refusals"],
+            goal_tolerance_m=p["goal_tolerance_m"],
             aim_steps=p["aim_steps"])
         self.model = CatheterModel(device, self.airway_map.tree, n_nodes=p["n_nodes"])
         self.controller = None
