@@ -454,3 +454,41 @@ def test_rehearsals_are_deterministic(phantom_map, gentle_route):
                      keep_trajectory=True) for _ in range(2)]
     assert np.array_equal(np.array(runs[0].trajectory), np.array(runs[1].trajectory))
     assert runs[0].outcome == runs[1].outcome
+
+
+def test_off_route_spans_are_runs_behind_the_tip_in_airways_off_the_route():
+    """On the Y tree with the route into the left child (branches 0, 1): two nodes in the right
+    child behind the tip are a span (with their generation and arc length); a single node there
+    (a carina's overlapping tubes) is not; nor is the tip's own airway, off the route or not."""
+    from bronchonav.navigation.backbone_course import OffRouteSpan, off_route_spans
+
+    tree = y_tree()
+    arc = np.arange(7) * 0.01
+    route = [0, 1]
+    assert off_route_spans([0, 0, 0, 2, 2, 1, 1], arc, tree, route) == [
+        OffRouteSpan(branch_id=2, generation=1, nodes=2, length_m=pytest.approx(0.01))]
+    assert off_route_spans([0, 0, 0, 2, 0, 1, 1], arc, tree, route) == []
+    assert off_route_spans([0, 0, 0, 0, 0, 2, 2], arc, tree, route) == []
+
+
+def test_a_stuck_right_upper_lobe_route_says_where_the_shaft_looped(phantom_map):
+    """On the shipped phantom the 2.8 mm catheter does not reach the right-upper-lobe target N1:
+    pushed past the upper-lobe takeoff its shaft loops into the straighter sibling (the bronchus
+    intermedius). The outcome names that airway: the child of the right main bronchus that is
+    not on the route (from the tree's topology, not from the controller)."""
+    from bronchonav.campaign.builtin import catheter_params, device_constraints
+    from bronchonav.campaign.spec import CatheterVariant
+    from bronchonav.planning import RoutePlanner
+    from bronchonav.scenarios import rehearse
+
+    variant = CatheterVariant(name="d2.8mm", diameter_m=2.8e-3)
+    route = RoutePlanner(phantom_map, device_constraints(variant)).plan("N1")[0]
+    tree = phantom_map.tree
+    main, upper = route.branch_ids[1], route.branch_ids[2]
+    [intermedius] = [c for c in tree[main].children if c != upper]
+    result = rehearse(phantom_map, route, catheter_params(variant), pose="truth")
+    outcome = result.outcome
+    assert outcome.status == "stuck", outcome.reason
+    assert intermedius in [span.branch_id for span in outcome.off_route]
+    assert f"branch {intermedius} (generation {tree[intermedius].generation}" in outcome.reason
+    assert all(span.branch_id not in route.branch_ids for span in outcome.off_route)

@@ -45,6 +45,7 @@ from bronchonav.catheter.command import CatheterCommand
 from bronchonav.catheter.model import CatheterModel
 from bronchonav.errors import InputError
 from bronchonav.geometry.polyline import Polyline
+from bronchonav.navigation.backbone_course import off_route_spans
 from bronchonav.navigation.config import NavigationConfig
 from bronchonav.navigation.outcome import NavigationOutcome
 from bronchonav.navigation.route_target import RouteTarget
@@ -465,13 +466,20 @@ class NavigationController:
         branch_name = "" if self.branch_id is None else f" in branch {self.branch_id} " \
                                                         f"(generation {generation})"
         force = 0.0 if state is None else float(state.total_contact_force)
+        spans = []
+        if status != "reached" and state is not None and state.branch_ids is not None:
+            spans = off_route_spans(state.branch_ids, state.arc_length, tree,
+                                    self._route_branches)
+        lying = ("; the backbone lies off the route in " + ", ".join(map(str, spans))
+                 if spans else "")
         self.outcome = NavigationOutcome(
-            status=status, reason=f"{status}{branch_name}: {reason}; wall force {force:.2f} N",
+            status=status,
+            reason=f"{status}{branch_name}: {reason}; wall force {force:.2f} N{lying}",
             tip_to_exit_m=float(self._drive_end_error if status == "reached"
                                 else self.tip_to_exit),
             branch_id=self.branch_id, generation=generation, wall_force_n=force,
             retries=self.retries, steps=self.steps,
-            sim_time_s=self.steps * self.config.control_period_s)
+            sim_time_s=self.steps * self.config.control_period_s, off_route=spans)
 
     # -- steering ----------------------------------------------------------------------------
     def _steer(self, T: np.ndarray, aim_ct: np.ndarray) -> None:

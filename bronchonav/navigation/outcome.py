@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 STATUSES = ("reached", "stuck", "wrong_branch", "timeout")
 
@@ -33,6 +33,10 @@ class NavigationOutcome:
         Control steps taken.
     sim_time_s : float
         Simulated time (steps × control period, s).
+    off_route : list of OffRouteSpan
+        Where the backbone behind the tip lies in airways off the route when it ended (a shaft
+        looped beside the route; :func:`bronchonav.navigation.backbone_course.off_route_spans`);
+        empty when reached.
     """
 
     status: str
@@ -44,6 +48,7 @@ class NavigationOutcome:
     retries: int
     steps: int
     sim_time_s: float
+    off_route: list = field(default_factory=list)
 
     @property
     def reached(self) -> bool:
