@@ -70,16 +70,11 @@ def off_route_spans(branch_ids, arc_length, tree, route_branches,
     labels = np.asarray(branch_ids, dtype=int)
     arc = np.asarray(arc_length, dtype=float)
     on_route = set(int(b) for b in route_branches)
+    starts = np.flatnonzero(np.diff(labels)) + 1  # where each run after the first begins
     spans: list[OffRouteSpan] = []
-    start = 0
-    for k in range(1, len(labels) + 1):
-        if k < len(labels) and labels[k] == labels[start]:
-            continue
-        b = int(labels[start])
-        run = k - start
-        at_tip = k == len(labels)
-        if b not in on_route and run >= min_nodes and not at_tip:
-            spans.append(OffRouteSpan(b, int(tree[b].generation), run,
-                                      float(arc[k - 1] - arc[start])))
-        start = k
+    for first, end in zip(np.r_[0, starts[:-1]], starts):  # every run but the tip's
+        b = int(labels[first])
+        if b not in on_route and end - first >= min_nodes:
+            spans.append(OffRouteSpan(b, int(tree[b].generation), int(end - first),
+                                      float(arc[end - 1] - arc[first])))
     return spans
