@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -156,9 +157,10 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
     assert em.shape == (summary["em_samples"], 3) and summary["em_samples"] > 100
 
 
-@pytest.fixture
-def navigator():
-    """A navigator node on the default map in a context of its own (nothing spun)."""
+@contextmanager
+def navigator_node(**overrides):
+    """A navigator node on the default map in a context of its own (nothing spun), with the
+    parameters ``overrides`` at start-up."""
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
@@ -169,12 +171,20 @@ def navigator():
     node = None
     try:
         node = NavigatorNode(context=context, parameter_overrides=[
-            Parameter("map", value=DEFAULT_MAP)])
+            Parameter(name, value=value)
+            for name, value in {"map": DEFAULT_MAP, **overrides}.items()])
         yield node
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+@pytest.fixture
+def navigator():
+    """A navigator node with its default parameters."""
+    with navigator_node() as node:
+        yield node
 
 
 def test_navigator_switches_to_the_registered_pose_at_run_time(navigator):
@@ -226,20 +236,5 @@ def test_navigator_takes_the_pose_error_from_the_registration_quality(navigator)
 def test_navigator_parameters_set_its_controller_config():
     """The navigator's parameters reach the one controller's config: non-default values of the
     recovery parameters (retries, the jam rule) given at start-up are what the controller uses."""
-    from rclpy.context import Context
-    from rclpy.parameter import Parameter
-
-    from bronchonav.ros.navigator_node import NavigatorNode
-
-    context = Context()
-    rclpy.init(context=context)
-    node = None
-    try:
-        node = NavigatorNode(context=context, parameter_overrides=[
-            Parameter("map", value=DEFAULT_MAP), Parameter("jam_refusals", value=3),
-            Parameter("max_retries", value=2)])
+    with navigator_node(jam_refusals=3, max_retries=2) as node:
         assert (node.config.jam_refusals, node.config.max_retries) == (3, 2)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
