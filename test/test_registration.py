@@ -403,3 +403,52 @@ def test_extracted_phantom_map_under_breathing_local_beats_global_in_the_lower_l
     assert all(r.success for r in records)
     assert np.median([r.tre_mm for r in records]) < 3.0
     assert np.median([r.tre_mm for r in records]) < np.median([r.tre_global_mm for r in records])
+
+
+# -- a registration kept current while driving ------------------------------------------------
+
+def test_tracker_refits_from_new_samples_and_keeps_its_registration_when_a_refit_fails(toy, twin):
+    """RegistrationTracker: the first registration (no guess) recovers a known transform from
+    analytic centerline samples; a refit is due only after ``every_samples`` new kept samples
+    and recovers it again; a refit that fails (after a burst of readings from nowhere near the
+    airways, 40 % of the samples) leaves the registration in use untouched and is counted;
+    ``reset`` forgets everything."""
+    from bronchonav.registration.tracker import RegistrationTracker
+
+    T_patient_ct = make_transform(Rotation.from_euler("xyz", [10, -15, 30], degrees=True)
+                                  .as_matrix(), [0.02, 0.01, -0.03])
+    rng = np.random.default_rng(4)
+    samples = apply(T_patient_ct, _analytic_centerline_samples(toy.tree, 1e-3, rng))
+    order = rng.permutation(len(samples))
+    first, later = samples[order[:300]], samples[order[300:]]
+    tracker = RegistrationTracker(twin, every_samples=20,
+                                  config=RegistrationConfig(thin_voxel=0.0))
+    target = _lower_lobe_nodule(toy).center
+
+    def error(T):  # at the target (m)
+        return np.linalg.norm(apply(T @ T_patient_ct, target) - target)
+
+    for p in first:
+        assert tracker.add(p)
+    assert not tracker.due()  # the first registration is asked for explicitly
+    result = tracker.register(target)
+    assert result.success and tracker.result is result and error(result.T_ct_patient) < 1e-3
+    for p in later[:19]:
+        tracker.add(p)
+    assert not tracker.due()
+    tracker.add(later[19])
+    assert tracker.due()
+    refit = tracker.register(target)
+    assert refit.success and tracker.result is refit and tracker.refits == 1
+    assert refit.method.startswith("given-init") and error(refit.T_ct_patient) < 1e-3
+    assert not tracker.due()
+
+    for p in rng.uniform(-0.08, 0.08, (220, 3)) + [0.3, 0.0, 0.0]:  # 300 mm away
+        tracker.add(p)
+    assert tracker.due()
+    bad = tracker.register(target)
+    assert not bad.success and tracker.last_attempt is bad
+    assert tracker.result is refit and tracker.refused == 1 and tracker.refits == 1
+
+    assert tracker.reset() == 300 + 20 + 220
+    assert tracker.result is None and len(tracker) == 0 and not tracker.due()

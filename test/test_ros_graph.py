@@ -20,7 +20,7 @@ os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() * 7) % 99)
 import rclpy  # noqa: E402  (fails, not skips, without ROS 2: source its setup first)
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, TransformStamped  # noqa: E402
 from nav_msgs.srv import GetPlan  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
@@ -118,6 +118,25 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
         c = near.center
         err = np.linalg.norm((T_est @ T_patient_ct @ np.append(c, 1))[:3] - c)
         assert err < 2e-3
+
+        # a refit on readings that fit nowhere (half of them 300 mm away) is refused, and the
+        # registration in use stays: same transform on registration/transform and in the node
+        probe.listen(String, "/registration/status", qos.LATCHED)
+        probe.listen(TransformStamped, "/registration/transform", qos.LATCHED)
+        for p in rng.uniform(-0.05, 0.05, (150, 3)) + [0.3, 0.0, 0.0]:
+            T = np.eye(4)
+            T[:3, 3] = p
+            pub.publish(conv.pose_stamped(T_patient_ct @ T, "patient", conv.Time()))
+            time.sleep(0.002)
+        time.sleep(0.5)
+        reply = probe.call(Trigger, "/registration/trigger", Trigger.Request(), timeout=60)
+        assert not reply.success and "in use is kept" in reply.message, reply.message
+        assert graph.nodes["registration"].result.T_ct_patient is T_est
+        status = json.loads(probe.wait("/registration/status",
+                                       lambda m: not json.loads(m.data)["in_use"]).data)
+        assert not status["success"]
+        tf = probe.wait("/registration/transform", lambda m: True)
+        assert np.allclose(conv.transform_to_matrix(tf.transform), T_est)
     finally:
         probe.close()
         graph.stop()

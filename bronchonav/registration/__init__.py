@@ -16,6 +16,8 @@ Public API
   registration, ``truth`` hidden for scoring); :func:`scenario_config` gives the presets.
 - :class:`~bronchonav.registration.samples.EMSampleAccumulator` — EM samples kept one per grid
   cell, streaming (the registration node) or in bulk (:func:`register_em`).
+- :class:`~bronchonav.registration.tracker.RegistrationTracker` — a registration refitted from
+  the pose in use as samples keep coming, keeping it when a refit fails (the registration node).
 - Evaluation: :func:`run_trials`, :func:`summarize`, :func:`ground_truth_for`.
 """
 

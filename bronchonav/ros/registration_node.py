@@ -5,15 +5,19 @@ all). Collects ``catheter/em_pose`` samples (``PoseStamped`` in ``patient``; one
 cube, so a catheter at rest adds a handful and a sweep one every few millimetres) and registers
 them to the map's centerlines with :func:`bronchonav.registration.register.register_em` — on request
 (``registration/trigger``, ``std_srvs/Trigger``) or automatically once ``auto_min_samples``
-samples exist (and again every ``auto_every_samples`` new ones). With a feasible route on
-``route/status``, its target drives the local refinement near the lesion.
+samples exist, and then refitted from the pose in use every ``auto_every_samples`` new samples
+as the catheter drives on
+(:class:`~bronchonav.registration.tracker.RegistrationTracker`); a refit that fails keeps the
+registration in use and says so on ``registration/status`` and ``/diagnostics``. With a
+feasible route on ``route/status``, its target drives the local refinement near the lesion.
 
 Publishes (transient-local): ``registration/transform`` (``geometry_msgs/TransformStamped``,
 parent ``ct``, child ``patient``: ``T_ct_patient``), ``registration/quality``
-(``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``),
-``registration/status`` (``std_msgs/String``, JSON of the result); and, for every EM sample once
+(``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``) of
+the registration in use, ``registration/status`` (``std_msgs/String``, JSON of the last
+attempt, with ``in_use``: whether it is the registration in use); and, for every EM sample once
 registered, ``registration/tip_pose`` (``PoseStamped``, ``ct``). ``registration/reset`` clears
-the samples.
+the samples and the registration.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from bronchonav.ros.params import Param, declare, give_way, nice_param
 
 PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
-    Param("auto_register", True, "Register automatically once enough samples exist"),
+    Param("auto_register", True, "Register automatically once enough samples exist, and "
+          "refit as more come in"),
     Param("auto_min_samples", 150, "Samples needed before the automatic registration",
           minimum=20, maximum=1_000_000),
     Param("auto_every_samples", 100,
-          "Register again after this many new samples (0 = only once automatically)",
-          minimum=0, maximum=1_000_000),
+          "With auto_register: once registered, refit from the pose in use after this many "
+          "new samples (0 = never refit)", minimum=0, maximum=1_000_000),
     Param("sample_cell_m", 3.0e-3,
           "Keep one EM sample per cube of this size (m); about 3x the EM noise, so that a "
           "catheter at rest adds a handful of samples, not a cloud", minimum=1e-4, maximum=0.05),
@@ -67,17 +72,16 @@ class RegistrationNode(Node):
         super().__init__("registration", **kwargs)
         self.params = p = declare(self, PARAMS)
         give_way(p["nice"])  # before the start-up work (imports, map)
-        from bronchonav.registration.samples import EMSampleAccumulator
-        from bronchonav.registration.twin import Twin
+        from bronchonav.registration.register import RegistrationConfig
+        from bronchonav.registration.tracker import RegistrationTracker
         from bronchonav.ros.resources import load_airway_map
 
         self.airway_map = load_airway_map(p["map"])
-        self.twin = Twin.of(self.airway_map)
-        self._lock = threading.Lock()
-        self._samples = EMSampleAccumulator(p["sample_cell_m"], p["max_samples"])
-        self._last_registered_n = 0
+        self.tracker = RegistrationTracker(self.airway_map, p["auto_every_samples"],
+                                           RegistrationConfig(thin_voxel=p["sample_cell_m"]),
+                                           p["max_samples"])
+        self._failed_at_n = 0  # samples when a registration without a guess last failed
         self.target_ct: np.ndarray | None = None
-        self.result = None
         self._busy = threading.Lock()
         self.pub_tf = self.create_publisher(TransformStamped, "registration/transform", qos.LATCHED)
         self.pub_quality = self.create_publisher(Float64MultiArray, "registration/quality",
@@ -96,14 +100,17 @@ class RegistrationNode(Node):
     @property
     def n_samples(self) -> int:
         """EM samples collected so far."""
-        with self._lock:
-            return len(self._samples)
+        return len(self.tracker)
+
+    @property
+    def result(self):
+        """The registration in use (the last that succeeded), or ``None``."""
+        return self.tracker.result
 
     def _on_em(self, msg: PoseStamped) -> None:
         T = conv.pose_to_matrix(msg.pose)
-        with self._lock:
-            self._samples.add(T[:3, 3], T[:3, 2])
-            result = self.result
+        self.tracker.add(T[:3, 3], T[:3, 2])
+        result = self.tracker.result
         if result is not None:
             self.pub_tip.publish(conv.pose_stamped(result.T_ct_patient @ T, "ct", msg.header.stamp))
 
@@ -123,32 +130,39 @@ class RegistrationNode(Node):
         RegistrationError
             Too few or degenerate samples (see :func:`register_em`).
         """
-        from bronchonav.registration.register import register_em
-
-        with self._lock:
-            pts, dirs = self._samples.positions, self._samples.directions
         with self._busy:
-            result = register_em(pts.reshape(-1, 3), self.twin, target_ct=self.target_ct,
-                                 directions_patient=dirs.reshape(-1, 3))
-            self._last_registered_n = len(pts)
-            self.result = result
-        self._publish(result)
+            refit = self.tracker.result is not None
+            n = len(self.tracker)
+            try:
+                result = self.tracker.register(self.target_ct)
+            finally:
+                if self.tracker.result is None:
+                    self._failed_at_n = n
+        kept = refit and not result.success
+        self._publish(result, kept)
+        what = "refit" if refit else "registration"
         log = self.get_logger().info if result.success else self.get_logger().warn
-        log(f"registration {'succeeded' if result.success else 'FAILED'} on {len(pts)} samples: "
+        log(f"{what} {'succeeded' if result.success else 'FAILED'} on {n} samples: "
             f"{result.message}; fitness {result.fitness:.2f}, FRE {result.fre * 1e3:.2f} mm, "
-            f"{result.time_s * 1e3:.0f} ms ({result.method})")
+            f"{result.time_s * 1e3:.0f} ms ({result.method})"
+            + ("; the registration in use is kept" if kept else ""))
         return result
 
-    def _publish(self, r) -> None:
+    def _publish(self, r, kept: bool) -> None:
+        """Publish attempt ``r``: its status and diagnostics always, the transform and quality
+        only when it is the registration in use (not a failed refit, ``kept``)."""
         stamp = self.get_clock().now().to_msg()
-        self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
-        sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
-        self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
-            float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
-        self.pub_status.publish(String(data=json.dumps(r.to_dict())))
+        if not kept:
+            self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
+            sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
+            self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
+                float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
+        self.pub_status.publish(String(data=json.dumps({**r.to_dict(),
+                                                        "in_use": bool(r.success)})))
+        message = r.message + ("; refit refused, the registration in use is kept" if kept else "")
         level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
         self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
-            level=level, name="registration: EM", message=r.message,
+            level=level, name="registration: EM", message=message,
             hardware_id="bronchonav_registration",
             values=[KeyValue(key="fitness", value=f"{r.fitness:.3f}"),
                     KeyValue(key="fre_mm", value=f"{r.fre * 1e3:.3f}"),
@@ -156,18 +170,22 @@ class RegistrationNode(Node):
                     KeyValue(key="quality", value=r.quality)])]))
 
     def _auto(self) -> None:
+        """Timer (with ``auto_register``): the first registration once ``auto_min_samples``
+        exist (after a failure, again once ``auto_every_samples`` more came in), then the
+        refits that are due."""
         p = self.params
-        n = self.n_samples
-        if not p["auto_register"] or n < p["auto_min_samples"]:
+        if not p["auto_register"]:
             return
-        if self._last_registered_n and n - self._last_registered_n < max(p["auto_every_samples"], 1):
-            return
-        if self.result is not None and p["auto_every_samples"] == 0:
+        if self.tracker.result is None:
+            n = self.n_samples
+            if n < p["auto_min_samples"] or (
+                    self._failed_at_n and n - self._failed_at_n < max(p["auto_every_samples"], 1)):
+                return
+        elif not self.tracker.due():
             return
         try:
             self.register()
         except BronchoNavError as exc:
-            self._last_registered_n = n
             self.get_logger().warn(f"automatic registration not possible yet: {exc}",
                                    throttle_duration_sec=5.0)
 
@@ -178,15 +196,15 @@ class RegistrationNode(Node):
             response.success, response.message = False, str(exc)
             return response
         response.success = bool(r.success)
+        kept = "" if r.success or self.tracker.result is None else \
+            "; refit refused: the registration in use is kept"
         response.message = (f"{r.message}; fitness {r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, "
-                            f"{r.n_points} samples")
+                            f"{r.n_points} samples{kept}")
         return response
 
     def _on_reset(self, request, response: Trigger.Response):
-        with self._lock:
-            n = self._samples.clear()
-            self._last_registered_n = 0
-            self.result = None
+        n = self.tracker.reset()
+        self._failed_at_n = 0
         response.success, response.message = True, f"cleared {n} samples"
         return response
 
