@@ -10,10 +10,10 @@ registers (a ROS node's sensor callback and its timer): a registration works on 
 samples taken when it starts.
 
 How much refits help was measured in rehearsals on the default phantom (2026-12, five routes,
-3 mm breathing, refits every 15 mm of new airway): the error at the lesion of the last
-registration fell from 3.5–4.4 to 2.4–3.1 mm on the routes reached, but on a route where the
-catheter got stuck it grew from 5.7 to 11 mm (samples of the stuck catheter matched to
-neighbouring airways pull the refit away). So the rehearsal registers once, after the survey,
+3 mm breathing, 3 mm cells, a refit every 5 new samples): the error at the lesion of the last
+registration fell from 3.5–4.4 to 1.9–3.1 mm on four routes, but on the fifth, where the
+catheter got stuck, it grew from 5.7 to 11.3 mm (samples of the stuck catheter matched to
+neighbouring airways pull the refits away). So the rehearsal registers once, after the survey,
 and the registration node refits only every ``auto_every_samples`` (100 by default, about
 300 mm of new airway).
 
