@@ -205,3 +205,38 @@ def test_wall_normal_is_smooth_inside_a_bend():
         worst_pen = max(worst_pen, abs(pen - (0.005 - (lumen - r_cath))))
     assert worst_angle < 0.05, f"wall normal off by {worst_angle:.3f}°"
     assert worst_pen < 5e-6, f"penetration off by {worst_pen * 1e6:.1f} µm"
+
+
+# -- a backbone that doubles back through the tree --------------------------------------------
+
+def _two_level_tree():
+    """Trachea 0 → main bronchi 1, 2; bronchus 1 → 3, 4 (only the ancestry matters here)."""
+    from bronchonav.airway.tree import AirwayTree, Branch
+
+    def branch(i, parent, gen, start, end):
+        return Branch(i, parent, gen, [start, end], [0.004, 0.004])
+
+    return AirwayTree([branch(0, None, 0, [0, 0, 0], [0, 0, -0.1]),
+                       branch(1, 0, 1, [0, 0, -0.1], [0.03, 0, -0.14]),
+                       branch(2, 0, 1, [0, 0, -0.1], [-0.03, 0, -0.14]),
+                       branch(3, 1, 2, [0.03, 0, -0.14], [0.05, 0, -0.16]),
+                       branch(4, 1, 2, [0.03, 0, -0.14], [0.03, 0, -0.18])])
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ([0, 0, 1, 1, 3, 3, 1, 1], (1, (3,), 2)),          # into a child and back up
+    ([0, 0, 1, 1, 4, 3, 3, 1], (1, (4, 3), 3)),        # through both children, back up
+    ([0, 0, 1, 1, 0, 0], (0, (1,), 2)),                # a main bronchus and back to the trachea
+    ([0, 0, 1, 3, 1, 3, 3], None),                     # one node flickering at a carina
+    ([0, 0, 1, 1, 2, 2], None),                        # sideways into the sibling
+    ([0, 0, 1, 1, 3, 3, 3], None),                     # straight down the tree
+])
+def test_double_back_finds_a_backbone_that_turns_back_up_the_tree(labels, expected):
+    from bronchonav.catheter.course import double_back
+
+    found = double_back(labels, _two_level_tree())
+    if expected is None:
+        assert found is None
+    else:
+        assert (found.branch_id, found.via, found.nodes) == expected
+        assert "doubles back through branches" in str(found)

@@ -12,7 +12,8 @@ two more fallbacks run: a trust-region solve when Newton's line search stalls
 (:func:`bronchonav.catheter.solver.solve`), and, where the quasi-static path folds (no
 equilibrium near the last one: the tip slips off a wall), a pseudo-transient relaxation to
 the equilibrium beyond (:meth:`CatheterModel._relax`); the state then says ``snap-through``
-in its ``message``.
+in its ``message``. A snap-through that ends with the backbone doubled back through the tree (a
+hairpin through a carina: :mod:`bronchonav.catheter.course`) fails the step instead.
 
 Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
 same commands give the same states whatever the machine load. A real-time loop passes
@@ -37,6 +38,7 @@ from bronchonav.airway.tree import AirwayTree, resample_polyline
 from bronchonav.catheter.command import (CatheterCommand, ValidCommand, interpolate_commands,
                                          validate_command)
 from bronchonav.catheter.contact import WallModel
+from bronchonav.catheter.course import double_back
 from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
 from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
@@ -494,6 +496,10 @@ class CatheterModel:
         prob.run(res.x, True)
         state = self._make_state(prob, res.residual, iters, evals, t0)
         problem = self._unphysical(state)
+        if not problem and message.startswith("snap-through") and state.branch_ids is not None:
+            fold = double_back(state.branch_ids, self.tree)
+            if fold is not None:  # a hairpin through a carina, not a catheter's shape
+                problem = f"{message} refused: {fold}"
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
         if message:
