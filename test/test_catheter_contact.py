@@ -240,3 +240,52 @@ def test_double_back_finds_a_backbone_that_turns_back_up_the_tree(labels, expect
     else:
         assert (found.branch_id, found.via, found.nodes) == expected
         assert "doubles back through branches" in str(found)
+
+
+def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(monkeypatch):
+    """The model consults the double-back rule on snap-through states only, and fails such a
+    step with the rule's reason. Shipped phantom, nodule N5, 2.8 mm catheter, ground truth: the
+    drive passes folds of the quasi-static path by snap-through (accepted: the backbone does not
+    double back). With a rule that flags every backbone, those steps fail with the reason and
+    no snap-through state is accepted; the other steps are unaffected by the rule."""
+    from pathlib import Path
+
+    from bronchonav.catheter import course
+    from bronchonav.catheter import model as model_module
+    from bronchonav.maps import load_map
+    from bronchonav.planning.constraints import DeviceConstraints
+    from bronchonav.planning.planner import RoutePlanner
+    from bronchonav.scenarios import rehearse
+
+    airway_map = load_map(Path(__file__).resolve().parents[1] / "maps" / "phantom_default")
+    params = CatheterParams.default()
+    params.outer_diameter = 0.0028
+    route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N5")[0]
+    assert route.feasible
+    step = CatheterModel.step
+
+    def drive():
+        states = []
+
+        def recording(self, command):
+            states.append(step(self, command))
+            return states[-1]
+        monkeypatch.setattr(CatheterModel, "step", recording)
+        rehearse(airway_map, route, params, pose="truth")
+        monkeypatch.setattr(CatheterModel, "step", step)
+        return states
+
+    snaps = [s for s in drive() if s.converged and s.message.startswith("snap-through")]
+    assert snaps and all(course.double_back(s.branch_ids, airway_map.tree) is None for s in snaps)
+
+    checked = []
+
+    def everything_doubles_back(branch_ids, tree, min_nodes=course.MIN_NODES):
+        checked.append(len(branch_ids))
+        return course.DoubleBack(0, (1,), 2)
+    monkeypatch.setattr(model_module, "double_back", everything_doubles_back)
+    states = drive()
+    assert not [s for s in states if s.converged and s.message.startswith("snap-through")]
+    refused = [s for s in states if not s.converged and "refused: the backbone doubles back "
+               "through branches 0 → 1 → 0" in s.message]
+    assert refused and len(checked) == len(refused)
