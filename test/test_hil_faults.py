@@ -98,6 +98,8 @@ class Bench:
 @pytest.fixture(scope="module")
 def bench(context, map_dir, tmp_path_factory):
     b = Bench(context, map_dir, tmp_path_factory.mktemp("hil"))
+    b.probe.wait("/joint_states", timeout=120.0)  # the solver is warm (any test may run alone)
+    b.diag(timeout=30.0)  # the executor spins (commands before that wait in the queue)
     yield b
     b.close()
 
@@ -117,8 +119,6 @@ def _joint(node, **fields):
 
 def test_the_command_contract(bench):
     b, nan = bench, math.nan
-    b.probe.wait("/joint_states", timeout=120.0)  # (its joint names: test_ros_graph.py)
-    b.diag(timeout=30.0)  # the executor spins (commands before that wait in the queue)
 
     # controller A takes charge with a stamped joint command
     b.a_joint.publish(_joint(b.a.node, name=["insertion"], position=[0.05]))
@@ -353,9 +353,11 @@ def test_unreachable_setpoint_is_reported_not_ok(bench):
     age = b.probe.node.get_clock().now().nanoseconds * 1e-9 - conv.stamp_seconds(js.header.stamp)
     assert js.position[0] < 0.34 - 1e-3 and age > 0.1
     b.b_fwd.publish(_forward(0.10))
-    b.diag(lambda s, v: v["state_stale"] == "false" and s.level != DiagnosticStatus.ERROR,
-           timeout=5.0)
+    _, _, v = b.diag(lambda s, v: v["state_stale"] == "false" and
+                     s.level != DiagnosticStatus.ERROR, timeout=5.0)
     assert abs(b.insertion() - 0.10) < 1e-9
+    # recovered: the reason of the last failure stays on record
+    assert v["solver_consecutive_failures"] == "0" and "failed" in v["solver_last_failure"]
 
 
 def test_solver_sigkill_error_within_1s_recovery_within_2s(bench):

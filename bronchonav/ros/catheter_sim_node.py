@@ -45,7 +45,10 @@ state is solved; publishing never waits for subscribers):
 Stamps say how fresh a state is: while the newest accepted command is solved (or being solved
 for less than ``stale_after_s``) states carry the current time; otherwise — the solver dead,
 restarting, failing or behind — they carry the time their state was solved, and
-``/diagnostics`` says ERROR with the reason (``state_stale`` true, ``state_age_s``).
+``/diagnostics`` says ERROR with the reason (``state_stale`` true, ``state_age_s``). Its values
+also keep the reason of the last failed solve (``solver_last_failure``) and count the accepted
+snap-throughs past folds of the quasi-static path (``solver_snap_throughs``,
+``solver_last_snap_through``), so a recording says what the solver did between two reports.
 
 Threads and processes: subscriber callbacks (on a single-threaded executor) check a command and
 pass it to the solver, which runs in a supervised child process
@@ -265,6 +268,8 @@ class CatheterSimNode(Node):
         self.solver_failures = 0
         self.consecutive_failures = 0
         self.last_solver_failure = ""
+        self.snap_throughs = 0
+        self.last_snap_through = ""
         self.solver_event = ""
         self._solve_times = deque(maxlen=20000)
         self._latest: _StateMessages | None = None
@@ -582,6 +587,9 @@ class CatheterSimNode(Node):
             self.last_solver_failure = state.message
             return
         self.consecutive_failures = 0
+        if state.message.startswith("snap-through"):
+            self.snap_throughs += 1
+            self.last_snap_through = state.message
         if seq >= 0:
             self.solver.good(seq)
             with self._lock:
@@ -772,6 +780,9 @@ class CatheterSimNode(Node):
             "solver_standby": str(h.standby).lower(), "solver_last_death": h.last_death,
             "solver_failures": str(self.solver_failures),
             "solver_consecutive_failures": str(self.consecutive_failures),
+            "solver_last_failure": self.last_solver_failure,
+            "solver_snap_throughs": str(self.snap_throughs),
+            "solver_last_snap_through": self.last_snap_through,
             "solves": str(solver["solves"]),
             "solve_median_ms": f"{solver['solve_median_ms']:.3f}",
             "solve_p99_ms": f"{solver['solve_p99_ms']:.3f}",

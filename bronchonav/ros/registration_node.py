@@ -58,6 +58,9 @@ PARAMS = [
 
 QUALITY_LABELS = ("fitness", "fre_m", "n_points", "success", "target_sigma_m")
 
+KEPT = "refit refused: the registration in use is kept"
+"""Appended to what a failed refit reports (log, /diagnostics, the trigger's reply)."""
+
 
 class RegistrationNode(Node):
     """EM-to-CT registration node (see the module docstring).
@@ -145,7 +148,7 @@ class RegistrationNode(Node):
         log(f"{what} {'succeeded' if result.success else 'FAILED'} on {n} samples: "
             f"{result.message}; fitness {result.fitness:.2f}, FRE {result.fre * 1e3:.2f} mm, "
             f"{result.time_s * 1e3:.0f} ms ({result.method})"
-            + ("; the registration in use is kept" if kept else ""))
+            + (f"; {KEPT}" if kept else ""))
         return result
 
     def _publish(self, r, kept: bool) -> None:
@@ -159,7 +162,7 @@ class RegistrationNode(Node):
                 float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
         self.pub_status.publish(String(data=json.dumps({**r.to_dict(),
                                                         "in_use": bool(r.success)})))
-        message = r.message + ("; refit refused, the registration in use is kept" if kept else "")
+        message = r.message + (f"; {KEPT}" if kept else "")
         level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
         self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
             level=level, name="registration: EM", message=message,
@@ -196,8 +199,7 @@ class RegistrationNode(Node):
             response.success, response.message = False, str(exc)
             return response
         response.success = bool(r.success)
-        kept = "" if r.success or self.tracker.result is None else \
-            "; refit refused: the registration in use is kept"
+        kept = "" if r.success or self.tracker.result is None else f"; {KEPT}"
         response.message = (f"{r.message}; fitness {r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, "
                             f"{r.n_points} samples{kept}")
         return response
