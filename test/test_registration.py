@@ -452,3 +452,13 @@ def test_tracker_refits_from_new_samples_and_keeps_its_registration_when_a_refit
 
     assert tracker.reset() == 300 + 20 + 220
     assert tracker.result is None and len(tracker) == 0 and not tracker.due()
+
+    # with room for 300 samples only, new samples replace the oldest: refits still come due
+    full = RegistrationTracker(twin, every_samples=20, max_samples=300,
+                               config=RegistrationConfig(thin_voxel=0.0))
+    for p in first:
+        full.add(p)
+    assert full.register(target).success
+    for p in later[:20]:
+        full.add(p)
+    assert len(full) == 300 and full.kept == 320 and full.due()

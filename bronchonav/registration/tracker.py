@@ -64,33 +64,41 @@ class RegistrationTracker:
         """Refits accepted after the first registration."""
         self.refused = 0
         """Refits that failed (the previous result was kept)."""
+        self.kept = 0
+        """Samples kept since the start (or the last reset), those dropped since included."""
         self._registered_at = 0
+        self._generation = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        """Samples kept so far."""
+        """Samples held now (at most ``max_samples``)."""
         with self._lock:
             return len(self.samples)
 
     def reset(self) -> int:
-        """Forget the samples and the registration; the number of samples dropped."""
+        """Forget the samples and the registration (a registration running meanwhile is
+        discarded when it ends); the number of samples dropped."""
         with self._lock:
             self.result = self.last_attempt = None
-            self.refits = self.refused = self._registered_at = 0
+            self.refits = self.refused = self.kept = self._registered_at = 0
+            self._generation += 1
             return self.samples.clear()
 
     def add(self, p_patient, axis_patient=None) -> bool:
         """Add one EM sample (position (3,) m, optional unit axis (3,), patient frame); whether
         it was kept (a new cell)."""
         with self._lock:
-            return self.samples.add(p_patient, axis_patient)
+            added = self.samples.add(p_patient, axis_patient)
+            self.kept += added
+            return added
 
     def due(self) -> bool:
-        """Whether enough new samples came in since the last accepted registration for a refit
-        (always False before the first success: that one is requested explicitly)."""
+        """Whether enough new samples came in since the last registration for a refit (always
+        False before the first success: that one is requested explicitly). New samples count
+        also when ``max_samples`` makes room for them by dropping the oldest."""
         with self._lock:
             return (self.result is not None and self.every_samples > 0
-                    and len(self.samples) - self._registered_at >= self.every_samples)
+                    and self.kept - self._registered_at >= self.every_samples)
 
     def register(self, target_ct=None, local_mask: np.ndarray | None = None
                  ) -> RegistrationResult:
@@ -106,14 +114,17 @@ class RegistrationTracker:
         with self._lock:
             positions, directions = self.samples.positions, self.samples.directions
             init = None if self.result is None else self.result.T_ct_patient
-            self._registered_at = len(positions)
+            self._registered_at = self.kept
+            generation = self._generation
         attempt = register_em(positions, self.twin, target_ct=target_ct,
                               directions_patient=directions, local_mask=local_mask, init=init,
                               config=self.config)
-        self.last_attempt = attempt
-        if attempt.success:
-            self.refits += self.result is not None
-            self.result = attempt
-        elif self.result is not None:
-            self.refused += 1
+        with self._lock:
+            if generation == self._generation:  # not reset meanwhile
+                self.last_attempt = attempt
+                if attempt.success:
+                    self.refits += self.result is not None
+                    self.result = attempt
+                elif self.result is not None:
+                    self.refused += 1
         return attempt

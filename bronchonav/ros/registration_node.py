@@ -14,8 +14,10 @@ feasible route on ``route/status``, its target drives the local refinement near 
 Publishes (transient-local): ``registration/transform`` (``geometry_msgs/TransformStamped``,
 parent ``ct``, child ``patient``: ``T_ct_patient``), ``registration/quality``
 (``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``) of
-the registration in use, ``registration/status`` (``std_msgs/String``, JSON of the last
-attempt, with ``in_use``: whether it is the registration in use); and, for every EM sample once
+the last registration except a refused refit (a failed first registration is published too,
+``success`` 0), ``registration/status`` (``std_msgs/String``, JSON of the last attempt, with
+``in_use``: whether it is the registration in use, and the counts ``refits`` and
+``refits_refused``); and, for every EM sample once
 registered, ``registration/tip_pose`` (``PoseStamped``, ``ct``). ``registration/reset`` clears
 the samples and the registration.
 """
@@ -83,7 +85,7 @@ class RegistrationNode(Node):
         self.tracker = RegistrationTracker(self.airway_map, p["auto_every_samples"],
                                            RegistrationConfig(thin_voxel=p["sample_cell_m"]),
                                            p["max_samples"])
-        self._failed_at_n = 0  # samples when a registration without a guess last failed
+        self._failed_at_n = 0  # tracker.kept when a registration without a guess last failed
         self.target_ct: np.ndarray | None = None
         self._busy = threading.Lock()
         self.pub_tf = self.create_publisher(TransformStamped, "registration/transform", qos.LATCHED)
@@ -135,12 +137,12 @@ class RegistrationNode(Node):
         """
         with self._busy:
             refit = self.tracker.result is not None
-            n = len(self.tracker)
+            n, kept_so_far = len(self.tracker), self.tracker.kept
             try:
                 result = self.tracker.register(self.target_ct)
             finally:
                 if self.tracker.result is None:
-                    self._failed_at_n = n
+                    self._failed_at_n = kept_so_far
         kept = refit and not result.success
         self._publish(result, kept)
         what = "refit" if refit else "registration"
@@ -153,15 +155,16 @@ class RegistrationNode(Node):
 
     def _publish(self, r, kept: bool) -> None:
         """Publish attempt ``r``: its status and diagnostics always, the transform and quality
-        only when it is the registration in use (not a failed refit, ``kept``)."""
+        unless it is a refused refit (``kept``: the registration in use stays on them)."""
         stamp = self.get_clock().now().to_msg()
         if not kept:
             self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
             sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
             self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
                 float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
-        self.pub_status.publish(String(data=json.dumps({**r.to_dict(),
-                                                        "in_use": bool(r.success)})))
+        counts = {"refits": self.tracker.refits, "refits_refused": self.tracker.refused}
+        self.pub_status.publish(String(data=json.dumps({**r.to_dict(), "in_use": bool(r.success),
+                                                        **counts})))
         message = r.message + (f"; {KEPT}" if kept else "")
         level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
         self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
@@ -170,6 +173,7 @@ class RegistrationNode(Node):
             values=[KeyValue(key="fitness", value=f"{r.fitness:.3f}"),
                     KeyValue(key="fre_mm", value=f"{r.fre * 1e3:.3f}"),
                     KeyValue(key="n_points", value=str(r.n_points)),
+                    *(KeyValue(key=k, value=str(v)) for k, v in counts.items()),
                     KeyValue(key="quality", value=r.quality)])]))
 
     def _auto(self) -> None:
@@ -180,9 +184,9 @@ class RegistrationNode(Node):
         if not p["auto_register"]:
             return
         if self.tracker.result is None:
-            n = self.n_samples
-            if n < p["auto_min_samples"] or (
-                    self._failed_at_n and n - self._failed_at_n < max(p["auto_every_samples"], 1)):
+            waited = self.tracker.kept - self._failed_at_n  # new samples since a failure
+            if self.n_samples < p["auto_min_samples"] or (
+                    self._failed_at_n and waited < max(p["auto_every_samples"], 1)):
                 return
         elif not self.tracker.due():
             return
