@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_NODES = 2
-"""Backbone nodes the excursion into the child airways must hold to count: a single node near a
-carina may be tracked into a child's tube that overlaps its parent's."""
+"""Backbone nodes the excursion into the child airways, and the return into the airway (unless
+it ends at the tip), must each hold to count: a single node near a carina may be tracked into
+the other of two overlapping tubes."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def double_back(branch_ids, tree, min_nodes: int = MIN_NODES) -> DoubleBack | No
     tree : AirwayTree
         The airways (for their ancestry).
     min_nodes : int
-        Fewest nodes in the excursion below the airway for it to count.
+        Fewest nodes in the excursion below the airway, and in the return into it unless the
+        return ends at the tip, for it to count.
 
     Returns
     -------
@@ -67,9 +69,10 @@ def double_back(branch_ids, tree, min_nodes: int = MIN_NODES) -> DoubleBack | No
     runs = [(int(labels[s]), int(e - s)) for s, e in zip(starts, ends)]
     for i, (airway, _) in enumerate(runs):
         via, nodes = [], 0
-        for other, n in runs[i + 1:]:
+        for j, (other, n) in enumerate(runs[i + 1:], start=i + 1):
             if other == airway:
-                if nodes >= min_nodes:
+                at_tip = j == len(runs) - 1
+                if nodes >= min_nodes and (n >= min_nodes or at_tip):
                     return DoubleBack(airway, tuple(via), nodes)
                 break
             if airway not in tree.path_from_root(other)[:-1]:
