@@ -46,6 +46,15 @@ class DoubleBack:
         return f"the backbone doubles back through branches {path} ({self.nodes} nodes)"
 
 
+def label_runs(branch_ids) -> list[tuple[int, int, int]]:
+    """Runs of consecutive backbone nodes in one airway, base to tip: ``(airway, first, end)``
+    with ``end`` one past the run's last node."""
+    labels = np.asarray(branch_ids, dtype=int)
+    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
+    ends = np.r_[starts[1:], len(labels)]
+    return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
 def double_back(branch_ids, tree, min_nodes: int = MIN_NODES) -> DoubleBack | None:
     """The first place, from the base, where the backbone doubles back (see the module).
 
@@ -63,10 +72,7 @@ def double_back(branch_ids, tree, min_nodes: int = MIN_NODES) -> DoubleBack | No
     -------
     DoubleBack or None
     """
-    labels = np.asarray(branch_ids, dtype=int)
-    starts = np.r_[0, np.flatnonzero(np.diff(labels)) + 1]
-    ends = np.r_[starts[1:], len(labels)]
-    runs = [(int(labels[s]), int(e - s)) for s, e in zip(starts, ends)]
+    runs = [(airway, end - first) for airway, first, end in label_runs(branch_ids)]
     for i, (airway, _) in enumerate(runs):
         via, nodes = [], 0
         for j, (other, n) in enumerate(runs[i + 1:], start=i + 1):

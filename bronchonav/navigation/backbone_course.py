@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_NODES = 2
-"""Consecutive backbone nodes an airway off the route must hold to count: a single node near a
-carina may be tracked into the other child's overlapping tube."""
+from bronchonav.catheter.course import MIN_NODES, label_runs
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,8 @@ def off_route_spans(branch_ids, arc_length, tree, route_branches,
     route_branches : iterable of int
         The route's airways.
     min_nodes : int
-        Shortest run that counts.
+        Shortest run that counts (a single node near a carina may be tracked into the other
+        child's overlapping tube).
 
     Returns
     -------
@@ -67,14 +66,11 @@ def off_route_spans(branch_ids, arc_length, tree, route_branches,
         From the base towards the tip; the tip's own airway is not included (an outcome names
         it already).
     """
-    labels = np.asarray(branch_ids, dtype=int)
     arc = np.asarray(arc_length, dtype=float)
     on_route = set(int(b) for b in route_branches)
-    starts = np.flatnonzero(np.diff(labels)) + 1  # where each run after the first begins
     spans: list[OffRouteSpan] = []
-    for first, end in zip(np.r_[0, starts[:-1]], starts):  # every run but the tip's
-        b = int(labels[first])
+    for b, first, end in label_runs(branch_ids)[:-1]:  # every run but the tip's
         if b not in on_route and end - first >= min_nodes:
-            spans.append(OffRouteSpan(b, int(tree[b].generation), int(end - first),
+            spans.append(OffRouteSpan(b, int(tree[b].generation), end - first,
                                       float(arc[end - 1] - arc[first])))
     return spans
