@@ -43,7 +43,7 @@ from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
 from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
 from bronchonav.catheter.solver import solve
-from bronchonav.catheter.state import CatheterState
+from bronchonav.catheter.state import SNAP_THROUGH, CatheterState
 from bronchonav.errors import InputError
 from bronchonav.geometry.polyline import arc_length
 
@@ -424,7 +424,7 @@ class CatheterModel:
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
         return self._conclude(vc, res, prob, iters, evals, t0,
-                              f"snap-through: {snap}" if snap else "")
+                              f"{SNAP_THROUGH}: {snap}" if snap else "")
 
     def resync(self, command: CatheterCommand, positions_ct: np.ndarray) -> CatheterState:
         """Solve ``command`` from an observed backbone instead of the model's last state.
@@ -495,15 +495,14 @@ class CatheterModel:
             return self._failed(res.reason, res.residual, iters, evals, t0)
         prob.run(res.x, True)
         state = self._make_state(prob, res.residual, iters, evals, t0)
+        state.message = message
         problem = self._unphysical(state)
-        if not problem and message.startswith("snap-through") and state.branch_ids is not None:
+        if not problem and state.snapped_through and state.branch_ids is not None:
             fold = double_back(state.branch_ids, self.tree)
             if fold is not None:  # a hairpin through a carina, not a catheter's shape
                 problem = f"{message} refused: {fold}"
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
-        if message:
-            state.message = message
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
 
     def _snap(self, vc: ValidCommand, deadline: float, iters: int, evals: int):

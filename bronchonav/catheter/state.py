@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SNAP_THROUGH = "snap-through"
+"""How the message of a state reached past a fold of the quasi-static path begins."""
+
 
 @dataclass
 class CatheterState:
@@ -55,7 +58,8 @@ class CatheterState:
     branch_ids : ndarray of int (N,) or None
         Airway branch each node is in (from contact tracking), ``None`` without a tree.
     message : str
-        Why a step failed (empty when converged).
+        Why a step failed; on a converged state, how it was reached when not plainly (a
+        snap-through past a fold, a re-synchronisation), else empty.
     tendon_distal_tensions : ndarray (T,) or None
         Tension of each tendon at its crimp (N); below ``tendon_tensions`` by the capstan factor
         while it slips being pulled, above while released.
@@ -103,6 +107,12 @@ class CatheterState:
     sample_arc_length: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sample_positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     sample_rotations: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3)))
+
+    @property
+    def snapped_through(self) -> bool:
+        """Whether this state was reached by a snap-through past a fold of the quasi-static
+        path (:class:`~bronchonav.catheter.model.CatheterModel`)."""
+        return self.message.startswith(SNAP_THROUGH)
 
     @property
     def tip_position(self) -> np.ndarray:

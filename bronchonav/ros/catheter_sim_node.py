@@ -587,7 +587,7 @@ class CatheterSimNode(Node):
             self.last_solver_failure = state.message
             return
         self.consecutive_failures = 0
-        if state.message.startswith("snap-through"):
+        if state.snapped_through:
             self.snap_throughs += 1
             self.last_snap_through = state.message
         if seq >= 0:
