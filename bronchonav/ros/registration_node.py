@@ -143,21 +143,25 @@ class RegistrationNode(Node):
             finally:
                 if self.tracker.result is None:
                     self._failed_at_n = kept_so_far
-        kept = refit and not result.success
-        self._publish(result, kept)
+        refused = self._refit_refused(result)
+        self._publish(result, refused)
         what = "refit" if refit else "registration"
         log = self.get_logger().info if result.success else self.get_logger().warn
         log(f"{what} {'succeeded' if result.success else 'FAILED'} on {n} samples: "
             f"{result.message}; fitness {result.fitness:.2f}, FRE {result.fre * 1e3:.2f} mm, "
             f"{result.time_s * 1e3:.0f} ms ({result.method})"
-            + (f"; {KEPT}" if kept else ""))
+            + (f"; {KEPT}" if refused else ""))
         return result
 
-    def _publish(self, r, kept: bool) -> None:
+    def _refit_refused(self, r) -> bool:
+        """Whether attempt ``r`` is a failed refit (the registration in use was kept)."""
+        return not r.success and self.tracker.result is not None
+
+    def _publish(self, r, refused: bool) -> None:
         """Publish attempt ``r``: its status and diagnostics always, the transform and quality
-        unless it is a refused refit (``kept``: the registration in use stays on them)."""
+        unless it is a refused refit (the registration in use stays on them)."""
         stamp = self.get_clock().now().to_msg()
-        if not kept:
+        if not refused:
             self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
             sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
             self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
@@ -165,7 +169,7 @@ class RegistrationNode(Node):
         counts = {"refits": self.tracker.refits, "refits_refused": self.tracker.refused}
         self.pub_status.publish(String(data=json.dumps({**r.to_dict(), "in_use": bool(r.success),
                                                         **counts})))
-        message = r.message + (f"; {KEPT}" if kept else "")
+        message = r.message + (f"; {KEPT}" if refused else "")
         level = DiagnosticStatus.OK if r.success else DiagnosticStatus.WARN
         self.pub_diag.publish(DiagnosticArray(header=Header(stamp=stamp), status=[DiagnosticStatus(
             level=level, name="registration: EM", message=message,
@@ -203,7 +207,7 @@ class RegistrationNode(Node):
             response.success, response.message = False, str(exc)
             return response
         response.success = bool(r.success)
-        kept = "" if r.success or self.tracker.result is None else f"; {KEPT}"
+        kept = f"; {KEPT}" if self._refit_refused(r) else ""
         response.message = (f"{r.message}; fitness {r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, "
                             f"{r.n_points} samples{kept}")
         return response
