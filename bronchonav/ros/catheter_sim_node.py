@@ -247,7 +247,7 @@ class CatheterSimNode(Node):
         self._t_start = time.monotonic()
         self.params = p = declare(self, PARAMS)
         from bronchonav.catheter import CatheterParams
-        from bronchonav.catheter.runtime import SolverConfig, SolverSupervisor
+        from bronchonav.catheter.runtime import SolveLog, SolverConfig, SolverSupervisor
         from bronchonav.ros.resources import load_airway_map
 
         self.catheter = CatheterParams.default()
@@ -265,13 +265,9 @@ class CatheterSimNode(Node):
         self._unsolved: deque = deque()
         """(seq, monotonic accept time) of accepted commands not yet solved, oldest first."""
         self.holding = True
-        self.solver_failures = 0
-        self.consecutive_failures = 0
-        self.last_solver_failure = ""
-        self.snap_throughs = 0
-        self.last_snap_through = ""
+        self.solves = SolveLog()
+        """Solves, failures and snap-throughs (recorded by the receiver thread)."""
         self.solver_event = ""
-        self._solve_times = deque(maxlen=20000)
         self._latest: _StateMessages | None = None
         self._built = False
         """Whether the node can turn states into messages (set at the end of start-up)."""
@@ -580,16 +576,9 @@ class CatheterSimNode(Node):
     # -- solver output (receiver threads) -------------------------------------------------------
     def _on_solver_state(self, seq: int, state) -> None:
         """A solved (or failed) state: keep converged ones, count and report failures."""
-        self._solve_times.append(state.solve_time_s)
+        self.solves.record(state)
         if not state.converged:
-            self.solver_failures += 1
-            self.consecutive_failures += 1
-            self.last_solver_failure = state.message
             return
-        self.consecutive_failures = 0
-        if state.snapped_through:
-            self.snap_throughs += 1
-            self.last_snap_through = state.message
         if seq >= 0:
             self.solver.good(seq)
             with self._lock:
@@ -647,14 +636,6 @@ class CatheterSimNode(Node):
         solver's first state)."""
         latest = self._latest
         return None if latest is None else latest.state
-
-    def solver_stats(self) -> dict:
-        """Solve-time statistics over the recent solves (ms) and the failure count."""
-        t = np.array(self._solve_times) * 1e3
-        out = {"solves": len(t), "solver_failures": self.solver_failures}
-        for key, q in (("solve_median_ms", 50), ("solve_p99_ms", 99), ("solve_max_ms", 100)):
-            out[key] = float(np.percentile(t, q)) if len(t) else 0.0
-        return out
 
     def _state_messages(self, st) -> _StateMessages:
         """The ``joint_states``, ``tendon_states`` and tip pose messages of a state (stamps set
@@ -735,16 +716,17 @@ class CatheterSimNode(Node):
             return DiagnosticStatus.ERROR, f"loop errors: {self.loop.last_error}"
         if self.guard.estop:
             return DiagnosticStatus.ERROR, "emergency stop engaged: holding"
+        n = self.solves.counts()
         if self.is_stale():
             return (DiagnosticStatus.ERROR,
                     f"solver behind: the set-point has waited {self.unsolved_age():.2f} s "
-                    f"({self.consecutive_failures} failed solves in a row"
-                    + (f": {self.last_solver_failure}" if self.consecutive_failures else "")
+                    f"({n.consecutive_failures} failed solves in a row"
+                    + (f": {n.last_failure}" if n.consecutive_failures else "")
                     + "); state stale")
-        if self.consecutive_failures:
+        if n.consecutive_failures:
             return (DiagnosticStatus.WARN,
-                    f"solver failing: {self.consecutive_failures} failed solves in a row "
-                    f"({self.last_solver_failure})")
+                    f"solver failing: {n.consecutive_failures} failed solves in a row "
+                    f"({n.last_failure})")
         if self.holding:
             return DiagnosticStatus.WARN, (
                 "holding: no command received yet" if age is None else
@@ -756,7 +738,7 @@ class CatheterSimNode(Node):
         """The node's ``diagnostic_msgs/DiagnosticStatus``."""
         age = self.command_age()
         s = self.loop.stats()
-        solver = self.solver_stats()
+        n = self.solves.counts()
         h = self.solver.health
         level, message = self.health()
         latest = self._latest
@@ -778,15 +760,15 @@ class CatheterSimNode(Node):
             "solver_status": h.status, "solver_pid": str(self.solver.active_pid),
             "solver_deaths": str(h.deaths), "solver_restarts": str(h.restarts),
             "solver_standby": str(h.standby).lower(), "solver_last_death": h.last_death,
-            "solver_failures": str(self.solver_failures),
-            "solver_consecutive_failures": str(self.consecutive_failures),
-            "solver_last_failure": self.last_solver_failure,
-            "solver_snap_throughs": str(self.snap_throughs),
-            "solver_last_snap_through": self.last_snap_through,
-            "solves": str(solver["solves"]),
-            "solve_median_ms": f"{solver['solve_median_ms']:.3f}",
-            "solve_p99_ms": f"{solver['solve_p99_ms']:.3f}",
-            "solve_max_ms": f"{solver['solve_max_ms']:.3f}",
+            "solver_failures": str(n.failures),
+            "solver_consecutive_failures": str(n.consecutive_failures),
+            "solver_last_failure": n.last_failure,
+            "solver_snap_throughs": str(n.snap_throughs),
+            "solver_last_snap_through": n.last_snap_through,
+            "solves": str(n.solves),
+            "solve_median_ms": f"{n.solve_median_ms:.3f}",
+            "solve_p99_ms": f"{n.solve_p99_ms:.3f}",
+            "solve_max_ms": f"{n.solve_max_ms:.3f}",
             "solver_residual": f"{float(getattr(state, 'residual', math.nan)):.3e}",
             "insertion_m": f"{float(getattr(state, 'insertion', math.nan)):.4f}",
             "setpoint_insertion_m": f"{float(self._valid.insertion):.4f}",
