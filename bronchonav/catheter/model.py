@@ -2,12 +2,14 @@
 
 Quasi-static Cosserat rod + tendons (see :mod:`bronchonav.catheter.rod`) solved by shooting: the
 unknowns are the composite base force and moment (and, in displacement control, the tendon
-tensions); the residual is the tip boundary condition. Each step is warm-started from the previous
-solution and Jacobian (:mod:`bronchonav.catheter.solver`) and has a bounded iteration count; a
-step that fails keeps the previous valid state, returned with ``converged=False`` and a
-``message``. Before giving up, a failed step is retried as an adaptive continuation from the last
-valid command (sub-steps halved on failure, grown on success, contact tracking carried from
-sub-step to sub-step). Offline (no deadline, unless ``offline_fallbacks`` says otherwise)
+tensions); the residual is the tip boundary condition. Each step is warm-started from the secant
+prediction through the last two solutions (:mod:`bronchonav.catheter.predictor`), then, if that
+fails, from the previous solution, with the previous Jacobian (:mod:`bronchonav.catheter.solver`),
+and has a bounded iteration count; a step that fails keeps the previous valid state, returned
+with ``converged=False`` and a ``message``. Before giving up, a failed step is retried as an
+adaptive continuation from the last valid command (sub-steps halved on failure, grown on
+success, each started from the secant through the last two on the way, contact tracking carried
+from sub-step to sub-step). Offline (no deadline, unless ``offline_fallbacks`` says otherwise)
 two more fallbacks run: a trust-region solve when Newton's line search stalls
 (:func:`bronchonav.catheter.solver.solve`), and, where the quasi-static path folds (no
 equilibrium near the last one: the tip slips off a wall), a pseudo-transient relaxation to
@@ -41,6 +43,7 @@ from bronchonav.catheter.contact import WallModel
 from bronchonav.catheter.course import double_back
 from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
 from bronchonav.catheter.params import CatheterParams
+from bronchonav.catheter.predictor import Solved, secant_guess
 from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wall, integrate
 from bronchonav.catheter.solver import solve
 from bronchonav.catheter.state import SNAP_THROUGH, CatheterState
@@ -382,6 +385,10 @@ class CatheterModel:
         self._J: np.ndarray | None = None
         self._pos_base: np.ndarray | None = None
         self._arc: np.ndarray | None = None
+        self._last: Solved | None = None
+        """The last solve's command and unknowns, and the one before it on a continuous path
+        (the secant predictor's two points; ``_before`` is dropped after a jump)."""
+        self._before: Solved | None = None
 
     def step(self, command: CatheterCommand) -> CatheterState:
         """Solve the equilibrium for ``command`` (warm-started from the previous step).
@@ -409,8 +416,9 @@ class CatheterModel:
             self._cold_start(vc, deadline, t0)
         offline = (self.deadline_s is None if self.offline_fallbacks is None
                    else bool(self.offline_fallbacks)) and not self._probing
-        res, prob, iters, evals = self._solve_tracked(vc, self._x, self._J, deadline,
-                                                      fallback=offline)
+        res, prob, iters, evals = self._solve_from(
+            vc, secant_guess(self._before, self._last, vc), self._x, self._J, deadline,
+            fallback=offline)
         snap = ""
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
@@ -503,7 +511,9 @@ class CatheterModel:
                 problem = f"{message} refused: {fold}"
         if problem:
             return self._failed(problem, res.residual, iters, evals, t0)
-        return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0)
+        # a snap-through or a re-synchronisation jumps: no secant across it
+        return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0,
+                            continuous=not message)
 
     def _snap(self, vc: ValidCommand, deadline: float, iters: int, evals: int):
         """Solve ``vc`` from the last valid state without the jump bound (a snap-through)."""
@@ -594,11 +604,13 @@ class CatheterModel:
         """What the next step starts from (last valid state, command, solution, Jacobian and
         shape), for :meth:`restore`: a controller undoes a step of its own model that the
         sensors contradict."""
-        return (self._state, self._vc, self._x, self._J, self._pos_base, self._arc)
+        return (self._state, self._vc, self._x, self._J, self._pos_base, self._arc,
+                self._last, self._before)
 
     def restore(self, snapshot: tuple) -> None:
         """Go back to a :meth:`snapshot` of this model."""
-        self._state, self._vc, self._x, self._J, self._pos_base, self._arc = snapshot
+        (self._state, self._vc, self._x, self._J, self._pos_base, self._arc, self._last,
+         self._before) = snapshot
 
     def _cold_start(self, vc: ValidCommand, deadline: float, t0: float) -> None:
         """Accept the all-slack state at ``vc``'s insertion and roll as the warm start."""
@@ -662,6 +674,24 @@ class CatheterModel:
                     fallback)
         return res, prob
 
+    def _solve_from(self, vc, guess, x_prev, J_prev, deadline, shape=None, prefer=None,
+                    fallback=False):
+        """:meth:`_solve_tracked` from the predicted unknowns ``guess``
+        (:func:`~bronchonav.catheter.predictor.secant_guess`), then, if that fails or there is
+        no guess, from the last solution ``x_prev``. The work of both attempts is counted; a
+        failed predicted attempt does not count as a jump."""
+        iters = evals = 0
+        if guess is not None:
+            jumped = self._jumped
+            res, prob, iters, evals = self._solve_tracked(vc, guess, J_prev, deadline, shape,
+                                                          prefer)
+            if res.converged:
+                return res, prob, iters, evals
+            self._jumped = jumped
+        res, prob, it, ev = self._solve_tracked(vc, x_prev, J_prev, deadline, shape, prefer,
+                                                fallback=fallback)
+        return res, prob, iters + it, evals + ev
+
     def _solve_tracked(self, vc, x_prev, J_prev, deadline, shape=None, prefer=None, drag=0.0,
                        fallback=False):
         """Solve with contact tracking; re-track and re-solve (up to 3 times) if it changed.
@@ -721,8 +751,10 @@ class CatheterModel:
             np.zeros(3), np.zeros(3), np.zeros(3))
         x_start = self._x if self._vc is not None else None
         J_start = self._J if self._vc is not None else None
-        # adaptive continuation: advance w from 0 to 1, halving the increment on failure
+        # adaptive continuation: advance w from 0 to 1, halving the increment on failure; each
+        # sub-step starts from the secant through the last two solutions on the way
         x, J = x_start, J_start
+        before, last = (self._before, self._last) if self._vc is not None else (None, None)
         shape = prefer = None
         w, dw = 0.0, 0.5
         attempts = 0
@@ -731,7 +763,8 @@ class CatheterModel:
             attempts += 1
             w_try = min(1.0, w + dw)
             sub = self._interpolate(start, vc, w_try)
-            r, p, it, ev = self._solve_tracked(sub, x, J, deadline, shape, prefer)
+            r, p, it, ev = self._solve_from(sub, secant_guess(before, last, sub), x, J,
+                                            deadline, shape, prefer)
             iters += it
             evals += ev
             if not r.converged:
@@ -739,6 +772,7 @@ class CatheterModel:
                 continue
             res, prob, w = r, p, w_try
             x, J = prob.physical(res.x), res.jacobian
+            before, last = last, Solved(sub, x)
             if self._wall is not None:  # track the next sub-step from this one's shape
                 shape = (prob.pos.copy(), prob.layout.arc.copy())
                 prefer = np.unique(self._wall.track(prob.pos, prob.prefer)[2])
@@ -826,11 +860,13 @@ class CatheterModel:
             converged=True, solve_time_s=0.0, insertion=vc.insertion, roll=vc.roll,
             frame=self.frame, branch_ids=branch)
 
-    def _accept(self, state, vc, x, J, t0) -> CatheterState:
+    def _accept(self, state, vc, x, J, t0, continuous: bool = True) -> CatheterState:
         state.solve_time_s = time.perf_counter() - t0
         self._state, self._vc = state, vc
         if x is not None:
             self._x, self._J = x, J
+        self._before = self._last if x is not None and continuous else None
+        self._last = Solved(vc, x) if x is not None else None
         self._pos_base, self._arc = self._pending_base
         return state
 
