@@ -601,9 +601,9 @@ class CatheterModel:
             self.restore(saved)
 
     def snapshot(self) -> tuple:
-        """What the next step starts from (last valid state, command, solution, Jacobian and
-        shape), for :meth:`restore`: a controller undoes a step of its own model that the
-        sensors contradict."""
+        """What the next step starts from (last valid state, command, solution, Jacobian,
+        shape and the secant predictor's two solutions), for :meth:`restore`: a controller
+        undoes a step of its own model that the sensors contradict."""
         return (self._state, self._vc, self._x, self._J, self._pos_base, self._arc,
                 self._last, self._before)
 
@@ -679,11 +679,15 @@ class CatheterModel:
         """:meth:`_solve_tracked` from the predicted unknowns ``guess``
         (:func:`~bronchonav.catheter.predictor.secant_guess`), then, if that fails or there is
         no guess, from the last solution ``x_prev``. The work of both attempts is counted; a
-        failed predicted attempt does not count as a jump."""
+        failed predicted attempt does not count as a jump. Under a wall-clock deadline the
+        predicted attempt has half the time left, so the attempt from the last solution always
+        has the other half."""
         iters = evals = 0
         if guess is not None:
             jumped = self._jumped
-            res, prob, iters, evals = self._solve_tracked(vc, guess, J_prev, deadline, shape,
+            now = time.perf_counter()
+            first = deadline if not np.isfinite(deadline) else now + 0.5 * (deadline - now)
+            res, prob, iters, evals = self._solve_tracked(vc, guess, J_prev, first, shape,
                                                           prefer)
             if res.converged:
                 return res, prob, iters, evals

@@ -37,9 +37,10 @@ MIN_EXTRAPOLATION = 1e-3
 start)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Solved:
-    """A command and the shooting unknowns of its equilibrium."""
+    """A command and the shooting unknowns of its equilibrium (compared by identity: it holds
+    arrays)."""
 
     command: ValidCommand
     x: np.ndarray
@@ -69,8 +70,8 @@ def secant_guess(before: Solved | None, last: Solved | None,
     """Where to start solving ``command``: ``last.x + α (last.x - before.x)``.
 
     ``α`` is the projection of the step from ``last`` to ``command`` on the step from ``before``
-    to ``last`` (commands scaled by :data:`COMMAND_SCALES`), clipped to
-    ``[0, MAX_EXTRAPOLATION]``: the part of the new step along the last one is extrapolated, the
+    to ``last`` (commands scaled by :data:`COMMAND_SCALES`), capped at
+    :data:`MAX_EXTRAPOLATION`: the part of the new step along the last one is extrapolated, the
     rest starts where the last solution is.
 
     Returns

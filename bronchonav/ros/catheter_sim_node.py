@@ -695,10 +695,12 @@ class CatheterSimNode(Node):
         """Loop timing statistics (see :class:`bronchonav.catheter.runtime.FixedRateLoop`)."""
         return self.loop.stats()
 
-    def health(self) -> tuple[int, str]:
+    def health(self, counts=None) -> tuple[int, str]:
         """The node's ``(level, message)``: ERROR when the solver is down, failed or behind
         (state stale), the emergency stop is engaged or the loop raised; WARN while solves fail
-        or the watchdog holds; else OK."""
+        or the watchdog holds; else OK. ``counts``: the solve counts to judge by (a
+        :class:`~bronchonav.catheter.runtime.SolveCounts` the caller also reports; read now if
+        not given)."""
         h = self.solver.health
         age = self.command_age()
         if h.status == "starting":
@@ -716,7 +718,7 @@ class CatheterSimNode(Node):
             return DiagnosticStatus.ERROR, f"loop errors: {self.loop.last_error}"
         if self.guard.estop:
             return DiagnosticStatus.ERROR, "emergency stop engaged: holding"
-        n = self.solves.counts()
+        n = self.solves.counts() if counts is None else counts
         if self.is_stale():
             return (DiagnosticStatus.ERROR,
                     f"solver behind: the set-point has waited {self.unsolved_age():.2f} s "
@@ -740,7 +742,7 @@ class CatheterSimNode(Node):
         s = self.loop.stats()
         n = self.solves.counts()
         h = self.solver.health
-        level, message = self.health()
+        level, message = self.health(n)
         latest = self._latest
         state_age = math.nan if latest is None else (
             self.get_clock().now().nanoseconds

@@ -85,8 +85,9 @@ class SolveLog:
 
     def counts(self) -> SolveCounts:
         """The counts and solve-time statistics as of now, read together."""
-        with self._lock:
-            t = np.array(self._times) * 1e3
-            stats = [float(np.percentile(t, q)) if len(t) else 0.0 for q in (50, 99, 100)]
-            return SolveCounts(self._solves, self._failures, self._consecutive,
-                               self._last_failure, self._snaps, self._last_snap, *stats)
+        with self._lock:  # copy under the lock, compute outside it (record() must not wait)
+            t = np.fromiter(self._times, dtype=float, count=len(self._times)) * 1e3
+            counts = (self._solves, self._failures, self._consecutive, self._last_failure,
+                      self._snaps, self._last_snap)
+        stats = np.percentile(t, [50, 99, 100]) if len(t) else np.zeros(3)
+        return SolveCounts(*counts, *(float(v) for v in stats))
