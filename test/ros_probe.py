@@ -21,8 +21,18 @@ class Probe:
         self.executor.add_node(self.node)
         self.msgs: dict[str, list] = {}
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._closing = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
+
+    def _spin(self):
+        from rclpy._rclpy_pybind11 import InvalidHandle
+
+        try:
+            self.executor.spin()
+        except InvalidHandle:  # a callback finished while close() destroyed the executor's guard
+            if not self._closing.is_set():
+                raise
 
     def listen(self, cls, topic, profile):
         self.msgs[topic] = []
@@ -91,6 +101,7 @@ class Probe:
             self.node.destroy_client(client)
 
     def close(self):
+        self._closing.set()
         self.executor.shutdown()
         self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
         self.node.destroy_node()
