@@ -277,7 +277,7 @@ def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(mo
         monkeypatch.setattr(CatheterModel, "step", step)
         return states
 
-    snaps = [s for s in drive() if s.converged and s.message.startswith("snap-through")]
+    snaps = [s for s in drive() if s.converged and s.snapped_through]
     assert snaps and all(course.double_back(s.branch_ids, airway_map.tree) is None for s in snaps)
 
     checked = []
@@ -287,7 +287,7 @@ def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(mo
         return course.DoubleBack(0, (1,), 2)
     monkeypatch.setattr(model_module, "double_back", everything_doubles_back)
     states = drive()
-    assert not [s for s in states if s.converged and s.message.startswith("snap-through")]
+    assert not [s for s in states if s.converged and s.snapped_through]
     refused = [s for s in states if not s.converged and "refused: the backbone doubles back "
                "through branches 0 → 1 → 0" in s.message]
     assert refused and len(checked) == len(refused)

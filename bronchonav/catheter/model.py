@@ -758,7 +758,7 @@ class CatheterModel:
         # adaptive continuation: advance w from 0 to 1, halving the increment on failure; each
         # sub-step starts from the secant through the last two solutions on the way
         x, J = x_start, J_start
-        before, last = (self._before, self._last) if self._vc is not None else (None, None)
+        before, last = self._before, self._last  # None until there are solutions to extrapolate
         shape = prefer = None
         w, dw = 0.0, 0.5
         attempts = 0
