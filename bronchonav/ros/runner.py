@@ -478,7 +478,9 @@ def spin_node(factory, args=None, exit_code=None) -> None:
     which ends with ExternalShutdownException (or KeyboardInterrupt: SIGTERM is made to raise it
     too, so a signal during a long start-up also ends it). A second signal during teardown (a
     terminal's Ctrl-C reaches the whole process group) is ignored. Exit code 0 then; errors a
-    user can cause (bad parameter, missing map) print one line and exit with code 2. Once the
+    user can cause (bad parameter, missing map) print one line and exit with code 2. A node
+    whose construction a signal interrupted may be left half-built inside rclpy; that the
+    context's cleanup then fails on it is not reported. Once the
     node is destroyed and rclpy shut down the process ends at once (:func:`_exit_now`).
 
     Nothing heavy is imported here, so a node's process loads only what its node uses (a node
@@ -527,7 +529,14 @@ def spin_node(factory, args=None, exit_code=None) -> None:
                     code = exit_code(node)
                 node.destroy_node()
         finally:
-            rclpy.try_shutdown()
+            try:
+                rclpy.try_shutdown()
+            except Exception:
+                # a signal interrupted the node's construction inside rclpy (seen: between a
+                # subscription and its event handlers); the context's cleanup of that half-built
+                # node then fails, and the process is ending on the signal anyway
+                if node is not None:
+                    raise
     _exit_now(code)
 
 
