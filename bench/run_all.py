@@ -35,6 +35,7 @@ BENCHMARKS = {
     "fidelity": ["fidelity_bench.py"],
     "faults": ["fault_bench.py"],
     "navigation": ["navigation_bench.py"],
+    "turn": ["turn_bench.py"],
 }
 
 

@@ -1,0 +1,123 @@
+"""Side-branch benchmark: how sharp a turn the catheter's passive shaft can be driven through.
+
+Usage::
+
+    .venv/bin/python bench/turn_bench.py [--angles 45,60,75,90,100,105,...] [--past-mm 60]
+                                         [--diameters-mm 2.8,3.5] [--out bench/results/turn.json]
+
+A device characterisation on a synthetic junction, independent of any patient: a straight
+parent airway (120 mm, 7 mm radius, entered at its top) divides into a sibling that continues
+straight on (60 mm, 5.5 mm radius) and a side branch that turns off by the angle ``θ`` (80 mm,
+4.5 mm radius), as the right upper lobe bronchus leaves the right main bronchus. The navigation
+controller (:class:`~bronchonav.navigation.NavigationController`, default configuration) drives
+the catheter model (:func:`bronchonav.campaign.builtin.catheter_params` of each diameter, 30
+nodes) along the parent and into the side branch to ``--past-mm`` beyond the junction, farther
+than the 40 mm articulating tip, so that the passive shaft itself has to follow the turn.
+
+Per angle and catheter: the outcome, how far the tip got into the side branch (``past_m``, its
+route progress beyond the junction, at most ``--past-mm``), how much of the shaft lies in the
+straight sibling when driving ends (``shaft_in_sibling_m``: the shaft bowing into the open
+airway beyond the turn instead of following it), the wall force, steps and failed steps.
+Deterministic (no wall-clock deadline); ``seconds`` is wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from machine import emit, machine_info
+
+PARENT = (0.120, 7.0e-3)
+SIBLING = (0.060, 5.5e-3)
+SIDE = (0.080, 4.5e-3)
+
+
+def junction_tree(angle_rad: float):
+    """The synthetic junction (CT frame, m): parent 0 down ``-z``, sibling 1 straight on,
+    side branch 2 turned by ``angle_rad`` towards ``+x``."""
+    from bronchonav.airway.tree import AirwayTree, Branch
+
+    def tube(start, direction, length, radius):
+        s = np.linspace(0.0, length, int(round(length / 1e-3)) + 1)
+        return start + s[:, None] * direction, np.full(s.size, radius)
+
+    down = np.array([0.0, 0.0, -1.0])
+    side = np.array([np.sin(angle_rad), 0.0, -np.cos(angle_rad)])
+    p0, r0 = tube(np.zeros(3), down, *PARENT)
+    p1, r1 = tube(p0[-1], down, *SIBLING)
+    p2, r2 = tube(p0[-1], side, *SIDE)
+    return AirwayTree([Branch(0, None, 0, p0, r0, children=[1, 2]),
+                       Branch(1, 0, 1, p1, r1), Branch(2, 0, 1, p2, r2)])
+
+
+def drive(angle_rad: float, diameter_m: float, past_m: float) -> dict:
+    """Drive into the side branch of :func:`junction_tree` (``angle_rad``) to ``past_m`` beyond
+    the junction; the outcome and where the catheter ended."""
+    from bronchonav.campaign.builtin import catheter_params
+    from bronchonav.campaign.spec import CatheterVariant
+    from bronchonav.catheter import CatheterModel
+    from bronchonav.navigation import NavigationController, RouteTarget
+
+    tree = junction_tree(angle_rad)
+    keep = np.linalg.norm(tree[2].points - tree[2].points[0], axis=1) <= past_m + 1e-9
+    side = tree[2].points[keep]
+    target = RouteTarget.from_points(np.vstack([tree[0].points, side[1:]]), [0, 2])
+    params = catheter_params(CatheterVariant(name="d", diameter_m=diameter_m))
+    model = CatheterModel(params, tree, n_nodes=30)
+    nav = NavigationController(target, model)
+    t0 = time.perf_counter()
+    while nav.outcome is None:
+        nav.update(model.state.tip_pose)
+    state = model.state
+    junction = PARENT[0]
+    in_sibling = state.branch_ids == 1
+    spacing = np.gradient(state.arc_length)
+    return {"angle_deg": round(float(np.degrees(angle_rad)), 3), "diameter_mm": diameter_m * 1e3,
+            "outcome": nav.outcome.status, "reason": nav.outcome.reason,
+            "past_m": max(0.0, float(nav.s_tip - junction)),
+            "shaft_in_sibling_m": float(spacing[in_sibling].sum()),
+            "wall_force_n": float(state.total_contact_force), "steps": nav.steps,
+            "failed_steps": nav.failed_steps, "seconds": time.perf_counter() - t0}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--angles", default="45,60,75,90,100,105,110,120,135,150",
+                        help="turn angles of the side branch (degrees, comma-separated)")
+    parser.add_argument("--past-mm", type=float, default=60.0,
+                        help="how far beyond the junction the route goes (mm)")
+    parser.add_argument("--diameters-mm", default="2.8,3.5")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        angles = [float(a) for a in args.angles.split(",")]
+        diameters = [float(d) * 1e-3 for d in args.diameters_mm.split(",")]
+    except ValueError:
+        print("turn_bench: --angles and --diameters-mm are comma-separated numbers",
+              file=sys.stderr)
+        return 2
+    if not all(0 < a < 180 for a in angles) or not (0 < args.past_mm <= SIDE[0] * 1e3):
+        print(f"turn_bench: angles must be in (0, 180) degrees and --past-mm in (0, "
+              f"{SIDE[0] * 1e3:.0f}]", file=sys.stderr)
+        return 2
+    runs = [drive(np.radians(a), d, args.past_mm * 1e-3) for d in diameters for a in angles]
+    largest = {}
+    for d in diameters:
+        mine = [r for r in runs if r["diameter_mm"] == d * 1e3]
+        ok = [r["angle_deg"] for r in mine if r["outcome"] == "reached"]
+        failed = [r["angle_deg"] for r in mine if r["outcome"] != "reached"]
+        below = [a for a in ok if not failed or a < min(failed)]
+        largest[f"d{d * 1e3:.1f}mm"] = max(below) if below else None
+    emit({"benchmark": "turn", "machine": machine_info("scipy", "numba"),
+          "junction": {"parent_m": PARENT, "sibling_m": SIBLING, "side_m": SIDE,
+                       "past_m": args.past_mm * 1e-3},
+          "largest_turn_reached_deg": largest, "runs": runs}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
