@@ -10,6 +10,36 @@ import time
 import rclpy
 
 
+class Spinning:
+    """An executor spun on a daemon thread until :meth:`stop`.
+
+    ``stop`` shuts the executor down while a callback may still be running; rclpy then raises
+    ``InvalidHandle`` in the spin thread (the executor's guard condition is being destroyed).
+    That is expected during a stop and not reported; at any other time it is raised.
+    """
+
+    def __init__(self, executor):
+        self.executor = executor
+        self._closing = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        from rclpy._rclpy_pybind11 import InvalidHandle
+
+        try:
+            self.executor.spin()
+        except InvalidHandle:
+            if not self._closing.is_set():
+                raise
+
+    def stop(self, timeout=5.0):
+        """Shut the executor down and wait for the spin thread to end."""
+        self._closing.set()
+        self.executor.shutdown()
+        self.thread.join(timeout=timeout)
+
+
 class Probe:
     """A test node on its own executor thread, recording (receive time, message) per topic."""
 
@@ -21,18 +51,7 @@ class Probe:
         self.executor.add_node(self.node)
         self.msgs: dict[str, list] = {}
         self.lock = threading.Lock()
-        self._closing = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        from rclpy._rclpy_pybind11 import InvalidHandle
-
-        try:
-            self.executor.spin()
-        except InvalidHandle:  # a callback finished while close() destroyed the executor's guard
-            if not self._closing.is_set():
-                raise
+        self.spinning = Spinning(self.executor)
 
     def listen(self, cls, topic, profile):
         self.msgs[topic] = []
@@ -101,9 +120,7 @@ class Probe:
             self.node.destroy_client(client)
 
     def close(self):
-        self._closing.set()
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)  # the spin thread ends before the node goes
+        self.spinning.stop()  # the spin thread ends before the node goes
         self.node.destroy_node()
 
 

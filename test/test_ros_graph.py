@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -31,7 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from bronchonav.ros import conversions as conv  # noqa: E402
 from bronchonav.ros import qos  # noqa: E402
-from ros_probe import Probe, sim_status  # noqa: E402
+from ros_probe import Probe, Spinning, sim_status  # noqa: E402
 
 SIM_RATE = 200.0
 
@@ -164,9 +163,7 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
     child = node.solver.active_pid
     os.kill(child, signal.SIGSTOP)
     stopped = node.state is None  # checked after the SIGSTOP: nothing can arrive meanwhile
-    executor = node_executor(node, context)
-    spinning = threading.Thread(target=executor.spin, daemon=True)
-    spinning.start()
+    spinning = Spinning(node_executor(node, context))
     probe = Probe(context, "warm_probe")
     try:
         assert stopped, "the solver sent its first state before the node was built"
@@ -199,8 +196,7 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
     finally:
         os.kill(child, signal.SIGCONT)
         probe.close()
-        executor.shutdown()
-        spinning.join(timeout=5.0)
+        spinning.stop()
         node.destroy_node()
 
 

@@ -11,6 +11,7 @@ import rclpy  # fails, not skips, without ROS 2 (source its setup first)
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.maps import AirwayMap, save_map
+from ros_probe import Spinning
 
 
 def _wait(predicate, timeout):
@@ -47,8 +48,7 @@ def test_mcap_recorder_writes_what_was_published(tmp_path):
         pub_text = talker.create_publisher(String, "/test/text", qos.DEFAULT)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(recorder)
-        thread = threading.Thread(target=executor.spin, daemon=True)
-        thread.start()
+        spinning = Spinning(executor)
         assert _wait(lambda: pub_pose.get_subscription_count() and pub_text.get_subscription_count(), 10)
         poses = []
         for k in range(5):
@@ -66,8 +66,7 @@ def test_mcap_recorder_writes_what_was_published(tmp_path):
             time.sleep(0.01)
         assert _wait(lambda: recorder.counts == {"/test/pose": 5, "/test/text": 3}, 10), recorder.counts
         counts = recorder.close()
-        executor.shutdown()
-        thread.join(5)
+        spinning.stop()
     finally:
         rclpy.shutdown(context=ctx)
     assert counts == {"/test/pose": 5, "/test/text": 3}
