@@ -63,13 +63,7 @@ RELAX_STEPS = 40
 """Most pseudo-steps of one relaxation (bounds the work of a step through a fold)."""
 
 RELAX_STIFFEN = 4
-"""Most times in a row the relaxation springs are stiffened (×4) after a failed pseudo-step."""
-
-RELAX_SOFTEN = 2.0
-"""The relaxation springs are softened by this factor after each pseudo-step that converges..."""
-
-RELAX_FLOOR = 1.0 / 64
-"""...down to this many times :data:`RELAX_DRAG`."""
+"""Most times the relaxation springs are stiffened (×4) after a failed pseudo-step."""
 
 RELAX_SETTLED_M = 1e-5
 """A relaxation has settled once a pseudo-step moves no node by more than this (m)."""
@@ -545,18 +539,12 @@ class CatheterModel:
         :data:`RELAX_SETTLED_M`, ``vc`` is solved plainly from there. It starts from the last
         valid state, or from ``start`` (:meth:`resync`: an observed shape, its contact, and the
         base loads and drag of a solve held to it). The drag starts at :data:`RELAX_DRAG` × the
-        rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s); it is stiffened (×4, at
-        most :data:`RELAX_STIFFEN` times in a row) when a pseudo-step fails and softened
-        (÷ :data:`RELAX_SOFTEN`, down to :data:`RELAX_FLOOR` × the start) after each one that
-        converges (adaptive pseudo-time steps: stiff springs where Newton needs them near
-        the fold and soft ones as the catheter settles; with stiff springs throughout, a slow
-        creep along the wall used up the pseudo-steps at 0.01 mm per step). At most
-        :data:`RELAX_STEPS` pseudo-steps and :data:`RELAX_EVALUATIONS` residual evaluations;
-        offline use only (no deadline).
+        rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s) and is stiffened (×4, :data:`RELAX_STIFFEN` times at most) when a
+        pseudo-step fails. At most :data:`RELAX_STEPS` pseudo-steps and
+        :data:`RELAX_EVALUATIONS` residual evaluations; offline use only (no deadline).
         """
         lay = self._layout(vc.insertion)
         drag = RELAX_DRAG * lay.min_EI / lay.length ** 3
-        softest = RELAX_FLOOR * drag
         bound, self.max_jump_m = self.max_jump_m, None
         x, J = self._x, self._J
         shape = prefer = None
@@ -579,8 +567,6 @@ class CatheterModel:
                     drag *= 4.0
                     continue
                 moved = float(np.max(np.linalg.norm(p.pos - p.wall.ref, axis=1)))
-                stiffened = 0
-                drag = max(drag / RELAX_SOFTEN, softest)
                 x, J = p.physical(r.x), r.jacobian
                 shape = (p.pos.copy(), p.layout.arc.copy())
                 prefer = np.unique(self._wall.track(p.pos, p.prefer)[2]) \
