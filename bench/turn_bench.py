@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from machine import emit, machine_info
 
+# (length, lumen radius) of each airway of the junction (m)
 PARENT = (0.120, 7.0e-3)
 SIBLING = (0.060, 5.5e-3)
 SIDE = (0.080, 4.5e-3)
