@@ -1,7 +1,6 @@
-"""A test node that records what arrives on topics and calls services, shared by the ROS tests.
-
-It spins on its own executor thread; messages are kept per topic with their receive time
-(``time.monotonic()``).
+"""Shared by the ROS tests: :class:`Spinning` spins an executor on a thread until it is stopped,
+and :class:`Probe` is a test node (spun that way) that records what arrives on topics and calls
+services; messages are kept per topic with their receive time (``time.monotonic()``).
 """
 
 import threading
@@ -25,7 +24,7 @@ class Spinning:
         self.thread.start()
 
     def _spin(self):
-        from rclpy._rclpy_pybind11 import InvalidHandle
+        from rclpy.exceptions import InvalidHandle
 
         try:
             self.executor.spin()
@@ -34,10 +33,12 @@ class Spinning:
                 raise
 
     def stop(self, timeout=5.0):
-        """Shut the executor down and wait for the spin thread to end."""
+        """Shut the executor down and wait for the spin thread to end (it must, within
+        ``timeout`` s: its nodes are destroyed next)."""
         self._closing.set()
         self.executor.shutdown()
         self.thread.join(timeout=timeout)
+        assert not self.thread.is_alive(), f"the executor still spins {timeout} s after stop()"
 
 
 class Probe:

@@ -163,9 +163,10 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
     child = node.solver.active_pid
     os.kill(child, signal.SIGSTOP)
     stopped = node.state is None  # checked after the SIGSTOP: nothing can arrive meanwhile
-    spinning = Spinning(node_executor(node, context))
-    probe = Probe(context, "warm_probe")
+    spinning = probe = None
     try:
+        spinning = Spinning(node_executor(node, context))
+        probe = Probe(context, "warm_probe")
         assert stopped, "the solver sent its first state before the node was built"
         probe.listen(JointState, "/warm/joint_states", qos.STATE_SUB)
         probe.listen(DiagnosticArray, "/diagnostics", qos.DEFAULT)
@@ -195,8 +196,10 @@ def test_catheter_sim_answers_while_its_solver_warms_up(context, map_dir):
         assert first.position[0] == 0.0 and node.solver.health.status == "running"
     finally:
         os.kill(child, signal.SIGCONT)
-        probe.close()
-        spinning.stop()
+        if probe is not None:
+            probe.close()
+        if spinning is not None:
+            spinning.stop()
         node.destroy_node()
 
 

@@ -40,6 +40,7 @@ def test_mcap_recorder_writes_what_was_published(tmp_path):
     ctx = Context()
     rclpy.init(context=ctx)
     path = tmp_path / "run.mcap"
+    spinning = None
     try:
         recorder = McapRecorder(path, {"/test/pose": (PoseStamped, qos.DEFAULT),
                                        "/test/text": (String, qos.DEFAULT)}, context=ctx)
@@ -66,8 +67,9 @@ def test_mcap_recorder_writes_what_was_published(tmp_path):
             time.sleep(0.01)
         assert _wait(lambda: recorder.counts == {"/test/pose": 5, "/test/text": 3}, 10), recorder.counts
         counts = recorder.close()
-        spinning.stop()
     finally:
+        if spinning is not None:
+            spinning.stop()
         rclpy.shutdown(context=ctx)
     assert counts == {"/test/pose": 5, "/test/text": 3}
 
