@@ -428,7 +428,8 @@ class CatheterModel:
                 snap = res.reason if res.converged else ""
             if not res.converged and self._state is not None and offline:
                 # no equilibrium near the last one (a fold of the quasi-static path): relax
-                # from the last sub-step the continuation reached
+                # from the last valid state to the full command (starting from the
+                # continuation's furthest sub-step instead was measured and did not help)
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
         return self._conclude(vc, res, prob, iters, evals, t0,
