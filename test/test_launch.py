@@ -508,6 +508,27 @@ def test_demo_stops_cleanly_on_sigterm(tmp_path):
     assert left == []
 
 
+@pytest.mark.parametrize("with_rclpy", [True, False])
+def test_the_command_line_skips_finalization_only_after_ros_ran_in_it(with_rclpy):
+    """The console script ends a command that ran ROS in its process (rclpy loaded) without
+    the interpreter's finalization, whose teardown of rclpy's C++ objects once aborted a demo
+    stopped by SIGTERM (status -6): the exit code stands and the output is flushed, but exit
+    hooks do not run. Any other command ends normally (its exit hooks run, e.g. Ray's)."""
+    script = "\n".join([
+        "import atexit, sys",
+        "import rclpy" if with_rclpy else "",
+        "atexit.register(lambda: print('finalized', flush=True))",
+        "sys.argv = ['bronchonav', 'plan', '--map', '/nonexistent/map']",
+        "from bronchonav.cli import run",
+        "print('before exit', flush=False)",
+        "run()"])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "before exit" in proc.stdout and "error" in proc.stderr
+    assert ("finalized" in proc.stdout) is not with_rclpy
+
+
 def _scheduling(pid: int) -> tuple[int, int, int]:
     """(process group, session, nice) of a process, from ``/proc/PID/stat``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -83,4 +83,14 @@ def run() -> None:
     command as Ctrl-C does: its clean-up runs (child processes stopped, files finished or left
     as they were; a campaign keeps its rows, and a rerun resumes)."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sys.exit(main())
+    code = main()
+    if "rclpy" in sys.modules:
+        # ROS ran in this process (the demo's nodes) and the command has cleaned up after it;
+        # end as the node processes do, without the interpreter's finalization, whose teardown
+        # of rclpy's C++ objects can abort (seen once: SIGTERM to `bronchonav demo` while its
+        # nodes were being built, "terminate called without an active exception", status -6
+        # instead of 130)
+        from bronchonav.ros.runner import exit_without_finalization
+
+        exit_without_finalization(code)
+    sys.exit(code)

@@ -481,7 +481,7 @@ def spin_node(factory, args=None, exit_code=None) -> None:
     user can cause (bad parameter, missing map) print one line and exit with code 2. A node
     whose construction a signal interrupted may be left half-built inside rclpy; that the
     context's cleanup then fails on it is not reported. Once the
-    node is destroyed and rclpy shut down the process ends at once (:func:`_exit_now`).
+    node is destroyed and rclpy shut down the process ends at once (:func:`exit_without_finalization`).
 
     Nothing heavy is imported here, so a node's process loads only what its node uses (a node
     with a fixed-rate loop freezes its start-up heap itself, as catheter_sim does).
@@ -537,10 +537,10 @@ def spin_node(factory, args=None, exit_code=None) -> None:
                 # node then fails, and the process is ending on the signal anyway
                 if node is not None:
                     raise
-    _exit_now(code)
+    exit_without_finalization(code)
 
 
-def _exit_now(code: int) -> None:
+def exit_without_finalization(code: int) -> None:
     """End the process with ``code`` after flushing Python's logging and standard streams,
     without the interpreter's finalization. The node and rclpy are shut down by then; what
     finalization would add is extension modules' teardown: open3d's C++ destructors print
