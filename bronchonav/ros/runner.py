@@ -480,8 +480,8 @@ def spin_node(factory, args=None, exit_code=None) -> None:
     terminal's Ctrl-C reaches the whole process group) is ignored. Exit code 0 then; errors a
     user can cause (bad parameter, missing map) print one line and exit with code 2. A node
     whose construction a signal interrupted may be left half-built inside rclpy; that the
-    context's cleanup then fails on it is not reported. Once the
-    node is destroyed and rclpy shut down the process ends at once (:func:`exit_without_finalization`).
+    context's cleanup then fails on it is not reported. Once the node is destroyed and rclpy
+    shut down the process ends at once (:func:`exit_without_finalization`).
 
     Nothing heavy is imported here, so a node's process loads only what its node uses (a node
     with a fixed-rate loop freezes its start-up heap itself, as catheter_sim does).
@@ -542,7 +542,8 @@ def spin_node(factory, args=None, exit_code=None) -> None:
 
 def exit_without_finalization(code: int) -> None:
     """End the process with ``code`` after flushing Python's logging and standard streams,
-    without the interpreter's finalization. The node and rclpy are shut down by then; what
+    without the interpreter's finalization (a node process, and the command line after a
+    command that ran ROS in its process). The nodes and rclpy are shut down by then; what
     finalization would add is extension modules' teardown: open3d's C++ destructors print
     allocation statistics and, after a stop signal interrupted open3d during start-up, were seen
     to end the process with status 1 instead of 0."""

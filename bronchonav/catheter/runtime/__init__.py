@@ -1,9 +1,9 @@
 """What runs a catheter in real time, without ROS: the supervised solver process
 (:mod:`~bronchonav.catheter.runtime.solver_process`), the fixed-rate loop
 (:mod:`~bronchonav.catheter.runtime.loop`), the record of what the solver did
-(:mod:`~bronchonav.catheter.runtime.solve_log`) and the command link's guard (rate limit, controller
-in charge, emergency stop, audit log: :mod:`~bronchonav.catheter.runtime.guard`). The ROS node
-``catheter_sim`` is a thin skin over these.
+(:mod:`~bronchonav.catheter.runtime.solve_log`) and the command link's guard (rate limit,
+controller in charge, emergency stop, audit log: :mod:`~bronchonav.catheter.runtime.guard`).
+The ROS node ``catheter_sim`` is a thin skin over these.
 """
 
 from bronchonav.catheter.runtime.guard import REFUSAL_KINDS, AuditLog, CommandGuard, Refusal
