@@ -122,6 +122,46 @@ def test_a_step_that_misses_its_deadline_keeps_the_previous_state(params):
     assert model.step(CatheterCommand(insertion=0.3, tip_force=[0.5, 0.0, 0.0])).converged
 
 
+def test_an_offline_step_that_failed_fails_again_from_the_same_state_without_solving(params):
+    import copy
+
+    model = CatheterModel(params, n_nodes=20)
+    good = model.step(CatheterCommand(insertion=0.1))
+    assert good.converged
+    model.max_iter = 0  # no solve can converge: every fallback runs and fails
+    hard = CatheterCommand(insertion=0.12, tip_force=[0.5, 0.0, 0.0])
+    first = model.step(hard)
+    assert not first.converged and first.evaluations > 0
+    fresh = copy.deepcopy(model)
+    fresh._refused = None  # what solving it again gives
+    resolved = fresh.step(hard)
+    again = model.step(CatheterCommand(insertion=0.12, tip_force=[0.5, 0.0, 0.0]))
+    assert not again.converged and again.evaluations == 0
+    assert again.message == first.message == resolved.message
+    assert np.array_equal(again.positions, good.positions) and model.state is good
+    # another command, or the same one from another state, is solved
+    other = model.step(CatheterCommand(insertion=0.12, tip_force=[0.6, 0.0, 0.0]))
+    assert other.evaluations > 0
+    model.max_iter = 50
+    assert model.step(CatheterCommand(insertion=0.11)).converged
+    model.max_iter = 0
+    assert model.step(hard).evaluations > 0
+
+
+@pytest.mark.parametrize("trace_folds, deadline_s, traced", [
+    (True, None, True), (False, None, False), (True, 60.0, False)])
+def test_a_failed_step_traces_the_fold_only_without_a_deadline_and_when_asked(
+        params, trace_folds, deadline_s, traced):
+    model = CatheterModel(params, n_nodes=20, trace_folds=trace_folds, deadline_s=deadline_s,
+                          offline_fallbacks=True)
+    assert model.step(CatheterCommand(insertion=0.1)).converged
+    model.max_iter = 0  # every solve fails, the relaxation's too
+    failed = model.step(CatheterCommand(insertion=0.12, tip_force=[0.5, 0.0, 0.0]))
+    assert not failed.converged and "relaxation did not settle" in failed.message
+    assert ("traced round the fold" in failed.message or
+            "the equilibrium path did not come back" in failed.message) == traced
+
+
 def test_zero_insertion_puts_every_node_at_the_base(params):
     state = CatheterModel(params, n_nodes=10).step(CatheterCommand(insertion=0.0))
     assert state.converged and np.allclose(state.positions, 0.0)

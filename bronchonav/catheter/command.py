@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -124,15 +124,27 @@ class ValidCommand:
     """Arc lengths (m) of the sampled outputs."""
 
 
+def same_command(a: ValidCommand, b: ValidCommand) -> bool:
+    """Whether two validated commands are identical, field by field (arrays exactly equal)."""
+    for f in fields(ValidCommand):
+        u, v = getattr(a, f.name), getattr(b, f.name)
+        if u is None or v is None:
+            if u is not v:
+                return False
+        elif not np.array_equal(u, v):
+            return False
+    return True
+
+
 def interpolate_commands(a: ValidCommand, b: ValidCommand, w: float,
                          tension_a: np.ndarray | None = None,
                          displacement_a: np.ndarray | None = None) -> ValidCommand:
     """The command a fraction ``w`` (0..1) of the way from ``a`` to ``b`` (continuation).
 
     Tensions or displacements follow ``b``'s mode; ``tension_a`` / ``displacement_a`` (default
-    zero) stand in for ``a``'s when ``a`` was given in the other mode. Point loads ramp from zero (``a``'s are
-    dropped) to ``b``'s at ``b``'s arc lengths; gravity ramps from ``a``'s to ``b``'s; the
-    sampled arc lengths are ``b``'s.
+    zero) stand in for ``a``'s when ``a`` was given in the other mode. Point loads ramp from
+    zero (``a``'s are dropped) to ``b``'s at ``b``'s arc lengths; gravity ramps from ``a``'s to
+    ``b``'s; the sampled arc lengths are ``b``'s.
     """
     def lerp(u, v):
         return (1 - w) * u + w * v

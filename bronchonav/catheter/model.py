@@ -10,11 +10,14 @@ with ``converged=False`` and a ``message``. Before giving up, a failed step is r
 adaptive continuation from the last valid command (sub-steps halved on failure, grown on
 success, each started from the secant through the last two on the way, contact tracking carried
 from sub-step to sub-step). Offline (no deadline, unless ``offline_fallbacks`` says otherwise)
-two more fallbacks run: a trust-region solve when Newton's line search stalls
+more fallbacks run: a trust-region solve when Newton's line search stalls
 (:func:`bronchonav.catheter.solver.solve`), and, where the quasi-static path folds (no
-equilibrium near the last one: the tip slips off a wall), a pseudo-transient relaxation to
-the equilibrium beyond (:meth:`CatheterModel._relax`); the state then says ``snap-through``
-in its ``message``. A snap-through that ends with the backbone doubled back through the tree (a
+equilibrium near the last one: the tip slips off a wall, the shaft snaps to another shape), a
+pseudo-transient relaxation to the equilibrium beyond (:meth:`CatheterModel._relax`) and, if
+that settles nowhere and there is no deadline at all, the path of equilibria followed round the
+fold by pseudo-arclength continuation (:meth:`CatheterModel._trace`,
+:mod:`bronchonav.catheter.arclength`); the state then says ``snap-through`` in its
+``message``. A snap-through that ends with the backbone doubled back through the tree (a
 hairpin through a carina: :mod:`bronchonav.catheter.course`) fails the step instead.
 
 Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
@@ -37,8 +40,9 @@ from typing import NamedTuple
 import numpy as np
 
 from bronchonav.airway.tree import AirwayTree, resample_polyline
+from bronchonav.catheter.arclength import trace_past_fold
 from bronchonav.catheter.command import (CatheterCommand, ValidCommand, interpolate_commands,
-                                         validate_command)
+                                         same_command, validate_command)
 from bronchonav.catheter.contact import WallModel
 from bronchonav.catheter.course import double_back
 from bronchonav.catheter.layout import Layout, build_layout, grid_with_points
@@ -51,7 +55,8 @@ from bronchonav.errors import InputError
 from bronchonav.geometry.polyline import arc_length
 
 MIN_INSERTION = 1e-4
-"""Below this inserted length (m) the catheter is treated as not inserted (all nodes at the base)."""
+"""Below this inserted length (m) the catheter is treated as not inserted (all nodes at the
+base)."""
 
 MAX_SUBSTEPS = 24
 """Most sub-step solves of one continuation (bounds the work of a failing step, not by time)."""
@@ -80,6 +85,16 @@ real-time loop, which has a wall-clock deadline, does not relax)."""
 
 COMPLEMENTARITY_SCALE = 1e-3
 """m per N: weighs tension against displacement in the slack-wire complementarity residual."""
+
+TRACE_EVALUATIONS = 8000
+"""Residual evaluations one trace round a fold may take (:meth:`CatheterModel._trace`; the
+traces that got round in the cohort took 1 000–5 200, in up to 330 arclength steps)."""
+
+TRACE_RETREAT = 4.0
+"""How far back a trace's path may go, in commanded steps (``w`` below ``-TRACE_RETREAT``): a
+snap-through is local, and a path that retreats farther is not coming back within reach (the
+traces that got round went back 0–3 steps; those that did not, 7–110 before a 600-step
+bound)."""
 
 
 def base_pose_from_tree(tree: AirwayTree) -> np.ndarray:
@@ -322,6 +337,11 @@ class CatheterModel:
         Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
         friction opposes the move of its material point since the previous state (or sub-step),
         regularised over ``friction_slip`` (m) of slip.
+    trace_folds : bool
+        Whether a step whose relaxation settles nowhere follows the path of equilibria round
+        the fold (:meth:`_trace`, seconds of work) — only ever without a deadline. ``False``
+        for a model whose steps must keep pace with a catheter in real time (a controller's
+        model in the ROS graph).
 
     Examples
     --------
@@ -336,7 +356,7 @@ class CatheterModel:
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
                  max_jump_m: float | None = 15e-3,
-                 offline_fallbacks: bool | None = None) -> None:
+                 offline_fallbacks: bool | None = None, trace_folds: bool = True) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -344,6 +364,7 @@ class CatheterModel:
         self.n_nodes = int(n_nodes)
         self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.offline_fallbacks = offline_fallbacks
+        self.trace_folds = bool(trace_folds)
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
@@ -389,6 +410,9 @@ class CatheterModel:
         """The last solve's command and unknowns, and the one before it on a continuous path
         (the secant predictor's two points; ``_before`` is dropped after a jump)."""
         self._before: Solved | None = None
+        self._refused: tuple | None = None
+        """The last step that failed without a deadline: (the state it started from, its
+        command, the failed state)."""
 
     def step(self, command: CatheterCommand) -> CatheterState:
         """Solve the equilibrium for ``command`` (warm-started from the previous step).
@@ -416,6 +440,12 @@ class CatheterModel:
             self._cold_start(vc, deadline, t0)
         offline = (self.deadline_s is None if self.offline_fallbacks is None
                    else bool(self.offline_fallbacks)) and not self._probing
+        if self.deadline_s is None and self._refused is not None and \
+                self._refused[0] is self._state and same_command(self._refused[1], vc):
+            # without a clock the solve is a function of the state and the command: the same
+            # command from the same state fails again, after the same (costly) fallbacks
+            return dataclasses.replace(self._refused[2], iterations=0, evaluations=0,
+                                       solve_time_s=time.perf_counter() - t0)
         res, prob, iters, evals = self._solve_from(
             vc, secant_guess(self._before, self._last, vc), self._x, self._J, deadline,
             fallback=offline)
@@ -431,9 +461,15 @@ class CatheterModel:
                 # from the last valid state to the full command (starting from the
                 # continuation's furthest sub-step instead was measured and did not help)
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
+                if not res.converged and self._vc is not None and self.trace_folds and \
+                        self.deadline_s is None:
+                    # the relaxation settles nowhere: follow the equilibrium path round the fold
+                    res, prob, iters, evals = self._trace(vc, res, prob, iters, evals)
                 snap = res.reason if res.converged else ""
-        return self._conclude(vc, res, prob, iters, evals, t0,
-                              f"{SNAP_THROUGH}: {snap}" if snap else "")
+        state = self._conclude(vc, res, prob, iters, evals, t0,
+                               f"{SNAP_THROUGH}: {snap}" if snap else "")
+        self._refused = None if state.converged or self._probing else (self._state, vc, state)
+        return state
 
     def resync(self, command: CatheterCommand, positions_ct: np.ndarray) -> CatheterState:
         """Solve ``command`` from an observed backbone instead of the model's last state.
@@ -540,9 +576,10 @@ class CatheterModel:
         :data:`RELAX_SETTLED_M`, ``vc`` is solved plainly from there. It starts from the last
         valid state, or from ``start`` (:meth:`resync`: an observed shape, its contact, and the
         base loads and drag of a solve held to it). The drag starts at :data:`RELAX_DRAG` × the
-        rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s) and is stiffened (×4, :data:`RELAX_STIFFEN` times at most) when a
-        pseudo-step fails. At most :data:`RELAX_STEPS` pseudo-steps and
-        :data:`RELAX_EVALUATIONS` residual evaluations; offline use only (no deadline).
+        rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s) and is stiffened (×4,
+        :data:`RELAX_STIFFEN` times at most) when a pseudo-step fails. At most
+        :data:`RELAX_STEPS` pseudo-steps and :data:`RELAX_EVALUATIONS` residual evaluations;
+        offline use only (no deadline).
         """
         lay = self._layout(vc.insertion)
         drag = RELAX_DRAG * lay.min_EI / lay.length ** 3
@@ -584,6 +621,72 @@ class CatheterModel:
             res.converged, res.reason = False, "relaxation did not settle"
         elif res.converged:
             res.reason = "relaxed through a fold of the quasi-static path"
+        return res, prob, iters, evals
+
+    def _trace(self, vc: ValidCommand, res, prob, iters: int, evals: int):
+        """Solve ``vc`` past a fold by following the equilibrium path round it.
+
+        The path from the last valid command to ``vc`` (:meth:`_interpolate`, parameter ``w``
+        from 0 to 1) is traced by pseudo-arclength continuation
+        (:func:`~bronchonav.catheter.arclength.trace_past_fold`) in the base loads (scaled by
+        the rod's force and moment scales; tensions in displacement control) and ``w``, with the
+        contact re-tracked from each point's shape. Where it comes back to ``w = 1`` beyond the
+        fold, ``vc`` is solved plainly from there without the jump bound (a snap-through).
+        Bounded by :data:`TRACE_EVALUATIONS` and :data:`TRACE_RETREAT`; only without a deadline
+        (a trace takes 0.6–3 s, beyond a real-time retry's budget). Returns the given failed
+        ``res, prob`` when the path does not come back.
+        """
+        start = self._vc
+        lay = self._layout(start.insertion)
+        F_s = lay.min_EI / lay.length ** 2
+        n_t = len(self.params.tendons)
+        disp = vc.displacement is not None
+        scale = np.concatenate([np.full(3, F_s), np.full(3, F_s * lay.length),
+                                np.ones(n_t if disp else 0)])
+        if self._x.size != scale.size:  # the last solution has other unknowns (tendon mode)
+            return res, prob, iters, evals
+        x0 = self._x
+        track = {"shape": (self._pos_base, self._arc), "prefer": None if self._state is None
+                 or self._state.branch_ids is None else np.unique(self._state.branch_ids),
+                 "prob": None}
+
+        def residual(y):
+            sub = self._interpolate(start, vc, float(y[-1]))
+            tracking = None
+            if self._wall is not None:
+                arc = np.linspace(0.0, sub.insertion, self.n_nodes)
+                tracking = self._wall.track(self._guess_positions(arc, track["shape"]),
+                                            track["prefer"])
+            p = _Problem(self, sub, self._layout(sub.insertion), tracking)
+            x = y[:-1] * scale
+            track["prob"] = p
+            return p.residual(p.pack(x[:6], x[6:]))
+
+        def accepted(y):
+            residual(y)  # the point itself (the last call may have been a Jacobian's)
+            p = track["prob"]
+            track["shape"] = (p.pos.copy(), p.layout.arc.copy())
+            if self._wall is not None:
+                track["prefer"] = np.unique(self._wall.track(p.pos, track["prefer"])[2])
+
+        path = trace_past_fold(residual, np.append(x0 / scale, 0.0), 1.0,
+                               max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
+                               floor=-TRACE_RETREAT)
+        evals += path.evaluations + path.steps  # and one per accepted point to re-track
+        if not path.passed:
+            res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
+            return res, prob, iters, evals
+        bound, self.max_jump_m = self.max_jump_m, None
+        try:
+            r, p, it, ev = self._solve_tracked(vc, path.y[:-1] * scale, None, np.inf,
+                                               track["shape"], track["prefer"])
+        finally:
+            self.max_jump_m = bound
+        iters, evals = iters + it, evals + ev
+        if r.converged:
+            r.reason = "traced round a fold of the quasi-static path"
+            return r, p, iters, evals
+        res.reason = f"{res.reason}; traced round the fold, but {r.reason} at the command"
         return res, prob, iters, evals
 
     def predict(self, command: CatheterCommand) -> CatheterState:

@@ -121,7 +121,9 @@ class NavigatorNode(Node):
             max_retries=p["max_retries"], jam_refusals=p["jam_refusals"],
             goal_tolerance_m=p["goal_tolerance_m"],
             aim_steps=p["aim_steps"])
-        self.model = CatheterModel(device, self.airway_map.tree, n_nodes=p["n_nodes"])
+        # its steps keep pace with the simulated catheter: no seconds-long trace round a fold
+        self.model = CatheterModel(device, self.airway_map.tree, n_nodes=p["n_nodes"],
+                                   trace_folds=False)
         self.controller = None
         self._update_s: list[float] = []  # wall time of each control step on the route (s)
         self.pose_source = p["pose_source"]

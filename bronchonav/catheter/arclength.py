@@ -1,0 +1,172 @@
+"""Pseudo-arclength continuation: follow a path of equilibria round its folds.
+
+A quasi-static catheter path ``r(x, w) = 0`` (unknowns ``x``, command parameter ``w``) can fold:
+as ``w`` grows, the equilibrium reaches a limit point where ``dx/dw`` is infinite, the path turns
+back (an unstable branch) and turns forward again on another stable branch — the catheter snaps
+through. Stepping in ``w`` stops at the first limit point. Keller's pseudo-arclength method
+parametrises the path by its own arc length instead: from a point ``y = (x, w)`` with unit tangent
+``t`` it predicts ``y + ds t`` and corrects with Newton on ``r(y) = 0, t · (y - y_pred) = 0``, a
+system that stays regular at limit points. Followed until ``w`` comes back up to the target, it
+gives the equilibrium on the far branch: the state the snap lands in, on the path the catheter
+takes, rather than wherever a relaxation settles.
+
+Keller, H. B. (1977) Numerical solution of bifurcation and nonlinear eigenvalue problems, in
+*Applications of Bifurcation Theory*, 359–384. Finite-difference Jacobians; deterministic
+(bounded by steps and residual evaluations, no clock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+#: Corrector iterations per arclength step with the last point's Jacobian (chord method)...
+CHORD_ITERATIONS = 4
+#: ...and then, if those do not converge, with fresh finite-difference Jacobians (Newton).
+CORRECTOR_ITERATIONS = 8
+
+
+@dataclass
+class ArcTrace:
+    """Outcome of :func:`trace_past_fold`.
+
+    Attributes
+    ----------
+    y : ndarray
+        The last point of the path, ``(x, w)``; when ``passed``, interpolated to ``w = target``
+        between the last two points (a starting guess for a plain solve there).
+    passed : bool
+        The path came back to ``w >= target`` after turning back at least once.
+    turned : bool
+        The path turned back (``w`` decreased): there was a fold.
+    steps : int
+        Accepted arclength steps.
+    evaluations : int
+        Residual evaluations, including those of the finite-difference Jacobians.
+    reason : str
+        ``"passed"``, ``"no fold"`` (reached the target without turning back), ``"stalled"`` (the
+        corrector failed down to the smallest step), ``"went back"`` (below ``floor``),
+        ``"steps"`` or ``"evaluations"`` (budget).
+    """
+
+    y: np.ndarray
+    passed: bool
+    turned: bool
+    steps: int
+    evaluations: int
+    reason: str
+
+
+def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray, target: float,
+                    *, tol: float = 1e-8, ds: float = 0.02, ds_min: float = 1e-5,
+                    ds_max: float = 0.2, max_steps: int = 600, max_evaluations: int = 40000,
+                    accepted: Callable[[np.ndarray], None] | None = None,
+                    floor: float = -np.inf) -> ArcTrace:
+    """Follow the solution path of ``residual(y) = 0`` from ``y0`` towards larger ``w = y[-1]``
+    until ``w`` reaches ``target`` again after a fold.
+
+    Parameters
+    ----------
+    residual : callable
+        ``residual(y)`` for ``y = (x, w)`` of size ``m + 1``; returns ``m`` values. The unknowns
+        should be scaled so that their steps are comparable with those of ``w``.
+    y0 : ndarray (m + 1,)
+        A solution (``residual(y0) ≈ 0``), with ``w0 < target``.
+    target : float
+        Parameter value to come back to.
+    tol : float
+        Corrector tolerance on the max-norm of the residual.
+    ds, ds_min, ds_max : float
+        First, smallest and largest arclength step (in the units of ``y``); a step whose
+        corrector fails is halved, one that succeeds grows by half.
+    max_steps, max_evaluations : int
+        Bounds on accepted steps and on residual evaluations.
+    accepted : callable, optional
+        Called with each accepted point (e.g. to update contact tracking for the next step).
+    floor : float
+        Give up when the path goes back below ``w = floor`` (it is not coming back near).
+
+    Returns
+    -------
+    ArcTrace
+    """
+    y = np.asarray(y0, dtype=float).copy()
+    counter = [0]
+
+    def fun(v):
+        counter[0] += 1
+        return np.asarray(residual(v), dtype=float)
+
+    def jacobian(v, f0):
+        J = np.empty((f0.size, v.size))
+        for j in range(v.size):
+            h = 1e-6 * max(1.0, abs(v[j]))
+            vp = v.copy()
+            vp[j] += h
+            J[:, j] = (fun(vp) - f0) / h
+        return J
+
+    def tangent(J, previous):
+        t = np.linalg.svd(J)[2][-1]  # the null direction of the m × (m+1) Jacobian
+        if previous is None:
+            return t if t[-1] >= 0 else -t
+        return t if t @ previous >= 0 else -t
+
+    def correct(J, y_pred, t):
+        """Newton on ``residual = 0, t · (z - y_pred) = 0`` from ``y_pred``: first with ``J``
+        (the last point's Jacobian: a chord method, no new Jacobians), then with fresh ones."""
+        z = y_pred.copy()
+        for i in range(CHORD_ITERATIONS + CORRECTOR_ITERATIONS):
+            fz = fun(z)
+            g = np.append(fz, t @ (z - y_pred))
+            if np.max(np.abs(g)) < tol:
+                return z, fz
+            if i == CHORD_ITERATIONS:
+                z = y_pred.copy()  # the chord did not converge: start again with Newton
+                fz = fun(z)
+                g = np.append(fz, 0.0)
+            if i >= CHORD_ITERATIONS:
+                J = jacobian(z, fz)
+            try:
+                z = z - np.linalg.solve(np.vstack([J, t]), g)
+            except np.linalg.LinAlgError:
+                return None, None
+            if not np.all(np.isfinite(z)):
+                return None, None
+        return None, None
+
+    J = jacobian(y, fun(y))
+    t = tangent(J, None)
+    turned = False
+    steps = 0
+    reason = "steps"
+    while steps < max_steps:
+        if counter[0] > max_evaluations:
+            reason = "evaluations"
+            break
+        z, fz = correct(J, y + ds * t, t)
+        if z is None:
+            ds *= 0.5
+            if ds < ds_min:
+                reason = "stalled"
+                break
+            continue
+        steps += 1
+        J = jacobian(z, fz)
+        t = tangent(J, t)
+        y_prev, y = y, z
+        turned = turned or y[-1] < y_prev[-1]
+        if accepted is not None:
+            accepted(y)
+        if y[-1] < floor:
+            reason = "went back"
+            break
+        if y[-1] >= target:
+            a = (target - y_prev[-1]) / (y[-1] - y_prev[-1])
+            point = y_prev + a * (y - y_prev)
+            return ArcTrace(point, turned, turned, steps, counter[0],
+                            "passed" if turned else "no fold")
+        ds = min(1.5 * ds, ds_max)
+    return ArcTrace(y, False, turned, steps, counter[0], reason)

@@ -1,0 +1,63 @@
+"""Pseudo-arclength continuation round folds (bronchonav.catheter.arclength), on paths whose
+folds and far branches are known in closed form."""
+
+import numpy as np
+import pytest
+
+from bronchonav.catheter.arclength import trace_past_fold
+
+
+def s_curve(y):
+    """``w = x³ - 3x``: limit points at (x, w) = (-1, 2) and (1, -2)."""
+    x, w = y
+    return np.array([x ** 3 - 3.0 * x - w])
+
+
+def test_the_trace_follows_an_s_curve_round_both_folds_to_the_far_branch():
+    x0 = -2.1
+    path = trace_past_fold(s_curve, np.array([x0, x0 ** 3 - 3 * x0]), 2.5)
+    assert path.passed and path.turned and path.reason == "passed"
+    far = max(r.real for r in np.roots([1.0, 0.0, -3.0, -2.5]) if abs(r.imag) < 1e-12)
+    assert path.y[1] == pytest.approx(2.5)
+    # interpolated between two points of the path 0.2 apart at most: close to the root
+    assert path.y[0] == pytest.approx(far, abs=2e-2)
+    assert path.y[0] > 1.0  # beyond the second fold, not on the branch it started on
+
+
+def test_every_accepted_point_is_on_the_path_and_the_path_turns_at_the_limit_points():
+    points = []
+    trace_past_fold(s_curve, np.array([-2.1, -2.961]), 2.5, accepted=points.append)
+    points = np.array(points)
+    assert np.max(np.abs(points[:, 0] ** 3 - 3 * points[:, 0] - points[:, 1])) < 1e-7
+    # it climbs to the first limit point (w = 2 at x = -1), comes back down to the second
+    # (w = -2 at x = 1), and climbs again; steps of at most 0.2 straddle each, so a point lies
+    # within 0.1 of each limit point in x, where w is within 3·0.1² = 0.03 of it
+    left = points[points[:, 0] < 0]
+    top = int(np.argmax(left[:, 1]))
+    assert left[top, 1] == pytest.approx(2.0, abs=0.035)
+    assert left[top, 0] == pytest.approx(-1.0, abs=0.15)
+    right = points[points[:, 0] > 0]
+    low = int(np.argmin(right[:, 1]))
+    assert right[low, 1] == pytest.approx(-2.0, abs=0.035)
+    assert right[low, 0] == pytest.approx(1.0, abs=0.15)
+
+
+def test_without_a_fold_the_trace_reaches_the_target_and_says_so():
+    def line(y):  # x = 2 w: no fold
+        return np.array([y[0] - 2.0 * y[1]])
+
+    path = trace_past_fold(line, np.array([0.0, 0.0]), 1.0)
+    assert not path.passed and not path.turned and path.reason == "no fold"
+    assert path.y == pytest.approx([2.0, 1.0], abs=1e-6)
+
+
+def test_a_path_that_never_comes_back_ends_within_its_budget():
+    def circle(y):  # x² + w² = 1 from (−1, 0): turns at w = 1 and never gets to w = 2
+        return np.array([y[0] ** 2 + y[1] ** 2 - 1.0])
+
+    path = trace_past_fold(circle, np.array([-1.0, 0.0]), 2.0, max_steps=200,
+                           max_evaluations=5000)
+    assert not path.passed and path.turned
+    assert path.reason in ("steps", "evaluations")
+    assert path.evaluations <= 5000 + 20
+    assert np.hypot(*path.y) == pytest.approx(1.0, abs=1e-6)  # it stayed on the path
