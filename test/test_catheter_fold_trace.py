@@ -37,6 +37,7 @@ def test_the_route_past_the_fold_is_reached(drive):
     assert nav.outcome.status == "reached", nav.outcome.reason
     assert np.linalg.norm(nav.model.state.tip_position - route.exit_point) < 3e-3
     assert traced, "no step went round a fold"
+    assert nav.failed_steps == 0
 
 
 def test_each_state_beyond_a_fold_is_a_catheter_in_the_airways(drive):

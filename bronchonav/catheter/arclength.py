@@ -35,8 +35,9 @@ class ArcTrace:
     Attributes
     ----------
     y : ndarray
-        The last point of the path, ``(x, w)``; when ``passed``, interpolated to ``w = target``
-        between the last two points (a starting guess for a plain solve there).
+        The last point of the path, ``(x, w)``; when it reached the target (``passed`` or
+        ``"no fold"``), interpolated to ``w = target`` between the last two points (a starting
+        guess for a plain solve there).
     passed : bool
         The path came back to ``w >= target`` after turning back at least once.
     turned : bool
@@ -82,9 +83,12 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         First, smallest and largest arclength step (in the units of ``y``); a step whose
         corrector fails is halved, one that succeeds grows by half.
     max_steps, max_evaluations : int
-        Bounds on accepted steps and on residual evaluations.
+        Bounds on accepted steps and on residual evaluations; the evaluations are checked
+        before each step, which takes at most :data:`CHORD_ITERATIONS` + 1 +
+        (:data:`CORRECTOR_ITERATIONS` + 1)(``m`` + 2) + ``m`` + 2 of them.
     accepted : callable, optional
-        Called with each accepted point (e.g. to update contact tracking for the next step).
+        Called with each accepted point (e.g. to update contact tracking for the next step);
+        the residual is evaluated there again after it.
     floor : float
         Give up when the path goes back below ``w = floor`` (it is not coming back near).
 
@@ -115,26 +119,26 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         return t if t @ previous >= 0 else -t
 
     def correct(J, y_pred, t):
-        """Newton on ``residual = 0, t · (z - y_pred) = 0`` from ``y_pred``: first with ``J``
-        (the last point's Jacobian: a chord method, no new Jacobians), then with fresh ones."""
-        z = y_pred.copy()
-        for i in range(CHORD_ITERATIONS + CORRECTOR_ITERATIONS):
-            fz = fun(z)
-            g = np.append(fz, t @ (z - y_pred))
-            if np.max(np.abs(g)) < tol:
-                return z, fz
-            if i == CHORD_ITERATIONS:
-                z = y_pred.copy()  # the chord did not converge: start again with Newton
+        """Solve ``residual = 0, t · (z - y_pred) = 0`` from ``y_pred``: first with ``J`` (the
+        last point's Jacobian, a chord method), then, if that does not converge, by Newton with
+        a fresh Jacobian at each iterate. Returns ``(z, residual(z))`` or ``(None, None)``."""
+        for fresh, iterations in ((False, CHORD_ITERATIONS), (True, CORRECTOR_ITERATIONS)):
+            z = y_pred.copy()
+            for i in range(iterations + 1):
                 fz = fun(z)
-                g = np.append(fz, 0.0)
-            if i >= CHORD_ITERATIONS:
-                J = jacobian(z, fz)
-            try:
-                z = z - np.linalg.solve(np.vstack([J, t]), g)
-            except np.linalg.LinAlgError:
-                return None, None
-            if not np.all(np.isfinite(z)):
-                return None, None
+                g = np.append(fz, t @ (z - y_pred))
+                if np.max(np.abs(g)) < tol:
+                    return z, fz
+                if i == iterations or not np.all(np.isfinite(g)):
+                    break
+                if fresh:
+                    J = jacobian(z, fz)
+                try:
+                    z = z - np.linalg.solve(np.vstack([J, t]), g)
+                except np.linalg.LinAlgError:
+                    break
+                if not np.all(np.isfinite(z)):
+                    break
         return None, None
 
     J = jacobian(y, fun(y))
@@ -154,12 +158,11 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
                 break
             continue
         steps += 1
-        J = jacobian(z, fz)
-        t = tangent(J, t)
         y_prev, y = y, z
         turned = turned or y[-1] < y_prev[-1]
         if accepted is not None:
             accepted(y)
+            fz = fun(y)  # the residual may depend on what ``accepted`` updated
         if y[-1] < floor:
             reason = "went back"
             break
@@ -168,5 +171,7 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
             point = y_prev + a * (y - y_prev)
             return ArcTrace(point, turned, turned, steps, counter[0],
                             "passed" if turned else "no fold")
+        J = jacobian(y, fz)
+        t = tangent(J, t)
         ds = min(1.5 * ds, ds_max)
     return ArcTrace(y, False, turned, steps, counter[0], reason)

@@ -96,6 +96,8 @@ snap-through is local, and a path that retreats farther is not coming back withi
 traces that got round went back 0–3 steps; those that did not, 7–110 before a 600-step
 bound)."""
 
+_TRACED_ALONG = "traced along the quasi-static path"  # to the command without a fold
+
 
 def base_pose_from_tree(tree: AirwayTree) -> np.ndarray:
     """The ``catheter_base`` → CT transform for a tree (4×4).
@@ -411,8 +413,8 @@ class CatheterModel:
         (the secant predictor's two points; ``_before`` is dropped after a jump)."""
         self._before: Solved | None = None
         self._refused: tuple | None = None
-        """The last step that failed without a deadline: (the state it started from, its
-        command, the failed state)."""
+        """The last step that failed without a deadline: (the state it started from, the
+        model's settings, its command, the failed state)."""
 
     def step(self, command: CatheterCommand) -> CatheterState:
         """Solve the equilibrium for ``command`` (warm-started from the previous step).
@@ -440,11 +442,12 @@ class CatheterModel:
             self._cold_start(vc, deadline, t0)
         offline = (self.deadline_s is None if self.offline_fallbacks is None
                    else bool(self.offline_fallbacks)) and not self._probing
-        if self.deadline_s is None and self._refused is not None and \
-                self._refused[0] is self._state and same_command(self._refused[1], vc):
-            # without a clock the solve is a function of the state and the command: the same
-            # command from the same state fails again, after the same (costly) fallbacks
-            return dataclasses.replace(self._refused[2], iterations=0, evaluations=0,
+        refused = self._refused
+        if self.deadline_s is None and refused is not None and refused[0] is self._state and \
+                refused[1] == self._settings() and same_command(refused[2], vc):
+            # without a clock the solve is a function of the state, the model's settings and
+            # the command: the same again fails again, after the same (costly) fallbacks
+            return dataclasses.replace(refused[3], iterations=0, evaluations=0,
                                        solve_time_s=time.perf_counter() - t0)
         res, prob, iters, evals = self._solve_from(
             vc, secant_guess(self._before, self._last, vc), self._x, self._J, deadline,
@@ -465,11 +468,19 @@ class CatheterModel:
                         self.deadline_s is None:
                     # the relaxation settles nowhere: follow the equilibrium path round the fold
                     res, prob, iters, evals = self._trace(vc, res, prob, iters, evals)
-                snap = res.reason if res.converged else ""
+                snap = res.reason if res.converged and res.reason != _TRACED_ALONG else ""
         state = self._conclude(vc, res, prob, iters, evals, t0,
                                f"{SNAP_THROUGH}: {snap}" if snap else "")
-        self._refused = None if state.converged or self._probing else (self._state, vc, state)
+        if not self._probing:  # a probe has no fallbacks: its failures say nothing of a step's
+            self._refused = None if state.converged or self.deadline_s is not None else \
+                (self._state, self._settings(), vc, state)
         return state
+
+    def _settings(self) -> tuple:
+        """What else a step's outcome depends on besides the state and the command."""
+        return (self.max_iter, self.tol, self.max_jump_m, self.offline_fallbacks,
+                self.trace_folds, self.friction, self.friction_slip, self.contact_stiffness,
+                self.contact_smoothing, self.contact_window, tuple(self.gravity))
 
     def resync(self, command: CatheterCommand, positions_ct: np.ndarray) -> CatheterState:
         """Solve ``command`` from an observed backbone instead of the model's last state.
@@ -630,20 +641,27 @@ class CatheterModel:
         from 0 to 1) is traced by pseudo-arclength continuation
         (:func:`~bronchonav.catheter.arclength.trace_past_fold`) in the base loads (scaled by
         the rod's force and moment scales; tensions in displacement control) and ``w``, with the
-        contact re-tracked from each point's shape. Where it comes back to ``w = 1`` beyond the
-        fold, ``vc`` is solved plainly from there without the jump bound (a snap-through).
+        contact re-tracked from each point's shape (without wall friction: a model with friction
+        does not trace). Where it comes back to ``w = 1`` beyond the fold, ``vc`` is solved
+        plainly from there without the jump bound (a snap-through); where it gets there without
+        turning back, with it.
         Bounded by :data:`TRACE_EVALUATIONS` and :data:`TRACE_RETREAT`; only without a deadline
         (a trace takes 0.6–3 s, beyond a real-time retry's budget). Returns the given failed
-        ``res, prob`` when the path does not come back.
+        ``res, prob``, its reason saying why, when there is no trace, when the path does not get
+        to ``w = 1``, or when the plain solve there fails.
         """
         start = self._vc
+        if self._x is None or start.insertion < MIN_INSERTION or self.friction > 0:
+            res.reason += "; not traced (from a retracted state, or with wall friction)"
+            return res, prob, iters, evals
         lay = self._layout(start.insertion)
         F_s = lay.min_EI / lay.length ** 2
         n_t = len(self.params.tendons)
         disp = vc.displacement is not None
         scale = np.concatenate([np.full(3, F_s), np.full(3, F_s * lay.length),
                                 np.ones(n_t if disp else 0)])
-        if self._x.size != scale.size:  # the last solution has other unknowns (tendon mode)
+        if self._x.size != scale.size:
+            res.reason += "; not traced (the last solution has another tendon mode)"
             return res, prob, iters, evals
         x0 = self._x
         track = {"shape": (self._pos_base, self._arc), "prefer": None if self._state is None
@@ -673,10 +691,12 @@ class CatheterModel:
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
                                floor=-TRACE_RETREAT)
         evals += path.evaluations + path.steps  # and one per accepted point to re-track
-        if not path.passed:
+        if path.y[-1] < 1.0:
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
             return res, prob, iters, evals
-        bound, self.max_jump_m = self.max_jump_m, None
+        bound = self.max_jump_m
+        if path.turned:  # beyond a fold the catheter has snapped: no jump bound
+            self.max_jump_m = None
         try:
             r, p, it, ev = self._solve_tracked(vc, path.y[:-1] * scale, None, np.inf,
                                                track["shape"], track["prefer"])
@@ -684,9 +704,10 @@ class CatheterModel:
             self.max_jump_m = bound
         iters, evals = iters + it, evals + ev
         if r.converged:
-            r.reason = "traced round a fold of the quasi-static path"
+            r.reason = "traced round a fold of the quasi-static path" if path.turned else \
+                _TRACED_ALONG
             return r, p, iters, evals
-        res.reason = f"{res.reason}; traced round the fold, but {r.reason} at the command"
+        res.reason = f"{res.reason}; traced to the command, but {r.reason} there"
         return res, prob, iters, evals
 
     def predict(self, command: CatheterCommand) -> CatheterState:
