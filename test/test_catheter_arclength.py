@@ -18,6 +18,7 @@ def test_the_trace_follows_an_s_curve_round_both_folds_to_the_far_branch():
     x0 = -2.1
     path = trace_past_fold(s_curve, np.array([x0, x0 ** 3 - 3 * x0]), 2.5)
     assert path.passed and path.turned and path.reason == "passed"
+    assert path.y[1] == 2.5  # exactly at the target, for a plain solve there
     far = max(r.real for r in np.roots([1.0, 0.0, -3.0, -2.5]) if abs(r.imag) < 1e-12)
     # interpolated between two points of the path 0.2 apart at most: close to the root
     assert path.y[0] == pytest.approx(far, abs=2e-2)

@@ -169,6 +169,7 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         if y[-1] >= target:
             a = (target - y_prev[-1]) / (y[-1] - y_prev[-1])
             point = y_prev + a * (y - y_prev)
+            point[-1] = target  # exactly, not within rounding
             return ArcTrace(point, turned, turned, steps, counter[0],
                             "passed" if turned else "no fold")
         J = jacobian(y, fz)

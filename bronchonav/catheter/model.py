@@ -691,7 +691,7 @@ class CatheterModel:
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
                                floor=-TRACE_RETREAT)
         evals += path.evaluations + path.steps  # and one per accepted point to re-track
-        if path.y[-1] < 1.0:
+        if path.reason not in ("passed", "no fold"):  # it did not get to w = 1
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
             return res, prob, iters, evals
         bound = self.max_jump_m
