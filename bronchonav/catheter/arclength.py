@@ -35,11 +35,9 @@ class ArcTrace:
     Attributes
     ----------
     y : ndarray
-        The last point of the path, ``(x, w)``; when it reached the target (``passed`` or
-        ``"no fold"``), interpolated to ``w = target`` between the last two points (a starting
-        guess for a plain solve there).
-    passed : bool
-        The path came back to ``w >= target`` after turning back at least once.
+        The last point of the path, ``(x, w)``; when it reached the target (:attr:`reached`),
+        interpolated to ``w = target`` between the last two points (a starting guess for a plain
+        solve there).
     turned : bool
         The path turned back (``w`` decreased): there was a fold.
     steps : int
@@ -53,11 +51,20 @@ class ArcTrace:
     """
 
     y: np.ndarray
-    passed: bool
     turned: bool
     steps: int
     evaluations: int
     reason: str
+
+    @property
+    def passed(self) -> bool:
+        """The path came back to ``w >= target`` after turning back at least once."""
+        return self.reason == "passed"
+
+    @property
+    def reached(self) -> bool:
+        """The path got to ``w >= target``, round a fold or not."""
+        return self.reason in ("passed", "no fold")
 
 
 def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray, target: float,
@@ -87,8 +94,9 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         before each step, which takes at most :data:`CHORD_ITERATIONS` + 1 +
         (:data:`CORRECTOR_ITERATIONS` + 1)(``m`` + 2) + ``m`` + 2 of them.
     accepted : callable, optional
-        Called with each accepted point (e.g. to update contact tracking for the next step);
-        the residual is evaluated there again after it.
+        Called with each accepted point, right after the residual's last evaluation, which was
+        at that point (e.g. to update contact tracking for the next step); the residual is
+        evaluated there again after it.
     floor : float
         Give up when the path goes back below ``w = floor`` (it is not coming back near).
 
@@ -170,9 +178,8 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
             a = (target - y_prev[-1]) / (y[-1] - y_prev[-1])
             point = y_prev + a * (y - y_prev)
             point[-1] = target  # exactly, not within rounding
-            return ArcTrace(point, turned, turned, steps, counter[0],
-                            "passed" if turned else "no fold")
+            return ArcTrace(point, turned, steps, counter[0], "passed" if turned else "no fold")
         J = jacobian(y, fz)
         t = tangent(J, t)
         ds = min(1.5 * ds, ds_max)
-    return ArcTrace(y, False, turned, steps, counter[0], reason)
+    return ArcTrace(y, turned, steps, counter[0], reason)

@@ -617,9 +617,7 @@ class CatheterModel:
                     continue
                 moved = float(np.max(np.linalg.norm(p.pos - p.wall.ref, axis=1)))
                 x, J = p.physical(r.x), r.jacobian
-                shape = (p.pos.copy(), p.layout.arc.copy())
-                prefer = np.unique(self._wall.track(p.pos, p.prefer)[2]) \
-                    if self._wall is not None else None
+                shape, prefer = self._shape_of(p, p.prefer)
                 if moved <= RELAX_SETTLED_M:
                     res, prob, it, ev = self._solve_tracked(vc, x, J, deadline, shape, prefer)
                     iters += it
@@ -680,18 +678,14 @@ class CatheterModel:
             track["prob"] = p
             return p.residual(p.pack(x[:6], x[6:]))
 
-        def accepted(y):
-            residual(y)  # the point itself (the last call may have been a Jacobian's)
-            p = track["prob"]
-            track["shape"] = (p.pos.copy(), p.layout.arc.copy())
-            if self._wall is not None:
-                track["prefer"] = np.unique(self._wall.track(p.pos, track["prefer"])[2])
+        def accepted(y):  # the residual was last evaluated at y: track["prob"] is y's
+            track["shape"], track["prefer"] = self._shape_of(track["prob"], track["prefer"])
 
         path = trace_past_fold(residual, np.append(x0 / scale, 0.0), 1.0,
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
                                floor=-TRACE_RETREAT)
-        evals += path.evaluations + path.steps  # and one per accepted point to re-track
-        if path.reason not in ("passed", "no fold"):  # it did not get to w = 1
+        evals += path.evaluations
+        if not path.reached:
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
             return res, prob, iters, evals
         bound = self.max_jump_m
@@ -709,6 +703,15 @@ class CatheterModel:
             return r, p, iters, evals
         res.reason = f"{res.reason}; traced to the command, but {r.reason} there"
         return res, prob, iters, evals
+
+    def _shape_of(self, prob: _Problem, prefer):
+        """A solved problem's shape (base frame: positions, arc lengths) and the branches its
+        nodes occupy (tracked from ``prefer``; None without a tree), to start the next solve
+        from."""
+        shape = (prob.pos.copy(), prob.layout.arc.copy())
+        if self._wall is None:
+            return shape, None
+        return shape, np.unique(self._wall.track(prob.pos, prefer)[2])
 
     def predict(self, command: CatheterCommand) -> CatheterState:
         """The state :meth:`step` would return for ``command``, without changing the model.
@@ -903,8 +906,7 @@ class CatheterModel:
             x, J = prob.physical(res.x), res.jacobian
             before, last = last, Solved(sub, x)
             if self._wall is not None:  # track the next sub-step from this one's shape
-                shape = (prob.pos.copy(), prob.layout.arc.copy())
-                prefer = np.unique(self._wall.track(prob.pos, prob.prefer)[2])
+                shape, prefer = self._shape_of(prob, prob.prefer)
             dw *= 1.5
         if w < 1.0 and res.converged:  # ran out of time or increments short of the command
             res.converged, res.reason = False, "continuation"
