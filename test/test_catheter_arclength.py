@@ -1,6 +1,8 @@
 """Pseudo-arclength continuation round folds (bronchonav.catheter.arclength), on paths whose
 folds and far branches are known in closed form."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,13 @@ def test_a_path_that_never_comes_back_ends_within_its_budget():
     assert path.evaluations <= 5000 + CHORD_ITERATIONS + 1 + \
         (CORRECTOR_ITERATIONS + 1) * (m + 2) + m + 2
     assert np.hypot(*path.y) == pytest.approx(1.0, abs=1e-6)  # it stayed on the path
+
+
+def test_a_deadline_ends_the_trace_where_it_is_on_the_path():
+    """A real-time caller's deadline: no step starts after it (the initial Jacobian only)."""
+    x0 = -2.1
+    start = np.array([x0, x0 ** 3 - 3 * x0])
+    path = trace_past_fold(s_curve, start, 2.5, deadline=time.perf_counter() - 1.0)
+    assert path.reason == "time" and path.steps == 0 and not path.reached
+    assert path.evaluations == 3  # the residual at the start and its 2-column Jacobian
+    assert np.array_equal(path.y, start)

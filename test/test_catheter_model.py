@@ -154,8 +154,8 @@ def test_an_offline_step_that_failed_fails_again_from_the_same_state_without_sol
 
 
 @pytest.mark.parametrize("trace_folds, deadline_s, traced", [
-    (True, None, True), (False, None, False), (True, 60.0, False)])
-def test_a_failed_step_traces_the_fold_only_without_a_deadline_and_when_asked(
+    (None, None, True), (None, 60.0, False), (True, 60.0, True), (False, None, False)])
+def test_a_failed_step_traces_the_fold_without_a_deadline_or_when_asked(
         params, trace_folds, deadline_s, traced):
     model = CatheterModel(params, n_nodes=20, trace_folds=trace_folds, deadline_s=deadline_s,
                           offline_fallbacks=True)

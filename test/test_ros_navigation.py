@@ -132,6 +132,7 @@ def test_demo_on_the_ground_truth_pose_reaches_its_nodule(tmp_path):
     assert summary["catheter_sim_exit_code"] == 0
     # the simulator's solver, from /diagnostics: a failed step leaves its reason on record
     assert summary["solver_snap_throughs"] >= 0 and summary["solver_failures"] >= 0
+    assert 0 <= summary["solver_long_attempts_passed"] <= summary["solver_long_attempts"]
     assert (summary["solver_failures"] > 0) == ("failed" in summary["solver_last_failure"])
 
     # the recording: the ground-truth tip when driving ended (the last tip pose recorded

@@ -1,5 +1,6 @@
 """The MCAP recorder (real rclpy publishers, the file read back with the mcap reader) and the
-catheter solver process's retry of a failed step (a real child process)."""
+catheter solver process's retry of a failed step and its receiver's survival of a faulty handler
+(real child processes)."""
 
 import threading
 import time
@@ -153,3 +154,29 @@ def test_solver_process_retries_a_failed_step_with_a_doubling_budget(y_map_folde
     finally:
         solver.close()
     assert not solver.alive
+
+
+def test_a_fault_in_the_owner_s_handler_is_said_and_the_next_message_still_arrives(
+        y_map_folder, capfd):
+    """The handler raises on the child's first message (a bug in the owner): the traceback is
+    printed and the receiver goes on, so the next command's state still arrives (before, the
+    receiving thread died and the catheter froze with no state and no word)."""
+    from bronchonav.catheter.runtime import SolverConfig, SolverProcess
+    from bronchonav.ros.resources import load_airway_map
+
+    states = []
+
+    def on_message(process, kind, seq, value):
+        if kind == "ready":
+            raise RuntimeError("a bug in the handler")
+        states.append((kind, seq, value))
+
+    config = SolverConfig(tree=load_airway_map(str(y_map_folder)).tree, n_nodes=20)
+    solver = SolverProcess(config, on_message)
+    try:
+        assert solver.ready.wait(60), "the solver process did not start"
+        solver.send(1, CatheterCommand(insertion=0.02))
+        assert _wait(lambda: any(k == "state" and q == 1 for k, q, _ in states), 30)
+    finally:
+        solver.close()
+    assert "RuntimeError: a bug in the handler" in capfd.readouterr().err

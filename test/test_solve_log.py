@@ -1,10 +1,9 @@
 """The real-time simulator's record of what its solver did (no ROS): counts, the last failure
-and snap-through, solve-time statistics, and totals that add up when threads record at once."""
+and snap-through, solve-time statistics, and reads that wait for a record being made."""
 
 import dataclasses
 import threading
 
-import numpy as np
 import pytest
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
@@ -55,30 +54,43 @@ def test_solve_time_statistics_are_over_the_recent_window(solved):
     assert 198.0 < n.solve_p99_ms < 200.0
 
 
-def test_counts_add_up_when_threads_record_and_read_at_once(solved):
+class _HeldInRecord:
+    """A state that holds the thread recording it in the middle of :meth:`SolveLog.record`:
+    reading its solve time (after the solve was counted, before the failure is) waits until
+    :attr:`release` is set."""
+
+    def __init__(self, state):
+        self._state = state
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._state, name)
+
+    @property
+    def solve_time_s(self):
+        self.inside.set()
+        self.release.wait(10.0)
+        return self._state.solve_time_s
+
+
+def test_a_reader_never_sees_a_record_half_made(solved):
+    """While one thread is in the middle of recording a failure, another thread's read waits
+    for it and then sees all of it (without the log's lock the read returned at once, with the
+    solve counted and its failure not)."""
     log = SolveLog()
-    fail = _failed(solved, "x")
-    per_thread = 2000
-    torn = []
-
-    def writer():
-        for k in range(per_thread):
-            log.record(fail if k % 2 else solved)
-
-    def reader():
-        for _ in range(2000):
-            n = log.counts()
-            if (n.failures > 0) != (n.last_failure != "") or n.consecutive_failures > n.failures \
-                    or n.failures > n.solves:
-                torn.append(n)
-
-    threads = [threading.Thread(target=writer) for _ in range(4)] + [threading.Thread(
-        target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    n = log.counts()
-    assert n.solves == 4 * per_thread and n.failures == 2 * per_thread
-    assert not torn
-    assert np.isfinite(n.solve_median_ms)
+    held = _HeldInRecord(_failed(solved, "x"))
+    writer = threading.Thread(target=log.record, args=(held,))
+    writer.start()
+    assert held.inside.wait(10.0)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(log.counts()))
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive() and not seen  # it waits for the record...
+    held.release.set()
+    writer.join(10.0)
+    reader.join(10.0)
+    n = seen[0]  # ...and then sees the whole of it
+    assert (n.solves, n.failures, n.consecutive_failures) == (1, 1, 1)
+    assert n.last_failure == "solve failed (x)"

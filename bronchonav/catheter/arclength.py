@@ -12,11 +12,12 @@ takes, rather than wherever a relaxation settles.
 
 Keller, H. B. (1977) Numerical solution of bifurcation and nonlinear eigenvalue problems, in
 *Applications of Bifurcation Theory*, 359–384. Finite-difference Jacobians; deterministic
-(bounded by steps and residual evaluations, no clock).
+(bounded by steps and residual evaluations), unless a real-time caller also gives a deadline.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,7 +48,8 @@ class ArcTrace:
     reason : str
         ``"passed"``, ``"no fold"`` (reached the target without turning back), ``"stalled"`` (the
         corrector failed down to the smallest step), ``"went back"`` (below ``floor``),
-        ``"steps"`` or ``"evaluations"`` (budget).
+        ``"steps"`` or ``"evaluations"`` (budget), ``"time"`` (past the caller's deadline),
+        ``"stopped"`` (the caller's ``stop`` said so).
     """
 
     y: np.ndarray
@@ -71,7 +73,8 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
                     *, tol: float = 1e-8, ds: float = 0.02, ds_min: float = 1e-5,
                     ds_max: float = 0.2, max_steps: int = 600, max_evaluations: int = 40000,
                     accepted: Callable[[np.ndarray], None] | None = None,
-                    floor: float = -np.inf) -> ArcTrace:
+                    floor: float = -np.inf, deadline: float = np.inf,
+                    stop: Callable[[], bool] | None = None) -> ArcTrace:
     """Follow the solution path of ``residual(y) = 0`` from ``y0`` towards larger ``w = y[-1]``
     until ``w`` reaches ``target`` again after a fold.
 
@@ -99,6 +102,12 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         evaluated there again after it.
     floor : float
         Give up when the path goes back below ``w = floor`` (it is not coming back near).
+    deadline : float
+        Wall-clock bound for a real-time caller: ``time.perf_counter()`` value after which no
+        further step starts (default none: offline, bounded by steps and evaluations alone).
+    stop : callable, optional
+        Asked before each step; True ends the trace (a real-time caller's newer command that
+        should not wait for it).
 
     Returns
     -------
@@ -157,6 +166,12 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
     while steps < max_steps:
         if counter[0] > max_evaluations:
             reason = "evaluations"
+            break
+        if time.perf_counter() > deadline:
+            reason = "time"
+            break
+        if stop is not None and stop():
+            reason = "stopped"
             break
         z, fz = correct(J, y + ds * t, t)
         if z is None:

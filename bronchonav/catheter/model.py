@@ -14,9 +14,9 @@ more fallbacks run: a trust-region solve when Newton's line search stalls
 (:func:`bronchonav.catheter.solver.solve`), and, where the quasi-static path folds (no
 equilibrium near the last one: the tip slips off a wall, the shaft snaps to another shape), a
 pseudo-transient relaxation to the equilibrium beyond (:meth:`CatheterModel._relax`) and, if
-that settles nowhere and there is no deadline at all, the path of equilibria followed round the
-fold by pseudo-arclength continuation (:meth:`CatheterModel._trace`,
-:mod:`bronchonav.catheter.arclength`); the state then says ``snap-through`` in its
+that settles nowhere, the path of equilibria followed round the fold by pseudo-arclength
+continuation (:meth:`CatheterModel._trace`, :mod:`bronchonav.catheter.arclength`; without a
+deadline, unless ``trace_folds`` says otherwise); the state then says ``snap-through`` in its
 ``message``. A snap-through that ends with the backbone doubled back through the tree (a
 hairpin through a carina: :mod:`bronchonav.catheter.course`) fails the step instead.
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -80,8 +80,8 @@ and from none: stiff enough that the solve stays with the observed shape rather 
 model's own, soft enough for the shooting to converge."""
 
 RELAX_EVALUATIONS = 2000
-"""Most residual evaluations one relaxation may spend (a deterministic bound on its work; the
-real-time loop, which has a wall-clock deadline, does not relax)."""
+"""Most residual evaluations one relaxation may spend (a deterministic bound on its work; under
+a real-time deadline, the deadline bounds it too)."""
 
 COMPLEMENTARITY_SCALE = 1e-3
 """m per N: weighs tension against displacement in the slack-wire complementarity residual."""
@@ -339,11 +339,13 @@ class CatheterModel:
         Wall friction coefficient (0: frictionless). Quasi-static and incremental: each node's
         friction opposes the move of its material point since the previous state (or sub-step),
         regularised over ``friction_slip`` (m) of slip.
-    trace_folds : bool
+    trace_folds : bool or None
         Whether a step whose relaxation settles nowhere follows the path of equilibria round
-        the fold (:meth:`_trace`, seconds of work) — only ever without a deadline. ``False``
-        for a model whose steps must keep pace with a catheter in real time (a controller's
-        model in the ROS graph).
+        the fold (:meth:`_trace`, 0.5–3 s of work). ``None`` (default): only without a
+        deadline. ``True``: under a deadline too, stopping at it — the real-time simulator's
+        solver gives one long attempt to a step that its retries could not solve
+        (:mod:`bronchonav.catheter.runtime.solver_process`). ``False``: never (a controller's
+        model in the ROS graph, whose steps must keep pace with the catheter).
 
     Examples
     --------
@@ -358,7 +360,8 @@ class CatheterModel:
                  contact_stiffness: float = 1.0e5, contact_smoothing: float = 8.0e-4,
                  tol: float = 1e-8, friction: float = 0.0, friction_slip: float = 5e-5,
                  max_jump_m: float | None = 15e-3,
-                 offline_fallbacks: bool | None = None, trace_folds: bool = True) -> None:
+                 offline_fallbacks: bool | None = None,
+                 trace_folds: bool | None = None) -> None:
         if int(n_nodes) < 3:
             raise InputError("n_nodes must be >= 3")
         self.params = params
@@ -366,7 +369,10 @@ class CatheterModel:
         self.n_nodes = int(n_nodes)
         self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.offline_fallbacks = offline_fallbacks
-        self.trace_folds = bool(trace_folds)
+        self.trace_folds = trace_folds
+        self.stop_trace: Callable[[], bool] | None = None
+        """Asked between the steps of a trace round a fold; True ends it, failing the step (a
+        real-time caller's newer command that should not wait for it)."""
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
@@ -442,6 +448,8 @@ class CatheterModel:
             self._cold_start(vc, deadline, t0)
         offline = (self.deadline_s is None if self.offline_fallbacks is None
                    else bool(self.offline_fallbacks)) and not self._probing
+        trace = offline and (self.deadline_s is None if self.trace_folds is None
+                             else bool(self.trace_folds))
         refused = self._refused
         if self.deadline_s is None and refused is not None and refused[0] is self._state and \
                 refused[1] == self._settings() and same_command(refused[2], vc):
@@ -464,10 +472,9 @@ class CatheterModel:
                 # from the last valid state to the full command (starting from the
                 # continuation's furthest sub-step instead was measured and did not help)
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
-                if not res.converged and self._vc is not None and self.trace_folds and \
-                        self.deadline_s is None:
+                if not res.converged and self._vc is not None and trace:
                     # the relaxation settles nowhere: follow the equilibrium path round the fold
-                    res, prob, iters, evals = self._trace(vc, res, prob, iters, evals)
+                    res, prob, iters, evals = self._trace(vc, deadline, res, prob, iters, evals)
                 snap = res.reason if res.converged and res.reason != _TRACED_ALONG else ""
         state = self._conclude(vc, res, prob, iters, evals, t0,
                                f"{SNAP_THROUGH}: {snap}" if snap else "")
@@ -632,7 +639,7 @@ class CatheterModel:
             res.reason = "relaxed through a fold of the quasi-static path"
         return res, prob, iters, evals
 
-    def _trace(self, vc: ValidCommand, res, prob, iters: int, evals: int):
+    def _trace(self, vc: ValidCommand, deadline: float, res, prob, iters: int, evals: int):
         """Solve ``vc`` past a fold by following the equilibrium path round it.
 
         The path from the last valid command to ``vc`` (:meth:`_interpolate`, parameter ``w``
@@ -643,8 +650,8 @@ class CatheterModel:
         does not trace). Where it comes back to ``w = 1`` beyond the fold, ``vc`` is solved
         plainly from there without the jump bound (a snap-through); where it gets there without
         turning back, with it.
-        Bounded by :data:`TRACE_EVALUATIONS` and :data:`TRACE_RETREAT`; only without a deadline
-        (a trace takes 0.6–3 s, beyond a real-time retry's budget). Returns the given failed
+        Bounded by :data:`TRACE_EVALUATIONS` and :data:`TRACE_RETREAT`, and by ``deadline``
+        (``time.perf_counter()``; ``inf`` offline). Returns the given failed
         ``res, prob``, its reason saying why, when there is no trace, when the path does not get
         to ``w = 1``, or when the plain solve there fails.
         """
@@ -683,7 +690,7 @@ class CatheterModel:
 
         path = trace_past_fold(residual, np.append(x0 / scale, 0.0), 1.0,
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
-                               floor=-TRACE_RETREAT)
+                               floor=-TRACE_RETREAT, deadline=deadline, stop=self.stop_trace)
         evals += path.evaluations
         if not path.reached:
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
@@ -692,7 +699,7 @@ class CatheterModel:
         if path.turned:  # beyond a fold the catheter has snapped: no jump bound
             self.max_jump_m = None
         try:
-            r, p, it, ev = self._solve_tracked(vc, path.y[:-1] * scale, None, np.inf,
+            r, p, it, ev = self._solve_tracked(vc, path.y[:-1] * scale, None, deadline,
                                                track["shape"], track["prefer"])
         finally:
             self.max_jump_m = bound

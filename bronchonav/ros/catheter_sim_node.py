@@ -48,7 +48,9 @@ restarting, failing or behind — they carry the time their state was solved, an
 ``/diagnostics`` says ERROR with the reason (``state_stale`` true, ``state_age_s``). Its values
 also keep the reason of the last failed solve (``solver_last_failure``) and count the accepted
 snap-throughs past folds of the quasi-static path (``solver_snap_throughs``,
-``solver_last_snap_through``), so a recording says what the solver did between two reports.
+``solver_last_snap_through``) and the long attempts at folds its retries could not pass
+(``solver_long_attempts``, ``solver_long_attempts_passed``), so a recording says what the
+solver did between two reports.
 
 Threads and processes: subscriber callbacks (on a single-threaded executor) check a command and
 pass it to the solver, which runs in a supervised child process
@@ -104,6 +106,10 @@ PARAMS = [
     Param("solver_recovery_deadline_s", 2.0,
           "After a failed step the budget doubles up to this (s) until a step converges again "
           "(the failed set-point is retried every tick)", minimum=1e-4, maximum=5.0),
+    Param("solver_fold_deadline_s", 8.0,
+          "When a retry with the whole solver_recovery_deadline_s fails, the catheter is held "
+          "at a fold: one attempt of up to this long (s) follows the path of equilibria round "
+          "it (once per held state; 0 = never)", minimum=0.0, maximum=60.0),
     Param("solver_standby", True,
           "Keep a warmed-up standby solver process that takes over at once when the active one "
           "dies (otherwise a fresh one starts, which takes seconds)"),
@@ -268,6 +274,11 @@ class CatheterSimNode(Node):
         self.solves = SolveLog()
         """Solves, failures and snap-throughs (recorded by the receiver thread)."""
         self.solver_event = ""
+        self._long_attempt: int | None = None
+        """The command of an announced long attempt at a fold, until its state arrives."""
+        self.long_attempts = 0
+        self.long_attempts_passed = 0
+        """Long attempts at folds that ended, and those that passed the fold (receiver thread)."""
         self._latest: _StateMessages | None = None
         self._built = False
         """Whether the node can turn states into messages (set at the end of start-up)."""
@@ -287,6 +298,7 @@ class CatheterSimNode(Node):
         config = SolverConfig(tree=self.airway_map.tree, n_nodes=p["n_nodes"],
                               deadline_s=p["solver_deadline_s"],
                               recovery_deadline_s=p["solver_recovery_deadline_s"],
+                              fold_deadline_s=p["solver_fold_deadline_s"],
                               params=self.catheter)
         self.solver = SolverSupervisor(config, self._on_solver_state, self._on_solver_event,
                                        standby=p["solver_standby"],
@@ -577,6 +589,18 @@ class CatheterSimNode(Node):
     def _on_solver_state(self, seq: int, state) -> None:
         """A solved (or failed) state: keep converged ones, count and report failures."""
         self.solves.record(state)
+        if seq == self._long_attempt:  # its outcome, said once
+            self._long_attempt = None
+            self.long_attempts += 1
+            self.long_attempts_passed += bool(state.converged)
+            outcome = (f"solver's long attempt at command {seq} "
+                       f"{'passed' if state.converged else 'did not pass'} the fold in "
+                       f"{state.solve_time_s:.2f} s: {state.message or 'solved plainly'}")
+            self.guard.audit.write("solver_long_attempt", detail=outcome)
+            if state.converged:
+                self.get_logger().info(outcome)
+            else:
+                self.get_logger().warning(outcome)
         if not state.converged:
             return
         if seq >= 0:
@@ -604,7 +628,8 @@ class CatheterSimNode(Node):
                     pass
 
     def _on_solver_event(self, kind: str, detail) -> None:
-        """Solver deaths, takeovers, give-ups and refusals: logged and reported at once."""
+        """Solver deaths, takeovers, give-ups, long attempts at a fold and refusals: logged
+        and reported at once."""
         if kind == "rejected":
             seq, reason = detail
             with self._lock:
@@ -613,12 +638,20 @@ class CatheterSimNode(Node):
             self.guard.refuse("solver", "solver_rejected", reason)
             self.get_logger().warning(f"solver refused command {seq}: {reason}")
             return
+        if kind == "tracing":
+            seq, budget = detail
+            self._long_attempt = seq
+            detail = (f"command {seq}: the retries could not pass a fold of the quasi-static "
+                      f"path; one attempt of up to {budget:g} s follows it round (the catheter "
+                      "holds meanwhile)")
         self.solver_event = f"{kind}: {detail}"
         if not self._built:  # during start-up: the supervisor restarts it; say so
             self.get_logger().error(f"solver {kind} during start-up: {detail}")
             return
         self.guard.audit.write(f"solver_{kind}", detail=str(detail))
-        if kind == "restarted":
+        if kind == "tracing":
+            self.get_logger().warning(f"solver {kind}: {detail}")
+        elif kind == "restarted":
             with self._lock:  # the new child re-solves the last good command, then the newest
                 if self._valid is not None and self._last_command_time is not None:
                     self._unsolved.appendleft((-1, time.monotonic()))
@@ -767,6 +800,8 @@ class CatheterSimNode(Node):
             "solver_last_failure": n.last_failure,
             "solver_snap_throughs": str(n.snap_throughs),
             "solver_last_snap_through": n.last_snap_through,
+            "solver_long_attempts": str(self.long_attempts),
+            "solver_long_attempts_passed": str(self.long_attempts_passed),
             "solves": str(n.solves),
             "solve_median_ms": f"{n.solve_median_ms:.3f}",
             "solve_p99_ms": f"{n.solve_p99_ms:.3f}",

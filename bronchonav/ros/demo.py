@@ -464,6 +464,8 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "solver_failures": int(loop.get("solver_failures", -1)),
         "solver_last_failure": loop.get("solver_last_failure", ""),
         "solver_snap_throughs": int(loop.get("solver_snap_throughs", -1)),
+        "solver_long_attempts": int(loop.get("solver_long_attempts", -1)),
+        "solver_long_attempts_passed": int(loop.get("solver_long_attempts_passed", -1)),
         "catheter_sim_exit_code": sim_codes.get("catheter_sim"),
         "map": map_spec,
         "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]),
@@ -507,7 +509,8 @@ def format_summary(s: dict) -> str:
         f"{s['jitter_p99_ms']:.2f} ms, {s['deadline_misses']} deadline misses; solver median "
         f"{s['solve_median_ms']:.2f} ms / p99 {s['solve_p99_ms']:.2f} ms, "
         f"{s['solver_failures']} failed steps retried, {s['solver_snap_throughs']} "
-        f"snap-throughs"
+        f"snap-throughs, {s['solver_long_attempts']} long attempts at folds "
+        f"({s['solver_long_attempts_passed']} passed)"
         + (f"; last failed step: {s['solver_last_failure']}" if s["solver_last_failure"] else ""),
         f"outputs           {s['json']}  {s['png']}  {s['mcap']}",
     ])

@@ -7,7 +7,13 @@ solves it (warm-started) and answers ``("state", seq, CatheterState)`` or
 ``("rejected", seq, reason)``. A step that fails (budget exceeded, no convergence) is retried
 with the same command and a budget doubling up to ``recovery_deadline_s`` (and the model's
 offline fallbacks, within that budget) until it converges or a newer command arrives; failed
-states are sent too (``converged`` False) so the parent can count and report them.
+states are sent too (``converged`` False) so the parent can count and report them. When an
+attempt with the whole recovery budget has failed too, the command gets one long attempt
+(``fold_deadline_s``) that may also follow the path of equilibria round a fold
+(:meth:`~bronchonav.catheter.CatheterModel._trace`, 0.5–3 s of work, more than a retry's
+budget): the newest command, once per state the catheter is held in, announced first with
+``("tracing", seq, budget_s)``. The catheter holds its last state meanwhile, as it does during
+any retry; a command that pulls it back ends the attempt (a withdrawal never waits for it).
 
 :class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
 the active child dies (a crash, SIGKILL, out of memory) or stops answering, the standby takes
@@ -28,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -57,6 +64,10 @@ class SolverConfig:
         budget: with a budget that has grown to a second or so, the catheter passes a fold as
         in a rehearsal, instead of stalling there while a controller's own model (offline)
         walks on.
+    fold_deadline_s : float
+        Budget of the one long attempt, with the trace round a fold, given to a command whose
+        retry with the whole ``recovery_deadline_s`` failed (s; 0: none). Needs
+        ``offline_fallbacks``.
     """
 
     tree: object
@@ -65,6 +76,7 @@ class SolverConfig:
     recovery_deadline_s: float = 0.2
     params: object = None
     offline_fallbacks: bool = True
+    fold_deadline_s: float = 8.0
 
 
 def _serve(conn, config: SolverConfig) -> None:
@@ -101,28 +113,56 @@ def _solve_forever(conn, config: SolverConfig) -> None:
     model.deadline_s = config.deadline_s
     conn.send(("ready", -1, model.state))
     retry = None
+    exhausted = False  # the last attempt had the whole recovery budget, and failed
+    traced = None  # the state the last long attempt started from: one long attempt per state
+    inbox = []  # commands received during a long attempt
+
+    def withdrawn() -> bool:
+        """Whether a command received meanwhile pulls the catheter back from the held state
+        (or the parent is closing): that one does not wait for the long attempt."""
+        while conn.poll():
+            inbox.append(conn.recv())
+        return any(m is None or m[1].insertion < model.state.insertion for m in inbox)
+
+    model.stop_trace = withdrawn
     while True:
-        if retry is None or conn.poll():
-            item = conn.recv()
-            while conn.poll():
+        if inbox or retry is None or conn.poll():
+            item = None if None in inbox else inbox[-1] if inbox else conn.recv()
+            inbox.clear()
+            while item is not None and conn.poll():
                 item = conn.recv()
         else:
             item = retry
         if item is None:
             return
         seq, command = item
+        budget, held = model.deadline_s, model.state
+        fold = exhausted and config.fold_deadline_s > 0 and config.offline_fallbacks and \
+            traced is not held
+        if fold:
+            # the catheter is held at a fold its retries cannot pass (the newest command,
+            # the same or another, goes the same way from this state): one long attempt
+            conn.send(("tracing", seq, config.fold_deadline_s))
+            model.deadline_s, model.trace_folds = config.fold_deadline_s, True
         try:
             state = model.step(command)
         except CommandError as exc:
             retry = None
             conn.send(("rejected", seq, str(exc)))
             continue
+        finally:
+            model.trace_folds = None
+            model.deadline_s = budget
+        if fold:
+            traced = held
         if state.converged:
             retry = None
+            exhausted = False
             model.deadline_s = config.deadline_s
         else:
             retry = item
-            model.deadline_s = min(2.0 * model.deadline_s, config.recovery_deadline_s)
+            exhausted = budget >= config.recovery_deadline_s
+            model.deadline_s = min(2.0 * budget, config.recovery_deadline_s)
         conn.send(("state", seq, state))
 
 
@@ -149,7 +189,7 @@ class SolverProcess:
     config : SolverConfig
     on_message : callable
         Called from the receiver thread with ``(process, kind, seq, value)`` for each message
-        (``kind`` ``"ready"``, ``"state"`` or ``"rejected"``) and with
+        (``kind`` ``"ready"``, ``"state"``, ``"tracing"`` or ``"rejected"``) and with
         ``(process, "died", -1, reason)`` once when the child ends without being closed.
     """
 
@@ -191,7 +231,11 @@ class SolverProcess:
             self.last_message_time = time.monotonic()
             if kind == "ready":
                 self.ready.set()
-            self._on_message(self, kind, seq, value)
+            try:
+                self._on_message(self, kind, seq, value)
+            except Exception:  # noqa: BLE001 — a fault in the owner's handler is said, and
+                # the next message still received (else the catheter would silently freeze)
+                traceback.print_exc()
         if not self._closing:
             self._proc.join(1.0)
             code = self._proc.exitcode
@@ -266,6 +310,7 @@ class SolverSupervisor:
         first state after start-up).
     on_event : callable
         ``on_event(kind, detail)`` with ``kind`` in ``"rejected"`` (detail ``(seq, reason)``),
+        ``"tracing"`` (detail ``(seq, budget_s)``: a long attempt at a fold begins),
         ``"died"``, ``"restarted"``, ``"failed"`` (detail a sentence).
     standby : bool
         Keep a warmed-up second child to take over at once.
@@ -275,7 +320,8 @@ class SolverSupervisor:
         See ``max_restarts`` (s).
     hang_timeout_s : float
         A child that has an unanswered command and sends nothing for this long beyond its
-        longest legitimate attempt (``recovery_deadline_s``) is killed, and so replaced (s).
+        longest legitimate attempt (``recovery_deadline_s``, or the ``fold_deadline_s`` of a
+        long attempt it announced) is killed, and so replaced (s).
     standby_delay_s : float
         The first standby starts this long after the first child is ready (s); later ones at
         once.
@@ -291,6 +337,9 @@ class SolverSupervisor:
         self.max_restarts = int(max_restarts)
         self.restart_window_s = float(restart_window_s)
         self.hang_timeout_s = float(hang_timeout_s) + config.recovery_deadline_s
+        self._allowance_s = 0.0
+        """Time beyond ``hang_timeout_s`` the active child announced it needs (a long
+        attempt), until its next message."""
         self.standby_delay_s = float(standby_delay_s)
         self.health = SolverHealth()
         self._lock = threading.RLock()
@@ -343,8 +392,13 @@ class SolverSupervisor:
             if role == "standby" and kind == "ready":
                 with self._lock:
                     self.health.standby = True
+        elif kind == "tracing":
+            with self._lock:
+                self._allowance_s = float(value)
+            self._on_event("tracing", (seq, value))
         elif kind == "rejected":
             with self._lock:
+                self._allowance_s = 0.0
                 if self._last_sent is not None and self._last_sent[0] == seq:
                     self._sent_at = None
             self._on_event("rejected", (seq, value))
@@ -365,6 +419,8 @@ class SolverSupervisor:
                 timer.daemon = True
                 timer.start()
         else:
+            with self._lock:
+                self._allowance_s = 0.0
             self._on_state(seq, value)
 
     def _died(self, proc: SolverProcess, role: str, reason: str) -> None:
@@ -384,6 +440,7 @@ class SolverSupervisor:
                                            if now - t < self.restart_window_s] + [now]
                 give_up = len(self.health.death_times) > self.max_restarts
                 self._active = None
+                self._allowance_s = 0.0
                 self.health.status = "failed" if give_up else "restarting"
         if role != "active":
             if role == "standby":
@@ -432,9 +489,9 @@ class SolverSupervisor:
         while not self._stop.wait(0.1):
             with self._lock:
                 active, sent_at = self._active, self._sent_at
+                timeout = self.hang_timeout_s + self._allowance_s
             if (active is not None and sent_at is not None and active.ready.is_set()
-                    and time.monotonic() - max(sent_at, active.last_message_time)
-                    > self.hang_timeout_s):
+                    and time.monotonic() - max(sent_at, active.last_message_time) > timeout):
                 active.kill()
 
     @property
