@@ -76,3 +76,48 @@ def test_a_deadline_ends_the_trace_where_it_is_on_the_path():
     assert path.reason == "time" and path.steps == 0 and not path.reached
     assert path.evaluations == 3  # the residual at the start and its 2-column Jacobian
     assert np.array_equal(path.y, start)
+
+
+def test_a_point_whose_acceptance_moves_the_path_is_corrected_onto_it():
+    """``accepted`` shifts the curve by a step of a function of the accepted point
+    (``w = x³ - 3x + c``, ``c`` = 1e-3 × round(4x): as contact re-tracked from a shape shifts
+    the rod's residual a little): each point where it changed is corrected onto the shifted
+    curve before the trace goes on, and the trace still gets round both folds."""
+    shift = [0.0]
+
+    def curve(y):
+        return np.array([y[0] ** 3 - 3.0 * y[0] + shift[0] - y[1]])
+
+    went_on = []
+
+    def accepted(y):
+        shift[0] = 1e-3 * np.round(4.0 * y[0])
+        went_on.append((y.copy(), shift[0]))
+
+    path = trace_past_fold(curve, np.array([-2.1, -2.961]), 2.5, accepted=accepted)
+    assert path.passed
+    assert len({c for _, c in went_on}) > 10  # the curve moved at many points...
+    # ...and the last point told of each step is on the curve as it was then
+    last = {}
+    for y, c in went_on:
+        last[round(float(y[1]), 1)] = (y, c)
+    assert all(abs(y[0] ** 3 - 3 * y[0] + c - y[1]) < 1e-4 for y, c in last.values())
+
+
+def test_a_point_whose_acceptance_moves_the_path_far_away_ends_the_trace():
+    """``accepted`` moves the curve by 10 after the third point (as a contact re-tracked to
+    another tube changes the problem): no point of the moved curve lies within a step, so the
+    trace ends there ("moved") instead of going on from a point that is no solution."""
+    shift = [0.0]
+    count = [0]
+
+    def curve(y):
+        return np.array([y[0] ** 3 - 3.0 * y[0] + shift[0] - y[1]])
+
+    def accepted(y):
+        count[0] += 1
+        if count[0] == 3:
+            shift[0] = 10.0
+
+    path = trace_past_fold(curve, np.array([-2.1, -2.961]), 2.5, accepted=accepted)
+    assert path.reason == "moved" and path.steps == 2 and not path.reached

@@ -27,6 +27,8 @@ import numpy as np
 CHORD_ITERATIONS = 4
 #: ...and then, if those do not converge, with fresh finite-difference Jacobians (Newton).
 CORRECTOR_ITERATIONS = 8
+#: Corrections of an accepted point onto the path as ``accepted`` moved it, at most.
+SETTLE_ROUNDS = 3
 
 
 @dataclass
@@ -48,7 +50,8 @@ class ArcTrace:
     reason : str
         ``"passed"``, ``"no fold"`` (reached the target without turning back), ``"stalled"`` (the
         corrector failed down to the smallest step), ``"went back"`` (below ``floor``),
-        ``"steps"`` or ``"evaluations"`` (budget), ``"time"`` (past the caller's deadline),
+        ``"moved"`` (what ``accepted`` updated moved the path away from the point, and it did not
+        settle), ``"steps"`` or ``"evaluations"`` (budget), ``"time"`` (past the caller's deadline),
         ``"stopped"`` (the caller's ``stop`` said so).
     """
 
@@ -94,12 +97,15 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         corrector fails is halved, one that succeeds grows by half.
     max_steps, max_evaluations : int
         Bounds on accepted steps and on residual evaluations; the evaluations are checked
-        before each step, which takes at most :data:`CHORD_ITERATIONS` + 1 +
-        (:data:`CORRECTOR_ITERATIONS` + 1)(``m`` + 2) + ``m`` + 2 of them.
+        before each step, which takes at most ``c + m + 2`` of them without ``accepted`` and
+        ``(R + 1)(c + 1) + m + 1`` with it, where ``c`` = :data:`CHORD_ITERATIONS` + 1 +
+        (:data:`CORRECTOR_ITERATIONS` + 1)(``m`` + 2) (one correction) and ``R`` =
+        :data:`SETTLE_ROUNDS`.
     accepted : callable, optional
         Called with each accepted point, right after the residual's last evaluation, which was
         at that point (e.g. to update contact tracking for the next step); the residual is
-        evaluated there again after it.
+        evaluated there again after it, and if what it updated moved the path away from the
+        point, the point is corrected onto the moved path and ``accepted`` called again.
     floor : float
         Give up when the path goes back below ``w = floor`` (it is not coming back near).
     deadline : float
@@ -135,17 +141,19 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
             return t if t[-1] >= 0 else -t
         return t if t @ previous >= 0 else -t
 
-    def correct(J, y_pred, t):
-        """Solve ``residual = 0, t · (z - y_pred) = 0`` from ``y_pred``: first with ``J`` (the
-        last point's Jacobian, a chord method), then, if that does not converge, by Newton with
-        a fresh Jacobian at each iterate. Returns ``(z, residual(z))`` or ``(None, None)``."""
+    def correct(J, y_pred, t, reach, start=None):
+        """Solve ``residual = 0, t · (z - y_pred) = 0`` from ``start`` (default ``y_pred``):
+        first with ``J`` (the last point's Jacobian, a chord method), then, if that does not
+        converge, by Newton with a fresh Jacobian at each iterate. Returns ``(z, residual(z))``
+        or ``(None, None)``; also ``(None, None)`` when ``z`` lies farther than ``reach`` (the
+        step) from ``y_pred``: it went to another part of the path."""
         for fresh, iterations in ((False, CHORD_ITERATIONS), (True, CORRECTOR_ITERATIONS)):
-            z = y_pred.copy()
+            z = (y_pred if start is None else start).copy()
             for i in range(iterations + 1):
                 fz = fun(z)
                 g = np.append(fz, t @ (z - y_pred))
                 if np.max(np.abs(g)) < tol:
-                    return z, fz
+                    return (z, fz) if np.linalg.norm(z - y_pred) <= reach else (None, None)
                 if i == iterations or not np.all(np.isfinite(g)):
                     break
                 if fresh:
@@ -156,6 +164,23 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
                     break
                 if not np.all(np.isfinite(z)):
                     break
+        return None, None
+
+    def settle(z, y_pred, J, t, reach):
+        """Tell ``accepted`` of the point ``z``; when what it updated moved the path away from
+        ``z`` (residual above ``sqrt(tol)``), correct onto the moved path on the same
+        hyperplane and tell it again (:data:`SETTLE_ROUNDS` times at most). Returns
+        ``(z, residual(z))``, or ``(None, None)`` when the path does not settle there."""
+        for rounds in range(SETTLE_ROUNDS + 1):
+            accepted(z)
+            fz = fun(z)  # the residual may depend on what ``accepted`` updated
+            if np.max(np.abs(fz)) < np.sqrt(tol):
+                return z, fz
+            if rounds == SETTLE_ROUNDS:
+                break
+            z, fz = correct(J, y_pred, t, reach, start=z)
+            if z is None:
+                break
         return None, None
 
     J = jacobian(y, fun(y))
@@ -173,19 +198,22 @@ def trace_past_fold(residual: Callable[[np.ndarray], np.ndarray], y0: np.ndarray
         if stop is not None and stop():
             reason = "stopped"
             break
-        z, fz = correct(J, y + ds * t, t)
+        y_pred = y + ds * t
+        z, fz = correct(J, y_pred, t, ds)
         if z is None:
             ds *= 0.5
             if ds < ds_min:
                 reason = "stalled"
                 break
             continue
+        if accepted is not None:
+            z, fz = settle(z, y_pred, J, t, ds)
+            if z is None:
+                reason = "moved"
+                break
         steps += 1
         y_prev, y = y, z
         turned = turned or y[-1] < y_prev[-1]
-        if accepted is not None:
-            accepted(y)
-            fz = fun(y)  # the residual may depend on what ``accepted`` updated
         if y[-1] < floor:
             reason = "went back"
             break
