@@ -8,6 +8,7 @@ commands replayed to the real-time simulator's solver process
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,10 +127,12 @@ def test_the_real_time_solver_passes_the_fold_in_one_long_attempt(drive):
     assert np.linalg.norm(final.tip_position - nav.model.state.tip_position) < 1e-3
 
 
-def test_a_withdrawal_does_not_wait_for_the_long_attempt(drive):
-    """Sent as soon as the long attempt is announced, a command 5 mm back ends it (the fold's
-    command fails, its message says the trace stopped) and is carried out; a forward command
-    would have waited for the trace (the test above)."""
+@pytest.mark.parametrize("back_m", [5e-3, 0.0])
+def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, back_m):
+    """Sent as soon as the long attempt is announced, a command 5 mm back — or one that holds
+    the held insertion, as an emergency stop does — ends it (the fold's command fails, its
+    message says it was interrupted) and is carried out within a second, where the attempt
+    takes seconds; a command that pushes on waits for it (the test above)."""
     airway_map, _, _, _, commands = drive
     replay = Replay(airway_map)
     try:
@@ -142,12 +145,16 @@ def test_a_withdrawal_does_not_wait_for_the_long_attempt(drive):
             seq += 1
         fold = seq - 1
         held = replay.states(fold - 1, converged=True)[-1]
-        back = dataclasses.replace(commands[fold], insertion=held.insertion - 5e-3)
+        back = dataclasses.replace(commands[fold], insertion=held.insertion - back_m)
+        sent = time.monotonic()
         replay.solve(fold + 1, back, timeout=30)
+        waited = time.monotonic() - sent
     finally:
         replay.solver.close()
     assert not replay.faults()
     ended = replay.states(fold, converged=False)[-1]
-    assert "(stopped)" in ended.message and not replay.states(fold, converged=True)
+    assert "interrupted by a newer command" in ended.message
+    assert not replay.states(fold, converged=True)
     assert replay.states(fold + 1, converged=True)[0].insertion == \
-        pytest.approx(held.insertion - 5e-3, abs=1e-9)
+        pytest.approx(held.insertion - back_m, abs=1e-9)
+    assert waited < 1.0

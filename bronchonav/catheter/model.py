@@ -341,7 +341,7 @@ class CatheterModel:
         regularised over ``friction_slip`` (m) of slip.
     trace_folds : bool or None
         Whether a step whose relaxation settles nowhere follows the path of equilibria round
-        the fold (:meth:`_trace`, 0.5–3 s of work). ``None`` (default): only without a
+        the fold (:meth:`_trace`, 0.6–3 s of work). ``None`` (default): only without a
         deadline. ``True``: under a deadline too, stopping at it — the real-time simulator's
         solver gives one long attempt to a step that its retries could not solve
         (:mod:`bronchonav.catheter.runtime.solver_process`). ``False``: never (a controller's
@@ -370,13 +370,15 @@ class CatheterModel:
         self.deadline_s = None if deadline_s is None else float(deadline_s)
         self.offline_fallbacks = offline_fallbacks
         self.trace_folds = trace_folds
-        self.stop_trace: Callable[[], bool] | None = None
-        """Asked between the steps of a trace round a fold; True ends it, failing the step (a
-        real-time caller's newer command that should not wait for it)."""
+        self.interrupt: Callable[[], bool] | None = None
+        """Asked between the sub-steps of a failed step's fallbacks (continuation, relaxation,
+        trace round a fold); True ends them, failing the step — a real-time caller's newer
+        command that should not wait for them (:mod:`~bronchonav.catheter.runtime.solver_process`)."""
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.max_jump_m = None if max_jump_m is None else float(max_jump_m)
         self._jumped = False
+        self._was_interrupted = False
         self._probing = False  # inside predict(): no offline fallbacks (a probe may fail)
         self.gravity = np.zeros(3) if gravity is None else np.asarray(gravity, float).reshape(3)
         self.contact_stiffness = float(contact_stiffness)
@@ -442,6 +444,7 @@ class CatheterModel:
         if vc.insertion < MIN_INSERTION:
             return self._accept(self._retracted_state(vc), vc, None, None, t0)
         self._jumped = False
+        self._was_interrupted = False
         if self._x is None and vc.displacement is not None:
             # cold start in displacement control: every tendon sits at the slack/taut boundary,
             # where the complementarity residual is not smooth; solve all-slack first
@@ -463,25 +466,36 @@ class CatheterModel:
         snap = ""
         if not res.converged:
             res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
-            if not res.converged and self._jumped:
+            if not res.converged and self._jumped and not self._interrupted():
                 # the move persists at the smallest sub-step: a genuine snap-through
                 res, prob, iters, evals = self._snap(vc, deadline, iters, evals)
                 snap = res.reason if res.converged else ""
-            if not res.converged and self._state is not None and offline:
+            if not res.converged and self._state is not None and offline and \
+                    not self._interrupted():
                 # no equilibrium near the last one (a fold of the quasi-static path): relax
                 # from the last valid state to the full command (starting from the
                 # continuation's furthest sub-step instead was measured and did not help)
                 res, prob, iters, evals = self._relax(vc, deadline, iters, evals)
-                if not res.converged and self._vc is not None and trace:
+                if not res.converged and self._vc is not None and trace and \
+                        not self._interrupted():
                     # the relaxation settles nowhere: follow the equilibrium path round the fold
                     res, prob, iters, evals = self._trace(vc, deadline, res, prob, iters, evals)
                 snap = res.reason if res.converged and res.reason != _TRACED_ALONG else ""
+        if not res.converged and self._was_interrupted:
+            res.reason += "; interrupted by a newer command"
         state = self._conclude(vc, res, prob, iters, evals, t0,
                                f"{SNAP_THROUGH}: {snap}" if snap else "")
         if not self._probing:  # a probe has no fallbacks: its failures say nothing of a step's
             self._refused = None if state.converged or self.deadline_s is not None else \
                 (self._state, self._settings(), vc, state)
         return state
+
+    def _interrupted(self) -> bool:
+        """Whether the real-time caller's :attr:`interrupt` ends this step's fallbacks (once it
+        has, for the rest of the step)."""
+        self._was_interrupted = self._was_interrupted or (
+            self.interrupt is not None and self.interrupt())
+        return self._was_interrupted
 
     def _settings(self) -> tuple:
         """What else a step's outcome depends on besides the state and the command."""
@@ -596,8 +610,8 @@ class CatheterModel:
         base loads and drag of a solve held to it). The drag starts at :data:`RELAX_DRAG` × the
         rod's bending stiffness scale ``EI_min / L³`` (or ``start``'s) and is stiffened (×4,
         :data:`RELAX_STIFFEN` times at most) when a pseudo-step fails. At most
-        :data:`RELAX_STEPS` pseudo-steps and :data:`RELAX_EVALUATIONS` residual evaluations;
-        offline use only (no deadline).
+        :data:`RELAX_STEPS` pseudo-steps and :data:`RELAX_EVALUATIONS` residual evaluations,
+        and by the deadline of a real-time caller (``offline_fallbacks``).
         """
         lay = self._layout(vc.insertion)
         drag = RELAX_DRAG * lay.min_EI / lay.length ** 3
@@ -611,7 +625,7 @@ class CatheterModel:
         try:
             budget = evals + RELAX_EVALUATIONS
             for _ in range(RELAX_STEPS):
-                if evals > budget:
+                if evals > budget or self._interrupted():
                     break
                 r, p, it, ev = self._solve_tracked(vc, x, J, deadline, shape, prefer, drag)
                 iters += it
@@ -690,7 +704,7 @@ class CatheterModel:
 
         path = trace_past_fold(residual, np.append(x0 / scale, 0.0), 1.0,
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
-                               floor=-TRACE_RETREAT, deadline=deadline, stop=self.stop_trace)
+                               floor=-TRACE_RETREAT, deadline=deadline, stop=self.interrupt)
         evals += path.evaluations
         if not path.reached:
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
@@ -898,7 +912,7 @@ class CatheterModel:
         w, dw = 0.0, 0.5
         attempts = 0
         while w < 1.0 and dw >= 1.0 / 512 and attempts < MAX_SUBSTEPS and \
-                time.perf_counter() < deadline:
+                time.perf_counter() < deadline and not self._interrupted():
             attempts += 1
             w_try = min(1.0, w + dw)
             sub = self._interpolate(start, vc, w_try)

@@ -597,6 +597,7 @@ class CatheterSimNode(Node):
                        f"{'passed' if state.converged else 'did not pass'} the fold in "
                        f"{state.solve_time_s:.2f} s: {state.message or 'solved plainly'}")
             self.guard.audit.write("solver_long_attempt", detail=outcome)
+            self.solver_event = f"long attempt: {outcome}"
             if state.converged:
                 self.get_logger().info(outcome)
             else:
@@ -630,6 +631,12 @@ class CatheterSimNode(Node):
     def _on_solver_event(self, kind: str, detail) -> None:
         """Solver deaths, takeovers, give-ups, long attempts at a fold and refusals: logged
         and reported at once."""
+        if kind != "tracing" and self._long_attempt is not None:  # it ends without its state
+            seq, self._long_attempt = self._long_attempt, None
+            self.long_attempts += 1
+            ended = f"solver's long attempt at command {seq} did not end: the solver {kind}"
+            self.guard.audit.write("solver_long_attempt", detail=ended)
+            self.get_logger().warning(ended)
         if kind == "rejected":
             seq, reason = detail
             with self._lock:

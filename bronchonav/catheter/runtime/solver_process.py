@@ -11,9 +11,11 @@ states are sent too (``converged`` False) so the parent can count and report the
 attempt with the whole recovery budget has failed too, the command gets one long attempt
 (``fold_deadline_s``) that may also follow the path of equilibria round a fold
 (:meth:`~bronchonav.catheter.CatheterModel._trace`, 0.5–3 s of work, more than a retry's
-budget): the newest command, once per state the catheter is held in, announced first with
-``("tracing", seq, budget_s)``. The catheter holds its last state meanwhile, as it does during
-any retry; a command that pulls it back ends the attempt (a withdrawal never waits for it).
+budget): the newest command if it pushes on, once per state the catheter is held in, announced
+first with ``("tracing", seq, budget_s)``. The catheter holds its last state meanwhile, as it
+does during any retry. A newer command that does not push past the held state (a pull-back, a
+hold such as an emergency stop's, a re-aim in place) ends the fallbacks of a failed step, long
+attempt or retry, between their sub-steps: it never waits for them.
 
 :class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
 the active child dies (a crash, SIGKILL, out of memory) or stops answering, the standby takes
@@ -101,6 +103,7 @@ def _serve(conn, config: SolverConfig) -> None:
 
 def _solve_forever(conn, config: SolverConfig) -> None:
     from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
+    from bronchonav.catheter.command import same_command, validate_command
     from bronchonav.errors import CommandError
 
     params = config.params or CatheterParams.default()
@@ -114,17 +117,29 @@ def _solve_forever(conn, config: SolverConfig) -> None:
     conn.send(("ready", -1, model.state))
     retry = None
     exhausted = False  # the last attempt had the whole recovery budget, and failed
-    traced = None  # the state the last long attempt started from: one long attempt per state
-    inbox = []  # commands received during a long attempt
+    long_from = None  # the state the last long attempt started from: one long attempt per state
+    inbox = []  # commands received while a failed step's fallbacks ran
+    solving = [None]  # the validated command being solved
 
-    def withdrawn() -> bool:
-        """Whether a command received meanwhile pulls the catheter back from the held state
-        (or the parent is closing): that one does not wait for the long attempt."""
+    def not_pushing() -> bool:
+        """Whether a command received meanwhile, other than the one being solved, does not push
+        past the held state (a pull-back, a hold — an emergency stop holds where the catheter
+        is —, a re-aim in place), or the parent is closing: that one does not wait for a failed
+        step's fallbacks. Reading the pipe here also keeps it from filling up while they run."""
         while conn.poll():
-            inbox.append(conn.recv())
-        return any(m is None or m[1].insertion < model.state.insertion for m in inbox)
+            item = conn.recv()
+            inbox.append(item)
+            if item is None:
+                return True
+            try:
+                vc = validate_command(item[1], params)
+            except CommandError:  # rejected when its turn comes
+                continue
+            if not vc.insertion > model.state.insertion and not same_command(vc, solving[0]):
+                return True
+        return False
 
-    model.stop_trace = withdrawn
+    model.interrupt = not_pushing
     while True:
         if inbox or retry is None or conn.poll():
             item = None if None in inbox else inbox[-1] if inbox else conn.recv()
@@ -136,25 +151,26 @@ def _solve_forever(conn, config: SolverConfig) -> None:
         if item is None:
             return
         seq, command = item
-        budget, held = model.deadline_s, model.state
-        fold = exhausted and config.fold_deadline_s > 0 and config.offline_fallbacks and \
-            traced is not held
-        if fold:
-            # the catheter is held at a fold its retries cannot pass (the newest command,
-            # the same or another, goes the same way from this state): one long attempt
-            conn.send(("tracing", seq, config.fold_deadline_s))
-            model.deadline_s, model.trace_folds = config.fold_deadline_s, True
         try:
-            state = model.step(command)
+            solving[0] = validate_command(command, params)
         except CommandError as exc:
             retry = None
             conn.send(("rejected", seq, str(exc)))
             continue
+        budget, held, trace_folds = model.deadline_s, model.state, model.trace_folds
+        pushing = solving[0].insertion > held.insertion
+        long_attempt = exhausted and pushing and long_from is not held and \
+            config.fold_deadline_s > 0 and config.offline_fallbacks
+        if long_attempt:
+            # the catheter is held at a fold its retries cannot pass (the newest command pushes
+            # on from the same state, so goes the same way): one long attempt
+            conn.send(("tracing", seq, config.fold_deadline_s))
+            model.deadline_s, model.trace_folds = config.fold_deadline_s, True
+            long_from = held
+        try:
+            state = model.step(command)
         finally:
-            model.trace_folds = None
-            model.deadline_s = budget
-        if fold:
-            traced = held
+            model.deadline_s, model.trace_folds = budget, trace_folds
         if state.converged:
             retry = None
             exhausted = False
