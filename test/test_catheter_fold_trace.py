@@ -15,7 +15,7 @@ import pytest
 
 from bronchonav.campaign.builtin import catheter_params, device_constraints
 from bronchonav.campaign.spec import CatheterVariant
-from bronchonav.catheter import CatheterModel
+from bronchonav.catheter import CatheterCommand, CatheterModel
 from bronchonav.catheter.runtime import SolverConfig, SolverSupervisor
 from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
 from bronchonav.navigation import NavigationController, RouteTarget
@@ -127,12 +127,13 @@ def test_the_real_time_solver_passes_the_fold_in_one_long_attempt(drive):
     assert np.linalg.norm(final.tip_position - nav.model.state.tip_position) < 1e-3
 
 
-@pytest.mark.parametrize("back_m", [5e-3, 0.0])
-def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, back_m):
+@pytest.mark.parametrize("how", ["pull back 5 mm", "hold"])
+def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, how):
     """Sent as soon as the long attempt is announced, a command 5 mm back — or one that holds
-    the held insertion, as an emergency stop does — ends it (the fold's command fails, its
-    message says it was interrupted) and is carried out within a second, where the attempt
-    takes seconds; a command that pushes on waits for it (the test above)."""
+    the catheter in its held state, as an emergency stop does (its insertion, roll and tendon
+    displacements) — ends it (the fold's command fails, its message says it was interrupted)
+    and is carried out within a second, where the attempt takes seconds; a command that
+    pushes on waits for it (the test above)."""
     airway_map, _, _, _, commands = drive
     replay = Replay(airway_map)
     try:
@@ -145,7 +146,10 @@ def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, back_m
             seq += 1
         fold = seq - 1
         held = replay.states(fold - 1, converged=True)[-1]
-        back = dataclasses.replace(commands[fold], insertion=held.insertion - back_m)
+        back = dataclasses.replace(commands[fold], insertion=held.insertion - 5e-3) \
+            if how != "hold" else CatheterCommand(
+                insertion=held.insertion, roll=held.roll,
+                tendon_displacement=held.tendon_displacements)
         sent = time.monotonic()
         replay.solve(fold + 1, back, timeout=30)
         waited = time.monotonic() - sent
@@ -156,5 +160,5 @@ def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, back_m
     assert "interrupted by a newer command" in ended.message
     assert not replay.states(fold, converged=True)
     assert replay.states(fold + 1, converged=True)[0].insertion == \
-        pytest.approx(held.insertion - back_m, abs=1e-9)
+        pytest.approx(back.insertion, abs=1e-9)
     assert waited < 1.0

@@ -13,9 +13,9 @@ attempt with the whole recovery budget has failed too, the command gets one long
 (:meth:`~bronchonav.catheter.CatheterModel._trace`, 0.5–3 s of work, more than a retry's
 budget): the newest command if it pushes on, once per state the catheter is held in, announced
 first with ``("tracing", seq, budget_s)``. The catheter holds its last state meanwhile, as it
-does during any retry. A newer command that does not push past the held state (a pull-back, a
-hold such as an emergency stop's, a re-aim in place) ends the fallbacks of a failed step, long
-attempt or retry, between their sub-steps: it never waits for them.
+does during any retry. A newer command that pulls the catheter back or holds it where it is (an
+emergency stop's hold) ends the fallbacks of a failed step, long attempt or retry, between
+their sub-steps: it never waits for them (a re-aim or a push waits).
 
 :class:`SolverSupervisor` keeps one child *active* and, by default, a warmed-up *standby*: when
 the active child dies (a crash, SIGKILL, out of memory) or stops answering, the standby takes
@@ -39,6 +39,8 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 _PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -121,11 +123,11 @@ def _solve_forever(conn, config: SolverConfig) -> None:
     inbox = []  # commands received while a failed step's fallbacks ran
     solving = [None]  # the validated command being solved
 
-    def not_pushing() -> bool:
-        """Whether a command received meanwhile, other than the one being solved, does not push
-        past the held state (a pull-back, a hold — an emergency stop holds where the catheter
-        is —, a re-aim in place), or the parent is closing: that one does not wait for a failed
-        step's fallbacks. Reading the pipe here also keeps it from filling up while they run."""
+    def pulled_back_or_held() -> bool:
+        """Whether a command received meanwhile, other than the one being solved, pulls the
+        catheter back from the held state or holds it there (an emergency stop's hold), or the
+        parent is closing: that one does not wait for a failed step's fallbacks (a re-aim or a
+        push waits). Reading the pipe here also keeps it from filling up while they run."""
         while conn.poll():
             item = conn.recv()
             inbox.append(item)
@@ -135,11 +137,12 @@ def _solve_forever(conn, config: SolverConfig) -> None:
                 vc = validate_command(item[1], params)
             except CommandError:  # rejected when its turn comes
                 continue
-            if not vc.insertion > model.state.insertion and not same_command(vc, solving[0]):
+            if (vc.insertion < model.state.insertion or _holds(vc, model.state)) and \
+                    not same_command(vc, solving[0]):
                 return True
         return False
 
-    model.interrupt = not_pushing
+    model.interrupt = pulled_back_or_held
     while True:
         if inbox or retry is None or conn.poll():
             item = None if None in inbox else inbox[-1] if inbox else conn.recv()
@@ -180,6 +183,17 @@ def _solve_forever(conn, config: SolverConfig) -> None:
             exhausted = budget >= config.recovery_deadline_s
             model.deadline_s = min(2.0 * budget, config.recovery_deadline_s)
         conn.send(("state", seq, state))
+
+
+def _holds(vc, state) -> bool:
+    """Whether the validated command ``vc`` asks for ``state`` itself: its insertion, roll and
+    tendon displacements or tensions (an emergency stop's hold)."""
+    if abs(vc.insertion - state.insertion) > 1e-9 or abs(vc.roll - state.roll) > 1e-9:
+        return False
+    if vc.displacement is not None:
+        return bool(np.allclose(vc.displacement, state.tendon_displacements, atol=1e-9))
+    return vc.tension is not None and bool(np.allclose(vc.tension, state.tendon_tensions,
+                                                       atol=1e-9))
 
 
 @contextmanager
