@@ -704,7 +704,7 @@ class CatheterModel:
 
         path = trace_past_fold(residual, np.append(x0 / scale, 0.0), 1.0,
                                max_evaluations=TRACE_EVALUATIONS, accepted=accepted,
-                               floor=-TRACE_RETREAT, deadline=deadline, stop=self.interrupt)
+                               floor=-TRACE_RETREAT, deadline=deadline, stop=self._interrupted)
         evals += path.evaluations
         if not path.reached:
             res.reason = f"{res.reason}; the equilibrium path did not come back ({path.reason})"
