@@ -91,3 +91,29 @@ def test_vessels_touch_airways_and_table_under_the_back(clinical):
 def test_clinical_options_are_checked():
     with pytest.raises(InputError, match="slice thickness"):
         phantom_config("clinical", 0, slice_thickness_m=5e-3)
+
+
+def _fwhm(profile: np.ndarray, step: float) -> float:
+    """Full width at half maximum of a sampled Gaussian: a parabola through the logarithm of
+    its three highest samples gives its sigma."""
+    i = int(np.argmax(profile))
+    a, b, c = np.log(profile[i - 1:i + 2])
+    return 2.0 * np.sqrt(2.0 * np.log(2.0)) * step / np.sqrt(2.0 * b - a - c)
+
+
+@pytest.mark.parametrize("thickness_m", [0.6e-3, 1.0e-3, 2.5e-3])
+def test_the_slice_profile_is_the_nominal_thickness_at_half_maximum(thickness_m):
+    # what the renderer does to a thin plate and a thin line of the fine grid (0.7 mm pixels,
+    # z step thickness / ceil(thickness / 0.7 mm)): the nominal thickness is the z response's
+    # full width at half maximum (as on a measured scanner); in-plane, the point spread
+    from bronchonav.ct.clinical import blur_to_scan
+
+    dz = thickness_m / np.ceil(thickness_m / 0.7e-3 - 1e-9)
+    plate = np.zeros((61, 9, 9), np.float32)
+    plate[30] = 1.0
+    blur_to_scan(plate, 0.8, thickness_m, dz)
+    assert _fwhm(plate[:, 4, 4].astype(float), dz) == pytest.approx(thickness_m, rel=0.02)
+    line = np.zeros((9, 41, 41), np.float32)
+    line[:, 20, :] = 1.0
+    blur_to_scan(line, 0.8, thickness_m, dz)
+    assert _fwhm(line[4, :, 20].astype(float), 1.0) == pytest.approx(2.3548 * 0.8, rel=0.02)
