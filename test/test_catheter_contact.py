@@ -246,7 +246,7 @@ def test_double_back_finds_a_backbone_that_turns_back_up_the_tree(labels, expect
 
 def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(monkeypatch):
     """The model consults the double-back rule on snap-through states only, and fails such a
-    step with the rule's reason. Shipped phantom, nodule N5, 2.8 mm catheter, ground truth: the
+    step with the rule's reason. Shipped phantom, nodule N5, 3.5 mm catheter, ground truth: the
     drive passes folds of the quasi-static path by snap-through (accepted: the backbone does not
     double back). With a rule that flags every backbone, those steps fail with the reason and
     no snap-through state is accepted; the other steps are unaffected by the rule."""
@@ -261,7 +261,6 @@ def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(mo
 
     airway_map = load_map(Path(__file__).resolve().parents[1] / "maps" / "phantom_default")
     params = CatheterParams.default()
-    params.outer_diameter = 0.0028
     route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N5")[0]
     assert route.feasible
     step = CatheterModel.step

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bronchonav.airway.metrics import (airway_metrics, centerline_error, radius_error,
-                                      rasterise_centerlines)
+from bronchonav.airway.metrics import (airway_metrics, bifurcation_error, centerline_error,
+                                      radius_error, rasterise_centerlines)
 from bronchonav.airway.tree import AirwayTree, Branch
 
 SHAPE = (9, 9, 30)  # k, j, i; 1 mm voxels, identity direction, origin 0
@@ -120,3 +120,20 @@ def test_radius_error_at_matched_points():
     assert m.radius_error_p10_m == pytest.approx(-0.5e-3, abs=1e-9)
     assert m.radius_error_p90_m == pytest.approx(0.2e-3, abs=1e-9)
     assert np.isnan(airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid()).radius_error_median_m)
+
+
+def test_bifurcation_error_is_the_distance_to_the_nearest_true_bifurcation():
+    """The truth bifurcates at i = 11; a tree split 3 mm further down (i = 14) is 3 mm off, one
+    that also splits a child at i = 17 is 3 and 6 mm off; a tree without a split has none."""
+    gt = _gt_tree()
+    gt = AirwayTree(list(gt) + [Branch(2, 0, 1, [_p(11), _p(11, 8)], [1e-3, 1e-3])])
+    late = AirwayTree([Branch(0, None, 0, [_p(2), _p(14)], [1e-3] * 2),
+                       Branch(1, 0, 1, [_p(14), _p(17)], [1e-3] * 2),
+                       Branch(2, 0, 1, [_p(14), _p(14, 8)], [1e-3] * 2),
+                       Branch(3, 1, 2, [_p(17), _p(20)], [1e-3] * 2),
+                       Branch(4, 1, 2, [_p(17), _p(17, 0)], [1e-3] * 2)])
+    assert sorted(bifurcation_error(late, gt)) == pytest.approx([3e-3, 6e-3])
+    m = airway_metrics(_tube(2, 20), _tube(2, 20), gt, _grid(), pred_tree=late)
+    assert m.bifurcation_error_median_m == pytest.approx(4.5e-3)
+    assert len(bifurcation_error(AirwayTree([Branch(0, None, 0, [_p(2), _p(20)], [1e-3] * 2)]),
+                                 gt)) == 0

@@ -27,6 +27,10 @@ Steps
 4. Branch polylines are mapped to the CT frame (LPS, metres) and smoothed with their end
    points fixed (branch lengths above are measured on these smoothed polylines); radii are
    median-filtered along each branch. Generations are depths from the trachea.
+5. Each bifurcation moves back up its parent to where the children's axes meet it
+   (:func:`~bronchonav.airway.junctions.relocate_junctions`): where children part at a small
+   angle and the wall between them is not resolved, their lumens merge and the skeleton splits
+   only where they part, up to ``r / tan(θ / 2)`` further down.
 
 Each child's first point is exactly its parent's last point (the bifurcation voxel).
 """
@@ -46,6 +50,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
+from bronchonav.airway.junctions import relocate_junctions
 from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.ct.io import ct_to_index, index_to_ct
 from bronchonav.errors import CTError
@@ -635,7 +640,8 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
         bg = _Simplifier(bg, pos_mm, radius_mm, params).run()
     if bg.number_of_nodes() == 0:
         raise CTError("the airway segmentation has no branch")
-    return AirwayTree(_branches(bg, pos_ct, radius_mm / 1000.0, params.smooth_window))
+    return AirwayTree(relocate_junctions(_branches(bg, pos_ct, radius_mm / 1000.0,
+                                                   params.smooth_window)))
 
 
 def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, parent: np.ndarray,

@@ -59,6 +59,9 @@ class AirwayMetrics:
     radius_error_median_m: float = float("nan")
     radius_error_p10_m: float = float("nan")
     radius_error_p90_m: float = float("nan")
+    bifurcation_error_median_m: float = float("nan")
+    """Median distance from the extracted tree's bifurcations to the nearest true one (m)."""
+    bifurcation_error_p90_m: float = float("nan")
 
     def to_dict(self) -> dict:
         """Plain-float dict (JSON-serialisable)."""
@@ -119,6 +122,16 @@ def radius_error(pred: AirwayTree, gt: AirwayTree) -> np.ndarray:
     return s.radii[matched] - r_gt[matched]
 
 
+def bifurcation_error(pred: AirwayTree, gt: AirwayTree) -> np.ndarray:
+    """Distance (m) from each bifurcation of ``pred`` (the end of a branch with children) to
+    the nearest bifurcation of ``gt``; empty when either tree has none."""
+    ours = np.array([b.end for b in pred if b.children]).reshape(-1, 3)
+    theirs = np.array([b.start for b in gt if b.parent is not None]).reshape(-1, 3)
+    if not len(ours) or not len(theirs):
+        return np.empty(0)
+    return np.linalg.norm(ours[:, None] - theirs[None], axis=2).min(axis=1)
+
+
 def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTree,
                    reference: sitk.Image, pred_tree: AirwayTree | None = None) -> AirwayMetrics:
     """Score a predicted airway mask (and optionally its tree) against ground truth.
@@ -132,7 +145,7 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
     reference : SimpleITK.Image
         Geometry of the masks' grid.
     pred_tree : AirwayTree, optional
-        Extracted tree, for the centerline and radius errors (NaN without it).
+        Extracted tree, for the centerline, radius and bifurcation errors (NaN without it).
 
     Returns
     -------
@@ -163,11 +176,15 @@ def airway_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray, gt_tree: AirwayTr
     r_err = radius_error(pred_tree, gt_tree) if pred_tree is not None else np.empty(0)
     r_med, r_p10, r_p90 = (float(v) for v in np.percentile(r_err, [50, 10, 90])) if len(r_err) \
         else (np.nan,) * 3
+    b_err = bifurcation_error(pred_tree, gt_tree) if pred_tree is not None else np.empty(0)
+    b_med, b_p90 = (float(v) for v in np.percentile(b_err, [50, 90])) if len(b_err) \
+        else (np.nan,) * 2
     return AirwayMetrics(td=td, bd=detected / len(branch_ids), dsc=dsc, precision=precision, fpr=fpr,
                          centerline_error_mean_m=err_mean, centerline_error_p95_m=err_p95,
                          branches_detected=detected, branches_gt=len(branch_ids),
                          radius_error_median_m=r_med, radius_error_p10_m=r_p10,
-                         radius_error_p90_m=r_p90)
+                         radius_error_p90_m=r_p90, bifurcation_error_median_m=b_med,
+                         bifurcation_error_p90_m=b_p90)
 
 
 def label_agreement(pred: AirwayTree, gt: AirwayTree, attribute: str = "lobe") -> float:
