@@ -32,7 +32,7 @@ Steps
    angle and the wall between them is not resolved, their lumens merge and the skeleton splits
    only where they part, up to ``r / tan(θ / 2)`` further down.
 
-Each child's first point is exactly its parent's last point (the bifurcation voxel).
+Each child's first point is exactly its parent's last point (the bifurcation).
 """
 
 from __future__ import annotations

@@ -117,8 +117,9 @@ def _relocate(parent: Branch, kids: list[Branch]) -> None:
             or at.s < KEEP_PARENT_FRACTION * line.length):
         return
     r_at = float(np.interp(at.s, line.s, parent.radii))
-    parent.points = np.vstack([parent.points[:at.segment + 1], at.point])
-    parent.radii = np.append(parent.radii[:at.segment + 1], r_at)
+    keep = at.segment + 1 if line.s[at.segment] < at.s else at.segment  # no repeated point
+    parent.points = np.vstack([parent.points[:keep], at.point])
+    parent.radii = np.append(parent.radii[:keep], r_at)
     for child, axis in zip(kids, axes):
         off = axis.distance(child.points) > 0.25 * axis.radius
         first = int(np.argmin(off)) if not off.all() else 1
