@@ -36,6 +36,9 @@ MIN_MOVE_M = 1.0e-3
 """Moves shorter than this are left alone (within the skeleton's own scatter)."""
 KEEP_PARENT_FRACTION = 0.2
 """A bifurcation is not moved back into the first 20 % of its parent."""
+ON_AXIS_RADII = 0.25
+"""A moved child's leading points farther than this many of its radii from its axis (the
+skeleton bending from the bisector onto the axis) are dropped."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ def relocate_junctions(branches: list[Branch]) -> list[Branch]:
 
 
 def _relocate(parent: Branch, kids: list[Branch]) -> None:
+    """Move the bifurcation at the end of ``parent`` (in place, with its ``kids``) to the point
+    of the parent's centerline nearest to where the kids' axes meet, when that point lies
+    within the parent's end radius of both the centerline and every axis, at least
+    :data:`MIN_MOVE_M` back and beyond :data:`KEEP_PARENT_FRACTION` of the parent."""
     axes = [child_axis(c) for c in kids]
     if any(a is None for a in axes):
         return
@@ -121,7 +128,7 @@ def _relocate(parent: Branch, kids: list[Branch]) -> None:
     parent.points = np.vstack([parent.points[:keep], at.point])
     parent.radii = np.append(parent.radii[:keep], r_at)
     for child, axis in zip(kids, axes):
-        off = axis.distance(child.points) > 0.25 * axis.radius
+        off = axis.distance(child.points) > ON_AXIS_RADII * axis.radius
         first = int(np.argmin(off)) if not off.all() else 1
         first = min(max(first, 1), len(child.points) - 1)
         child.points = np.vstack([at.point, child.points[first:]])
