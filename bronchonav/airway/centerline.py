@@ -26,9 +26,7 @@ Steps
    (skeleton artefacts of one bifurcation seen as two) are collapsed, until nothing changes.
 4. Branch polylines are mapped to the CT frame (LPS, metres) and smoothed with their end
    points fixed (branch lengths above are measured on these smoothed polylines); radii are
-   median-filtered along each branch. Generations are depths from the trachea. Then each
-   branch's centerline and radii are smoothed at the scale of its lumen
-   (:func:`smooth_at_lumen_scale`, after step 5): voxel-scale wiggle is not anatomy.
+   median-filtered along each branch. Generations are depths from the trachea.
 5. Each bifurcation moves back up its parent to where the children's axes meet it
    (:func:`~bronchonav.airway.junctions.relocate_junctions`): where children part at a small
    angle and the wall between them is not resolved, their lumens merge and the skeleton splits
@@ -39,7 +37,7 @@ Each child's first point is exactly its parent's last point (the bifurcation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import cc3d
@@ -75,18 +73,12 @@ class CenterlineParams:
         skeleton artefact and is collapsed into its parent.
     smooth_window : int
         Moving-average window (points) applied to the centerline polylines, ends kept fixed.
-    smooth_radii : float
-        Then each branch's centerline and radii are smoothed along it by a Gaussian whose
-        sigma is this many of the branch's median lumen radius (0: not at all): the skeleton's
-        voxel-scale wiggle and the scatter of the radius measurement are not anatomy, and a
-        catheter's wall contact meets them as bumps.
     """
 
     prune_k: float = 1.5
     prune_min_mm: float = 0.5
     merge_k: float = 0.6
     smooth_window: int = 5
-    smooth_radii: float = 1.0
 
     def prune_length_mm(self, radius_mm: float) -> float:
         """Spur length threshold (mm) for a branch leaving a bifurcation of radius ``radius_mm``."""
@@ -264,28 +256,6 @@ def _smooth(points: np.ndarray, window: int) -> np.ndarray:
     out = ndimage.uniform_filter1d(points, size=window, axis=0, mode="nearest")
     out[0], out[-1] = points[0], points[-1]
     return out
-
-
-def smooth_at_lumen_scale(branch: Branch, radii: float) -> Branch:
-    """``branch`` with its centerline and radii smoothed along it by a Gaussian of sigma
-    ``radii`` times its median lumen radius (see :class:`CenterlineParams`).
-
-    Both ends stay where they are (they are bifurcations or a terminal end): the smoothed
-    polyline is blended into the original over two sigmas from each end. Radii are
-    median-filtered over two sigmas first, so a single wrong measurement does not spread.
-    """
-    n = len(branch.points)
-    step = float(np.mean(np.linalg.norm(np.diff(branch.points, axis=0), axis=1))) if n > 1 else 0.0
-    sigma = radii * float(np.median(branch.radii)) / step if step > 0 else 0.0
-    if n < 5 or sigma <= 0.5:
-        return branch
-    smooth = ndimage.gaussian_filter1d(branch.points, sigma, axis=0, mode="nearest")
-    from_end = np.minimum(np.arange(n), np.arange(n)[::-1])
-    blend = np.clip(from_end / (2.0 * sigma), 0.0, 1.0)[:, None]
-    points = blend * smooth + (1.0 - blend) * branch.points
-    points[0], points[-1] = branch.points[0], branch.points[-1]
-    r = ndimage.median_filter(branch.radii, size=int(2 * sigma) | 1, mode="nearest")
-    return replace(branch, points=points, radii=ndimage.gaussian_filter1d(r, sigma, mode="nearest"))
 
 
 def _ray_frames(tangents: np.ndarray, n_rays: int) -> np.ndarray:
@@ -670,9 +640,8 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
         bg = _Simplifier(bg, pos_mm, radius_mm, params).run()
     if bg.number_of_nodes() == 0:
         raise CTError("the airway segmentation has no branch")
-    branches = _branches(bg, pos_ct, radius_mm / 1000.0, params.smooth_window)
-    return AirwayTree([smooth_at_lumen_scale(b, params.smooth_radii)
-                       for b in relocate_junctions(branches)])
+    return AirwayTree(relocate_junctions(_branches(bg, pos_ct, radius_mm / 1000.0,
+                                                   params.smooth_window)))
 
 
 def _measured_radii(image: sitk.Image, box, spacing_kji, pos_ct: np.ndarray, parent: np.ndarray,
