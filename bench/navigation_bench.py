@@ -3,13 +3,17 @@
 Usage::
 
     .venv/bin/python bench/navigation_bench.py [--seeds 0-7] [--poses truth,registered]
+                                               [--maps ground_truth|build]
                                                [--workers 2] [--out out/navigation_bench]
                                                [--json-out FILE]
     .venv/bin/python bench/navigation_bench.py --summarize DIR   # an existing campaign folder
 
 Runs the campaign of ``config/campaign_navigation.yaml`` (stages ``map, plan, rehearse``; every
 nodule; the 2.8 mm and 3.5 mm catheters) on the phantom seeds and poses asked for, through the
-campaign runner (Ray when ``--workers`` > 1). The campaign file actually run is written to
+campaign runner (Ray when ``--workers`` > 1). ``--maps`` says where each phantom's map comes
+from: its generator's tree (``ground_truth``, the default, fast) or the airway extraction from
+its CT (``build``: planner and walls from the extracted map, as for a patient's scan). The
+campaign file actually run is written to
 ``OUT/NAME.yaml`` and its results to ``OUT/NAME/`` (NAME from the seeds and poses), so a rerun
 resumes and ``bronchonav campaign run OUT/NAME.yaml --out DIR`` gives the same table and the
 same figures (``--summarize DIR`` prints them from that folder without running anything); the
@@ -72,18 +76,21 @@ def parse_poses(text: str) -> list[str]:
     return poses
 
 
-def campaign_file(seeds: list[int], poses: list[str], out: Path) -> Path:
-    """Write the navigation campaign with these seeds and poses as ``OUT/NAME.yaml``."""
+def campaign_file(seeds: list[int], poses: list[str], out: Path,
+                  maps: str = "ground_truth") -> Path:
+    """Write the navigation campaign with these seeds, poses and map source (``ground_truth``
+    or ``build``) as ``OUT/NAME.yaml``."""
     from bronchonav.fileio import write_text
 
     data = yaml.safe_load(CAMPAIGN.read_text())
     data["cohort"]["phantoms"]["seeds"] = seeds
+    data["cohort"]["phantoms"]["map"] = maps
     data["stage_options"]["rehearse"]["poses"] = ",".join(poses)
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         span = f"{seeds[0]}-{seeds[-1]}"
     else:
         span = "_".join(map(str, seeds))
-    data["name"] = f"navigation_s{span}_{'+'.join(poses)}"
+    data["name"] = f"navigation_s{span}_{'+'.join(poses)}" + ("_built" if maps == "build" else "")
     path = out / f"{data['name']}.yaml"
     out.mkdir(parents=True, exist_ok=True)
     write_text(path, f"# written by bench/navigation_bench.py from {CAMPAIGN.name}\n"
@@ -114,6 +121,8 @@ def figures_of(folder: Path) -> dict:
     result = {
         "campaign_dir": str(folder),
         "seeds": [s for p in campaign["cohort"].get("phantoms", []) for s in p["seeds"]],
+        "maps": sorted({p.get("map", "ground_truth")
+                        for p in campaign["cohort"].get("phantoms", [])}),
         "catheters": catheters,
         "poses": poses_in(rows),
         "cohort": {"subjects": len({r["subject"] for r in rows}), "cases": len(rows),
@@ -139,6 +148,9 @@ def main() -> int:
                         help="phantom seeds, e.g. 0-7 or 0,3 (default 0-7)")
     parser.add_argument("--poses", type=parse_poses, default=parse_poses("truth,registered"),
                         help="what the controller steers on (default truth,registered)")
+    parser.add_argument("--maps", choices=("ground_truth", "build"), default="ground_truth",
+                        help="each phantom's map: its generator's tree (default) or extracted "
+                             "from its CT")
     parser.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "navigation_bench",
                         help="folder of the campaign file and results (default "
@@ -159,7 +171,7 @@ def main() -> int:
         if args.summarize:
             folder = args.summarize
         else:
-            path = campaign_file(args.seeds, args.poses, args.out)
+            path = campaign_file(args.seeds, args.poses, args.out, args.maps)
             folder = args.out / load_spec(path).name
             load_before = os.getloadavg()[0]
             t0 = time.perf_counter()
