@@ -133,6 +133,8 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     import SimpleITK as sitk
     from scipy.ndimage import gaussian_filter1d
 
+    from bronchonav.ct.clinical import FWHM_PER_SIGMA
+
     size = [int(round(n * s / t)) for n, s, t in zip(image.GetSize(), image.GetSpacing(),
                                                       (pixel_mm, pixel_mm, thickness_mm))]
     ref = sitk.Image(size, sitk.sitkInt16)
@@ -141,7 +143,7 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     top = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))
     ref.SetOrigin((image.GetOrigin()[0], image.GetOrigin()[1],
                    top[2] - (size[2] - 1) * thickness_mm))
-    sigma_z = thickness_mm / 2.3548
+    sigma_z = thickness_mm / FWHM_PER_SIGMA
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     arr = gaussian_filter1d(arr, sigma_z / image.GetSpacing()[2], axis=0)
     smooth = sitk.GetImageFromArray(arr)

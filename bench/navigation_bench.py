@@ -13,11 +13,11 @@ nodule; the 2.8 mm and 3.5 mm catheters) on the phantom seeds and poses asked fo
 campaign runner (Ray when ``--workers`` > 1). ``--maps`` says where each phantom's map comes
 from: its generator's tree (``ground_truth``, the default, fast) or the airway extraction from
 its CT (``build``: planner and walls from the extracted map, as for a patient's scan). The
-campaign file actually run is written to
-``OUT/NAME.yaml`` and its results to ``OUT/NAME/`` (NAME from the seeds and poses), so a rerun
-resumes and ``bronchonav campaign run OUT/NAME.yaml --out DIR`` gives the same table and the
-same figures (``--summarize DIR`` prints them from that folder without running anything); the
-campaign report (``OUT/NAME/report/report.md``) is written too.
+campaign file actually run is written to ``OUT/NAME.yaml`` and its results to ``OUT/NAME/``
+(NAME from the seeds, poses and maps), so a rerun resumes and ``bronchonav campaign run
+OUT/NAME.yaml --out DIR`` gives the same table and the same figures (``--summarize DIR`` prints
+them from that folder without running anything); the campaign report
+(``OUT/NAME/report/report.md``) is written too.
 
 Prints one JSON object: ``cohort`` (subjects, cases, routes, planner-feasible routes); per pose
 (``truth``: steering on the model's tip pose; ``registered``: on the registered EM pose under

@@ -45,6 +45,10 @@ from bronchonav.ct.render import (_SLAB, VolumeGrid, _rasterise_capsules, lung_l
 from bronchonav.errors import InputError
 
 
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+"""Full width at half maximum of a Gaussian in sigmas (about 2.3548)."""
+
+
 @dataclass
 class ClinicalAppearance:
     """How a clinical scan departs from the ideal phantom (lengths in m, intensities in HU)."""
@@ -209,7 +213,7 @@ def clinical_grids(top_z: float, bottom_z: float, spacing_m: float, look: Clinic
                       (spacing_m, spacing_m, t), (nx, ny, nz))
     sub = int(np.ceil(t / spacing_m - 1e-9))
     dz = t / sub
-    pad = int(np.ceil(3 * (t / 2.3548) / dz)) + 1
+    pad = int(np.ceil(3 * (t / FWHM_PER_SIGMA) / dz)) + 1
     fine = VolumeGrid((scan.origin_m[0], scan.origin_m[1], scan.origin_m[2] - pad * dz),
                       (spacing_m, spacing_m, dz), (nx, ny, (nz - 1) * sub + 1 + 2 * pad))
     return scan, fine, sub, pad
@@ -242,7 +246,7 @@ def blur_to_scan(hu: np.ndarray, psf_sigma_px: float, thickness_m: float, dz_m: 
     profile alone — a Gaussian whose full width at half maximum is the nominal
     ``thickness_m``, as measured on scanners (the measured profile holds the z point spread);
     ``dz_m`` is the fine grid's z step."""
-    z_sigma = thickness_m / (2.0 * np.sqrt(2.0 * np.log(2.0))) / dz_m
+    z_sigma = thickness_m / FWHM_PER_SIGMA / dz_m
     ndimage.gaussian_filter(hu, (z_sigma, psf_sigma_px, psf_sigma_px), output=hu, mode="nearest",
                             truncate=3.0)
 
