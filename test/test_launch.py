@@ -115,6 +115,17 @@ def test_required_nodes_are_the_map_server_and_the_simulator():
     assert {n for n, s in NODES.items() if s.required} == {"airway_map_server", "catheter_sim"}
 
 
+def test_the_map_argument_reaches_every_node_that_has_a_map_parameter():
+    """A node that loads a map (a ``map`` parameter) must get the launch's ``map``: a navigator
+    left on the parameter file's map steered its model through another patient's airways than
+    the simulator's (found in the demo with ``--map``)."""
+    for name, spec in NODES.items():
+        declared = {p.name for p in importlib.import_module(spec.module).PARAMS}
+        assert spec.uses_map == ("map" in declared), name
+        overrides = launch_spec.node_overrides(name, "phantom:seed3")
+        assert overrides.get("map") == ("phantom:seed3" if "map" in declared else None), name
+
+
 def test_launch_arguments_reach_the_nodes(fake_launch, monkeypatch, tmp_path):
     monkeypatch.setattr(launch_spec, "package_prefix", lambda p: None)
     params = tmp_path / "p.yaml"

@@ -64,7 +64,7 @@ NODES = {s.name: s for s in [
              required=True),
     NodeSpec("route_planner", "bronchonav.ros.route_planner_node:RoutePlannerNode", True),
     NodeSpec("registration", "bronchonav.ros.registration_node:RegistrationNode", True),
-    NodeSpec("navigator", "bronchonav.ros.navigator_node:NavigatorNode", False),
+    NodeSpec("navigator", "bronchonav.ros.navigator_node:NavigatorNode", True),
     NodeSpec("tip_camera", "bronchonav.ros.tip_camera_node:TipCameraNode", True),
 ]}
 """Every BronchoNav node, by name."""
