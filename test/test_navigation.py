@@ -93,6 +93,44 @@ def test_a_new_route_from_another_branch_withdraws_first_and_spends_no_retry():
     assert model.state.branch_ids[-1] == 2
 
 
+def test_a_route_given_as_points_is_on_the_airways_from_the_trachea_to_its_end():
+    """A route without branch ids (a nav_msgs/Path) takes them from the tree: the trachea and
+    the child its last point lies in — not a sibling one of its waypoints comes near at the
+    carina (here one 0.5 mm down the right child's centerline, as a route cutting the corner
+    would)."""
+    tree = y_tree()
+    left, right = tree[1], tree[2]
+    carina = tree[0].end
+    points = np.vstack([tree[0].points[:-1], carina + 5e-4 * right.direction,
+                        left.points[1:] - 0.01 * left.direction])
+    naive = {int(tree.samples().branch_ids[i]) for i in tree.nearest(points)[1]}
+    assert naive == {0, 1, 2}  # the waypoint by itself is the sibling's
+    target = RouteTarget.from_points(points, tree=tree)
+    assert target.branch_ids == (0, 1)
+    # the controller then takes a tip in the sibling for off the route, and backs out of it
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    assert drive(NavigationController(route_into(tree, 2), model), model).status == "reached"
+    in_sibling = model.snapshot()
+    controller = NavigationController(target, model)
+    controller.update(model.state.tip_pose)
+    assert controller.phase == "withdraw"
+    model.restore(in_sibling)  # with the nearest-centerline labels it drove on from there
+    controller = NavigationController(RouteTarget.from_points(points, sorted(naive)), model)
+    controller.update(model.state.tip_pose)
+    assert controller.phase == "drive"
+
+
+def test_planned_routes_given_as_points_keep_the_planner_s_airways(phantom_map):
+    from bronchonav.planning import RoutePlanner
+
+    routes = [RoutePlanner(phantom_map).plan(n.id)[0] for n in phantom_map.nodules]
+    routes = [r for r in routes if r.feasible]
+    assert len(routes) >= 4
+    for route in routes:
+        target = RouteTarget.from_points(route.waypoints, tree=phantom_map.tree)
+        assert target.branch_ids == tuple(route.branch_ids), route.target_id
+
+
 def test_a_child_narrower_than_the_catheter_ends_stuck_with_a_reason():
     tree = y_tree(r_right=0.0015)  # 3 mm airway, 3.5 mm catheter
     model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)

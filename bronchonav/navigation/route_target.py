@@ -68,8 +68,19 @@ class RouteTarget:
 
     @classmethod
     def from_points(cls, points_ct, branch_ids=(), lesion_center=None,
-                    tool_length: float = 0.0) -> "RouteTarget":
-        """From route waypoints (N, 3), CT frame (m) — e.g. a ``nav_msgs/Path``."""
+                    tool_length: float = 0.0, tree=None) -> "RouteTarget":
+        """From route waypoints (N, 3), CT frame (m) — e.g. a ``nav_msgs/Path``.
+
+        Without ``branch_ids`` and with the :class:`~bronchonav.airway.AirwayTree` the route
+        was planned in, the route's airways are those from the trachea down to the one nearest
+        the route's last point (a route follows the tree). Labelling each waypoint by its
+        nearest centerline instead would add a sibling wherever a waypoint near a carina lies
+        closer to the sibling's first samples — and a tip in that sibling would then count as
+        on the route.
+        """
+        path = Polyline(points_ct)
         lesion = None if lesion_center is None else np.asarray(lesion_center, float)
-        return cls(Polyline(points_ct), tuple(int(b) for b in branch_ids), lesion,
-                   float(tool_length))
+        if not len(branch_ids) and tree is not None:
+            _, index = tree.nearest(path.points[-1:])
+            branch_ids = tree.path_from_root(int(tree.samples().branch_ids[int(index[0])]))
+        return cls(path, tuple(int(b) for b in branch_ids), lesion, float(tool_length))

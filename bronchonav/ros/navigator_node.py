@@ -187,11 +187,9 @@ class NavigatorNode(Node):
             self.get_logger().info("empty route: waiting for a feasible one")
             return
         lesion = self._lesion_for(pts[-1])
-        tree = self.airway_map.tree
-        branches = dict.fromkeys(int(b) for b in tree.samples().branch_ids[tree.nearest(pts)[1]])
         try:
             target = RouteTarget.from_points(
-                pts, list(branches), lesion_center=lesion,
+                pts, lesion_center=lesion, tree=self.airway_map.tree,
                 tool_length=0.0 if lesion is None else float(np.linalg.norm(lesion - pts[-1])))
         except (InputError, ValueError) as exc:
             self.controller = None
