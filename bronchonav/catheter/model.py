@@ -18,7 +18,11 @@ that settles nowhere, the path of equilibria followed round the fold by pseudo-a
 continuation (:meth:`CatheterModel._trace`, :mod:`bronchonav.catheter.arclength`; without a
 deadline, unless ``trace_folds`` says otherwise); the state then says ``snap-through`` in its
 ``message``. A snap-through that ends with the backbone doubled back through the tree (a
-hairpin through a carina: :mod:`bronchonav.catheter.course`) fails the step instead.
+hairpin through a carina: :mod:`bronchonav.catheter.course`) fails the step instead. A
+pull-back that finds no path back from the held state (it can sit past a fold that the way
+out does not fold back through) is solved from the last state accepted at or below the
+commanded insertion on the way in, as a snap-through (``message`` says so): a catheter can
+always be pulled back.
 
 Offline use (the Python API, rehearsal, campaigns) has no wall-clock deadline by default, so the
 same commands give the same states whatever the machine load. A real-time loop passes
@@ -33,6 +37,7 @@ airway tree the states are reported in the CT frame via :attr:`CatheterModel.bas
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from typing import Callable, NamedTuple
@@ -97,6 +102,10 @@ traces that got round went back 0–3 steps; those that did not, 7–110 before 
 bound)."""
 
 _TRACED_ALONG = "traced along the quasi-static path"  # to the command without a fold
+
+PULL_BACK_HISTORY = 64
+"""Accepted states kept as starts for a pull-back the held state has no path for (at the
+navigator's 1 mm steps, the last 64 mm of the way)."""
 
 
 def base_pose_from_tree(tree: AirwayTree) -> np.ndarray:
@@ -423,6 +432,8 @@ class CatheterModel:
         self._refused: tuple | None = None
         """The last step that failed without a deadline: (the state it started from, the
         model's settings, its command, the failed state)."""
+        self._history: collections.deque = collections.deque(maxlen=PULL_BACK_HISTORY)
+        """(insertion m, :meth:`snapshot`) of the last accepted steps, oldest first."""
 
     def step(self, command: CatheterCommand) -> CatheterState:
         """Solve the equilibrium for ``command`` (warm-started from the previous step).
@@ -481,14 +492,58 @@ class CatheterModel:
                     # the relaxation settles nowhere: follow the equilibrium path round the fold
                     res, prob, iters, evals = self._trace(vc, deadline, res, prob, iters, evals)
                 snap = res.reason if res.converged and res.reason != _TRACED_ALONG else ""
+        held = None
+        if not res.converged and not self._probing and not self._interrupted():
+            pulled = self._pull_back(vc, deadline, offline, iters, evals)
+            if pulled is not None:
+                (res, prob, iters, evals), held = pulled[:4], pulled[4]
+                snap = res.reason if res.converged else ""
         if not res.converged and self._was_interrupted:
             res.reason += "; interrupted by a newer command"
         state = self._conclude(vc, res, prob, iters, evals, t0,
                                f"{SNAP_THROUGH}: {snap}" if snap else "")
+        if held is not None and not state.converged:
+            # the pull-back's state was refused (unphysical, doubled back): the held one stays
+            self.restore(held)
+            state = dataclasses.replace(self._state, converged=False, message=state.message,
+                                        residual=state.residual, iterations=state.iterations,
+                                        evaluations=state.evaluations,
+                                        solve_time_s=state.solve_time_s)
         if not self._probing:  # a probe has no fallbacks: its failures say nothing of a step's
             self._refused = None if state.converged or self.deadline_s is not None else \
                 (self._state, self._settings(), vc, state)
+            if state.converged:
+                self._history.append((state.insertion, self.snapshot()))
         return state
+
+    def _pull_back(self, vc: ValidCommand, deadline: float, offline: bool, iters: int,
+                   evals: int):
+        """Solve a pull-back that failed from the held state from the last accepted state at or
+        below its insertion instead; None if ``vc`` is no pull-back or there is no such state.
+
+        Returns ``(result, problem, iters, evals, held)`` with the model restored to that start
+        (``held``: the snapshot to go back to if the step still fails); ``result.reason`` says
+        where it was solved from when it converged.
+        """
+        if self._state is None or vc.insertion >= self._state.insertion - 1e-9:
+            return None
+        start = next(((ins, snap) for ins, snap in reversed(self._history)
+                      if ins <= vc.insertion + 1e-9), None)
+        if start is None:
+            return None
+        held = self.snapshot()
+        self.restore(start[1])
+        res, prob, it, ev = self._solve_from(vc, None, self._x, self._J, deadline,
+                                             fallback=offline)
+        iters, evals = iters + it, evals + ev
+        if not res.converged and not self._interrupted():
+            res, prob, iters, evals = self._continuation(vc, deadline, res, prob, iters, evals)
+        if not res.converged:
+            self.restore(held)
+            return None
+        res.reason = (f"pulled back from the state at insertion {start[0] * 1e3:.1f} mm (the "
+                      f"held state at {held[0].insertion * 1e3:.1f} mm had no path back)")
+        return res, prob, iters, evals, held
 
     def _interrupted(self) -> bool:
         """Whether the real-time caller's :attr:`interrupt` ends this step's fallbacks (once it
