@@ -39,6 +39,8 @@ def test_nearest_and_inside_lumen_match_analytic_distances():
     d, i = tree.nearest([0.004, 0.0, -0.05])
     assert d[0] == pytest.approx(0.004, abs=3e-4)
     assert tree.samples().branch_ids[i[0]] == 0
+    assert tree.nearest_branch([0.004, 0.0, -0.05]) == 0
+    assert tree.nearest_branch(tree[2].end + [0.001, 0.0, 0.0]) == 2
     assert tree.inside_lumen([[0.004, 0, -0.05], [0.012, 0, -0.05]]).tolist() == [True, False]
     assert tree.inside_lumen([[0.004, 0, -0.05]], margin=0.006).tolist() == [False]
 

@@ -355,6 +355,12 @@ class AirwayTree:
         d, i = self._kdtree.query(q)
         return d, i
 
+    def nearest_branch(self, point_ct) -> int:
+        """Id of the branch whose centerline sample is nearest to ``point_ct`` (3,), CT frame
+        (m) — see :meth:`nearest`."""
+        _, index = self.nearest(point_ct)
+        return int(self.samples().branch_ids[int(index[0])])
+
     def inside_lumen(self, points_ct: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """Whether each point lies within the lumen, modelled as the union of the branch tubes.
 

@@ -327,9 +327,7 @@ class NavigationController:
         state = self.model.state
         if state is not None:
             self.model_offset = float(np.linalg.norm(p - state.tip_position))
-        tree = self.model.tree
-        _, index = tree.nearest(p)
-        self.branch_id = int(tree.samples().branch_ids[int(index[0])])
+        self.branch_id = self.model.tree.nearest_branch(p)
 
     def _drive(self, T: np.ndarray) -> None:
         c = self.config

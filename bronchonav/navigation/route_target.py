@@ -81,6 +81,5 @@ class RouteTarget:
         path = Polyline(points_ct)
         lesion = None if lesion_center is None else np.asarray(lesion_center, float)
         if not len(branch_ids) and tree is not None:
-            _, index = tree.nearest(path.points[-1:])
-            branch_ids = tree.path_from_root(int(tree.samples().branch_ids[int(index[0])]))
+            branch_ids = tree.path_from_root(tree.nearest_branch(path.points[-1]))
         return cls(path, tuple(int(b) for b in branch_ids), lesion, float(tool_length))
