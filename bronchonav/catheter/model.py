@@ -495,9 +495,9 @@ class CatheterModel:
         held = None
         if not res.converged and not self._probing and not self._interrupted():
             pulled = self._pull_back(vc, deadline, offline, iters, evals)
-            if pulled is not None:
-                (res, prob, iters, evals), held = pulled[:4], pulled[4]
-                snap = res.reason if res.converged else ""
+            if pulled is not None:  # converged from an earlier state
+                res, prob, iters, evals, held = pulled
+                snap = res.reason
         if not res.converged and self._was_interrupted:
             res.reason += "; interrupted by a newer command"
         state = self._conclude(vc, res, prob, iters, evals, t0,
@@ -521,9 +521,9 @@ class CatheterModel:
         """Solve a pull-back that failed from the held state from the last accepted state at or
         below its insertion instead; None if ``vc`` is no pull-back or there is no such state.
 
-        Returns ``(result, problem, iters, evals, held)`` with the model restored to that start
-        (``held``: the snapshot to go back to if the step still fails); ``result.reason`` says
-        where it was solved from when it converged.
+        Returns ``(result, problem, iters, evals, held)``, converged, with the model restored
+        to that start (``held``: the snapshot to go back to if the step is still refused);
+        ``result.reason`` says where it was solved from.
         """
         if self._state is None or vc.insertion >= self._state.insertion - 1e-9:
             return None
@@ -531,7 +531,7 @@ class CatheterModel:
                       if ins <= vc.insertion + 1e-9), None)
         if start is None:
             return None
-        held = self.snapshot()
+        held, held_insertion = self.snapshot(), self._state.insertion
         self.restore(start[1])
         res, prob, it, ev = self._solve_from(vc, None, self._x, self._J, deadline,
                                              fallback=offline)
@@ -542,7 +542,7 @@ class CatheterModel:
             self.restore(held)
             return None
         res.reason = (f"pulled back from the state at insertion {start[0] * 1e3:.1f} mm (the "
-                      f"held state at {held[0].insertion * 1e3:.1f} mm had no path back)")
+                      f"held state at {held_insertion * 1e3:.1f} mm had no path back)")
         return res, prob, iters, evals, held
 
     def _interrupted(self) -> bool:
