@@ -94,7 +94,7 @@ setup(
     extras_require={
         "ros": ROS_REQUIRES,
         "test": ["pytest>=7", "pytest-timeout>=2", "pyelastica>=0.3"],
-        "campaign": ["ray>=2.9", "pyarrow>=14", "tqdm>=4"],
+        "campaign": ["ray>=2.9", "pyarrow>=14", "tqdm>=4", "threadpoolctl>=3.1"],
     },
     zip_safe=True,
     maintainer="BronchoNav developers",

@@ -37,7 +37,7 @@ ROS_PACKAGES = {"rclpy", "rcl_interfaces", "lifecycle_msgs", "ament_index_python
 IMPLIED = {"rclpy.lifecycle": "lifecycle_msgs"}
 """Imports that need another package at run time (rclpy.lifecycle imports lifecycle_msgs)."""
 
-CAMPAIGN_ONLY = {"ray", "pyarrow", "tqdm"}
+CAMPAIGN_ONLY = {"ray", "pyarrow", "tqdm", "threadpoolctl"}
 """The campaign extra (``pip install .[campaign]``), not needed by the ROS package."""
 
 STARTED_BY_LAUNCH = {"robot_state_publisher", "rviz2"}
