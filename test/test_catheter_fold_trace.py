@@ -87,17 +87,6 @@ class Replay:
         with self.arrived:
             return self.arrived.wait_for(lambda: predicate(self.messages), timeout)
 
-    @classmethod
-    def of_commands(cls, airway_map, commands):
-        """A replay that has solved ``commands`` one at a time (its solver closed)."""
-        replay = cls(airway_map)
-        try:
-            for seq, command in enumerate(commands):
-                replay.solve(seq, command)
-        finally:
-            replay.solver.close()
-        return replay
-
     def solve(self, seq, command, timeout=90):
         """Send ``command`` and wait for its converged state."""
         self.solver.send(seq, command)
@@ -120,7 +109,12 @@ def test_the_real_time_solver_passes_the_fold_in_one_long_attempt(drive):
     the offline drive ended. Before the long attempt existed the fold's command never converged
     there; the supervisor lets the announced attempt run (without that it killed the child)."""
     airway_map, _, nav, _, commands = drive
-    replay = Replay.of_commands(airway_map, commands)
+    replay = Replay(airway_map)
+    try:
+        for seq, command in enumerate(commands):
+            replay.solve(seq, command)
+    finally:
+        replay.solver.close()
     assert not replay.faults()
     tracing = [q for k, q, _ in replay.messages if k == "tracing"]
     assert tracing, "no long attempt"
@@ -168,45 +162,3 @@ def test_a_withdrawal_or_a_hold_does_not_wait_for_the_long_attempt(drive, how):
     assert replay.states(fold + 1, converged=True)[0].insertion == \
         pytest.approx(back.insertion, abs=1e-9)
     assert waited < 1.0
-
-
-@pytest.fixture(scope="module")
-def reaim_drive():
-    """Phantom seed 8, N1, the 3.5 mm catheter, offline, up to the first command that re-aims
-    the tip in place (same insertion, new tensions) and goes round a fold of the quasi-static
-    path: ``(airway_map, commands, index of that command, its offline state)``."""
-    airway_map = phantom_ground_truth_map(phantom_config("default", seed=8))
-    variant = CatheterVariant(name="d3.5mm", diameter_m=3.5e-3)
-    route = RoutePlanner(airway_map, device_constraints(variant)).plan("N1")[0]
-    model = CatheterModel(catheter_params(variant), airway_map.tree, n_nodes=30)
-    nav = NavigationController(RouteTarget.from_points(route.waypoints, route.branch_ids), model)
-    commands = []
-    while nav.outcome is None:
-        held = model.state.insertion
-        command = nav.update(model.state.tip_pose)
-        step = nav.last_step
-        if step is None:
-            continue
-        commands.append(command)
-        if step.converged and "traced round a fold" in step.message and \
-                command.insertion == held:
-            return airway_map, commands, len(commands) - 1, step
-    pytest.fail(f"no re-aim went round a fold: {nav.outcome.reason}")
-
-
-def test_a_re_aim_in_place_at_a_fold_gets_the_long_attempt_too(reaim_drive):
-    """The recorded drive's commands replayed to the simulator's solver process: the command
-    that only changes the tensions where the catheter is held at a fold (the offline model
-    traced round it) fails every retry, gets the long attempt and passes the fold to the
-    offline model's state. Before, only a command that pushed on got it: the re-aim was retried
-    with the recovery budget until a newer command came (the ROS navigator, its re-aims refused
-    in a row, gave up the insertion: the demo's jams at folds)."""
-    airway_map, commands, fold, offline = reaim_drive
-    replay = Replay.of_commands(airway_map, commands)
-    assert not replay.faults()
-    tracing = [q for k, q, _ in replay.messages if k == "tracing"]
-    assert fold in tracing, f"no long attempt for the re-aim (long attempts: {tracing})"
-    passed = replay.states(fold, converged=True)[0]
-    assert passed.snapped_through and "traced round a fold" in passed.message
-    assert passed.insertion == pytest.approx(offline.insertion, abs=1e-12)
-    assert np.linalg.norm(passed.tip_position - offline.tip_position) < 1e-3

@@ -11,8 +11,7 @@ states are sent too (``converged`` False) so the parent can count and report the
 attempt with the whole recovery budget has failed too, the command gets one long attempt
 (``fold_deadline_s``) that may also follow the path of equilibria round a fold
 (:meth:`~bronchonav.catheter.CatheterModel._trace`, 0.5–3 s of work, more than a retry's
-budget): the newest command if it pushes on or re-aims in place (the offline model traces
-both), once per state the catheter is held in, announced
+budget): the newest command if it pushes on, once per state the catheter is held in, announced
 first with ``("tracing", seq, budget_s)``. The catheter holds its last state meanwhile, as it
 does during any retry. A newer command that pulls the catheter back or holds it where it is (an
 emergency stop's hold) ends the fallbacks of a failed step, long attempt or retry, between
@@ -162,13 +161,12 @@ def _solve_forever(conn, config: SolverConfig) -> None:
             conn.send(("rejected", seq, str(exc)))
             continue
         budget, held, trace_folds = model.deadline_s, model.state, model.trace_folds
-        # a push or a re-aim in place (a retraction or a hold ends fallbacks, never waits)
-        onward = solving[0].insertion >= held.insertion and not _holds(solving[0], held)
-        long_attempt = exhausted and onward and long_from is not held and \
+        pushing = solving[0].insertion > held.insertion
+        long_attempt = exhausted and pushing and long_from is not held and \
             config.fold_deadline_s > 0 and config.offline_fallbacks
         if long_attempt:
-            # the catheter is held at a fold its retries cannot pass (the newest command goes
-            # on from the same state, so the same way): one long attempt
+            # the catheter is held at a fold its retries cannot pass (the newest command pushes
+            # on from the same state, so goes the same way): one long attempt
             conn.send(("tracing", seq, config.fold_deadline_s))
             model.deadline_s, model.trace_folds = config.fold_deadline_s, True
             long_from = held
