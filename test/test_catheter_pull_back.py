@@ -77,3 +77,18 @@ def test_a_pull_back_below_everything_on_record_still_fails(stuck):
     model, held = stuck
     state = model.step(CatheterCommand(insertion=0.050, tendon_tension=TENSION))
     assert not state.converged and model.state is held
+
+
+def test_a_pull_back_whose_state_is_refused_leaves_the_catheter_where_it_was(stuck, monkeypatch):
+    """A pull-back solved from the way in but then refused (here: every state it reaches is
+    called unphysical) reports the failure and keeps the held state: the model stands at
+    120 mm as before, and its next step starts from there."""
+    model, held = stuck
+    before = model.snapshot()
+    monkeypatch.setattr(model, "_unphysical", lambda state: "refused (test)")
+    state = model.step(CatheterCommand(insertion=0.1025, tendon_tension=TENSION))
+    assert not state.converged
+    assert "refused (test)" in state.message
+    assert model.state is held and state.insertion == pytest.approx(0.120)
+    np.testing.assert_array_equal(state.positions, held.positions)
+    assert all(a is b for a, b in zip(model.snapshot(), before))

@@ -501,14 +501,7 @@ class CatheterModel:
         if not res.converged and self._was_interrupted:
             res.reason += "; interrupted by a newer command"
         state = self._conclude(vc, res, prob, iters, evals, t0,
-                               f"{SNAP_THROUGH}: {snap}" if snap else "")
-        if held is not None and not state.converged:
-            # the pull-back's state was refused (unphysical, doubled back): the held one stays
-            self.restore(held)
-            state = dataclasses.replace(self._state, converged=False, message=state.message,
-                                        residual=state.residual, iterations=state.iterations,
-                                        evaluations=state.evaluations,
-                                        solve_time_s=state.solve_time_s)
+                               f"{SNAP_THROUGH}: {snap}" if snap else "", held)
         if not self._probing:  # a probe has no fallbacks: its failures say nothing of a step's
             self._refused = None if state.converged or self.deadline_s is not None else \
                 (self._state, self._settings(), vc, state)
@@ -621,10 +614,12 @@ class CatheterModel:
                               "re-synchronised with an observed backbone")
 
     def _conclude(self, vc: ValidCommand, res, prob: _Problem, iters: int, evals: int,
-                  t0: float, message: str) -> CatheterState:
-        """Accept a converged, physical solve as the new state (with ``message``); else fail."""
+                  t0: float, message: str, held: tuple | None = None) -> CatheterState:
+        """Accept a converged, physical solve as the new state (with ``message``); else fail,
+        keeping ``held`` if given (the :meth:`snapshot` a pull-back solved from elsewhere left:
+        a refused pull-back leaves the catheter where it was)."""
         if not res.converged:
-            return self._failed(res.reason, res.residual, iters, evals, t0)
+            return self._failed(res.reason, res.residual, iters, evals, t0, held)
         prob.run(res.x, True)
         state = self._make_state(prob, res.residual, iters, evals, t0)
         state.message = message
@@ -634,7 +629,7 @@ class CatheterModel:
             if fold is not None:  # a hairpin through a carina, not a catheter's shape
                 problem = f"{message} refused: {fold}"
         if problem:
-            return self._failed(problem, res.residual, iters, evals, t0)
+            return self._failed(problem, res.residual, iters, evals, t0, held)
         # a snap-through or a re-synchronisation jumps: no secant across it
         return self._accept(state, vc, prob.physical(res.x), res.jacobian, t0,
                             continuous=not message)
@@ -1077,7 +1072,12 @@ class CatheterModel:
         self._pos_base, self._arc = self._pending_base
         return state
 
-    def _failed(self, reason, residual, iters, evals, t0) -> CatheterState:
+    def _failed(self, reason, residual, iters, evals, t0, held: tuple | None = None
+                ) -> CatheterState:
+        """The state kept (the last valid one, after going back to ``held`` if given) reported
+        as a failed step with ``reason``."""
+        if held is not None:
+            self.restore(held)
         msg = f"solve failed ({reason}, residual {residual:.2e}); previous state kept"
         if self._state is None:
             n_t = len(self.params.tendons)
