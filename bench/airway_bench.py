@@ -6,6 +6,7 @@ One command, JSON on stdout (progress on stderr)::
     .venv/bin/python bench/airway_bench.py --phantom default --seed 1
     .venv/bin/python bench/airway_bench.py --preset clinical --slice-mm 2.5
     .venv/bin/python bench/airway_bench.py --preset clinical --slice-mm 2.5 --noise-hu 25
+    .venv/bin/python bench/airway_bench.py --preset clinical --emphysema 0.2
     .venv/bin/python bench/airway_bench.py --degradation   # the table of issue 13
 
 The clinical preset (:mod:`bronchonav.ct.clinical`: 0.7 mm pixels, 1 or 2.5 mm slices,
@@ -89,7 +90,8 @@ def child(folder: Path) -> dict:
         "extraction": {"seconds": round(seconds, 3), "read_seconds": round(t_read, 3),
                        "timings": result.timings, "peak_rss_bytes": peak,
                        "peak_rss_gb": round(peak / 1e9, 3),
-                       "threshold_hu": result.segmentation.threshold_hu},
+                       "threshold_hu": result.segmentation.threshold_hu,
+                       "low_attenuation_area": result.segmentation.low_attenuation},
         "tree": {"branches": len(tree), "max_generation": tree.max_generation,
                  "lobes": tree.lobes(), "gt_branches": len(gt_tree),
                  "gt_max_generation": gt_tree.max_generation,
@@ -153,9 +155,10 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     return ct, sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
-def _write_noisier(folder: Path, args) -> None:
-    """The phantom of ``args`` with the noise std ``args.noise_hu`` (HU), written as the
-    ``phantom`` command writes it (CT and truth)."""
+def _write_modified(folder: Path, args) -> None:
+    """The phantom of ``args`` with the noise std ``args.noise_hu`` (HU) and the emphysema
+    fraction ``args.emphysema`` where given, written as the ``phantom`` command writes it (CT
+    and truth)."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -166,7 +169,12 @@ def _write_noisier(folder: Path, args) -> None:
                             None if args.slice_mm is None else args.slice_mm * 1e-3)
     if args.pixel_mm is not None:
         config.spacing_m = args.pixel_mm * 1e-3
-    config.noise_hu = float(args.noise_hu)
+    if args.noise_hu is not None:
+        config.noise_hu = float(args.noise_hu)
+    if args.emphysema is not None:
+        if config.clinical is None:
+            raise SystemExit("airway_bench: --emphysema needs --preset clinical")
+        config.clinical.emphysema_fraction = float(args.emphysema)
     phantom = make_phantom(config)
     mask = sitk.GetImageFromArray(phantom.lumen_mask.astype(np.uint8))
     mask.CopyInformation(phantom.image)
@@ -240,6 +248,9 @@ def main() -> int:
     parser.add_argument("--noise-hu", type=float,
                         help="replace the preset's noise std (HU), e.g. 25 for a 2.5 mm "
                              "reconstruction of the dose that gives 40 HU at 1 mm")
+    parser.add_argument("--emphysema", type=float,
+                        help="clinical preset: fraction of the lung destroyed by emphysema "
+                             "(low-attenuation area, 0-0.6)")
     parser.add_argument("--degradation", action="store_true",
                         help="run the degradation table of issue 13 instead")
     parser.add_argument("--row-timeout", type=float, default=300.0,
@@ -267,7 +278,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="airway_bench_") as tmp:
         t0 = time.perf_counter()
-        if args.noise_hu is None:
+        if args.noise_hu is None and args.emphysema is None:
             argv = ["phantom", "--name", args.phantom, "--seed", str(args.seed), "--out", tmp]
             for opt, value in (("--slice-mm", args.slice_mm), ("--pixel-mm", args.pixel_mm)):
                 if value is not None:
@@ -277,7 +288,7 @@ def main() -> int:
             if code:
                 return code
         else:
-            _write_noisier(Path(tmp), args)
+            _write_modified(Path(tmp), args)
         t_phantom = time.perf_counter() - t0
         print("  extracting in a subprocess …", file=sys.stderr, flush=True)
         out = _extract(tmp)
@@ -312,7 +323,8 @@ def main() -> int:
         "benchmark": "airway_extraction",
         "machine": machine_info("SimpleITK"),
         "phantom": {"name": args.phantom, "seed": args.seed, "slice_mm": args.slice_mm,
-                    "pixel_mm": args.pixel_mm, "noise_hu": args.noise_hu, "voxels": voxels,
+                    "pixel_mm": args.pixel_mm, "noise_hu": args.noise_hu,
+                    "emphysema": args.emphysema, "voxels": voxels,
                     "generation_and_write_seconds": round(t_phantom, 3),
                     "generation_peak_rss_gb": round(_peak_rss_bytes() / 1e9, 3)},
         **out,

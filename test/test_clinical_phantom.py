@@ -8,7 +8,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from bronchonav.ct.clinical import ClinicalAppearance, emphysema_blobs
 from bronchonav.ct.phantom import make_phantom, phantom_config
+from bronchonav.ct.render import VolumeGrid
 from bronchonav.errors import InputError
 
 
@@ -91,6 +93,30 @@ def test_vessels_touch_airways_and_table_under_the_back(clinical):
 def test_clinical_options_are_checked():
     with pytest.raises(InputError, match="slice thickness"):
         phantom_config("clinical", 0, slice_thickness_m=5e-3)
+    with pytest.raises(InputError, match="emphysema fraction"):
+        ClinicalAppearance(emphysema_fraction=0.7).check()
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_emphysema_destroys_the_asked_fraction_of_the_lung_upper_zones_most(fraction):
+    """Emphysema blobs: the requested fraction of the lung (within the quantile's sampling),
+    nothing outside it, more in the upper third than in the lower, blobs of several voxels
+    (not salt noise), and nothing at all when the fraction is 0."""
+    grid = VolumeGrid((0.0, 0.0, 0.0), (1e-3, 1e-3, 1e-3), (60, 50, 90))
+    labels = np.zeros(grid.shape_zyx, np.uint8)
+    labels[5:85, 5:45, 5:28] = 1  # right lung: a box of 80 slices (z up = head)
+    labels[5:85, 5:45, 32:55] = 2
+    look = ClinicalAppearance(emphysema_fraction=fraction)
+    destroyed = emphysema_blobs(labels, grid, look, np.random.default_rng(0))
+    lung = labels > 0
+    assert not destroyed[~lung].any()
+    assert destroyed[lung].mean() == pytest.approx(fraction, abs=0.01)
+    lower, upper = destroyed[5:32][lung[5:32]].mean(), destroyed[58:85][lung[58:85]].mean()
+    assert upper > 1.5 * lower
+    _, n_blobs = ndimage.label(destroyed)
+    assert destroyed.sum() / n_blobs > 8  # voxels per blob
+    look.emphysema_fraction = 0.0
+    assert not emphysema_blobs(labels, grid, look, np.random.default_rng(0)).any()
 
 
 def _fwhm(profile: np.ndarray, step: float) -> float:

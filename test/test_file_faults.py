@@ -263,6 +263,8 @@ def test_phantom_refuses_a_non_empty_folder_before_working(tmp_path):
     (["--name", "clinical", "--slice-mm", "9"], "slice thickness"),
     (["--name", "clinical", "--pixel-mm", "nan"], "--pixel-mm"),
     (["--name", "default", "--slice-mm", "1"], "clinical preset only"),
+    (["--name", "clinical", "--emphysema", "nan"], "emphysema fraction"),
+    (["--name", "default", "--emphysema", "0.2"], "clinical preset only"),
 ])
 def test_phantom_options_are_checked_before_work(tmp_path, argv, words):
     err = io.StringIO()

@@ -116,6 +116,7 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
             "seed_ct_m": [float(v) for v in seg.seed_ct],
             "threshold_hu": seg.threshold_hu,
             "refined_volume_m3": seg.refined_volume,
+            "low_attenuation_area": seg.low_attenuation,
             "tubular_refinement": asdict(seg.tubular) if seg.tubular is not None else None,
             "tracking": asdict(seg.tracking) if seg.tracking is not None else None,
             "segmentation_params": asdict(params.segmentation),

@@ -7,7 +7,9 @@ floods the lung parenchyma and the volume jumps ("explosion"); the last threshol
 is kept. All thresholds are evaluated in one minimax priority flood, which stops as soon as the
 explosion shows. A refinement pass then adds thin peripheral airways that are darker than their
 surroundings (a grey-level black top-hat), where they connect to the grown tree and are not
-pockets of parenchyma next to thick tissue (chest wall, mediastinum, nodules).
+pockets of parenchyma next to thick tissue (chest wall, mediastinum, nodules); on a scan with
+emphysema (more low-attenuation lung than ``emphysema_max_laa``) only the tubular refinement
+runs.
 
 Frames and units
 ----------------
@@ -105,6 +107,18 @@ class SegmentationParams:
     tube_lung_percentile: float = 90.0
     """... and a dark-tube measure above this percentile of the measure over the
     parenchyma."""
+    emphysema_hu: float = -950.0
+    """Lung darker than this is low-attenuation area (the LAA-950 index of emphysema)."""
+    emphysema_max_laa: float = 0.01
+    """On a scan whose lungs have more low-attenuation area than this fraction (emphysema) the
+    top-hat refinement does not run: destroyed parenchyma against an airway's wall is a dark
+    pocket the top-hat takes for a small airway, and a map with false airways is worse than
+    one without some peripheral ones (the planner routes through what the map holds). The
+    tubular refinement, which asks for a tube, still runs. Measured on the clinical preset at
+    1 mm slices: with 5 % of the lung destroyed the area is 1.6 % here (on the smoothed scan;
+    0.0–0.07 % on the phantoms without emphysema); with the refinement 3.7 % of the
+    segmented volume lay outside the airways (FPR 0.037) and the tree had 136 false
+    branches, without it FPR 0.0045 with TD 0.97 / BD 0.93 (0.99 / 0.98 with it)."""
     tube_max_growth: float = 1.0
     """The tubular refinement may add at most this fraction of the segmented volume; more is a
     leak, and its additions are dropped."""
@@ -180,6 +194,9 @@ class Segmentation:
         the last entry is the exploding threshold with a lower bound of its volume.
     refined_volume : float
         Volume added by the small-airway refinement (m^3).
+    low_attenuation : float
+        Fraction of the lungs darker than ``emphysema_hu`` (:func:`low_attenuation_area`);
+        above ``emphysema_max_laa`` the top-hat refinement did not run.
     tubular : TubularRefinement or None
         What the tubular refinement did (``None`` when it did not run or found too little
         parenchyma to set its thresholds).
@@ -196,6 +213,7 @@ class Segmentation:
     threshold_hu: float
     volume_curve: list[tuple[float, float]] = field(default_factory=list)
     refined_volume: float = 0.0
+    low_attenuation: float = 0.0
     scan_levels: ScanLevels | None = None
     tubular: TubularRefinement | None = None
     tracking: Tracking | None = None
@@ -223,6 +241,17 @@ def outside_air(dark: np.ndarray) -> np.ndarray:
     border = np.unique(np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
                                        labels[:, :, 0].ravel(), labels[:, :, -1].ravel()]))
     return _labels_in(labels, border)
+
+
+def low_attenuation_area(hu: np.ndarray, airways: np.ndarray, below_hu: float) -> float:
+    """Fraction of the lungs darker than ``below_hu`` (HU): the low-attenuation area of
+    emphysema. The lungs are taken as the voxels darker than -500 HU that are not air around
+    the patient (:func:`outside_air`) and not in ``airways``; every second voxel is counted."""
+    sub = hu[::2, ::2, ::2]
+    dark = sub < -500.0
+    lungs = dark & ~outside_air(dark) & ~airways[::2, ::2, ::2]
+    n = int(lungs.sum())
+    return float(np.count_nonzero(sub[lungs] < below_hu)) / n if n else 0.0
 
 
 def find_trachea_seed(hu: np.ndarray, spacing_mm, params: SegmentationParams) -> tuple[int, int, int]:
@@ -668,7 +697,8 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     voxel_volume = float(np.prod(spacing)) * 1e-9
     mask_box, threshold, curve = explosion_controlled_growing(hu_box, seed_box, params, voxel_volume)
     grown = int(mask_box.sum())
-    if params.refine:
+    laa = low_attenuation_area(hu_box, mask_box, params.emphysema_hu)
+    if params.refine and laa <= params.emphysema_max_laa:
         mask_box = refine_small_airways(hu_box, mask_box, spacing, params, factor > 1)
     refined = float((mask_box.sum() - grown) * voxel_volume)
     tubular = None
@@ -699,5 +729,5 @@ def segment_airways(image: sitk.Image, params: SegmentationParams | None = None)
     seed_lps = tuple(int(s + b.start) for s, b in zip(seed_box, box))
     seed_ct = index_to_ct(lps, seed_lps)[0]
     seed_index = tuple(int(round(v)) for v in ct_to_index(image, seed_ct)[0])
-    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, levels,
-                        tubular, tracking)
+    return Segmentation(mask, seed_index, seed_ct, float(threshold), curve, refined, laa,
+                        levels, tubular, tracking)

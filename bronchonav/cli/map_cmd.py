@@ -28,7 +28,8 @@ def _out_folder(path: str, force: bool = True, create: bool = True) -> Path:
 
 
 def _phantom_config_from_args(name: str, args):
-    """The phantom preset ``name`` with the ``--slice-mm`` / ``--pixel-mm`` options applied."""
+    """The phantom preset ``name`` with the ``--slice-mm`` / ``--pixel-mm`` / ``--emphysema``
+    options applied."""
     import math
 
     from bronchonav.ct.phantom import phantom_config
@@ -37,14 +38,19 @@ def _phantom_config_from_args(name: str, args):
         raise InputError(f"--seed must be >= 0, got {args.seed}")
     slice_mm = getattr(args, "slice_mm", None)
     pixel_mm = getattr(args, "pixel_mm", None)
-    if name != "clinical" and (slice_mm is not None or pixel_mm is not None):
-        raise InputError("--slice-mm and --pixel-mm apply to the clinical preset only")
+    emphysema = getattr(args, "emphysema", None)
+    if name != "clinical" and (slice_mm, pixel_mm, emphysema) != (None, None, None):
+        raise InputError("--slice-mm, --pixel-mm and --emphysema apply to the clinical preset "
+                         "only")
     config = phantom_config(name, args.seed,
                             None if slice_mm is None else float(slice_mm) * 1e-3)
     if pixel_mm is not None:
         if not (math.isfinite(pixel_mm) and 0.4 <= pixel_mm <= 2.0):
             raise InputError(f"--pixel-mm must be within 0.4-2 mm, got {pixel_mm}")
         config.spacing_m = float(pixel_mm) * 1e-3
+    if emphysema is not None:
+        config.clinical.emphysema_fraction = float(emphysema)
+        config.clinical.check()
     return config
 
 
@@ -185,6 +191,8 @@ def _phantom_options(p) -> None:
                    "(0.5-3, default 1)")
     p.add_argument("--pixel-mm", type=float, help="clinical preset: in-plane pixel in mm "
                    "(default 0.7)")
+    p.add_argument("--emphysema", type=float, help="clinical preset: fraction of the lung "
+                   "destroyed by emphysema (0-0.6, default 0)")
 
 
 def register(subparsers) -> None:

@@ -26,7 +26,12 @@ The ``clinical`` phantom preset renders the same ground-truth anatomy as the def
 * a **mucus-plugged branch** (its lumen filled with ``mucus_hu``): it is removed from the
   ground truth, which holds the airways a reader could see;
 * a **body outline** (skin and a subcutaneous fat layer) and a **scanner table** under the
-  patient's back.
+  patient's back;
+* optionally **emphysema** (``emphysema_fraction`` > 0; off in the preset): the parenchyma
+  destroyed in blobs of about ``emphysema_scale_m`` at ``emphysema_hu``, upper-zone
+  predominant as smokers' centrilobular emphysema is, up to the airway walls — the patients who
+  come for a lung nodule are mostly (ex-)smokers, and air beside an airway wall is where region
+  growing leaks.
 
 Frames and units: as in :mod:`bronchonav.ct.render` (CT frame LPS, metres; arrays z, y, x).
 """
@@ -82,12 +87,23 @@ class ClinicalAppearance:
     table_half_width_m: float = 0.22
     table_gap_m: float = 0.002
     """Air between the body's most posterior point and the table top (m)."""
+    emphysema_fraction: float = 0.0
+    """Fraction of the lung volume destroyed by emphysema (low-attenuation area), 0–0.6."""
+    emphysema_hu: float = -985.0
+    """Density of the destroyed parenchyma (HU): nearly air."""
+    emphysema_scale_m: float = 0.004
+    """Correlation length of the destroyed blobs (m)."""
+    emphysema_upper_weight: float = 0.5
+    """How much more the upper zones are destroyed: the blob field is tilted by this (in units
+    of its amplitude) from the lungs' base to their apex."""
 
     def check(self) -> None:
         """Raise :class:`InputError` for values outside the supported ranges."""
         if not 0.5e-3 <= self.slice_thickness_m <= 3.0e-3:
             raise InputError(f"slice thickness {self.slice_thickness_m * 1e3:g} mm is outside "
                              "0.5–3 mm")
+        if not 0.0 <= self.emphysema_fraction <= 0.6:
+            raise InputError(f"emphysema fraction {self.emphysema_fraction:g} is outside 0–0.6")
 
 
 @dataclass
@@ -229,6 +245,25 @@ def _smooth_field(shape, scale_vox, rng: np.random.Generator) -> np.ndarray:
     return (out / max(np.abs(out).max(), 1e-6)).astype(np.float32)
 
 
+def emphysema_blobs(labels: np.ndarray, fine: VolumeGrid, look: ClinicalAppearance,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Where the parenchyma is destroyed (bool, the fine grid's z, y, x): the lung voxels (of
+    ``labels``) where a smooth random field of correlation length ``look.emphysema_scale_m``,
+    tilted towards the apex by ``look.emphysema_upper_weight``, is above the quantile that
+    leaves ``look.emphysema_fraction`` of the lung destroyed."""
+    lung = labels > 0
+    if look.emphysema_fraction <= 0 or not lung.any():
+        return np.zeros(labels.shape, bool)
+    field = _smooth_field(labels.shape, [look.emphysema_scale_m / s
+                                         for s in fine.spacing_m[::-1]], rng)
+    k = np.flatnonzero(lung.any(axis=(1, 2)))
+    z = np.zeros(labels.shape[0], np.float32)  # 0 at the lungs' base, 1 at their apex (+z up)
+    z[k[0]:k[-1] + 1] = np.linspace(0.0, 1.0, k[-1] - k[0] + 1, dtype=np.float32)
+    field += np.float32(look.emphysema_upper_weight) * z[:, None, None]
+    threshold = np.quantile(field[lung][::7], 1.0 - look.emphysema_fraction)
+    return lung & (field > threshold)
+
+
 def _correlated_noise(shape2d, sigma_vox: float, std: float, rng: np.random.Generator):
     """In-plane correlated Gaussian noise of the given std (HU), float32."""
     white = rng.standard_normal(shape2d, dtype=np.float32)
@@ -281,6 +316,7 @@ def render_clinical(config, tree: AirwayTree, nodules: list[Nodule], lungs: Lung
     vessels = (_tubes(segments, fine)[0] if len(segments[0])
                else np.zeros(fine.shape_zyx, np.uint8))
     labels = lung_labels(lungs, fine)
+    destroyed = emphysema_blobs(labels, fine, look, rng)
     x, y = fine.axis(0), fine.axis(1)
     cx, cy = config.body_center_m
     a, b = config.body_semi_axes_m
@@ -304,10 +340,11 @@ def render_clinical(config, tree: AirwayTree, nodules: list[Nodule], lungs: Lung
         f_m = mucus[k0:k1].astype(np.float32) / 255
         f_v = vessels[k0:k1].astype(np.float32) / 255
         base = np.where(labels[k0:k1] > 0, lung_hu[None, :, None], background[None])
+        base[destroyed[k0:k1]] = look.emphysema_hu
         base = f_m * look.mucus_hu + (1 - f_m) * (f_v * look.vessel_hu + (1 - f_v) * base)
         hu[k0:k1] = (f_l * config.hu_air + (f_t - f_l) * config.hu_tissue + (1 - f_t) * base
                      + look.air_variation_hu * drift[k0:k1])
-    del lumen, tissue, mucus, vessels, labels, drift
+    del lumen, tissue, mucus, vessels, labels, drift, destroyed
     blur_to_scan(hu, config.blur_sigma_vox, look.slice_thickness_m, fine.spacing_m[2])
     picked = hu[pad:pad + (scan.size[2] - 1) * sub + 1:sub]
     out = np.empty(scan.shape_zyx, np.int16)
