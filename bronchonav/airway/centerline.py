@@ -17,8 +17,10 @@ Steps
    measured radii (after step 3, which then runs again), or the distance-transform radius when
    the branch has none.
 2. The skeleton voxels form a graph (26-neighbours, edges weighted by their length); the root is
-   the most superior skeleton end point (top of the trachea). A shortest-path tree from the root
-   breaks every cycle (two airways touching, skeleton loops at thick junctions).
+   the most superior of the wide skeleton end points (:func:`root_end`: the top of the trachea,
+   also where the scan cuts the trachea below the lung apices' small bronchi). A shortest-path
+   tree from the root breaks every cycle (two airways touching, skeleton loops at thick
+   junctions).
 3. The voxel tree is cut into branches between the root, bifurcations and end points
    (a :class:`networkx.DiGraph` of branches). Spurs — terminal branches shorter than
    ``prune_k`` times their parent's lumen radius plus ``prune_min_mm`` — are
@@ -106,6 +108,15 @@ def _voxel_graph(coords: np.ndarray, shape, spacing_kji: np.ndarray):
     rows, cols, w = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
     n = len(coords)
     return coo_matrix((np.r_[w, w], (np.r_[rows, cols], np.r_[cols, rows])), shape=(n, n)).tocsr()
+
+
+def root_end(ends: np.ndarray, z_ct: np.ndarray, radius_mm: np.ndarray) -> int:
+    """The skeleton end point at the top of the trachea: of the ``ends`` (indices into the
+    skeleton's ``z_ct``, m, +z head, and lumen ``radius_mm``) at least half as wide as the
+    widest, the most superior. A scan may cut the trachea a few centimetres above the carina,
+    below the ends of the apical bronchi; those are narrow, the trachea is the widest airway."""
+    wide = ends[radius_mm[ends] >= 0.5 * radius_mm[ends].max()]
+    return int(wide[np.argmax(z_ct[wide])])
 
 
 def _branch_graph(parent: np.ndarray, root: int) -> nx.DiGraph:
@@ -625,8 +636,7 @@ def extract_tree(mask: sitk.Image, params: CenterlineParams | None = None,
     graph = _voxel_graph(coords, sub.shape, spacing_kji)
     degree = np.diff(graph.indptr)
     ends = np.flatnonzero(degree == 1)
-    candidates = ends if len(ends) else np.arange(len(coords))
-    root = int(candidates[np.argmax(pos_ct[candidates, 2])])
+    root = root_end(ends if len(ends) else np.arange(len(coords)), pos_ct[:, 2], radius_mm)
     depth_mm, pred = dijkstra(graph, directed=False, indices=root, return_predecessors=True)
     parent = np.where(pred < 0, -1, pred).astype(np.int64)
     if image is not None:
