@@ -88,7 +88,8 @@ class ClinicalAppearance:
     table_gap_m: float = 0.002
     """Air between the body's most posterior point and the table top (m)."""
     emphysema_fraction: float = 0.0
-    """Fraction of the lung volume destroyed by emphysema (low-attenuation area), 0–0.6."""
+    """Fraction of the lung volume destroyed by emphysema, 0–0.6 (the scan's low-attenuation
+    area below -950 HU comes out lower: the blobs' edges are at partial volume)."""
     emphysema_hu: float = -985.0
     """Density of the destroyed parenchyma (HU): nearly air."""
     emphysema_scale_m: float = 0.004
