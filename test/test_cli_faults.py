@@ -239,3 +239,14 @@ def test_subprocess_errors_are_one_line_without_traceback(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bronchonav register: error: ")
         assert message in lines[0]
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback():
+    """``bronchonav map-info MAP | head -0``: the pipe closes before the command writes; it
+    stops with the shell's broken-pipe status (141) and nothing on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "bronchonav.cli", "map-info", str(MAP)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()  # long before the command has imported what it needs
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err.decode()
+    assert err.decode().strip() == ""
