@@ -219,6 +219,47 @@ def test_the_final_aim_ends_after_two_aiming_commands_in_a_row_are_not_carried_o
     assert controller.not_carried_out == 2
 
 
+def _turned(T: np.ndarray, angle: float) -> np.ndarray:
+    """``T`` with the tip axis turned by ``angle`` about the tip frame's y axis."""
+    c, s = np.cos(angle), np.sin(angle)
+    out = T.copy()
+    out[:3, :3] = T[:3, :3] @ np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    return out
+
+
+def test_an_aim_that_turns_away_ends_on_the_command_of_its_best_aim():
+    """The observed tip is seen turning towards the lesion as aiming starts, then turned 40°
+    away (as if the wall or a fold swung it off) until the aim gives up: the controller sends
+    the command under which the tip pointed best at the lesion once more, and ends reached at
+    the next step (the tool leaves along the final tip's axis)."""
+    controller, model, lesion = _aim_setup(0.015, np.radians(40))
+    seen = []  # (observed pose, the command it is the result of)
+    command = None
+    while controller.phase != "aim":
+        T = model.state.tip_pose.copy()
+        seen.append((T, command))
+        command = controller.update(T)
+    T = model.state.tip_pose.copy()
+    seen.append((T, command))
+    command = controller.update(T)  # one aiming step on the true pose
+    away = _turned(model.state.tip_pose, np.radians(40))
+    sent = [command]
+    while controller.outcome is None and len(sent) < 40:
+        sent.append(controller.update(away))
+    best_T, best_command = min(seen[-2:], key=lambda item: _axis_to_pose(item[0], lesion))
+    assert controller.outcome is not None and controller.outcome.status == "reached"
+    assert len(sent) >= controller.config.aim_patience_steps  # it aimed on the turned pose
+    back = sent[-2]  # the last command sent before the step that ended the aim
+    assert back.insertion == pytest.approx(best_command.insertion)
+    np.testing.assert_allclose(back.tendon_tension, best_command.tendon_tension, atol=1e-12)
+    assert _axis_to_pose(away, lesion) > _axis_to_pose(best_T, lesion) + np.radians(20)
+
+
+def _axis_to_pose(T, point):
+    d = (point - T[:3, 3]) / np.linalg.norm(point - T[:3, 3])
+    return float(np.arccos(np.clip(T[:3, 2] @ d, -1, 1)))
+
+
 def test_a_jammed_catheter_ends_stuck_without_repeating_refused_commands():
     """A catheter that stops carrying out commands 30 mm down a straight tube (as a simulator
     whose solver finds no equilibrium near its state): after ``jam_refusals`` refusals in a row

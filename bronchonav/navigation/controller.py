@@ -34,7 +34,8 @@ One call of :meth:`NavigationController.update` is one control step:
 7. **End**: within ``goal_tolerance_m`` of the exit point (or stalled within
    ``reach_tolerance_m`` of it), articulate towards the lesion (hold the insertion) until the
    tip axis points at it or stops turning (or the catheter does not carry out two aiming
-   commands in a row), and end ``reached``; ``timeout`` after ``max_steps``.
+   commands in a row), send the command of the best aim once more if the tip has turned away
+   from it, and end ``reached``; ``timeout`` after ``max_steps``.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class NavigationController:
         self._refusals = 0  # commands in a row not carried out (afresh as a recovery starts/ends)
         self._aim_best = np.inf  # smallest heading error to the lesion while aiming (rad)
         self._aim_since_best = 0
+        self._aim_best_command: tuple | None = None  # (insertion, bend, roll) of the best aim
+        self._aim_back = False  # the best aim's command was sent again: the aim is over
         self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
@@ -437,20 +440,30 @@ class NavigationController:
         """Articulate towards the lesion (insertion held) until the tip axis points at it, the
         tip stops turning (``aim_patience_steps`` steps without ``aim_progress_rad`` of
         improvement: the wall or the tendon limit holds it; or the catheter did not carry out
-        two aiming commands in a row, the second half the size), or ``aim_steps`` steps."""
+        two aiming commands in a row, the second half the size), or ``aim_steps`` steps. Where
+        the tip then points farther from the lesion than it did at its best, the command of
+        that best aim is sent once more before the end (the tool leaves along the final tip's
+        axis)."""
         c = self.config
         lesion = self.target.lesion_center
-        if lesion is not None and c.aim_steps > 0 and not (self._aim_steps and
-                                                           self._refusals >= 2):
+        if lesion is not None and c.aim_steps > 0 and not self._aim_back and \
+                not (self._aim_steps and self._refusals >= 2):
             self._steer(T, lesion)
             self._aim_steps += 1
             if self.heading_error < self._aim_best - c.aim_progress_rad:
                 self._aim_best, self._aim_since_best = self.heading_error, 0
+                self._aim_best_command = self._good  # the command the observed tip holds
             else:
                 self._aim_since_best += 1
             if self.heading_error > c.aim_tolerance_rad and self._aim_steps < c.aim_steps \
                     and self._aim_since_best < c.aim_patience_steps:
                 return
+        if not self._aim_back and self._aim_best_command is not None and \
+                self.heading_error > self._aim_best + c.aim_progress_rad:
+            self.insertion, bend, self.roll = self._aim_best_command
+            self.bend = bend.copy()
+            self._aim_back = True
+            return
         self._finish("reached", f"tip {self._drive_end_error * 1e3:.1f} mm from the exit point")
 
     def _finish(self, status: str, reason: str) -> None:
