@@ -255,6 +255,26 @@ def test_an_aim_that_turns_away_ends_on_the_command_of_its_best_aim():
     assert _axis_to_pose(away, lesion) > _axis_to_pose(best_T, lesion) + np.radians(20)
 
 
+def test_on_an_uncertain_pose_the_aim_does_not_go_back_within_the_pose_error():
+    """The same aim, on a pose whose 1σ error is 10 mm: 40° of turning away is within what
+    that error can make of the direction to a lesion 20 mm away, so the best aim's command is
+    not sent again; the aim ends on its last command."""
+    controller, model, lesion = _aim_setup(0.015, np.radians(40))
+    controller.pose_sigma_m = 0.01
+    command = None
+    while controller.phase != "aim":
+        command = controller.update(model.state.tip_pose)
+    best_command = command  # the tip the aim starts from is the best it is seen at
+    controller.update(model.state.tip_pose)
+    away = _turned(model.state.tip_pose, np.radians(40))
+    sent = []
+    while controller.outcome is None and len(sent) < 40:
+        sent.append(controller.update(away))
+    assert controller.outcome is not None and controller.outcome.status == "reached"
+    assert len(sent) >= 2
+    assert not np.allclose(sent[-2].tendon_tension, best_command.tendon_tension, atol=1e-9)
+
+
 def _axis_to_pose(T, point):
     d = (point - T[:3, 3]) / np.linalg.norm(point - T[:3, 3])
     return float(np.arccos(np.clip(T[:3, 2] @ d, -1, 1)))

@@ -384,6 +384,12 @@ class NavigationController:
         """How far off the route the observed tip may be by the pose's error alone (m)."""
         return self.config.pose_sigmas * self.pose_sigma_m
 
+    def _heading_allowance(self, T: np.ndarray, point: np.ndarray) -> float:
+        """How far off the direction from the observed tip to ``point`` may be by the pose's
+        error alone (rad): the position allowance (:meth:`_pose_allowance`) seen from the
+        tip."""
+        return float(np.arctan2(self._pose_allowance(), np.linalg.norm(point - T[:3, 3])))
+
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
         if self._back_on_route() or self.insertion <= 0.0:
@@ -443,7 +449,8 @@ class NavigationController:
         two aiming commands in a row, the second half the size), or ``aim_steps`` steps. Where
         the tip then points farther from the lesion than it did at its best, the command of
         that best aim is sent once more before the end (the tool leaves along the final tip's
-        axis)."""
+        axis) — on a pose with an error estimate, only where it pointed better by more than
+        that error can tell (:meth:`_heading_allowance`)."""
         c = self.config
         lesion = self.target.lesion_center
         if lesion is not None and c.aim_steps > 0 and not self._aim_back and \
@@ -459,7 +466,8 @@ class NavigationController:
                     and self._aim_since_best < c.aim_patience_steps:
                 return
         if not self._aim_back and self._aim_best_command is not None and \
-                self.heading_error > self._aim_best + c.aim_progress_rad:
+                self.heading_error > self._aim_best + c.aim_progress_rad + \
+                self._heading_allowance(T, lesion):
             self.insertion, bend, self.roll = self._aim_best_command
             self.bend = bend.copy()
             self._aim_back = True
