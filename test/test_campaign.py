@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -329,6 +330,27 @@ def test_ray_missing_or_unreachable_is_a_clear_error(tmp_path, monkeypatch):
         run_campaign(spec, tmp_path / "o", workers=2, progress=False)
     # in-process needs no Ray
     assert run_campaign(spec, tmp_path / "o", workers=1, progress=False).ran == 8
+
+
+def test_in_process_needs_nothing_from_the_campaign_extra(tmp_path):
+    """An install without the ``campaign`` extra (Ray, pyarrow, tqdm, threadpoolctl) runs a
+    campaign in-process: in a fresh interpreter where none of them can be imported, the runner
+    imports and runs every case (the table falls back to CSV)."""
+    spec_file = tmp_path / "toy.yaml"
+    spec_file.write_text(yaml.safe_dump(toy_campaign(tmp_path, stages=["map", "plan"])))
+    script = ("import sys\n"
+              "for name in ('ray', 'pyarrow', 'tqdm', 'threadpoolctl'):\n"
+              "    sys.modules[name] = None\n"
+              "from bronchonav.campaign.runner import run_campaign\n"
+              "from bronchonav.campaign.spec import load_spec\n"
+              f"summary = run_campaign(load_spec({str(spec_file)!r}), {str(tmp_path / 'o')!r}, "
+              "workers=1, progress=False)\n"
+              "print(summary.ran)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "8"
+    assert (tmp_path / "o" / "results.csv").exists()
 
 
 def test_sampled_nodules_are_cached_with_the_map(tmp_path):

@@ -28,8 +28,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
-
 from bronchonav.campaign.cases import Case, case_seed, expand_cases, select_nodules
 from bronchonav.campaign.custom import resolve_custom_stages
 from bronchonav.campaign.spec import CampaignSpec
@@ -140,7 +138,7 @@ def run_campaign(spec: CampaignSpec, out_dir: str | Path, workers: int = 1,
             started_ray = True
         return ray
 
-    one_thread = None if use_ray else threadpool_limits(limits=1)  # as a Ray worker computes
+    one_thread = None if use_ray else _one_blas_thread()
     try:
         maps = _prepare_maps(spec, store, ray_ready if use_ray else None)
         nodules = {k: select_nodules(m, spec.nodules) for k, m in maps.items()}
@@ -254,6 +252,17 @@ def _prepare_maps(spec: CampaignSpec, store: ResultStore, ray_ready) -> dict:
     for key, airway_map in made.items():
         maps[key] = cache_map(airway_map, cache_dir / key)
     return {s.key: maps[s.key] for s in spec.subjects}
+
+
+def _one_blas_thread():
+    """Hold BLAS/OpenMP to one thread, as a Ray worker computes (threadpoolctl, from the
+    ``campaign`` extra, as Ray is); None where it is not installed: the in-process mode is also
+    the one that runs without the extra, and with no Ray there are no Ray rows to match."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=1)
 
 
 def import_ray():
