@@ -155,26 +155,18 @@ def _slices(image, mask, thickness_mm: float, pixel_mm: float = 0.7):
     return ct, sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
-def _write_modified(folder: Path, args) -> None:
-    """The phantom of ``args`` with the noise std ``args.noise_hu`` (HU) and the emphysema
-    fraction ``args.emphysema`` where given, written as the ``phantom`` command writes it (CT
-    and truth)."""
+def _write_noisier(folder: Path, args) -> None:
+    """The phantom of ``args`` with the noise std ``args.noise_hu`` (HU), written as the
+    ``phantom`` command writes it (CT and truth)."""
     import numpy as np
     import SimpleITK as sitk
 
-    from bronchonav.ct.phantom import make_phantom, phantom_config
+    from bronchonav.cli.map_cmd import _phantom_config_from_args
+    from bronchonav.ct.phantom import make_phantom
     from bronchonav.maps import tree_to_dict
 
-    config = phantom_config(args.phantom, args.seed,
-                            None if args.slice_mm is None else args.slice_mm * 1e-3)
-    if args.pixel_mm is not None:
-        config.spacing_m = args.pixel_mm * 1e-3
-    if args.noise_hu is not None:
-        config.noise_hu = float(args.noise_hu)
-    if args.emphysema is not None:
-        if config.clinical is None:
-            raise SystemExit("airway_bench: --emphysema needs --preset clinical")
-        config.clinical.emphysema_fraction = float(args.emphysema)
+    config = _phantom_config_from_args(args.phantom, args)  # as the phantom command builds it
+    config.noise_hu = float(args.noise_hu)
     phantom = make_phantom(config)
     mask = sitk.GetImageFromArray(phantom.lumen_mask.astype(np.uint8))
     mask.CopyInformation(phantom.image)
@@ -278,9 +270,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="airway_bench_") as tmp:
         t0 = time.perf_counter()
-        if args.noise_hu is None and args.emphysema is None:
+        if args.noise_hu is None:
             argv = ["phantom", "--name", args.phantom, "--seed", str(args.seed), "--out", tmp]
-            for opt, value in (("--slice-mm", args.slice_mm), ("--pixel-mm", args.pixel_mm)):
+            for opt, value in (("--slice-mm", args.slice_mm), ("--pixel-mm", args.pixel_mm),
+                               ("--emphysema", args.emphysema)):
                 if value is not None:
                     argv += [opt, str(value)]
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON report only
@@ -288,7 +281,13 @@ def main() -> int:
             if code:
                 return code
         else:
-            _write_modified(Path(tmp), args)
+            from bronchonav.errors import InputError
+
+            try:
+                _write_noisier(Path(tmp), args)
+            except InputError as exc:
+                print(f"airway_bench: {exc}", file=sys.stderr)
+                return 2
         t_phantom = time.perf_counter() - t0
         print("  extracting in a subprocess …", file=sys.stderr, flush=True)
         out = _extract(tmp)
