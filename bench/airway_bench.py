@@ -161,11 +161,15 @@ def _write_noisier(folder: Path, args) -> None:
     import numpy as np
     import SimpleITK as sitk
 
-    from bronchonav.cli.map_cmd import _phantom_config_from_args
-    from bronchonav.ct.phantom import make_phantom
+    from bronchonav.ct.phantom import make_phantom, phantom_config
     from bronchonav.maps import tree_to_dict
 
-    config = _phantom_config_from_args(args.phantom, args)  # as the phantom command builds it
+    def metres(mm):
+        return None if mm is None else mm * 1e-3
+
+    config = phantom_config(args.phantom, args.seed, slice_thickness_m=metres(args.slice_mm),
+                            pixel_spacing_m=metres(args.pixel_mm),
+                            emphysema_fraction=args.emphysema)
     config.noise_hu = float(args.noise_hu)
     phantom = make_phantom(config)
     mask = sitk.GetImageFromArray(phantom.lumen_mask.astype(np.uint8))

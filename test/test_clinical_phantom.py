@@ -95,6 +95,19 @@ def test_clinical_options_are_checked():
         phantom_config("clinical", 0, slice_thickness_m=5e-3)
     with pytest.raises(InputError, match="emphysema fraction"):
         ClinicalAppearance(emphysema_fraction=0.7).check()
+    with pytest.raises(InputError, match="emphysema fraction"):
+        phantom_config("clinical", 0, emphysema_fraction=-0.1)
+    with pytest.raises(InputError, match="pixel spacing"):
+        phantom_config("clinical", 0, pixel_spacing_m=3e-3)
+    with pytest.raises(InputError, match="clinical preset only"):
+        phantom_config("default", 0, emphysema_fraction=0.2)
+    with pytest.raises(InputError, match="seed"):
+        phantom_config("clinical", -1)
+    config = phantom_config("clinical", 3, slice_thickness_m=2.5e-3, pixel_spacing_m=0.5e-3,
+                            emphysema_fraction=0.1)
+    assert (config.seed, config.spacing_m) == (3, 0.5e-3)
+    assert config.clinical.slice_thickness_m == 2.5e-3
+    assert config.clinical.emphysema_fraction == 0.1
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.3])

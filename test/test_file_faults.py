@@ -259,9 +259,9 @@ def test_phantom_refuses_a_non_empty_folder_before_working(tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--seed", "-1"], "seed must be >= 0"),
     (["--name", "clinical", "--slice-mm", "9"], "slice thickness"),
-    (["--name", "clinical", "--pixel-mm", "nan"], "--pixel-mm"),
+    (["--name", "clinical", "--pixel-mm", "nan"], "pixel spacing"),
     (["--name", "default", "--slice-mm", "1"], "clinical preset only"),
     (["--name", "clinical", "--emphysema", "nan"], "emphysema fraction"),
     (["--name", "default", "--emphysema", "0.2"], "clinical preset only"),

@@ -28,30 +28,17 @@ def _out_folder(path: str, force: bool = True, create: bool = True) -> Path:
 
 
 def _phantom_config_from_args(name: str, args):
-    """The phantom preset ``name`` with the ``--slice-mm`` / ``--pixel-mm`` / ``--emphysema``
-    options applied."""
-    import math
-
+    """The phantom preset ``name`` with the ``--seed``, ``--slice-mm``, ``--pixel-mm`` and
+    ``--emphysema`` options (:func:`bronchonav.ct.phantom.phantom_config` checks them)."""
     from bronchonav.ct.phantom import phantom_config
 
-    if args.seed < 0:
-        raise InputError(f"--seed must be >= 0, got {args.seed}")
-    slice_mm = getattr(args, "slice_mm", None)
-    pixel_mm = getattr(args, "pixel_mm", None)
-    emphysema = getattr(args, "emphysema", None)
-    if name != "clinical" and (slice_mm, pixel_mm, emphysema) != (None, None, None):
-        raise InputError("--slice-mm, --pixel-mm and --emphysema apply to the clinical preset "
-                         "only")
-    config = phantom_config(name, args.seed,
-                            None if slice_mm is None else float(slice_mm) * 1e-3)
-    if pixel_mm is not None:
-        if not (math.isfinite(pixel_mm) and 0.4 <= pixel_mm <= 2.0):
-            raise InputError(f"--pixel-mm must be within 0.4-2 mm, got {pixel_mm}")
-        config.spacing_m = float(pixel_mm) * 1e-3
-    if emphysema is not None:
-        config.clinical.emphysema_fraction = float(emphysema)
-        config.clinical.check()
-    return config
+    def metres(mm):
+        return None if mm is None else float(mm) * 1e-3
+
+    return phantom_config(name, args.seed,
+                          slice_thickness_m=metres(getattr(args, "slice_mm", None)),
+                          pixel_spacing_m=metres(getattr(args, "pixel_mm", None)),
+                          emphysema_fraction=getattr(args, "emphysema", None))
 
 
 def cmd_phantom(args) -> int:

@@ -34,6 +34,7 @@ inside the lung clear of the pleura, do not touch other airways, are at least
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,7 +122,9 @@ class PhantomConfig:
 
 
 def phantom_config(name: str = "default", seed: int = 0,
-                   slice_thickness_m: float | None = None) -> PhantomConfig:
+                   slice_thickness_m: float | None = None,
+                   pixel_spacing_m: float | None = None,
+                   emphysema_fraction: float | None = None) -> PhantomConfig:
     """The named phantom preset.
 
     ``default``: 1 mm voxels, cropped to the body (fast). ``full``: 0.7 mm voxels,
@@ -131,11 +134,22 @@ def phantom_config(name: str = "default", seed: int = 0,
     density gradient, thin walls (a tenth of the lumen diameter, at least 0.3 mm), arteries and
     veins beside the bronchi, a mucus-plugged branch, a body outline and a table.
 
+    ``slice_thickness_m``, ``pixel_spacing_m`` (in-plane, 0.4-2 mm) and ``emphysema_fraction``
+    (:attr:`~bronchonav.ct.clinical.ClinicalAppearance.emphysema_fraction`) change the clinical
+    preset only.
+
     Raises
     ------
     InputError
-        For an unknown name.
+        For an unknown name, a negative seed, or a clinical option out of range or given for
+        another preset.
     """
+    if seed < 0:
+        raise InputError(f"the phantom seed must be >= 0, got {seed}")
+    if name != "clinical" and (slice_thickness_m, pixel_spacing_m,
+                               emphysema_fraction) != (None, None, None):
+        raise InputError("slice thickness, pixel spacing and emphysema apply to the clinical "
+                         "preset only")
     if name == "default":
         return PhantomConfig(name=name, seed=int(seed))
     if name == "full":
@@ -146,8 +160,16 @@ def phantom_config(name: str = "default", seed: int = 0,
         look = ClinicalAppearance()
         if slice_thickness_m is not None:
             look.slice_thickness_m = float(slice_thickness_m)
+        if emphysema_fraction is not None:
+            look.emphysema_fraction = float(emphysema_fraction)
         look.check()
-        return PhantomConfig(name=name, seed=int(seed), spacing_m=0.7e-3, wall_fraction=0.10,
+        spacing = 0.7e-3
+        if pixel_spacing_m is not None:
+            if not (math.isfinite(pixel_spacing_m) and 0.4e-3 <= pixel_spacing_m <= 2.0e-3):
+                raise InputError(f"the pixel spacing must be within 0.4-2 mm, got "
+                                 f"{pixel_spacing_m * 1e3:g} mm")
+            spacing = float(pixel_spacing_m)
+        return PhantomConfig(name=name, seed=int(seed), spacing_m=spacing, wall_fraction=0.10,
                              min_wall_m=0.3e-3, hu_air=-960.0, hu_lung=-840.0, noise_hu=40.0,
                              blur_sigma_vox=0.8, margin_m=0.010, clinical=look)
     raise InputError(f"unknown phantom {name!r}; choose one of: {', '.join(PHANTOM_NAMES)}")
