@@ -527,6 +527,35 @@ def gentle_route(phantom_map):
     return min((r for r in routes if r.feasible), key=lambda r: r.max_bend)
 
 
+@pytest.mark.parametrize("first, second", [(2, 1), (1, 2)])
+def test_a_withdrawal_from_one_main_bronchus_stops_in_the_central_airways(phantom_map, first,
+                                                                          second):
+    """The EM survey's second arm (rehearsal and demo): after the main bronchus ``first``, a
+    route into ``second`` withdraws only until the tip is back in an airway of the route. On
+    the way back the tip lies against the trachea's wall, farther than ``back_on_route_m`` from
+    its centerline (measured: 7.6 mm), and waiting for it to come within that distance pulled
+    the catheter almost out (to 26 mm of insertion), so that the survey swept the trachea a
+    second time and the registration rested on a line."""
+    tree = phantom_map.tree
+
+    def arm(branch_id):
+        main = tree[branch_id]
+        return RouteTarget.from_points(np.vstack([tree.trachea.points, main.points[1:-5]]),
+                                       [tree.trachea.id, branch_id])
+
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    assert drive(NavigationController(arm(first), model), model).status == "reached"
+    assert model.state.branch_ids[-1] == first
+    controller = NavigationController(arm(second), model)
+    trace = []
+    outcome = drive(controller, model, lambda c: trace.append((c.phase, c.insertion)))
+    withdrawn = [q for phase, q in trace if phase == "withdraw"]
+    assert withdrawn  # it backed out of the other main bronchus first
+    assert min(withdrawn) > 0.9 * tree.trachea.length  # ... but not out of the trachea
+    assert outcome.status == "reached" and outcome.retries == 0
+    assert model.state.branch_ids[-1] == second
+
+
 def test_a_rehearsal_reaches_a_nodule_of_the_default_phantom(phantom_map, gentle_route):
     from bronchonav.scenarios import rehearse
 

@@ -24,8 +24,8 @@ One call of :meth:`NavigationController.update` is one control step:
    own.
 5. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
    after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
-   relaxed until it is within ``back_on_route_m`` of the route (or fully retracted), then
-   drives. This is not a recovery and spends no retry. (On a pose with an error estimate,
+   relaxed until it is back in an airway of the route or within ``back_on_route_m`` of it (or
+   fully retracted), then drives. This is not a recovery and spends no retry. (On a pose with an error estimate,
    ``pose_sigma_m``, the off-route distances are widened by ``pose_sigmas`` of it.)
 6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), a jam (the
    catheter did not carry out ``jam_refusals`` commands in a row), or the tip off the
@@ -390,9 +390,16 @@ class NavigationController:
         tip."""
         return float(np.arctan2(self._pose_allowance(), np.linalg.norm(point - T[:3, 3])))
 
+    def _withdrawn(self) -> bool:
+        """A withdrawal is over: the tip is back in an airway of the route (the off-route test
+        no longer holds; in a wide airway such as the trachea the tip can lie against the wall
+        far from the centerline all the way up) or within ``back_on_route_m`` of the route."""
+        return self._back_on_route() or (bool(self._route_branches)
+                                         and self.branch_id in self._route_branches)
+
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
-        if self._back_on_route() or self.insertion <= 0.0:
+        if self._withdrawn() or self.insertion <= 0.0:
             self._drive_on()
             self._drive(T)
             return
