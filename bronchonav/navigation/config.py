@@ -68,7 +68,8 @@ class NavigationConfig:
         A tip farther than this from the route, in an airway not on the route, took a wrong
         branch (m).
     back_on_route_m : float
-        A recovery ends when the tip is back within this distance of the route (m).
+        A recovery ends when the tip is back within this distance of the route (m); a
+        withdrawal too, unless the tip is back in an airway of the route first.
     pose_sigmas : float
         Where the observed tip pose has an error estimate (the controller's ``pose_sigma_m``,
         e.g. a registration's 1σ error at the target), ``off_route_m`` and ``back_on_route_m``

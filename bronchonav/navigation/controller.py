@@ -25,8 +25,9 @@ One call of :meth:`NavigationController.update` is one control step:
 5. **Withdraw** (first): a tip that starts off the route, in an airway not on it (a new route
    after driving elsewhere, e.g. an EM survey of the other lung), is pulled back with the bend
    relaxed until it is back in an airway of the route or within ``back_on_route_m`` of it (or
-   fully retracted), then drives. This is not a recovery and spends no retry. (On a pose with an error estimate,
-   ``pose_sigma_m``, the off-route distances are widened by ``pose_sigmas`` of it.)
+   fully retracted), then drives. This is not a recovery and spends no retry. (On a pose with
+   an error estimate, ``pose_sigma_m``, the off-route distances are widened by ``pose_sigmas``
+   of it.)
 6. **Recover**: no progress for ``stall_steps`` steps (a stall or buckling), a jam (the
    catheter did not carry out ``jam_refusals`` commands in a row), or the tip off the
    route in an airway not on it (a wrong branch): retract ``retract_m`` with half the bend,
