@@ -535,7 +535,7 @@ def test_a_withdrawal_from_one_main_bronchus_stops_in_the_central_airways(phanto
     the way back the tip lies against the trachea's wall, farther than ``back_on_route_m`` from
     its centerline (measured: 7.6 mm), and waiting for it to come within that distance pulled
     the catheter almost out (to 26 mm of insertion), so that the survey swept the trachea a
-    second time and the registration rested on a line."""
+    second time (in ``make demo`` the runs where it did registered worst)."""
     tree = phantom_map.tree
 
     def arm(branch_id):
