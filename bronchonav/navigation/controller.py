@@ -369,8 +369,12 @@ class NavigationController:
     def _off_route(self) -> bool:
         """The tip is farther than ``off_route_m`` (widened by the pose's error) from the
         route, in an airway not on it."""
-        return self.lateral > self.config.off_route_m + self._pose_allowance() and (
-            not self._route_branches or self.branch_id not in self._route_branches)
+        return self.lateral > self.config.off_route_m + self._pose_allowance() and \
+            not self._in_route_airway()
+
+    def _in_route_airway(self) -> bool:
+        """The tip's airway is one of the route's (False for a route without airway ids)."""
+        return bool(self._route_branches) and self.branch_id in self._route_branches
 
     def _back_on_route(self) -> bool:
         """The tip is within ``back_on_route_m`` (widened by the pose's error) of the route."""
@@ -395,8 +399,7 @@ class NavigationController:
         """A withdrawal is over: the tip is back in an airway of the route (the off-route test
         no longer holds; in a wide airway such as the trachea the tip can lie against the wall
         far from the centerline all the way up) or within ``back_on_route_m`` of the route."""
-        return self._back_on_route() or (bool(self._route_branches)
-                                         and self.branch_id in self._route_branches)
+        return self._back_on_route() or self._in_route_airway()
 
     def _withdraw(self, T: np.ndarray) -> None:
         c = self.config
