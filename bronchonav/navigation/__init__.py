@@ -7,11 +7,14 @@ the tendons (probe solves of the catheter model), rolls a planar device into its
 detects stalls and wrong branches and recovers a bounded number of times, and ends with a
 :class:`NavigationOutcome`. It has no ROS import: the rehearsal scenario, the ``bronchonav
 catheter --demo`` command and the ROS ``navigator`` node all drive this one controller.
+:func:`survey_arm` says which airways the EM registration survey drives through.
 """
 
 from bronchonav.navigation.config import NavigationConfig
 from bronchonav.navigation.controller import NavigationController
 from bronchonav.navigation.outcome import NavigationOutcome
 from bronchonav.navigation.route_target import RouteTarget
+from bronchonav.navigation.survey import SurveyArm, survey_arm
 
-__all__ = ["NavigationConfig", "NavigationController", "NavigationOutcome", "RouteTarget"]
+__all__ = ["NavigationConfig", "NavigationController", "NavigationOutcome", "RouteTarget",
+           "SurveyArm", "survey_arm"]

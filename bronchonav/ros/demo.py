@@ -10,7 +10,8 @@ MCAP recorder; then — talking to the nodes only through topics, services and p
    the smallest bifurcation bend;
 2. surveys the central airways on the simulator's ground-truth pose — a stand-in for the
    physician driving under the camera: the navigator drives into the main bronchus on the other
-   side, then into the one on the target's side (``route_planner/goal_point``);
+   side, then into the one on the target's side (``route_planner/goal_point``;
+   :func:`~bronchonav.navigation.survey_arm`);
 3. registers the EM sweep (``registration/trigger``) and, if that succeeds, switches the
    navigator to the registered EM pose (parameter ``pose_source: registered``);
 4. lets the navigator drive the route to the nodule until ``navigator/status`` says ``done``;
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.errors import InputError
-from bronchonav.geometry import Polyline
+from bronchonav.navigation import survey_arm
 
 REACHED_TOLERANCE_M = 5e-3
 """The demo counts the exit point as reached when the tip is this close (m)."""
@@ -190,21 +191,20 @@ def _json(msg) -> dict:
     return json.loads(msg.data)
 
 
-def survey_point(tree, target_ct: np.ndarray, same_side: bool = False) -> np.ndarray:
-    """A point 5 mm before the end of a main bronchus: the one on the other side from the
-    target (or on its side with ``same_side``), CT frame (m).
+def survey_point(tree, target_ct: np.ndarray) -> np.ndarray:
+    """Where the EM survey's first arm ends (CT frame, m): 5 mm before the end of the main
+    bronchus on the other side from the target (:func:`~bronchonav.navigation.survey_arm`).
 
     Driving into both makes the EM sweep a Y (trachea and both main bronchi) rather than a
     single path, which a rigid registration cannot pin down.
     """
-    line = Polyline(tree.main_bronchus(target_ct, same_side).points)
-    return line.point_at(max(line.length - 5e-3, 0.5 * line.length))
+    return survey_arm(tree, target_ct, same_side=False).end
 
 
-def survey_length(tree, target_ct: np.ndarray, margin: float = 5e-3) -> float:
-    """Route arc length (m) from the top of the trachea to ``margin`` before the end of the main
+def survey_length(tree, target_ct: np.ndarray) -> float:
+    """Route arc length (m) from the top of the trachea to 5 mm before the end of the main
     bronchus on the target's side: the EM survey's second arm."""
-    return tree.trachea.length + tree.main_bronchus(target_ct).length - margin
+    return survey_arm(tree, target_ct, same_side=True).length
 
 
 def _drive(client, timeout_s: float) -> dict:

@@ -8,8 +8,9 @@ sensitivity; what it observes depends on ``pose``:
 - ``"truth"``: the model's tip pose (CT frame);
 - ``"registered"``: what a navigation system sees. The patient lies at a hidden
   ``T_ct_patient``; an EM tip sensor reports the tip moved by breathing, in the patient frame,
-  with noise. The catheter first surveys both main bronchi (steered on the truth, as a
-  physician does under the camera), the EM sweep is registered to the map
+  with noise. The catheter first surveys both main bronchi
+  (:func:`~bronchonav.navigation.survey_arm`; steered on the truth, as a physician does under
+  the camera), the EM sweep is registered to the map
   (:func:`~bronchonav.registration.register_em`, refined near the target as the ROS
   registration node does), and the drive to the target then steers on
   ``T_ct_patient_estimated @ T_patient_sensor``, its off-route tests widened by the
@@ -29,9 +30,9 @@ import numpy as np
 from bronchonav.catheter.command import CatheterCommand
 from bronchonav.catheter.model import CatheterModel
 from bronchonav.errors import InputError
-from bronchonav.geometry import Polyline
 from bronchonav.navigation import (NavigationConfig, NavigationController, NavigationOutcome,
-                                   RouteTarget)
+                                   RouteTarget, survey_arm)
+from bronchonav.navigation.survey import SURVEY_MARGIN_M
 from bronchonav.registration import Twin, register_em
 from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
 
@@ -55,7 +56,8 @@ class SensingConfig:
     breathing_period_s : float
         Breathing period (s).
     survey_margin_m : float
-        The survey stops this far before the end of each main bronchus (m).
+        The survey stops this far before the end of each main bronchus (m;
+        :func:`~bronchonav.navigation.survey_arm`).
     """
 
     patient_seed: int = 1
@@ -63,7 +65,7 @@ class SensingConfig:
     em_angle_noise_rad: float = 0.01
     breathing_amplitude_m: float = 3.0e-3
     breathing_period_s: float = 4.0
-    survey_margin_m: float = 5.0e-3
+    survey_margin_m: float = SURVEY_MARGIN_M
 
 
 @dataclass
@@ -179,16 +181,6 @@ class _Run:
         return controller.outcome
 
 
-def _survey_target(tree, main, margin: float) -> RouteTarget:
-    """Trachea and the main bronchus ``main``, to ``margin`` before its end."""
-    trachea = tree.trachea
-    line = Polyline(main.points)
-    stop = max(line.length - margin, 0.5 * line.length)
-    keep = line.s < stop
-    points = np.vstack([trachea.points, main.points[keep][1:], line.point_at(stop)])
-    return RouteTarget.from_points(points, [trachea.id, main.id])
-
-
 def rehearse(airway_map, route, params, pose: str = "truth",
              config: NavigationConfig | None = None, sensing: SensingConfig | None = None,
              n_nodes: int = 30, seed: int = 0, keep_trajectory: bool = False
@@ -239,8 +231,8 @@ def rehearse(airway_map, route, params, pose: str = "truth",
     pose_sigma = 0.0
     if pose == "registered":
         for same_side in (False, True):  # the other main bronchus first, then this one
-            main = tree.main_bronchus(route.target_center, same_side)
-            surveyor = NavigationController(_survey_target(tree, main, sensing.survey_margin_m),
+            arm = survey_arm(tree, route.target_center, same_side, sensing.survey_margin_m)
+            surveyor = NavigationController(RouteTarget.from_points(arm.points, arm.branch_ids),
                                             model, config, steps_model=False)
             run.drive(surveyor, truth)  # the second arm withdraws from the first on its own
         result = register_em(np.array(run.em_patient), Twin.of(airway_map).prepare(),
