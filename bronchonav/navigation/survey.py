@@ -6,7 +6,8 @@ side from the target first. A single path leaves the rotation about it undetermi
 
 Going on into the lobar bronchi (a longer lever arm for the rotation) was measured and not
 kept: the catheter does not run on the centerlines round the turns into them, and the
-centerline registration took that for misalignment (docs/navigation.md, "The survey's depth").
+centerline registration took that for misalignment (docs/navigation.md, "Tried and not kept:
+a deeper survey").
 
 The rehearsal (:func:`bronchonav.scenarios.rehearse`) and the ROS demo both take their survey
 from :func:`survey_arm`. Everything is in the CT frame (m).
