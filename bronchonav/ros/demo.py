@@ -191,22 +191,6 @@ def _json(msg) -> dict:
     return json.loads(msg.data)
 
 
-def survey_point(tree, target_ct: np.ndarray) -> np.ndarray:
-    """Where the EM survey's first arm ends (CT frame, m): 5 mm before the end of the main
-    bronchus on the other side from the target (:func:`~bronchonav.navigation.survey_arm`).
-
-    Driving into both makes the EM sweep a Y (trachea and both main bronchi) rather than a
-    single path, which a rigid registration cannot pin down.
-    """
-    return survey_arm(tree, target_ct, same_side=False).end
-
-
-def survey_length(tree, target_ct: np.ndarray) -> float:
-    """Route arc length (m) from the top of the trachea to 5 mm before the end of the main
-    bronchus on the target's side: the EM survey's second arm."""
-    return survey_arm(tree, target_ct, same_side=True).length
-
-
 def _drive(client, timeout_s: float) -> dict:
     """Wait until the navigator has finished the current route; its last status."""
     time.sleep(0.5)  # let the navigator take the new route
@@ -332,7 +316,9 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
 
         # -- survey, registration, drive to the nodule ------------------------------------------
         t_nav = time.monotonic()
-        point = survey_point(tree, target)
+        # the other main bronchus first: with the target's side next the EM sweep is a Y,
+        # which a rigid registration can pin down (a single path it cannot)
+        point = survey_arm(tree, target, same_side=False).end
         progress("survey (ground-truth pose): into the main bronchus on the other side")
         _drive_to_point(client, point, timeout_s)
         client.pub_goal.publish(String(data=chosen))
@@ -344,7 +330,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         if pose_source == "registered":
             # approach on the ground truth through the target side's main bronchus (the second
             # arm of the EM survey), then register and steer on the registered pose
-            switch_s = survey_length(tree, target)
+            switch_s = survey_arm(tree, target, same_side=True).length
             progress(f"navigating to {chosen}: survey of its main bronchus (ground-truth pose, "
                      f"first {switch_s * 1e3:.0f} mm)")
             time.sleep(0.5)
