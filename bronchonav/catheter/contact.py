@@ -1,18 +1,20 @@
 """Wall contact between the catheter and the airway lumen.
 
-The lumen is modelled as the union of tubes around the branch centerlines (each tube a chain of
-capsules with the local lumen radius). A catheter node of radius ``r_c`` at distance ``d`` from a
-centerline where the lumen radius is ``r`` penetrates the wall by ``pen = d - (r - r_c)``. The
-node's candidate branches are combined by a smooth minimum (width ``eps``) of their penetrations
-and gradients, and the node feels the penalty force ``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to
-``eps``, then linear with slope ``k``, the nodal stiffness = stiffness per length × node spacing);
-``∇pen`` points away from the nearest centerline point, taken on the C¹ cubic Hermite curve
-through the centerline samples (:func:`bronchonav.catheter.rod.wall_penetration`): with the
-polyline's own nearest point the force direction jumps by the polyline's vertex angle where two
-segments are equally near (inside a bend), and Newton stalls at the jump. The smooth minimum keeps the force
-continuous where two tubes meet (carinas, corners). (A lumen that narrows along a branch only
-squeezes radially; the axial push-back of a taper was left out because its segment-wise slope
-made the force jump at polyline vertices, which stalls Newton.)
+The lumen is modelled as the union of tubes around the branch centerlines, each tube the union
+of balls centred on the branch's centerline (a C¹ cubic Hermite curve through its samples) with
+the local lumen radius (a C¹ interpolant of the sampled radii). A catheter node of radius ``r_c``
+penetrates a tube by ``pen = min_s (|p − c(s)| − (r(s) − r_c))``
+(:func:`bronchonav.catheter.rod.wall_penetration`), and ``∇pen`` is the unit vector from that
+ball's centre ``c(s*)`` to the node. The node's candidate branches are combined by a smooth
+minimum (width ``eps``) of their penetrations and gradients, and the node feels the penalty force
+``-φ(pen) ∇pen`` (``φ`` C¹: quadratic up to ``eps``, then linear with slope ``k``, the nodal
+stiffness = stiffness per length × node spacing). The smooth minimum keeps the force continuous
+where two tubes meet (carinas, corners); the smooth centerline and radius keep it continuous
+inside a bend (the polyline's own nearest point makes the force direction jump by the vertex
+angle where two segments are equally near) and where the lumen narrows (a linear radius has a
+slope that jumps at every vertex); Newton stalls at any such jump. Where the lumen narrows
+along a branch the wall's normal tilts back toward the wider part, so a taper pushes back
+axially as a cone does.
 
 The forces are evaluated from the current iterate *inside* the shooting integration (see
 :mod:`bronchonav.catheter.rod`), so the Newton solver sees the contact stiffness. (A fixed-point loop

@@ -367,62 +367,188 @@ def _hermite(bp, j, t, blo, bhi, out):
 
 
 @njit(cache=True, error_model="numpy")
+def _hermite_radius(br, j, t, blo, bhi):
+    """Lumen radius (m) and its first and second derivative per unit ``t`` on segment ``j`` at
+    ``t`` in [0, 1]: the C¹ cubic Hermite interpolant of the vertex radii, vertex slopes from the
+    neighbouring vertices (one-sided at the branch's ends)."""
+    a0, b0 = max(j - 1, blo), j + 1
+    a1, b1 = j, min(j + 2, bhi)
+    m0 = (br[b0] - br[a0]) / (b0 - a0)
+    m1 = (br[b1] - br[a1]) / (b1 - a1)
+    t2, t3 = t * t, t * t * t
+    r = (2 * t3 - 3 * t2 + 1) * br[j] + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * br[j + 1] \
+        + (t3 - t2) * m1
+    dr = (6 * t2 - 6 * t) * br[j] + (3 * t2 - 4 * t + 1) * m0 + (-6 * t2 + 6 * t) * br[j + 1] \
+        + (3 * t2 - 2 * t) * m1
+    ddr = (12 * t - 6) * br[j] + (6 * t - 4) * m0 + (-12 * t + 6) * br[j + 1] + (6 * t - 2) * m1
+    return r, dr, ddr
+
+
+@njit(cache=True, error_model="numpy")
+def _ball_distance(p, u, blo, bhi, bp, br, c):
+    """``h(u) = |p − c(u)| − r(u)`` and its first two derivatives in the curve parameter ``u``
+    (segment index + ``t``) of the Hermite centerline and radius; ``c`` (3, 3) is scratch."""
+    j = min(int(np.floor(u)), bhi - 1)
+    t = u - j
+    _hermite(bp, j, t, blo, bhi, c)
+    r, dr, ddr = _hermite_radius(br, j, t, blo, bhi)
+    d2 = g = gc = cc = 0.0
+    for a in range(3):
+        e = c[0, a] - p[a]
+        d2 += e * e
+        g += c[1, a] * e
+        gc += c[2, a] * e
+        cc += c[1, a] * c[1, a]
+    d = np.sqrt(d2)
+    if not d > 1e-12:  # on the centerline: the distance has no derivative; take h convex
+        return d - r, -dr, 1.0
+    return d - r, g / d - dr, (gc + cc) / d - g * g / (d2 * d) - ddr
+
+
+H_ROUNDING_M = 1e-15
+"""A refinement step is accepted unless it raises the penetration by more than this (m): the
+last Newton steps change it by less than its rounding, and stopping them there would leave the
+ball's centre, and so the wall normal, short of converged."""
+
+UNREFINED_DEPTH_M = 1e-3
+"""A point this far (m) inside the lumen by the polyline's penetration is not refined on the
+smooth curve (:func:`wall_penetration`): the two differ by the sagitta (micrometres) and by the
+smooth radius against the linear one (under 0.1 mm even where sampled radii zigzag by half a
+millimetre), and only a point beyond the wall feels a force."""
+
+STEEP_TAPER = 0.05
+"""Radius change per length above which :func:`_segment_penetration` finds the ball of deepest
+penetration exactly; below it the point nearest by distance is within ``taper² · distance / 2``
+(a few micrometres) of it in penetration."""
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _segment_penetration(p, j, bp, br):
+    """How deep ``p`` is in the union of balls along polyline segment ``j`` (radius linear along
+    it), beyond the lumen radius: ``(penetration, t)``, ``t`` the ball's centre on the segment.
+
+    On a segment ``a + t e`` the penetration ``|p − a − t e| − (r_a + t Δr)`` is convex in ``t``;
+    its minimum lies ``k d⊥ / (|e| √(1 − k²))`` from the foot of the perpendicular (``d⊥`` the
+    distance to the line, ``k = Δr / |e|`` the taper), or at the wider end if the taper is
+    steeper than 45°. Below :data:`STEEP_TAPER` the foot itself is taken."""
+    ax, ay, az = bp[j, 0], bp[j, 1], bp[j, 2]
+    ex, ey, ez = bp[j + 1, 0] - ax, bp[j + 1, 1] - ay, bp[j + 1, 2] - az
+    ll = ex * ex + ey * ey + ez * ez
+    dr = br[j + 1] - br[j]
+    t = ((p[0] - ax) * ex + (p[1] - ay) * ey + (p[2] - az) * ez) / ll
+    if dr * dr > STEEP_TAPER * STEEP_TAPER * ll:
+        el = np.sqrt(ll)
+        k = dr / el
+        if abs(k) < 1.0:
+            dx, dy, dz = p[0] - ax - t * ex, p[1] - ay - t * ey, p[2] - az - t * ez
+            t += k * np.sqrt(dx * dx + dy * dy + dz * dz) / (el * np.sqrt(1.0 - k * k))
+        else:
+            t = 1.0 if k > 0.0 else 0.0
+    t = min(max(t, 0.0), 1.0)
+    dx, dy, dz = p[0] - ax - t * ex, p[1] - ay - t * ey, p[2] - az - t * ez
+    return np.sqrt(dx * dx + dy * dy + dz * dz) - (br[j] + t * dr), t
+
+
+@njit(cache=True, error_model="numpy")
+def _refine(p, u, u_lo, u_hi, blo, bhi, bp, br, c):
+    """Minimise ``h(u) = |p − c(u)| − r(u)`` (:func:`_ball_distance`) from ``u`` within
+    ``[u_lo, u_hi]``: Newton where ``h`` is convex, a step of one segment downhill where it is
+    not, halved until ``h`` decreases. Returns ``(h, u)``."""
+    h, h1, h2 = _ball_distance(p, u, blo, bhi, bp, br, c)
+    for _ in range(20):
+        step = -h1 / h2 if h2 > 0.0 else (-1.0 if h1 > 0.0 else 1.0)
+        u_new = min(max(u + step, u_lo), u_hi)
+        if not abs(u_new - u) > 1e-13:
+            break
+        hn, h1n, h2n = _ball_distance(p, u_new, blo, bhi, bp, br, c)
+        halvings = 0
+        while not hn <= h + H_ROUNDING_M and halvings < 40:
+            u_new = u + 0.5 * (u_new - u)
+            hn, h1n, h2n = _ball_distance(p, u_new, blo, bhi, bp, br, c)
+            halvings += 1
+        if not hn <= h + H_ROUNDING_M:
+            break
+        moved = abs(u_new - u)
+        u, h, h1, h2 = u_new, hn, h1n, h2n
+        if moved < 1e-13:
+            break
+    return h, u
+
+
+@njit(cache=True, error_model="numpy")
 def wall_penetration(p, lo, hi, blo, bhi, bp, br, r_cath):
     """Smallest penetration of point ``p`` into the wall of one branch's tube.
 
     The branch's centerline is the polyline rows ``[blo, bhi]`` of ``bp`` (lumen radii ``br``);
-    the search starts on its segments ``[lo, hi)`` (a window, or the whole branch). The nearest
-    segment is refined to the nearest point on the C¹ cubic Hermite curve through the vertices
-    (Newton on the curve parameter, free to move along the whole branch): the distance to a
-    polyline has a gradient that jumps where two segments are equally near (inside a bend), which
-    makes the wall force jump and stalls the shooting solver; the distance to a C¹ curve does
-    not (within the curve's focal radius). The curve stays within the sagitta (about
-    ``spacing² · curvature / 8``, micrometres) of the polyline.
+    the tube is the union of balls of the lumen's free radius (lumen radius − ``r_cath``)
+    centred on the C¹ cubic Hermite curve through the vertices, the radius a C¹ Hermite
+    interpolant of the vertex radii too, and the penetration is
+    ``min_u (|p − c(u)| − (r(u) − r_cath))``. The search runs over the polyline's segments
+    ``[lo, hi)`` (a window, or the whole branch), each taken as a union of balls with a linear
+    radius (:func:`_segment_penetration`); a point deeper inside than
+    :data:`UNREFINED_DEPTH_M` keeps that value, otherwise the best segment is refined by Newton
+    on the curve parameter ``u`` (kept to that segment and its two neighbours), and so is a
+    second basin where there is one (the inner side of a bend narrower than the lumen). Smooth
+    curve and radius: the polyline's own nearest point has a normal that jumps where two
+    segments are equally near (inside a bend), and a linear radius a slope that jumps at every
+    vertex, and either jump in the wall force stalls the shooting solver. The same quantity
+    minimised in the search and the refinement: refining the nearest point by distance alone,
+    where the radius varies (a bronchus narrowing from its origin), could walk to where the
+    lumen is narrower, and a point micrometres away, searched from a neighbouring segment, got
+    a penetration a quarter of a millimetre different — a jump no step of the solver could get
+    past. Gradient: the unit vector from ``c(u*)`` to ``p``. The curve stays within the sagitta
+    (about ``spacing² · curvature / 8``, micrometres) of the polyline.
 
-    Returns ``(pen, seg, qx, qy, qz)``: ``pen = distance - (lumen radius - r_cath)`` (m), the
-    segment holding the nearest point ``q`` (radius interpolated linearly along it).
+    Returns ``(pen, seg, qx, qy, qz)``: the penetration (m), the segment holding the ball's
+    centre ``q = c(u*)``.
     """
-    best = 1e300
-    bs = lo
-    bt = 0.0
-    if hi <= lo or bhi <= blo:
-        return best, lo, 0.0, 0.0, 0.0
-    for j in range(lo, hi):
-        ax, ay, az = bp[j, 0], bp[j, 1], bp[j, 2]
-        ex, ey, ez = bp[j + 1, 0] - ax, bp[j + 1, 1] - ay, bp[j + 1, 2] - az
-        ll = ex * ex + ey * ey + ez * ez
-        t = ((p[0] - ax) * ex + (p[1] - ay) * ey + (p[2] - az) * ez) / ll
-        t = min(max(t, 0.0), 1.0)
-        dx, dy, dz = p[0] - ax - t * ex, p[1] - ay - t * ey, p[2] - az - t * ez
-        pen = np.sqrt(dx * dx + dy * dy + dz * dz) - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
-        if pen < best:
-            best = pen
-            bs = j
-            bt = t
-    # Newton on g(u) = c'(u)·(c(u) - p), u = segment + t, within the branch
+    if hi <= lo or bhi <= blo or not abs(p[0]) + abs(p[1]) + abs(p[2]) < 1e300:
+        return 1e300, lo, 0.0, 0.0, 0.0  # no branch here, or a diverged (non-finite) point
+    # the segments' penetrations in one pass, keeping the two lowest local minima (i, second)
+    i, best, ti = lo, 1e300, 0.0
+    second, second_pen, second_t = -1, 1e300, 0.0
+    before = 1e300
+    here, t_here = _segment_penetration(p, lo, bp, br)
+    for m in range(lo, hi):
+        after, t_after = _segment_penetration(p, m + 1, bp, br) if m + 1 < hi else (1e300, 0.0)
+        if here <= before and here <= after:
+            if here < best:
+                second, second_pen, second_t = i if best < 1e300 else -1, best, ti
+                i, best, ti = m, here, t_here
+            elif here < second_pen:
+                second, second_pen, second_t = m, here, t_here
+        before, here, t_here = here, after, t_after
+    if best + r_cath < -UNREFINED_DEPTH_M:  # well inside: no wall force whatever the refinement
+        ax, ay, az = bp[i, 0], bp[i, 1], bp[i, 2]
+        return best + r_cath, i, ax + ti * (bp[i + 1, 0] - ax), ay + ti * (bp[i + 1, 1] - ay), \
+            az + ti * (bp[i + 1, 2] - az)
     c = np.empty((3, 3))
-    j, t = bs, bt
-    for _ in range(12):
-        _hermite(bp, j, t, blo, bhi, c)
-        g = 0.0
-        gp = 0.0
-        for a in range(3):
-            r = c[0, a] - p[a]
-            g += c[1, a] * r
-            gp += c[2, a] * r + c[1, a] * c[1, a]
-        if not gp > 0.0:
-            break  # outside the focal radius (or a non-finite iterate): keep the current point
-        u = j + t - g / gp
-        u = min(max(u, float(blo)), float(bhi))
-        j_new = min(int(np.floor(u)), bhi - 1)
-        t_new = u - j_new
-        done = abs(u - (j + t)) < 1e-13
-        j, t = j_new, t_new
-        if done:
-            break
-    _hermite(bp, j, t, blo, bhi, c)
-    dx, dy, dz = p[0] - c[0, 0], p[1] - c[0, 1], p[2] - c[0, 2]
-    pen = np.sqrt(dx * dx + dy * dy + dz * dz) - (br[j] + t * (br[j + 1] - br[j]) - r_cath)
+    h, u = _refine(p, i + ti, float(max(i - 1, blo)), float(min(i + 2, bhi)), blo, bhi, bp, br, c)
+    # another basin (the inner side of a bend narrower than the lumen): the next local minimum
+    # of the segments' penetrations is refined too, so the smaller of the two is found whichever
+    # the polyline ranked first; two basins a segment apart show as one minimum, so the better
+    # neighbour is refined too unless the descent from there runs downhill on a convex stretch
+    # toward the first basin
+    if second >= 0 and abs(second - i) <= 1:
+        second = -1
+    if second < 0 and hi - lo > 1:
+        if i + 1 >= hi or (i > lo and _segment_penetration(p, i - 1, bp, br)[0]
+                           < _segment_penetration(p, i + 1, bp, br)[0]):
+            second = i - 1
+        else:
+            second = i + 1
+        second_t = _segment_penetration(p, second, bp, br)[1]
+        _, slope, curvature = _ball_distance(p, second + second_t, blo, bhi, bp, br, c)
+        if curvature > 0.0 and slope * (second + second_t - u) > 0.0:
+            second = -1
+    if second >= 0:
+        h2, u2 = _refine(p, second + second_t, float(max(second - 1, blo)),
+                         float(min(second + 2, bhi)), blo, bhi, bp, br, c)
+        if h2 < h:
+            h, u = h2, u2
+    j = min(int(np.floor(u)), bhi - 1)
+    _hermite(bp, j, u - j, blo, bhi, c)
+    pen = h + r_cath
     return pen, j, c[0, 0], c[0, 1], c[0, 2]
 
 
@@ -458,6 +584,11 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, r
         if hi <= lo:
             continue
         pen, seg, qx, qy, qz = wall_penetration(p, lo, hi, blo, bhi, bp, br, r_cath)
+        if pen <= 0.0:  # inside this tube: the smooth minimum is below zero, so is the force
+            out[0] = 0.0
+            out[1] = 0.0
+            out[2] = 0.0
+            return
         pens[c] = pen
         dx, dy, dz = p[0] - qx, p[1] - qy, p[2] - qz
         d = np.sqrt(dx * dx + dy * dy + dz * dz)
