@@ -532,12 +532,12 @@ def wall_penetration(p, lo, hi, blo, bhi, bp, br, r_cath):
     if second >= 0 and abs(second - i) <= 1:
         second = -1
     if second < 0 and hi - lo > 1:
-        if i + 1 >= hi or (i > lo and _segment_penetration(p, i - 1, bp, br)[0]
-                           < _segment_penetration(p, i + 1, bp, br)[0]):
-            second = i - 1
+        left = _segment_penetration(p, i - 1, bp, br) if i > lo else (1e300, 0.0)
+        right = _segment_penetration(p, i + 1, bp, br) if i + 1 < hi else (1e300, 0.0)
+        if i + 1 >= hi or (i > lo and left[0] < right[0]):
+            second, second_t = i - 1, left[1]
         else:
-            second = i + 1
-        second_t = _segment_penetration(p, second, bp, br)[1]
+            second, second_t = i + 1, right[1]
         _, slope, curvature = _ball_distance(p, second + second_t, blo, bhi, bp, br, c)
         if curvature > 0.0 and slope * (second + second_t - u) > 0.0:
             second = -1
@@ -601,7 +601,7 @@ def contact_force(p, k, cand, win, window, b_off, bp, br, r_cath, k_node, eps, r
     out[0] = 0.0
     out[1] = 0.0
     out[2] = 0.0
-    if best <= -eps * 20.0 or best > 1e299:
+    if best > 1e299:  # no candidate tube
         return
     wsum = 0.0
     gx = gy = gz = 0.0
