@@ -387,3 +387,26 @@ def test_map_server_lifecycle_refuses_a_bad_map_with_its_reason(context, map_dir
         assert node.airway_map is None
     finally:
         node.destroy_node()
+
+
+def test_an_executor_on_a_context_a_stop_signal_shut_down_fails_without_a_traceback(monkeypatch):
+    """A Ctrl-C during a node's start-up shuts its context down (rclpy's signal handler) before
+    the node's executor is built: building it raises RCLError, and nothing else is printed
+    (rclpy's half-built executor once reported an AttributeError from its ``__del__``)."""
+    import gc
+
+    from rclpy._rclpy_pybind11 import RCLError
+
+    from bronchonav.ros.runner import node_executor
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("stopping_node", context=context)
+    rclpy.shutdown(context=context)  # what the signal handler does
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(RCLError):
+        node_executor(node, context)
+    gc.collect()
+    assert unraisable == []
+    node.destroy_node()

@@ -105,10 +105,17 @@ def node_executor(node, context=None):
     registration node on two threads slowed 500 Hz EM publishing in its process to 90 ms a
     message). A node's long callback (a registration, a rendered frame) only delays that node;
     its subscriptions queue meanwhile (see :data:`bronchonav.ros.qos.SAMPLES`).
+
+    A stop signal during start-up shuts the context down (rclpy's handler), and an executor
+    built on it raises ``RCLError`` half-built; rclpy's ``__del__`` then reads an attribute its
+    ``__init__`` had not set yet, which printed an "Exception ignored" traceback on a clean
+    Ctrl-C. The attribute is set beforehand, so that ``__del__`` has nothing to release.
     """
     from rclpy.executors import SingleThreadedExecutor
 
-    executor = SingleThreadedExecutor(context=context)
+    executor = SingleThreadedExecutor.__new__(SingleThreadedExecutor)
+    executor._sigint_gc = None
+    executor.__init__(context=context)
     executor.add_node(node)
     return executor
 
