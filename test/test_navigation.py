@@ -252,7 +252,10 @@ def test_an_aim_that_turns_away_ends_on_the_command_of_its_best_aim():
     back = sent[-2]  # the last command sent before the step that ended the aim
     assert back.insertion == pytest.approx(best_command.insertion)
     np.testing.assert_allclose(back.tendon_tension, best_command.tendon_tension, atol=1e-12)
-    assert _axis_to_pose(away, lesion) > _axis_to_pose(best_T, lesion) + np.radians(20)
+    # the premise: the turned tip points worse than the best aim, far beyond the controller's
+    # aim_progress_rad (0.6°); by 19–21° here, with the approach one 1 mm step longer or
+    # shorter as the base pose's last bit goes
+    assert _axis_to_pose(away, lesion) > _axis_to_pose(best_T, lesion) + np.radians(10)
 
 
 def test_on_an_uncertain_pose_the_aim_does_not_go_back_within_the_pose_error():
