@@ -6,7 +6,7 @@ survey, so the run of samples along one line that covers the most length and has
 pairs of samples and along sensor directions, refitted to their runs as locally optimised RANSAC
 does; see :func:`trachea_hypotheses`). Matching its axis to the twin's trachea leaves the roll
 about the axis and the carina's depth along the run unknown: every roll (``n_roll`` angles) and
-depth (every ``depth_step``) is scored by the median distance of the mapped samples to the twin's
+depth (every ``depth_step``) is scored by the mean distance of the mapped samples to the twin's
 centerlines, and the best few are polished by a short coarse ICP (open3d, point-to-point) and
 scored again. When no tracheal run is found, or the fit stays poor, the 24 proper rotations that
 map the samples' principal axes onto those of the twin's central airways are tried the same way.
@@ -194,15 +194,20 @@ def _median_distance(twin: Twin, points: np.ndarray) -> float:
 
 
 def _scores(src: np.ndarray, twin: Twin, candidates: np.ndarray, n_score: int) -> np.ndarray:
-    """Median distance (m, capped at 50 mm) of ~``n_score`` mapped samples to the twin's
-    centerline points (thinned to 2 mm), per candidate transform (C, 4, 4). (Read from a 2 mm
-    distance grid, most candidates tied at 2.0 mm and the right pose ranked 42nd of 312 on one
-    survey.)"""
+    """Mean distance (m, each capped at 50 mm) of ~``n_score`` mapped samples to the twin's
+    centerline points (thinned to 2 mm), per candidate transform (C, 4, 4).
+
+    The mean, not the median: where more than half of a survey's samples lie on the trachea,
+    which fits every roll about its axis alike, the median does not see the main bronchi, and
+    on one recorded survey (test/data/survey_tip_positions_built3_N6_ct.csv) every candidate
+    kept was turned by 150–175° about the trachea, which the registration then took. (Read from
+    a 2 mm distance grid, most candidates tied at 2.0 mm and the right pose ranked 42nd of 312
+    on another survey.)"""
     sub = src[:: max(1, len(src) // n_score)]
     mapped = np.einsum("cij,nj->cni", candidates[:, :3, :3], sub) + candidates[:, None, :3, 3]
     d = twin.coarse_kdtree.query(mapped.reshape(-1, 3), distance_upper_bound=0.05)[0]
     d = d.clip(max=0.05)
-    return np.median(d.reshape(len(candidates), -1), axis=1)
+    return np.mean(d.reshape(len(candidates), -1), axis=1)
 
 
 def distinct(a: np.ndarray, b: np.ndarray, centre: np.ndarray, angle: float = np.radians(10.0),
