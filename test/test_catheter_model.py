@@ -7,6 +7,7 @@ import pytest
 
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.errors import CommandError
+from trees import tree_with_trachea
 
 
 @pytest.fixture(scope="module")
@@ -172,18 +173,9 @@ def test_zero_insertion_puts_every_node_at_the_base(params):
     assert state.converged and np.allclose(state.positions, 0.0)
 
 
-def _tree_with_trachea(points):
-    """A trachea along ``points`` (CT frame, m) and two 40 mm main bronchi off its end."""
-    from bronchonav.airway.tree import AirwayTree, Branch
-    end = np.asarray(points[-1], dtype=float)
-    trachea = Branch(0, None, 0, points, [0.009] * len(points), name="trachea")
-    children = [Branch(i, 0, 1, [end, end + [0.02 * side, 0.0, -0.035]], [0.006] * 2)
-                for i, side in ((1, 1.0), (2, -1.0))]
-    return AirwayTree([trachea, *children])
-
-
 def test_insertion_axis_is_the_tracheas_axis_despite_a_wiggling_top():
     from bronchonav.catheter import base_pose_from_tree
+
     axis = np.array([0.08, -0.05, -1.0])
     axis /= np.linalg.norm(axis)
     lateral = np.cross(axis, [0.0, 1.0, 0.0])
@@ -195,13 +187,13 @@ def test_insertion_axis_is_the_tracheas_axis_despite_a_wiggling_top():
     wiggle = np.where((s > 0.008) & (s < 0.02), 1e-3, 0.0)
     wiggling = straight + wiggle[:, None] * lateral
 
-    T = base_pose_from_tree(_tree_with_trachea(straight))
+    T = base_pose_from_tree(tree_with_trachea(straight))
     assert np.allclose(T[:3, 2], axis, atol=1e-9)
     assert np.allclose(T[:3, 3], top, atol=1e-9)
     assert np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3), atol=1e-12)
     assert np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
 
-    T = base_pose_from_tree(_tree_with_trachea(wiggling))
+    T = base_pose_from_tree(tree_with_trachea(wiggling))
     tilt = np.degrees(np.arccos(np.clip(T[:3, 2] @ axis, -1.0, 1.0)))
     assert tilt < 1.0  # the first 10 mm alone would tilt it by 5.7°
     off_axis = (T[:3, 3] - top) - ((T[:3, 3] - top) @ axis) * axis

@@ -13,3 +13,13 @@ def y_tree(r_left=0.006, r_right=0.006, angle_deg=35.0):
     right = Branch(2, 0, 1, [[0, 0, -0.1], [-L * np.sin(a), 0, -0.1 - L * np.cos(a)]],
                    [r_right] * 2)
     return AirwayTree([trachea, left, right])
+
+
+def tree_with_trachea(points):
+    """A trachea along ``points`` (CT frame, m; 9 mm radius) and two 40 mm main bronchi off its
+    end."""
+    end = np.asarray(points[-1], dtype=float)
+    trachea = Branch(0, None, 0, points, [0.009] * len(points), name="trachea")
+    children = [Branch(i, 0, 1, [end, end + [0.02 * side, 0.0, -0.035]], [0.006] * 2)
+                for i, side in ((1, 1.0), (2, -1.0))]
+    return AirwayTree([trachea, *children])

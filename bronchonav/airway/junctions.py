@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bronchonav.airway.tree import Branch
-from bronchonav.geometry.polyline import Polyline, arc_length
+from bronchonav.geometry.polyline import Polyline, arc_length, fit_line
 
 MIN_ANGLE_RAD = np.radians(12.0)
 """Children closer to parallel than this (pairwise) give no meeting point."""
@@ -66,11 +66,8 @@ def child_axis(child: Branch) -> Axis | None:
     pts = child.points[(s >= lo) & (s <= hi)]
     if len(pts) < 3 or hi - lo < 0.5 * MIN_WINDOW_M:
         return None
-    origin = pts.mean(axis=0)
-    direction = np.linalg.svd(pts - origin, full_matrices=False)[2][0]
-    if direction @ (pts[-1] - pts[0]) < 0:
-        direction = -direction
-    return Axis(origin, direction, r)
+    line = fit_line(pts)
+    return Axis(line.origin, line.direction, r)
 
 
 def nearest_point_to_lines(axes: list[Axis]) -> np.ndarray | None:

@@ -57,7 +57,7 @@ from bronchonav.catheter.rod import Outputs, Pieces, PointLoads, TendonLoads, Wa
 from bronchonav.catheter.solver import solve
 from bronchonav.catheter.state import SNAP_THROUGH, CatheterState
 from bronchonav.errors import InputError
-from bronchonav.geometry.polyline import arc_length
+from bronchonav.geometry.polyline import arc_length, fit_line
 
 MIN_INSERTION = 1e-4
 """Below this inserted length (m) the catheter is treated as not inserted (all nodes at the
@@ -130,17 +130,14 @@ def base_pose_from_tree(tree: AirwayTree) -> np.ndarray:
     """
     trachea = tree.trachea
     p, _, s = resample_polyline(trachea.points, trachea.radii, 5e-4)
-    upper = p[s <= TRACHEA_AXIS_FRACTION * s[-1]]
-    centre = upper.mean(axis=0)
-    z = np.linalg.svd(upper - centre, full_matrices=False).Vh[0]
-    if (upper[-1] - upper[0]) @ z < 0:
-        z = -z
+    axis = fit_line(p[s <= TRACHEA_AXIS_FRACTION * s[-1]])
+    z = axis.direction
     ref = np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     x = ref - (ref @ z) * z
     x /= np.linalg.norm(x)
     T = np.eye(4)
     T[:3, 0], T[:3, 1], T[:3, 2] = x, np.cross(z, x), z
-    T[:3, 3] = centre + ((p[0] - centre) @ z) * z
+    T[:3, 3] = axis.origin + ((p[0] - axis.origin) @ z) * z
     return T
 
 

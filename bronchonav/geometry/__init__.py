@@ -13,16 +13,16 @@ from bronchonav.geometry.bending import tendon_curvature, tendon_tension
 from bronchonav.geometry.capsule import capsule_distance, segment_distance
 from bronchonav.geometry.frames import tangents, transport_frames
 from bronchonav.geometry.lumen import catheter_fits, inside_tubes
-from bronchonav.geometry.polyline import (Polyline, Projection, Resampled, arc_length,
-                                          resample_polyline)
+from bronchonav.geometry.polyline import (Line, Polyline, Projection, Resampled, arc_length,
+                                          fit_line, resample_polyline)
 from bronchonav.geometry.rotations import (matrix_to_quat, perpendicular, quat_to_matrix,
                                            random_perpendicular, rotation_about, rotation_between,
                                            skew)
 from bronchonav.geometry.transforms import apply, invert, make_transform, rotate, rotation_angle
 from bronchonav.geometry.voxel import VoxelGrid
 
-__all__ = ["Polyline", "Projection", "Resampled", "VoxelGrid", "apply", "arc_length", "capsule_distance",
-           "catheter_fits", "inside_tubes", "invert", "make_transform", "matrix_to_quat",
+__all__ = ["Line", "Polyline", "Projection", "Resampled", "VoxelGrid", "apply", "arc_length", "capsule_distance",
+           "catheter_fits", "fit_line", "inside_tubes", "invert", "make_transform", "matrix_to_quat",
            "perpendicular", "quat_to_matrix",
            "random_perpendicular", "resample_polyline", "rotate", "rotation_about",
            "rotation_angle", "rotation_between", "segment_distance", "skew", "tangents",

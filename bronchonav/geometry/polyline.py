@@ -154,3 +154,28 @@ def resample_polyline(points, values, step: float) -> Resampled:
     else:
         out_v = np.column_stack([np.interp(s, line.s, values[:, k]) for k in range(values.shape[1])])
     return Resampled(line.point_at(s), out_v, s)
+
+
+class Line(NamedTuple):
+    """A straight line (frame of the points it was fitted to)."""
+
+    origin: np.ndarray
+    """(3,) a point on it: the centroid of the fitted points (m)."""
+    direction: np.ndarray
+    """(3,) unit vector, pointing from the first fitted point's end towards the last's."""
+
+
+def fit_line(points) -> Line:
+    """The least-squares (total, orthogonal) line through ``points`` (N ≥ 2, 3), directed from
+    the first point towards the last.
+
+    >>> line = fit_line([[0, 0, 3.0], [0, 0, 2.0], [0, 0, 1.0]])
+    >>> line.origin.tolist(), bool(np.allclose(line.direction, [0, 0, -1]))
+    ([0.0, 0.0, 2.0], True)
+    """
+    pts = np.asarray(points, dtype=float)
+    origin = pts.mean(axis=0)
+    direction = np.linalg.svd(pts - origin, full_matrices=False)[2][0]
+    if direction @ (pts[-1] - pts[0]) < 0:
+        direction = -direction
+    return Line(origin, direction)
