@@ -98,7 +98,9 @@ def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int = 30) -> d
     registration_failed), ``rehearse_P_reason``, ``rehearse_P_tip_error_m``,
     ``rehearse_P_tool_in_lesion``, ``rehearse_P_tool_miss_m``, ``rehearse_P_steps``,
     ``rehearse_P_failed_steps``, ``rehearse_P_sim_time_s``, ``rehearse_P_wall_s``,
-    ``rehearse_P_retries``, ``rehearse_P_max_contact_N``, ``rehearse_P_tre_m``; and
+    ``rehearse_P_retries``, ``rehearse_P_max_contact_N``, ``rehearse_P_tre_m``,
+    ``rehearse_P_survey_extensions`` (times the survey went on after an ambiguous registration);
+    and
     ``rehearse_route`` (``planned`` or ``unconstrained``).
     """
     from bronchonav.planning.constraints import DeviceConstraints
@@ -132,7 +134,8 @@ def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int = 30) -> d
             key + "retries": int(r.outcome.retries),
             key + "max_contact_N": float(r.max_contact_n),
             key + "tre_m": None if r.registration_tre_m is None
-            else _finite(r.registration_tre_m)})
+            else _finite(r.registration_tre_m),
+            key + "survey_extensions": int(r.survey_extensions)})
     return out
 
 

@@ -120,6 +120,16 @@ class Polyline:
         n = np.linalg.norm(d)
         return d / n if n > 0 else np.array([0.0, 0.0, 1.0])
 
+    def head(self, s: float) -> "Polyline":
+        """The polyline from its start to arc length ``s`` (m; clamped to the length), ending
+        exactly there.
+
+        >>> Polyline([[0, 0, 0], [0, 0, 2], [0, 0, 4]]).head(3.0).points[:, 2].tolist()
+        [0.0, 2.0, 3.0]
+        """
+        s = float(np.clip(s, 0.0, self.length))
+        return Polyline(np.vstack([self.points[self.s < s], self.point_at(s)]))
+
     def resample(self, step: float) -> "Polyline":
         """The same curve with vertices ``step`` (m) apart or closer (equal parts)."""
         return Polyline(resample_polyline(self.points, np.zeros(len(self.points)), step).points)

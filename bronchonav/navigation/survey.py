@@ -9,8 +9,15 @@ kept: the catheter does not run on the centerlines round the turns into them, an
 centerline registration took that for misalignment (docs/navigation.md, "Tried and not kept:
 a deeper survey").
 
+A Y can still leave two poses fitting about as well — in one demo run of twenty a pose turned
+173° about the sweep — and the registration then refuses as ambiguous and asks for more
+airways. The survey then goes on along the route to the target, on the ground truth, and
+registers again with every sample so far (:func:`survey_stops`): the lobar bronchus on one side
+breaks the Y's symmetry. Only an ambiguous refusal is retried this way; a fit that does not match
+the map is not mended by more of the same sweep.
+
 The rehearsal (:func:`bronchonav.scenarios.rehearse`) and the ROS demo both take their survey
-from :func:`survey_arm`. Everything is in the CT frame (m).
+from :func:`survey_arm` and :func:`survey_stops`. Everything is in the CT frame (m).
 """
 
 from __future__ import annotations
@@ -23,6 +30,16 @@ from bronchonav.geometry import Polyline
 
 SURVEY_MARGIN_M = 5e-3
 """Each arm stops this far before the end of its main bronchus (m)."""
+
+SURVEY_EXTENSION_M = 20e-3
+"""After an ambiguous registration the survey goes this much further along the route (m)."""
+
+MAX_SURVEY_EXTENSIONS = 2
+"""How many times an ambiguous registration is retried further along the route."""
+
+SURVEY_RESERVE_M = 20e-3
+"""An extension stops at least this far before the route's exit point (m): the drive to the
+target is what the registration is for."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,26 @@ def survey_arm(tree, target_ct, same_side: bool, margin_m: float = SURVEY_MARGIN
     """
     main = tree.main_bronchus(np.asarray(target_ct, dtype=float), same_side)
     line = Polyline(main.points)
-    stop = max(line.length - margin_m, 0.5 * line.length)
-    points = np.vstack([main.points[line.s < stop], line.point_at(stop)])
+    points = line.head(max(line.length - margin_m, 0.5 * line.length)).points
     return SurveyArm(np.vstack([tree.trachea.points, points[1:]]), (tree.trachea.id, main.id))
+
+
+def survey_stops(route_length_m: float, arm: SurveyArm,
+                 extension_m: float = SURVEY_EXTENSION_M,
+                 max_extensions: int = MAX_SURVEY_EXTENSIONS,
+                 reserve_m: float = SURVEY_RESERVE_M) -> tuple:
+    """Arc lengths along the route to the target (m) at which to register, in order.
+
+    The first is the end of the target-side arm ``arm`` (the route runs down the same trachea
+    and main bronchus); each next one, tried only when the registration before it was refused
+    as ambiguous, ``extension_m`` further, up to ``max_extensions`` of them, none closer than
+    ``reserve_m`` to the route's end (``route_length_m``).
+
+    >>> arm = SurveyArm(np.array([[0.0, 0, 0], [0, 0, 0.15]]), (0, 1))
+    >>> [round(s, 3) for s in survey_stops(0.20, arm)]
+    [0.15, 0.17]
+    """
+    stops = [arm.length]
+    while len(stops) <= max_extensions and stops[-1] + extension_m <= route_length_m - reserve_m:
+        stops.append(stops[-1] + extension_m)
+    return tuple(stops)

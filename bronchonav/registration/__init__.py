@@ -8,6 +8,8 @@ Public API
 - :func:`register_em` — EM sensor samples (positions, optional directions) → RegistrationResult:
   initial alignment without a guess, trimmed centerline ICP, optional local refinement around a
   target.
+- :func:`register_em_extended` — a survey refused as ambiguous, its pose chosen with a longer
+  sweep and fitted to the survey.
 - :func:`register_cbct` — cone-beam CT surface cloud → RegistrationResult (point-to-plane ICP
   against the lumen surface; FPFH + RANSAC when no initial transform is given).
 - :class:`RegistrationResult`, :class:`RegistrationConfig`, :class:`Twin` (prepare a map once).
@@ -24,7 +26,8 @@ Public API
 from bronchonav.geometry import apply, invert  # re-exported: the registration API maps points
 from bronchonav.sensors.breathing import BreathingModel
 from bronchonav.registration.evaluate import ground_truth_for, run_trials, summarize
-from bronchonav.registration.register import RegistrationConfig, register_cbct, register_em
+from bronchonav.registration.register import (RegistrationConfig, register_cbct, register_em,
+                                              register_em_extended)
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.simulate import (SCENARIOS, GroundTruth, Observation, Scenario,
                                               SimulationConfig, scenario_config, simulate_scenario)
@@ -34,6 +37,6 @@ from bronchonav.registration.twin import Twin
 __all__ = [
     "BreathingModel", "GroundTruth", "Observation", "RegistrationConfig", "RegistrationResult",
     "SCENARIOS", "Scenario", "SimulationConfig", "Twin", "apply", "ground_truth_for", "invert",
-    "random_transform", "register_cbct", "register_em", "run_trials", "scenario_config",
+    "random_transform", "register_cbct", "register_em", "register_em_extended", "run_trials", "scenario_config",
     "simulate_scenario", "summarize",
 ]

@@ -43,6 +43,9 @@ class RegistrationResult:
         ``"centerline+surface"``.
     global_result : RegistrationResult or None
         For a local refinement: the result of the global stage it started from.
+    ambiguous : bool
+        Refused because a different pose fits the samples about as well: more airways swept
+        (:func:`bronchonav.navigation.survey_stops`) may decide between them.
     """
 
     T_ct_patient: np.ndarray
@@ -58,13 +61,14 @@ class RegistrationResult:
     target_sigma: float | None
     method: str
     global_result: "RegistrationResult | None" = None
+    ambiguous: bool = False
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (transform as nested lists, distances in m; a non-finite
         number, such as the FRE of a fit that found no inliers, becomes ``None``)."""
         out = {k: getattr(self, k) for k in ("success", "message", "fitness", "fre", "n_points",
                                              "n_inliers", "iterations", "time_s", "quality",
-                                             "target_sigma", "method")}
+                                             "target_sigma", "method", "ambiguous")}
         for k, v in out.items():
             if isinstance(v, float) and not np.isfinite(v):
                 out[k] = None

@@ -5,7 +5,10 @@ keeps them (one per :attr:`RegistrationConfig.thin_voxel` cell) and registers ag
 registration in use, each time ``every_samples`` new samples have come in, refined near the
 target as before. A refit that fails keeps the registration in use (the failure is counted and
 kept in :attr:`RegistrationTracker.last_attempt`); the first registration has no guess and so
-may be refused as ambiguous like any other. Samples may be added from one thread while another
+may be refused as ambiguous like any other. After such a refusal the next registration chooses
+the pose with every sample so far and fits the samples that were refused
+(:func:`~bronchonav.registration.register.register_em_extended`): the airways swept since decide,
+the survey fits. Samples may be added from one thread while another
 registers (a ROS node's sensor callback and its timer): a registration works on a copy of the
 samples taken when it starts.
 
@@ -26,7 +29,8 @@ import threading
 
 import numpy as np
 
-from bronchonav.registration.register import RegistrationConfig, register_em
+from bronchonav.registration.register import (RegistrationConfig, register_em,
+                                              register_em_extended)
 from bronchonav.registration.result import RegistrationResult
 from bronchonav.registration.samples import EMSampleAccumulator
 from bronchonav.registration.twin import Twin
@@ -67,6 +71,7 @@ class RegistrationTracker:
         self.kept = 0
         """Samples kept since the start (or the last reset), those dropped since included."""
         self._registered_at = 0
+        self._ambiguous_survey = None
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -79,7 +84,7 @@ class RegistrationTracker:
         """Forget the samples and the registration (a registration running meanwhile is
         discarded when it ends); the number of samples dropped."""
         with self._lock:
-            self.result = self.last_attempt = None
+            self.result = self.last_attempt = self._ambiguous_survey = None
             self.refits = self.refused = self.kept = self._registered_at = 0
             self._generation += 1
             return self.samples.clear()
@@ -102,8 +107,10 @@ class RegistrationTracker:
 
     def register(self, target_ct=None, local_mask: np.ndarray | None = None
                  ) -> RegistrationResult:
-        """Register the samples so far: without a guess until one succeeded, afterwards from
-        the last accepted pose. Returns this attempt's result; :attr:`result` changes only when
+        """Register the samples so far: without a guess until one succeeded (after an ambiguous
+        refusal, and without ``local_mask``, the pose chosen with every sample and fitted to the
+        refused ones: :func:`register_em_extended`), afterwards from the last accepted pose.
+        Returns this attempt's result; :attr:`result` changes only when
         it succeeded.
 
         Raises
@@ -114,13 +121,21 @@ class RegistrationTracker:
         with self._lock:
             positions, directions = self.samples.positions, self.samples.directions
             init = None if self.result is None else self.result.T_ct_patient
+            survey = self._ambiguous_survey if self.result is None else None
             self._registered_at = self.kept
             generation = self._generation
-        attempt = register_em(positions, self.twin, target_ct=target_ct,
-                              directions_patient=directions, local_mask=local_mask, init=init,
-                              config=self.config)
+        if survey is not None and local_mask is None:
+            attempt = register_em_extended(survey[0], positions, self.twin, target_ct=target_ct,
+                                           survey_directions=survey[1],
+                                           swept_directions=directions, config=self.config)
+        else:
+            attempt = register_em(positions, self.twin, target_ct=target_ct,
+                                  directions_patient=directions, local_mask=local_mask,
+                                  init=init, config=self.config)
         with self._lock:
             if generation == self._generation:  # not reset meanwhile
+                if attempt.ambiguous and survey is None:
+                    self._ambiguous_survey = (positions, directions)
                 self.last_attempt = attempt
                 if attempt.success:
                     self.refits += self.result is not None

@@ -13,7 +13,9 @@ MCAP recorder; then — talking to the nodes only through topics, services and p
    side, then into the one on the target's side (``route_planner/goal_point``;
    :func:`~bronchonav.navigation.survey_arm`);
 3. registers the EM sweep (``registration/trigger``) and, if that succeeds, switches the
-   navigator to the registered EM pose (parameter ``pose_source: registered``);
+   navigator to the registered EM pose (parameter ``pose_source: registered``); refused as
+   ambiguous, it lets the navigator drive on along the route and registers again
+   (:func:`~bronchonav.navigation.survey_stops`);
 4. lets the navigator drive the route to the nodule until ``navigator/status`` says ``done``;
 5. reads the loop statistics from ``diagnostics``,
 
@@ -39,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from bronchonav.errors import InputError
-from bronchonav.navigation import survey_arm
+from bronchonav.geometry import Polyline
+from bronchonav.navigation import survey_arm, survey_stops
 
 REACHED_TOLERANCE_M = 5e-3
 """The demo counts the exit point as reached when the tip is this close (m)."""
@@ -330,17 +333,24 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         if pose_source == "registered":
             # approach on the ground truth through the target side's main bronchus (the second
             # arm of the EM survey), then register and steer on the registered pose
-            switch_s = survey_arm(tree, target, same_side=True).length
+            stops = survey_stops(Polyline(route).length, survey_arm(tree, target, True))
             progress(f"navigating to {chosen}: survey of its main bronchus (ground-truth pose, "
-                     f"first {switch_s * 1e3:.0f} mm)")
+                     f"first {stops[0] * 1e3:.0f} mm)")
             time.sleep(0.5)
-            # (not while it withdraws from the first arm: projected on this route, the tip in
-            # the other main bronchus can already be that far along)
-            client.wait_for("/navigator/status", lambda m: _json(m)["phase"] == "done" or (
-                _json(m)["phase"] == "drive" and (_json(m).get("s_tip_m") or 0.0) >= switch_s),
-                timeout=timeout_s)
-            response = client.call_trigger()
-            progress(f"registration: {response.message}")
+            for switch_s in stops:
+                if switch_s > stops[0]:
+                    progress(f"surveying on along the route to {switch_s * 1e3:.0f} mm "
+                             f"(ground-truth pose) to register again")
+                # (not while it withdraws from the first arm: projected on this route, the tip
+                # in the other main bronchus can already be that far along)
+                client.wait_for("/navigator/status", lambda m, s=switch_s: (
+                    _json(m)["phase"] == "done" or (_json(m)["phase"] == "drive" and (
+                        _json(m).get("s_tip_m") or 0.0) >= s)), timeout=timeout_s)
+                response = client.call_trigger()
+                progress(f"registration: {response.message}")
+                attempt = graph.nodes["registration"].tracker.last_attempt
+                if response.success or attempt is None or not attempt.ambiguous:
+                    break
             if response.success:
                 refused = [r.reason for r in graph.nodes["navigator"].set_parameters(
                     [Parameter("pose_source", value="registered")]) if not r.successful]

@@ -10,7 +10,8 @@ sensitivity; what it observes depends on ``pose``:
   ``T_ct_patient``; an EM tip sensor reports the tip moved by breathing, in the patient frame,
   with noise. The catheter first surveys both main bronchi
   (:func:`~bronchonav.navigation.survey_arm`; steered on the truth, as a physician does under
-  the camera), the EM sweep is registered to the map
+  the camera), the EM sweep is registered to the map (refused as ambiguous, the survey goes on
+  along the route and registers again: :func:`~bronchonav.navigation.survey_stops`)
   (:func:`~bronchonav.registration.register_em`, refined near the target as the ROS
   registration node does), and the drive to the target then steers on
   ``T_ct_patient_estimated @ T_patient_sensor``, its off-route tests widened by the
@@ -31,9 +32,10 @@ from bronchonav.catheter.command import CatheterCommand
 from bronchonav.catheter.model import CatheterModel
 from bronchonav.errors import InputError
 from bronchonav.navigation import (NavigationConfig, NavigationController, NavigationOutcome,
-                                   RouteTarget, survey_arm)
+                                   RouteTarget, survey_arm, survey_stops)
 from bronchonav.navigation.survey import SURVEY_MARGIN_M
-from bronchonav.registration import Twin, register_em
+from bronchonav.registration import (RegistrationConfig, Twin, register_em,
+                                     register_em_extended)
 from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
 
 POSES = ("truth", "registered")
@@ -58,6 +60,10 @@ class SensingConfig:
     survey_margin_m : float
         The survey stops this far before the end of each main bronchus (m;
         :func:`~bronchonav.navigation.survey_arm`).
+    sample_cell_m : float
+        The registration keeps one EM sample per cube of this size (m;
+        :attr:`~bronchonav.registration.RegistrationConfig.thin_voxel`; the ROS registration
+        node's ``sample_cell_m`` is 3 mm).
     """
 
     patient_seed: int = 1
@@ -66,6 +72,7 @@ class SensingConfig:
     breathing_amplitude_m: float = 3.0e-3
     breathing_period_s: float = 4.0
     survey_margin_m: float = SURVEY_MARGIN_M
+    sample_cell_m: float = RegistrationConfig.thin_voxel
 
 
 @dataclass
@@ -102,6 +109,9 @@ class RehearsalResult:
         Whether the registration succeeded (``None`` when steering on the truth).
     registration_tre_m : float or None
         Registration error at the lesion centre (m).
+    survey_extensions : int
+        How many times the survey went on along the route because the registration was refused
+        as ambiguous (:func:`~bronchonav.navigation.survey_stops`).
     """
 
     pose: str
@@ -117,6 +127,7 @@ class RehearsalResult:
     wall_s: float
     registration_success: bool | None = None
     registration_tre_m: float | None = None
+    survey_extensions: int = 0
     trajectory: list = field(default_factory=list, repr=False)
 
     @property
@@ -148,6 +159,7 @@ class _Run:
         self.em_patient: list[np.ndarray] = []
         self.trajectory: list | None = [] if keep_trajectory else None
         self.drive_end_tip: np.ndarray | None = None
+        self.survey_extensions = 0
         if model.state is None:
             model.step(CatheterCommand(insertion=0.0))
 
@@ -235,8 +247,20 @@ def rehearse(airway_map, route, params, pose: str = "truth",
             surveyor = NavigationController(RouteTarget.from_points(arm.points, arm.branch_ids),
                                             model, config, steps_model=False)
             run.drive(surveyor, truth)  # the second arm withdraws from the first on its own
-        result = register_em(np.array(run.em_patient), Twin.of(airway_map).prepare(),
-                             target_ct=route.target_center)
+        twin = Twin.of(airway_map).prepare()
+        cells = RegistrationConfig(thin_voxel=sensing.sample_cell_m)
+        survey = np.array(run.em_patient)
+        result = register_em(survey, twin, target_ct=route.target_center, config=cells)
+        for extensions, stop in enumerate(survey_stops(target.length, arm)[1:], start=1):
+            if not result.ambiguous:
+                break
+            # refused as ambiguous: survey on along the route, let that choose the pose
+            surveyor = NavigationController(RouteTarget(target.path.head(stop), target.branch_ids),
+                                            model, config, steps_model=False)
+            run.drive(surveyor, truth)
+            result = register_em_extended(survey, np.array(run.em_patient), twin,
+                                          target_ct=route.target_center, config=cells)
+            run.survey_extensions = extensions
         reg_success = bool(result.success)
         T_est = result.T_ct_patient
         c = np.append(route.target_center, 1.0)
@@ -281,7 +305,7 @@ def _result(pose, outcome, run: _Run, route, sensor: EMSensor, model, target: Ro
         steps=run.steps, failed_steps=run.failed, sim_time_s=outcome.sim_time_s,
         max_contact_n=run.max_contact, wall_s=time.perf_counter() - t_wall,
         registration_success=reg_success, registration_tre_m=reg_tre,
-        trajectory=run.trajectory or [])
+        survey_extensions=run.survey_extensions, trajectory=run.trajectory or [])
 
 
 def _at(p) -> np.ndarray:
