@@ -330,6 +330,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                                     and np.allclose(conv.path_points(m)[-1],
                                                     status["exit_point_m"], atol=1e-9))
         route = conv.path_points(route_msg)
+        survey_extensions = 0
         if pose_source == "registered":
             # approach on the ground truth through the target side's main bronchus (the second
             # arm of the EM survey), then register and steer on the registered pose
@@ -337,8 +338,8 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
             progress(f"navigating to {chosen}: survey of its main bronchus (ground-truth pose, "
                      f"first {stops[0] * 1e3:.0f} mm)")
             time.sleep(0.5)
-            for switch_s in stops:
-                if switch_s > stops[0]:
+            for survey_extensions, switch_s in enumerate(stops):
+                if survey_extensions:
                     progress(f"surveying on along the route to {switch_s * 1e3:.0f} mm "
                              f"(ground-truth pose) to register again")
                 # (not while it withdraws from the first arm: projected on this route, the tip
@@ -444,6 +445,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "navigation_s": round(nav_s, 2),
         "registration_success": bool(response.success),
         "registration_message": response.message,
+        "survey_extensions": survey_extensions,
         "registration_tre_mm": None if tre_mm is None else round(tre_mm, 3),
         "registration_fre_mm": None if fre_mm is None else round(fre_mm, 3),
         "em_samples": int(len(em)),
