@@ -278,6 +278,13 @@ def _member(folder: Path, key: str, entry) -> Path:
     return path
 
 
+def map_folder(path: str | Path) -> Path:
+    """The map folder ``path`` names: the folder itself, or the folder of its ``map.yaml`` (as
+    nav2's map server is given its map's YAML file)."""
+    path = Path(path)
+    return path.parent if path.name == METADATA_FILE and path.is_file() else path
+
+
 def load_map(folder: str | Path) -> AirwayMap:
     """Load and validate a map folder; raise :class:`MapError` with the reason if it is broken.
 
@@ -286,8 +293,10 @@ def load_map(folder: str | Path) -> AirwayMap:
     exists and matches its recorded SHA-256, the tree has unique branch ids and satisfies the
     invariants of :meth:`AirwayTree.validate`, the nodules are valid, the mesh is a readable
     triangle mesh and the lung mask a readable image.
+
+    ``folder`` may also name the folder's ``map.yaml`` (:func:`map_folder`).
     """
-    folder = Path(folder)
+    folder = map_folder(folder)
     if not folder.is_dir():
         raise MapError(f"map folder not found: {folder}")
     meta_path = folder / METADATA_FILE

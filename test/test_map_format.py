@@ -12,6 +12,7 @@ from bronchonav.airway.tree import AirwayTree, Branch, Nodule
 from bronchonav.cli import main
 from bronchonav.errors import MapError
 from bronchonav.maps import AirwayMap, load_map, save_map
+from bronchonav.planning.exit import LungRegion
 
 
 def _map():
@@ -153,3 +154,20 @@ def test_malformed_file_entry_is_a_map_error(tmp_path):
     (folder / "map.yaml").write_text(yaml.safe_dump(meta))
     with pytest.raises(MapError, match="file entry 'tree'"):
         load_map(folder)
+
+
+def test_a_map_is_also_named_by_its_yaml_file(tmp_path):
+    """As nav2's map server takes a map's YAML file: ``…/map.yaml`` loads the folder's map, and
+    ``add-nodule`` given it updates the folder in place (still a valid map, the nodule kept)."""
+    folder = save_map(_map(), tmp_path / "m")
+    by_yaml = load_map(folder / "map.yaml")
+    assert sorted(by_yaml.tree.branches) == sorted(load_map(folder).tree.branches)
+    region = LungRegion(by_yaml.lung_mask)
+    voxel = np.argwhere(region.labels > 0)[0]  # (z, y, x) of a lung voxel
+    center = region.grid.index_to_ct(voxel[None].astype(float))[0]
+    assert main(["add-nodule", str(folder / "map.yaml"), "--id", "N3",
+                 "--center=" + ",".join(f"{v:.6f}" for v in center), "--radius", "0.004"]) == 0
+    assert [n.id for n in load_map(folder).nodules] == ["N1", "N2", "N3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    with pytest.raises(MapError, match="not found"):  # any other file is not a map
+        load_map(folder / "tree.json")

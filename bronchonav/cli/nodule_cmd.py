@@ -27,7 +27,7 @@ def run(args) -> int:
     import numpy as np
 
     from bronchonav.airway.lesions import make_nodule, nodules_from_csv, nodules_from_labels
-    from bronchonav.maps import load_map, save_map
+    from bronchonav.maps import load_map, map_folder, save_map
     from bronchonav.planning.exit import LungRegion
 
     airway_map = load_map(args.map)
@@ -53,7 +53,7 @@ def run(args) -> int:
             raise InputError(f"nodule(s) {', '.join(outside)} centred outside the lungs of map "
                              f"{airway_map.name!r} (CT frame, metres expected)")
     airway_map.nodules = [n for n in airway_map.nodules if n.id not in clash] + new
-    save_map(airway_map, args.map, force=True)
+    save_map(airway_map, map_folder(args.map), force=True)
     for n in new:
         c = ", ".join(f"{v:.4f}" for v in n.center)
         print(f"added nodule {n.id}: centre ({c}) m, radius {n.radius:.4f} m, lobe {n.lobe}")
