@@ -768,3 +768,16 @@ def test_a_node_started_alone_reads_the_installed_parameter_file(probe, tmp_path
         assert reply is not None, f"{failure}; the node printed:\n{output}"
         assert [v.integer_value for v in reply.values] == expected, output
         assert code == 0, output
+
+
+def test_demo_refuses_a_nodule_the_map_does_not_have(tmp_path):
+    """``bronchonav demo --nodule`` with an id not in the map: one line naming the map's
+    nodules and exit code 2 (was "no feasible route to NOPE", as if the planner had tried)."""
+    cli = os.path.join(os.path.dirname(sys.executable), "bronchonav")
+    proc = subprocess.run([cli, "demo", "--nodule", "NOPE", "--out", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "bronchonav demo: error: unknown nodule id 'NOPE' in map 'phantom_default' "
+        "(known: N1, N2, N3, N4, N5, N6)")
+    assert "Traceback" not in proc.stderr

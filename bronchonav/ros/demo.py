@@ -298,7 +298,11 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
 
         from bronchonav.ros.resources import load_airway_map
 
-        candidates = [nodule] if nodule else [n["id"] for n in info["nodules"]]
+        known = [n["id"] for n in info["nodules"]]
+        if nodule and nodule not in known:
+            raise InputError(f"unknown nodule id {nodule!r} in map {info['name']!r} (known: "
+                             f"{', '.join(known) or 'none'})")
+        candidates = [nodule] if nodule else known
         statuses = {}
         for nid in candidates:
             client.pub_goal.publish(String(data=nid))
