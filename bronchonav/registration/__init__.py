@@ -37,6 +37,6 @@ from bronchonav.registration.twin import Twin
 __all__ = [
     "BreathingModel", "GroundTruth", "Observation", "RegistrationConfig", "RegistrationResult",
     "SCENARIOS", "Scenario", "SimulationConfig", "Twin", "apply", "ground_truth_for", "invert",
-    "random_transform", "register_cbct", "register_em", "register_em_extended", "run_trials", "scenario_config",
-    "simulate_scenario", "summarize",
+    "random_transform", "register_cbct", "register_em", "register_em_extended", "run_trials",
+    "scenario_config", "simulate_scenario", "summarize",
 ]

@@ -8,7 +8,8 @@ kept in :attr:`RegistrationTracker.last_attempt`); the first registration has no
 may be refused as ambiguous like any other. After such a refusal the next registration chooses
 the pose with every sample so far and fits the samples that were refused
 (:func:`~bronchonav.registration.register.register_em_extended`): the airways swept since decide,
-the survey fits. Samples may be added from one thread while another
+the survey fits (the refits after it, from the pose in use, fit every sample as always).
+Samples may be added from one thread while another
 registers (a ROS node's sensor callback and its timer): a registration works on a copy of the
 samples taken when it starts.
 

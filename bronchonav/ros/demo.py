@@ -121,6 +121,7 @@ class DemoClient:
                                     ("/route/status", String, qos.LATCHED),
                                     ("/route", PathMsg, qos.LATCHED),
                                     ("/registration/transform", TransformStamped, qos.LATCHED),
+                                    ("/registration/status", String, qos.LATCHED),
                                     ("/catheter/tip_pose", PoseStamped, qos.STATE_SUB),
                                     ("/catheter/backbone", PathMsg, qos.STATE_SUB)]:
             node.create_subscription(cls, topic, keep(topic), profile)
@@ -216,6 +217,18 @@ def _drive_to_point(client, point: np.ndarray, timeout_s: float) -> dict:
                     and _json(m).get("feasible") and np.allclose(_json(m)["target_m"], point,
                                                                  atol=1e-9))
     return _drive(client, timeout_s)
+
+
+def _refused_as_ambiguous(client, response) -> bool:
+    """Whether the registration a ``registration/trigger`` ``response`` answers was refused as
+    ambiguous (its ``registration/status``); one that published no status (too few or
+    degenerate samples) was not."""
+    try:
+        status = client.wait_for("/registration/status", lambda m: response.message.startswith(
+            _json(m)["message"]), timeout=5.0)
+    except InputError:
+        return False
+    return bool(_json(status).get("ambiguous"))
 
 
 def tool_check(T_ct_tip: np.ndarray, exit_point: np.ndarray, target: np.ndarray,
@@ -353,8 +366,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
                         _json(m).get("s_tip_m") or 0.0) >= s)), timeout=timeout_s)
                 response = client.call_trigger()
                 progress(f"registration: {response.message}")
-                attempt = graph.nodes["registration"].tracker.last_attempt
-                if response.success or attempt is None or not attempt.ambiguous:
+                if response.success or not _refused_as_ambiguous(client, response):
                     break
             if response.success:
                 refused = [r.reason for r in graph.nodes["navigator"].set_parameters(
