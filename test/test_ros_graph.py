@@ -334,11 +334,13 @@ def test_catheter_sim_process_rate_latency_safety_watchdog(context, sim_process)
     # SIGTERM: a clean exit
     sim_process.send_signal(signal.SIGTERM)
     assert sim_process.wait(timeout=15) == 0, sim_process.stdout.read()[-3000:]
-    # Liveness: every command is answered within a quarter of a second, also on a loaded
-    # machine. Issue #6's p99 ≤ 10 ms (printed above) is a wall-clock figure that other work on
-    # the two cores pushes to 10-16 ms (measured with load 3); bench/ros_loop_bench.py
-    # (latency_p99_ms) measures it with the machine to itself.
-    assert max_ms <= 250.0, (max_ms, os.getloadavg())
+    # Liveness: the simulator answers every command within a quarter of a second (its state's
+    # stamp against the command's), also on a loaded machine. Issue #6's p99 ≤ 10 ms (printed
+    # above) is a wall-clock figure that other work on the two cores pushes to 10-16 ms
+    # (measured with load 3); bench/ros_loop_bench.py (latency_p99_ms) measures it with the
+    # machine to itself. What this test process's own callbacks add (``max_ms``, to this
+    # subscriber) is not the simulator's: at load 3.2 it once reached 809 ms.
+    assert max(published) <= 250.0, (max(published), max_ms, os.getloadavg())
 
 
 # -- the CLI runner as a child process ------------------------------------------------------------
