@@ -174,6 +174,16 @@ def test_bad_arguments_stop_the_launch_before_any_node(fake_launch, argument, va
         _run_opaque(description, _defaults("sim") | {argument: value})
 
 
+def test_a_map_argument_may_name_the_maps_yaml_file():
+    """``map:=…/map.yaml`` (as nav2's map server is given its YAML file) is the map's folder,
+    the same absolute folder the nodes get for ``map:=…``; any other file is refused."""
+    folder = ROOT / "maps" / "phantom_default"
+    assert launch_spec._map(str(folder / "map.yaml")) == launch_spec._map(str(folder)) == \
+        str(folder.resolve())
+    with pytest.raises(InputError, match="no such map folder"):
+        launch_spec._map(str(folder / "tree.json"))
+
+
 def test_rate_range_is_the_simulator_parameter_range():
     from bronchonav.ros.catheter_sim_node import PARAMS
 

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from bronchonav.errors import MapError
+from bronchonav.maps import map_folder
 
 PACKAGE = "bronchonav"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +48,17 @@ def resolve_map(spec: str) -> str:
     """Normalise a map parameter: ``phantom:NAME`` stays, a path is made absolute.
 
     A relative path is tried against the working directory, then against the data roots
-    (``maps/phantom_default`` thus works from anywhere).
+    (``maps/phantom_default`` thus works from anywhere); a map's ``map.yaml`` stands for its
+    folder (:func:`bronchonav.maps.map_folder`).
     """
     if spec.startswith(PHANTOM_PREFIX):
         return spec
     path = Path(spec).expanduser()
     if path.is_absolute() or path.exists():
-        return str(path.resolve())
+        return str(map_folder(path).resolve())
     for root in share_dirs():
         if (root / path).exists():
-            return str((root / path).resolve())
+            return str(map_folder(root / path).resolve())
     raise MapError(f"map folder not found: {spec} (looked in the working directory and "
                    f"{', '.join(map(str, share_dirs()))})")
 
