@@ -184,6 +184,52 @@ def navigator_node(**overrides):
         rclpy.try_shutdown(context=context)
 
 
+INJECT_AMBIGUOUS = """
+import sys
+import bronchonav.registration.tracker as tracker
+
+real = tracker.register_em
+
+
+def first_refused_as_ambiguous(*args, **kwargs):  # the registration node's first registration
+    result = real(*args, **kwargs)
+    if not getattr(first_refused_as_ambiguous, "done", False):
+        first_refused_as_ambiguous.done = True
+        result.success, result.ambiguous = False, True
+        result.message = "ambiguous: injected by the test; sweep more airways"
+    return result
+
+
+tracker.register_em = first_refused_as_ambiguous
+from bronchonav.cli import run
+
+sys.argv = ["bronchonav", *sys.argv[1:]]
+run()
+"""
+
+
+def test_demo_sweeps_on_when_its_registration_is_refused_as_ambiguous(tmp_path):
+    """Fault injection: the registration node's first registration comes back refused as
+    ambiguous. The demo reads that from ``registration/status``, lets the navigator drive on
+    along the route and triggers again; the tracker chooses the pose with every sample and fits
+    the survey (its message says so), and the demo steers on it to N3. Scored on the
+    simulator's ground truth: reached, and the registration within 5 mm at the nodule."""
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-c", INJECT_AMBIGUOUS, "demo", "--nodule", "N3",
+                           "--timeout", str(DRIVE_LIMIT_S), "--json", "--out", str(out),
+                           "--map", DEFAULT_MAP],
+                          capture_output=True, text=True, timeout=DRIVE_LIMIT_S + 180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "injected by the test" in proc.stderr  # the first registration was refused
+    assert summary["survey_extensions"] == 1, summary
+    assert summary["registration_success"] and "longer sweep" in \
+        summary["registration_message"], summary["registration_message"]
+    assert summary["ok"] and summary["reached"] and summary["pose_source"] == "registered", \
+        summary
+    assert summary["registration_tre_mm"] < 5.0
+
+
 @pytest.fixture
 def navigator():
     """A navigator node with its default parameters."""
