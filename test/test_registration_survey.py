@@ -60,23 +60,41 @@ def _load_survey(name):
     read and built once for the tests below."""
     file, nodule = SURVEYS[name]
     amap = _survey_map(name)
-    data = np.loadtxt(ROOT / "test" / "data" / file, delimiter=",")
-    poses = np.repeat(np.eye(4)[None], len(data), axis=0)
-    poses[:, :3, 3] = data[:, 1:]
+    data, poses = _tip_poses(file)
     return amap, Twin.of(amap).prepare(), data[:, 0], poses, amap.nodule(nodule).center
 
 
+def _tip_poses(file):
+    """The rows of a recorded survey ``test/data/FILE`` (t_s, x, y, z, ...) and its tip poses
+    (N, 4, 4; CT frame, the recorded positions, no rotation)."""
+    data = np.loadtxt(ROOT / "test" / "data" / file, delimiter=",")
+    poses = np.repeat(np.eye(4)[None], len(data), axis=0)
+    poses[:, :3, 3] = data[:, 1:4]
+    return data, poses
+
+
+def _readings(amap, times, poses, T_ct_patient, sensor_seed):
+    """EM readings (patient frame, m) of tip ``poses`` at ``times`` through an EM sensor (1 mm
+    noise, breathing 3 mm) for the hidden pose ``T_ct_patient``."""
+    breathing = BreathingModel.for_tree(amap.tree, 3e-3, period=4.0)
+    sensor = EMSensor(T_ct_patient, breathing, 1e-3, 0.01, seed=sensor_seed)
+    return np.array([sensor.read(T, t).p_patient for T, t in zip(poses, times)])
+
+
+def _error_at(result, T_ct_patient, nodule):
+    """Distance (m) between the nodule and where the registration ``result`` puts it."""
+    moved = result.T_ct_patient @ np.linalg.inv(T_ct_patient) @ np.append(nodule, 1.0)
+    return float(np.linalg.norm(moved[:3] - nodule))
+
+
 def _register(survey, T_ct_patient, sensor_seed, target=False):
-    """Read ``survey`` through an EM sensor (1 mm noise, breathing 3 mm) for the hidden pose
+    """Read ``survey`` through an EM sensor (:func:`_readings`) for the hidden pose
     ``T_ct_patient`` and register it without a guess (towards its nodule with ``target``).
     Returns (result, error at the nodule (m))."""
     amap, twin, times, poses, nodule = survey
-    breathing = BreathingModel.for_tree(amap.tree, 3e-3, period=4.0)
-    sensor = EMSensor(T_ct_patient, breathing, 1e-3, 0.01, seed=sensor_seed)
-    samples = np.array([sensor.read(T, t).p_patient for T, t in zip(poses, times)])
+    samples = _readings(amap, times, poses, T_ct_patient, sensor_seed)
     result = register_em(samples, twin, target_ct=nodule if target else None)
-    moved = result.T_ct_patient @ np.linalg.inv(T_ct_patient) @ np.append(nodule, 1.0)
-    return result, float(np.linalg.norm(moved[:3] - nodule))
+    return result, _error_at(result, T_ct_patient, nodule)
 
 
 @pytest.fixture(scope="module", params=sorted(SURVEYS))
@@ -110,22 +128,10 @@ def _extended_readings(trial):
     survey of both main bronchi towards N3 on maps/phantom_default and the 20 mm driven on along
     the route after it — for the hidden pose ``patient_transform(1000 + trial)`` and sensor
     seed ``5000 + trial`` (1 mm noise, breathing 3 mm); and which are the survey's."""
-    amap, twin, _, _, nodule = _load_survey("default_N3")
-    data = np.loadtxt(ROOT / "test" / "data" / "survey_extended_tip_positions_ct.csv",
-                      delimiter=",")
-    poses = np.repeat(np.eye(4)[None], len(data), axis=0)
-    poses[:, :3, 3] = data[:, 1:4]
-    sensor = EMSensor(patient_transform(1000 + trial),
-                      BreathingModel.for_tree(amap.tree, 3e-3, period=4.0), 1e-3, 0.01,
-                      seed=5000 + trial)
-    samples = np.array([sensor.read(T, t).p_patient for T, t in zip(poses, data[:, 0])])
+    amap = _load_survey("default_N3")[0]
+    data, poses = _tip_poses("survey_extended_tip_positions_ct.csv")
+    samples = _readings(amap, data[:, 0], poses, patient_transform(1000 + trial), 5000 + trial)
     return samples, data[:, 4] == 0
-
-
-def _error_at(result, trial, nodule):
-    moved = result.T_ct_patient @ np.linalg.inv(patient_transform(1000 + trial)) \
-        @ np.append(nodule, 1.0)
-    return float(np.linalg.norm(moved[:3] - nodule))
 
 
 # patient and noise draws (of 40 tried) whose survey, in the registration node's 3 mm cells, is
@@ -149,8 +155,9 @@ def test_an_ambiguous_survey_is_decided_by_the_airways_swept_after_it(trial):
     assert result.success, result.message
     from_truth = register_em(samples[in_survey], twin, target_ct=nodule, config=config,
                              init=patient_transform(1000 + trial))
-    assert abs(_error_at(result, trial, nodule) - _error_at(from_truth, trial, nodule)) < 0.3e-3
-    assert _error_at(result, trial, nodule) < 5e-3
+    T_true = patient_transform(1000 + trial)
+    assert abs(_error_at(result, T_true, nodule) - _error_at(from_truth, T_true, nodule)) < 0.3e-3
+    assert _error_at(result, T_true, nodule) < 5e-3
 
 
 def test_the_tracker_registers_an_ambiguous_survey_again_with_the_samples_after_it():

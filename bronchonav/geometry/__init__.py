@@ -21,9 +21,9 @@ from bronchonav.geometry.rotations import (matrix_to_quat, perpendicular, quat_t
 from bronchonav.geometry.transforms import apply, invert, make_transform, rotate, rotation_angle
 from bronchonav.geometry.voxel import VoxelGrid
 
-__all__ = ["Line", "Polyline", "Projection", "Resampled", "VoxelGrid", "apply", "arc_length", "capsule_distance",
-           "catheter_fits", "fit_line", "inside_tubes", "invert", "make_transform", "matrix_to_quat",
-           "perpendicular", "quat_to_matrix",
+__all__ = ["Line", "Polyline", "Projection", "Resampled", "VoxelGrid", "apply", "arc_length",
+           "capsule_distance", "catheter_fits", "fit_line", "inside_tubes", "invert",
+           "make_transform", "matrix_to_quat", "perpendicular", "quat_to_matrix",
            "random_perpendicular", "resample_polyline", "rotate", "rotation_about",
            "rotation_angle", "rotation_between", "segment_distance", "skew", "tangents",
            "tendon_curvature", "tendon_tension", "transport_frames"]
