@@ -25,20 +25,20 @@ successful (the navigation benchmark steered on it 210 mm off at the nodule).
 """
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bronchonav.airway.build import build_map_from_phantom
 from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
-from bronchonav.maps import load_map
 from bronchonav.registration import Twin, register_em, register_em_extended
 from bronchonav.registration.register import RegistrationConfig
 from bronchonav.registration.tracker import RegistrationTracker
-from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
+from bronchonav.sensors import patient_transform
 
-ROOT = Path(__file__).resolve().parents[1]
+from recorded_surveys import (AMBIGUOUS_TRIALS, default_map, error_at, extended_readings, readings,
+                              tip_poses)
+
 TRIALS = 12
 TOLERANCE = 10e-3  # m, error at the nodule of a registration reported successful
 SURVEYS = {"default_N3": ("survey_tip_positions_ct.csv", "N3"),
@@ -48,7 +48,7 @@ SURVEYS = {"default_N3": ("survey_tip_positions_ct.csv", "N3"),
 
 def _survey_map(name):
     if name == "default_N3":
-        return load_map(ROOT / "maps" / "phantom_default")
+        return default_map()
     if name == "gt0_N5":
         return phantom_ground_truth_map(phantom_config("default", 0))
     return build_map_from_phantom("default", 3).airway_map
@@ -60,41 +60,18 @@ def _load_survey(name):
     read and built once for the tests below."""
     file, nodule = SURVEYS[name]
     amap = _survey_map(name)
-    data, poses = _tip_poses(file)
+    data, poses = tip_poses(file)
     return amap, Twin.of(amap).prepare(), data[:, 0], poses, amap.nodule(nodule).center
 
 
-def _tip_poses(file):
-    """The rows of a recorded survey ``test/data/FILE`` (t_s, x, y, z, ...) and its tip poses
-    (N, 4, 4; CT frame, the recorded positions, no rotation)."""
-    data = np.loadtxt(ROOT / "test" / "data" / file, delimiter=",")
-    poses = np.repeat(np.eye(4)[None], len(data), axis=0)
-    poses[:, :3, 3] = data[:, 1:4]
-    return data, poses
-
-
-def _readings(amap, times, poses, T_ct_patient, sensor_seed):
-    """EM readings (patient frame, m) of tip ``poses`` at ``times`` through an EM sensor (1 mm
-    noise, breathing 3 mm) for the hidden pose ``T_ct_patient``."""
-    breathing = BreathingModel.for_tree(amap.tree, 3e-3, period=4.0)
-    sensor = EMSensor(T_ct_patient, breathing, 1e-3, 0.01, seed=sensor_seed)
-    return np.array([sensor.read(T, t).p_patient for T, t in zip(poses, times)])
-
-
-def _error_at(result, T_ct_patient, nodule):
-    """Distance (m) between the nodule and where the registration ``result`` puts it."""
-    moved = result.T_ct_patient @ np.linalg.inv(T_ct_patient) @ np.append(nodule, 1.0)
-    return float(np.linalg.norm(moved[:3] - nodule))
-
-
 def _register(survey, T_ct_patient, sensor_seed, target=False):
-    """Read ``survey`` through an EM sensor (:func:`_readings`) for the hidden pose
-    ``T_ct_patient`` and register it without a guess (towards its nodule with ``target``).
+    """Read ``survey`` through an EM sensor (:func:`recorded_surveys.readings`) for the hidden
+    pose ``T_ct_patient`` and register it without a guess (towards its nodule with ``target``).
     Returns (result, error at the nodule (m))."""
     amap, twin, times, poses, nodule = survey
-    samples = _readings(amap, times, poses, T_ct_patient, sensor_seed)
+    samples = readings(amap, times, poses, T_ct_patient, sensor_seed)
     result = register_em(samples, twin, target_ct=nodule if target else None)
-    return result, _error_at(result, T_ct_patient, nodule)
+    return result, error_at(result, T_ct_patient, nodule)
 
 
 @pytest.fixture(scope="module", params=sorted(SURVEYS))
@@ -122,23 +99,6 @@ def test_the_built_map_survey_of_the_benchmark_is_not_registered_turned_about_th
     assert error < TOLERANCE, f"registered {error * 1e3:.1f} mm off at the nodule ({result.message})"
 
 
-@functools.lru_cache(maxsize=None)
-def _extended_readings(trial):
-    """EM readings (patient frame, m) of test/data/survey_extended_tip_positions_ct.csv — the
-    survey of both main bronchi towards N3 on maps/phantom_default and the 20 mm driven on along
-    the route after it — for the hidden pose ``patient_transform(1000 + trial)`` and sensor
-    seed ``5000 + trial`` (1 mm noise, breathing 3 mm); and which are the survey's."""
-    amap = _load_survey("default_N3")[0]
-    data, poses = _tip_poses("survey_extended_tip_positions_ct.csv")
-    samples = _readings(amap, data[:, 0], poses, patient_transform(1000 + trial), 5000 + trial)
-    return samples, data[:, 4] == 0
-
-
-# patient and noise draws (of 40 tried) whose survey, in the registration node's 3 mm cells, is
-# refused as ambiguous; the right pose is the better fit in both
-AMBIGUOUS_TRIALS = (1, 18)
-
-
 @pytest.mark.parametrize("trial", AMBIGUOUS_TRIALS)
 def test_an_ambiguous_survey_is_decided_by_the_airways_swept_after_it(trial):
     """Refused as ambiguous, the survey is registered again with the pose chosen from every
@@ -146,7 +106,7 @@ def test_an_ambiguous_survey_is_decided_by_the_airways_swept_after_it(trial):
     alone: the result is the survey's own fit from the true pose (within 0.3 mm at the nodule),
     not the fit of the longer sweep (3.8–5.8 mm off, the catheter cutting the corner)."""
     _, twin, _, _, nodule = _load_survey("default_N3")
-    samples, in_survey = _extended_readings(trial)
+    samples, in_survey = extended_readings(trial)
     config = RegistrationConfig(thin_voxel=3e-3)
     first = register_em(samples[in_survey], twin, target_ct=nodule, config=config)
     assert not first.success and first.ambiguous, first.message
@@ -156,8 +116,8 @@ def test_an_ambiguous_survey_is_decided_by_the_airways_swept_after_it(trial):
     from_truth = register_em(samples[in_survey], twin, target_ct=nodule, config=config,
                              init=patient_transform(1000 + trial))
     T_true = patient_transform(1000 + trial)
-    assert abs(_error_at(result, T_true, nodule) - _error_at(from_truth, T_true, nodule)) < 0.3e-3
-    assert _error_at(result, T_true, nodule) < 5e-3
+    assert abs(error_at(result, T_true, nodule) - error_at(from_truth, T_true, nodule)) < 0.3e-3
+    assert error_at(result, T_true, nodule) < 5e-3
 
 
 def test_the_tracker_registers_an_ambiguous_survey_again_with_the_samples_after_it():
@@ -166,7 +126,7 @@ def test_the_tracker_registers_an_ambiguous_survey_again_with_the_samples_after_
     :func:`register_em_extended` on the same samples)."""
     _, twin, _, _, nodule = _load_survey("default_N3")
     trial = AMBIGUOUS_TRIALS[0]
-    samples, in_survey = _extended_readings(trial)
+    samples, in_survey = extended_readings(trial)
     config = RegistrationConfig(thin_voxel=3e-3)
     tracker = RegistrationTracker(twin, 0, config)
     for p in samples[in_survey]:

@@ -30,6 +30,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from bronchonav.ros import conversions as conv  # noqa: E402
 from bronchonav.ros import qos  # noqa: E402
+from bronchonav.sensors import patient_transform  # noqa: E402
+from recorded_surveys import (AMBIGUOUS_TRIALS, ROOT, default_map, error_at,  # noqa: E402
+                              extended_readings)
 from ros_probe import Probe, Spinning, sim_status  # noqa: E402
 
 SIM_RATE = 200.0
@@ -140,6 +143,50 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
     finally:
         probe.close()
         graph.stop()
+
+
+def _first_automatic_registration(context, trial):
+    """Feed the registration node (the shipped YAML's parameters) the EM readings of the
+    recorded survey towards N3 and the 20 mm after it, one message at a time as its subscription
+    would, running its automatic-registration timer after each. Returns (row of the reading
+    after which it first registered, its result); the node is not spun."""
+    from bronchonav.ros.params import overrides
+    from bronchonav.ros.registration_node import RegistrationNode
+    from bronchonav.ros.runner import node_parameters
+
+    values = node_parameters("registration",
+                             launch_args={"map": str(ROOT / "maps" / "phantom_default")})
+    node = RegistrationNode(context=context, parameter_overrides=overrides(values))
+    try:
+        nodule = node.airway_map.nodule("N3").center
+        node._on_route(String(data=json.dumps({"feasible": True, "target_m": nodule.tolist()})))
+        samples, _ = extended_readings(trial)
+        for row, p_patient in enumerate(samples):
+            T = np.eye(4)
+            T[:3, 3] = p_patient
+            node._on_em(conv.pose_stamped(T, "patient", node.get_clock().now().to_msg()))
+            node._auto()
+            if node.tracker.last_attempt is not None:
+                return row, node.tracker.last_attempt
+        raise AssertionError("the node never registered automatically")
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("trial", AMBIGUOUS_TRIALS)
+def test_the_registration_node_registers_a_survey_by_itself(context, trial):
+    """With its shipped parameters the node registers the survey of both main bronchi on its
+    own: not before the survey has swept the target side's main bronchus (its last 20 % of
+    samples), within ten control steps (10 mm of insertion) after it, and right (under 5 mm at
+    the nodule). The two patient and noise draws are those whose survey is refused as ambiguous
+    in 3 mm cells (test_registration_survey.py), the node's cell size before."""
+    row, result = _first_automatic_registration(context, trial)
+    _, in_survey = extended_readings(trial)
+    n_survey = int(in_survey.sum())
+    assert 0.8 * n_survey <= row < n_survey + 10, (row, n_survey)
+    assert result.success, result.message
+    nodule = default_map().nodule("N3").center
+    assert error_at(result, patient_transform(1000 + trial), nodule) < 5e-3
 
 
 # -- catheter_sim while its solver warms up -------------------------------------------------------

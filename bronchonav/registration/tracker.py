@@ -18,8 +18,8 @@ How much refits help was measured in rehearsals on the default phantom (2026-12,
 registration fell from 3.5–4.4 to 1.9–3.1 mm on four routes, but on the fifth, where the
 catheter got stuck, it grew from 5.7 to 11.3 mm (samples of the stuck catheter matched to
 neighbouring airways pull the refits away). So the rehearsal registers once, after the survey,
-and the registration node refits only every ``auto_every_samples`` (100 by default, about
-300 mm of new airway).
+and the registration node refits only every ``auto_every_samples`` (150 by default in 1.5 mm
+cells, about 300 mm of new airway).
 
 Transforms are ``T_ct_patient`` (patient/sensor frame → CT frame), distances in metres.
 """

@@ -43,14 +43,17 @@ PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
     Param("auto_register", True, "Register automatically once enough samples exist, and "
           "refit as more come in"),
-    Param("auto_min_samples", 150, "Samples needed before the automatic registration",
-          minimum=20, maximum=1_000_000),
-    Param("auto_every_samples", 100,
+    Param("auto_min_samples", 225, "Samples needed before the automatic registration (in "
+          "1.5 mm cells about the survey of both main bronchi)", minimum=20, maximum=1_000_000),
+    Param("auto_every_samples", 150,
           "With auto_register: once registered, refit from the pose in use after this many "
-          "new samples (0 = never refit)", minimum=0, maximum=1_000_000),
-    Param("sample_cell_m", 3.0e-3,
-          "Keep one EM sample per cube of this size (m); about 3x the EM noise, so that a "
-          "catheter at rest adds a handful of samples, not a cloud", minimum=1e-4, maximum=0.05),
+          "new samples (about 300 mm of new airway; 0 = never refit)", minimum=0,
+          maximum=1_000_000),
+    Param("sample_cell_m", 1.5e-3,
+          "Keep one EM sample per cube of this size (m); above the EM noise, so that a "
+          "catheter at rest adds a handful of samples, not a cloud, and fine enough that a "
+          "survey of the main bronchi tells the right pose from a rival (3 mm cells refuse "
+          "about 1 in 12 as ambiguous)", minimum=1e-4, maximum=0.05),
     Param("max_samples", 20000, "Samples kept at most (oldest dropped)", minimum=20,
           maximum=10_000_000),
     Param("use_route_target", True,

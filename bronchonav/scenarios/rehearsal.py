@@ -62,8 +62,8 @@ class SensingConfig:
         :func:`~bronchonav.navigation.survey_arm`).
     sample_cell_m : float
         The registration keeps one EM sample per cube of this size (m;
-        :attr:`~bronchonav.registration.RegistrationConfig.thin_voxel`; the ROS registration
-        node's ``sample_cell_m`` is 3 mm).
+        :attr:`~bronchonav.registration.RegistrationConfig.thin_voxel`, as the ROS registration
+        node's ``sample_cell_m``).
     """
 
     patient_seed: int = 1
