@@ -72,6 +72,39 @@ def test_the_tip_does_not_swing_from_side_to_side_in_free_space():
     assert second_differences(tips).max() < 1e-3
 
 
+@pytest.mark.parametrize("angle", [0.3, 1.2, np.pi / 2, 2.0, 3.0])
+def test_the_heading_error_is_the_angle_to_the_aim_point_along_its_direction(angle):
+    """Analytic: a tip at the origin looking along +z, turned by ``roll`` about its axis, and an
+    aim point ``angle`` off its axis towards the CT frame's +x; the error is ``angle`` long,
+    pointing at the aim point's side in the tip frame — past 90° too (the sine would shrink)."""
+    from bronchonav.navigation.controller import aim_error
+
+    roll = 0.4
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]]
+    aim = 0.02 * np.array([np.sin(angle), 0.0, np.cos(angle)])
+    np.testing.assert_allclose(aim_error(T, aim), angle * np.array([np.cos(roll),
+                                                                     -np.sin(roll)]), atol=1e-12)
+
+
+def test_a_route_whose_recovery_turned_the_tip_away_from_an_aim_behind_it_is_reached():
+    """Recorded case (seed-7 phantom, ground truth, 2.8 mm catheter, N5): near the exit point the
+    aim fell behind the tip, and a steering law on the sine of the heading error turned the tip
+    further away (the sine shrinks past 90°) until it pointed back up the trachea, where the
+    catheter stayed stuck 85 mm from the exit point."""
+    from bronchonav.campaign.builtin import catheter_params
+    from bronchonav.campaign.spec import CatheterVariant
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
+    from bronchonav.planning import DeviceConstraints, plan_route
+    from bronchonav.scenarios import rehearse
+
+    amap = phantom_ground_truth_map(phantom_config("default", 7))
+    params = catheter_params(CatheterVariant("2.8mm", 2.8e-3, None, None, None))
+    route = plan_route(amap, "N5", DeviceConstraints.from_catheter(params))[0]
+    result = rehearse(amap, route, params, pose="truth")
+    assert result.reached, result.outcome.reason
+
+
 def test_a_rehearsal_moves_the_tip_smoothly(phantom_map, gentle_route):
     """Along a rehearsed route of the shipped map the tip's displacement changes by more than
     2 mm from one step to the next (twice the insertion step: a snap-through at a wall may)

@@ -73,11 +73,15 @@ def _wrap(angle: float) -> float:
 
 
 def aim_error(T_ct_tip: np.ndarray, aim_ct: np.ndarray) -> np.ndarray:
-    """The heading error of a tip pose (4×4, CT) towards ``aim_ct`` (CT, m): the x, y
-    components of the unit direction from the tip to the aim point, in the tip frame (the sine
-    of the angle off the tip axis, along its direction)."""
-    d = aim_ct - T_ct_tip[:3, 3]
-    return (T_ct_tip[:3, :3].T @ (d / max(float(np.linalg.norm(d)), 1e-12)))[:2]
+    """The heading error of a tip pose (4×4, CT) towards ``aim_ct`` (CT, m), in the tip frame's
+    x, y plane: the direction in which the aim point lies off the tip axis, times the angle
+    between them (rad, 0 to π). Its size grows with the angle all the way round (the sine of the
+    angle would shrink again past 90°, and a step that reduces it would turn the tip away)."""
+    local = T_ct_tip[:3, :3].T @ (aim_ct - T_ct_tip[:3, 3])
+    side = float(np.hypot(local[0], local[1]))
+    if side < 1e-12:
+        return np.zeros(2)
+    return np.arctan2(side, local[2]) * local[:2] / side
 
 
 class NavigationController:
@@ -529,24 +533,18 @@ class NavigationController:
     def _steer(self, T: np.ndarray, aim_ct: np.ndarray) -> None:
         """Update the bend (and roll) so that the tip turns towards ``aim_ct``."""
         c = self.config
-        d = np.asarray(aim_ct, dtype=float) - T[:3, 3]
-        n = float(np.linalg.norm(d))
-        if n < 1e-9:
+        aim_ct = np.asarray(aim_ct, dtype=float)
+        if float(np.linalg.norm(aim_ct - T[:3, 3])) < 1e-9:
             return
-        local = T[:3, :3].T @ (d / n)
-        self.heading_error = float(np.arctan2(np.hypot(local[0], local[1]), local[2]))
-        e = local[:2]
-        size = float(np.linalg.norm(e))
+        e = aim_error(T, aim_ct)
+        size = self.heading_error = float(np.linalg.norm(e))
         if size < 1e-6:
             return
-        if local[2] < 0:  # aim behind the tip: turn as hard as possible
-            e = e / size
-            size = 1.0
         u1 = e / size
         if self._planar:
             self._roll_into_plane(u1)
         u2 = np.array([-u1[1], u1[0]])
-        J = self._sensitivity(u1, u2, np.asarray(aim_ct, dtype=float))
+        J = self._sensitivity(u1, u2, aim_ct)
         JtJ = J.T @ J
         lam = DAMPING * max(float(np.max(np.linalg.eigvalsh(JtJ))), 1e-12)
         want = c.steer_gain * size * np.array([1.0, 0.0])  # in the (u1, u2) basis
