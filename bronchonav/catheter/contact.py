@@ -168,6 +168,43 @@ class WallModel:
         return cand, win, self.branch_ids[nb]
 
 
+    def crossing(self, before_base: np.ndarray, before_ids: np.ndarray, after_base: np.ndarray,
+                 after_ids: np.ndarray) -> tuple[int, int, int] | None:
+        """The first backbone node that passed through a carina between two shapes: from one
+        airway into a sibling of it (same parent), its centre outside the sibling's lumen before
+        and outside its first airway's lumen after — beyond where the two tubes overlap, so that
+        the straight way between lies through the carina's tissue. With contact at the nodes
+        only, a solve can find such an equilibrium (the tip between nodes swung over the carina
+        wedge); no catheter gets there without backing out of the first airway.
+
+        Parameters
+        ----------
+        before_base, after_base : ndarray (N, 3)
+            Node positions (base frame, m) of the two shapes, at the same arc lengths.
+        before_ids, after_ids : ndarray of int (N,)
+            Airway branch id (tree id) of each node in each shape (:meth:`track`).
+
+        Returns
+        -------
+        (node, from_id, to_id) or None
+        """
+        index = {int(b): k for k, b in enumerate(self.branch_ids)}
+        for i in np.flatnonzero(np.asarray(before_ids) != np.asarray(after_ids)):
+            a, b = index[int(before_ids[i])], index[int(after_ids[i])]
+            if self.parent[a] != self.parent[b] or self.parent[a] < 0:
+                continue
+            if self._centre_outside(before_base[i], b) and self._centre_outside(after_base[i], a):
+                return int(i), int(before_ids[i]), int(after_ids[i])
+        return None
+
+    def _centre_outside(self, p: np.ndarray, c: int) -> bool:
+        """Whether point ``p`` (base frame) lies outside the lumen of compact branch ``c``."""
+        lo, hi = self.b_off[c], self.b_off[c + 1] - 1
+        pen = wall_penetration(np.ascontiguousarray(p, dtype=float), lo, hi, lo, hi, self.bp,
+                               self.br, self.r_cath)[0]
+        return bool(pen > self.r_cath)
+
+
 @njit(cache=True, error_model="numpy")
 def _track(pos, parent, children, b_off, bp, br, root, r_cath, prefer):
     n = pos.shape[0]

@@ -944,14 +944,22 @@ class CatheterModel:
                 break
             tracking = new
             x_prev, J_prev = prob.physical(res.x), res.jacobian
-        if res.converged and self.max_jump_m is not None:
-            previous = shape if shape is not None else (self._pos_base, self._arc)
-            if previous[0] is not None:
-                reference = self._guess_positions(prob.layout.arc, previous)
+        previous = shape if shape is not None else (self._pos_base, self._arc)
+        if res.converged and previous[0] is not None:
+            reference = self._guess_positions(prob.layout.arc, previous)
+            if self.max_jump_m is not None:
                 jump = float(np.max(np.linalg.norm(prob.pos - reference, axis=1)))
                 if jump > self.max_jump_m:
                     res.converged, res.reason = False, f"jump of {jump * 1e3:.1f} mm"
                     self._jumped = True
+            if res.converged and self._wall is not None:
+                crossed = self._wall.crossing(reference, self._wall.track(reference, prefer)[2],
+                                              prob.pos, self._wall.track(prob.pos, prefer)[2])
+                if crossed is not None:
+                    node, a, b = crossed
+                    res.converged = False
+                    res.reason = (f"node {node} would pass through the carina from airway {a} "
+                                  f"into airway {b}")
         return res, prob, iters, evals
 
     def _continuation(self, vc: ValidCommand, deadline: float, res, prob, iters: int,
