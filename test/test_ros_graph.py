@@ -94,7 +94,8 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
                                                if b.generation <= 3])
         rng = np.random.default_rng(0)
         time.sleep(0.5)
-        # a catheter at rest in the trachea: 300 readings with 1 mm noise add only a handful
+        # a catheter at rest in the trachea: 300 readings with 1 mm noise add only the cubes of
+        # the noise's ball (one sample per 1.5 mm cube: about 40)
         at_rest = np.eye(4)
         at_rest[:3, 3] = airway_map.tree.trachea.points[len(airway_map.tree.trachea.points) // 2]
         for _ in range(300):
@@ -103,7 +104,7 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
             pub.publish(conv.pose_stamped(T_patient_ct @ T, "patient", conv.Time()))
             time.sleep(0.002)
         time.sleep(0.3)
-        assert 1 <= graph.nodes["registration"].n_samples <= 30
+        assert 1 <= graph.nodes["registration"].n_samples <= 50
         for p, t in zip(samples.points[central], samples.tangents[central]):
             T = np.eye(4)
             T[:3, 2] = t
@@ -113,7 +114,7 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
             pub.publish(conv.pose_stamped(T_patient_ct @ T, "patient", conv.Time()))
             time.sleep(0.002)
         time.sleep(0.5)
-        assert graph.nodes["registration"].n_samples > 100  # one per 3 mm cube
+        assert graph.nodes["registration"].n_samples > 100  # one per 1.5 mm cube
         reply = probe.call(Trigger, "/registration/trigger", Trigger.Request(), timeout=60)
         assert reply.success, reply.message
         T_est = graph.nodes["registration"].result.T_ct_patient
