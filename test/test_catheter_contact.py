@@ -246,9 +246,9 @@ def test_double_back_finds_a_backbone_that_turns_back_up_the_tree(labels, expect
 
 def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(monkeypatch):
     """The model consults the double-back rule on snap-through states only, and fails such a
-    step with the rule's reason. Shipped phantom, nodule N5, 3.5 mm catheter, ground truth: the
-    drive passes folds of the quasi-static path by snap-through (accepted: the backbone does not
-    double back). With a rule that flags every backbone, those steps fail with the reason and
+    step with the rule's reason. Shipped phantom, nodule N1 (the right upper lobe's apical
+    target, where the shaft loops), 3.5 mm catheter, ground truth: the drive passes folds of the
+    quasi-static path by snap-through (accepted: the backbone does not double back). With a rule that flags every backbone, those steps fail with the reason and
     no snap-through state is accepted; the other steps are unaffected by the rule."""
     from pathlib import Path
 
@@ -261,7 +261,7 @@ def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(mo
 
     airway_map = load_map(Path(__file__).resolve().parents[1] / "maps" / "phantom_default")
     params = CatheterParams.default()
-    route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N5")[0]
+    route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N1")[0]
     assert route.feasible
     step = CatheterModel.step
 
@@ -399,3 +399,21 @@ def test_a_node_passing_from_one_child_into_its_sibling_crosses_the_carina():
     # unchanged airways are not looked at
     assert wall.crossing(deep[:1], np.array([1]), deep[1:], np.array([1])) is None
 
+
+def test_the_tip_does_not_swing_over_a_carina_into_the_sibling_airway():
+    """Recorded case (seed-6 phantom, ground truth, 2.8 mm catheter, N2): 12.6 mm into the last
+    airway of the route, one 0.9 mm insertion step converged with the tip 12.6 mm away in the
+    sibling airway (contact acts at the nodes, 7 mm apart, and the tip's segment swung over the
+    carina between them); each retry did the same and the drive ended ``wrong_branch``. Refused
+    as a crossing, the drive goes on in the route's airway and reaches the exit point."""
+    from bronchonav.campaign.builtin import catheter_params
+    from bronchonav.campaign.spec import CatheterVariant
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
+    from bronchonav.planning import DeviceConstraints, plan_route
+    from bronchonav.scenarios import rehearse
+
+    amap = phantom_ground_truth_map(phantom_config("default", 6))
+    params = catheter_params(CatheterVariant("2.8mm", 2.8e-3, None, None, None))
+    route = plan_route(amap, "N2", DeviceConstraints.from_catheter(params))[0]
+    result = rehearse(amap, route, params, pose="truth")
+    assert result.reached, result.outcome.reason

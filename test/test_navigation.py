@@ -47,6 +47,75 @@ def test_a_straight_tube_is_driven_to_its_end_without_bending():
     assert np.abs(model.state.tendon_tensions).max() < 1e-6  # nothing to steer
 
 
+def second_differences(positions):
+    """|p[i+1] - 2 p[i] + p[i-1]| of a sequence of tip positions (m): how much the tip's
+    displacement changes from one control step to the next."""
+    p = np.asarray(positions, dtype=float)
+    return np.linalg.norm(p[2:] - 2 * p[1:-1] + p[:-2], axis=1)
+
+
+def test_the_tip_does_not_swing_from_side_to_side_in_free_space():
+    """A route 4 mm off the insertion axis in a tube too wide to touch (20 mm radius): the tip
+    turns towards it and follows it. Per control step the insertion advances 1 mm, so a tip
+    that moves smoothly changes its displacement by well under that from step to step. A
+    steering law that modelled only the tip's turn, not its sideways move towards the aim
+    point 8 mm ahead, overshot 3.5-fold: the tip swung from side to side at the control rate,
+    its displacement changing by up to 6.7 mm a step, and the route was never finished."""
+    tree = AirwayTree([Branch(0, None, 0, [[0, 0, 0], [0, 0, -0.15]], [0.02, 0.02])])
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=20)
+    route = RouteTarget.from_points(np.array([[0.004, 0, 0], [0.004, 0, -0.15]]), [0])
+    controller = NavigationController(route, model, NavigationConfig(max_steps=300))
+    tips = []
+    outcome = drive(controller, model, lambda c: tips.append(model.state.tip_position.copy()))
+    assert outcome.status == "reached", outcome.reason
+    assert model.state.total_contact_force == 0.0
+    assert second_differences(tips).max() < 1e-3
+
+
+@pytest.mark.parametrize("angle", [0.3, 1.2, np.pi / 2, 2.0, 3.0])
+def test_the_heading_error_is_the_angle_to_the_aim_point_along_its_direction(angle):
+    """Analytic: a tip at the origin looking along +z, turned by ``roll`` about its axis, and an
+    aim point ``angle`` off its axis towards the CT frame's +x; the error is ``angle`` long,
+    pointing at the aim point's side in the tip frame — past 90° too (the sine would shrink)."""
+    from bronchonav.navigation.controller import aim_error
+
+    roll = 0.4
+    T = np.eye(4)
+    T[:3, :3] = [[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]]
+    aim = 0.02 * np.array([np.sin(angle), 0.0, np.cos(angle)])
+    np.testing.assert_allclose(aim_error(T, aim), angle * np.array([np.cos(roll),
+                                                                     -np.sin(roll)]), atol=1e-12)
+
+
+def test_a_route_whose_recovery_turned_the_tip_away_from_an_aim_behind_it_is_reached():
+    """Recorded case (seed-7 phantom, ground truth, 2.8 mm catheter, N5): near the exit point the
+    aim fell behind the tip, and a steering law on the sine of the heading error turned the tip
+    further away (the sine shrinks past 90°) until it pointed back up the trachea, where the
+    catheter stayed stuck 85 mm from the exit point."""
+    from bronchonav.campaign.builtin import catheter_params
+    from bronchonav.campaign.spec import CatheterVariant
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
+    from bronchonav.planning import DeviceConstraints, plan_route
+    from bronchonav.scenarios import rehearse
+
+    amap = phantom_ground_truth_map(phantom_config("default", 7))
+    params = catheter_params(CatheterVariant("2.8mm", 2.8e-3, None, None, None))
+    route = plan_route(amap, "N5", DeviceConstraints.from_catheter(params))[0]
+    result = rehearse(amap, route, params, pose="truth")
+    assert result.reached, result.outcome.reason
+
+
+def test_a_rehearsal_moves_the_tip_smoothly(phantom_map, gentle_route):
+    """Along a rehearsed route of the shipped map the tip's displacement changes by more than
+    2 mm from one step to the next (twice the insertion step: a snap-through at a wall may)
+    in at most 1 % of the steps (with the steering law that saw only the tip's turn: 37 %)."""
+    from bronchonav.scenarios import rehearse
+
+    result = rehearse(phantom_map, gentle_route, CatheterParams.default(), pose="truth",
+                      keep_trajectory=True)
+    assert np.mean(second_differences(result.trajectory) > 2e-3) <= 0.01
+
+
 @pytest.mark.parametrize("child", [1, 2])
 def test_the_controller_turns_into_the_child_of_its_route(child):
     tree = y_tree()
@@ -627,12 +696,12 @@ def test_a_stuck_right_upper_lobe_route_says_where_the_shaft_looped(phantom_map)
 
 
 def test_a_rehearsal_whose_survey_is_refused_as_ambiguous_surveys_on_and_reaches(phantom_map):
-    """With the registration node's 3 mm sample cells, the survey for N3 read for hidden pose
-    ``patient_transform(1001)`` and EM seed 5001 is refused as ambiguous (the recorded survey of
-    test_registration_survey.py, 5 of 40 draws are). The rehearsal drives 20 mm further along the
-    route on the ground truth, lets that choose the pose, fits the survey from it, and reaches
-    the exit point steering on it; the error at the lesion is the survey's own (3.5 mm), not
-    the longer sweep's (4.7 mm). The next draw is not ambiguous and registers once."""
+    """In 3 mm sample cells (the registration node's before), the rehearsal's survey for N3 read
+    for hidden pose ``patient_transform(1004)`` and EM seed 5004 is refused as ambiguous (6 of
+    the 40 draws 1000-1039 are). The rehearsal drives 20 mm further along the route on the
+    ground truth, lets that choose the pose, fits the survey from it, and reaches the exit point
+    steering on it (error at the lesion 2.6 mm). The next draw is not ambiguous and registers
+    once."""
     from bronchonav.campaign.builtin import catheter_params
     from bronchonav.campaign.spec import CatheterVariant
     from bronchonav.planning import DeviceConstraints, RoutePlanner
@@ -640,7 +709,7 @@ def test_a_rehearsal_whose_survey_is_refused_as_ambiguous_surveys_on_and_reaches
 
     params = catheter_params(CatheterVariant(name="d3.5mm", diameter_m=3.5e-3))
     route = RoutePlanner(phantom_map, DeviceConstraints.from_catheter(params)).plan("N3")[0]
-    for trial, extensions in ((1, 1), (2, 0)):
+    for trial, extensions in ((4, 1), (5, 0)):
         result = rehearse(phantom_map, route, params, pose="registered", seed=5000 + trial,
                           sensing=SensingConfig(patient_seed=1000 + trial, sample_cell_m=3e-3))
         assert result.survey_extensions == extensions, (trial, result.outcome.reason)

@@ -6,13 +6,18 @@ One call of :meth:`NavigationController.update` is one control step:
    distance; the airway it is in; the distance to the exit point.
 2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip`` (at the
    lesion centre in the final aiming phase). The heading error ``e`` is the aim direction in the
-   tip frame (its x, y components). The sensitivity ``J`` (2×2) of the tip heading to the bend
+   tip frame (its x, y components). The sensitivity ``J`` (2×2) of that error to the bend
    vector ``b`` (tendon tension in the cross-section, N) comes from two probe solves of the
    controller's catheter model at its current state, along ``e`` and across it — in free space,
-   in contact with the wall, wherever the model is. The update is the damped Gauss–Newton step
-   ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded per step; tendon ``k`` at angle ``α_k`` pulls
-   ``max(0, b · (cos α_k, sin α_k))``, so antagonists stay slack. A device whose tendons lie in
-   one plane is rolled so that the error lies in its bending plane.
+   in contact with the wall, wherever the model is. It holds both ways a bend changes the error:
+   the tip turns, and the tip moves sideways, which turns the direction to a near aim point the
+   other way (a 40 mm articulating section moves its tip about 20 mm per radian of turn, so
+   towards a point 8 mm ahead the error changes 3.5 times as fast as the heading; a law that
+   saw only the turn overshot every step and the tip swung from side to side at the control
+   rate). The update is the damped Gauss–Newton step ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded
+   per step; tendon ``k`` at angle ``α_k`` pulls ``max(0, b · (cos α_k, sin α_k))``, so
+   antagonists stay slack. A device whose tendons lie in one plane is rolled so that the error
+   lies in its bending plane.
 3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
@@ -65,6 +70,26 @@ DAMPING = 1e-3
 
 def _wrap(angle: float) -> float:
     return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+def aim_error(T_ct_tip: np.ndarray, aim_ct: np.ndarray, R_ct_ref: np.ndarray | None = None
+              ) -> np.ndarray:
+    """The heading error of a tip pose (4×4, CT) towards ``aim_ct`` (CT, m): the direction in
+    which the aim point lies off the tip axis, times the angle between them (rad, 0 to π), as
+    x, y components in the frame ``R_ct_ref`` (default: the tip's own). Its size grows with the
+    angle all the way round (the sine would shrink again past 90°). Given a reference frame, a
+    twist of the tip about its own axis does not change it (probes compare a turned tip in the
+    frame of the tip they turned from)."""
+    z = T_ct_tip[:3, 2]
+    d = aim_ct - T_ct_tip[:3, 3]
+    d = d / max(float(np.linalg.norm(d)), 1e-12)
+    along = float(d @ z)
+    perp = d - along * z
+    side = float(np.linalg.norm(perp))
+    if side < 1e-12:
+        return np.zeros(2)
+    R = T_ct_tip[:3, :3] if R_ct_ref is None else R_ct_ref
+    return np.arctan2(side, along) * (R.T @ perp)[:2] / side
 
 
 class NavigationController:
@@ -126,6 +151,7 @@ class NavigationController:
         art = params.segments[params.articulation_segment]
         r = max(t.offset for t in params.tendons)
         self._free_gain = art.length * r / art.EI  # rad of tip rotation per N (κ = τr/EI)
+        self._art_length = float(art.length)
         state = model.state
         self.insertion = 0.0 if state is None else float(state.insertion)
         self.roll = 0.0 if state is None else float(state.roll)
@@ -515,24 +541,18 @@ class NavigationController:
     def _steer(self, T: np.ndarray, aim_ct: np.ndarray) -> None:
         """Update the bend (and roll) so that the tip turns towards ``aim_ct``."""
         c = self.config
-        d = np.asarray(aim_ct, dtype=float) - T[:3, 3]
-        n = float(np.linalg.norm(d))
-        if n < 1e-9:
+        aim_ct = np.asarray(aim_ct, dtype=float)
+        if float(np.linalg.norm(aim_ct - T[:3, 3])) < 1e-9:
             return
-        local = T[:3, :3].T @ (d / n)
-        self.heading_error = float(np.arctan2(np.hypot(local[0], local[1]), local[2]))
-        e = local[:2]
-        size = float(np.linalg.norm(e))
+        e = aim_error(T, aim_ct)
+        size = self.heading_error = float(np.linalg.norm(e))
         if size < 1e-6:
             return
-        if local[2] < 0:  # aim behind the tip: turn as hard as possible
-            e = e / size
-            size = 1.0
         u1 = e / size
         if self._planar:
             self._roll_into_plane(u1)
         u2 = np.array([-u1[1], u1[0]])
-        J = self._sensitivity(u1, u2)
+        J = self._sensitivity(u1, u2, aim_ct)
         JtJ = J.T @ J
         lam = DAMPING * max(float(np.max(np.linalg.eigvalsh(JtJ))), 1e-12)
         want = c.steer_gain * size * np.array([1.0, 0.0])  # in the (u1, u2) basis
@@ -548,14 +568,17 @@ class NavigationController:
             bend *= self.tension_max / norm
         self.bend = bend
 
-    def _sensitivity(self, u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
-        """Heading change (tip-frame x, y components, expressed in the (u1, u2) basis) per N of
-        bend along u1 and u2, from probe solves of the model at its current state; reused while
-        the aim direction and the insertion change little (``jacobian_reuse_*``)."""
+    def _sensitivity(self, u1: np.ndarray, u2: np.ndarray, aim_ct: np.ndarray) -> np.ndarray:
+        """Reduction of the heading error towards ``aim_ct`` (CT, m; tip-frame x, y components,
+        expressed in the (u1, u2) basis) per N of bend along u1 and u2, from probe solves of the
+        model at its current state: the tip's turn and its sideways move, which turns the
+        direction to the aim point, together (:func:`aim_error`). Reused while the aim direction
+        and the insertion change little (``jacobian_reuse_*``). Without a model state, or where
+        a probe fails, the free articulating section's: its turn, and its tip moving half its
+        length per radian of turn."""
         state = self.model.state
-        free = self._free_gain * np.eye(2)
         if state is None or state.insertion <= 0:
-            return free
+            return self._free_sensitivity(aim_ct, None)
         c = self.config
         cached = self._jacobian
         if cached is not None and self.steps - cached[3] < c.jacobian_reuse_steps and \
@@ -566,8 +589,8 @@ class NavigationController:
             B_new = np.column_stack([u1, u2])
             R = B_new.T @ B_old
             return R @ cached[1] @ R.T
-        R0 = state.tip_pose[:3, :3]
-        z0 = R0[:, 2]
+        free = self._free_sensitivity(aim_ct, state.tip_position)
+        e0 = aim_error(state.tip_pose, aim_ct)
         basis = np.column_stack([u1, u2])
         J = np.empty((2, 2))
         delta = self.config.probe_tension_n
@@ -577,10 +600,18 @@ class NavigationController:
             if not probe.converged:
                 J[:, k] = free[:, k]
                 continue
-            dz = R0.T @ (probe.tip_pose[:3, 2] - z0)
-            J[:, k] = basis.T @ dz[:2] / delta
+            R0 = state.tip_pose[:3, :3]  # the probe's error in this frame: no twist in J
+            J[:, k] = basis.T @ (e0 - aim_error(probe.tip_pose, aim_ct, R0)) / delta
         self._jacobian = (u1.copy(), J.copy(), float(state.insertion), self.steps)
         return J
+
+    def _free_sensitivity(self, aim_ct: np.ndarray, tip_ct: np.ndarray | None) -> np.ndarray:
+        """:meth:`_sensitivity` of the free articulating section (κ = τ r / EI over its length
+        ``L``): a turn of ``θ`` moves its tip ``θ L / 2`` sideways, which turns the direction to
+        an aim point ``d`` away by a further ``θ L / (2 d)`` (``d`` unknown: as if ``L``)."""
+        distance = self._art_length if tip_ct is None else max(
+            float(np.linalg.norm(aim_ct - tip_ct)), 1e-3)
+        return self._free_gain * (1.0 + self._art_length / (2.0 * distance)) * np.eye(2)
 
     def _roll_into_plane(self, u: np.ndarray) -> None:
         """A planar device: roll (at most 0.1 rad per step) so that ``u`` lies in the plane."""
