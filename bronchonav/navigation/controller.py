@@ -5,19 +5,21 @@ One call of :meth:`NavigationController.update` is one control step:
 1. **Observe**: project the observed tip (CT frame) on the route: progress ``s_tip`` and lateral
    distance; the airway it is in; the distance to the exit point.
 2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip`` (at the
-   lesion centre in the final aiming phase). The heading error ``e`` is the aim direction in the
-   tip frame (its x, y components). The sensitivity ``J`` (2×2) of that error to the bend
-   vector ``b`` (tendon tension in the cross-section, N) comes from two probe solves of the
-   controller's catheter model at its current state, along ``e`` and across it — in free space,
-   in contact with the wall, wherever the model is. It holds both ways a bend changes the error:
-   the tip turns, and the tip moves sideways, which turns the direction to a near aim point the
-   other way (a 40 mm articulating section moves its tip about 20 mm per radian of turn, so
-   towards a point 8 mm ahead the error changes 3.5 times as fast as the heading; a law that
-   saw only the turn overshot every step and the tip swung from side to side at the control
-   rate). The update is the damped Gauss–Newton step ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded
-   per step; tendon ``k`` at angle ``α_k`` pulls ``max(0, b · (cos α_k, sin α_k))``, so
-   antagonists stay slack. A device whose tendons lie in one plane is rolled so that the error
-   lies in its bending plane.
+   lesion centre in the final aiming phase). The heading error ``e`` lies in the tip frame's
+   x, y plane: the direction of the aim point off the tip axis, times the angle between them
+   (:func:`aim_error`). The sensitivity ``J`` (2×2) of that error to the bend vector ``b``
+   (tendon tension in the cross-section, N) comes from two probe solves of the controller's
+   catheter model at its current state, along ``e`` and across it — in free space, in contact
+   with the wall, wherever the model is — each probe's error taken in the frame of the tip it
+   turned from (a twist of the tip about its own axis does not point it anywhere). ``J`` holds
+   both ways a bend changes the error: the tip turns, and it moves sideways towards the aim
+   point, which closes the angle too (a 40 mm articulating section moves its tip about 20 mm
+   per radian of turn, so towards a point 8 mm ahead the error changes 3.5 times as fast as the
+   heading; a law that saw only the turn overshot every step and the tip swung from side to
+   side at the control rate). The update is the damped Gauss–Newton step
+   ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded per step; tendon ``k`` at angle ``α_k`` pulls
+   ``max(0, b · (cos α_k, sin α_k))``, so antagonists stay slack. A device whose tendons lie
+   in one plane is rolled so that the error lies in its bending plane.
 3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would
@@ -572,10 +574,12 @@ class NavigationController:
         """Reduction of the heading error towards ``aim_ct`` (CT, m; tip-frame x, y components,
         expressed in the (u1, u2) basis) per N of bend along u1 and u2, from probe solves of the
         model at its current state: the tip's turn and its sideways move, which turns the
-        direction to the aim point, together (:func:`aim_error`). Reused while the aim direction
-        and the insertion change little (``jacobian_reuse_*``). Without a model state, or where
-        a probe fails, the free articulating section's: its turn, and its tip moving half its
-        length per radian of turn."""
+        direction to the aim point, together (:func:`aim_error`, each probe's in the frame of
+        the model's tip: a twist about the tip's axis would rotate a large error sideways and
+        the step would follow that). Reused while the aim direction and the insertion change
+        little (``jacobian_reuse_*``). Without a model state, or where a probe fails, the free
+        articulating section's: its turn, and its tip moving half its length per radian of
+        turn."""
         state = self.model.state
         if state is None or state.insertion <= 0:
             return self._free_sensitivity(aim_ct, None)
@@ -590,6 +594,7 @@ class NavigationController:
             R = B_new.T @ B_old
             return R @ cached[1] @ R.T
         free = self._free_sensitivity(aim_ct, state.tip_position)
+        R0 = state.tip_pose[:3, :3]
         e0 = aim_error(state.tip_pose, aim_ct)
         basis = np.column_stack([u1, u2])
         J = np.empty((2, 2))
@@ -600,7 +605,6 @@ class NavigationController:
             if not probe.converged:
                 J[:, k] = free[:, k]
                 continue
-            R0 = state.tip_pose[:3, :3]  # the probe's error in this frame: no twist in J
             J[:, k] = basis.T @ (e0 - aim_error(probe.tip_pose, aim_ct, R0)) / delta
         self._jacobian = (u1.copy(), J.copy(), float(state.insertion), self.steps)
         return J
