@@ -248,8 +248,9 @@ def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(mo
     """The model consults the double-back rule on snap-through states only, and fails such a
     step with the rule's reason. Shipped phantom, nodule N1 (the right upper lobe's apical
     target, where the shaft loops), 3.5 mm catheter, ground truth: the drive passes folds of the
-    quasi-static path by snap-through (accepted: the backbone does not double back). With a rule that flags every backbone, those steps fail with the reason and
-    no snap-through state is accepted; the other steps are unaffected by the rule."""
+    quasi-static path by snap-through (accepted: the backbone does not double back). With a rule
+    that flags every backbone, those steps fail with the reason and no snap-through state is
+    accepted; the other steps are unaffected by the rule."""
     from pathlib import Path
 
     from bronchonav.catheter import course

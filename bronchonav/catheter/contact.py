@@ -167,7 +167,6 @@ class WallModel:
                                mask)
         return cand, win, self.branch_ids[nb]
 
-
     def crossing(self, before_base: np.ndarray, before_ids: np.ndarray, after_base: np.ndarray,
                  after_ids: np.ndarray) -> tuple[int, int, int] | None:
         """The first backbone node that passed through a carina between two shapes: from one
