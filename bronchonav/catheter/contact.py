@@ -187,8 +187,11 @@ class WallModel:
         -------
         (node, from_id, to_id) or None
         """
+        changed = np.flatnonzero(np.asarray(before_ids) != np.asarray(after_ids))
+        if changed.size == 0:  # the common case: no dictionary to build
+            return None
         index = {int(b): k for k, b in enumerate(self.branch_ids)}
-        for i in np.flatnonzero(np.asarray(before_ids) != np.asarray(after_ids)):
+        for i in changed:
             a, b = index[int(before_ids[i])], index[int(after_ids[i])]
             if self.parent[a] != self.parent[b] or self.parent[a] < 0:
                 continue

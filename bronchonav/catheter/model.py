@@ -923,12 +923,13 @@ class CatheterModel:
             if prefer is None and self._state is not None and self._state.branch_ids is not None:
                 prefer = np.unique(self._state.branch_ids)
             tracking = self._wall.track(self._guess_positions(arc, shape), prefer)
+        previous = shape if shape is not None else (self._pos_base, self._arc)
         if ((self.friction > 0 and self._wall is not None) or drag > 0) and \
-                (shape is not None or self._pos_base is not None):
+                previous[0] is not None:
             # material now at arc s was at s - Δ (it slid in through the base)
-            previous = shape if shape is not None else (self._pos_base, self._arc)
             moved_in = vc.insertion - previous[1][-1]
             ref = self._guess_positions(np.maximum(arc - moved_in, 0.0), previous)
+        new = None  # the tracking of the last solve's shape
         for _ in range(4):
             res, prob = self._solve_once(vc, x_prev, J_prev, deadline, tracking, ref, drag,
                                          fallback)
@@ -944,7 +945,6 @@ class CatheterModel:
                 break
             tracking = new
             x_prev, J_prev = prob.physical(res.x), res.jacobian
-        previous = shape if shape is not None else (self._pos_base, self._arc)
         if res.converged and previous[0] is not None:
             reference = self._guess_positions(prob.layout.arc, previous)
             if self.max_jump_m is not None:
@@ -954,7 +954,7 @@ class CatheterModel:
                     self._jumped = True
             if res.converged and self._wall is not None:
                 crossed = self._wall.crossing(reference, self._wall.track(reference, prefer)[2],
-                                              prob.pos, self._wall.track(prob.pos, prefer)[2])
+                                              prob.pos, new[2])
                 if crossed is not None:
                     node, a, b = crossed
                     res.converged = False
