@@ -1,5 +1,5 @@
-"""A clinical-looking CT as a DICOM series, end to end: write the series, build the map from it
-(lungs from the scan), add lesions (by centre, from a label image, from a CSV) and plan to one.
+"""A clinical-looking CT as a DICOM series, end to end: write the series (with a localizer beside
+it, chosen past with ``--series``), build the map from it (lungs from the scan), add lesions (by centre, from a label image, from a CSV) and plan to one.
 
 One reduced clinical phantom (1 mm pixels, 2.5 mm slices) per module.
 """
@@ -32,13 +32,20 @@ def phantom():
     return make_phantom(config)
 
 
+SERIES_UID, SCOUT_UID = "1.2.826.0.1.3680043.8.498.7", "1.2.826.0.1.3680043.8.498.8"
+
+
 @pytest.fixture(scope="module")
 def built(phantom, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    files = write_dicom_series(phantom.image, root / "dicom", series_uid="1.2.826.0.1.3680043.8.498.7")
+    files = write_dicom_series(phantom.image, root / "dicom", series_uid=SERIES_UID)
     assert len(files) == phantom.image.GetSize()[2]
-    code, out, err = _run(["build-map", "--ct", str(root / "dicom"), "--out", str(root / "map"),
-                           "--json"])
+    # a one-slice localizer beside the axial series, as scanner exports have it
+    scout = phantom.image[:, :, phantom.image.GetSize()[2] // 2:phantom.image.GetSize()[2] // 2 + 1]
+    for f in write_dicom_series(scout, root / "scout", series_uid=SCOUT_UID, description="scout"):
+        f.rename(root / "dicom" / f"scout_{f.name}")
+    code, out, err = _run(["build-map", "--ct", str(root / "dicom"), "--series", SERIES_UID,
+                           "--out", str(root / "map"), "--json"])
     assert code == 0, err
     return root, json.loads(out)
 
@@ -51,6 +58,7 @@ def test_map_from_the_dicom_series_has_lungs_from_the_scan(built, phantom):
     root, summary = built
     m = load_map(root / "map")
     assert m.metadata["source"]["kind"] == "ct"
+    assert m.metadata["source"]["series_uid"] == SERIES_UID
     assert summary["branches"] >= 30 and set(summary["lobes"]) == {"RUL", "RML", "RLL", "LUL", "LLL"}
     truth = sitk.GetArrayFromImage(phantom.lung_labels)
     labels = sitk.GetArrayFromImage(sitk.DICOMOrient(m.lung_mask, "LPS"))

@@ -144,17 +144,105 @@ def test_truncated_dicom_slice_is_refused(dicom_folder):
         read_ct(dicom_folder)
 
 
-def test_two_series_in_one_folder_are_refused_and_listed(dicom_folder):
+def _second_series(dicom_folder, into=None):
+    """A second series (12 slices of another image, description "second") moved into
+    ``into`` (default: beside the first); the image written."""
     other = _ct(shape=(12, 32, 40))
-    write_dicom_series(other, dicom_folder.parent / "tmp2", series_uid="1.2.826.0.1.3680043.8.498.2",
+    other.SetOrigin((-10.0, 5.0, -80.0))
+    write_dicom_series(other, dicom_folder.parent / "tmp2", series_uid=SECOND,
                        description="second")
+    into = into or dicom_folder
+    into.mkdir(parents=True, exist_ok=True)
     for f in (dicom_folder.parent / "tmp2").iterdir():
-        f.rename(dicom_folder / f"b_{f.name}")
-    with pytest.raises(CTError, match="2 DICOM series") as info:
+        f.rename(into / f"b_{f.name}")
+    return other
+
+
+FIRST, SECOND = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+
+
+def test_two_series_in_one_folder_are_refused_and_listed(dicom_folder):
+    _second_series(dicom_folder)
+    with pytest.raises(CTError, match="2 DICOM series; choose one with --series") as info:
         read_ct(dicom_folder)
     message = str(info.value)
-    assert "1.2.826.0.1.3680043.8.498.1 (20 files" in message
-    assert "1.2.826.0.1.3680043.8.498.2 (12 files, second)" in message
+    assert f"[1] {FIRST} (20 files" in message
+    assert f"[2] {SECOND} (12 files, second)" in message
+
+
+@pytest.mark.parametrize("choice", ["2", SECOND])
+def test_a_series_is_chosen_by_number_or_uid(dicom_folder, choice):
+    """Each series of a shared folder reads back as the image it was written from, its own
+    files only (the other series' slices are neither read nor taken for corrupt ones)."""
+    second = _second_series(dicom_folder)
+    image = read_ct(dicom_folder, series=choice)
+    assert image.GetSize() == second.GetSize()
+    np.testing.assert_allclose(image.GetOrigin(), second.GetOrigin(), atol=1e-3)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(second))
+    assert image.GetMetaData("0020|000e") == SECOND
+    first = read_ct(dicom_folder, series="1")
+    assert first.GetSize() == _ct().GetSize()
+
+
+@pytest.mark.parametrize("choice", ["3", "0", "1.2.3"])
+def test_a_series_that_is_not_there_is_refused_with_the_listing(dicom_folder, choice):
+    _second_series(dicom_folder)
+    with pytest.raises(CTError, match=f"no DICOM series '{choice}'.*from 1 to 2.*second"):
+        read_ct(dicom_folder, series=choice)
+
+
+def test_a_series_chosen_for_an_image_file_is_refused(tmp_path):
+    path = tmp_path / "ct.mha"
+    sitk.WriteImage(_ct(), str(path))
+    with pytest.raises(CTError, match="is an image file"):
+        read_ct(path, series="1")
+
+
+def test_series_in_subfolders_are_found(dicom_folder):
+    """An export that nests its series (STUDY/SERIES folders): the study folder is read; with
+    two series in two subfolders the listing names each folder."""
+    study = dicom_folder.parent / "study"
+    study.mkdir()
+    dicom_folder.rename(study / "SE1")
+    image = read_ct(study)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(_ct()))
+    _second_series(study / "SE1", into=study / "SE2")
+    with pytest.raises(CTError, match="in SE2\\)") as info:
+        read_ct(study)
+    assert "in SE1)" in str(info.value)
+    assert read_ct(study, series="2").GetSize() == (40, 32, 12)
+
+
+def test_dicomdir_and_other_objects_beside_the_slices_are_not_slices(dicom_folder):
+    """A DICOMDIR index and a DICOM object without pixels of another series (a dose report)
+    beside the slices are passed over; a file that is not DICOM at all is still refused (it may
+    be a slice cut short)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    report = Dataset()
+    report.file_meta = FileMetaDataset()
+    report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"  # dose SR
+    report.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID
+    report.SeriesInstanceUID, report.Modality = generate_uid(), "SR"
+    report.save_as(dicom_folder / "dose_report.dcm", enforce_file_format=True)
+    (dicom_folder / "DICOMDIR").write_bytes(b"\0" * 200)
+    image = read_ct(dicom_folder)
+    assert image.GetSize() == _ct().GetSize()
+    (dicom_folder / "notes.txt").write_text("not DICOM")
+    with pytest.raises(CTError, match="not readable slices.*notes.txt"):
+        read_ct(dicom_folder)
+
+
+def test_build_map_series_needs_a_ct(tmp_path, capsys):
+    code = main(["build-map", "--phantom", "default", "--series", "1", "--out",
+                 str(tmp_path / "m")])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--series chooses a DICOM series of --ct" in err[0]
+    assert not (tmp_path / "m").exists()
 
 
 # -- map folders: reading ------------------------------------------------------------------------

@@ -138,6 +138,8 @@ def test_map_planner_registration_in_one_process(context, map_dir, airway_map):
         status = json.loads(probe.wait("/registration/status",
                                        lambda m: not json.loads(m.data)["in_use"]).data)
         assert not status["success"] and status["refits_refused"] == 1 and status["refits"] == 0
+        # the reply names the attempt whose status this is (the second registration run)
+        assert reply.message.startswith("attempt 2: ") and status["attempt"] == 2, reply.message
         assert status["ambiguous"] is False  # refused as not fitting: sweeping on won't help
         tf = probe.wait("/registration/transform", lambda m: True)
         assert np.allclose(conv.transform_to_matrix(tf.transform), T_est)

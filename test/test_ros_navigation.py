@@ -288,3 +288,32 @@ def test_navigator_parameters_set_its_controller_config():
     recovery parameters (retries, the jam rule) given at start-up are what the controller uses."""
     with navigator_node(jam_refusals=3, max_retries=2) as node:
         assert (node.config.jam_refusals, node.config.max_retries) == (3, 2)
+
+
+def test_demo_reads_the_status_of_its_own_registration_attempt():
+    """The demo's trigger is answered ``attempt 3: ...``; an automatic refit of the node
+    (attempt 4, not ambiguous) publishes its status after that of attempt 3 (refused as
+    ambiguous). The demo reads attempt 3's — the latest status would say "not ambiguous" — and
+    an answer without an attempt (too few samples: no status) is not ambiguous."""
+    from types import SimpleNamespace
+
+    from bronchonav.ros.demo import DemoClient, _refused_as_ambiguous
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        client = DemoClient(context=context)
+        for attempt, ambiguous in ((3, True), (4, False)):
+            client._on_registration(String(data=json.dumps(
+                {"attempt": attempt, "success": False, "ambiguous": ambiguous,
+                 "message": "ambiguous: sweep more airways" if ambiguous else "refit"})))
+        assert not json.loads(client.latest["/registration/status"].data)["ambiguous"]
+        reply = SimpleNamespace(success=False, message="attempt 3: ambiguous: sweep more airways")
+        assert _refused_as_ambiguous(client, reply)
+        reply.message = "attempt 4: refit"
+        assert not _refused_as_ambiguous(client, reply)
+        reply.message = "too few points to register (12 < 20)"
+        assert not _refused_as_ambiguous(client, reply)
+        client.node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -23,7 +23,7 @@ from bronchonav.airway.mesh import lumen_mesh
 from bronchonav.airway.metrics import AirwayMetrics, airway_metrics
 from bronchonav.airway.segment import Segmentation, SegmentationParams, segment_airways
 from bronchonav.airway.tree import Nodule
-from bronchonav.ct.io import read_ct, spacing_m
+from bronchonav.ct.io import SERIES_UID_KEY, read_ct, spacing_m
 from bronchonav.maps import AirwayMap
 from bronchonav.progress import step
 
@@ -129,16 +129,21 @@ def build_map(image: sitk.Image, name: str, source: dict, nodules: list[Nodule] 
 
 
 def build_map_from_ct(path: str | Path, name: str | None = None,
-                      params: BuildParams | None = None) -> BuildResult:
+                      params: BuildParams | None = None, series: str | None = None
+                      ) -> BuildResult:
     """Read a CT (DICOM folder, NIfTI, NRRD, MHA/MHD) and build its map (no nodules).
 
     The CT is read and checked before any progress output, so a bad input fails with its
-    error alone.
+    error alone. ``series`` chooses the DICOM series of a folder holding several
+    (:func:`~bronchonav.ct.io.read_ct`); the map's source names the series read.
     """
     path = Path(path)
-    image = read_ct(path)
+    image = read_ct(path, series=series)
     label = name or path.name.split(".")[0] or "ct"
-    return build_map(image, label, {"kind": "ct", "path": str(path.resolve())}, params=params)
+    source = {"kind": "ct", "path": str(path.resolve())}
+    if image.HasMetaDataKey(SERIES_UID_KEY):
+        source["series_uid"] = image.GetMetaData(SERIES_UID_KEY)
+    return build_map(image, label, source, params=params)
 
 
 def _phantom_source(phantom_name: str, config) -> dict:

@@ -75,9 +75,11 @@ def cmd_build_map(args) -> int:
     from bronchonav.progress import step
 
     t0 = time.perf_counter()
+    if args.series is not None and not args.ct:
+        raise InputError("--series chooses a DICOM series of --ct; a phantom has none")
     folder = _out_folder(args.out, force=args.force, create=False)
     if args.ct:
-        result = build_map_from_ct(args.ct, name=args.name or folder.name)
+        result = build_map_from_ct(args.ct, name=args.name or folder.name, series=args.series)
     else:
         result = build_map_from_phantom(args.phantom, args.seed,
                                         config=_phantom_config_from_args(args.phantom, args))
@@ -200,6 +202,8 @@ def register(subparsers) -> None:
     src.add_argument("--ct", help="CT: DICOM series folder, .nii/.nii.gz, .nrrd, .mha/.mhd")
     src.add_argument("--phantom", choices=("default", "full", "clinical"),
                      help="built-in phantom preset")
+    p.add_argument("--series", help="with --ct: the DICOM series to read where the folder holds "
+                                    "several (its number in the listing, from 1, or its UID)")
     p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     _phantom_options(p)
     p.add_argument("--out", required=True, help="output map folder")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import locale
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from bronchonav.errors import CTError
 
 MAX_SPACING_MM = 3.0
 """Largest voxel spacing accepted along any axis (mm); coarser scans lose the small airways."""
+
+SERIES_UID_KEY = "0020|000e"
+"""Metadata key under which an image read from a DICOM folder carries its series UID."""
 
 AIR_HU = -800.0
 """A CT in HU of a chest must contain voxels below this value (air in the lungs and airways)."""
@@ -44,18 +48,79 @@ def _keep_locale():
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def _series_summary(reader, folder: Path, sid: str, files) -> str:
-    """One line naming a DICOM series: its id, file count and description."""
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM image series found under a folder.
+
+    Attributes
+    ----------
+    uid : str
+        Its series instance UID (as GDCM groups the files).
+    folder : Path
+        The folder holding its files.
+    files : tuple of str
+        Its slice files, in slice order.
+    description : str
+        Series description (0008,103E), or "".
+    """
+
+    uid: str
+    folder: Path
+    files: tuple[str, ...]
+    description: str = ""
+
+    def summary(self, number: int, root: Path) -> str:
+        """One line naming the series: its number in a listing, UID, file count, description
+        and folder (relative to ``root``)."""
+        where = self.folder.relative_to(root).as_posix()
+        return (f"[{number}] {self.uid} ({len(self.files)} files"
+                f"{', ' + self.description if self.description else ''}"
+                f"{', in ' + where if where != '.' else ''})")
+
+
+def _description(path: str) -> str:
     info = sitk.ImageFileReader()
-    info.SetFileName(files[0])
-    description = ""
+    info.SetFileName(path)
     try:
         info.ReadImageInformation()
         if info.HasMetaDataKey("0008|103e"):
-            description = info.GetMetaData("0008|103e").strip()
+            return info.GetMetaData("0008|103e").strip()
     except RuntimeError:
         pass
-    return f"{sid} ({len(files)} files{', ' + description if description else ''})"
+    return ""
+
+
+def dicom_series(folder: str | Path) -> list[DicomSeries]:
+    """Every DICOM image series in ``folder`` and its subfolders (as PACS and CD exports nest
+    them), in a stable order: by folder, then UID."""
+    folder = Path(folder)
+    reader = sitk.ImageSeriesReader()
+    found = []
+    with _keep_locale():
+        for where in sorted([folder, *(p for p in folder.rglob("*") if p.is_dir())]):
+            for sid in sorted(reader.GetGDCMSeriesIDs(str(where))):
+                files = tuple(reader.GetGDCMSeriesFileNames(str(where), sid))
+                found.append(DicomSeries(sid, where, files, _description(files[0])))
+    return found
+
+
+def choose_series(found: list[DicomSeries], folder: Path, series: str | None) -> DicomSeries:
+    """The series to read: the only one, or the one ``series`` names (its UID, or its number
+    in the listing from 1); anything else is refused with the listing."""
+    listed = "; ".join(s.summary(k, folder) for k, s in enumerate(found, start=1))
+    if series is None:
+        if len(found) == 1:
+            return found[0]
+        raise CTError(f"CT folder {folder} holds {len(found)} DICOM series; choose one with "
+                      f"--series N or its UID (series= in Python): {listed}")
+    text = str(series).strip()
+    by_uid = [s for s in found if s.uid == text]
+    if len(by_uid) == 1:
+        return by_uid[0]
+    if text.isdigit() and 1 <= int(text) <= len(found):
+        return found[int(text) - 1]
+    raise CTError(f"no DICOM series {text!r} in {folder} (give its number from 1 to "
+                  f"{len(found)} or its UID): {listed}")
 
 
 def _slice_positions(files) -> np.ndarray:
@@ -108,33 +173,49 @@ def _check_dicom_files(folder: Path, files) -> None:
                           f"pixel data for {need} expected")
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    """Read the one DICOM series in ``folder`` (HU, LPS); several series are refused."""
-    reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
+def _not_a_slice_of(path: Path, uid: str) -> bool:
+    """Whether ``path`` is a DICOM file that is plainly not an image slice of series ``uid``:
+    a DICOMDIR index, or an object of another series or without pixel data (a dose report, a
+    structured report). Files that do not parse as DICOM at all are not excused: they may be
+    this series' slices cut short."""
+    import pydicom
+
+    if path.name.upper() == "DICOMDIR":
+        return True
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - not DICOM, or broken: not excused
+        return False
+    return str(getattr(ds, "SeriesInstanceUID", "")) != uid or "Rows" not in ds
+
+
+def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
+    """Read one DICOM series of ``folder`` or its subfolders (HU, LPS): the only one, or the one
+    ``series`` names (:func:`choose_series`)."""
+    found = dicom_series(folder)
+    if not found:
         if not any(folder.iterdir()):
             raise CTError(f"CT folder {folder} is empty")
         raise CTError(f"CT folder {folder} holds no readable DICOM series")
-    if len(series_ids) > 1:
-        listed = "; ".join(_series_summary(reader, folder, sid,
-                                           reader.GetGDCMSeriesFileNames(str(folder), sid))
-                           for sid in series_ids)
-        raise CTError(f"CT folder {folder} holds {len(series_ids)} DICOM series; put the one to "
-                      f"use in a folder of its own: {listed}")
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_ids[0])
-    others = sorted({p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
-                    - {Path(f).name for f in files})
+    chosen = choose_series(found, folder, series)
+    files = list(chosen.files)
+    names = {Path(f).name for f in files}
+    others = sorted(p.name for p in chosen.folder.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.name not in names
+                    and not _not_a_slice_of(p, chosen.uid))
     if others:
-        raise CTError(f"{len(others)} file(s) in {folder} are not readable slices of its DICOM "
-                      f"series (truncated or corrupt?): {', '.join(others[:5])}")
-    _check_dicom_files(folder, files)
+        raise CTError(f"{len(others)} file(s) in {chosen.folder} are not readable slices of its "
+                      f"DICOM series (truncated or corrupt?): {', '.join(others[:5])}")
+    _check_dicom_files(chosen.folder, files)
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
-        raise CTError(f"cannot read the DICOM series in {folder}: "
+        raise CTError(f"cannot read the DICOM series in {chosen.folder}: "
                       f"{str(exc).strip().splitlines()[-1]}") from None
+    image.SetMetaData(SERIES_UID_KEY, chosen.uid)
+    return image
 
 
 def _check_nifti_stream(path: Path) -> None:
@@ -174,14 +255,19 @@ def _check_nifti_stream(path: Path) -> None:
                           "Hounsfield units has a finite value everywhere")
 
 
-def read_ct(path: str | Path) -> sitk.Image:
+def read_ct(path: str | Path, series: str | None = None) -> sitk.Image:
     """Read and check a chest CT: a DICOM series folder, NIfTI, NRRD or MHA/MHD file.
 
     Parameters
     ----------
     path : str or Path
-        A folder holding one DICOM series (a folder with several series is refused, listing
-        them), or an image file.
+        A folder holding DICOM series, directly or in subfolders (as exports nest them), or an
+        image file.
+    series : str, optional
+        Which DICOM series to read where the folder holds several (a localizer beside the
+        axial reconstructions, say): its series instance UID or its number in the listing
+        (from 1; :func:`dicom_series` gives the listing, and a folder with several series read
+        without ``series`` is refused with it). Not for an image file.
 
     Returns
     -------
@@ -192,7 +278,8 @@ def read_ct(path: str | Path) -> sitk.Image:
     Raises
     ------
     CTError
-        Missing path, empty folder, several DICOM series, missing or truncated DICOM slices, a
+        Missing path, empty folder, several DICOM series and no ``series`` (or one that names
+        none of them), missing or truncated DICOM slices, a
         truncated or corrupt (gzip) NIfTI, an unreadable file, or an image that fails
         :func:`check_ct`.
     """
@@ -201,7 +288,10 @@ def read_ct(path: str | Path) -> sitk.Image:
         raise CTError(f"CT path not found: {path}")
     if path.is_dir():
         with _keep_locale():
-            image = _read_dicom_folder(path)
+            image = _read_dicom_folder(path, series)
+    elif series is not None:
+        raise CTError(f"a DICOM series ({series}) was chosen, but {path} is an image file, not "
+                      "a DICOM folder")
     else:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_stream(path)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -109,6 +110,7 @@ class DemoClient:
         self.node = node = Node("bronchonav_demo", **kwargs)
         self._cond = threading.Condition()
         self.latest: dict = {}
+        self.registrations: dict[int, dict] = {}  # registration/status by attempt number
         self.em_samples: list[np.ndarray] = []
         self.loop_status: dict = {}
         self.drive_end_tip = None  # ground-truth tip pose when the navigator last ended driving
@@ -121,11 +123,12 @@ class DemoClient:
                                     ("/route/status", String, qos.LATCHED),
                                     ("/route", PathMsg, qos.LATCHED),
                                     ("/registration/transform", TransformStamped, qos.LATCHED),
-                                    ("/registration/status", String, qos.LATCHED),
                                     ("/catheter/tip_pose", PoseStamped, qos.STATE_SUB),
                                     ("/catheter/backbone", PathMsg, qos.STATE_SUB)]:
             node.create_subscription(cls, topic, keep(topic), profile)
         node.create_subscription(String, "/navigator/status", self._on_navigator, qos.LATCHED)
+        node.create_subscription(String, "/registration/status", self._on_registration,
+                                 qos.LATCHED)
         node.create_subscription(PoseStamped, "/catheter/em_pose", self._on_em, qos.STATE_SUB)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos.DEFAULT)
         self.pub_goal = node.create_publisher(String, "/route_planner/goal_nodule", qos.DEFAULT)
@@ -146,6 +149,28 @@ class DemoClient:
                 self.drive_end_tip = self.latest.get("/catheter/tip_pose")
             self._nav_phase = phase
             self._keep("/navigator/status", msg)  # the condition's lock is re-entrant
+
+    def _on_registration(self, msg) -> None:
+        """Keep the status as the latest, and by its attempt number (the demo's trigger waits
+        for its own attempt, whatever automatic refits the node publishes meanwhile)."""
+        attempt = _json(msg).get("attempt")
+        with self._cond:
+            if attempt is not None:
+                self.registrations[int(attempt)] = _json(msg)
+            self._keep("/registration/status", msg)
+
+    def registration(self, attempt: int, timeout: float = 5.0) -> dict:
+        """The ``registration/status`` of attempt number ``attempt`` (JSON); InputError if it
+        has not come within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while attempt not in self.registrations:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise InputError(f"demo: no registration/status of attempt {attempt} "
+                                     f"within {timeout:.0f} s")
+                self._cond.wait(min(left, 0.5))
+            return self.registrations[attempt]
 
     def _keep(self, topic: str, msg) -> None:
         """Keep ``msg`` as the latest on ``topic`` and wake :meth:`wait_for`."""
@@ -220,15 +245,15 @@ def _drive_to_point(client, point: np.ndarray, timeout_s: float) -> dict:
 
 
 def _refused_as_ambiguous(client, response) -> bool:
-    """Whether the registration a ``registration/trigger`` ``response`` answers was refused as
-    ambiguous (its ``registration/status``); one that published no status (too few or
-    degenerate samples) was not."""
-    try:
-        status = client.wait_for("/registration/status", lambda m: response.message.startswith(
-            _json(m)["message"]), timeout=5.0)
-    except InputError:
+    """Whether the registration a ``registration/trigger`` ``response`` answers (the
+    ``registration/status`` of the attempt its message names) was refused as ambiguous; one that
+    published no status (too few or degenerate samples) was not."""
+    from bronchonav.ros.registration_node import ATTEMPT_PREFIX
+
+    match = re.match(rf"{ATTEMPT_PREFIX}(\d+): ", response.message)
+    if match is None:
         return False
-    return bool(_json(status).get("ambiguous"))
+    return bool(client.registration(int(match.group(1))).get("ambiguous"))
 
 
 def tool_check(T_ct_tip: np.ndarray, exit_point: np.ndarray, target: np.ndarray,

@@ -16,8 +16,8 @@ parent ``ct``, child ``patient``: ``T_ct_patient``), ``registration/quality``
 (``std_msgs/Float64MultiArray``: ``[fitness, fre_m, n_points, success, target_sigma_m]``) of
 the last registration except a refused refit (a failed first registration is published too,
 ``success`` 0), ``registration/status`` (``std_msgs/String``, JSON of the last attempt, with
-``in_use``: whether it is the registration in use, and the counts ``refits`` and
-``refits_refused``); and, for every EM sample once
+``in_use``: whether it is the registration in use, ``attempt``: its number among the node's
+registrations, and the counts ``refits`` and ``refits_refused``); and, for every EM sample once
 registered, ``registration/tip_pose`` (``PoseStamped``, ``ct``). ``registration/reset`` clears
 the samples and the registration.
 """
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -38,6 +40,9 @@ from bronchonav.errors import BronchoNavError
 from bronchonav.ros import conversions as conv
 from bronchonav.ros import qos
 from bronchonav.ros.params import Param, declare, give_way, nice_param
+
+if TYPE_CHECKING:  # the registration is imported when the node is made (a light import here)
+    from bronchonav.registration.result import RegistrationResult
 
 PARAMS = [
     Param("map", "maps/phantom_default", "Map folder or 'phantom:NAME' (see airway_map_server)"),
@@ -64,6 +69,17 @@ PARAMS = [
 QUALITY_LABELS = ("fitness", "fre_m", "n_points", "success", "target_sigma_m")
 
 KEPT = "refit refused: the registration in use is kept"
+ATTEMPT_PREFIX = "attempt "
+"""A ``registration/trigger`` reply starts ``attempt N: ``, N the ``attempt`` of the
+``registration/status`` it answers."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A registration the node ran: its number among the node's attempts, and its result."""
+
+    number: int
+    result: RegistrationResult
 """Appended to what a failed refit reports (log, /diagnostics, the trigger's reply)."""
 
 
@@ -91,6 +107,7 @@ class RegistrationNode(Node):
         self._failed_at_n = 0  # tracker.kept when a registration without a guess last failed
         self.target_ct: np.ndarray | None = None
         self._busy = threading.Lock()
+        self.attempts = 0  # registrations run (automatic or triggered); numbers their status
         self.pub_tf = self.create_publisher(TransformStamped, "registration/transform", qos.LATCHED)
         self.pub_quality = self.create_publisher(Float64MultiArray, "registration/quality",
                                                  qos.LATCHED)
@@ -138,6 +155,11 @@ class RegistrationNode(Node):
         RegistrationError
             Too few or degenerate samples (see :func:`register_em`).
         """
+        return self.attempt().result
+
+    def attempt(self) -> "Attempt":
+        """:meth:`register`, returning the result with its number among the node's attempts
+        (the ``attempt`` of its ``registration/status``)."""
         with self._busy:
             refit = self.tracker.result is not None
             n, kept_so_far = len(self.tracker), self.tracker.kept
@@ -146,30 +168,34 @@ class RegistrationNode(Node):
             finally:
                 if self.tracker.result is None:
                     self._failed_at_n = kept_so_far
+            self.attempts += 1
+            attempt = Attempt(self.attempts, result)
         refused = self._refit_refused(result)
-        self._publish(result, refused)
+        self._publish(result, refused, attempt.number)
         what = "refit" if refit else "registration"
         log = self.get_logger().info if result.success else self.get_logger().warn
         log(f"{what} {'succeeded' if result.success else 'FAILED'} on {n} samples: "
             f"{result.message}; fitness {result.fitness:.2f}, FRE {result.fre * 1e3:.2f} mm, "
             f"{result.time_s * 1e3:.0f} ms ({result.method})"
             + (f"; {KEPT}" if refused else ""))
-        return result
+        return attempt
 
     def _refit_refused(self, r) -> bool:
         """Whether attempt ``r`` is a failed refit (the registration in use was kept)."""
         return not r.success and self.tracker.result is not None
 
-    def _publish(self, r, refused: bool) -> None:
-        """Publish attempt ``r``: its status and diagnostics always, the transform and quality
-        unless it is a refused refit (the registration in use stays on them)."""
+    def _publish(self, r, refused: bool, attempt: int) -> None:
+        """Publish attempt number ``attempt``, ``r``: its status and diagnostics always, the
+        transform and quality unless it is a refused refit (the registration in use stays on
+        them)."""
         stamp = self.get_clock().now().to_msg()
         if not refused:
             self.pub_tf.publish(conv.matrix_to_transform(r.T_ct_patient, "ct", "patient", stamp))
             sigma = float("nan") if r.target_sigma is None else float(r.target_sigma)
             self.pub_quality.publish(conv.labelled_array(dict(zip(QUALITY_LABELS, (
                 float(r.fitness), float(r.fre), float(r.n_points), float(r.success), sigma)))))
-        counts = {"refits": self.tracker.refits, "refits_refused": self.tracker.refused}
+        counts = {"attempt": attempt, "refits": self.tracker.refits,
+                  "refits_refused": self.tracker.refused}
         self.pub_status.publish(String(data=json.dumps({**r.to_dict(), "in_use": bool(r.success),
                                                         **counts})))
         message = r.message + (f"; {KEPT}" if refused else "")
@@ -205,14 +231,15 @@ class RegistrationNode(Node):
 
     def _on_trigger(self, request, response: Trigger.Response):
         try:
-            r = self.register()
+            attempt = self.attempt()
         except BronchoNavError as exc:
             response.success, response.message = False, str(exc)
             return response
+        r = attempt.result
         response.success = bool(r.success)
         kept = f"; {KEPT}" if self._refit_refused(r) else ""
-        response.message = (f"{r.message}; fitness {r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, "
-                            f"{r.n_points} samples{kept}")
+        response.message = (f"{ATTEMPT_PREFIX}{attempt.number}: {r.message}; fitness "
+                            f"{r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, {r.n_points} samples{kept}")
         return response
 
     def _on_reset(self, request, response: Trigger.Response):
