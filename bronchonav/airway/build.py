@@ -23,7 +23,7 @@ from bronchonav.airway.mesh import lumen_mesh
 from bronchonav.airway.metrics import AirwayMetrics, airway_metrics
 from bronchonav.airway.segment import Segmentation, SegmentationParams, segment_airways
 from bronchonav.airway.tree import Nodule
-from bronchonav.ct.io import SERIES_UID_KEY, read_ct, spacing_m
+from bronchonav.ct.io import GANTRY_TILT_KEY, SERIES_UID_KEY, read_ct, spacing_m
 from bronchonav.maps import AirwayMap
 from bronchonav.progress import step
 
@@ -135,7 +135,8 @@ def build_map_from_ct(path: str | Path, name: str | None = None,
 
     The CT is read and checked before any progress output, so a bad input fails with its
     error alone. ``series`` chooses the DICOM series of a folder holding several
-    (:func:`~bronchonav.ct.io.read_ct`); the map's source names the series read.
+    (:func:`~bronchonav.ct.io.read_ct`); the map's source names the series read, and the gantry
+tilt taken out of a tilted series (:func:`~bronchonav.ct.io.undo_gantry_tilt`).
     """
     path = Path(path)
     image = read_ct(path, series=series)
@@ -143,6 +144,8 @@ def build_map_from_ct(path: str | Path, name: str | None = None,
     source = {"kind": "ct", "path": str(path.resolve())}
     if image.HasMetaDataKey(SERIES_UID_KEY):
         source["series_uid"] = image.GetMetaData(SERIES_UID_KEY)
+    if image.HasMetaDataKey(GANTRY_TILT_KEY):
+        source["gantry_tilt_corrected_deg"] = float(image.GetMetaData(GANTRY_TILT_KEY))
     return build_map(image, label, source, params=params)
 
 

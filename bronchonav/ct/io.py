@@ -33,6 +33,10 @@ MAX_SPACING_MM = 3.0
 SERIES_UID_KEY = "0020|000e"
 """Metadata key under which an image read from a DICOM folder carries its series UID."""
 
+GANTRY_TILT_KEY = "0018|1120"
+"""Metadata key under which an image read from a tilted DICOM series carries the tilt (degrees)
+that :func:`undo_gantry_tilt` took out."""
+
 AIR_HU = -800.0
 """A CT in HU of a chest must contain voxels below this value (air in the lungs and airways)."""
 
@@ -123,30 +127,68 @@ def choose_series(found: list[DicomSeries], folder: Path, series: str | None) ->
                   f"{len(found)} or its UID): {listed}")
 
 
-def _slice_positions(files) -> np.ndarray:
-    """Position (mm) of every slice along the series' slice normal, in file order."""
-    pos, normal = [], None
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where the slices of a DICOM series lie (LPS, mm), in file order.
+
+    Attributes
+    ----------
+    positions : ndarray (N, 3)
+        Image position (patient) of each slice: its first pixel's centre.
+    row, col : ndarray (3,)
+        Unit vectors along a row (the image's i axis) and a column (j).
+    """
+
+    positions: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit normal of the slices (row × col)."""
+        return np.cross(self.row, self.col)
+
+    @property
+    def along_normal(self) -> np.ndarray:
+        """Position (mm) of every slice along the normal."""
+        return self.positions @ self.normal
+
+    @property
+    def in_plane_offsets(self) -> np.ndarray:
+        """(N, 2) offset (mm) of each slice along (row, col) from where it would lie if the
+        slices were stacked along their normal from the first: zero but for a gantry tilt."""
+        d = self.positions - self.positions[0]
+        return np.column_stack([d @ self.row, d @ self.col])
+
+
+def _slice_geometry(folder: Path, files) -> SliceGeometry:
+    """The series' slice positions and orientation; refused where a slice has none or the
+    slices are not all parallel."""
+    ipps, iops = [], []
     for f in files:
         info = sitk.ImageFileReader()
         info.SetFileName(f)
         try:
             info.ReadImageInformation()
-            ipp = [float(v) for v in info.GetMetaData("0020|0032").split("\\")]
-            iop = [float(v) for v in info.GetMetaData("0020|0037").split("\\")]
+            ipps.append([float(v) for v in info.GetMetaData("0020|0032").split("\\")])
+            iops.append([float(v) for v in info.GetMetaData("0020|0037").split("\\")])
         except (RuntimeError, ValueError):
             raise CTError(f"DICOM file {Path(f).name} has no readable image position or "
                           "orientation") from None
-        if normal is None:
-            normal = np.cross(iop[:3], iop[3:])
-        pos.append(float(np.dot(ipp, normal)))
-    return np.asarray(pos)
+    iops = np.asarray(iops, dtype=float)
+    if np.abs(iops - iops[0]).max() > 1e-3:
+        raise CTError(f"the slices of the DICOM series in {folder} are not parallel (their "
+                      "image orientations differ): not one volume")
+    row, col = iops[0, :3], iops[0, 3:]
+    return SliceGeometry(np.asarray(ipps, dtype=float), row / np.linalg.norm(row),
+                         col / np.linalg.norm(col))
 
 
-def _check_dicom_files(folder: Path, files) -> None:
+def _check_dicom_files(folder: Path, files, geometry: SliceGeometry) -> None:
     """Refuse gaps in the slice positions and slices whose pixel data are cut short."""
     import pydicom
 
-    pos = np.sort(_slice_positions(files))
+    pos = np.sort(geometry.along_normal)
     if len(pos) >= 3:
         steps = np.diff(pos)
         step = float(np.median(steps))
@@ -206,7 +248,8 @@ def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
     if others:
         raise CTError(f"{len(others)} file(s) in {chosen.folder} are not readable slices of its "
                       f"DICOM series (truncated or corrupt?): {', '.join(others[:5])}")
-    _check_dicom_files(chosen.folder, files)
+    geometry = _slice_geometry(chosen.folder, files)
+    _check_dicom_files(chosen.folder, files, geometry)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -214,8 +257,48 @@ def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
     except RuntimeError as exc:
         raise CTError(f"cannot read the DICOM series in {chosen.folder}: "
                       f"{str(exc).strip().splitlines()[-1]}") from None
+    if len(files) >= 2:
+        image = undo_gantry_tilt(image, geometry)
     image.SetMetaData(SERIES_UID_KEY, chosen.uid)
     return image
+
+
+def undo_gantry_tilt(image: sitk.Image, geometry: SliceGeometry) -> sitk.Image:
+    """The series ``image`` (as ITK reads it, slices in file order) with every voxel where
+    the scan put it, for a series acquired with the gantry tilted.
+
+    A tilted acquisition stacks its slices along the table (z), not along their normal, so each
+    slice lies shifted in its own plane from the one before. ITK places slice k at k slice
+    steps along the normal, and the volume comes out sheared: 15° of tilt puts a voxel 300 mm
+    down the scan 80 mm from where it was. Each slice is shifted back in its plane (linear
+    interpolation; what comes in from outside the field takes the scan's lowest value, as
+    padding), the slice step is the step along the normal, and the tilt (degrees) is kept
+    under :data:`GANTRY_TILT_KEY`. Slices stacked along their normal (within a tenth of a
+    pixel over the series) are returned as read.
+    """
+    from scipy import ndimage
+
+    offsets = geometry.in_plane_offsets  # (N, 2) mm along (row, col)
+    dx, dy = image.GetSpacing()[:2]
+    if np.abs(offsets / [dx, dy]).max() <= 0.1:
+        return image
+    along = geometry.along_normal - geometry.along_normal[0]
+    step = float(np.median(np.diff(along)))
+    tilt = float(np.degrees(np.arctan2(np.linalg.norm(offsets[-1]), abs(along[-1]))))
+    arr = sitk.GetArrayFromImage(image)  # [k, j, i]
+    pad = float(arr.min())
+    out = np.empty_like(arr)
+    for k, (a, b) in enumerate(offsets):
+        shifted = ndimage.shift(arr[k].astype(np.float32), (b / dy, a / dx), order=1,
+                                mode="constant", cval=pad)
+        out[k] = np.rint(shifted).astype(arr.dtype)
+    fixed = sitk.GetImageFromArray(out)
+    normal = geometry.normal * np.sign(step)
+    fixed.SetSpacing((dx, dy, abs(step)))
+    fixed.SetOrigin(tuple(geometry.positions[0]))
+    fixed.SetDirection(tuple(np.column_stack([geometry.row, geometry.col, normal]).ravel()))
+    fixed.SetMetaData(GANTRY_TILT_KEY, f"{tilt:.3f}")
+    return fixed
 
 
 def _check_nifti_stream(path: Path) -> None:
@@ -303,7 +386,11 @@ def read_ct(path: str | Path, series: str | None = None) -> sitk.Image:
     check_ct(image, str(path))
     if image.GetPixelID() == sitk.sitkInt16:
         return image
-    return sitk.Clamp(image, sitk.sitkInt16, -32768, 32767)
+    clamped = sitk.Clamp(image, sitk.sitkInt16, -32768, 32767)
+    for key in (SERIES_UID_KEY, GANTRY_TILT_KEY):  # what this module noted on the image
+        if image.HasMetaDataKey(key):
+            clamped.SetMetaData(key, image.GetMetaData(key))
+    return clamped
 
 
 def check_ct(image: sitk.Image, name: str = "image") -> None:
