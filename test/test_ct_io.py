@@ -92,34 +92,44 @@ def test_index_ct_round_trip_with_oblique_direction():
     np.testing.assert_allclose(ct_to_index(img, p), idx, atol=1e-9)
 
 
-def _write_dicom_series(folder, stored, intercept=-1024.0, slope=1.0):
-    """A minimal CT series written with pydicom (one file per slice, unsigned stored values)."""
+def _ct_slice(study: str, series: str, k: int, pixels: np.ndarray, intercept: float = -1024.0,
+              slope: float = 1.0):
+    """Slice ``k`` of a minimal CT series (pydicom dataset; unsigned stored values ``pixels``);
+    the caller sets its position, orientation and spacing."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.Modality, ds.PatientName, ds.PatientID = "CT", "Phantom^Test", "0"
+    ds.StudyDate = datetime.date(2026, 1, 1).strftime("%Y%m%d")
+    ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleIntercept, ds.RescaleSlope = intercept, slope
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    return ds
+
+
+def _write_dicom_series(folder, stored, intercept=-1024.0, slope=1.0):
+    """A minimal CT series written with pydicom (one file per slice, unsigned stored values)."""
+    from pydicom.uid import generate_uid
 
     folder.mkdir()
     study, series = generate_uid(), generate_uid()
     for k in range(stored.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.Modality, ds.PatientName, ds.PatientID = "CT", "Phantom^Test", "0"
-        ds.StudyDate = datetime.date(2026, 1, 1).strftime("%Y%m%d")
-        ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
+        ds = _ct_slice(study, series, k, stored[k], intercept, slope)
         ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + k * SPACING[2]]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing = [SPACING[1], SPACING[0]]  # row spacing (y), column spacing (x)
         ds.SliceThickness = SPACING[2]
-        ds.Rows, ds.Columns = stored.shape[1], stored.shape[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = intercept, slope
-        ds.PixelData = stored[k].astype("<u2").tobytes()
         ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
 
 
@@ -211,33 +221,19 @@ def _write_tilted_series(folder, hu_kji, tilt_deg, step_mm=2.0, pixel_mm=1.0):
     """A CT series acquired with the gantry tilted by ``tilt_deg`` about x: slice planes turned
     about x, stacked along the table (z) ``step_mm`` apart, as a tilted scanner writes them.
     Slice k's pixel (i, j) lies at (0, 0, k step) + i pixel row + j pixel col (LPS, mm)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     t = np.radians(tilt_deg)
     row, col = [1.0, 0.0, 0.0], [0.0, float(np.cos(t)), float(-np.sin(t))]
     folder.mkdir()
     study, series = generate_uid(), generate_uid()
     for k in range(hu_kji.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
+        ds = _ct_slice(study, series, k, hu_kji[k] + 1024)
         ds.ImagePositionPatient = [0.0, 0.0, k * step_mm]
         ds.ImageOrientationPatient = [*row, *col]
         ds.PixelSpacing = [pixel_mm, pixel_mm]
         ds.SliceThickness = step_mm
         ds.GantryDetectorTilt = tilt_deg
-        ds.Rows, ds.Columns = hu_kji.shape[1], hu_kji.shape[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = (hu_kji[k] + 1024).astype("<u2").tobytes()
         ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
 
 
