@@ -105,6 +105,24 @@ def test_arc_length_and_resampling_of_a_known_polyline():
     assert Polyline(pts).distance(r.points).max() < 1e-12
 
 
+def test_first_point_at_a_distance_against_closed_forms():
+    """Where a polyline leaves a ball: on a straight line with the centre ``l`` off it, ``s0 +
+    sqrt(r² - l²)`` on; round a right angle, on the second leg where ``x² + h² = r²``; up the
+    far leg of a U-turn; the start where it is already far enough; the end where no point is."""
+    line = Polyline([[0, 0, 0], [0, 0, -0.1]])
+    q = np.array([0.003, 0.0, -0.02])
+    assert line.first_at_distance(q, 0.008, 0.02) == pytest.approx(0.02 + np.sqrt(0.008**2 - 0.003**2))
+    corner = Polyline([[0, 0, 0], [0, 0, -0.05], [0.05, 0, -0.05]])
+    # from 2 mm before the corner, radius 8 mm: the second leg at x = sqrt(64 - 4) mm
+    s = corner.first_at_distance([0, 0, -0.048], 0.008, 0.048)
+    assert s == pytest.approx(0.05 + np.sqrt(0.008**2 - 0.002**2))
+    assert np.linalg.norm(corner.point_at(s) - [0, 0, -0.048]) == pytest.approx(0.008)
+    u_turn = Polyline([[0, 0, 0], [0, 0, -10], [4, 0, -10], [4, 0, 0]])
+    assert u_turn.first_at_distance([0, 0, -8], 5.0, 8.0) == pytest.approx(19.0)
+    assert u_turn.first_at_distance([0, 0, -8], 3.0, 2.0) == pytest.approx(2.0)  # 6 away already
+    assert u_turn.first_at_distance([2, 0, -5], 50.0, 0.0) == pytest.approx(u_turn.length)
+
+
 def test_transport_frames_on_a_circle_keep_the_plane_normal():
     """On a planar curve the parallel-transport frame turns only about the plane's normal, so
     each frame axis keeps its component along the normal (analytic: no twist)."""

@@ -14,7 +14,7 @@ from bronchonav.airway.tree import AirwayTree, Branch
 from bronchonav.catheter import CatheterCommand, CatheterModel, CatheterParams
 from bronchonav.navigation import NavigationConfig, NavigationController, RouteTarget
 from catheters import catheters_in_both_children
-from trees import y_tree
+from trees import side_branch_tree, y_tree
 
 
 def route_into(tree, child, stop_before=0.01):
@@ -141,6 +141,33 @@ def test_the_controller_turns_into_the_child_of_its_route(child):
     # bound (plus the one step that was already under way)
     assert max(slack) <= controller.config.step_m + 1e-9
     assert controller.failed_steps / controller.steps <= 0.01
+
+
+@pytest.mark.parametrize("angle_deg", [135.0, 150.0])
+def test_the_tip_turns_into_a_side_branch_that_leaves_behind_it(angle_deg):
+    """A side branch leaving a straight airway backwards, at 135° or 150° (the junction of
+    ``bench/turn_bench.py``): the tip turns into it and gets 15 mm in or more. (Further in, the
+    shaft bows into the straight sibling and the catheter sticks, as it does from 120° on: not
+    asserted here.) Before: at 135° the route point 8 mm along lay 2-4 mm from the tip, the
+    tip's sideways move decided the direction to it and the tip swung to the opposite wall
+    without leaving the parent (aim now where the route leaves a ball of 8 mm round the tip);
+    at 150° the sideways move, counted for an aim behind the tip, bent it away from the aim
+    (for such an aim the step now counts the turn alone)."""
+    tree = side_branch_tree(angle_deg)
+    side = tree[2].points
+    target = RouteTarget.from_points(np.vstack([tree[0].points, side[1:61]]), [0, 2])
+    model = CatheterModel(CatheterParams.default(), tree, n_nodes=30)
+    deepest = []
+
+    def into_the_side_branch(c):
+        state = c.model.state
+        if state.branch_ids[-1] == 2:
+            deepest.append(float((state.tip_position - side[0]) @ (side[-1] - side[0])
+                                 / np.linalg.norm(side[-1] - side[0])))
+
+    drive(NavigationController(target, model, NavigationConfig(max_retries=1)), model,
+          into_the_side_branch)
+    assert deepest and max(deepest) >= 0.015, max(deepest, default=None)
 
 
 def test_a_new_route_from_another_branch_withdraws_first_and_spends_no_retry():

@@ -109,6 +109,36 @@ class Polyline:
         out = np.stack([np.interp(s_arr, self.s, self.points[:, k]) for k in range(3)], axis=-1)
         return out
 
+    def first_at_distance(self, q, r: float, s_from: float = 0.0) -> float:
+        """Arc length (m) of the first point at or beyond ``s_from`` that lies ``r`` (m) or
+        farther from ``q`` (3,): where the polyline leaves the ball of radius ``r`` around
+        ``q``, as pure pursuit chooses its goal; the length where it never does.
+
+        The squared distance along a segment is a convex quadratic, so it exceeds ``r`` inside a
+        segment only if it does at the segment's far end: the crossing lies on the segment ending
+        at the first such vertex, and is solved there exactly.
+
+        >>> u_turn = Polyline([[0, 0, 0], [0, 0, -10], [4, 0, -10], [4, 0, 0]])
+        >>> u_turn.first_at_distance([0, 0, -8], 5.0, s_from=8.0)  # up the far leg, not 13
+        19.0
+        """
+        q = np.asarray(q, dtype=float)
+        s_from = float(np.clip(s_from, 0.0, self.length))
+        if np.linalg.norm(self.point_at(s_from) - q) >= r:
+            return s_from
+        beyond = np.flatnonzero(self.s > s_from)
+        far = beyond[np.linalg.norm(self.points[beyond] - q, axis=1) >= r]
+        if len(far) == 0:
+            return self.length
+        i = int(far[0])  # the crossing lies on the segment (i - 1, i), after s_from
+        s0 = max(float(self.s[i - 1]), s_from)
+        a = self.point_at(s0)
+        d = self.points[i] - a
+        # |a + t d - q|² = r², the root in (0, 1]: t² dd + 2 t d·(a-q) + |a-q|² - r² = 0
+        dd, b, c = float(d @ d), float(d @ (a - q)), float((a - q) @ (a - q)) - r * r
+        t = (-b + np.sqrt(max(b * b - dd * c, 0.0))) / dd
+        return s0 + float(np.clip(t, 0.0, 1.0)) * (float(self.s[i]) - s0)
+
     def tangent_at(self, s: float) -> np.ndarray:
         """Unit tangent (3,) of the segment at arc length ``s`` (m), clamped to the ends."""
         s = float(np.clip(s, 0.0, self.length))

@@ -4,8 +4,8 @@ One call of :meth:`NavigationController.update` is one control step:
 
 1. **Observe**: project the observed tip (CT frame) on the route: progress ``s_tip`` and lateral
    distance; the airway it is in; the distance to the exit point.
-2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip`` (at the
-   lesion centre in the final aiming phase). The heading error ``e`` lies in the tip frame's
+2. **Steer with the model**: aim at the first route point beyond ``s_tip`` that lies
+   ``lookahead_m`` from the tip (pure pursuit; at the lesion centre in the final aiming phase). The heading error ``e`` lies in the tip frame's
    x, y plane: the direction of the aim point off the tip axis, times the angle between them
    (:func:`aim_error`). The sensitivity ``J`` (2×2) of that error to the bend vector ``b``
    (tendon tension in the cross-section, N) comes from two probe solves of the controller's
@@ -192,7 +192,7 @@ class NavigationController:
         self._aim_since_best = 0
         self._aim_best_command: tuple | None = None  # (insertion, bend, roll) of the best aim
         self._aim_back = False  # the best aim's command was sent again: the aim is over
-        self._jacobian = None  # (u1, J, insertion, step) of the last probe solves
+        self._jacobian = None  # (u1, J, insertion, step, turn_only) of the last probe solves
         self._drive_end_error = float("nan")
         self._route_branches = set(target.branch_ids)
         if self.steps_model and state is None:
@@ -386,13 +386,23 @@ class NavigationController:
                 return
             self._start_recovery("stuck")
             return
-        aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
-        self._steer(T, aim)
+        self._steer(T, self._route_aim(T))
         speed = float(np.clip(1.0 - self.heading_error / c.slow_angle_rad, 0.25, 1.0))
         slack = c.max_mismatch_m + c.mismatch_per_m * max(self.s_tip, 0.0)
         limit = min(self.max_insertion, self.target.length + slack, self.s_tip + slack)
         if self.insertion < limit:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
+
+    def _route_aim(self, T: np.ndarray) -> np.ndarray:
+        """The route point the tip aims at (CT, m): the first beyond the tip's progress that
+        lies ``lookahead_m`` from the observed tip (pure pursuit). Where the route turns back
+        on itself (a side branch leaving at more than 90°), the point ``lookahead_m`` further
+        along the route can lie a few millimetres from the tip, and then the tip's sideways
+        move, not its turn, decides the direction to it: the steering swung the tip away from
+        the side branch and back (the junction of ``bench/turn_bench.py`` at 135°)."""
+        path = self.target.path
+        return path.point_at(path.first_at_distance(T[:3, 3], self.config.lookahead_m,
+                                                    self.s_tip))
 
     def _off_route(self) -> bool:
         """The tip is farther than ``off_route_m`` (widened by the pose's error) from the
@@ -466,8 +476,7 @@ class NavigationController:
             self._drive_on()
             self._refusals = 0
             return
-        aim = self.target.path.point_at(self.s_tip + c.lookahead_m)
-        self._steer(T, aim)
+        self._steer(T, self._route_aim(T))
         if self.insertion > self._recover_to:
             self.insertion = max(self._recover_to, self.insertion - 2.0 * c.step_m)
             return
@@ -554,7 +563,7 @@ class NavigationController:
         if self._planar:
             self._roll_into_plane(u1)
         u2 = np.array([-u1[1], u1[0]])
-        J = self._sensitivity(u1, u2, aim_ct)
+        J = self._sensitivity(u1, u2, aim_ct, turn_only=size > np.pi / 2)
         JtJ = J.T @ J
         lam = DAMPING * max(float(np.max(np.linalg.eigvalsh(JtJ))), 1e-12)
         want = c.steer_gain * size * np.array([1.0, 0.0])  # in the (u1, u2) basis
@@ -570,7 +579,8 @@ class NavigationController:
             bend *= self.tension_max / norm
         self.bend = bend
 
-    def _sensitivity(self, u1: np.ndarray, u2: np.ndarray, aim_ct: np.ndarray) -> np.ndarray:
+    def _sensitivity(self, u1: np.ndarray, u2: np.ndarray, aim_ct: np.ndarray,
+                     turn_only: bool = False) -> np.ndarray:
         """Reduction of the heading error towards ``aim_ct`` (CT, m; tip-frame x, y components,
         expressed in the (u1, u2) basis) per N of bend along u1 and u2, from probe solves of the
         model at its current state: the tip's turn and its sideways move, which turns the
@@ -579,13 +589,20 @@ class NavigationController:
         the step would follow that). Reused while the aim direction and the insertion change
         little (``jacobian_reuse_*``). Without a model state, or where a probe fails, the free
         articulating section's: its turn, and its tip moving half its length per radian of
-        turn."""
+        turn.
+
+        ``turn_only`` (an aim more than 90° off the tip axis): the turn alone, towards the
+        direction the aim lies in now. Behind the tip the sideways move turns the direction to
+        the aim the other way: a tip moved towards an aim behind it sees it further behind, so
+        with the move counted the step bent the tip away from the aim (a side branch leaving a
+        straight airway at 150° was never entered: the tip swung into the opposite wall)."""
         state = self.model.state
         if state is None or state.insertion <= 0:
-            return self._free_sensitivity(aim_ct, None)
+            return self._free_sensitivity(aim_ct, None, turn_only)
         c = self.config
         cached = self._jacobian
-        if cached is not None and self.steps - cached[3] < c.jacobian_reuse_steps and \
+        if cached is not None and cached[4] == turn_only and \
+                self.steps - cached[3] < c.jacobian_reuse_steps and \
                 abs(state.insertion - cached[2]) < c.jacobian_reuse_m and \
                 float(u1 @ cached[0]) > np.cos(c.jacobian_reuse_rad):
             # the cached J is in the cached basis: express it in the new one
@@ -593,9 +610,15 @@ class NavigationController:
             B_new = np.column_stack([u1, u2])
             R = B_new.T @ B_old
             return R @ cached[1] @ R.T
-        free = self._free_sensitivity(aim_ct, state.tip_position)
+        free = self._free_sensitivity(aim_ct, state.tip_position, turn_only)
         R0 = state.tip_pose[:3, :3]
-        e0 = aim_error(state.tip_pose, aim_ct)
+        towards = aim_ct - state.tip_position
+        towards /= max(float(np.linalg.norm(towards)), 1e-12)
+
+        def error(T):  # the aim point, or with turn_only a point that moves with the tip
+            return aim_error(T, T[:3, 3] + towards if turn_only else aim_ct, R0)
+
+        e0 = error(state.tip_pose)
         basis = np.column_stack([u1, u2])
         J = np.empty((2, 2))
         delta = self.config.probe_tension_n
@@ -605,14 +628,18 @@ class NavigationController:
             if not probe.converged:
                 J[:, k] = free[:, k]
                 continue
-            J[:, k] = basis.T @ (e0 - aim_error(probe.tip_pose, aim_ct, R0)) / delta
-        self._jacobian = (u1.copy(), J.copy(), float(state.insertion), self.steps)
+            J[:, k] = basis.T @ (e0 - error(probe.tip_pose)) / delta
+        self._jacobian = (u1.copy(), J.copy(), float(state.insertion), self.steps, turn_only)
         return J
 
-    def _free_sensitivity(self, aim_ct: np.ndarray, tip_ct: np.ndarray | None) -> np.ndarray:
+    def _free_sensitivity(self, aim_ct: np.ndarray, tip_ct: np.ndarray | None,
+                          turn_only: bool = False) -> np.ndarray:
         """:meth:`_sensitivity` of the free articulating section (κ = τ r / EI over its length
         ``L``): a turn of ``θ`` moves its tip ``θ L / 2`` sideways, which turns the direction to
-        an aim point ``d`` away by a further ``θ L / (2 d)`` (``d`` unknown: as if ``L``)."""
+        an aim point ``d`` away by a further ``θ L / (2 d)`` (``d`` unknown: as if ``L``); the
+        turn alone with ``turn_only``."""
+        if turn_only:
+            return self._free_gain * np.eye(2)
         distance = self._art_length if tip_ct is None else max(
             float(np.linalg.norm(aim_ct - tip_ct)), 1e-3)
         return self._free_gain * (1.0 + self._art_length / (2.0 * distance)) * np.eye(2)
