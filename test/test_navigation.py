@@ -150,7 +150,7 @@ def test_the_tip_turns_into_a_side_branch_that_leaves_behind_it(angle_deg):
     shaft bows into the straight sibling and the catheter sticks, as it does from 120° on: not
     asserted here.) Before: at 135° the route point 8 mm along lay 2-4 mm from the tip, the
     tip's sideways move decided the direction to it and the tip swung to the opposite wall
-    without leaving the parent (aim now where the route leaves a ball of 8 mm round the tip);
+    without leaving the parent (the aim now goes on along the route to a point 8 mm away);
     at 150° the sideways move, counted for an aim behind the tip, bent it away from the aim
     (for such an aim the step now counts the turn alone)."""
     tree = side_branch_tree(angle_deg)

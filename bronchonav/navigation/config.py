@@ -23,8 +23,8 @@ class NavigationConfig:
         Simulated time one control step stands for (s): ``step_m / control_period_s`` is the
         insertion speed.
     lookahead_m : float
-        The tip aims at the first route point beyond its own projection on the route that lies
-        this far from it (m).
+        The tip aims at the route point this far beyond its own projection on the route, or
+        further along where that point lies nearer than this to the tip (m).
     steer_gain : float
         Fraction of the heading error the bend update corrects per step (0 < g <= 1).
     probe_tension_n : float

@@ -4,8 +4,9 @@ One call of :meth:`NavigationController.update` is one control step:
 
 1. **Observe**: project the observed tip (CT frame) on the route: progress ``s_tip`` and lateral
    distance; the airway it is in; the distance to the exit point.
-2. **Steer with the model**: aim at the first route point beyond ``s_tip`` that lies
-   ``lookahead_m`` from the tip (pure pursuit; at the lesion centre in the final aiming phase). The heading error ``e`` lies in the tip frame's
+2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip``, or
+   further along where that one lies nearer than ``lookahead_m`` to the tip (a route that turns
+   back on itself); at the lesion centre in the final aiming phase. The heading error ``e`` lies in the tip frame's
    x, y plane: the direction of the aim point off the tip axis, times the angle between them
    (:func:`aim_error`). The sensitivity ``J`` (2×2) of that error to the bend vector ``b``
    (tendon tension in the cross-section, N) comes from two probe solves of the controller's
@@ -394,15 +395,16 @@ class NavigationController:
             self.insertion = min(limit, self.insertion + speed * c.step_m * self._scale)
 
     def _route_aim(self, T: np.ndarray) -> np.ndarray:
-        """The route point the tip aims at (CT, m): the first beyond the tip's progress that
-        lies ``lookahead_m`` from the observed tip (pure pursuit). Where the route turns back
-        on itself (a side branch leaving at more than 90°), the point ``lookahead_m`` further
-        along the route can lie a few millimetres from the tip, and then the tip's sideways
-        move, not its turn, decides the direction to it: the steering swung the tip away from
-        the side branch and back (the junction of ``bench/turn_bench.py`` at 135°)."""
-        path = self.target.path
-        return path.point_at(path.first_at_distance(T[:3, 3], self.config.lookahead_m,
-                                                    self.s_tip))
+        """The route point the tip aims at (CT, m): ``lookahead_m`` beyond the tip's progress
+        along the route, or further along where that point lies nearer than ``lookahead_m`` to
+        the tip — the first point from there on at that distance. Where the route turns back on
+        itself (a side branch leaving at more than 90°) the point ``lookahead_m`` along it can
+        lie a few millimetres from the tip, and then the tip's sideways move, not its turn,
+        decides the direction to it: the steering swung the tip away from the side branch and
+        back (the junction of ``bench/turn_bench.py`` at 135°)."""
+        c, path = self.config, self.target.path
+        return path.point_at(path.first_at_distance(T[:3, 3], c.lookahead_m,
+                                                    self.s_tip + c.lookahead_m))
 
     def _off_route(self) -> bool:
         """The tip is farther than ``off_route_m`` (widened by the pose's error) from the
