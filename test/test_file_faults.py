@@ -213,6 +213,19 @@ def test_series_in_subfolders_are_found(dicom_folder):
     assert read_ct(study, series="2").GetSize() == (40, 32, 12)
 
 
+def test_a_series_split_over_two_folders_is_one_series_in_slice_order(dicom_folder):
+    """An export that splits a long series over folders (every other slice in a second one):
+    one series, read back whole and in order."""
+    study = dicom_folder.parent / "study"
+    (study / "A").mkdir(parents=True)
+    (study / "B").mkdir()
+    for k, f in enumerate(sorted(dicom_folder.iterdir())):
+        f.rename(study / ("A" if k % 2 else "B") / f.name)
+    image = read_ct(study)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(_ct()))
+    np.testing.assert_allclose(image.GetOrigin(), _ct().GetOrigin(), atol=1e-3)
+
+
 def test_dicomdir_and_other_objects_beside_the_slices_are_not_slices(dicom_folder):
     """A DICOMDIR index and a DICOM object without pixels of another series (a dose report)
     beside the slices are passed over; a file that is not DICOM at all is still refused (it may

@@ -135,8 +135,8 @@ def build_map_from_ct(path: str | Path, name: str | None = None,
 
     The CT is read and checked before any progress output, so a bad input fails with its
     error alone. ``series`` chooses the DICOM series of a folder holding several
-    (:func:`~bronchonav.ct.io.read_ct`); the map's source names the series read, and the gantry
-tilt taken out of a tilted series (:func:`~bronchonav.ct.io.undo_gantry_tilt`).
+    (:func:`~bronchonav.ct.io.read_ct`); the map's source names the series read, and the
+    gantry tilt taken out of a tilted series (:func:`~bronchonav.ct.io.undo_gantry_tilt`).
     """
     path = Path(path)
     image = read_ct(path, series=series)

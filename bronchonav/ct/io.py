@@ -60,8 +60,8 @@ class DicomSeries:
     ----------
     uid : str
         Its series instance UID (as GDCM groups the files).
-    folder : Path
-        The folder holding its files.
+    folders : tuple of Path
+        The folders holding its files (more than one where an export splits a long series).
     files : tuple of str
         Its slice files, in slice order.
     description : str
@@ -69,14 +69,14 @@ class DicomSeries:
     """
 
     uid: str
-    folder: Path
+    folders: tuple[Path, ...]
     files: tuple[str, ...]
     description: str = ""
 
     def summary(self, number: int, root: Path) -> str:
         """One line naming the series: its number in a listing, UID, file count, description
-        and folder (relative to ``root``)."""
-        where = self.folder.relative_to(root).as_posix()
+        and folders (relative to ``root``)."""
+        where = ", ".join(f.relative_to(root).as_posix() for f in self.folders)
         return (f"[{number}] {self.uid} ({len(self.files)} files"
                 f"{', ' + self.description if self.description else ''}"
                 f"{', in ' + where if where != '.' else ''})")
@@ -96,16 +96,34 @@ def _description(path: str) -> str:
 
 def dicom_series(folder: str | Path) -> list[DicomSeries]:
     """Every DICOM image series in ``folder`` and its subfolders (as PACS and CD exports nest
-    them), in a stable order: by folder, then UID."""
+    them), in a stable order: by first folder, then UID. A series whose files lie in several
+    folders is one series, its files in slice order."""
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
-    found = []
+    parts: dict[str, list[tuple[Path, tuple[str, ...]]]] = {}
     with _keep_locale():
         for where in sorted([folder, *(p for p in folder.rglob("*") if p.is_dir())]):
             for sid in sorted(reader.GetGDCMSeriesIDs(str(where))):
                 files = tuple(reader.GetGDCMSeriesFileNames(str(where), sid))
-                found.append(DicomSeries(sid, where, files, _description(files[0])))
+                parts.setdefault(sid, []).append((where, files))
+        found = []
+        for sid, where_files in parts.items():
+            files = tuple(f for _, fs in where_files for f in fs)
+            if len(where_files) > 1:
+                files = _in_slice_order(files)
+            found.append(DicomSeries(sid, tuple(w for w, _ in where_files), files,
+                                     _description(files[0])))
     return found
+
+
+def _in_slice_order(files) -> tuple[str, ...]:
+    """``files`` of one series sorted by their position along the slice normal (their image
+    position and orientation; left as they are where a file has none: the read refuses it)."""
+    try:
+        along = _slice_geometry(Path("."), files).along_normal
+    except CTError:
+        return tuple(files)
+    return tuple(files[i] for i in np.argsort(along, kind="stable"))
 
 
 def choose_series(found: list[DicomSeries], folder: Path, series: str | None) -> DicomSeries:
@@ -241,21 +259,22 @@ def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
         raise CTError(f"CT folder {folder} holds no readable DICOM series")
     chosen = choose_series(found, folder, series)
     files = list(chosen.files)
-    names = {Path(f).name for f in files}
-    others = sorted(p.name for p in chosen.folder.iterdir()
-                    if p.is_file() and not p.name.startswith(".") and p.name not in names
+    paths = {str(Path(f)) for f in files}
+    others = sorted(p.relative_to(folder).as_posix() for where in chosen.folders
+                    for p in where.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and str(p) not in paths
                     and not _not_a_slice_of(p, chosen.uid))
     if others:
-        raise CTError(f"{len(others)} file(s) in {chosen.folder} are not readable slices of its "
+        raise CTError(f"{len(others)} file(s) in {folder} are not readable slices of its "
                       f"DICOM series (truncated or corrupt?): {', '.join(others[:5])}")
-    geometry = _slice_geometry(chosen.folder, files)
-    _check_dicom_files(chosen.folder, files, geometry)
+    geometry = _slice_geometry(folder, files)
+    _check_dicom_files(folder, files, geometry)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise CTError(f"cannot read the DICOM series in {chosen.folder}: "
+        raise CTError(f"cannot read the DICOM series in {folder}: "
                       f"{str(exc).strip().splitlines()[-1]}") from None
     if len(files) >= 2:
         image = undo_gantry_tilt(image, geometry)
