@@ -4,23 +4,24 @@ One call of :meth:`NavigationController.update` is one control step:
 
 1. **Observe**: project the observed tip (CT frame) on the route: progress ``s_tip`` and lateral
    distance; the airway it is in; the distance to the exit point.
-2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip``, or
-   further along where that one lies nearer than ``lookahead_m`` to the tip (a route that turns
-   back on itself); at the lesion centre in the final aiming phase. The heading error ``e`` lies in the tip frame's
-   x, y plane: the direction of the aim point off the tip axis, times the angle between them
-   (:func:`aim_error`). The sensitivity ``J`` (2×2) of that error to the bend vector ``b``
-   (tendon tension in the cross-section, N) comes from two probe solves of the controller's
-   catheter model at its current state, along ``e`` and across it — in free space, in contact
-   with the wall, wherever the model is — each probe's error taken in the frame of the tip it
-   turned from (a twist of the tip about its own axis does not point it anywhere). ``J`` holds
-   both ways a bend changes the error: the tip turns, and it moves sideways towards the aim
-   point, which closes the angle too (a 40 mm articulating section moves its tip about 20 mm
-   per radian of turn, so towards a point 8 mm ahead the error changes 3.5 times as fast as the
-   heading; a law that saw only the turn overshot every step and the tip swung from side to
-   side at the control rate). The update is the damped Gauss–Newton step
+2. **Steer with the model**: aim at the route point ``lookahead_m`` beyond ``s_tip``, or further
+   along where that one lies nearer than ``lookahead_m`` to the tip (a route that turns back on
+   itself); at the lesion centre in the final aiming phase. The heading error ``e`` lies in the
+   tip frame's x, y plane: the direction of the aim point off the tip axis, times the angle
+   between them (:func:`aim_error`). The sensitivity ``J`` (2×2) of that error to the bend
+   vector ``b`` (tendon tension in the cross-section, N) comes from two probe solves of the
+   controller's catheter model at its current state, along ``e`` and across it — in free space,
+   in contact with the wall, wherever the model is — each probe's error taken in the frame of
+   the tip it turned from (a twist of the tip about its own axis does not point it anywhere).
+   ``J`` holds both ways a bend changes the error: the tip turns, and it moves sideways towards
+   the aim point, which closes the angle too (a 40 mm articulating section moves its tip about
+   20 mm per radian of turn, so towards a point 8 mm ahead the error changes 3.5 times as fast
+   as the heading; a law that saw only the turn overshot every step and the tip swung from side
+   to side at the control rate; for an aim more than 90° off the tip axis the sideways move
+   points the wrong way, and the turn alone counts). The update is the damped Gauss–Newton step
    ``Δb = (JᵀJ + λI)⁻¹ Jᵀ (g e)``, bounded per step; tendon ``k`` at angle ``α_k`` pulls
-   ``max(0, b · (cos α_k, sin α_k))``, so antagonists stay slack. A device whose tendons lie
-   in one plane is rolled so that the error lies in its bending plane.
+   ``max(0, b · (cos α_k, sin α_k))``, so antagonists stay slack. A device whose tendons lie in
+   one plane is rolled so that the error lies in its bending plane.
 3. **Insert follow-the-leader**: advance ``step_m`` (a quarter of it while the heading error is
    large), but only while the insertion exceeds the tip's progress by less than
    ``max_mismatch_m`` (plus ``mismatch_per_m`` of the progress) — a shaft pushed further would

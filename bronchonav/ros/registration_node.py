@@ -239,7 +239,8 @@ class RegistrationNode(Node):
         response.success = bool(r.success)
         kept = f"; {KEPT}" if self._refit_refused(r) else ""
         response.message = (f"{ATTEMPT_PREFIX}{attempt.number}: {r.message}; fitness "
-                            f"{r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, {r.n_points} samples{kept}")
+                            f"{r.fitness:.3f}, FRE {r.fre * 1e3:.2f} mm, {r.n_points} samples"
+                            f"{kept}")
         return response
 
     def _on_reset(self, request, response: Trigger.Response):
