@@ -110,17 +110,18 @@ def dicom_series(folder: str | Path) -> list[DicomSeries]:
         for sid, where_files in parts.items():
             files = tuple(f for _, fs in where_files for f in fs)
             if len(where_files) > 1:
-                files = _in_slice_order(files)
+                files = _in_slice_order(folder, files)
             found.append(DicomSeries(sid, tuple(w for w, _ in where_files), files,
                                      _description(files[0])))
     return found
 
 
-def _in_slice_order(files) -> tuple[str, ...]:
-    """``files`` of one series sorted by their position along the slice normal (their image
-    position and orientation; left as they are where a file has none: the read refuses it)."""
+def _in_slice_order(folder: Path, files) -> tuple[str, ...]:
+    """``files`` of one series (under ``folder``) sorted by their position along the slice
+    normal; left as they are where that is not defined (a file without position, slices not
+    parallel: the read refuses them)."""
     try:
-        along = _slice_geometry(Path("."), files).along_normal
+        along = _slice_geometry(folder, files).along_normal
     except CTError:
         return tuple(files)
     return tuple(files[i] for i in np.argsort(along, kind="stable"))
@@ -276,8 +277,7 @@ def _read_dicom_folder(folder: Path, series: str | None = None) -> sitk.Image:
     except RuntimeError as exc:
         raise CTError(f"cannot read the DICOM series in {folder}: "
                       f"{str(exc).strip().splitlines()[-1]}") from None
-    if len(files) >= 2:
-        image = undo_gantry_tilt(image, geometry)
+    image = undo_gantry_tilt(image, geometry)
     image.SetMetaData(SERIES_UID_KEY, chosen.uid)
     return image
 

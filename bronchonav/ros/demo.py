@@ -162,15 +162,8 @@ class DemoClient:
     def registration(self, attempt: int, timeout: float = 5.0) -> dict:
         """The ``registration/status`` of attempt number ``attempt`` (JSON); InputError if it
         has not come within ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while attempt not in self.registrations:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise InputError(f"demo: no registration/status of attempt {attempt} "
-                                     f"within {timeout:.0f} s")
-                self._cond.wait(min(left, 0.5))
-            return self.registrations[attempt]
+        return self._wait(lambda: self.registrations.get(attempt), timeout,
+                          f"no registration/status of attempt {attempt}")
 
     def _keep(self, topic: str, msg) -> None:
         """Keep ``msg`` as the latest on ``topic`` and wake :meth:`wait_for`."""
@@ -190,15 +183,24 @@ class DemoClient:
 
     def wait_for(self, topic: str, predicate=lambda m: True, timeout: float = 30.0):
         """The latest message on ``topic`` satisfying ``predicate``; InputError on timeout."""
+        def suitable():
+            msg = self.latest.get(topic)
+            return msg if msg is not None and predicate(msg) else None
+
+        return self._wait(suitable, timeout, f"nothing suitable on {topic}")
+
+    def _wait(self, found, timeout: float, what: str):
+        """``found()`` (under the lock) once it is not None, waking with every message kept;
+        InputError saying ``what`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                msg = self.latest.get(topic)
-                if msg is not None and predicate(msg):
-                    return msg
+                value = found()
+                if value is not None:
+                    return value
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise InputError(f"demo: nothing suitable on {topic} within {timeout:.0f} s")
+                    raise InputError(f"demo: {what} within {timeout:.0f} s")
                 self._cond.wait(min(left, 0.5))
 
     def call_trigger(self, timeout: float = 30.0):
