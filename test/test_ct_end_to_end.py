@@ -1,5 +1,6 @@
 """A clinical-looking CT as a DICOM series, end to end: write the series (with a localizer beside
-it, chosen past with ``--series``), build the map from it (lungs from the scan), add lesions (by centre, from a label image, from a CSV) and plan to one.
+it, chosen past with ``--series``), build the map from it (lungs from the scan), add lesions (by centre, from a label image, from a CSV) and plan to one; a campaign names the
+series too.
 
 One reduced clinical phantom (1 mm pixels, 2.5 mm slices) per module.
 """
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from bronchonav.campaign.spec import parse_spec
+from bronchonav.campaign.stages import make_map
 from bronchonav.cli import main
 from bronchonav.ct.io import write_dicom_series
+from bronchonav.errors import CTError, InputError
 from bronchonav.ct.phantom import make_phantom, phantom_config
 from bronchonav.maps import load_map
 
@@ -140,3 +144,24 @@ def test_centerlines_without_curls_and_bifurcations_where_the_truth_has_them(bui
     truth = np.array([b.start for b in phantom.tree if b.parent is not None])
     d = np.array([np.min(np.linalg.norm(truth - b.end, axis=1)) for b in tree if b.children])
     assert d.max() <= 3 * 2.5e-3 + 1e-3 and np.mean(d < 5e-3) >= 0.8
+
+
+def test_a_campaign_names_the_series_of_its_ct(built):
+    """A campaign's CT subject is the DICOM folder with the series named: the map it makes is the
+    one ``build-map --series`` made; without the series the subject is refused with the listing."""
+    root, summary = built
+    spec = parse_spec({"cohort": {"cts": [{"path": "dicom", "series": SERIES_UID}]},
+                       "stages": ["map"]}, root)
+    subject, = spec.subjects
+    assert subject.series == SERIES_UID and subject.key == f"ct-dicom-series-{SERIES_UID}"
+    assert parse_spec(spec.to_dict(), root) == spec
+    m = make_map(subject)
+    assert m.metadata["source"]["series_uid"] == SERIES_UID
+    assert len(m.tree) == summary["branches"]
+    unnamed, = parse_spec({"cohort": {"cts": ["dicom"]}, "stages": ["map"]}, root).subjects
+    with pytest.raises(CTError, match=f"holds 2 DICOM series.*{SCOUT_UID}"):
+        make_map(unnamed)
+    for bad in ({"path": "dicom", "series": ""}, {"path": "dicom", "series": [1]},
+                {"path": "dicom", "series": 1, "kernel": "B30f"}, {"series": 1}):
+        with pytest.raises(InputError, match=r"cohort\.cts\[0\]"):
+            parse_spec({"cohort": {"cts": [bad]}, "stages": ["map"]}, root)

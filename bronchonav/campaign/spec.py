@@ -11,7 +11,9 @@ Example (see ``config/campaign_example.yaml``)::
     cohort:
       phantoms: {name: default, seeds: [0, 1, 2, 3], map: ground_truth}   # or map: build
       maps: [maps/phantom_default]   # map folders (relative to the YAML file)
-      cts: []                        # CT scans, built into maps once and cached
+      cts: []                        # CT scans, built into maps once and cached; an entry is
+                                     # a path or {path: P, series: N or UID} (a DICOM folder
+                                     # holding several series)
     nodules: {select: all}           # or {select: sample, count: 5, diameter_m: [0.008, 0.02],
                                      #     generation: [4, 7], offset_m: [0.004, 0.015]}
     catheters:
@@ -70,16 +72,22 @@ class Subject:
     map_mode : str
         For phantoms: ``"ground_truth"`` (use the generator's tree, fast) or ``"build"`` (extract
         the tree from the rendered CT). CT scans are always built; map folders are loaded.
+    series : str or None
+        For CT scans: the DICOM series to read from a folder holding several, by its number in
+        the listing (from 1) or its UID (:func:`bronchonav.ct.io.read_ct`); None reads the only
+        one.
     """
 
     kind: str
     source: str
     seed: int | None = None
     map_mode: str = "ground_truth"
+    series: str | None = None
 
     @property
     def key(self) -> str:
-        """Stable, unique, file-name-safe id (``phantom-default-s0``, ``map-NAME``, ``ct-NAME``)."""
+        """Stable, unique, file-name-safe id (``phantom-default-s0``, ``map-NAME``, ``ct-NAME``,
+        ``ct-NAME-series-N`` for a chosen DICOM series)."""
         if self.kind == "phantom":
             suffix = "" if self.map_mode == "ground_truth" else "-built"
             return f"phantom-{self.source}-s{self.seed}{suffix}"
@@ -87,7 +95,8 @@ class Subject:
         for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
             if stem.endswith(ext):
                 stem = stem[: -len(ext)]
-        return f"{self.kind}-{_safe(stem)}"
+        series = "" if self.series is None else f"-series-{_safe(self.series)}"
+        return f"{self.kind}-{_safe(stem)}{series}"
 
 
 @dataclass(frozen=True)
@@ -205,8 +214,11 @@ class CampaignSpec:
         for s in self.subjects:
             if s.kind == "phantom":
                 subjects["phantoms"].append({"name": s.source, "seeds": [s.seed], "map": s.map_mode})
+            elif s.kind == "map":
+                subjects["maps"].append(s.source)
             else:
-                subjects["maps" if s.kind == "map" else "cts"].append(s.source)
+                subjects["cts"].append(s.source if s.series is None else
+                                       {"path": s.source, "series": s.series})
         n = self.nodules
         nod = ({"select": "all", "ids": list(n.ids)} if n.select == "all" else
                {"select": "sample", "count": n.count, "diameter_m": list(n.diameter_m),
@@ -217,7 +229,9 @@ class CampaignSpec:
             "nodules": nod,
             "catheters": [{k: v for k, v in asdict(c).items() if v is not None}
                           for c in self.catheters],
-            "registration": {"scenarios": list(self.registration.scenarios),
+            # a campaign without the register stage keeps no scenarios: left out, not []
+            "registration": {**({"scenarios": list(self.registration.scenarios)}
+                                if self.registration.scenarios else {}),
                              "trials": self.registration.trials},
             "stages": list(self.stages),
             "execution": {"retries": self.retries},
@@ -330,13 +344,8 @@ def _cohort(raw, base: Path) -> tuple[Subject, ...]:
         paths = raw.get(key, [])
         if not isinstance(paths, list):
             raise InputError(f"cohort.{key}: must be a list of paths")
-        for i, p in enumerate(paths):
-            if not isinstance(p, str) or not p:
-                raise InputError(f"cohort.{key}[{i}]: must be a path, got {p!r}")
-            path = (base / p).resolve()
-            if not path.exists():
-                raise InputError(f"cohort.{key}[{i}]: {path} does not exist")
-            subjects.append(Subject(kind, str(path)))
+        for i, entry in enumerate(paths):
+            subjects.append(_path_subject(kind, entry, f"cohort.{key}[{i}]", base))
     if not subjects:
         raise InputError("cohort: is empty; give phantoms (name, seeds), maps or cts")
     seen: dict[str, int] = {}
@@ -345,6 +354,27 @@ def _cohort(raw, base: Path) -> tuple[Subject, ...]:
             raise InputError(f"cohort: subject {s.key!r} appears twice")
         seen[s.key] = i
     return tuple(subjects)
+
+
+def _path_subject(kind: str, entry, where: str, base: Path) -> Subject:
+    """A map folder or CT scan of the cohort: a path, or for a CT ``{path, series}``."""
+    series = None
+    if kind == "ct" and isinstance(entry, dict):
+        _known(entry, where + ".", {"path", "series"})
+        series = entry.get("series")
+        if isinstance(series, bool) or not isinstance(series, (int, str)) or \
+                not str(series).strip():
+            raise InputError(f"{where}.series: must be a series number (from 1) or UID, "
+                             f"got {series!r}")
+        series = str(series).strip()
+        entry = entry.get("path")
+    if not isinstance(entry, str) or not entry:
+        form = "a path or {path, series}" if kind == "ct" else "a path"
+        raise InputError(f"{where}: must be {form}, got {entry!r}")
+    path = (base / entry).resolve()
+    if not path.exists():
+        raise InputError(f"{where}: {path} does not exist")
+    return Subject(kind, str(path), series=series)
 
 
 def _nodules(raw) -> NoduleSelection:

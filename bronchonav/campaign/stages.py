@@ -198,7 +198,7 @@ def make_map(subject: Subject) -> AirwayMap:
     from bronchonav.airway import build
 
     if subject.kind == "ct":
-        return build.build_map_from_ct(subject.source).airway_map
+        return build.build_map_from_ct(subject.source, series=subject.series).airway_map
     if subject.map_mode == "build":
         return build.build_map_from_phantom(subject.source, subject.seed).airway_map
     from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
