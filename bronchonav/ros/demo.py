@@ -44,6 +44,7 @@ import numpy as np
 from bronchonav.errors import InputError
 from bronchonav.geometry import Polyline
 from bronchonav.navigation import survey_arm, survey_stops
+from bronchonav.navigation.tool import advance_tool
 
 REACHED_TOLERANCE_M = 5e-3
 """The demo counts the exit point as reached when the tip is this close (m)."""
@@ -258,15 +259,6 @@ def _refused_as_ambiguous(client, response) -> bool:
     return bool(client.registration(int(match.group(1))).get("ambiguous"))
 
 
-def tool_check(T_ct_tip: np.ndarray, exit_point: np.ndarray, target: np.ndarray,
-               radius: float) -> tuple[bool, float]:
-    """Advance the tool from the tip along its axis by the planned tool length (exit point to
-    lesion centre); whether it ends inside the lesion, and its distance to the centre (m)."""
-    tool_end = T_ct_tip[:3, 3] + T_ct_tip[:3, 2] * float(np.linalg.norm(target - exit_point))
-    miss = float(np.linalg.norm(tool_end - target))
-    return miss <= radius, miss
-
-
 def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
              nodule: str | None = None, timeout_s: float = 300.0, rate_hz: float | None = None,
              pose_source: str = "registered", progress=print) -> dict:
@@ -419,11 +411,12 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         reached = route is not None and outcome.get("status") == "reached" and \
             tip_to_exit <= REACHED_TOLERANCE_M
         radius = load_airway_map(map_spec).nodule(chosen).radius
-        in_lesion, miss = tool_check(T_tip, exit_point, target, radius)
+        # the planned tool length: the planner's straight path from the exit point to the centre
+        tool = advance_tool(T_tip, float(np.linalg.norm(target - exit_point)), target, radius)
         progress(f"navigator: {outcome.get('reason', nav['phase'])} after {nav_s:.1f} s; tip "
                  f"{tip_to_exit * 1e3:.2f} mm from the exit point; tool "
-                 f"{'in' if in_lesion else 'NOT in'} the lesion ({miss * 1e3:.1f} mm from its "
-                 f"centre)")
+                 f"{'in' if tool.in_lesion else 'NOT in'} the lesion "
+                 f"({tool.miss_m * 1e3:.1f} mm from its centre)")
 
         if pose_source == "truth":  # register the survey and the drive, a Y like the other's
             response = client.call_trigger()
@@ -478,8 +471,8 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         "pose_source": steered_on,
         "reached": bool(reached),
         "tip_to_exit_mm": round(tip_to_exit * 1e3, 3),
-        "tool_in_lesion": bool(in_lesion),
-        "tool_miss_mm": round(miss * 1e3, 3),
+        "tool_in_lesion": tool.in_lesion,
+        "tool_miss_mm": round(tool.miss_m * 1e3, 3),
         "route_length_m": status["length_m"],
         "exit_point_m": exit_point.tolist(),
         "navigation_outcome": outcome.get("status", nav["phase"]),

@@ -34,6 +34,7 @@ from bronchonav.errors import InputError
 from bronchonav.navigation import (NavigationConfig, NavigationController, NavigationOutcome,
                                    RouteTarget, survey_arm, survey_stops)
 from bronchonav.navigation.survey import SURVEY_MARGIN_M
+from bronchonav.navigation.tool import advance_tool
 from bronchonav.registration import (RegistrationConfig, Twin, register_em,
                                      register_em_extended)
 from bronchonav.sensors import BreathingModel, EMSensor, patient_transform
@@ -293,15 +294,14 @@ def _result(pose, outcome, run: _Run, route, sensor: EMSensor, model, target: Ro
             t_wall: float, reg_success, reg_tre) -> RehearsalResult:
     state = model.state
     T_tip = sensor.moved_tip(state.tip_pose, sensor.phase_at(run.t))
-    tool_end = T_tip[:3, 3] + T_tip[:3, 2] * target.tool_length
     lesion = sensor.moved_tip(_at(route.target_center), sensor.phase_at(run.t))[:3, 3]
-    miss = float(np.linalg.norm(tool_end - lesion))
+    tool = advance_tool(T_tip, target.tool_length, lesion, float(route.target_radius))
     tip = state.tip_position if run.drive_end_tip is None else run.drive_end_tip
     tip_to_exit = float(np.linalg.norm(tip - target.exit_point))
     reached = outcome.status == "reached" and tip_to_exit <= run.config.reach_tolerance_m
     return RehearsalResult(
         pose=pose, outcome=outcome, reached=bool(reached), tip_to_exit_m=tip_to_exit,
-        tool_in_lesion=bool(miss <= float(route.target_radius)), tool_miss_m=miss,
+        tool_in_lesion=tool.in_lesion, tool_miss_m=tool.miss_m,
         steps=run.steps, failed_steps=run.failed, sim_time_s=outcome.sim_time_s,
         max_contact_n=run.max_contact, wall_s=time.perf_counter() - t_wall,
         registration_success=reg_success, registration_tre_m=reg_tre,
