@@ -667,10 +667,11 @@ def test_a_rehearsal_reaches_a_nodule_of_the_default_phantom(phantom_map, gentle
     # the true tip against the planned exit point (the route's, not the controller's view)
     assert result.tip_to_exit_m <= 5e-3
     assert result.failed_fraction <= 0.01
-    # the tip's airway at the end is the route's exit airway or its parent
-    tree = phantom_map.tree
-    _, idx = tree.nearest(np.asarray(result.trajectory[-1]))
-    assert int(tree.samples().branch_ids[idx[0]]) in gentle_route.branch_ids[-2:]
+    # the tip's airway at the end (the catheter model's contact tracking: the nearest
+    # centerline can be another airway's where the tip presses into the wall, e.g. N3's exit
+    # 5 mm into branch 79, the tip 3.9 mm from its centerline and 3.3 mm from branch 142's) is
+    # the route's exit airway or its parent
+    assert result.outcome.branch_id in gentle_route.branch_ids[-2:]
 
 
 def test_rehearsals_are_deterministic(phantom_map, gentle_route):

@@ -12,6 +12,7 @@ from bronchonav.airway.tree import AirwayTree, Branch, Nodule
 from bronchonav.errors import InputError, MapError
 from bronchonav.maps import AirwayMap
 from bronchonav.planning import DeviceConstraints, Route, RoutePlanner, plan_route
+from bronchonav.planning.cost import largest_tip_angle
 
 MM = 1e-3
 DEG = math.pi / 180
@@ -111,6 +112,45 @@ def test_best_exit_is_at_the_tool_angle_limit_beside_a_straight_branch(planner, 
     np.testing.assert_allclose(route.bifurcation_bends, [30 * DEG, 0.0], atol=1e-6)
     assert route.max_bend == pytest.approx(30 * DEG)
     assert route.arclength[-1] == pytest.approx(route.length)
+
+
+def test_largest_tip_angle_is_the_arc_that_fits_across_the_lumen():
+    # R (1 - cos a) = 2 c: c = R / 10 gives cos a = 0.8 (36.87°); c = R / 2 a quarter turn
+    R = 12.7 * MM
+    np.testing.assert_allclose(largest_tip_angle([R / 10, R / 2, 0.0, -MM], R),
+                               [math.acos(0.8), math.pi / 2, 0.0, 0.0])
+    assert largest_tip_angle(2 * R, R) == pytest.approx(math.pi)  # room for any turn
+
+
+def test_the_tip_turns_no_further_than_its_lumen_lets_it(tree):
+    """The lesion A beside the narrow branch 3 (clearance 0.75 mm): with the default 12.7 mm
+    bend radius the tip turns at most arccos(1 - 1.5 / 12.7) = 28.1° there, less than the
+    31° at which the nearest point of branch 3 (its start, 20 mm before the foot) sees it; the
+    route ends, where the tip can aim at it, in the wide main bronchus (clearance 4.25 mm: the
+    tip turns 71° there) at its end, tool angle atan(12 / 20) — not in branch 3 at the tool's
+    60°, which the cost alone prefers."""
+    nodule = Nodule("A", beside(tree, 3, 0.02, 0.012), 4 * MM, "RLL", "near airway")
+    c = DeviceConstraints(check_pleura=False)
+    assert math.degrees(largest_tip_angle(0.75 * MM, c.min_bend_radius)) == \
+        pytest.approx(math.degrees(math.acos(1 - 1.5 / 12.7)))
+    route = RoutePlanner(make_map(tree, [nodule]), c).plan("A")[0]
+    assert route.feasible and route.branch_ids == [0, 1]
+    assert route.tool_angle == pytest.approx(math.atan2(12, 20), abs=1 * DEG)
+    assert route.tool_length == pytest.approx(math.hypot(12, 20) * MM, abs=0.6 * MM)
+    assert route.tip_turn == pytest.approx(math.acos(1 - 8.5 / 12.7))
+    assert route.summary()["tip_turn_rad"] == route.tip_turn
+    # 15 mm beside branch 3, 55 mm along it: every exit within 30 mm lies in branch 3 and sees
+    # it at atan(15 / 25) = 31° or more (25 mm: the farthest of the branch's samples, 1 mm
+    # apart, that the 30 mm tool reaches; the next, 26 mm back, is 30.02 mm away), beyond the
+    # tip's 28.1°: the best exit within the tool's 60° is planned, and says its aim falls short
+    far = Nodule("B", beside(tree, 3, 0.055, 0.015), 3 * MM, "RLL", "")
+    route = RoutePlanner(make_map(tree, [far]), c).plan("B")[0]
+    loose = RoutePlanner(make_map(tree, [far]), c.replace(check_tip_turn=False)).plan("B")[0]
+    assert route.feasible and route.branch_ids == [0, 1, 3]
+    np.testing.assert_allclose(route.exit_point, loose.exit_point)
+    assert route.tool_angle == pytest.approx(math.radians(60), abs=3 * DEG)
+    assert route.tip_turn == pytest.approx(math.acos(1 - 1.5 / 12.7))
+    assert route.tip_turn < route.tool_angle
 
 
 def test_k_alternatives_use_distinct_exit_branches_ranked_by_cost(planner):

@@ -112,7 +112,8 @@ def rehearse_stage(ctx, poses: str = "truth,registered", n_nodes: int = 30) -> d
     if not route.feasible:
         loose = DeviceConstraints(outer_diameter=1e-4, diameter_margin=0.0, min_bend_radius=1e-4,
                                   max_articulation=np.pi, tool_max_length=1.0,
-                                  tool_max_angle=np.pi, check_pleura=False)
+                                  tool_max_angle=np.pi, check_pleura=False,
+                                  check_tip_turn=False)
         route = RoutePlanner(ctx.airway_map, loose).plan(ctx.case.nodule_id)[0]
         kind = "unconstrained"
         if not route.feasible:

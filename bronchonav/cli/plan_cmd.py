@@ -99,11 +99,15 @@ def _fmt(x: float, scale: float = 1e3, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * scale:.{digits}f}"
 
 
+TIP_TURN_NOTE = ", preferring exits the tip can turn to the lesion from"
+
+
 def _print_table(results, map_name: str, constraints) -> None:
     print(f"map {map_name}, catheter {constraints.outer_diameter * 1e3:.1f} mm "
           f"(+{constraints.diameter_margin * 1e3:.1f} mm margin), tool ≤ "
           f"{constraints.tool_max_length * 1e3:.0f} mm at ≤ "
-          f"{math.degrees(constraints.tool_max_angle):.0f}°")
+          f"{math.degrees(constraints.tool_max_angle):.0f}°"
+          f"{TIP_TURN_NOTE if constraints.check_tip_turn else ''}")
     def name_of(r):
         return r.target_id or ",".join(f"{v:.3f}" for v in r.target_center)
 

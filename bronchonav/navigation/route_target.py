@@ -73,13 +73,15 @@ class RouteTarget:
 
         Without ``branch_ids`` and with the :class:`~bronchonav.airway.AirwayTree` the route
         was planned in, the route's airways are those from the trachea down to the one nearest
-        the route's last point (a route follows the tree). Labelling each waypoint by its
-        nearest centerline instead would add a sibling wherever a waypoint near a carina lies
-        closer to the sibling's first samples — and a tip in that sibling would then count as
-        on the route.
+        the middle of the route's last segment (a route follows the tree; the middle, not the
+        last point, which may be a bifurcation's point and as near the children as the
+        parent). Labelling each waypoint by its nearest centerline instead would add a sibling
+        wherever a waypoint near a carina lies closer to the sibling's first samples — and a
+        tip in that sibling would then count as on the route.
         """
         path = Polyline(points_ct)
         lesion = None if lesion_center is None else np.asarray(lesion_center, float)
         if not len(branch_ids) and tree is not None:
-            branch_ids = tree.path_from_root(tree.nearest_branch(path.points[-1]))
+            end = path.points[-2:].mean(axis=0)
+            branch_ids = tree.path_from_root(tree.nearest_branch(end))
         return cls(path, tuple(int(b) for b in branch_ids), lesion, float(tool_length))

@@ -41,6 +41,14 @@ class DeviceConstraints:
     check_pleura : bool
         When the map has a lung mask, require the tool path to stay inside the lung (it may leave
         only through the airway it starts in, and must not cross into the other lung).
+    check_tip_turn : bool
+        Prefer exit points from which the tip can turn to point at the lesion: the tool angle
+        within the largest angle the tip turns to in the lumen there
+        (:func:`bronchonav.planning.cost.largest_tip_angle` with ``min_bend_radius``; the tool
+        leaves along the tip's axis). Such exits rank before every other; where none lies within
+        the tool's reach, the best exit within ``tool_max_angle`` is planned and its final aim
+        falls short (the route's summary says so). Off for a tool that leaves the tip on a
+        course of its own (a curved needle, a sheath steered beyond the tip).
     """
 
     outer_diameter: float = 3.5e-3
@@ -50,6 +58,7 @@ class DeviceConstraints:
     tool_max_length: float = 30.0e-3
     tool_max_angle: float = math.radians(60.0)
     check_pleura: bool = True
+    check_tip_turn: bool = True
 
     def __post_init__(self) -> None:
         for name in ("outer_diameter", "min_bend_radius", "max_articulation", "tool_max_length",

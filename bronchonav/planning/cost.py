@@ -12,7 +12,9 @@ Among the feasible exit points, the planner picks the one of least cost::
 ``J`` is in metres of "equivalent route length". The default weights make one millimetre of
 needle through lung parenchyma cost as much as three millimetres of airway travel, a 90 degree
 bend (2.47 rad^2) cost about 25 mm, and each millimetre of clearance below 1 mm cost 10 mm.
-The tool angle is a hard constraint only (it does not enter ``J``).
+The tool angle is a hard constraint only (it does not enter ``J``): at most the tool's own
+limit. Exits from which the tip can turn to point at the lesion (the tool angle within
+:func:`largest_tip_angle` of the lumen there) rank before all others, each group by ``J``.
 
 Turning model
 -------------
@@ -94,3 +96,18 @@ def turn_deviation(angle, min_bend_radius: float) -> np.ndarray:
     clearance (see the module docstring).
     """
     return min_bend_radius * (1.0 - np.cos(0.5 * np.asarray(angle, dtype=float)))
+
+
+def largest_tip_angle(clearance, min_bend_radius: float) -> np.ndarray:
+    """Largest angle (rad) off the airway axis the catheter's tip can point to inside a lumen
+    leaving ``clearance`` (m) between catheter and wall all round.
+
+    The shaft lies against one wall; the tip section bends on an arc of radius at least ``R``
+    towards the other, and an arc turning by ``a`` moves sideways by ``R * (1 - cos a)``, which
+    must fit in the free width ``2 * clearance``: ``a <= arccos(1 - 2 * clearance / R)`` (pi
+    where the lumen leaves room for any turn). The final aim's counterpart of
+    :func:`turn_deviation`.
+    """
+    room = 2.0 * np.maximum(np.asarray(clearance, dtype=float), 0.0) / min_bend_radius
+    return np.arccos(np.clip(1.0 - room, -1.0, 1.0))
+

@@ -24,7 +24,7 @@ from bronchonav.airway.tree import Nodule
 from bronchonav.errors import InputError, MapError
 from bronchonav.geometry import arc_length, catheter_fits, resample_polyline
 from bronchonav.planning.constraints import DeviceConstraints
-from bronchonav.planning.cost import CostWeights, route_cost, turn_deviation
+from bronchonav.planning.cost import CostWeights, largest_tip_angle, route_cost, turn_deviation
 from bronchonav.planning.exit import LungRegion, pleura_crossing, tool_geometry
 from bronchonav.planning.route import Reason, Route
 
@@ -113,6 +113,9 @@ class RoutePlanner:
         self.tangents = np.vstack(tan)
         self.branch_of = np.concatenate(bid)
         self.clearance = self.radii - c.catheter_radius
+        # the largest angle off the airway the tip can turn to at each sample (rad)
+        self.tip_turn = (largest_tip_angle(self.clearance, c.min_bend_radius)
+                         if c.check_tip_turn else np.full(len(self.points), np.pi))
 
         n = len(self.points)
         self.arclength = np.zeros(n)
@@ -163,7 +166,12 @@ class RoutePlanner:
             branch_end_state[b_id] = (offset + s_local[-1], bend_sum,
                                       float(self.min_clear[hi - 1]), block, first_fail == hi - lo)
         self._paths = {b_id: self.tree.path_from_root(b_id) for b_id in order}
-        self._reach_idx = np.flatnonzero(self.reachable)
+        # exit candidates: reachable samples, less a child's first sample where it repeats its
+        # parent's last (the same point; as an exit it would name an airway the route never
+        # enters)
+        exits = self.reachable.copy()
+        exits[[self._slice[b][0] for b in order if self._skip_first[b]]] = False
+        self._reach_idx = np.flatnonzero(exits)
         self._reach_kd = cKDTree(self.points[self._reach_idx]) if self._reach_idx.size else None
         self._all_kd = cKDTree(self.points)
         if self.lung is not None:
@@ -336,12 +344,15 @@ class RoutePlanner:
         """Best exit sample per branch, best ``k`` branches: [(global index, cost)]."""
         g, length, angle = self._candidates(center)
         ok = angle <= self.constraints.tool_max_angle + 1e-12
-        g, length = g[ok], length[ok]
+        g, length, angle = g[ok], length[ok], angle[ok]
         if not g.size:
             return []
         cost = route_cost(self.arclength[g], length, self.bend_sq[g], self.min_clear[g],
                           self.weights)
-        order = np.argsort(cost, kind="stable")
+        # exits from which the tip can turn to point at the lesion first, by cost; then the
+        # others, by cost (there the final aim falls short of the lesion's centre)
+        aimable = angle <= self.tip_turn[g] + 1e-12
+        order = np.lexsort((cost, ~aimable))
         chosen: list[tuple[int, float]] = []
         used: set[int] = set()
         for j in order:

@@ -191,6 +191,18 @@ class Route:
             return float("nan")
         return float(self.bifurcation_bends.max()) if self.bifurcation_bends.size else 0.0
 
+    @property
+    def tip_turn(self) -> float:
+        """Largest angle off the airway the tip can turn to at the exit point (rad,
+        :func:`~bronchonav.planning.cost.largest_tip_angle` of the clearance there); a
+        ``tool_angle`` beyond it means the final aim falls short of the lesion's centre. NaN
+        without waypoints or a minimum bend radius in ``constraints``."""
+        from bronchonav.planning.cost import largest_tip_angle
+
+        if not self.clearance.size or "min_bend_radius" not in self.constraints:
+            return float("nan")
+        return float(largest_tip_angle(self.clearance[-1], self.constraints["min_bend_radius"]))
+
     def summary(self) -> dict:
         """The short JSON form used by the CLI (SI units; ``waypoints`` as [[x, y, z], ...]).
 
@@ -213,6 +225,7 @@ class Route:
             "exit_distance_m": _num(self.exit_distance_center),
             "exit_distance_surface_m": _num(self.exit_distance_surface),
             "tool_angle_rad": _num(self.tool_angle),
+            "tip_turn_rad": _num(self.tip_turn),
             "min_clearance_m": _num(self.min_clearance),
             "max_bend_rad": _num(self.max_bend),
             "cost": _num(self.cost),

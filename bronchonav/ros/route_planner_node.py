@@ -55,6 +55,8 @@ PARAMS = [
     Param("tool_max_angle_rad", math.radians(60.0),
           "Largest angle between tool path and airway at the exit (rad)", minimum=0.01,
           maximum=math.pi),
+    Param("check_tip_turn", True,
+          "Allow no larger tool angle than the tip can turn to in the lumen at the exit"),
     Param("alternatives", 3, "Routes computed per target (best + alternatives, shown as markers)",
           minimum=1, maximum=20),
     Param("frame_id", "ct", "Frame of targets and routes (the CT frame)"),
@@ -101,7 +103,8 @@ class RoutePlannerNode(Node):
         self.airway_map = load_airway_map(p["map"])
         overrides = {"diameter_margin": p["diameter_margin_m"],
                      "tool_max_length": p["tool_max_length_m"],
-                     "tool_max_angle": p["tool_max_angle_rad"]}
+                     "tool_max_angle": p["tool_max_angle_rad"],
+                     "check_tip_turn": p["check_tip_turn"]}
         if p["catheter_diameter_m"] > 0:
             overrides["outer_diameter"] = p["catheter_diameter_m"]
         from bronchonav.catheter import CatheterParams
