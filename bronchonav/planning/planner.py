@@ -166,12 +166,7 @@ class RoutePlanner:
             branch_end_state[b_id] = (offset + s_local[-1], bend_sum,
                                       float(self.min_clear[hi - 1]), block, first_fail == hi - lo)
         self._paths = {b_id: self.tree.path_from_root(b_id) for b_id in order}
-        # exit candidates: reachable samples, less a child's first sample where it repeats its
-        # parent's last (the same point; as an exit it would name an airway the route never
-        # enters)
-        exits = self.reachable.copy()
-        exits[[self._slice[b][0] for b in order if self._skip_first[b]]] = False
-        self._reach_idx = np.flatnonzero(exits)
+        self._reach_idx = np.flatnonzero(self.reachable)
         self._reach_kd = cKDTree(self.points[self._reach_idx]) if self._reach_idx.size else None
         self._all_kd = cKDTree(self.points)
         if self.lung is not None:
@@ -374,6 +369,10 @@ class RoutePlanner:
         c = self.constraints
         b_exit = int(self.branch_of[g])
         path = self._paths[b_exit]
+        if self._skip_first[b_exit] and g == self._slice[b_exit][0]:
+            # the child's first sample is its parent's last point: the route ends at the
+            # bifurcation, in the parent (the tool leaves along the child's direction)
+            path = path[:-1]
         pieces = []
         for b_id in path:
             lo, hi = self._slice[b_id]
