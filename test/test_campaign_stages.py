@@ -85,6 +85,9 @@ def test_plan_columns_follow_the_phantom(phantom_run):
     assert near["plan_feasible"] and near["plan_reasons"] == ""
     assert near["plan_exit_distance_m"] <= 0.030
     assert near["plan_length_m"] > 0.115  # longer than the trachea
+    # no exit within the tool's reach sees N2 within the tip's turn in its lumen (the planner
+    # falls back to the tool's 60°): the row says the aim falls short
+    assert 0 < near["plan_tip_turn_rad"] < near["plan_tool_angle_rad"] <= math.radians(60) + 1e-9
     assert not far["plan_feasible"] and "exit_distance" in far["plan_reasons"]
     assert far["nodule_airway_distance_m"] > 0.035 - 0.02  # far nodule: centre >= 35 mm from lumen
     # a 25 mm catheter is wider than the 18 mm trachea

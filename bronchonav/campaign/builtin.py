@@ -33,7 +33,8 @@ def plan_stage(ctx, k: int = 1) -> dict:
     ``plan_reasons`` (failed constraints, comma-separated), ``plan_length_m``,
     ``plan_exit_generation``, ``plan_exit_lobe``, ``plan_exit_distance_m`` (exit point to nodule
     centre), ``plan_min_clearance_m``, ``plan_max_bend_rad``, ``plan_tool_angle_rad``,
-    ``plan_nearest_reachable_m`` (for infeasible targets: nearest reachable airway point to the
+    ``plan_tip_turn_rad`` (the largest angle the tip turns to at the exit: a tool angle beyond
+    it is an aim that falls short), ``plan_nearest_reachable_m`` (for infeasible targets: nearest reachable airway point to the
     nodule centre).
     """
     from bronchonav.planning.planner import RoutePlanner
@@ -53,6 +54,7 @@ def plan_stage(ctx, k: int = 1) -> dict:
         "plan_min_clearance_m": _finite(route.min_clearance),
         "plan_max_bend_rad": _finite(route.max_bend),
         "plan_tool_angle_rad": _finite(route.tool_angle),
+        "plan_tip_turn_rad": _finite(route.tip_turn),
         "plan_nearest_reachable_m": min(nearest) if nearest else None,
     }
 

@@ -110,4 +110,3 @@ def largest_tip_angle(clearance, min_bend_radius: float) -> np.ndarray:
     """
     room = 2.0 * np.maximum(np.asarray(clearance, dtype=float), 0.0) / min_bend_radius
     return np.arccos(np.clip(1.0 - room, -1.0, 1.0))
-

@@ -5,7 +5,8 @@ catheter can reach (diameter, bifurcation bends and in-branch curvature all with
 limits along the whole way from the trachea) together with the route length, bend severity and
 smallest clearance up to it. A query then only looks at the reachable samples within tool reach
 of the lesion (a k-d tree ball query), keeps those whose tool path meets the angle (and pleura)
-constraints, and ranks them by the cost of :mod:`bronchonav.planning.cost`. When no sample
+constraints, and ranks them by the cost of :mod:`bronchonav.planning.cost` — those from which
+the tip can turn to point at the lesion in the lumen there first. When no sample
 qualifies, it explains why with structured :class:`~bronchonav.planning.route.Reason` objects.
 
 Coordinates are in the CT frame (LPS, m); angles in radians.
