@@ -35,12 +35,12 @@ while controller.outcome is None:
 state = model.state
 tip = state.tip_pose[:3, 3]
 tip_branch = int(state.branch_ids[-1])  # the airway the model's wall contact tracks the tip in
-gap = np.linalg.norm(tree[tip_branch].points - tip, axis=1)
-into_wall = max(0.0, gap.min() - tree[tip_branch].radii[gap.argmin()])  # penalty contact (m)
 print(f"navigation: {controller.outcome.reason}")
 print(f"catheter tip: {np.round(tip * 1e3, 1)} mm (CT) in branch {tip_branch} "
-      f"(on the route: {tip_branch in route.branch_ids}), {into_wall * 1e3:.2f} mm into the "
-      f"wall, wall force {state.total_contact_force:.2f} N")
+      f"(on the route: {tip_branch in route.branch_ids}), inside the lumen: "
+      f"{bool(tree.inside_lumen(tip)[0])}, within 0.5 mm of it: "
+      f"{bool(tree.inside_lumen(tip, margin=-0.5e-3)[0])} (pressed into the wall: penalty "
+      f"contact), wall force {state.total_contact_force:.2f} N")
 
 # 4. Register an EM sweep of the central airways, seen in an unknown patient frame.
 rng = np.random.default_rng(0)

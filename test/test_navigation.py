@@ -252,8 +252,7 @@ def _aim_setup(tube_radius, lesion_angle, params=None):
     lesion = exit_point + 0.02 * np.array([np.sin(lesion_angle), 0.0, -np.cos(lesion_angle)])
     model = CatheterModel(params or CatheterParams.default(), tree, n_nodes=20)
     controller = NavigationController(
-        RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion,
-                                tool_length=0.02), model)
+        RouteTarget.from_points([[0, 0, 0], exit_point], [0], lesion_center=lesion), model)
     return controller, model, lesion
 
 

@@ -22,19 +22,24 @@ class RouteTarget:
         Airways of the route, trachea first.
     lesion_center : ndarray, shape (3,) or None
         Lesion centre, CT frame (m): the tip aims at it once at the exit point.
-    tool_length : float
-        Planned tool path length from the exit point to the lesion centre (m).
     """
 
     path: Polyline
     branch_ids: tuple
     lesion_center: np.ndarray | None = None
-    tool_length: float = 0.0
 
     @property
     def exit_point(self) -> np.ndarray:
         """The route's last point, CT frame (m)."""
         return self.path.points[-1]
+
+    @property
+    def tool_length(self) -> float:
+        """Planned tool path length (m): the planner's straight tool path from the exit point
+        to the lesion centre; 0 without a lesion."""
+        if self.lesion_center is None:
+            return 0.0
+        return float(np.linalg.norm(self.lesion_center - self.exit_point))
 
     @property
     def length(self) -> float:
@@ -47,8 +52,7 @@ class RouteTarget:
         if not route.feasible or route.waypoints is None or len(route.waypoints) < 2:
             raise InputError("cannot navigate an infeasible route")
         lesion = None if route.target_center is None else np.asarray(route.target_center, float)
-        return cls(Polyline(route.waypoints), tuple(int(b) for b in route.branch_ids), lesion,
-                   float(route.tool_length or 0.0))
+        return cls(Polyline(route.waypoints), tuple(int(b) for b in route.branch_ids), lesion)
 
     @classmethod
     def straightest(cls, tree, catheter_radius: float, max_generation: int = 4,
@@ -68,7 +72,7 @@ class RouteTarget:
 
     @classmethod
     def from_points(cls, points_ct, branch_ids=(), lesion_center=None,
-                    tool_length: float = 0.0, tree=None) -> "RouteTarget":
+                    tree=None) -> "RouteTarget":
         """From route waypoints (N, 3), CT frame (m) — e.g. a ``nav_msgs/Path``.
 
         Without ``branch_ids`` and with the :class:`~bronchonav.airway.AirwayTree` the route
@@ -84,4 +88,4 @@ class RouteTarget:
         if not len(branch_ids) and tree is not None:
             end = path.points[-2:].mean(axis=0)
             branch_ids = tree.path_from_root(tree.nearest_branch(end))
-        return cls(path, tuple(int(b) for b in branch_ids), lesion, float(tool_length))
+        return cls(path, tuple(int(b) for b in branch_ids), lesion)

@@ -188,9 +188,8 @@ class NavigatorNode(Node):
             return
         lesion = self._lesion_for(pts[-1])
         try:
-            target = RouteTarget.from_points(
-                pts, lesion_center=lesion, tree=self.airway_map.tree,
-                tool_length=0.0 if lesion is None else float(np.linalg.norm(lesion - pts[-1])))
+            target = RouteTarget.from_points(pts, lesion_center=lesion,
+                                             tree=self.airway_map.tree)
         except (InputError, ValueError) as exc:
             self.controller = None
             self.get_logger().error(f"route refused: {exc}")
@@ -230,9 +229,7 @@ class NavigatorNode(Node):
         if c is not None and c.target.lesion_center is None:  # the route came first
             lesion = self._lesion_for(c.target.exit_point)
             if lesion is not None:
-                c.target = dataclasses.replace(
-                    c.target, lesion_center=lesion,
-                    tool_length=float(np.linalg.norm(lesion - c.target.exit_point)))
+                c.target = dataclasses.replace(c.target, lesion_center=lesion)
 
     def _lesion_for(self, exit_point: np.ndarray):
         """The lesion centre (CT, m) of the planner's status when its route ends at
