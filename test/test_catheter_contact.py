@@ -246,21 +246,21 @@ def test_double_back_finds_a_backbone_that_turns_back_up_the_tree(labels, expect
 
 def test_a_snap_through_is_checked_for_doubling_back_and_refused_when_it_does(monkeypatch):
     """The model consults the double-back rule on snap-through states only, and fails such a
-    step with the rule's reason. Shipped phantom, nodule N1 (the right upper lobe's apical
+    step with the rule's reason. Seed-1 phantom, nodule N1 (the right upper lobe's apical
     target, where the shaft loops), 3.5 mm catheter, ground truth: the drive passes folds of the
     quasi-static path by snap-through (accepted: the backbone does not double back). With a rule
     that flags every backbone, those steps fail with the reason and no snap-through state is
-    accepted; the other steps are unaffected by the rule."""
-    from pathlib import Path
-
+    accepted; the other steps are unaffected by the rule. (The shipped phantom's N1 drive was
+    the case until a slide along a carina's ridge stopped counting as a crossing: it has no
+    snap-through since.)"""
     from bronchonav.catheter import course
     from bronchonav.catheter import model as model_module
-    from bronchonav.maps import load_map
+    from bronchonav.ct.phantom import phantom_config, phantom_ground_truth_map
     from bronchonav.planning.constraints import DeviceConstraints
     from bronchonav.planning.planner import RoutePlanner
     from bronchonav.scenarios import rehearse
 
-    airway_map = load_map(Path(__file__).resolve().parents[1] / "maps" / "phantom_default")
+    airway_map = phantom_ground_truth_map(phantom_config("default", 1))
     params = CatheterParams.default()
     route = RoutePlanner(airway_map, DeviceConstraints.from_catheter(params)).plan("N1")[0]
     assert route.feasible
@@ -399,6 +399,34 @@ def test_a_node_passing_from_one_child_into_its_sibling_crosses_the_carina():
     assert wall.crossing(trachea, np.array([0]), deep[:1], np.array([1])) is None
     # unchanged airways are not looked at
     assert wall.crossing(deep[:1], np.array([1]), deep[1:], np.array([1])) is None
+
+
+def test_a_node_sliding_along_the_carina_ridge_crosses_nothing():
+    """Y tree as above. On the bisector 11.16 mm past the bifurcation a point lies 11.16 ·
+    sin 35° = 6.40 mm from each child's axis: 0.40 mm outside both 6 mm lumens, in the carina's
+    ridge (where a shaft pressed against the carina sits with penalty contact). Moved 0.2 mm to
+    either side it is 6.40 ∓ 0.2 · cos 35° = 6.24 / 6.56 mm from the axes: still outside both, and
+    which airway it is tracked in flips. That slide along the ridge passes through no carina (a
+    recorded jam: seed-1 phantom, 2.8 mm catheter, N3, registered pose, where every solve past
+    a 0.1 mm insertion step was refused as such a crossing)."""
+    from bronchonav.catheter.contact import WallModel
+
+    tree = y_tree()
+    wall = WallModel.from_tree(tree, np.eye(4), 1.75e-3)
+    depth = 0.006 / np.sin(np.radians(35.0)) + 0.4e-3 / np.sin(np.radians(35.0))
+    assert depth == pytest.approx(11.16e-3, abs=0.01e-3)
+
+    def ridge(x):
+        return np.array([[x, 0.0, -0.1 - depth]])
+
+    towards_1, towards_2 = ridge(0.2e-3), ridge(-0.2e-3)
+    assert not tree.inside_lumen(np.vstack([towards_1, towards_2])).any()
+    assert wall.crossing(towards_1, np.array([1]), towards_2, np.array([2])) is None
+    assert wall.crossing(towards_2, np.array([2]), towards_1, np.array([1])) is None
+    # from the ridge deep into one child, or from deep in it onto the ridge: no crossing either
+    deep_2 = (tree[2].start + 0.03 * tree[2].direction)[None, :]
+    assert wall.crossing(towards_1, np.array([1]), deep_2, np.array([2])) is None
+    assert wall.crossing(deep_2, np.array([2]), towards_1, np.array([1])) is None
 
 
 def test_the_tip_does_not_swing_over_a_carina_into_the_sibling_airway():

@@ -33,3 +33,15 @@ def test_a_tip_turned_away_misses_by_the_chord():
         shot = advance_tool(_tip([0, 0, 0], a), 0.03, [0, 0, 0.03], 0.01)
         assert shot.miss_m == pytest.approx(2 * 0.03 * math.sin(a / 2), abs=1e-12)
         assert shot.in_lesion == (2 * 0.03 * math.sin(a / 2) <= 0.01)
+
+
+def test_the_planned_tool_length_is_the_straight_way_from_the_exit_point_to_the_centre():
+    from bronchonav.geometry import Polyline
+    from bronchonav.navigation import RouteTarget
+    from bronchonav.navigation.tool import planned_tool_length
+
+    exit_point, centre = np.array([0.01, 0.0, 0.0]), np.array([0.013, 0.004, 0.0])
+    assert planned_tool_length(exit_point, centre) == pytest.approx(0.005, abs=1e-15)
+    path = Polyline(np.array([[0.0, 0.0, 0.0], exit_point]))
+    assert RouteTarget(path, (0,), centre).tool_length == pytest.approx(0.005, abs=1e-15)
+    assert RouteTarget(path, (0,)).tool_length == 0.0

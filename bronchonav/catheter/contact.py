@@ -170,11 +170,14 @@ class WallModel:
     def crossing(self, before_base: np.ndarray, before_ids: np.ndarray, after_base: np.ndarray,
                  after_ids: np.ndarray) -> tuple[int, int, int] | None:
         """The first backbone node that passed through a carina between two shapes: from one
-        airway into a sibling of it (same parent), its centre outside the sibling's lumen before
-        and outside its first airway's lumen after — beyond where the two tubes overlap, so that
-        the straight way between lies through the carina's tissue. With contact at the nodes
-        only, a solve can find such an equilibrium (the tip between nodes swung over the carina
-        wedge); no catheter gets there without backing out of the first airway.
+        airway into a sibling of it (same parent), its centre inside the first airway's lumen
+        and outside the sibling's before, and inside the sibling's and outside the first's
+        after — beyond where the two tubes overlap, so that the straight way between lies
+        through the carina's tissue. With contact at the nodes only, a solve can find such an
+        equilibrium (the tip between nodes swung over the carina wedge); no catheter gets there
+        without backing out of the first airway. A node pressed into the carina's ridge lies
+        outside both lumens, and which of the two it is tracked in can change with a fraction
+        of a millimetre's slide along the ridge: that passes nothing.
 
         Parameters
         ----------
@@ -195,7 +198,10 @@ class WallModel:
             a, b = index[int(before_ids[i])], index[int(after_ids[i])]
             if self.parent[a] != self.parent[b] or self.parent[a] < 0:
                 continue
-            if self._centre_outside(before_base[i], b) and self._centre_outside(after_base[i], a):
+            was_in_a = not self._centre_outside(before_base[i], a)
+            is_in_b = not self._centre_outside(after_base[i], b)
+            if was_in_a and is_in_b and self._centre_outside(before_base[i], b) and \
+                    self._centre_outside(after_base[i], a):
                 return int(i), int(before_ids[i]), int(after_ids[i])
         return None
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from bronchonav.errors import InputError
 from bronchonav.geometry import Polyline
+from bronchonav.navigation.tool import planned_tool_length
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class RouteTarget:
         to the lesion centre; 0 without a lesion."""
         if self.lesion_center is None:
             return 0.0
-        return float(np.linalg.norm(self.lesion_center - self.exit_point))
+        return planned_tool_length(self.exit_point, self.lesion_center)
 
     @property
     def length(self) -> float:

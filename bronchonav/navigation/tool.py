@@ -32,6 +32,13 @@ class ToolShot:
     in_lesion: bool
 
 
+def planned_tool_length(exit_point_ct: np.ndarray, lesion_center_ct: np.ndarray) -> float:
+    """The planned tool length (m): the planner's straight tool path from the exit point to the
+    lesion centre (both CT frame, m)."""
+    return float(np.linalg.norm(np.asarray(lesion_center_ct, dtype=float)
+                                - np.asarray(exit_point_ct, dtype=float)))
+
+
 def advance_tool(T_ct_tip: np.ndarray, tool_length_m: float, lesion_center_ct: np.ndarray,
                  lesion_radius_m: float) -> ToolShot:
     """Advance the tool ``tool_length_m`` from the tip pose ``T_ct_tip`` (4×4, tip frame to CT,

@@ -44,7 +44,7 @@ import numpy as np
 from bronchonav.errors import InputError
 from bronchonav.geometry import Polyline
 from bronchonav.navigation import survey_arm, survey_stops
-from bronchonav.navigation.tool import advance_tool
+from bronchonav.navigation.tool import advance_tool, planned_tool_length
 
 REACHED_TOLERANCE_M = 5e-3
 """The demo counts the exit point as reached when the tip is this close (m)."""
@@ -411,8 +411,7 @@ def run_demo(out_dir: str | Path = "out/demo", map_spec: str | None = None,
         reached = route is not None and outcome.get("status") == "reached" and \
             tip_to_exit <= REACHED_TOLERANCE_M
         radius = load_airway_map(map_spec).nodule(chosen).radius
-        # the planned tool length: the planner's straight path from the exit point to the centre
-        tool = advance_tool(T_tip, float(np.linalg.norm(target - exit_point)), target, radius)
+        tool = advance_tool(T_tip, planned_tool_length(exit_point, target), target, radius)
         progress(f"navigator: {outcome.get('reason', nav['phase'])} after {nav_s:.1f} s; tip "
                  f"{tip_to_exit * 1e3:.2f} mm from the exit point; tool "
                  f"{'in' if tool.in_lesion else 'NOT in'} the lesion "
