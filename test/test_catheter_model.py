@@ -198,3 +198,31 @@ def test_insertion_axis_is_the_tracheas_axis_despite_a_wiggling_top():
     assert tilt < 1.0  # the first 10 mm alone would tilt it by 5.7°
     off_axis = (T[:3, 3] - top) - ((T[:3, 3] - top) @ axis) * axis
     assert np.linalg.norm(off_axis) < 0.5e-3
+
+
+def test_a_recorded_jam_of_newton_creeping_at_the_wall_is_driven_through():
+    """Recorded case (bench/navigation_bench.py's campaign: seed-2 phantom, N3, 3.5 mm catheter,
+    registered pose): 270 mm in, with the tip section on the wall, Newton crept towards the root
+    and stopped at 30 iterations with the residual at 4·10⁻⁵; every fallback failed after it,
+    and the drive jammed 3 mm short of the exit point with 119 failed steps. With the iteration
+    bound at 60 the same drive reaches the exit point."""
+    from bronchonav.campaign.cases import expand_cases, select_nodules
+    from bronchonav.campaign.spec import parse_spec
+    from bronchonav.campaign.stages import make_map, run_case
+
+    spec = parse_spec({
+        "name": "navigation_s0-7_truth+registered", "seed": 2026,
+        "cohort": {"phantoms": {"name": "default", "seeds": [2], "map": "ground_truth"}},
+        "nodules": {"select": "all"},
+        "catheters": [{"name": "d3.5mm", "diameter_m": 0.0035}],
+        "stages": ["map", "plan", "rehearse"],
+        "stage_options": {"rehearse": {"poses": "registered"}}})
+    subject = spec.subjects[0]
+    airway_map = make_map(subject)
+    case = next(c for c in expand_cases(spec, {subject.key: select_nodules(airway_map,
+                                                                           spec.nodules)})
+                if c.key == "phantom-default-s2/N3/d3.5mm")
+    row = run_case(case, airway_map, spec.stage_options)
+    assert row["status"] == "ok", row.get("error")
+    assert row["rehearse_registered_reached"], row["rehearse_registered_reason"]
+    assert row["rehearse_registered_failed_steps"] < 20
