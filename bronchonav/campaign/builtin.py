@@ -34,8 +34,8 @@ def plan_stage(ctx, k: int = 1) -> dict:
     ``plan_exit_generation``, ``plan_exit_lobe``, ``plan_exit_distance_m`` (exit point to nodule
     centre), ``plan_min_clearance_m``, ``plan_max_bend_rad``, ``plan_tool_angle_rad``,
     ``plan_tip_turn_rad`` (the largest angle the tip turns to at the exit: a tool angle beyond
-    it is an aim that falls short), ``plan_nearest_reachable_m`` (for infeasible targets: nearest reachable airway point to the
-    nodule centre).
+    it is an aim that falls short), ``plan_nearest_reachable_m`` (for infeasible targets:
+    nearest reachable airway point to the nodule centre).
     """
     from bronchonav.planning.planner import RoutePlanner
 

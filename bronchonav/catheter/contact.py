@@ -198,10 +198,9 @@ class WallModel:
             a, b = index[int(before_ids[i])], index[int(after_ids[i])]
             if self.parent[a] != self.parent[b] or self.parent[a] < 0:
                 continue
-            was_in_a = not self._centre_outside(before_base[i], a)
-            is_in_b = not self._centre_outside(after_base[i], b)
-            if was_in_a and is_in_b and self._centre_outside(before_base[i], b) and \
-                    self._centre_outside(after_base[i], a):
+            before, after = before_base[i], after_base[i]
+            if not self._centre_outside(before, a) and self._centre_outside(before, b) and \
+                    not self._centre_outside(after, b) and self._centre_outside(after, a):
                 return int(i), int(before_ids[i]), int(after_ids[i])
         return None
 
